@@ -1,0 +1,1 @@
+"""The in-process runtime: artifacts, types, visibility, subscriptions, agents and the scheduler."""

@@ -1,0 +1,124 @@
+"""What engines and utility components see and return: the lifecycle hooks and their data."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.registry import canonical_name
+from flock_cli.core.visibility import AgentIdentity
+
+if TYPE_CHECKING:
+    from flock_cli.core.agent import Agent
+    from flock_cli.core.board import BoardView
+
+__all__ = ["AgentComponent", "Context", "EngineComponent", "EvalInputs", "EvalResult"]
+
+M = TypeVar("M", bound=BaseModel)
+
+BatchTrigger = Literal["size", "timeout", "idle", "shutdown"]
+
+
+@dataclass
+class EvalInputs:
+    """The artifacts an engine evaluates, plus state handed down an engine chain.
+
+    For a join, ``groups`` holds each completed group; for a batch of joins, one group per member.
+    """
+
+    artifacts: list[Artifact]
+    state: dict[str, Any] = field(default_factory=dict)
+    groups: list[list[Artifact]] = field(default_factory=list)
+
+    def all_as(self, model: type[M]) -> list[M]:
+        """Every input artifact of type ``model``, validated into the model."""
+        name = canonical_name(model)
+        return [a.as_model(model) for a in self.artifacts if a.type == name]
+
+    def first_as(self, model: type[M]) -> M:
+        """The first input of type ``model``; raises LookupError if there is none."""
+        found = self.all_as(model)
+        if not found:
+            raise LookupError(f"No input artifact of type {canonical_name(model)}")
+        return found[0]
+
+
+@dataclass
+class EvalResult:
+    """What an engine returns: output artifacts (or bare registered models), state, metrics, logs."""
+
+    artifacts: Sequence[Artifact | BaseModel] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    logs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """Per-run information given to every hook: who runs, on what, which attempt, and a board view.
+
+    ``board`` only returns artifacts the agent's identity may see.
+    """
+
+    agent: str
+    identity: AgentIdentity
+    board: BoardView
+    task_id: str
+    correlation_id: UUID | None
+    attempt: int = 1
+    is_batch: bool = False
+    batch_trigger: BatchTrigger | None = None
+    trigger: Literal["event", "direct"] = "event"
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentComponent(BaseModel):
+    """A utility component: override any hook to observe or transform a run.
+
+    Hooks run in ascending ``priority`` order. Every hook is async and may return a replacement
+    for its input (inputs, eval inputs, result).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str | None = None
+    priority: int = 0
+
+    async def on_initialize(self, agent: Agent, ctx: Context) -> None:
+        """Stage 2: before anything else in a run."""
+
+    async def on_pre_consume(self, agent: Agent, ctx: Context, inputs: list[Artifact]) -> list[Artifact]:
+        """Stage 3: transform or filter the input artifacts."""
+        return inputs
+
+    async def on_pre_evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalInputs:
+        """Stage 4: prepare the evaluation inputs."""
+        return inputs
+
+    async def on_post_evaluate(
+        self, agent: Agent, ctx: Context, inputs: EvalInputs, result: EvalResult
+    ) -> EvalResult:
+        """Stage 6: transform the engines' result."""
+        return result
+
+    async def on_post_publish(self, agent: Agent, ctx: Context, artifact: Artifact) -> None:
+        """Stage 8: react to each published output."""
+
+    async def on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
+        """Called when an attempt fails, before any retry."""
+
+    async def on_terminate(self, agent: Agent, ctx: Context) -> None:
+        """Always called at the end of an attempt."""
+
+
+class EngineComponent(AgentComponent):
+    """An engine turns evaluation inputs into a result. Engines of one agent run as a chain."""
+
+    async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
+        """Produce the result for ``inputs``. Subclasses must implement this."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluate is not implemented")

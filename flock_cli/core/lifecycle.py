@@ -1,0 +1,154 @@
+"""The stages of one agent run, as the design orders them.
+
+1. acquire a concurrency slot (the dispatcher), 2. ``on_initialize``, 3. ``on_pre_consume``,
+4. ``on_pre_evaluate``, 5. evaluate (the engine chain, ``best_of`` times), 6. ``on_post_evaluate``,
+7. publish (outputs committed with the delivery), 8. ``on_post_publish``, 9. the ``calls`` side
+effect. ``on_error`` runs when an attempt fails and ``on_terminate`` always runs.
+
+This module holds stages 2-6, 8 and 9; the orchestrator owns 1 and 7 because they touch the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from flock_cli.core.agent import Agent
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.components import AgentComponent, Context, EvalInputs, EvalResult
+from flock_cli.errors import AgentRunError, InvalidDeclarationError
+
+__all__ = ["Wrap", "components_of", "evaluate", "invoke_calls", "post_publish", "staged"]
+
+Wrap = Callable[[Artifact | BaseModel], Artifact]
+"""Turns an engine's output (a registered model or an artifact) into a validated artifact."""
+
+
+def components_of(agent: Agent) -> list[AgentComponent]:
+    """Utilities (by priority) then engines: the order of the lifecycle hooks."""
+    return [*agent.utilities, *agent.engines]
+
+
+class staged:  # noqa: N801 - used as a context manager, reads as a label
+    """Wrap any exception raised inside in an AgentRunError naming the stage."""
+
+    def __init__(self, agent: Agent, stage: str) -> None:
+        self.agent, self.stage = agent, stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, Exception) and not isinstance(exc, AgentRunError):
+            raise AgentRunError(self.agent.name, self.stage, exc) from exc
+        return False
+
+
+async def evaluate(
+    agent: Agent, ctx: Context, artifacts: list[Artifact], groups: list[list[Artifact]], wrap: Wrap
+) -> EvalResult:
+    """Stages 2 to 6: initialise, pre-consume, pre-evaluate, run the engines, post-evaluate."""
+    components = components_of(agent)
+    with staged(agent, "initialize"):
+        for component in components:
+            await component.on_initialize(agent, ctx)
+    with staged(agent, "pre_consume"):
+        for utility in agent.utilities:
+            artifacts = await utility.on_pre_consume(agent, ctx, artifacts)
+    inputs = EvalInputs(artifacts=list(artifacts), state={}, groups=groups)
+    with staged(agent, "pre_evaluate"):
+        for utility in agent.utilities:
+            inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
+    with staged(agent, "evaluate"):
+        result = await _best_of(agent, ctx, inputs, wrap)
+    with staged(agent, "post_evaluate"):
+        for utility in agent.utilities:
+            result = await utility.on_post_evaluate(agent, ctx, inputs, result)
+    return result
+
+
+async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -> EvalResult:
+    if not agent.engines:
+        raise InvalidDeclarationError(
+            f"agent '{agent.name}' has no engine: add one with .with_engines(...)"
+            " (TestEngine, FunctionEngine, or your own EngineComponent)"
+        )
+    current = inputs
+    logs: list[str] = []
+    metrics: dict[str, Any] = {}
+    for engine in agent.engines:
+        current = await engine.on_pre_evaluate(agent, ctx, current)
+        result = await engine.evaluate(agent, ctx, current)
+        if not isinstance(result, EvalResult):
+            raise TypeError(f"{type(engine).__name__}.evaluate must return an EvalResult, got {result!r}")
+        result = await engine.on_post_evaluate(agent, ctx, current, result)
+        logs.extend(result.logs)
+        metrics.update(result.metrics)
+        # The next engine sees this engine's outputs (or the same inputs if it produced none),
+        # and the state of every engine before it.
+        produced = [wrap(a) for a in result.artifacts]
+        current = EvalInputs(
+            artifacts=produced or current.artifacts,
+            state={**current.state, **result.state},
+            groups=current.groups,
+        )
+    return EvalResult(artifacts=current.artifacts, state=current.state, metrics=metrics, logs=logs)
+
+
+async def _best_of(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -> EvalResult:
+    if agent.best_of_n == 1 or agent.best_of_score is None:
+        return await _run_chain(agent, ctx, inputs, wrap)
+    tries = await asyncio.gather(
+        *(
+            _run_chain(agent, ctx, EvalInputs(list(inputs.artifacts), dict(inputs.state), inputs.groups), wrap)
+            for _ in range(agent.best_of_n)
+        ),
+        return_exceptions=True,
+    )
+    results = [r for r in tries if isinstance(r, EvalResult)]
+    if not results:
+        first = next(r for r in tries if isinstance(r, BaseException))
+        raise first
+    score = agent.best_of_score
+    best = max(results, key=score)
+    best.metrics.setdefault("best_of", {"n": agent.best_of_n, "succeeded": len(results), "score": score(best)})
+    return best
+
+
+async def post_publish(agent: Agent, ctx: Context, outputs: list[Artifact]) -> None:
+    """Stage 8: let utilities react to each published artifact."""
+    with staged(agent, "post_publish"):
+        for artifact in outputs:
+            for utility in agent.utilities:
+                await utility.on_post_publish(agent, ctx, artifact)
+
+
+async def invoke_calls(agent: Agent, outputs: list[tuple[Artifact, BaseModel]]) -> None:
+    """Stage 9: call ``agent.calls_func`` once per output whose type fits its first parameter."""
+    func = agent.calls_func
+    if func is None:
+        return
+    wanted = _first_param_type(func)
+    with staged(agent, "calls"):
+        for _, model in outputs:
+            if wanted is not None and not isinstance(model, wanted):
+                continue
+            value = func(model)
+            if inspect.isawaitable(value):
+                await value
+
+
+def _first_param_type(func: Any) -> type | None:
+    try:
+        hints = inspect.get_annotations(func, eval_str=True)
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError, NameError):
+        return None
+    if not params:
+        raise InvalidDeclarationError("calls() functions take the output model as one argument")
+    hint = hints.get(params[0].name)
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None

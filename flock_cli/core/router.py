@@ -1,0 +1,221 @@
+"""Matching: which subscriptions a new artifact wakes, and what runs that makes.
+
+The router owns the type index (type name -> subscriptions, so matching never scans every agent),
+the gates, joins and batchers. It decides synchronously and hands finished :class:`ReadyRun`
+objects to the orchestrator, which stores and dispatches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from flock_cli.core.agent import Agent
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.gathering import Batcher, Gate, OpenGroup
+from flock_cli.core.subscription import ReadyRun, Subscription
+from flock_cli.core.summary import ExpiredGroup, PendingGroup, PredicateError, SummaryCollector
+from flock_cli.core.visibility import AfterVisibility
+from flock_cli.errors import InvalidDeclarationError
+
+__all__ = ["Router", "typed_loader"]
+
+
+class Router:
+    """Index of subscriptions plus the gathering state of every gated or batched subscription."""
+
+    def __init__(self, agents: dict[str, Agent], collector: SummaryCollector) -> None:
+        self._agents = agents
+        self._collector = collector
+        self._by_type: dict[str, list[Subscription]] = {}
+        self._group_members: dict[str, dict[str, Subscription]] = {}
+        self.gates: dict[Subscription, Gate] = {}
+        self.batchers: dict[Subscription, Batcher] = {}
+
+    # -- declaration -----------------------------------------------------------------------------
+
+    def add(self, sub: Subscription) -> None:
+        """Index a new subscription; checks exclusive groups shared by several agents."""
+        if sub.group is not None:
+            members = self._group_members.setdefault(sub.group, {})
+            others = {name: s for name, s in members.items() if name != sub.agent}
+            if others and (not sub.is_simple or any(not s.is_simple for s in others.values())):
+                raise InvalidDeclarationError(
+                    f"exclusive group '{sub.group}' is shared by {', '.join(sorted({*others, sub.agent}))}:"
+                    " shared groups take single-type subscriptions without join or batch"
+                )
+            members.setdefault(sub.agent, sub)
+        for name in set(sub.type_names):
+            subs = self._by_type.setdefault(name, [])
+            subs.append(sub)
+            subs.sort(key=lambda s: -s.priority)  # higher priority claims first
+        if sub.gathers:
+            self.gates[sub] = Gate(sub)
+        if sub.batch is not None:
+            self.batchers[sub] = Batcher(sub)
+
+    def subscriptions_for(self, type_name: str) -> list[Subscription]:
+        """Subscriptions that consume ``type_name``, highest priority first."""
+        return self._by_type.get(type_name, [])
+
+    def claim_key(self, sub: Subscription) -> str:
+        """What an artifact is claimed under: the agent, or a group several agents share."""
+        if sub.group is not None and len(self._group_members.get(sub.group, ())) > 1:
+            return f"group:{sub.group}"
+        return sub.agent
+
+    # -- matching --------------------------------------------------------------------------------
+
+    def screen(
+        self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel], now: datetime
+    ) -> str | None:
+        """Why ``sub`` does not take ``artifact`` ("self", "denied", "from_agents", "channels",
+        "where", "predicate_error"), or None when it does. Visibility is checked by the caller."""
+        agent = self._agents[sub.agent]
+        if agent.prevent_self_trigger and artifact.produced_by == agent.name:
+            return "self"
+        reason = sub.header_rejection(artifact)
+        if reason is not None:
+            return reason
+        if sub.where:
+            try:
+                model = typed()
+                for predicate in sub.where:
+                    if not predicate(model):
+                        return "where"
+            except Exception as exc:  # a failing predicate means "no match", and is recorded
+                self._collector.predicate_errors.append(
+                    PredicateError(
+                        agent=sub.agent,
+                        subscription=sub.index,
+                        artifact_id=artifact.id,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+                )
+                return "predicate_error"
+        return None
+
+    @staticmethod
+    def embargo_lift(artifact: Artifact, agent: Agent, now: datetime) -> datetime | None:
+        """When an embargoed artifact becomes visible to ``agent``, or None if it never will."""
+        vis = artifact.visibility
+        if not isinstance(vis, AfterVisibility):
+            return None
+        lifts = vis.lifts_at(now)
+        if lifts <= now:
+            return None
+        if vis.then is not None and not vis.then.allows(agent.identity, now=lifts):
+            return None
+        return lifts
+
+    def gather(
+        self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel], now: datetime
+    ) -> tuple[list[ReadyRun], list[tuple[Gate, OpenGroup]], list[tuple[Batcher, int]]]:
+        """Feed an accepted artifact to the subscription's gate and batcher.
+
+        Returns the runs ready now, the join groups that opened (they need a window timer) and the
+        batches that started (they need a ``within`` timer).
+        """
+        unit: list[Artifact] | None = [artifact]
+        opened: list[tuple[Gate, OpenGroup]] = []
+        started: list[tuple[Batcher, int]] = []
+        gate = self.gates.get(sub)
+        if gate is not None:
+            key = self._join_key(artifact, sub, typed)
+            if key is _NO_KEY:
+                return [], [], []
+            unit, new_group = gate.add(artifact, key, now)
+            if new_group is not None and sub.join is not None and sub.join.window is not None:
+                opened.append((gate, new_group))
+            for group in gate.expire_by_count():
+                self.record_expired(sub, group, "count_window")
+        if unit is None:
+            return [], opened, started
+        groups = [unit] if gate is not None else []
+        batcher = self.batchers.get(sub)
+        if batcher is None:
+            return [ReadyRun(sub, unit, groups)], opened, started
+        full, new_batch = batcher.add(unit)
+        if new_batch and full is None and sub.batch is not None and sub.batch.within is not None:
+            started.append((batcher, batcher.generation))
+        if full is None:
+            return [], opened, started
+        return [self.batch_run(batcher, full, "size")], opened, started
+
+    def batch_run(self, batcher: Batcher, units: list[list[Artifact]], trigger: str) -> ReadyRun:
+        """One run for a flushed batch."""
+        sub = batcher.sub
+        groups = units if sub.gathers else []
+        return ReadyRun(sub, [a for u in units for a in u], groups, batch_trigger=trigger)
+
+    def flush_all(self, trigger: str) -> list[ReadyRun]:
+        """Flush every partial batch (at idle and at shutdown)."""
+        return [self.batch_run(b, b.take(), trigger) for b in self.batchers.values() if b.units]
+
+    def _join_key(self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel]) -> Any:
+        join = sub.join
+        if join is None:
+            return None
+        if join.by is None:
+            if artifact.correlation_id is None:
+                self._collector.filtered["no_correlation_id"] += 1
+                return _NO_KEY
+            return artifact.correlation_id
+        try:
+            key: Hashable = join.by(typed())
+            hash(key)
+        except Exception as exc:
+            self._collector.predicate_errors.append(
+                PredicateError(
+                    agent=sub.agent, subscription=sub.index, artifact_id=artifact.id,
+                    error=f"join key: {type(exc).__name__}: {exc}",
+                )
+            )
+            return _NO_KEY
+        return key
+
+    def record_expired(self, sub: Subscription, group: OpenGroup, reason: str) -> None:
+        """Report an expired join group in the summary."""
+        self._collector.expired.append(
+            ExpiredGroup(
+                agent=sub.agent,
+                subscription=sub.index,
+                key=str(group.key),
+                reason=reason,
+                artifact_ids=[a.id for a in group.artifacts()],
+                present=sorted({a.type for a in group.artifacts()}),
+                missing=group.missing(sub),
+            )
+        )
+
+    def pending(self) -> list[PendingGroup]:
+        """Every gate or join group still waiting."""
+        return [
+            PendingGroup(
+                agent=sub.agent,
+                subscription=sub.index,
+                key=None if group.key is None else str(group.key),
+                artifact_ids=[a.id for a in group.artifacts()],
+                missing=group.missing(sub),
+            )
+            for sub, gate in self.gates.items()
+            for group in gate.groups.values()
+        ]
+
+
+_NO_KEY: Any = object()
+
+
+def typed_loader(artifact: Artifact, model: type[BaseModel]) -> Callable[[], BaseModel]:
+    """A memoised ``artifact.as_model(model)`` (predicates and join keys share one validation)."""
+    cache: list[BaseModel] = []
+
+    def load() -> BaseModel:
+        if not cache:
+            cache.append(model.model_validate(artifact.payload))
+        return cache[0]
+
+    return load

@@ -1,0 +1,136 @@
+"""What happened during a run: the RunSummary returned by ``run_until_idle`` and ``shutdown``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from flock_cli.store.contract import DeadLetter
+
+__all__ = [
+    "BreakerTrip",
+    "ExpiredGroup",
+    "Failure",
+    "PendingGroup",
+    "PredicateError",
+    "RunSummary",
+    "SummaryCollector",
+]
+
+
+class Failure(BaseModel):
+    """An agent run that failed for good (after its retries)."""
+
+    agent: str
+    error_type: str
+    error: str
+    stage: str
+    attempts: int
+    artifact_ids: list[UUID]
+    outputs_published: bool = False
+
+
+class BreakerTrip(BaseModel):
+    """An agent hit ``max_agent_iterations``; ``held`` runs went to the dead letters instead."""
+
+    agent: str
+    limit: int
+    held: int = 0
+
+
+class ExpiredGroup(BaseModel):
+    """A join group that expired incomplete; its artifacts are listed, nothing is lost."""
+
+    agent: str
+    subscription: int
+    key: str
+    reason: str
+    artifact_ids: list[UUID]
+    present: list[str]
+    missing: list[str]
+
+
+class PendingGroup(BaseModel):
+    """An AND gate or join group still waiting for artifacts when the flock went idle."""
+
+    agent: str
+    subscription: int
+    key: str | None
+    artifact_ids: list[UUID]
+    missing: list[str]
+
+
+class PredicateError(BaseModel):
+    """A ``where=`` predicate raised: the artifact did not match, and this records why."""
+
+    agent: str
+    subscription: int
+    artifact_id: UUID
+    error: str
+
+
+class RunSummary(BaseModel):
+    """Everything that happened since the previous summary.
+
+    ``ok`` is False when any run failed, anything went to the dead letters or a breaker tripped.
+    """
+
+    agent_runs: int = 0
+    runs_by_agent: dict[str, int] = Field(default_factory=dict)
+    artifacts_published: int = 0
+    failures: list[Failure] = Field(default_factory=list)
+    retries: int = 0
+    breaker_trips: list[BreakerTrip] = Field(default_factory=list)
+    expired_groups: list[ExpiredGroup] = Field(default_factory=list)
+    dead_letters: list[DeadLetter] = Field(default_factory=list)
+    visibility_denials: int = 0
+    embargoed: int = 0
+    filtered: dict[str, int] = Field(default_factory=dict)
+    predicate_errors: list[PredicateError] = Field(default_factory=list)
+    pending_groups: list[PendingGroup] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No failure, no dead letter, no breaker trip."""
+        return not (self.failures or self.dead_letters or self.breaker_trips)
+
+
+class SummaryCollector:
+    """Accumulates counters between two summaries."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new period."""
+        self.runs: Counter[str] = Counter()
+        self.published = 0
+        self.failures: list[Failure] = []
+        self.retries = 0
+        self.trips: dict[str, BreakerTrip] = {}
+        self.expired: list[ExpiredGroup] = []
+        self.dead: list[DeadLetter] = []
+        self.denials = 0
+        self.embargoed = 0
+        self.filtered: Counter[str] = Counter()
+        self.predicate_errors: list[PredicateError] = []
+
+    def build(self, pending: list[PendingGroup]) -> RunSummary:
+        """The summary of the current period."""
+        return RunSummary(
+            agent_runs=sum(self.runs.values()),
+            runs_by_agent=dict(self.runs),
+            artifacts_published=self.published,
+            failures=list(self.failures),
+            retries=self.retries,
+            breaker_trips=list(self.trips.values()),
+            expired_groups=list(self.expired),
+            dead_letters=list(self.dead),
+            visibility_denials=self.denials,
+            embargoed=self.embargoed,
+            filtered=dict(self.filtered),
+            predicate_errors=list(self.predicate_errors),
+            pending_groups=pending,
+        )

@@ -1,0 +1,62 @@
+"""TestEngine: deterministic, schema-valid outputs with no model at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from flock_cli.core.agent import Agent
+from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
+from flock_cli.engines.sampling import SampleError, sample
+from flock_cli.errors import OutputError
+
+__all__ = ["TestEngine"]
+
+
+class TestEngine(EngineComponent):
+    """Produces ``count`` instances of every type the agent publishes, valid against its schema.
+
+    Values depend only on ``seed``, the agent's name, the output type and the input payloads, so
+    the same inputs give the same outputs in every run. ``count`` is one number for every type or
+    a mapping from type name (canonical or bare class name) to a number.
+    """
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+
+    seed: int = 0
+    count: int | dict[str, int] = Field(default=1)
+    attempts: int = Field(default=20, ge=1)
+
+    def _count_for(self, type_name: str) -> int:
+        if isinstance(self.count, int):
+            return self.count
+        short = type_name.rsplit(".", 1)[-1]
+        return self.count.get(type_name, self.count.get(short, 0))
+
+    async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
+        """Sample each declared output type."""
+        fingerprint = json.dumps([a.payload for a in inputs.artifacts], sort_keys=True, default=str)
+        outputs: list[BaseModel] = []
+        for decl in agent.outputs:
+            for index in range(self._count_for(decl.type_name)):
+                key = f"{self.seed}|{agent.name}|{decl.type_name}|{index}|{fingerprint}"
+                outputs.append(self._one(decl.model, key))
+        return EvalResult(artifacts=outputs, metrics={"test_engine_outputs": len(outputs)})
+
+    def _one(self, model: type[BaseModel], key: str) -> BaseModel:
+        schema: dict[str, Any] = model.model_json_schema()
+        last: Exception | None = None
+        for retry in range(self.attempts):
+            digest = hashlib.sha256(f"{key}|{retry}".encode()).digest()
+            rng = random.Random(int.from_bytes(digest[:8], "big"))
+            try:
+                return model.model_validate(sample(schema, rng))
+            except (SampleError, ValidationError) as exc:
+                last = exc
+        raise OutputError(
+            f"TestEngine could not produce a valid {model.__name__} in {self.attempts} tries: {last}"
+        )

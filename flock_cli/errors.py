@@ -1,0 +1,161 @@
+"""The exception tree of Flock-Flow.
+
+Two families, never mixed: a :class:`UserError` means the caller did something wrong (a bad
+declaration, an invalid payload, an unknown type name) and can fix it; a :class:`RunError` means
+something failed while the system ran (an engine raised, a run timed out, an output was invalid).
+The CLI maps the first family to exit code 2 and the second to exit code 1.
+
+    FlockError
+    ├── UserError
+    │   ├── TypeRegistryError
+    │   │   ├── UnknownTypeError
+    │   │   ├── AmbiguousTypeError
+    │   │   └── TypeConflictError
+    │   ├── InvalidPayloadError
+    │   ├── DuplicateAgentError
+    │   ├── UnknownAgentError
+    │   ├── InvalidDeclarationError
+    │   └── FlockClosedError
+    └── RunError
+        ├── AgentRunError
+        ├── OutputError
+        └── IdleTimeoutError
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+__all__ = [
+    "AgentRunError",
+    "AmbiguousTypeError",
+    "DuplicateAgentError",
+    "FlockClosedError",
+    "FlockError",
+    "IdleTimeoutError",
+    "InvalidDeclarationError",
+    "InvalidPayloadError",
+    "OutputError",
+    "RunError",
+    "TypeConflictError",
+    "TypeRegistryError",
+    "UnknownAgentError",
+    "UnknownTypeError",
+    "UserError",
+]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+class FlockError(Exception):
+    """Root of every error Flock-Flow raises on purpose."""
+
+
+class UserError(FlockError):
+    """A usage mistake by the caller: fix the declaration, the input or the call."""
+
+
+class RunError(FlockError):
+    """A failure while the system ran: an engine, a component, a timeout."""
+
+
+class TypeRegistryError(UserError):
+    """A type could not be registered or resolved."""
+
+
+class UnknownTypeError(TypeRegistryError):
+    """No registered type has this name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        listing = ", ".join(self.known) if self.known else "none"
+        super().__init__(
+            f"Unknown artifact type '{name}'.{did_you_mean(name, self.known)} Registered types: {listing}."
+            " Decorate the model with @flock_type and use it in an agent, publish it, or call"
+            " Flock.register_type()."
+        )
+
+
+class AmbiguousTypeError(TypeRegistryError):
+    """A bare class name matches several registered types."""
+
+    def __init__(self, name: str, matches: Iterable[str]) -> None:
+        self.name = name
+        self.matches = sorted(matches)
+        super().__init__(
+            f"Type name '{name}' is ambiguous: it matches {', '.join(self.matches)}."
+            " Use the qualified name."
+        )
+
+
+class TypeConflictError(TypeRegistryError):
+    """Two different classes claim the same type name."""
+
+
+class InvalidPayloadError(UserError):
+    """A payload does not validate against its registered type.
+
+    ``type_name`` names the type and ``fields`` the dotted paths of the failing fields.
+    """
+
+    def __init__(self, type_name: str, error: ValidationError) -> None:
+        self.type_name = type_name
+        self.errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
+        self.fields = [".".join(str(p) for p in e["loc"]) or "<root>" for e in self.errors]
+        details = "; ".join(
+            f"{field}: {e['msg']}" for field, e in zip(self.fields, self.errors, strict=True)
+        )
+        super().__init__(f"Invalid payload for type '{type_name}': {details}")
+
+
+class DuplicateAgentError(UserError):
+    """Two agents were declared with one name."""
+
+
+class UnknownAgentError(UserError):
+    """An agent name does not exist in this Flock."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        self.name = name
+        known = sorted(known)
+        super().__init__(f"Unknown agent '{name}'.{did_you_mean(name, known)}")
+
+
+class InvalidDeclarationError(UserError):
+    """An agent, subscription or option was declared with values that cannot work."""
+
+
+class FlockClosedError(UserError):
+    """Work was submitted after ``Flock.shutdown()``."""
+
+
+class AgentRunError(RunError):
+    """An agent run failed; ``agent`` and ``stage`` say where, ``__cause__`` says why."""
+
+    def __init__(self, agent: str, stage: str, cause: BaseException) -> None:
+        self.agent = agent
+        self.stage = stage
+        super().__init__(f"Agent '{agent}' failed in {stage}: {type(cause).__name__}: {cause}")
+
+
+class OutputError(RunError):
+    """An engine produced an output the agent may not publish (undeclared or invalid)."""
+
+
+class IdleTimeoutError(RunError):
+    """``run_until_idle(timeout=...)`` ran out of time; ``summary`` holds what happened so far."""
+
+    def __init__(self, timeout: float, summary: Any) -> None:
+        self.timeout = timeout
+        self.summary = summary
+        super().__init__(f"The flock did not become idle within {timeout} s.")

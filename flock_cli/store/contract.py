@@ -1,0 +1,302 @@
+"""The store contract: what every blackboard store (memory, SQLite, PostgreSQL) must do.
+
+A store holds four things:
+
+* **artifacts**, append-only; every read takes a *viewer* and returns only what that viewer may
+  see (denials are recorded);
+* **consumptions**, the (artifact, consumer) pairs already taken, so each pair runs at most once;
+* **deliveries**, units of work (an agent must process these artifacts) with a status, an attempt
+  counter that doubles as a fencing token, and a lease; an agent's outputs and the completion of its
+  delivery are committed together by :meth:`BlackboardStore.complete`;
+* **dead letters**, runs that failed for good (or were held by a circuit breaker), kept until
+  re-queued.
+
+The same contract test suite runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final, Literal, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.registry import canonical_name
+from flock_cli.core.visibility import AgentIdentity
+from flock_cli.errors import RunError
+
+__all__ = [
+    "EXTERNAL",
+    "UNRESTRICTED",
+    "ArtifactQuery",
+    "BlackboardStore",
+    "DeadLetter",
+    "Delivery",
+    "DeliveryStatus",
+    "Page",
+    "StaleLeaseError",
+    "Viewer",
+    "VisibilityDenial",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Unrestricted:
+    """The operator's view: every artifact, regardless of visibility (CLI inspection, tests)."""
+
+    name: Final = "__operator__"
+
+    def __repr__(self) -> str:
+        return "UNRESTRICTED"
+
+
+UNRESTRICTED: Final = _Unrestricted()
+"""Viewer that sees everything. Use it for operator tooling only; agents never get it."""
+
+EXTERNAL: Final = AgentIdentity(name="external")
+"""The default viewer of store reads: an outside caller that sees what an anonymous identity may."""
+
+Viewer = AgentIdentity | _Unrestricted
+
+
+class StaleLeaseError(RunError):
+    """A delivery was completed or failed with an attempt number that no longer holds its lease."""
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery is in its life."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class Delivery(BaseModel):
+    """One unit of work: ``agent`` must process ``artifact_ids`` (one run, possibly a batch)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    agent: str
+    artifact_ids: tuple[UUID, ...]
+    created_at: datetime
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    priority: int = 0
+    trigger: Literal["event", "direct", "redelivery"] = "event"
+    batch_trigger: str | None = None
+    group_sizes: tuple[int, ...] = ()
+
+
+class DeadLetter(BaseModel):
+    """A run that failed for good, or work held back by a circuit breaker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    agent: str
+    artifact_ids: tuple[UUID, ...]
+    reason: Literal["failed", "breaker"]
+    error_type: str | None = None
+    error: str | None = None
+    stage: str | None = None
+    attempts: int = 0
+    outputs_published: bool = False
+    created_at: datetime
+    delivery_id: UUID | None = None
+    subscription: int | None = None
+
+
+class VisibilityDenial(BaseModel):
+    """One refused look: ``viewer`` could not see ``artifact_id`` (when scheduling or reading)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    artifact_id: UUID
+    viewer: str
+    visibility: str
+    where: Literal["schedule", "read"]
+    at: datetime
+    embargoed_until: datetime | None = None
+
+
+class ArtifactQuery(BaseModel):
+    """Filters for :meth:`BlackboardStore.query`; every given filter must match."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    types: frozenset[str] | None = None
+    produced_by: frozenset[str] | None = None
+    correlation_id: UUID | None = None
+    tags: frozenset[str] | None = Field(default=None, description="artifacts carrying every tag")
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = Field(default=None, ge=1)
+    offset: int = Field(default=0, ge=0)
+    newest_first: bool = False
+
+    def matches(self, artifact: Artifact) -> bool:
+        """Whether ``artifact`` passes every filter (used by stores that filter in Python)."""
+        return (
+            (self.types is None or artifact.type in self.types)
+            and (self.produced_by is None or artifact.produced_by in self.produced_by)
+            and (self.correlation_id is None or artifact.correlation_id == self.correlation_id)
+            and (self.tags is None or self.tags <= artifact.tags)
+            and (self.since is None or artifact.created_at >= self.since)
+            and (self.until is None or artifact.created_at < self.until)
+        )
+
+
+class Page(BaseModel):
+    """One page of query results and the total number of visible matches."""
+
+    items: list[Artifact]
+    total: int
+
+
+class BlackboardStore(ABC):
+    """Abstract blackboard store. All methods are coroutines; implementations must be safe to call
+    from one event loop concurrently."""
+
+    # -- artifacts -------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def append(self, artifacts: Sequence[Artifact]) -> None:
+        """Add artifacts (all or none). Artifacts are never updated afterwards."""
+
+    @abstractmethod
+    async def query(
+        self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> Page:
+        """Visible artifacts matching ``query``, oldest first unless ``newest_first``."""
+
+    async def get(
+        self, artifact_id: UUID, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> Artifact | None:
+        """One artifact by id, or None if it does not exist or ``viewer`` may not see it."""
+        found = await self.get_many([artifact_id], viewer=viewer, now=now)
+        return found[0] if found else None
+
+    @abstractmethod
+    async def get_many(
+        self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> list[Artifact]:
+        """The visible artifacts among ``artifact_ids``, in the order asked."""
+
+    async def list(self, *, viewer: Viewer = EXTERNAL, now: datetime | None = None) -> list[Artifact]:
+        """Every visible artifact, oldest first."""
+        return (await self.query(None, viewer=viewer, now=now)).items
+
+    async def get_artifacts_by_type(
+        self, type_name: str, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> list[Artifact]:
+        """Visible artifacts of the canonical type ``type_name``, oldest first."""
+        return (await self.query(ArtifactQuery(types=frozenset({type_name})), viewer=viewer, now=now)).items
+
+    async def get_by_type(
+        self, model: type[M], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> list[M]:
+        """Visible artifacts of ``model``'s type, validated into the model, oldest first."""
+        artifacts = await self.get_artifacts_by_type(canonical_name(model), viewer=viewer, now=now)
+        return [a.as_model(model) for a in artifacts]
+
+    # -- consumptions ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def claim_consumption(self, artifact_id: UUID, consumer: str) -> bool:
+        """Record that ``consumer`` takes ``artifact_id``; False if it was already taken."""
+
+    @abstractmethod
+    async def consumers_of(self, artifact_id: UUID) -> set[str]:
+        """Who has taken ``artifact_id``."""
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_delivery(self, delivery: Delivery) -> None:
+        """Record new work."""
+
+    @abstractmethod
+    async def lease(
+        self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float
+    ) -> Delivery | None:
+        """Take the lease of a pending (or lease-expired) delivery, incrementing ``attempts``.
+
+        Returns the leased delivery, or None when someone else holds a live lease or it is finished.
+        The returned ``attempts`` is the fencing token for :meth:`complete` and :meth:`release`.
+        """
+
+    @abstractmethod
+    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
+        """Append ``outputs`` and mark the delivery done, atomically.
+
+        Raises StaleLeaseError (and changes nothing) if ``attempt`` no longer holds the lease.
+        """
+
+    @abstractmethod
+    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
+        """Give the lease back (pending again, for a retry) or mark the delivery dead."""
+
+    @abstractmethod
+    async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
+        """A delivery by id."""
+
+    @abstractmethod
+    async def deliveries(self, *, status: DeliveryStatus | None = None) -> list[Delivery]:
+        """Deliveries, oldest first, optionally of one status."""
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    @abstractmethod
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep a failed or held run."""
+
+    @abstractmethod
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, oldest first."""
+
+    @abstractmethod
+    async def take_dead_letter(self, letter_id: UUID) -> DeadLetter | None:
+        """Remove and return a dead letter (to re-queue it), or None if unknown."""
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def record_denials(self, denials: Sequence[VisibilityDenial]) -> None:
+        """Keep visibility denials for audit."""
+
+    @abstractmethod
+    async def denials(self) -> list[VisibilityDenial]:
+        """Every recorded denial, oldest first."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release resources (connections, files)."""
+
+
+def visible(artifact: Artifact, viewer: Viewer, now: datetime) -> bool:
+    """Whether ``viewer`` may see ``artifact`` at ``now``."""
+    if isinstance(viewer, _Unrestricted):
+        return True
+    return artifact.visibility.allows(viewer, now=now)
+
+
+def denial(artifact: Artifact, viewer: AgentIdentity, now: datetime, where: Any) -> VisibilityDenial:
+    """A denial record for ``viewer`` looking at ``artifact``."""
+    lifts = getattr(artifact.visibility, "lifts_at", None)
+    return VisibilityDenial(
+        artifact_id=artifact.id,
+        viewer=viewer.name,
+        visibility=artifact.visibility.describe(),
+        where=where,
+        at=now,
+        embargoed_until=lifts(now) if lifts is not None and lifts(now) > now else None,
+    )

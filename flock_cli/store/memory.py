@@ -1,0 +1,197 @@
+"""The in-memory store: fast, process-local, gone when the process exits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from flock_cli.core.artifact import Artifact
+from flock_cli.store.contract import (
+    EXTERNAL,
+    UNRESTRICTED,
+    ArtifactQuery,
+    BlackboardStore,
+    DeadLetter,
+    Delivery,
+    DeliveryStatus,
+    Page,
+    StaleLeaseError,
+    Viewer,
+    VisibilityDenial,
+    denial,
+    visible,
+)
+
+__all__ = ["InMemoryBlackboardStore"]
+
+
+class InMemoryBlackboardStore(BlackboardStore):
+    """Keeps everything in dictionaries. Every method completes without awaiting, so each call is
+    atomic with respect to the event loop."""
+
+    def __init__(self) -> None:
+        self._artifacts: dict[UUID, Artifact] = {}
+        self._by_type: dict[str, list[Artifact]] = {}
+        self._consumptions: dict[UUID, set[str]] = {}
+        self._deliveries: dict[UUID, Delivery] = {}
+        self._dead: dict[UUID, DeadLetter] = {}
+        self._denials: list[VisibilityDenial] = []
+
+    # -- artifacts -------------------------------------------------------------------------------
+
+    async def append(self, artifacts: Sequence[Artifact]) -> None:
+        """Add artifacts; an id already present rejects the whole call."""
+        for artifact in artifacts:
+            if artifact.id in self._artifacts:
+                raise ValueError(f"artifact {artifact.id} already exists")
+        self._append(artifacts)
+
+    def _append(self, artifacts: Sequence[Artifact]) -> None:
+        for artifact in artifacts:
+            self._artifacts[artifact.id] = artifact
+            self._by_type.setdefault(artifact.type, []).append(artifact)
+
+    def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
+        if viewer is UNRESTRICTED:
+            return artifacts
+        shown: list[Artifact] = []
+        denied: list[VisibilityDenial] = []
+        for artifact in artifacts:
+            if visible(artifact, viewer, now):
+                shown.append(artifact)
+            else:
+                assert not isinstance(viewer, type(UNRESTRICTED))
+                denied.append(denial(artifact, viewer, now, "read"))
+        self._denials.extend(denied)
+        return shown
+
+    async def query(
+        self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> Page:
+        """Filter in Python over the type index (or every artifact when no type is given)."""
+        query = query or ArtifactQuery()
+        if query.types is not None:
+            candidates = [a for t in query.types for a in self._by_type.get(t, ())]
+            if len(query.types) > 1:
+                candidates.sort(key=lambda a: a.created_at)
+        else:
+            candidates = list(self._artifacts.values())
+        matched = [a for a in candidates if query.matches(a)]
+        shown = self._filter_visible(matched, viewer, now or datetime.now(UTC))
+        if query.newest_first:
+            shown.reverse()
+        end = None if query.limit is None else query.offset + query.limit
+        return Page(items=shown[query.offset : end], total=len(shown))
+
+    async def get_many(
+        self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> list[Artifact]:
+        """Look up by id, then filter by visibility."""
+        found = [self._artifacts[i] for i in artifact_ids if i in self._artifacts]
+        return self._filter_visible(found, viewer, now or datetime.now(UTC))
+
+    # -- consumptions ----------------------------------------------------------------------------
+
+    async def claim_consumption(self, artifact_id: UUID, consumer: str) -> bool:
+        """Set insertion; False if already present."""
+        taken = self._consumptions.setdefault(artifact_id, set())
+        if consumer in taken:
+            return False
+        taken.add(consumer)
+        return True
+
+    async def consumers_of(self, artifact_id: UUID) -> set[str]:
+        """A copy of the consumer set."""
+        return set(self._consumptions.get(artifact_id, ()))
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    async def add_delivery(self, delivery: Delivery) -> None:
+        """Store the delivery; an existing id is an error."""
+        if delivery.id in self._deliveries:
+            raise ValueError(f"delivery {delivery.id} already exists")
+        self._deliveries[delivery.id] = delivery
+
+    async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
+        """Pending, or leased with an expired lease, becomes leased by ``owner``."""
+        current = self._deliveries.get(delivery_id)
+        if current is None or current.status in (DeliveryStatus.DONE, DeliveryStatus.DEAD):
+            return None
+        if (
+            current.status == DeliveryStatus.LEASED
+            and current.lease_expires_at is not None
+            and current.lease_expires_at > now
+        ):
+            return None
+        leased = current.model_copy(
+            update={
+                "status": DeliveryStatus.LEASED,
+                "attempts": current.attempts + 1,
+                "lease_owner": owner,
+                "lease_expires_at": now + timedelta(seconds=ttl),
+            }
+        )
+        self._deliveries[delivery_id] = leased
+        return leased
+
+    def _fenced(self, delivery_id: UUID, attempt: int) -> Delivery:
+        current = self._deliveries.get(delivery_id)
+        if current is None or current.status != DeliveryStatus.LEASED or current.attempts != attempt:
+            raise StaleLeaseError(
+                f"delivery {delivery_id}: attempt {attempt} does not hold the lease"
+                f" (now {current.status if current else 'missing'},"
+                f" attempt {current.attempts if current else '-'})"
+            )
+        return current
+
+    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
+        """Check the fence and duplicates first, then apply both changes."""
+        current = self._fenced(delivery_id, attempt)
+        for artifact in outputs:
+            if artifact.id in self._artifacts:
+                raise ValueError(f"artifact {artifact.id} already exists")
+        self._append(outputs)
+        self._deliveries[delivery_id] = current.model_copy(
+            update={"status": DeliveryStatus.DONE, "lease_owner": None, "lease_expires_at": None}
+        )
+
+    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
+        """Back to pending, or dead."""
+        current = self._fenced(delivery_id, attempt)
+        status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
+        self._deliveries[delivery_id] = current.model_copy(
+            update={"status": status, "lease_owner": None, "lease_expires_at": None}
+        )
+
+    async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
+        """Dictionary lookup."""
+        return self._deliveries.get(delivery_id)
+
+    async def deliveries(self, *, status: DeliveryStatus | None = None) -> list[Delivery]:
+        """Insertion order is creation order."""
+        return [d for d in self._deliveries.values() if status is None or d.status == status]
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    async def add_dead_letter(self, letter: DeadLetter) -> None:
+        """Keep it."""
+        self._dead[letter.id] = letter
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Oldest first."""
+        return list(self._dead.values())
+
+    async def take_dead_letter(self, letter_id: UUID) -> DeadLetter | None:
+        """Pop it."""
+        return self._dead.pop(letter_id, None)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def record_denials(self, denials: Sequence[VisibilityDenial]) -> None:
+        """Append."""
+        self._denials.extend(denials)
+
+    async def denials(self) -> list[VisibilityDenial]:
+        """A copy."""
+        return list(self._denials)
