@@ -77,10 +77,10 @@ class UnknownTypeError(TypeRegistryError):
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         self.name = name
-        self.known = sorted(known)
+        self.known = sorted(set(known))
         listing = ", ".join(self.known) if self.known else "none"
         super().__init__(
-            f"Unknown artifact type '{name}'.{did_you_mean(name, self.known)} Registered types: {listing}."
+            f"Unknown artifact type '{name}'.{did_you_mean(name, self.known)} Known names: {listing}."
             " Decorate the model with @flock_type and use it in an agent, publish it, or call"
             " Flock.register_type()."
         )

@@ -149,12 +149,12 @@ class TypeRegistry:
         """The canonical name for ``name`` (canonical already, or an unambiguous bare class name)."""
         if name in self._by_name:
             return name
-        matches = self._by_short.get(name.rsplit(".", 1)[-1] if "." not in name else name, set())
+        matches = self._by_short.get(name, set()) if "." not in name else set()
         if len(matches) == 1:
             return next(iter(matches))
         if len(matches) > 1:
             raise AmbiguousTypeError(name, matches)
-        raise UnknownTypeError(name, self._by_name)
+        raise UnknownTypeError(name, [*self._by_name, *self._by_short])
 
     def resolve(self, name: str) -> type[BaseModel]:
         """The model class registered under ``name`` (see :meth:`resolve_name`)."""

@@ -1,0 +1,44 @@
+import flock_cli
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    expected = [
+        "AfterVisibility", "Agent", "AgentBuilder", "AgentComponent", "AgentIdentity", "AgentRunError",
+        "AmbiguousTypeError", "Artifact", "BatchSpec", "Context", "DuplicateAgentError",
+        "EngineComponent", "EvalInputs", "EvalResult", "Flock", "FlockClosedError", "FlockError",
+        "FunctionEngine", "IdleTimeoutError", "InvalidDeclarationError", "InvalidPayloadError",
+        "JoinSpec", "LabelledVisibility", "ManualClock", "OutputError", "PrivateVisibility",
+        "PublicVisibility", "RetryPolicy", "RunError", "RunSummary", "SequentialIds", "SystemClock",
+        "TenantVisibility", "TestEngine", "TypeConflictError", "TypeRegistryError",
+        "UnknownAgentError", "UnknownTypeError", "UserError", "Visibility", "flock_tool",
+        "flock_type", "only_for",
+    ]
+    assert flock_cli.__all__ == expected
+    for name in expected:
+        assert getattr(flock_cli, name) is not None
+
+
+def test_user_and_run_errors_are_separate_families() -> None:
+    assert issubclass(flock_cli.InvalidPayloadError, flock_cli.UserError)
+    assert issubclass(flock_cli.UnknownTypeError, flock_cli.UserError)
+    assert issubclass(flock_cli.AgentRunError, flock_cli.RunError)
+    assert issubclass(flock_cli.OutputError, flock_cli.RunError)
+    assert not issubclass(flock_cli.RunError, flock_cli.UserError)
+    assert not issubclass(flock_cli.UserError, flock_cli.RunError)
+
+
+def test_heavy_libraries_are_not_imported() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, flock_cli; print(sorted(m for m in ('dspy','duckdb','textual','typer') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_console_script_help_and_misuse() -> None:
+    from flock_cli.cli import main
+
+    assert main(["--help"]) == 0
+    assert main(["--version"]) == 0
+    assert main(["frobnicate"]) == 2
