@@ -80,6 +80,8 @@ class ManualClock:
 
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and let the woken sleepers run."""
+        for _ in range(5):  # let just-created tasks reach their sleep first
+            await asyncio.sleep(0)
         target = self._now + timedelta(seconds=seconds)
         while self._sleepers and self._sleepers[0][0] <= target:
             deadline, _, future = heapq.heappop(self._sleepers)
