@@ -13,12 +13,13 @@ from tests.models import Result, Task
 class Echo(EngineComponent):
     """Publishes one Result per input Task, recording what it saw."""
 
-    seen: list[list[int]] = []
+    seen: Any = None
     delay: float = 0.0
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         tasks = inputs.all_as(Task)
-        self.seen.append([t.n for t in tasks])
+        if self.seen is not None:
+            self.seen.append([t.n for t in tasks])
         if self.delay:
             await asyncio.sleep(self.delay)
         return EvalResult(artifacts=[Result(n=t.n, by=agent.name) for t in tasks])
@@ -27,7 +28,7 @@ class Echo(EngineComponent):
 class Recorder(AgentComponent):
     """Appends the name of every hook it sees to ``log``."""
 
-    log: list[str] = []
+    log: Any = None
     tag: str = ""
 
     def _note(self, what: str) -> None:
