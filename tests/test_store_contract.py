@@ -1,0 +1,150 @@
+"""The store contract, run against every store implementation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+
+from flock_cli import AgentIdentity, Artifact, only_for
+from flock_cli.store import (
+    UNRESTRICTED,
+    ArtifactQuery,
+    BlackboardStore,
+    DeadLetter,
+    Delivery,
+    DeliveryStatus,
+    InMemoryBlackboardStore,
+    StaleLeaseError,
+)
+from tests.models import Task
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["memory"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[BlackboardStore]:
+    made: BlackboardStore = InMemoryBlackboardStore()
+    yield made
+    await made.close()
+
+
+def art(n: int, *, type_: str = "Task", minutes: int = 0, **extra: object) -> Artifact:
+    return Artifact(type=type_, payload={"n": n, "label": ""}, created_at=T0 + timedelta(minutes=minutes), **extra)  # type: ignore[arg-type]
+
+
+def delivery(agent: str = "a", *ids: object) -> Delivery:
+    return Delivery(id=uuid4(), agent=agent, artifact_ids=tuple(ids), created_at=T0)  # type: ignore[arg-type]
+
+
+async def test_append_and_read_back(store: BlackboardStore) -> None:
+    a, b = art(1), art(2, minutes=1)
+    await store.append([a, b])
+    assert await store.get(a.id) == a
+    assert [x.id for x in await store.get_many([b.id, a.id])] == [b.id, a.id]
+    assert await store.get(uuid4()) is None
+    assert await store.get_by_type(Task) == [Task(n=1), Task(n=2)]
+
+
+async def test_append_is_all_or_nothing(store: BlackboardStore) -> None:
+    a = art(1)
+    await store.append([a])
+    with pytest.raises(ValueError):
+        await store.append([art(2), a])
+    assert len(await store.list()) == 1
+
+
+async def test_query_filters_and_pagination(store: BlackboardStore) -> None:
+    corr = uuid4()
+    items = [
+        art(0, minutes=0, produced_by="x", tags=frozenset({"red", "big"})),
+        art(1, minutes=1, produced_by="y", correlation_id=corr),
+        art(2, minutes=2, type_="Other", produced_by="x", tags=frozenset({"red"})),
+        art(3, minutes=3, produced_by="x", correlation_id=corr),
+    ]
+    await store.append(items)
+
+    async def ns(**kw: object) -> list[int]:
+        return [a.payload["n"] for a in (await store.query(ArtifactQuery(**kw))).items]  # type: ignore[arg-type]
+
+    assert await ns(types=frozenset({"Task"})) == [0, 1, 3]
+    assert await ns(types=frozenset({"Task", "Other"})) == [0, 1, 2, 3]
+    assert await ns(produced_by=frozenset({"x"})) == [0, 2, 3]
+    assert await ns(correlation_id=corr) == [1, 3]
+    assert await ns(tags=frozenset({"red"})) == [0, 2]
+    assert await ns(tags=frozenset({"red", "big"})) == [0]
+    assert await ns(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=3)) == [1, 2]
+    page = await store.query(ArtifactQuery(limit=2, offset=1, newest_first=True))
+    assert [a.payload["n"] for a in page.items] == [2, 1] and page.total == 4
+
+
+async def test_reads_filter_by_viewer_and_record_denials(store: BlackboardStore) -> None:
+    secret = art(1, visibility=only_for("alice"))
+    await store.append([secret, art(2)])
+    alice, bob = AgentIdentity(name="alice"), AgentIdentity(name="bob")
+    assert (await store.query(viewer=alice)).total == 2
+    assert (await store.query(viewer=bob)).total == 1
+    assert await store.get(secret.id, viewer=bob) is None
+    assert (await store.query(viewer=UNRESTRICTED)).total == 2
+    denied = await store.denials()
+    assert {(d.viewer, d.artifact_id, d.where) for d in denied} == {("bob", secret.id, "read")}
+
+
+async def test_consumptions_are_claimed_once(store: BlackboardStore) -> None:
+    a = art(1)
+    await store.append([a])
+    assert await store.claim_consumption(a.id, "agent") is True
+    assert await store.claim_consumption(a.id, "agent") is False
+    assert await store.claim_consumption(a.id, "other") is True
+    assert await store.consumers_of(a.id) == {"agent", "other"}
+
+
+async def test_lease_complete_and_fencing(store: BlackboardStore) -> None:
+    a = art(1)
+    await store.append([a])
+    d = delivery("agent", a.id)
+    await store.add_delivery(d)
+    first = await store.lease(d.id, "p1", now=T0, ttl=10)
+    assert first is not None and first.attempts == 1 and first.status == DeliveryStatus.LEASED
+    assert await store.lease(d.id, "p2", now=T0 + timedelta(seconds=5), ttl=10) is None  # lease alive
+    second = await store.lease(d.id, "p2", now=T0 + timedelta(seconds=11), ttl=10)  # expired: reclaimed
+    assert second is not None and second.attempts == 2 and second.lease_owner == "p2"
+    late_output = art(99)
+    with pytest.raises(StaleLeaseError):
+        await store.complete(d.id, 1, [late_output])  # the dead holder's late completion
+    assert await store.get(late_output.id, viewer=UNRESTRICTED) is None
+    output = art(2)
+    await store.complete(d.id, 2, [output])
+    done = await store.get_delivery(d.id)
+    assert done is not None and done.status == DeliveryStatus.DONE
+    assert await store.get(output.id) == output
+    assert await store.lease(d.id, "p3", now=T0 + timedelta(days=1), ttl=10) is None
+    with pytest.raises(StaleLeaseError):
+        await store.complete(d.id, 2, [])
+
+
+async def test_release_for_retry_and_dead(store: BlackboardStore) -> None:
+    d = delivery("agent")
+    await store.add_delivery(d)
+    leased = await store.lease(d.id, "p", now=T0, ttl=10)
+    assert leased is not None
+    await store.release(d.id, leased.attempts)
+    assert [x.id for x in await store.deliveries(status=DeliveryStatus.PENDING)] == [d.id]
+    again = await store.lease(d.id, "p", now=T0, ttl=10)
+    assert again is not None and again.attempts == 2
+    await store.release(d.id, 2, dead=True)
+    assert [x.id for x in await store.deliveries(status=DeliveryStatus.DEAD)] == [d.id]
+    with pytest.raises(StaleLeaseError):
+        await store.release(d.id, 2)
+
+
+async def test_dead_letters(store: BlackboardStore) -> None:
+    letter = DeadLetter(id=uuid4(), agent="a", artifact_ids=(uuid4(),), reason="failed", error="boom",
+                        created_at=T0, attempts=3)
+    await store.add_dead_letter(letter)
+    assert await store.dead_letters() == [letter]
+    assert await store.take_dead_letter(letter.id) == letter
+    assert await store.take_dead_letter(letter.id) is None
+    assert await store.dead_letters() == []
