@@ -93,8 +93,7 @@ class AmbiguousTypeError(TypeRegistryError):
         self.name = name
         self.matches = sorted(matches)
         super().__init__(
-            f"Type name '{name}' is ambiguous: it matches {', '.join(self.matches)}."
-            " Use the qualified name."
+            f"Type name '{name}' is ambiguous: it matches {', '.join(self.matches)}. Use the qualified name."
         )
 
 
@@ -112,9 +111,7 @@ class InvalidPayloadError(UserError):
         self.type_name = type_name
         self.errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
         self.fields = [".".join(str(p) for p in e["loc"]) or "<root>" for e in self.errors]
-        details = "; ".join(
-            f"{field}: {e['msg']}" for field, e in zip(self.fields, self.errors, strict=True)
-        )
+        details = "; ".join(f"{field}: {e['msg']}" for field, e in zip(self.fields, self.errors, strict=True))
         super().__init__(f"Invalid payload for type '{type_name}': {details}")
 
 

@@ -45,7 +45,9 @@ class Recorder(AgentComponent):
         self._note("pre_evaluate")
         return inputs
 
-    async def on_post_evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs, result: EvalResult) -> EvalResult:
+    async def on_post_evaluate(
+        self, agent: Agent, ctx: Context, inputs: EvalInputs, result: EvalResult
+    ) -> EvalResult:
         self._note("post_evaluate")
         return result
 

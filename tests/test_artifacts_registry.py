@@ -20,8 +20,18 @@ from tests.models import Idea, Movie
 
 async def test_artifact_is_immutable_and_carries_design_fields(flock: Flock) -> None:
     artifact = await flock.publish(Movie(title="CATS", runtime=120), tags={"sci-fi"}, partition_key="p1")
-    for field in ("id", "type", "payload", "produced_by", "correlation_id", "partition_key", "tags",
-                  "visibility", "created_at", "version"):
+    for field in (
+        "id",
+        "type",
+        "payload",
+        "produced_by",
+        "correlation_id",
+        "partition_key",
+        "tags",
+        "visibility",
+        "created_at",
+        "version",
+    ):
         assert hasattr(artifact, field)
     assert artifact.type == "Movie"
     assert artifact.payload == {"title": "CATS", "runtime": 120}
@@ -54,7 +64,9 @@ async def test_publish_validates_model_instances_again(flock: Flock) -> None:
 
 async def test_publish_many_is_all_or_nothing(flock: Flock) -> None:
     with pytest.raises(InvalidPayloadError):
-        await flock.publish_many([Movie(title="Good", runtime=100), Movie.model_construct(title="Bad", runtime=1)])
+        await flock.publish_many(
+            [Movie(title="Good", runtime=100), Movie.model_construct(title="Bad", runtime=1)]
+        )
     assert await flock.store.list() == []
 
 
@@ -82,7 +94,7 @@ def test_bare_names_resolve_when_unambiguous_and_fail_clearly_otherwise() -> Non
     assert flock.registry.resolve("Report") is first
     assert flock.registry.resolve("pkg_a.models.Report") is first
     flock.register_type(second)
-    with pytest.raises(AmbiguousTypeError, match="pkg_a.models.Report, pkg_b.models.Report"):
+    with pytest.raises(AmbiguousTypeError, match=r"pkg_a\.models\.Report, pkg_b\.models\.Report"):
         flock.registry.resolve("Report")
     with pytest.raises(UnknownTypeError, match="Did you mean"):
         flock.registry.resolve("Reprt")

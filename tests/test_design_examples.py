@@ -16,7 +16,7 @@ async def test_code_review_parallel_then_join() -> None:
 
     def analyst(name: str, output: type[BaseModel]) -> TestEngine:
         class Tracked(TestEngine):
-            async def evaluate(self, agent, ctx, inputs):  # noqa: ANN001, ANN201
+            async def evaluate(self, agent, ctx, inputs):
                 started.append(name)
                 await asyncio.sleep(0.01)
                 return await super().evaluate(agent, ctx, inputs)
@@ -25,8 +25,11 @@ async def test_code_review_parallel_then_join() -> None:
 
     flock.agent("bugs").consumes(CodeSubmission).publishes(BugReport).with_engines(analyst("bugs", BugReport))
     flock.agent("security").consumes(CodeSubmission).publishes(SecurityReport).with_engines(
-        analyst("security", SecurityReport))
-    flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(TestEngine())
+        analyst("security", SecurityReport)
+    )
+    flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(
+        TestEngine()
+    )
     await flock.publish(CodeSubmission(code="def unsafe(): exec(user_input)", language="python"))
     summary = await flock.run_until_idle()
     assert summary.runs_by_agent == {"bugs": 1, "security": 1, "reviewer": 1} and summary.ok
@@ -56,7 +59,7 @@ async def test_fan_out_to_eight_journalists_in_parallel() -> None:
     active = {"now": 0, "max": 0}
 
     def journalist(name: str) -> FunctionEngine:
-        async def write(inputs):  # noqa: ANN001, ANN202
+        async def write(inputs):
             active["now"] += 1
             active["max"] = max(active["max"], active["now"])
             await asyncio.sleep(0.02)
@@ -66,7 +69,9 @@ async def test_fan_out_to_eight_journalists_in_parallel() -> None:
         return FunctionEngine(write)
 
     for i in range(8):
-        flock.agent(f"journalist_{i}").consumes(StoryIdea).publishes(Article).with_engines(journalist(f"j{i}"))
+        flock.agent(f"journalist_{i}").consumes(StoryIdea).publishes(Article).with_engines(
+            journalist(f"j{i}")
+        )
     await flock.publish(Topic(name="AI"))
     summary = await flock.run_until_idle()
     assert summary.agent_runs == 1 + 8 * 8
@@ -86,10 +91,18 @@ class Handled(BaseModel):
 
 async def test_conditional_routing() -> None:
     flock = Flock()
-    (flock.agent("urgent").consumes(Ticket, where=lambda b: b.severity in ["Critical", "High"])
-     .publishes(Handled).with_engines(FunctionEngine(lambda i: Handled(by="urgent"))))
-    (flock.agent("backlog").consumes(Ticket, where=lambda b: b.severity in ["Low", "Medium"])
-     .publishes(Handled).with_engines(FunctionEngine(lambda i: Handled(by="backlog"))))
+    (
+        flock.agent("urgent")
+        .consumes(Ticket, where=lambda b: b.severity in ["Critical", "High"])
+        .publishes(Handled)
+        .with_engines(FunctionEngine(lambda i: Handled(by="urgent")))
+    )
+    (
+        flock.agent("backlog")
+        .consumes(Ticket, where=lambda b: b.severity in ["Low", "Medium"])
+        .publishes(Handled)
+        .with_engines(FunctionEngine(lambda i: Handled(by="backlog")))
+    )
     for severity in ["Critical", "Low", "High", "Medium", "Low"]:
         await flock.publish(Ticket(severity=severity))
     summary = await flock.run_until_idle()
@@ -114,9 +127,11 @@ class Feedback(BaseModel):
 async def test_feedback_loop_is_stopped_by_the_circuit_breaker() -> None:
     flock = Flock(max_agent_iterations=5)
     flock.agent("writer").consumes(Draftable).consumes(Feedback).publishes(Draft).with_engines(
-        FunctionEngine(lambda i: Draft(text="again")))
+        FunctionEngine(lambda i: Draft(text="again"))
+    )
     flock.agent("reviewer").consumes(Draft).publishes(Feedback).with_engines(
-        FunctionEngine(lambda i: Feedback(score=1)))
+        FunctionEngine(lambda i: Feedback(score=1))
+    )
     await flock.publish(Draftable(text="start"))
     summary = await flock.run_until_idle(timeout=10)
     assert [t.agent for t in summary.breaker_trips] == ["writer"]
@@ -130,15 +145,21 @@ async def test_feedback_loop_is_stopped_by_the_circuit_breaker() -> None:
 async def test_blackboard_complete_example_with_string_results() -> None:
     flock = Flock("openai/gpt-4.1")
     flock.agent("bugs").consumes(CodeSubmission).publishes(BugReport).with_engines(
-        FunctionEngine(lambda i: BugReport(bugs=["exec on input"], severity="Critical")))
+        FunctionEngine(lambda i: BugReport(bugs=["exec on input"], severity="Critical"))
+    )
     flock.agent("security").consumes(CodeSubmission).publishes(SecurityReport).with_engines(
-        FunctionEngine(lambda i: SecurityReport(vulnerabilities=["RCE"], risk="Critical")))
+        FunctionEngine(lambda i: SecurityReport(vulnerabilities=["RCE"], risk="Critical"))
+    )
 
-    def decide(inputs):  # noqa: ANN001, ANN202
+    def decide(inputs):
         bug, sec = inputs.first_as(BugReport), inputs.first_as(SecurityReport)
-        return EvalResult(artifacts=[FinalReview(decision="Reject", summary=f"{bug.bugs[0]}; {sec.vulnerabilities[0]}")])
+        return EvalResult(
+            artifacts=[FinalReview(decision="Reject", summary=f"{bug.bugs[0]}; {sec.vulnerabilities[0]}")]
+        )
 
-    flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(FunctionEngine(decide))
+    flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(
+        FunctionEngine(decide)
+    )
     await flock.publish(CodeSubmission(code="def unsafe(): exec(user_input)", language="python"))
     await flock.run_until_idle()
     reviews = await flock.store.get_by_type(FinalReview)

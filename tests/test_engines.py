@@ -45,7 +45,12 @@ async def test_test_engine_outputs_validate_against_rich_schemas() -> None:
     assert len(bands) == 5
     for band in bands:
         assert band.size == 3 and 2 <= len(band.members) <= 4 and band.rating % 0.5 == 0
-    assert {b.severity for b in await flock.store.get_by_type(BugReport)} <= {"Critical", "High", "Medium", "Low"}
+    assert {b.severity for b in await flock.store.get_by_type(BugReport)} <= {
+        "Critical",
+        "High",
+        "Medium",
+        "Low",
+    }
 
 
 async def test_test_engine_is_deterministic_per_seed_and_input() -> None:
@@ -71,16 +76,22 @@ async def test_test_engine_count_per_type() -> None:
 
 async def test_function_engine_return_shapes() -> None:
     flock = Flock()
-    flock.agent("none").consumes(Task, where=lambda t: t.n == 0).publishes(Result).with_engines(FunctionEngine(lambda i: None))
+    flock.agent("none").consumes(Task, where=lambda t: t.n == 0).publishes(Result).with_engines(
+        FunctionEngine(lambda i: None)
+    )
     flock.agent("one").consumes(Task, where=lambda t: t.n == 1).publishes(Result).with_engines(
-        FunctionEngine(lambda i: Result(n=1)))
+        FunctionEngine(lambda i: Result(n=1))
+    )
     flock.agent("many").consumes(Task, where=lambda t: t.n == 2).publishes(Result).with_engines(
-        FunctionEngine(lambda i: [Result(n=2), Result(n=3)]))
+        FunctionEngine(lambda i: [Result(n=2), Result(n=3)])
+    )
 
-    async def async_fn(inputs, ctx):  # noqa: ANN001, ANN202
+    async def async_fn(inputs, ctx):
         return EvalResult(artifacts=[Result(n=4, by=ctx.agent)])
 
-    flock.agent("async").consumes(Task, where=lambda t: t.n == 4).publishes(Result).with_engines(FunctionEngine(async_fn))
+    flock.agent("async").consumes(Task, where=lambda t: t.n == 4).publishes(Result).with_engines(
+        FunctionEngine(async_fn)
+    )
     for n in (0, 1, 2, 4):
         await flock.publish(Task(n=n))
     summary = await flock.run_until_idle()

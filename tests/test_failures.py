@@ -18,7 +18,7 @@ from tests.models import Result, Task
 
 
 def flaky(failures: int, calls: list) -> FunctionEngine:
-    def fn(inputs, ctx):  # noqa: ANN001, ANN202
+    def fn(inputs, ctx):
         calls.append(ctx.attempt)
         if len(calls) <= failures:
             raise ConnectionError(f"transient #{len(calls)}")
@@ -29,12 +29,19 @@ def flaky(failures: int, calls: list) -> FunctionEngine:
 
 async def test_failure_is_reported_with_agent_error_and_inputs(flock: Flock) -> None:
     log: list[str] = []
-    flock.agent("f").consumes(Task).publishes(Result).with_engines(flaky(9, [])).with_utilities(Recorder(log=log))
+    flock.agent("f").consumes(Task).publishes(Result).with_engines(flaky(9, [])).with_utilities(
+        Recorder(log=log)
+    )
     task = await flock.publish(Task(n=1))
     summary = await flock.run_until_idle()
     assert not summary.ok
     failure = summary.failures[0]
-    assert (failure.agent, failure.error_type, failure.stage, failure.attempts) == ("f", "ConnectionError", "evaluate", 1)
+    assert (failure.agent, failure.error_type, failure.stage, failure.attempts) == (
+        "f",
+        "ConnectionError",
+        "evaluate",
+        1,
+    )
     assert failure.artifact_ids == [task.id]
     assert "error:AgentRunError" in log and log[-1] == "terminate"
     assert summary.retries == 0  # no retries unless configured
@@ -60,7 +67,9 @@ def test_retry_delays_without_jitter() -> None:
     rng = random.Random(0)
     assert [RetryPolicy(backoff="exponential", jitter=False).delay(n, rng) for n in (1, 2, 3)] == [1, 2, 4]
     assert [RetryPolicy(backoff="linear", jitter=False).delay(n, rng) for n in (1, 2, 3)] == [1, 2, 3]
-    assert [RetryPolicy(backoff="constant", jitter=False, initial_delay=0.5).delay(n, rng) for n in (1, 5)] == [0.5, 0.5]
+    assert [
+        RetryPolicy(backoff="constant", jitter=False, initial_delay=0.5).delay(n, rng) for n in (1, 5)
+    ] == [0.5, 0.5]
     assert RetryPolicy(jitter=False, max_delay=10).delay(20, rng) == 10
 
 
@@ -78,7 +87,8 @@ async def test_exhausted_retries_go_to_dead_letters_and_can_be_retried() -> None
     flock = Flock(clock=ManualClock(auto_advance=True))
     calls: list[int] = []
     flock.agent("f").consumes(Task).publishes(Result).with_engines(flaky(2, calls)).with_retry_policy(
-        RetryPolicy(max_attempts=2))
+        RetryPolicy(max_attempts=2)
+    )
     task = await flock.publish(Task(n=8))
     summary = await flock.run_until_idle()
     assert [d.agent for d in summary.dead_letters] == ["f"]
@@ -106,7 +116,7 @@ async def test_run_until_idle_timeout_carries_the_summary() -> None:
     flock = Flock()
     import asyncio
 
-    async def hang(inputs):  # noqa: ANN001, ANN202
+    async def hang(inputs):
         await asyncio.sleep(10)
 
     flock.agent("slow").consumes(Task).with_engines(FunctionEngine(hang))
@@ -126,10 +136,12 @@ async def test_shutdown_refuses_new_work(flock: Flock) -> None:
 
 async def test_hook_errors_are_not_swallowed(flock: Flock) -> None:
     class BadTerminate(Recorder):
-        async def on_terminate(self, agent, ctx):  # noqa: ANN001, ANN201
+        async def on_terminate(self, agent, ctx):
             raise ValueError("cleanup failed")
 
-    flock.agent("a").consumes(Task).publishes(Result).with_engines(flaky(0, [])).with_utilities(BadTerminate(log=[]))
+    flock.agent("a").consumes(Task).publishes(Result).with_engines(flaky(0, [])).with_utilities(
+        BadTerminate(log=[])
+    )
     await flock.publish(Task(n=1))
     summary = await flock.run_until_idle()
     assert [(f.stage, f.error) for f in summary.failures] == [("on_terminate", "cleanup failed")]

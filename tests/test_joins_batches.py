@@ -5,17 +5,25 @@ from tests.models import BugReport, SecurityReport, Task
 
 
 def recording(runs: list) -> FunctionEngine:
-    def fn(inputs, ctx):  # noqa: ANN001, ANN202
-        runs.append({"n": sorted(a.payload.get("n", -1) for a in inputs.artifacts), "batch": ctx.is_batch,
-                     "trigger": ctx.batch_trigger, "groups": len(inputs.groups),
-                     "types": sorted(a.type for a in inputs.artifacts)})
+    def fn(inputs, ctx):
+        runs.append(
+            {
+                "n": sorted(a.payload.get("n", -1) for a in inputs.artifacts),
+                "batch": ctx.is_batch,
+                "trigger": ctx.batch_trigger,
+                "groups": len(inputs.groups),
+                "types": sorted(a.type for a in inputs.artifacts),
+            }
+        )
 
     return FunctionEngine(fn)
 
 
 async def test_join_correlates_by_correlation_id(flock: Flock) -> None:
     runs: list = []
-    flock.agent("r").consumes(BugReport, SecurityReport, join={"kind": "all_of", "window": 30.0}).with_engines(recording(runs))
+    flock.agent("r").consumes(
+        BugReport, SecurityReport, join={"kind": "all_of", "window": 30.0}
+    ).with_engines(recording(runs))
     a, b = flock._new_id(), flock._new_id()
     await flock.publish(BugReport(bugs=[], severity="Low"), correlation_id=a)
     await flock.publish(SecurityReport(vulnerabilities=[], risk="Low"), correlation_id=b)
@@ -28,7 +36,9 @@ async def test_join_correlates_by_correlation_id(flock: Flock) -> None:
 
 async def test_join_window_expiry_is_reported(flock: Flock, clock: ManualClock) -> None:
     runs: list = []
-    flock.agent("r").consumes(BugReport, SecurityReport, join=JoinSpec(window=30.0)).with_engines(recording(runs))
+    flock.agent("r").consumes(BugReport, SecurityReport, join=JoinSpec(window=30.0)).with_engines(
+        recording(runs)
+    )
     bug = await flock.publish(BugReport(bugs=[], severity="Low"))
     await flock.run_until_idle()
     await clock.advance(29)
@@ -58,7 +68,9 @@ async def test_join_count_window(flock: Flock) -> None:
 
 async def test_join_by_key_function(flock: Flock) -> None:
     runs: list = []
-    flock.agent("pairs").consumes(Task, Task, join=JoinSpec(by=lambda t: t.label)).with_engines(recording(runs))
+    flock.agent("pairs").consumes(Task, Task, join=JoinSpec(by=lambda t: t.label)).with_engines(
+        recording(runs)
+    )
     for n, label in [(1, "x"), (2, "y"), (3, "x"), (4, "y")]:
         await flock.publish(Task(n=n, label=label))
     await flock.run_until_idle()
@@ -82,7 +94,9 @@ async def test_batch_flushes_on_time(flock: Flock, clock: ManualClock) -> None:
     await flock.publish_many([Task(n=1), Task(n=2)])
     await clock.advance(5)
     await flock.run_until_idle()
-    assert runs == [{"n": [1, 2], "batch": True, "trigger": "timeout", "groups": 0, "types": ["Task", "Task"]}]
+    assert runs == [
+        {"n": [1, 2], "batch": True, "trigger": "timeout", "groups": 0, "types": ["Task", "Task"]}
+    ]
 
 
 async def test_partial_batch_flushed_at_shutdown(flock: Flock) -> None:
@@ -96,7 +110,9 @@ async def test_partial_batch_flushed_at_shutdown(flock: Flock) -> None:
 
 async def test_batches_of_completed_join_groups(flock: Flock) -> None:
     runs: list = []
-    flock.agent("jb").consumes(BugReport, SecurityReport, join={"window": 60}, batch={"size": 2}).with_engines(recording(runs))
+    flock.agent("jb").consumes(
+        BugReport, SecurityReport, join={"window": 60}, batch={"size": 2}
+    ).with_engines(recording(runs))
     for _ in range(2):
         c = flock._new_id()
         await flock.publish(BugReport(bugs=[], severity="Low"), correlation_id=c)

@@ -20,10 +20,14 @@ from tests.models import Idea, Movie, Result, Tagline, Task
 async def test_stages_run_in_design_order_and_components_by_priority(flock: Flock) -> None:
     log: list[str] = []
     called: list[int] = []
-    (flock.agent("a").consumes(Task).publishes(Result)
-     .with_utilities(Recorder(log=log, tag="B.", priority=5), Recorder(log=log, tag="A.", priority=1))
-     .with_engines(Echo())
-     .calls(lambda r: (log.append("calls"), called.append(r.n))))
+    (
+        flock.agent("a")
+        .consumes(Task)
+        .publishes(Result)
+        .with_utilities(Recorder(log=log, tag="B.", priority=5), Recorder(log=log, tag="A.", priority=1))
+        .with_engines(Echo())
+        .calls(lambda r: (log.append("calls"), called.append(r.n)))
+    )
     await flock.publish(Task(n=3))
     await flock.run_until_idle()
     stages = ["initialize", "pre_consume", "pre_evaluate", "post_evaluate", "post_publish"]
@@ -34,11 +38,11 @@ async def test_stages_run_in_design_order_and_components_by_priority(flock: Floc
 
 async def test_engine_chain_propagates_state_and_outputs(flock: Flock) -> None:
     class Retriever(EngineComponent):
-        async def evaluate(self, agent, ctx, inputs):  # noqa: ANN001, ANN201
+        async def evaluate(self, agent, ctx, inputs):
             return EvalResult(state={"context": "retrieved docs"}, metrics={"docs": 2})
 
     class Writer(EngineComponent):
-        async def evaluate(self, agent, ctx, inputs):  # noqa: ANN001, ANN201
+        async def evaluate(self, agent, ctx, inputs):
             return EvalResult(artifacts=[Tagline(line=inputs.state["context"])])
 
     flock.agent("rag").consumes(Idea).publishes(Tagline).with_engines(Retriever(), Writer())
@@ -51,7 +55,7 @@ async def test_best_of_runs_concurrently_and_keeps_the_best(flock: Flock) -> Non
     counter = iter(range(100))
     running = {"now": 0, "max": 0}
 
-    async def draft(inputs):  # noqa: ANN001, ANN202
+    async def draft(inputs):
         running["now"] += 1
         running["max"] = max(running["max"], running["now"])
         await asyncio.sleep(0.01)
@@ -59,8 +63,13 @@ async def test_best_of_runs_concurrently_and_keeps_the_best(flock: Flock) -> Non
         n = next(counter)
         return EvalResult(artifacts=[Result(n=n)], metrics={"score": n % 3})
 
-    (flock.agent("b").consumes(Task).publishes(Result).with_engines(FunctionEngine(draft))
-     .best_of(5, score=lambda r: r.metrics["score"]))
+    (
+        flock.agent("b")
+        .consumes(Task)
+        .publishes(Result)
+        .with_engines(FunctionEngine(draft))
+        .best_of(5, score=lambda r: r.metrics["score"])
+    )
     await flock.publish(Task(n=0))
     await flock.run_until_idle()
     results = await flock.store.get_by_type(Result)
@@ -72,7 +81,7 @@ async def test_per_agent_and_global_concurrency_limits() -> None:
     async def measure(flock: Flock, name: str) -> int:
         peak = {"now": 0, "max": 0}
 
-        async def slow(inputs):  # noqa: ANN001, ANN202
+        async def slow(inputs):
             peak["now"] += 1
             peak["max"] = max(peak["max"], peak["now"])
             await asyncio.sleep(0.005)
@@ -92,12 +101,12 @@ async def test_per_agent_and_global_concurrency_limits() -> None:
     assert await measure(capped, "z") == 3
     agent_capped = Flock()
 
-    async def slow(inputs):  # noqa: ANN001, ANN202
+    async def slow(inputs):
         await asyncio.sleep(0.005)
 
     peak = {"now": 0, "max": 0}
 
-    async def tracked(inputs):  # noqa: ANN001, ANN202
+    async def tracked(inputs):
         peak["now"] += 1
         peak["max"] = max(peak["max"], peak["now"])
         await asyncio.sleep(0.005)
@@ -122,7 +131,8 @@ async def test_fan_out_outputs_inherit_correlation_id(flock: Flock) -> None:
 
 async def test_undeclared_output_type_fails_the_run(flock: Flock) -> None:
     flock.agent("liar").consumes(Idea).publishes(Tagline).with_engines(
-        FunctionEngine(lambda i: Movie(title="Not declared", runtime=100)))
+        FunctionEngine(lambda i: Movie(title="Not declared", runtime=100))
+    )
     await flock.publish(Idea(topic="x"))
     summary = await flock.run_until_idle()
     assert summary.failures[0].error_type == "OutputError"
@@ -132,7 +142,8 @@ async def test_undeclared_output_type_fails_the_run(flock: Flock) -> None:
 
 async def test_invalid_engine_output_is_a_run_error(flock: Flock) -> None:
     flock.agent("bad").consumes(Idea).publishes(Movie).with_engines(
-        FunctionEngine(lambda i: Movie.model_construct(title="x", runtime=1)))
+        FunctionEngine(lambda i: Movie.model_construct(title="x", runtime=1))
+    )
     await flock.publish(Idea(topic="x"))
     summary = await flock.run_until_idle()
     assert summary.failures[0].error_type == "OutputError"

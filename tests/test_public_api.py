@@ -3,15 +3,49 @@ import flock_cli
 
 def test_all_is_sorted_and_pinned() -> None:
     expected = [
-        "AfterVisibility", "Agent", "AgentBuilder", "AgentComponent", "AgentIdentity", "AgentRunError",
-        "AmbiguousTypeError", "Artifact", "BatchSpec", "Context", "DuplicateAgentError",
-        "EngineComponent", "EvalInputs", "EvalResult", "Flock", "FlockClosedError", "FlockError",
-        "FunctionEngine", "IdleTimeoutError", "InvalidDeclarationError", "InvalidPayloadError",
-        "JoinSpec", "LabelledVisibility", "ManualClock", "OutputError", "PrivateVisibility",
-        "PublicVisibility", "RetryPolicy", "RunError", "RunSummary", "SequentialIds", "SystemClock",
-        "TenantVisibility", "TestEngine", "TypeConflictError", "TypeRegistryError",
-        "UnknownAgentError", "UnknownTypeError", "UserError", "Visibility", "flock_tool",
-        "flock_type", "only_for",
+        "AfterVisibility",
+        "Agent",
+        "AgentBuilder",
+        "AgentComponent",
+        "AgentIdentity",
+        "AgentRunError",
+        "AmbiguousTypeError",
+        "Artifact",
+        "BatchSpec",
+        "Context",
+        "DuplicateAgentError",
+        "EngineComponent",
+        "EvalInputs",
+        "EvalResult",
+        "Flock",
+        "FlockClosedError",
+        "FlockError",
+        "FunctionEngine",
+        "IdleTimeoutError",
+        "InvalidDeclarationError",
+        "InvalidPayloadError",
+        "JoinSpec",
+        "LabelledVisibility",
+        "ManualClock",
+        "OutputError",
+        "PrivateVisibility",
+        "PublicVisibility",
+        "RetryPolicy",
+        "RunError",
+        "RunSummary",
+        "SequentialIds",
+        "SystemClock",
+        "TenantVisibility",
+        "TestEngine",
+        "TypeConflictError",
+        "TypeRegistryError",
+        "UnknownAgentError",
+        "UnknownTypeError",
+        "UserError",
+        "Visibility",
+        "flock_tool",
+        "flock_type",
+        "only_for",
     ]
     assert flock_cli.__all__ == expected
     for name in expected:
@@ -31,7 +65,8 @@ def test_heavy_libraries_are_not_imported() -> None:
     import subprocess
     import sys
 
-    code = "import sys, flock_cli; print(sorted(m for m in ('dspy','duckdb','textual','typer') if m in sys.modules))"
+    heavy = "('dspy', 'duckdb', 'textual', 'typer', 'llama_cpp')"
+    code = f"import sys, flock_cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -32,7 +32,9 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[BlackboardStore
 
 
 def art(n: int, *, type_: str = "Task", minutes: int = 0, **extra: object) -> Artifact:
-    return Artifact(type=type_, payload={"n": n, "label": ""}, created_at=T0 + timedelta(minutes=minutes), **extra)  # type: ignore[arg-type]
+    return Artifact(
+        type=type_, payload={"n": n, "label": ""}, created_at=T0 + timedelta(minutes=minutes), **extra
+    )  # type: ignore[arg-type]
 
 
 def delivery(agent: str = "a", *ids: object) -> Delivery:
@@ -141,8 +143,15 @@ async def test_release_for_retry_and_dead(store: BlackboardStore) -> None:
 
 
 async def test_dead_letters(store: BlackboardStore) -> None:
-    letter = DeadLetter(id=uuid4(), agent="a", artifact_ids=(uuid4(),), reason="failed", error="boom",
-                        created_at=T0, attempts=3)
+    letter = DeadLetter(
+        id=uuid4(),
+        agent="a",
+        artifact_ids=(uuid4(),),
+        reason="failed",
+        error="boom",
+        created_at=T0,
+        attempts=3,
+    )
     await store.add_dead_letter(letter)
     assert await store.dead_letters() == [letter]
     assert await store.take_dead_letter(letter.id) == letter

@@ -51,8 +51,13 @@ async def test_count_gate_needs_the_repeated_count(flock: Flock) -> None:
 
 async def test_chained_consumes_is_or_and_each_artifact_runs_once_per_agent(flock: Flock) -> None:
     runs: list = []
-    (flock.agent("either").consumes(Idea).consumes(Task).consumes(Task, where=lambda t: t.n > 0)
-     .with_engines(collecting(runs)))
+    (
+        flock.agent("either")
+        .consumes(Idea)
+        .consumes(Task)
+        .consumes(Task, where=lambda t: t.n > 0)
+        .with_engines(collecting(runs))
+    )
     await flock.publish(Idea(topic="a"))
     await flock.publish(Task(n=5))
     summary = await flock.run_until_idle()
@@ -66,7 +71,9 @@ async def test_where_predicates_all_must_pass_and_raising_ones_are_recorded(floc
     def boom(t: Task) -> bool:
         raise ZeroDivisionError("bad predicate")
 
-    flock.agent("big").consumes(Task, where=[lambda t: t.n > 1, lambda t: t.n < 10]).with_engines(collecting(runs))
+    flock.agent("big").consumes(Task, where=[lambda t: t.n > 1, lambda t: t.n < 10]).with_engines(
+        collecting(runs)
+    )
     flock.agent("broken").consumes(Task, where=boom).with_engines(collecting(runs))
     for n in (0, 5, 20):
         await flock.publish(Task(n=n))
@@ -112,7 +119,7 @@ async def test_priority_orders_runs_when_slots_are_scarce() -> None:
     order: list[str] = []
 
     def note(name: str) -> FunctionEngine:
-        async def fn(inputs):  # noqa: ANN001, ANN202
+        async def fn(inputs):
             order.append(name)
             await asyncio.sleep(0)
 
@@ -138,8 +145,13 @@ async def test_different_agents_all_run_with_default_delivery(flock: Flock) -> N
 
 async def test_exclusive_group_processes_each_artifact_once(flock: Flock) -> None:
     for name in ("w1", "w2", "w3"):
-        (flock.agent(name).consumes(Task, delivery="exclusive", group="workers").publishes(Result)
-         .with_engines(Echo()).max_concurrency(2))
+        (
+            flock.agent(name)
+            .consumes(Task, delivery="exclusive", group="workers")
+            .publishes(Result)
+            .with_engines(Echo())
+            .max_concurrency(2)
+        )
     flock.agent("auditor").consumes(Task).publishes(Result).with_engines(Echo())
     await flock.publish_many([Task(n=i) for i in range(30)])
     summary = await flock.run_until_idle()
@@ -178,7 +190,7 @@ async def test_shared_delivery_and_invalid_options() -> None:
 
 
 async def test_prevent_self_trigger_default_and_opt_out(flock: Flock) -> None:
-    async def bump(inputs):  # noqa: ANN001, ANN202
+    async def bump(inputs):
         t = inputs.first_as(Task)
         return Task(n=t.n + 1) if t.n < 3 else None
 
@@ -188,7 +200,9 @@ async def test_prevent_self_trigger_default_and_opt_out(flock: Flock) -> None:
     assert summary.agent_runs == 1 and summary.filtered == {"self": 1}
 
     other = Flock()
-    other.agent("self_loop").consumes(Task).publishes(Task).with_engines(FunctionEngine(bump)).prevent_self_trigger(False)
+    other.agent("self_loop").consumes(Task).publishes(Task).with_engines(
+        FunctionEngine(bump)
+    ).prevent_self_trigger(False)
     await other.publish(Task(n=0))
     assert (await other.run_until_idle()).agent_runs == 4
 

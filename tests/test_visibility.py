@@ -38,14 +38,19 @@ def test_the_five_kinds() -> None:
 
 async def test_scheduling_respects_visibility_and_records_denials(flock: Flock) -> None:
     seen: list[str] = []
-    for name, labels, tenant in [("public_agent", (), None), ("secret_agent", ("clearance:secret",), None),
-                                 ("acme_agent", (), "acme")]:
+    for name, labels, tenant in [
+        ("public_agent", (), None),
+        ("secret_agent", ("clearance:secret",), None),
+        ("acme_agent", (), "acme"),
+    ]:
         b = flock.agent(name).consumes(Task).with_engines(FunctionEngine(lambda i, c: seen.append(c.agent)))
         if labels:
             b.labels(*labels)
         if tenant:
             b.tenant(tenant)
-    await flock.publish(Task(n=1), visibility=LabelledVisibility(required_labels=frozenset({"clearance:secret"})))
+    await flock.publish(
+        Task(n=1), visibility=LabelledVisibility(required_labels=frozenset({"clearance:secret"}))
+    )
     await flock.publish(Task(n=2), visibility=TenantVisibility(tenant_id="acme"))
     await flock.publish(Task(n=3), visibility=only_for("public_agent"))
     summary = await flock.run_until_idle()
@@ -53,7 +58,9 @@ async def test_scheduling_respects_visibility_and_records_denials(flock: Flock) 
     assert summary.visibility_denials == 6
     denials = await flock.store.denials()
     assert {(d.viewer, d.where) for d in denials if d.visibility.startswith("Tenant")} == {
-        ("public_agent", "schedule"), ("secret_agent", "schedule")}
+        ("public_agent", "schedule"),
+        ("secret_agent", "schedule"),
+    }
 
 
 async def test_publishes_only_for_makes_outputs_private(flock: Flock) -> None:
@@ -85,7 +92,7 @@ async def test_every_read_path_filters(flock: Flock) -> None:
 async def test_ctx_board_only_shows_what_the_agent_may_see(flock: Flock) -> None:
     views: dict[str, int] = {}
 
-    async def look(inputs, ctx):  # noqa: ANN001, ANN202
+    async def look(inputs, ctx):
         views[ctx.agent] = len(await ctx.board.list())
 
     await flock.publish(Idea(topic="private"), visibility=only_for("insider"))
@@ -96,7 +103,9 @@ async def test_ctx_board_only_shows_what_the_agent_may_see(flock: Flock) -> None
     assert views == {"insider": 2, "outsider": 1}
 
 
-async def test_embargoed_artifact_is_delivered_when_the_embargo_lifts(flock: Flock, clock: ManualClock) -> None:
+async def test_embargoed_artifact_is_delivered_when_the_embargo_lifts(
+    flock: Flock, clock: ManualClock
+) -> None:
     got: list[int] = []
     flock.agent("a").consumes(Task).with_engines(FunctionEngine(lambda i: got.append(i.first_as(Task).n)))
     flock.agent("never").consumes(Task).with_engines(FunctionEngine(lambda i: got.append(-1)))

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from flock_cli.core.components import AgentComponent, EngineComponent, EvalResult
 from flock_cli.core.specs import NO_RETRY, BatchSpec, JoinSpec, RetryPolicy, coerce_spec
-from flock_cli.core.subscription import Mode, Predicate, Subscription
+from flock_cli.core.subscription import Predicate, Subscription
 from flock_cli.core.visibility import AgentIdentity, PrivateVisibility, Visibility
 from flock_cli.errors import InvalidDeclarationError
 
@@ -126,9 +126,7 @@ class AgentBuilder:
                 f"agent '{self.name}': delivery must be 'shared' or 'exclusive', got {delivery!r}"
             )
         if group is not None and delivery != "exclusive":
-            raise InvalidDeclarationError(
-                f"agent '{self.name}': group= only applies to delivery='exclusive'"
-            )
+            raise InvalidDeclarationError(f"agent '{self.name}': group= only applies to delivery='exclusive'")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise InvalidDeclarationError(f"agent '{self.name}': priority must be an int")
         predicates = _predicates(self.name, where)

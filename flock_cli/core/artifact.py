@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -36,7 +37,7 @@ class Artifact(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     version: int = 1
 
-    def as_model(self, model: type[M]) -> M:
+    def as_model(self, model: builtins.type[M]) -> M:
         """Validate the payload into ``model`` (raises pydantic's ValidationError on mismatch)."""
         return model.model_validate(self.payload)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import TypeVar
 from uuid import UUID
@@ -47,6 +48,6 @@ class BoardView:
         """Every visible artifact."""
         return (await self.query()).items
 
-    async def get_by_type(self, model: type[M]) -> list[M]:
+    async def get_by_type(self, model: type[M]) -> builtins.list[M]:
         """Visible artifacts of ``model``'s type, typed."""
         return await self._store.get_by_type(model, viewer=self._identity, now=self._clock.now())

@@ -32,9 +32,7 @@ class OpenGroup:
 
     def missing(self, sub: Subscription) -> list[str]:
         """Type names still short, one entry per missing artifact."""
-        return [
-            t for t, n in sub.required.items() for _ in range(n - len(self.buckets.get(t, ())))
-        ]
+        return [t for t, n in sub.required.items() for _ in range(n - len(self.buckets.get(t, ())))]
 
 
 class Gate:
@@ -50,7 +48,9 @@ class Gate:
         self.groups: OrderedDict[Hashable, OpenGroup] = OrderedDict()
         self._seq = 0
 
-    def add(self, artifact: Artifact, key: Hashable, now: datetime) -> tuple[list[Artifact] | None, OpenGroup | None]:
+    def add(
+        self, artifact: Artifact, key: Hashable, now: datetime
+    ) -> tuple[list[Artifact] | None, OpenGroup | None]:
         """Add an artifact. Returns (completed group or None, newly opened group or None)."""
         self._seq += 1
         group = self.groups.get(key)

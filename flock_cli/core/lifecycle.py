@@ -33,7 +33,7 @@ def components_of(agent: Agent) -> list[AgentComponent]:
     return [*agent.utilities, *agent.engines]
 
 
-class staged:  # noqa: N801 - used as a context manager, reads as a label
+class staged:
     """Wrap any exception raised inside in an AgentRunError naming the stage."""
 
     def __init__(self, agent: Agent, stage: str) -> None:
@@ -42,10 +42,9 @@ class staged:  # noqa: N801 - used as a context manager, reads as a label
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is not None and isinstance(exc, Exception) and not isinstance(exc, AgentRunError):
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, Exception) and not isinstance(exc, AgentRunError):
             raise AgentRunError(self.agent.name, self.stage, exc) from exc
-        return False
 
 
 async def evaluate(
@@ -104,7 +103,9 @@ async def _best_of(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -
         return await _run_chain(agent, ctx, inputs, wrap)
     tries = await asyncio.gather(
         *(
-            _run_chain(agent, ctx, EvalInputs(list(inputs.artifacts), dict(inputs.state), inputs.groups), wrap)
+            _run_chain(
+                agent, ctx, EvalInputs(list(inputs.artifacts), dict(inputs.state), inputs.groups), wrap
+            )
             for _ in range(agent.best_of_n)
         ),
         return_exceptions=True,
@@ -115,7 +116,9 @@ async def _best_of(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -
         raise first
     score = agent.best_of_score
     best = max(results, key=score)
-    best.metrics.setdefault("best_of", {"n": agent.best_of_n, "succeeded": len(results), "score": score(best)})
+    best.metrics.setdefault(
+        "best_of", {"n": agent.best_of_n, "succeeded": len(results), "score": score(best)}
+    )
     return best
 
 

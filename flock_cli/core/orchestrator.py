@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
@@ -153,8 +153,15 @@ class Flock:
         tags: Iterable[str] | None = None,
     ) -> Artifact:
         """Validate and store a model instance, then schedule the agents it wakes."""
-        return (await self.publish_many([obj], visibility=visibility, correlation_id=correlation_id,
-                                        partition_key=partition_key, tags=tags))[0]
+        return (
+            await self.publish_many(
+                [obj],
+                visibility=visibility,
+                correlation_id=correlation_id,
+                partition_key=partition_key,
+                tags=tags,
+            )
+        )[0]
 
     async def publish_external(
         self,
@@ -169,8 +176,15 @@ class Flock:
     ) -> Artifact:
         """Publish a plain dict as an artifact of the registered type ``type_name``."""
         model = self.registry.resolve(type_name)
-        artifact = self._build(model, payload, produced_by=produced_by, correlation_id=correlation_id,
-                               partition_key=partition_key, tags=tags, visibility=visibility)
+        artifact = self._build(
+            model,
+            payload,
+            produced_by=produced_by,
+            correlation_id=correlation_id,
+            partition_key=partition_key,
+            tags=tags,
+            visibility=visibility,
+        )
         await self._publish_built([artifact])
         return artifact
 
@@ -193,9 +207,17 @@ class Flock:
                 )
             model = type(obj)
             self.registry.name_of(model)
-            built.append(self._build(model, obj.model_dump(), produced_by="external",
-                                     correlation_id=correlation_id, partition_key=partition_key,
-                                     tags=tags, visibility=visibility))
+            built.append(
+                self._build(
+                    model,
+                    obj.model_dump(),
+                    produced_by="external",
+                    correlation_id=correlation_id,
+                    partition_key=partition_key,
+                    tags=tags,
+                    visibility=visibility,
+                )
+            )
         await self._publish_built(built)
         return built
 
@@ -230,7 +252,7 @@ class Flock:
             correlation_id=correlation_id,
             partition_key=partition_key,
             tags=frozenset(tags or ()),
-            visibility=(visibility or PublicVisibility()).bind(now),
+            visibility=cast(Any, (visibility or PublicVisibility()).bind(now)),
             created_at=now,
             version=1,
         )
@@ -356,7 +378,7 @@ class Flock:
         *,
         queue: str | None = None,
         candidates: dict[str, int] | None = None,
-        trigger: str = "event",
+        trigger: Literal["event", "direct", "redelivery"] = "event",
     ) -> Delivery:
         sub = run.subscription
         delivery = Delivery(
@@ -365,7 +387,7 @@ class Flock:
             artifact_ids=tuple(a.id for a in run.artifacts),
             created_at=self.clock.now(),
             priority=sub.priority,
-            trigger=trigger,  # type: ignore[arg-type]
+            trigger=trigger,
             batch_trigger=run.batch_trigger,
             group_sizes=tuple(len(g) for g in run.groups),
         )
@@ -429,7 +451,9 @@ class Flock:
         committed = False
         try:
             try:
-                result = await lifecycle.evaluate(agent, ctx, artifacts, run.groups, self._wrapper(agent, ctx))
+                result = await lifecycle.evaluate(
+                    agent, ctx, artifacts, run.groups, self._wrapper(agent, ctx)
+                )
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts)
                     await self.store.complete(delivery.id, attempt, [a for a, _ in outputs])
@@ -464,7 +488,9 @@ class Flock:
             if isinstance(item, Artifact):
                 model = self.registry.get(item.type)
                 if model is None:
-                    raise OutputError(f"agent '{agent.name}' produced an artifact of unknown type '{item.type}'")
+                    raise OutputError(
+                        f"agent '{agent.name}' produced an artifact of unknown type '{item.type}'"
+                    )
                 payload: Any = item.payload
                 base = item
             elif isinstance(item, BaseModel):
@@ -501,11 +527,11 @@ class Flock:
             decl = agent.output_for(artifact.type)
             if decl is None:
                 declared = ", ".join(d.type_name for d in agent.outputs) or "nothing"
-                raise OutputError(
-                    f"agent '{agent.name}' produced '{artifact.type}' but publishes {declared}"
-                )
+                raise OutputError(f"agent '{agent.name}' produced '{artifact.type}' but publishes {declared}")
             if decl.visibility is not None:
-                artifact = artifact.model_copy(update={"visibility": decl.visibility.bind(artifact.created_at)})
+                artifact = artifact.model_copy(
+                    update={"visibility": decl.visibility.bind(artifact.created_at)}
+                )
             if artifact.correlation_id is None:
                 artifact = artifact.model_copy(update={"correlation_id": ctx.correlation_id})
             outputs.append((artifact, decl.model.model_validate(artifact.payload)))
@@ -527,28 +553,54 @@ class Flock:
 
     def _hook_failure(self, agent: Agent, ctx: Context, stage: str, error: Exception) -> None:
         self._collector.failures.append(
-            Failure(agent=agent.name, error_type=type(error).__name__, error=str(error), stage=stage,
-                    attempts=ctx.attempt, artifact_ids=[])
+            Failure(
+                agent=agent.name,
+                error_type=type(error).__name__,
+                error=str(error),
+                stage=stage,
+                attempts=ctx.attempt,
+                artifact_ids=[],
+            )
         )
 
     async def _dead_letter(
-        self, agent: Agent, delivery: Delivery, run: ReadyRun, error: Exception, attempts: int,
-        *, outputs_published: bool,
+        self,
+        agent: Agent,
+        delivery: Delivery,
+        run: ReadyRun,
+        error: Exception,
+        attempts: int,
+        *,
+        outputs_published: bool,
     ) -> None:
         cause = error.__cause__ if isinstance(error, AgentRunError) and error.__cause__ else error
         stage = error.stage if isinstance(error, AgentRunError) else "evaluate"
         letter = DeadLetter(
-            id=self._new_id(), agent=agent.name, artifact_ids=delivery.artifact_ids, reason="failed",
-            error_type=type(cause).__name__, error=str(cause), stage=stage, attempts=attempts,
-            outputs_published=outputs_published, created_at=self.clock.now(), delivery_id=delivery.id,
+            id=self._new_id(),
+            agent=agent.name,
+            artifact_ids=delivery.artifact_ids,
+            reason="failed",
+            error_type=type(cause).__name__,
+            error=str(cause),
+            stage=stage,
+            attempts=attempts,
+            outputs_published=outputs_published,
+            created_at=self.clock.now(),
+            delivery_id=delivery.id,
             subscription=run.subscription.index,
         )
         await self.store.add_dead_letter(letter)
         self._collector.dead.append(letter)
         self._collector.failures.append(
-            Failure(agent=agent.name, error_type=letter.error_type or "", error=letter.error or "",
-                    stage=stage, attempts=attempts, artifact_ids=list(delivery.artifact_ids),
-                    outputs_published=outputs_published)
+            Failure(
+                agent=agent.name,
+                error_type=letter.error_type or "",
+                error=letter.error or "",
+                stage=stage,
+                attempts=attempts,
+                artifact_ids=list(delivery.artifact_ids),
+                outputs_published=outputs_published,
+            )
         )
 
     async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
@@ -557,9 +609,14 @@ class Flock:
         )
         trip.held += 1
         letter = DeadLetter(
-            id=self._new_id(), agent=agent.name, artifact_ids=delivery.artifact_ids, reason="breaker",
+            id=self._new_id(),
+            agent=agent.name,
+            artifact_ids=delivery.artifact_ids,
+            reason="breaker",
             error=f"circuit breaker open: more than {self.max_agent_iterations} runs of '{agent.name}'",
-            created_at=self.clock.now(), delivery_id=delivery.id, subscription=run.subscription.index,
+            created_at=self.clock.now(),
+            delivery_id=delivery.id,
+            subscription=run.subscription.index,
         )
         leased = await self.store.lease(delivery.id, self._owner, now=self.clock.now(), ttl=self._lease_ttl)
         if leased is not None:
@@ -623,8 +680,9 @@ class Flock:
         for obj in inputs:
             if not isinstance(obj, BaseModel):
                 raise InvalidDeclarationError(f"arun() inputs must be model instances, got {obj!r}")
-            built.append(self._build(type(obj), obj.model_dump(), produced_by="external",
-                                     correlation_id=correlation))
+            built.append(
+                self._build(type(obj), obj.model_dump(), produced_by="external", correlation_id=correlation)
+            )
         types = {a.type for a in built}
         sub = next((s for s in target.subscriptions if s.accepts_direct and types <= set(s.type_names)), None)
         if sub is None:
@@ -640,7 +698,9 @@ class Flock:
             self._collector.published += len(built)
             for artifact in built:
                 await self.store.claim_consumption(artifact.id, target.name)
-            delivery = await self._enqueue(ReadyRun(sub, built, [built] if sub.gathers else []), trigger="direct")
+            delivery = await self._enqueue(
+                ReadyRun(sub, built, [built] if sub.gathers else []), trigger="direct"
+            )
             self._direct[delivery.id] = []
         finally:
             self._release()
@@ -648,7 +708,9 @@ class Flock:
         outputs = self._direct.pop(delivery.id)
         failure = next((f for f in summary.failures if set(f.artifact_ids) == {a.id for a in built}), None)
         if failure is not None and not failure.outputs_published:
-            raise AgentRunError(target.name, failure.stage, RuntimeError(f"{failure.error_type}: {failure.error}"))
+            raise AgentRunError(
+                target.name, failure.stage, RuntimeError(f"{failure.error_type}: {failure.error}")
+            )
         return outputs
 
     def run(self, agent: AgentBuilder | Agent | str, *inputs: BaseModel) -> list[Artifact]:
@@ -677,7 +739,8 @@ class Flock:
         sub = agent.subscriptions[index]
         self._hold()
         try:
-            return await self._enqueue(ReadyRun(sub, artifacts, [artifacts] if sub.gathers else []),
-                                       trigger="redelivery")
+            return await self._enqueue(
+                ReadyRun(sub, artifacts, [artifacts] if sub.gathers else []), trigger="redelivery"
+            )
         finally:
             self._release()

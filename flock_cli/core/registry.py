@@ -124,7 +124,9 @@ class TypeRegistry:
         if known is not None:
             return known
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise InvalidDeclarationError(f"Artifact types must be pydantic BaseModel subclasses, got {model!r}")
+            raise InvalidDeclarationError(
+                f"Artifact types must be pydantic BaseModel subclasses, got {model!r}"
+            )
         name = canonical_name(model)
         existing = self._by_name.get(name)
         if existing is not None and existing is not model:

@@ -170,7 +170,9 @@ class Router:
         except Exception as exc:
             self._collector.predicate_errors.append(
                 PredicateError(
-                    agent=sub.agent, subscription=sub.index, artifact_id=artifact.id,
+                    agent=sub.agent,
+                    subscription=sub.index,
+                    artifact_id=artifact.id,
                     error=f"join key: {type(exc).__name__}: {exc}",
                 )
             )

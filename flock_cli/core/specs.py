@@ -86,7 +86,7 @@ class RetryPolicy(BaseModel):
             base = self.initial_delay * failures
         else:
             base = self.initial_delay
-        base = min(base, self.max_delay)
+        base = float(min(base, self.max_delay))
         return base * rng.uniform(0.5, 1.0) if self.jitter else base
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:

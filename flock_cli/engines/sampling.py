@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import random
 import re
 import string
@@ -12,8 +13,26 @@ from typing import Any
 __all__ = ["SampleError", "sample"]
 
 _WORDS = (
-    "amber", "blue", "cedar", "delta", "ember", "flock", "grove", "harbor", "iris", "juniper",
-    "kite", "lumen", "maple", "north", "orbit", "pine", "quartz", "river", "stone", "tide",
+    "amber",
+    "blue",
+    "cedar",
+    "delta",
+    "ember",
+    "flock",
+    "grove",
+    "harbor",
+    "iris",
+    "juniper",
+    "kite",
+    "lumen",
+    "maple",
+    "north",
+    "orbit",
+    "pine",
+    "quartz",
+    "river",
+    "stone",
+    "tide",
 )
 
 
@@ -105,18 +124,16 @@ def _multiple(schema: dict[str, Any], rng: random.Random) -> float:
 
 
 def _bounds(schema: dict[str, Any], *, integer: bool) -> tuple[float, float]:
-    eps = 1 if integer else 1e-3
-    low = schema.get("minimum", schema.get("exclusiveMinimum", None))
-    if "exclusiveMinimum" in schema and "minimum" not in schema:
-        low = schema["exclusiveMinimum"] + eps
-    high = schema.get("maximum", None)
-    if "exclusiveMaximum" in schema and "maximum" not in schema:
-        high = schema["exclusiveMaximum"] - eps
-    if low is None and high is None:
-        low, high = 0, 100
-    elif low is None:
-        low = high - 100
-    elif high is None:
+    eps = 1.0 if integer else 1e-3
+    low: float | None = schema.get("minimum")
+    if low is None and "exclusiveMinimum" in schema:
+        low = float(schema["exclusiveMinimum"]) + eps
+    high: float | None = schema.get("maximum")
+    if high is None and "exclusiveMaximum" in schema:
+        high = float(schema["exclusiveMaximum"]) - eps
+    if low is None:
+        low = 0.0 if high is None else high - 100
+    if high is None:
         high = low + 100
     if low > high:
         raise SampleError(f"empty range [{low}, {high}]")
@@ -164,10 +181,7 @@ def _word(rng: random.Random) -> str:
 
 def _from_pattern(pattern: str, rng: random.Random) -> str:
     """A string matching ``pattern``, built by walking the parsed regular expression."""
-    try:
-        import re._parser as sre_parse  # the stdlib's own regex parser (Python 3.11+)
-    except ImportError:  # pragma: no cover - older layout
-        import sre_parse  # type: ignore[import-not-found,no-redef]
+    sre_parse = importlib.import_module("re._parser")  # the stdlib's own regex parser (3.11+)
     parsed = sre_parse.parse(pattern)
     text = _walk(parsed, rng, sre_parse)
     if not re.search(pattern, text):
@@ -214,9 +228,12 @@ def _class_char(items: Any, rng: random.Random) -> str:
         elif name == "CATEGORY":
             cat = str(arg)
             choices.extend(
-                string.digits if "DIGIT" in cat and "NOT" not in cat
-                else string.ascii_letters + "_" if "WORD" in cat and "NOT" not in cat
-                else " " if "SPACE" in cat and "NOT" not in cat
+                string.digits
+                if "DIGIT" in cat and "NOT" not in cat
+                else string.ascii_letters + "_"
+                if "WORD" in cat and "NOT" not in cat
+                else " "
+                if "SPACE" in cat and "NOT" not in cat
                 else "a"
             )
         elif name == "NEGATE":

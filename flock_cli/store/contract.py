@@ -16,6 +16,7 @@ The same contract test suite runs against every implementation.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
@@ -198,13 +199,13 @@ class BlackboardStore(ABC):
 
     async def get_artifacts_by_type(
         self, type_name: str, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
-    ) -> list[Artifact]:
+    ) -> builtins.list[Artifact]:
         """Visible artifacts of the canonical type ``type_name``, oldest first."""
         return (await self.query(ArtifactQuery(types=frozenset({type_name})), viewer=viewer, now=now)).items
 
     async def get_by_type(
         self, model: type[M], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
-    ) -> list[M]:
+    ) -> builtins.list[M]:
         """Visible artifacts of ``model``'s type, validated into the model, oldest first."""
         artifacts = await self.get_artifacts_by_type(canonical_name(model), viewer=viewer, now=now)
         return [a.as_model(model) for a in artifacts]
@@ -226,9 +227,7 @@ class BlackboardStore(ABC):
         """Record new work."""
 
     @abstractmethod
-    async def lease(
-        self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float
-    ) -> Delivery | None:
+    async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """Take the lease of a pending (or lease-expired) delivery, incrementing ``attempts``.
 
         Returns the leased delivery, or None when someone else holds a live lease or it is finished.
@@ -251,7 +250,7 @@ class BlackboardStore(ABC):
         """A delivery by id."""
 
     @abstractmethod
-    async def deliveries(self, *, status: DeliveryStatus | None = None) -> list[Delivery]:
+    async def deliveries(self, *, status: DeliveryStatus | None = None) -> builtins.list[Delivery]:
         """Deliveries, oldest first, optionally of one status."""
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -261,7 +260,7 @@ class BlackboardStore(ABC):
         """Keep a failed or held run."""
 
     @abstractmethod
-    async def dead_letters(self) -> list[DeadLetter]:
+    async def dead_letters(self) -> builtins.list[DeadLetter]:
         """Every dead letter, oldest first."""
 
     @abstractmethod
@@ -275,7 +274,7 @@ class BlackboardStore(ABC):
         """Keep visibility denials for audit."""
 
     @abstractmethod
-    async def denials(self) -> list[VisibilityDenial]:
+    async def denials(self) -> builtins.list[VisibilityDenial]:
         """Every recorded denial, oldest first."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
+from flock_cli.core.visibility import AgentIdentity
 from flock_cli.store.contract import (
     EXTERNAL,
-    UNRESTRICTED,
     ArtifactQuery,
     BlackboardStore,
     DeadLetter,
@@ -53,15 +53,14 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._by_type.setdefault(artifact.type, []).append(artifact)
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
-        if viewer is UNRESTRICTED:
-            return artifacts
+        if not isinstance(viewer, AgentIdentity):
+            return artifacts  # UNRESTRICTED
         shown: list[Artifact] = []
         denied: list[VisibilityDenial] = []
         for artifact in artifacts:
             if visible(artifact, viewer, now):
                 shown.append(artifact)
             else:
-                assert not isinstance(viewer, type(UNRESTRICTED))
                 denied.append(denial(artifact, viewer, now, "read"))
         self._denials.extend(denied)
         return shown
