@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
+import random
 import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "IdFactory", "ManualClock", "SequentialIds", "SystemClock"]
+__all__ = ["Clock", "IdFactory", "ManualClock", "SequentialIds", "SystemClock", "random_uuid4"]
 
 IdFactory = Callable[[], uuid.UUID]
 """A zero-argument callable returning a fresh UUID."""
@@ -110,6 +112,28 @@ class SequentialIds:
     def __call__(self) -> uuid.UUID:
         """The next id."""
         return uuid.UUID(int=(0x4000 << 64) | (0x8 << 60) | next(self._counter))
+
+
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)
+_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_id_rng = random.Random()
+
+
+def _reseed() -> None:
+    _id_rng.seed(os.urandom(32))
+
+
+_reseed()
+os.register_at_fork(after_in_child=_reseed)  # a forked child must not repeat its parent's ids
+
+
+def random_uuid4() -> uuid.UUID:
+    """A random version-4 UUID from a PRNG seeded by the OS (re-seeded after fork).
+
+    About twice as fast as :func:`uuid.uuid4`, which makes a system call per id. Ids only need to be
+    unique, not unpredictable: 122 random bits make a collision practically impossible.
+    """
+    return uuid.UUID(int=(_id_rng.getrandbits(128) & _CLEAR) | _VERSION_4)
 
 
 def monotonic() -> float:

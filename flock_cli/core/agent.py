@@ -50,10 +50,15 @@ class Agent:
     prevent_self_trigger: bool = True
     retry_policy: RetryPolicy = NO_RETRY
 
+    _identity: AgentIdentity | None = field(default=None, init=False, repr=False)
+
     @property
     def identity(self) -> AgentIdentity:
-        """The identity visibility rules are checked against."""
-        return AgentIdentity(name=self.name, labels=self.labels, tenant_id=self.tenant_id)
+        """The identity visibility rules are checked against (rebuilt when labels or tenant change)."""
+        ident = self._identity
+        if ident is None or ident.labels != self.labels or ident.tenant_id != self.tenant_id:
+            ident = self._identity = AgentIdentity(name=self.name, labels=self.labels, tenant_id=self.tenant_id)
+        return ident
 
     def output_for(self, type_name: str) -> OutputDecl | None:
         """The declaration for ``type_name`` if the agent publishes it."""

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flock_cli.core.visibility import PublicVisibility, VisibilitySpec
+from flock_cli.core.visibility import PublicVisibility, Visibility, VisibilitySpec
 
 __all__ = ["Artifact"]
 
@@ -37,6 +37,49 @@ class Artifact(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     version: int = 1
 
+    @classmethod
+    def trusted(
+        cls,
+        *,
+        id: UUID,
+        type: str,
+        payload: dict[str, Any],
+        produced_by: str,
+        correlation_id: UUID | None,
+        partition_key: str | None,
+        tags: frozenset[str],
+        visibility: Visibility,
+        created_at: datetime,
+        version: int = 1,
+    ) -> Artifact:
+        """Build an artifact from values the runtime has already validated, skipping validation.
+
+        The runtime validates every payload against its registered type before it calls this;
+        re-validating the envelope here cost more than the rest of a publish (measured with
+        bench/pipeline.py). Same result as ``model_construct``, about four times faster.
+        """
+        artifact = object.__new__(cls)
+        object.__setattr__(
+            artifact,
+            "__dict__",
+            {
+                "id": id,
+                "type": type,
+                "payload": payload,
+                "produced_by": produced_by,
+                "correlation_id": correlation_id,
+                "partition_key": partition_key,
+                "tags": tags,
+                "visibility": visibility,
+                "created_at": created_at,
+                "version": version,
+            },
+        )
+        object.__setattr__(artifact, "__pydantic_fields_set__", set(_FIELDS))
+        object.__setattr__(artifact, "__pydantic_extra__", None)
+        object.__setattr__(artifact, "__pydantic_private__", None)
+        return artifact
+
     def as_model(self, model: builtins.type[M]) -> M:
         """Validate the payload into ``model`` (raises pydantic's ValidationError on mismatch)."""
         return model.model_validate(self.payload)
@@ -44,3 +87,6 @@ class Artifact(BaseModel):
     def short_id(self) -> str:
         """The first 8 hex digits of the id, for messages."""
         return self.id.hex[:8]
+
+
+_FIELDS = tuple(Artifact.model_fields)

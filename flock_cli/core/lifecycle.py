@@ -130,14 +130,17 @@ async def post_publish(agent: Agent, ctx: Context, outputs: list[Artifact]) -> N
                 await utility.on_post_publish(agent, ctx, artifact)
 
 
-async def invoke_calls(agent: Agent, outputs: list[tuple[Artifact, BaseModel]]) -> None:
-    """Stage 9: call ``agent.calls_func`` once per output whose type fits its first parameter."""
+async def invoke_calls(agent: Agent, outputs: list[Artifact]) -> None:
+    """Stage 9: call ``agent.calls_func`` once per output (typed) whose type fits its first parameter."""
     func = agent.calls_func
     if func is None:
         return
     wanted = _first_param_type(func)
     with staged(agent, "calls"):
-        for _, model in outputs:
+        for artifact in outputs:
+            decl = agent.output_for(artifact.type)
+            assert decl is not None  # outputs were checked against the declarations
+            model = artifact.as_model(decl.model)
             if wanted is not None and not isinstance(model, wanted):
                 continue
             value = func(model)

@@ -8,12 +8,12 @@ import uuid
 from collections import Counter
 from collections.abc import Coroutine, Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
-from flock_cli.clock import Clock, IdFactory, SystemClock
+from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
 from flock_cli.core import lifecycle
 from flock_cli.core.agent import Agent, AgentBuilder
 from flock_cli.core.artifact import Artifact
@@ -82,7 +82,7 @@ class Flock:
         self.max_agent_iterations = max_agent_iterations
         self.max_concurrency = max_concurrency
         self.clock: Clock = clock or SystemClock()
-        self._new_id: IdFactory = id_factory or uuid.uuid4
+        self._new_id: IdFactory = id_factory or random_uuid4
         self._rng = rng or random.Random()
         self._lease_ttl = lease_ttl
         self._owner = f"flock-{uuid.uuid4().hex[:8]}"
@@ -137,8 +137,9 @@ class Flock:
 
     def _view(self, agent: Agent) -> BoardView:
         view = self._views.get(agent.name)
-        if view is None or view.identity != agent.identity:
-            view = self._views[agent.name] = BoardView(self.store, agent.identity, self.clock)
+        identity = agent.identity
+        if view is None or view.identity is not identity:
+            view = self._views[agent.name] = BoardView(self.store, identity, self.clock)
         return view
 
     # -- publishing ------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ class Flock:
         now = self.clock.now()
         if correlation_id is None and fresh_correlation:
             correlation_id = self._new_id()
-        return Artifact.model_construct(
+        return Artifact.trusted(
             id=artifact_id or self._new_id(),
             type=type_name,
             payload=validated.model_dump(mode="json"),
@@ -252,7 +253,7 @@ class Flock:
             correlation_id=correlation_id,
             partition_key=partition_key,
             tags=frozenset(tags or ()),
-            visibility=cast(Any, (visibility or PublicVisibility()).bind(now)),
+            visibility=(visibility or PublicVisibility()).bind(now),
             created_at=now,
             version=1,
         )
@@ -456,7 +457,7 @@ class Flock:
                 )
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts)
-                    await self.store.complete(delivery.id, attempt, [a for a, _ in outputs])
+                    await self.store.complete(delivery.id, attempt, outputs)
                 committed = True
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
@@ -468,14 +469,14 @@ class Flock:
                 await self.store.release(delivery.id, attempt, dead=True)
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)
                 return None
-            published = [a for a, _ in outputs]
+            published = outputs
             self._collector.published += len(published)
             if delivery.id in self._direct:
                 self._direct[delivery.id] = published
             await self._route(published)
             try:
                 await lifecycle.post_publish(agent, ctx, published)
-                await lifecycle.invoke_calls(agent, outputs)
+                await lifecycle.invoke_calls(agent, published)
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
@@ -518,9 +519,9 @@ class Flock:
 
     def _outputs(
         self, agent: Agent, ctx: Context, inputs: list[Artifact], produced: Sequence[Any]
-    ) -> list[tuple[Artifact, BaseModel]]:
+    ) -> list[Artifact]:
         input_ids = {a.id for a in inputs}
-        outputs: list[tuple[Artifact, BaseModel]] = []
+        outputs: list[Artifact] = []
         for artifact in produced:
             if artifact.id in input_ids:
                 continue  # an engine passed its inputs through; they are already on the board
@@ -534,7 +535,7 @@ class Flock:
                 )
             if artifact.correlation_id is None:
                 artifact = artifact.model_copy(update={"correlation_id": ctx.correlation_id})
-            outputs.append((artifact, decl.model.model_validate(artifact.payload)))
+            outputs.append(artifact)
         return outputs
 
     async def _hooks_on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:

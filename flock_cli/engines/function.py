@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
@@ -26,12 +26,11 @@ class FunctionEngine(EngineComponent):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     fn: Callable[..., Any]
-    _takes_ctx: bool = PrivateAttr(default=False)
+    takes_ctx: bool = False
 
     def __init__(self, fn: Callable[..., Any], **data: Any) -> None:
         if not callable(fn):
             raise InvalidDeclarationError(f"FunctionEngine needs a callable, got {fn!r}")
-        super().__init__(fn=fn, **data)
         try:
             params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):
@@ -41,11 +40,11 @@ class FunctionEngine(EngineComponent):
             raise InvalidDeclarationError(
                 f"FunctionEngine functions take (inputs) or (inputs, ctx); {fn!r} takes {len(positional)}"
             )
-        self._takes_ctx = len(positional) == 2
+        super().__init__(fn=fn, takes_ctx=len(positional) == 2, **data)
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Call the function and normalise what it returns."""
-        value = self.fn(inputs, ctx) if self._takes_ctx else self.fn(inputs)
+        value = self.fn(inputs, ctx) if self.takes_ctx else self.fn(inputs)
         if inspect.isawaitable(value):
             value = await value
         if isinstance(value, EvalResult):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -48,7 +49,7 @@ class TestEngine(EngineComponent):
         return EvalResult(artifacts=outputs, metrics={"test_engine_outputs": len(outputs)})
 
     def _one(self, model: type[BaseModel], key: str) -> BaseModel:
-        schema: dict[str, Any] = model.model_json_schema()
+        schema = _schema(model)
         last: Exception | None = None
         for retry in range(self.attempts):
             digest = hashlib.sha256(f"{key}|{retry}".encode()).digest()
@@ -60,3 +61,9 @@ class TestEngine(EngineComponent):
         raise OutputError(
             f"TestEngine could not produce a valid {model.__name__} in {self.attempts} tries: {last}"
         )
+
+
+@functools.lru_cache(maxsize=512)
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Generating a JSON Schema costs more than sampling from it; types do not change at run time.
+    return model.model_json_schema()

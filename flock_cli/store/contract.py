@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -79,10 +80,13 @@ class DeliveryStatus(StrEnum):
     DEAD = "dead"
 
 
-class Delivery(BaseModel):
-    """One unit of work: ``agent`` must process ``artifact_ids`` (one run, possibly a batch)."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One unit of work: ``agent`` must process ``artifact_ids`` (one run, possibly a batch).
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass rather than a Pydantic model: deliveries change state on every run, and
+    ``dataclasses.replace`` is several times cheaper than ``model_copy``.
+    """
 
     id: UUID
     agent: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -123,13 +124,12 @@ class InMemoryBlackboardStore(BlackboardStore):
             and current.lease_expires_at > now
         ):
             return None
-        leased = current.model_copy(
-            update={
-                "status": DeliveryStatus.LEASED,
-                "attempts": current.attempts + 1,
-                "lease_owner": owner,
-                "lease_expires_at": now + timedelta(seconds=ttl),
-            }
+        leased = replace(
+            current,
+            status=DeliveryStatus.LEASED,
+            attempts=current.attempts + 1,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=ttl),
         )
         self._deliveries[delivery_id] = leased
         return leased
@@ -151,17 +151,15 @@ class InMemoryBlackboardStore(BlackboardStore):
             if artifact.id in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(outputs)
-        self._deliveries[delivery_id] = current.model_copy(
-            update={"status": DeliveryStatus.DONE, "lease_owner": None, "lease_expires_at": None}
+        self._deliveries[delivery_id] = replace(
+            current, status=DeliveryStatus.DONE, lease_owner=None, lease_expires_at=None
         )
 
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Back to pending, or dead."""
         current = self._fenced(delivery_id, attempt)
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        self._deliveries[delivery_id] = current.model_copy(
-            update={"status": status, "lease_owner": None, "lease_expires_at": None}
-        )
+        self._deliveries[delivery_id] = replace(current, status=status, lease_owner=None, lease_expires_at=None)
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """Dictionary lookup."""
