@@ -60,8 +60,11 @@ async def one_run(engine: str, seeds: int) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     if not summary.ok or summary.agent_runs != 2 * seeds:
         raise SystemExit(f"benchmark run was not clean: {summary}")
-    return {"seconds": elapsed, "artifacts": summary.artifacts_published,
-            "artifacts_per_second": summary.artifacts_published / elapsed}
+    return {
+        "seconds": elapsed,
+        "artifacts": summary.artifacts_published,
+        "artifacts_per_second": summary.artifacts_published / elapsed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         rates.append(result["artifacts_per_second"])
         if args.json:
             print(json.dumps({"engine": args.engine, "seeds": args.seeds, **result}))
-    print(f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, in memory: "
-          f"median {statistics.median(rates):,.0f} artifacts/s over {args.repeat} runs", file=sys.stdout)
+    print(
+        f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, in memory: "
+        f"median {statistics.median(rates):,.0f} artifacts/s over {args.repeat} runs",
+        file=sys.stdout,
+    )
     return 0
 
 

@@ -57,7 +57,9 @@ class Agent:
         """The identity visibility rules are checked against (rebuilt when labels or tenant change)."""
         ident = self._identity
         if ident is None or ident.labels != self.labels or ident.tenant_id != self.tenant_id:
-            ident = self._identity = AgentIdentity(name=self.name, labels=self.labels, tenant_id=self.tenant_id)
+            ident = self._identity = AgentIdentity(
+                name=self.name, labels=self.labels, tenant_id=self.tenant_id
+            )
         return ident
 
     def output_for(self, type_name: str) -> OutputDecl | None:

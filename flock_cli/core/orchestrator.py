@@ -14,16 +14,15 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
-from flock_cli.core import lifecycle
 from flock_cli.core.agent import Agent, AgentBuilder
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.board import BoardView
-from flock_cli.core.components import Context
 from flock_cli.core.dispatcher import Dispatcher, Job
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.router import Router, typed_loader
+from flock_cli.core.runner import RunExecutor
 from flock_cli.core.subscription import ReadyRun, Subscription
-from flock_cli.core.summary import BreakerTrip, Failure, RunSummary, SummaryCollector
+from flock_cli.core.summary import RunSummary, SummaryCollector
 from flock_cli.core.visibility import PublicVisibility, Visibility
 from flock_cli.errors import (
     AgentRunError,
@@ -32,7 +31,6 @@ from flock_cli.errors import (
     IdleTimeoutError,
     InvalidDeclarationError,
     InvalidPayloadError,
-    OutputError,
     UnknownAgentError,
 )
 from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter, Delivery, denial
@@ -99,6 +97,7 @@ class Flock:
         self._route_lock: asyncio.Lock | None = None
         self._direct: dict[UUID, list[Artifact]] = {}
         self._closed = False
+        self._executor = RunExecutor(self)
 
     # -- declaration -----------------------------------------------------------------------------
 
@@ -413,7 +412,7 @@ class Flock:
         delivery, run = job.payload
         retry_in: float | None = None
         try:
-            retry_in = await self._attempt(agent, delivery, run)
+            retry_in = await self._executor.attempt(agent, delivery, run)
         finally:
             self._dispatcher.finished(agent.name)
         if retry_in is None:
@@ -425,205 +424,6 @@ class Flock:
             self._release()
             raise
         self._dispatcher.submit(job)
-
-    async def _attempt(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
-        """One attempt at a delivery. Returns the back-off delay when it should be retried."""
-        self._iterations[agent.name] += 1
-        if self._iterations[agent.name] > self.max_agent_iterations:
-            await self._hold_by_breaker(agent, delivery, run)
-            return None
-        leased = await self.store.lease(delivery.id, self._owner, now=self.clock.now(), ttl=self._lease_ttl)
-        if leased is None:
-            return None
-        attempt = leased.attempts
-        artifacts = list(run.artifacts)
-        ctx = Context(
-            agent=agent.name,
-            identity=agent.identity,
-            board=self._view(agent),
-            task_id=f"{delivery.id}:{attempt}",
-            correlation_id=artifacts[0].correlation_id if artifacts else None,
-            attempt=attempt,
-            is_batch=run.subscription.batch is not None,
-            batch_trigger=run.batch_trigger,  # type: ignore[arg-type]
-            trigger="direct" if delivery.trigger == "direct" else "event",
-        )
-        self._collector.runs[agent.name] += 1
-        committed = False
-        try:
-            try:
-                result = await lifecycle.evaluate(
-                    agent, ctx, artifacts, run.groups, self._wrapper(agent, ctx)
-                )
-                with lifecycle.staged(agent, "publish"):
-                    outputs = self._outputs(agent, ctx, artifacts, result.artifacts)
-                    await self.store.complete(delivery.id, attempt, outputs)
-                committed = True
-            except Exception as exc:
-                await self._hooks_on_error(agent, ctx, exc)
-                cause = exc.__cause__ if isinstance(exc, AgentRunError) and exc.__cause__ else exc
-                if agent.retry_policy.should_retry(cause, attempt):
-                    self._collector.retries += 1
-                    await self.store.release(delivery.id, attempt)
-                    return agent.retry_policy.delay(attempt, self._rng)
-                await self.store.release(delivery.id, attempt, dead=True)
-                await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)
-                return None
-            published = outputs
-            self._collector.published += len(published)
-            if delivery.id in self._direct:
-                self._direct[delivery.id] = published
-            await self._route(published)
-            try:
-                await lifecycle.post_publish(agent, ctx, published)
-                await lifecycle.invoke_calls(agent, published)
-            except Exception as exc:
-                await self._hooks_on_error(agent, ctx, exc)
-                await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
-        finally:
-            await self._hooks_on_terminate(agent, ctx, committed)
-        return None
-
-    def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
-        def wrap(item: Artifact | BaseModel) -> Artifact:
-            if isinstance(item, Artifact):
-                model = self.registry.get(item.type)
-                if model is None:
-                    raise OutputError(
-                        f"agent '{agent.name}' produced an artifact of unknown type '{item.type}'"
-                    )
-                payload: Any = item.payload
-                base = item
-            elif isinstance(item, BaseModel):
-                model, payload, base = type(item), item.model_dump(), None
-            else:
-                raise OutputError(
-                    f"agent '{agent.name}': engines return Artifacts or model instances, got {item!r}"
-                )
-            try:
-                return self._build(
-                    model,
-                    payload,
-                    produced_by=agent.name,
-                    correlation_id=base.correlation_id if base else ctx.correlation_id,
-                    partition_key=base.partition_key if base else None,
-                    tags=base.tags if base else None,
-                    visibility=base.visibility if base else None,
-                    artifact_id=base.id if base else None,
-                    fresh_correlation=False,
-                )
-            except InvalidPayloadError as exc:
-                raise OutputError(f"agent '{agent.name}' produced an invalid output: {exc}") from exc
-
-        return wrap
-
-    def _outputs(
-        self, agent: Agent, ctx: Context, inputs: list[Artifact], produced: Sequence[Any]
-    ) -> list[Artifact]:
-        input_ids = {a.id for a in inputs}
-        outputs: list[Artifact] = []
-        for artifact in produced:
-            if artifact.id in input_ids:
-                continue  # an engine passed its inputs through; they are already on the board
-            decl = agent.output_for(artifact.type)
-            if decl is None:
-                declared = ", ".join(d.type_name for d in agent.outputs) or "nothing"
-                raise OutputError(f"agent '{agent.name}' produced '{artifact.type}' but publishes {declared}")
-            if decl.visibility is not None:
-                artifact = artifact.model_copy(
-                    update={"visibility": decl.visibility.bind(artifact.created_at)}
-                )
-            if artifact.correlation_id is None:
-                artifact = artifact.model_copy(update={"correlation_id": ctx.correlation_id})
-            outputs.append(artifact)
-        return outputs
-
-    async def _hooks_on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
-        for component in lifecycle.components_of(agent):
-            try:
-                await component.on_error(agent, ctx, error)
-            except Exception as hook_error:
-                self._hook_failure(agent, ctx, "on_error", hook_error)
-
-    async def _hooks_on_terminate(self, agent: Agent, ctx: Context, committed: bool) -> None:
-        for component in lifecycle.components_of(agent):
-            try:
-                await component.on_terminate(agent, ctx)
-            except Exception as hook_error:
-                self._hook_failure(agent, ctx, "on_terminate", hook_error)
-
-    def _hook_failure(self, agent: Agent, ctx: Context, stage: str, error: Exception) -> None:
-        self._collector.failures.append(
-            Failure(
-                agent=agent.name,
-                error_type=type(error).__name__,
-                error=str(error),
-                stage=stage,
-                attempts=ctx.attempt,
-                artifact_ids=[],
-            )
-        )
-
-    async def _dead_letter(
-        self,
-        agent: Agent,
-        delivery: Delivery,
-        run: ReadyRun,
-        error: Exception,
-        attempts: int,
-        *,
-        outputs_published: bool,
-    ) -> None:
-        cause = error.__cause__ if isinstance(error, AgentRunError) and error.__cause__ else error
-        stage = error.stage if isinstance(error, AgentRunError) else "evaluate"
-        letter = DeadLetter(
-            id=self._new_id(),
-            agent=agent.name,
-            artifact_ids=delivery.artifact_ids,
-            reason="failed",
-            error_type=type(cause).__name__,
-            error=str(cause),
-            stage=stage,
-            attempts=attempts,
-            outputs_published=outputs_published,
-            created_at=self.clock.now(),
-            delivery_id=delivery.id,
-            subscription=run.subscription.index,
-        )
-        await self.store.add_dead_letter(letter)
-        self._collector.dead.append(letter)
-        self._collector.failures.append(
-            Failure(
-                agent=agent.name,
-                error_type=letter.error_type or "",
-                error=letter.error or "",
-                stage=stage,
-                attempts=attempts,
-                artifact_ids=list(delivery.artifact_ids),
-                outputs_published=outputs_published,
-            )
-        )
-
-    async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
-        trip = self._collector.trips.setdefault(
-            agent.name, BreakerTrip(agent=agent.name, limit=self.max_agent_iterations)
-        )
-        trip.held += 1
-        letter = DeadLetter(
-            id=self._new_id(),
-            agent=agent.name,
-            artifact_ids=delivery.artifact_ids,
-            reason="breaker",
-            error=f"circuit breaker open: more than {self.max_agent_iterations} runs of '{agent.name}'",
-            created_at=self.clock.now(),
-            delivery_id=delivery.id,
-            subscription=run.subscription.index,
-        )
-        leased = await self.store.lease(delivery.id, self._owner, now=self.clock.now(), ttl=self._lease_ttl)
-        if leased is not None:
-            await self.store.release(delivery.id, leased.attempts, dead=True)
-        await self.store.add_dead_letter(letter)
-        self._collector.dead.append(letter)
 
     # -- waiting and stopping --------------------------------------------------------------------
 

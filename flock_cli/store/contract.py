@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Literal, TypeVar

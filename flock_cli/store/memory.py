@@ -159,7 +159,9 @@ class InMemoryBlackboardStore(BlackboardStore):
         """Back to pending, or dead."""
         current = self._fenced(delivery_id, attempt)
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        self._deliveries[delivery_id] = replace(current, status=status, lease_owner=None, lease_expires_at=None)
+        self._deliveries[delivery_id] = replace(
+            current, status=status, lease_owner=None, lease_expires_at=None
+        )
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """Dictionary lookup."""
