@@ -80,6 +80,7 @@ class Flock:
         self.max_agent_iterations = max_agent_iterations
         self.max_concurrency = max_concurrency
         self.clock: Clock = clock or SystemClock()
+        self.store.clock = self.clock  # reads without an explicit time follow the flock's clock
         self._new_id: IdFactory = id_factory or random_uuid4
         self._rng = rng or random.Random()
         self._lease_ttl = lease_ttl

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flock_cli.clock import Clock, SystemClock
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import AgentIdentity
@@ -170,7 +171,17 @@ class Page(BaseModel):
 
 class BlackboardStore(ABC):
     """Abstract blackboard store. All methods are coroutines; implementations must be safe to call
-    from one event loop concurrently."""
+    from one event loop concurrently.
+
+    ``clock`` decides what "now" means for visibility checks when a read passes no ``now``; a
+    :class:`~flock_cli.Flock` sets it to its own clock, so embargoes follow injected time.
+    """
+
+    clock: Clock = SystemClock()
+
+    def now(self, now: datetime | None = None) -> datetime:
+        """``now`` if given, else the store clock's current time."""
+        return now if now is not None else self.clock.now()
 
     # -- artifacts -------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
@@ -78,7 +78,7 @@ class InMemoryBlackboardStore(BlackboardStore):
         else:
             candidates = list(self._artifacts.values())
         matched = [a for a in candidates if query.matches(a)]
-        shown = self._filter_visible(matched, viewer, now or datetime.now(UTC))
+        shown = self._filter_visible(matched, viewer, self.now(now))
         if query.newest_first:
             shown.reverse()
         end = None if query.limit is None else query.offset + query.limit
@@ -89,7 +89,7 @@ class InMemoryBlackboardStore(BlackboardStore):
     ) -> list[Artifact]:
         """Look up by id, then filter by visibility."""
         found = [self._artifacts[i] for i in artifact_ids if i in self._artifacts]
-        return self._filter_visible(found, viewer, now or datetime.now(UTC))
+        return self._filter_visible(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
 
