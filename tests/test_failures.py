@@ -13,6 +13,7 @@ from flock_cli import (
     RetryPolicy,
     SequentialIds,
 )
+from flock_cli.store import InMemoryBlackboardStore
 from tests.helpers import Recorder
 from tests.models import Result, Task
 
@@ -145,3 +146,19 @@ async def test_hook_errors_are_not_swallowed(flock: Flock) -> None:
     await flock.publish(Task(n=1))
     summary = await flock.run_until_idle()
     assert [(f.stage, f.error) for f in summary.failures] == [("on_terminate", "cleanup failed")]
+
+
+class LeaseFailingStore(InMemoryBlackboardStore):
+    """A store whose lease call breaks, as a broken database would."""
+
+    async def lease(self, delivery_id, owner, *, now, ttl):
+        raise RuntimeError("disk full")
+
+
+async def test_a_crash_inside_the_runtime_is_reported_and_does_not_hang() -> None:
+    flock = Flock(store=LeaseFailingStore())
+    flock.agent("a").consumes(Task).publishes(Result).with_engines(flaky(0, []))
+    await flock.publish(Task(n=1))
+    summary = await flock.run_until_idle(timeout=5)
+    assert [(f.agent, f.stage, f.error) for f in summary.failures] == [("<runtime>", "runtime", "disk full")]
+    assert not summary.ok

@@ -22,7 +22,7 @@ from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.router import Router, typed_loader
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.subscription import ReadyRun, Subscription
-from flock_cli.core.summary import RunSummary, SummaryCollector
+from flock_cli.core.summary import Failure, RunSummary, SummaryCollector
 from flock_cli.core.visibility import PublicVisibility, Visibility
 from flock_cli.errors import (
     AgentRunError,
@@ -291,13 +291,30 @@ class Flock:
         bucket.add(task)
         task.add_done_callback(bucket.discard)
 
+    def _report_crash(self, error: Exception) -> None:
+        # An exception escaping a background task is a bug in the runtime or a broken store; it
+        # must show up in the summary rather than vanish with the task.
+        self._collector.failures.append(
+            Failure(
+                agent="<runtime>",
+                error_type=type(error).__name__,
+                error=str(error),
+                stage="runtime",
+                attempts=0,
+                artifact_ids=[],
+            )
+        )
+
     def _after(self, delay: float, coro_fn: Any, *args: Any) -> None:
         """Run ``coro_fn(*args)`` after ``delay`` seconds of the flock's clock (timers do not hold idle)."""
 
         async def timer() -> None:
             await self.clock.sleep(delay)
-            if not self._closed or coro_fn == self._flush_batch:
-                await coro_fn(*args)
+            if not self._closed:
+                try:
+                    await coro_fn(*args)
+                except Exception as error:
+                    self._report_crash(error)
 
         self._spawn(timer(), self._timers)
 
@@ -411,20 +428,21 @@ class Flock:
         assert job.agent is not None
         agent = self._agents[job.agent]
         delivery, run = job.payload
-        retry_in: float | None = None
+        resubmitted = False
         try:
-            retry_in = await self._executor.attempt(agent, delivery, run)
+            try:
+                retry_in = await self._executor.attempt(agent, delivery, run)
+            finally:
+                self._dispatcher.finished(agent.name)
+            if retry_in is not None:
+                await self.clock.sleep(retry_in)  # back-off without holding a concurrency slot
+                self._dispatcher.submit(job)
+                resubmitted = True  # the job stays counted as active work
+        except Exception as error:
+            self._report_crash(error)
         finally:
-            self._dispatcher.finished(agent.name)
-        if retry_in is None:
-            self._release()
-            return
-        try:
-            await self.clock.sleep(retry_in)  # back-off without holding a concurrency slot
-        except asyncio.CancelledError:
-            self._release()
-            raise
-        self._dispatcher.submit(job)
+            if not resubmitted:
+                self._release()  # exactly once per job, whatever happened (a crash is reported)
 
     # -- waiting and stopping --------------------------------------------------------------------
 
@@ -508,7 +526,7 @@ class Flock:
             self._release()
         summary = await self.run_until_idle()
         outputs = self._direct.pop(delivery.id)
-        failure = next((f for f in summary.failures if set(f.artifact_ids) == {a.id for a in built}), None)
+        failure = next((f for f in summary.failures if f.delivery_id == delivery.id), None)
         if failure is not None and not failure.outputs_published:
             raise AgentRunError(
                 target.name, failure.stage, RuntimeError(f"{failure.error_type}: {failure.error}")

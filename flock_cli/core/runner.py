@@ -209,6 +209,7 @@ class RunExecutor:
                 attempts=attempts,
                 artifact_ids=list(delivery.artifact_ids),
                 outputs_published=outputs_published,
+                delivery_id=delivery.id,
             )
         )
 

@@ -30,6 +30,7 @@ class Failure(BaseModel):
     attempts: int
     artifact_ids: list[UUID]
     outputs_published: bool = False
+    delivery_id: UUID | None = None
 
 
 class BreakerTrip(BaseModel):
