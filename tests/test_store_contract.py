@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -19,14 +20,19 @@ from flock_cli.store import (
     InMemoryBlackboardStore,
     StaleLeaseError,
 )
+from flock_cli.store.sqlite import SQLiteBlackboardStore
 from tests.models import Task
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[BlackboardStore]:
-    made: BlackboardStore = InMemoryBlackboardStore()
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlackboardStore]:
+    made: BlackboardStore
+    if request.param == "memory":
+        made = InMemoryBlackboardStore()
+    else:
+        made = SQLiteBlackboardStore(tmp_path / "board.db")
     yield made
     await made.close()
 

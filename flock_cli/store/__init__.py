@@ -1,4 +1,4 @@
-"""Blackboard stores: the contract every store implements, and the in-memory store."""
+"""Blackboard stores: the contract every store implements, the in-memory store and the SQLite board."""
 
 from flock_cli.store.contract import (
     EXTERNAL,
@@ -14,8 +14,10 @@ from flock_cli.store.contract import (
     VisibilityDenial,
 )
 from flock_cli.store.memory import InMemoryBlackboardStore
+from flock_cli.store.sqlite import DEFAULT_BOARD, SQLiteBlackboardStore
 
 __all__ = [
+    "DEFAULT_BOARD",
     "EXTERNAL",
     "UNRESTRICTED",
     "ArtifactQuery",
@@ -25,6 +27,7 @@ __all__ = [
     "DeliveryStatus",
     "InMemoryBlackboardStore",
     "Page",
+    "SQLiteBlackboardStore",
     "StaleLeaseError",
     "Viewer",
     "VisibilityDenial",

@@ -1,0 +1,103 @@
+"""The SQLite board's schema and its migrations.
+
+Each migration is applied once, in order, inside one write transaction, and ``meta.schema_version``
+records how far a file has come. A file written by a newer Flock-Flow (a higher version than this
+code knows) is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from flock_cli.errors import UserError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+MIGRATIONS: list[str] = [
+    # 1: artifacts, consumptions, deliveries, dead letters, denials
+    """
+    CREATE TABLE artifacts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        produced_by TEXT NOT NULL,
+        correlation_id TEXT,
+        partition_key TEXT,
+        tags TEXT NOT NULL,
+        visibility TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        version INTEGER NOT NULL
+    );
+    CREATE INDEX artifacts_by_type ON artifacts(type, seq);
+    CREATE INDEX artifacts_by_producer ON artifacts(produced_by, seq);
+    CREATE INDEX artifacts_by_correlation ON artifacts(correlation_id, seq);
+    CREATE INDEX artifacts_by_time ON artifacts(created_at);
+    CREATE TABLE artifact_tags (
+        tag TEXT NOT NULL,
+        artifact_seq INTEGER NOT NULL REFERENCES artifacts(seq),
+        PRIMARY KEY (tag, artifact_seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE consumptions (
+        artifact_id TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        PRIMARY KEY (artifact_id, consumer)
+    ) WITHOUT ROWID;
+    CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        agent TEXT NOT NULL,
+        artifact_ids TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        priority INTEGER NOT NULL,
+        trigger TEXT NOT NULL,
+        batch_trigger TEXT,
+        group_sizes TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_by_status ON deliveries(status, seq);
+    CREATE TABLE dead_letters (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE denials (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        artifact_id TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Bring the file up to :data:`SCHEMA_VERSION`; returns the version it had before."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        before = int(row[0]) if row else 0
+        if before > SCHEMA_VERSION:
+            raise UserError(
+                f"{path} has board schema version {before}, but this Flock-Flow knows only up to"
+                f" {SCHEMA_VERSION}: upgrade flock-flow to open it."
+            )
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[version - 1].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return before
