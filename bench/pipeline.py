@@ -1,6 +1,6 @@
-"""Two-stage pipeline benchmark: N seeds -> stage one -> stage two, test engines, in memory.
+"""Two-stage pipeline benchmark: N seeds -> stage one -> stage two.
 
-    python bench/pipeline.py --seeds 10000 --repeat 3
+    python bench/pipeline.py --seeds 10000 --repeat 3 [--engine function] [--store sqlite]
 
 Prints artifacts/second (every artifact published, seeds included, divided by the wall time from
 the first publish to idle) and writes a JSON line per run with --json.
@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 from pydantic import BaseModel
 
 from flock_cli import Flock, FunctionEngine, TestEngine, flock_type
+from flock_cli.store import SQLiteBlackboardStore
 
 
 @flock_type(name="Seed")
@@ -38,9 +42,10 @@ class Stage2(BaseModel):
     summary: str
 
 
-def build(engine: str, seeds: int) -> Flock:
+def build(engine: str, seeds: int, board: str | None = None) -> Flock:
     """The pipeline with TestEngine (schema sampling) or FunctionEngine (a trivial transform)."""
-    flock = Flock(max_agent_iterations=seeds + 1)
+    store = SQLiteBlackboardStore(board) if board else None
+    flock = Flock(max_agent_iterations=seeds + 1, store=store)
     if engine == "test":
         first, second = TestEngine(), TestEngine()
     else:
@@ -51,8 +56,12 @@ def build(engine: str, seeds: int) -> Flock:
     return flock
 
 
-async def one_run(engine: str, seeds: int) -> dict[str, float]:
-    flock = build(engine, seeds)
+async def one_run(engine: str, seeds: int, store: str = "memory") -> dict[str, float]:
+    board = None
+    if store == "sqlite":
+        folder = tempfile.mkdtemp(prefix="flock-bench-")
+        board = os.path.join(folder, "board.db")
+    flock = build(engine, seeds, board)
     items = [Seed(n=i, text="x" * 40) for i in range(seeds)]
     start = time.perf_counter()
     await flock.publish_many(items)
@@ -60,6 +69,9 @@ async def one_run(engine: str, seeds: int) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     if not summary.ok or summary.agent_runs != 2 * seeds:
         raise SystemExit(f"benchmark run was not clean: {summary}")
+    await flock.store.close()
+    if board:
+        shutil.rmtree(os.path.dirname(board))
     return {
         "seconds": elapsed,
         "artifacts": summary.artifacts_published,
@@ -72,16 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--engine", choices=["test", "function"], default="test")
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory")
     parser.add_argument("--json", action="store_true", help="print one JSON object per run")
     args = parser.parse_args(argv)
     rates = []
     for _ in range(args.repeat):
-        result = asyncio.run(one_run(args.engine, args.seeds))
+        result = asyncio.run(one_run(args.engine, args.seeds, args.store))
         rates.append(result["artifacts_per_second"])
         if args.json:
-            print(json.dumps({"engine": args.engine, "seeds": args.seeds, **result}))
+            print(json.dumps({"engine": args.engine, "store": args.store, "seeds": args.seeds, **result}))
     print(
-        f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, in memory: "
+        f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, {args.store} store: "
         f"median {statistics.median(rates):,.0f} artifacts/s over {args.repeat} runs",
         file=sys.stdout,
     )
