@@ -38,6 +38,7 @@ from flock_cli.errors import (
     TypeRegistryError,
     UnknownAgentError,
     UnknownTypeError,
+    UsageError,
     UserError,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "TypeRegistryError",
     "UnknownAgentError",
     "UnknownTypeError",
+    "UsageError",
     "UserError",
     "Visibility",
     "flock_tool",

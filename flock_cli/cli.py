@@ -15,6 +15,9 @@ run, publish, validate, trace and top are not available yet.
 """
 
 
+_PLANNED = frozenset({"run", "publish", "validate", "check", "graph", "schema", "init", "board", "trace", "top"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -26,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(f"flock-flow {__version__}\n")
         return 0
+    if args[0] in _PLANNED:
+        sys.stderr.write(
+            f"flock: the '{args[0]}' command is not available in this release yet;"
+            " the Python runtime is (import flock_cli). See flock --help.\n"
+        )
+        return 2
     sys.stderr.write(f"flock: unknown command or option: {' '.join(args)} (see flock --help)\n")
     return 2
 

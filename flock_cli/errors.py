@@ -15,6 +15,7 @@ The CLI maps the first family to exit code 2 and the second to exit code 1.
     │   ├── DuplicateAgentError
     │   ├── UnknownAgentError
     │   ├── InvalidDeclarationError
+    │   ├── UsageError
     │   └── FlockClosedError
     └── RunError
         ├── AgentRunError
@@ -46,6 +47,7 @@ __all__ = [
     "TypeRegistryError",
     "UnknownAgentError",
     "UnknownTypeError",
+    "UsageError",
     "UserError",
 ]
 
@@ -130,6 +132,10 @@ class UnknownAgentError(UserError):
 
 class InvalidDeclarationError(UserError):
     """An agent, subscription or option was declared with values that cannot work."""
+
+
+class UsageError(UserError):
+    """A call got arguments it cannot use (a wrong kind of value, an unknown id)."""
 
 
 class FlockClosedError(UserError):

@@ -113,7 +113,7 @@ async def test_failures_in_calls_are_reported_after_outputs_were_published(flock
     assert len(await flock.store.get_by_type(Result)) == 1
 
 
-async def test_run_until_idle_timeout_carries_the_summary() -> None:
+async def test_run_until_idle_timeout_carries_the_summary_and_shutdown_can_cancel() -> None:
     flock = Flock()
     import asyncio
 
@@ -121,12 +121,14 @@ async def test_run_until_idle_timeout_carries_the_summary() -> None:
         await asyncio.sleep(10)
 
     flock.agent("slow").consumes(Task).with_engines(FunctionEngine(hang))
-    await flock.publish(Task(n=1))
+    task = await flock.publish(Task(n=1))
     with pytest.raises(IdleTimeoutError) as err:
         await flock.run_until_idle(timeout=0.05)
     assert err.value.summary.artifacts_published == 1
-    for task in list(flock._tasks):
-        task.cancel()
+    summary = await flock.shutdown(timeout=0.05)
+    assert [(f.agent, f.stage) for f in summary.failures] == [("slow", "cancelled")]
+    letters = await flock.dead_letters()
+    assert [(d.agent, d.stage, d.artifact_ids) for d in letters] == [("slow", "cancelled", (task.id,))]
 
 
 async def test_shutdown_refuses_new_work(flock: Flock) -> None:

@@ -11,7 +11,9 @@ from flock_cli import (
     Flock,
     FunctionEngine,
     OutputError,
+    RunError,
     TestEngine,
+    UserError,
 )
 from tests.helpers import Echo, Recorder
 from tests.models import Idea, Movie, Result, Tagline, Task
@@ -77,45 +79,34 @@ async def test_best_of_runs_concurrently_and_keeps_the_best(flock: Flock) -> Non
     assert running["max"] == 5
 
 
-async def test_per_agent_and_global_concurrency_limits() -> None:
-    async def measure(flock: Flock, name: str) -> int:
-        peak = {"now": 0, "max": 0}
-
-        async def slow(inputs):
-            peak["now"] += 1
-            peak["max"] = max(peak["max"], peak["now"])
-            await asyncio.sleep(0.005)
-            peak["now"] -= 1
-
-        flock.agent(name).consumes(Task).with_engines(FunctionEngine(slow))
-        await flock.publish_many([Task(n=i) for i in range(12)])
-        await flock.run_until_idle()
-        return peak["max"]
-
-    limited = Flock()
-    assert await measure(limited, "x") == 12  # default: unlimited
-    per_agent = Flock()
-    per_agent.agent("y0")
-    assert await measure(per_agent, "y") == 12
-    capped = Flock(max_concurrency=3)
-    assert await measure(capped, "z") == 3
-    agent_capped = Flock()
-
-    async def slow(inputs):
-        await asyncio.sleep(0.005)
-
+async def peak_concurrency(flock: Flock, name: str, tasks: int = 12, agent_limit: int | None = None) -> int:
     peak = {"now": 0, "max": 0}
 
-    async def tracked(inputs):
+    async def slow(inputs):
         peak["now"] += 1
         peak["max"] = max(peak["max"], peak["now"])
         await asyncio.sleep(0.005)
         peak["now"] -= 1
 
-    agent_capped.agent("w").consumes(Task).with_engines(FunctionEngine(tracked)).max_concurrency(2)
-    await agent_capped.publish_many([Task(n=i) for i in range(8)])
-    summary = await agent_capped.run_until_idle()
-    assert peak["max"] == 2 and summary.agent_runs == 8
+    builder = flock.agent(name).consumes(Task).with_engines(FunctionEngine(slow))
+    if agent_limit is not None:
+        builder.max_concurrency(agent_limit)
+    await flock.publish_many([Task(n=i) for i in range(tasks)])
+    summary = await flock.run_until_idle()
+    assert summary.agent_runs == tasks
+    return peak["max"]
+
+
+async def test_concurrency_is_unlimited_by_default() -> None:
+    assert await peak_concurrency(Flock(), "x") == 12
+
+
+async def test_global_concurrency_limit() -> None:
+    assert await peak_concurrency(Flock(max_concurrency=3), "x") == 3
+
+
+async def test_per_agent_concurrency_limit() -> None:
+    assert await peak_concurrency(Flock(), "x", agent_limit=2) == 2
 
 
 async def test_fan_out_outputs_inherit_correlation_id(flock: Flock) -> None:
@@ -176,4 +167,4 @@ async def test_missing_engine_is_reported(flock: Flock) -> None:
 
 
 def test_output_error_is_a_run_error() -> None:
-    assert issubclass(OutputError, Exception)
+    assert issubclass(OutputError, RunError) and not issubclass(OutputError, UserError)

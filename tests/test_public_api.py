@@ -41,6 +41,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "TypeRegistryError",
         "UnknownAgentError",
         "UnknownTypeError",
+        "UsageError",
         "UserError",
         "Visibility",
         "flock_tool",
@@ -77,3 +78,15 @@ def test_console_script_help_and_misuse() -> None:
     assert main(["--help"]) == 0
     assert main(["--version"]) == 0
     assert main(["frobnicate"]) == 2
+    assert main(["run", "recipe.yaml"]) == 2
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "flock_cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("flock-flow ")
+    done = subprocess.run([sys.executable, "-m", "flock_cli", "top"], capture_output=True, text=True)
+    assert done.returncode == 2 and "not available in this release yet" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -210,7 +210,7 @@ async def test_prevent_self_trigger_default_and_opt_out(flock: Flock) -> None:
 async def test_idempotency_each_pair_runs_once_even_when_routed_twice(flock: Flock) -> None:
     flock.agent("a").consumes(Task).publishes(Result).with_engines(Echo())
     artifact = await flock.publish(Task(n=1))
-    await flock._route([artifact])  # a second delivery attempt of the same artifact
+    await flock._scheduler.route([artifact])  # a second delivery attempt of the same artifact
     summary = await flock.run_until_idle()
     assert summary.agent_runs == 1
     assert await flock.store.consumers_of(artifact.id) == {"a"}

@@ -145,6 +145,11 @@ class AgentBuilder:
             models[name] = model
             names.append(name)
         join_spec = coerce_spec(JoinSpec, join, "join")
+        if join_spec is not None and len(types) < 2:
+            raise InvalidDeclarationError(
+                f"agent '{self.name}': join= correlates several artifacts; consume at least two types"
+                " (or one type twice for a count gate)"
+            )
         batch_spec = coerce_spec(BatchSpec, batch, "batch")
         subscription = Subscription(
             agent=self.name,
@@ -230,7 +235,7 @@ class AgentBuilder:
         if not isinstance(n, int) or n < 1:
             raise InvalidDeclarationError(f"agent '{self.name}': max_concurrency must be an int >= 1")
         self.agent.max_concurrency = n
-        self._flock._dispatcher.set_agent_limit(self.name, n)
+        self._flock._set_agent_limit(self.name, n)
         return self
 
     def calls(self, func: Callable[..., Any | Awaitable[Any]]) -> AgentBuilder:
@@ -279,6 +284,11 @@ class AgentBuilder:
 def _predicates(agent: str, where: Predicate | Sequence[Predicate] | None) -> tuple[Predicate, ...]:
     if where is None:
         return ()
+    if isinstance(where, str):
+        raise InvalidDeclarationError(
+            f"agent '{agent}': where= takes a callable such as lambda m: m.runtime > 120, not the string"
+            f" {where!r} (string expressions belong in YAML recipes)"
+        )
     predicates = (where,) if callable(where) else tuple(where)
     for p in predicates:
         if not callable(p):

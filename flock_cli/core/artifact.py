@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flock_cli.core.frozen import freeze
 from flock_cli.core.visibility import PublicVisibility, Visibility, VisibilitySpec
 
 __all__ = ["Artifact"]
@@ -20,8 +21,8 @@ class Artifact(BaseModel):
     """A published piece of data: a type name, a validated payload and its metadata.
 
     Artifacts are frozen: once published they never change (the blackboard is append-only).
-    ``payload`` is the JSON-mode dump of the validated model; :meth:`as_model` turns it back into
-    the typed model.
+    ``payload`` is the JSON-mode dump of the validated model, made read-only (see ``frozen.py``);
+    :meth:`as_model` turns it back into the typed model.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -36,6 +37,12 @@ class Artifact(BaseModel):
     visibility: VisibilitySpec = Field(default_factory=PublicVisibility)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     version: int = 1
+
+    @field_validator("payload", mode="after")
+    @classmethod
+    def _freeze(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        frozen: dict[str, Any] = freeze(payload)
+        return frozen
 
     @classmethod
     def trusted(
@@ -65,7 +72,7 @@ class Artifact(BaseModel):
             {
                 "id": id,
                 "type": type,
-                "payload": payload,
+                "payload": freeze(payload),
                 "produced_by": produced_by,
                 "correlation_id": correlation_id,
                 "partition_key": partition_key,

@@ -28,6 +28,7 @@ class Job:
     payload: Any
     agent: str | None = None
     seq: int = field(default=0)
+    started: bool = False
 
 
 class Dispatcher:

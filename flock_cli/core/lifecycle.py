@@ -49,8 +49,11 @@ class staged:
 
 async def evaluate(
     agent: Agent, ctx: Context, artifacts: list[Artifact], groups: list[list[Artifact]], wrap: Wrap
-) -> EvalResult:
-    """Stages 2 to 6: initialise, pre-consume, pre-evaluate, run the engines, post-evaluate."""
+) -> tuple[EvalResult, list[BaseException]]:
+    """Stages 2 to 6: initialise, pre-consume, pre-evaluate, run the engines, post-evaluate.
+
+    Returns the result and the exceptions of ``best_of`` tries that failed while others succeeded.
+    """
     components = components_of(agent)
     with staged(agent, "initialize"):
         for component in components:
@@ -63,11 +66,11 @@ async def evaluate(
         for utility in agent.utilities:
             inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
     with staged(agent, "evaluate"):
-        result = await _best_of(agent, ctx, inputs, wrap)
+        result, failed_tries = await _best_of(agent, ctx, inputs, wrap)
     with staged(agent, "post_evaluate"):
         for utility in agent.utilities:
             result = await utility.on_post_evaluate(agent, ctx, inputs, result)
-    return result
+    return result, failed_tries
 
 
 async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -> EvalResult:
@@ -98,9 +101,11 @@ async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap)
     return EvalResult(artifacts=current.artifacts, state=current.state, metrics=metrics, logs=logs)
 
 
-async def _best_of(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -> EvalResult:
+async def _best_of(
+    agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap
+) -> tuple[EvalResult, list[BaseException]]:
     if agent.best_of_n == 1 or agent.best_of_score is None:
-        return await _run_chain(agent, ctx, inputs, wrap)
+        return await _run_chain(agent, ctx, inputs, wrap), []
     tries = await asyncio.gather(
         *(
             _run_chain(
@@ -111,15 +116,15 @@ async def _best_of(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap) -
         return_exceptions=True,
     )
     results = [r for r in tries if isinstance(r, EvalResult)]
+    errors = [r for r in tries if isinstance(r, BaseException)]
     if not results:
-        first = next(r for r in tries if isinstance(r, BaseException))
-        raise first
+        raise errors[0]
     score = agent.best_of_score
     best = max(results, key=score)
     best.metrics.setdefault(
         "best_of", {"n": agent.best_of_n, "succeeded": len(results), "score": score(best)}
     )
-    return best
+    return best, errors
 
 
 async def post_publish(agent: Agent, ctx: Context, outputs: list[Artifact]) -> None:

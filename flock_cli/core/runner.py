@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -11,10 +13,10 @@ from flock_cli.core import lifecycle
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.components import Context
-from flock_cli.core.subscription import ReadyRun
+from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import BreakerTrip, Failure
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
-from flock_cli.store.contract import DeadLetter, Delivery
+from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -33,24 +35,31 @@ class RunExecutor:
 
     def __init__(self, flock: Flock) -> None:
         self._flock = flock
+        self._scheduler = flock._scheduler
+        self._collector = flock._scheduler.collector
 
-    async def attempt(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
-        """One attempt at a delivery. Returns the back-off delay when it should be retried."""
-        self._flock._iterations[agent.name] += 1
-        if self._flock._iterations[agent.name] > self._flock.max_agent_iterations:
-            await self._hold_by_breaker(agent, delivery, run)
-            return None
-        leased = await self._flock.store.lease(
-            delivery.id, self._flock._owner, now=self._flock.clock.now(), ttl=self._flock._lease_ttl
-        )
+    async def attempt(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool
+    ) -> float | None:
+        """One attempt at a delivery. Returns the back-off delay when it should be retried.
+
+        ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
+        """
+        flock, store = self._flock, self._flock.store
+        if count_run:
+            self._scheduler.iterations[agent.name] += 1
+            if self._scheduler.iterations[agent.name] > flock.max_agent_iterations:
+                await self._hold_by_breaker(agent, delivery, run)
+                return None
+        leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
         if leased is None:
-            return None
+            return None  # someone else holds it, or it is finished
         attempt = leased.attempts
         artifacts = list(run.artifacts)
         ctx = Context(
             agent=agent.name,
             identity=agent.identity,
-            board=self._flock._view(agent),
+            board=flock._view(agent),
             task_id=f"{delivery.id}:{attempt}",
             correlation_id=artifacts[0].correlation_id if artifacts else None,
             attempt=attempt,
@@ -58,33 +67,34 @@ class RunExecutor:
             batch_trigger=run.batch_trigger,  # type: ignore[arg-type]
             trigger="direct" if delivery.trigger == "direct" else "event",
         )
-        self._flock._collector.runs[agent.name] += 1
+        self._collector.runs[agent.name] += 1
         try:
             try:
-                result = await lifecycle.evaluate(
-                    agent, ctx, artifacts, run.groups, self._wrapper(agent, ctx)
-                )
+                wrap = self._wrapper(agent, ctx)
+                result, failed_tries = await lifecycle.evaluate(agent, ctx, artifacts, run.groups, wrap)
+                for error in failed_tries:
+                    await self._hooks_on_error(agent, ctx, error)
+                    self._failure(agent, "best_of", error, attempt, delivery)
                 with lifecycle.staged(agent, "publish"):
-                    outputs = self._outputs(agent, ctx, artifacts, result.artifacts)
-                    await self._flock.store.complete(delivery.id, attempt, outputs)
+                    outputs = self._outputs(agent, ctx, artifacts, result.artifacts, wrap)
+                    await store.complete(delivery.id, attempt, outputs)
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
-                cause = exc.__cause__ if isinstance(exc, AgentRunError) and exc.__cause__ else exc
+                cause = _cause(exc)
                 if agent.retry_policy.should_retry(cause, attempt):
-                    self._flock._collector.retries += 1
-                    await self._flock.store.release(delivery.id, attempt)
-                    return agent.retry_policy.delay(attempt, self._flock._rng)
-                await self._flock.store.release(delivery.id, attempt, dead=True)
+                    self._collector.retries += 1
+                    await store.release(delivery.id, attempt)
+                    return agent.retry_policy.delay(attempt, flock._rng)
+                await store.release(delivery.id, attempt, dead=True)
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)
+                self._scheduler.resolve_direct(delivery.id, error=_as_run_error(agent, exc))
                 return None
-            published = outputs
-            self._flock._collector.published += len(published)
-            if delivery.id in self._flock._direct:
-                self._flock._direct[delivery.id] = published
-            await self._flock._route(published)
+            self._collector.published += len(outputs)
+            self._scheduler.resolve_direct(delivery.id, outputs=outputs)
+            await self._scheduler.route(outputs)
             try:
-                await lifecycle.post_publish(agent, ctx, published)
-                await lifecycle.invoke_calls(agent, published)
+                await lifecycle.post_publish(agent, ctx, outputs)
+                await lifecycle.invoke_calls(agent, outputs)
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
@@ -93,15 +103,21 @@ class RunExecutor:
         return None
 
     def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
+        """Turns engine and component outputs into validated artifacts stamped with this run."""
+        flock = self._flock
+        wrapped: set[UUID] = set()
+
         def wrap(item: Artifact | BaseModel) -> Artifact:
             if isinstance(item, Artifact):
-                model = self._flock.registry.get(item.type)
+                if item.id in wrapped:
+                    return item  # already validated and stamped in this run
+                model = flock.registry.get(item.type)
                 if model is None:
                     raise OutputError(
                         f"agent '{agent.name}' produced an artifact of unknown type '{item.type}'"
                     )
                 payload: Any = item.payload
-                base = item
+                base: Artifact | None = item
             elif isinstance(item, BaseModel):
                 model, payload, base = type(item), item.model_dump(), None
             else:
@@ -109,7 +125,7 @@ class RunExecutor:
                     f"agent '{agent.name}': engines return Artifacts or model instances, got {item!r}"
                 )
             try:
-                return self._flock._build(
+                artifact = flock._build(
                     model,
                     payload,
                     produced_by=agent.name,
@@ -122,17 +138,25 @@ class RunExecutor:
                 )
             except InvalidPayloadError as exc:
                 raise OutputError(f"agent '{agent.name}' produced an invalid output: {exc}") from exc
+            wrapped.add(artifact.id)
+            return artifact
 
         return wrap
 
     def _outputs(
-        self, agent: Agent, ctx: Context, inputs: list[Artifact], produced: Sequence[Any]
+        self,
+        agent: Agent,
+        ctx: Context,
+        inputs: list[Artifact],
+        produced: Sequence[Artifact | BaseModel],
+        wrap: lifecycle.Wrap,
     ) -> list[Artifact]:
         input_ids = {a.id for a in inputs}
         outputs: list[Artifact] = []
-        for artifact in produced:
-            if artifact.id in input_ids:
+        for item in produced:
+            if isinstance(item, Artifact) and item.id in input_ids:
                 continue  # an engine passed its inputs through; they are already on the board
+            artifact = wrap(item)  # utilities' post-evaluate results may still be bare models
             decl = agent.output_for(artifact.type)
             if decl is None:
                 declared = ", ".join(d.type_name for d in agent.outputs) or "nothing"
@@ -151,26 +175,71 @@ class RunExecutor:
             try:
                 await component.on_error(agent, ctx, error)
             except Exception as hook_error:
-                self._hook_failure(agent, ctx, "on_error", hook_error)
+                self._failure(agent, "on_error", hook_error, ctx.attempt, None)
 
     async def _hooks_on_terminate(self, agent: Agent, ctx: Context) -> None:
         for component in lifecycle.components_of(agent):
             try:
                 await component.on_terminate(agent, ctx)
             except Exception as hook_error:
-                self._hook_failure(agent, ctx, "on_terminate", hook_error)
+                self._failure(agent, "on_terminate", hook_error, ctx.attempt, None)
 
-    def _hook_failure(self, agent: Agent, ctx: Context, stage: str, error: Exception) -> None:
-        self._flock._collector.failures.append(
+    def _failure(
+        self,
+        agent: Agent,
+        stage: str,
+        error: BaseException,
+        attempts: int,
+        delivery: Delivery | None,
+        *,
+        outputs_published: bool = False,
+    ) -> None:
+        cause = _cause(error)
+        self._collector.failures.append(
             Failure(
                 agent=agent.name,
-                error_type=type(error).__name__,
-                error=str(error),
+                error_type=type(cause).__name__,
+                error=str(cause),
                 stage=stage,
-                attempts=ctx.attempt,
-                artifact_ids=[],
+                attempts=attempts,
+                artifact_ids=list(delivery.artifact_ids) if delivery else [],
+                outputs_published=outputs_published,
+                delivery_id=delivery.id if delivery else None,
             )
         )
+
+    async def _keep(
+        self,
+        agent: str,
+        artifact_ids: tuple[UUID, ...],
+        reason: DeadLetterReason,
+        subscription: Subscription,
+        *,
+        error: BaseException | None = None,
+        message: str | None = None,
+        stage: str | None = None,
+        attempts: int = 0,
+        outputs_published: bool = False,
+        delivery_id: UUID | None = None,
+    ) -> DeadLetter:
+        cause = _cause(error) if error is not None else None
+        letter = DeadLetter(
+            id=self._flock._new_id(),
+            agent=agent,
+            artifact_ids=artifact_ids,
+            reason=reason,
+            error_type=type(cause).__name__ if cause is not None else None,
+            error=str(cause) if cause is not None else message,
+            stage=stage,
+            attempts=attempts,
+            outputs_published=outputs_published,
+            created_at=self._flock.clock.now(),
+            delivery_id=delivery_id,
+            subscription=subscription.index,
+        )
+        await self._flock.store.add_dead_letter(letter)
+        self._collector.dead.append(letter)
+        return letter
 
     async def _dead_letter(
         self,
@@ -182,56 +251,81 @@ class RunExecutor:
         *,
         outputs_published: bool,
     ) -> None:
-        cause = error.__cause__ if isinstance(error, AgentRunError) and error.__cause__ else error
         stage = error.stage if isinstance(error, AgentRunError) else "evaluate"
-        letter = DeadLetter(
-            id=self._flock._new_id(),
-            agent=agent.name,
-            artifact_ids=delivery.artifact_ids,
-            reason="failed",
-            error_type=type(cause).__name__,
-            error=str(cause),
+        await self._keep(
+            agent.name,
+            delivery.artifact_ids,
+            "failed",
+            run.subscription,
+            error=error,
             stage=stage,
             attempts=attempts,
             outputs_published=outputs_published,
-            created_at=self._flock.clock.now(),
             delivery_id=delivery.id,
-            subscription=run.subscription.index,
         )
-        await self._flock.store.add_dead_letter(letter)
-        self._flock._collector.dead.append(letter)
-        self._flock._collector.failures.append(
-            Failure(
-                agent=agent.name,
-                error_type=letter.error_type or "",
-                error=letter.error or "",
-                stage=stage,
-                attempts=attempts,
-                artifact_ids=list(delivery.artifact_ids),
-                outputs_published=outputs_published,
-                delivery_id=delivery.id,
-            )
-        )
+        self._failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
 
     async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
-        trip = self._flock._collector.trips.setdefault(
-            agent.name, BreakerTrip(agent=agent.name, limit=self._flock.max_agent_iterations)
+        flock = self._flock
+        trip = self._collector.trips.setdefault(
+            agent.name, BreakerTrip(agent=agent.name, limit=flock.max_agent_iterations)
         )
         trip.held += 1
-        letter = DeadLetter(
-            id=self._flock._new_id(),
-            agent=agent.name,
-            artifact_ids=delivery.artifact_ids,
-            reason="breaker",
-            error=f"circuit breaker open: over {self._flock.max_agent_iterations} runs of '{agent.name}'",
-            created_at=self._flock.clock.now(),
-            delivery_id=delivery.id,
-            subscription=run.subscription.index,
-        )
-        leased = await self._flock.store.lease(
-            delivery.id, self._flock._owner, now=self._flock.clock.now(), ttl=self._flock._lease_ttl
+        message = f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
+        leased = await flock.store.lease(
+            delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl
         )
         if leased is not None:
-            await self._flock.store.release(delivery.id, leased.attempts, dead=True)
-        await self._flock.store.add_dead_letter(letter)
-        self._flock._collector.dead.append(letter)
+            await flock.store.release(delivery.id, leased.attempts, dead=True)
+        await self._keep(
+            agent.name,
+            delivery.artifact_ids,
+            "breaker",
+            run.subscription,
+            message=message,
+            delivery_id=delivery.id,
+        )
+        self._scheduler.resolve_direct(
+            delivery.id, error=AgentRunError(agent.name, "breaker", RuntimeError(message))
+        )
+
+    async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
+        """Keep a run that was cancelled mid-flight (its lease expires; the letter allows a retry)."""
+        error = RuntimeError(why)
+        await self._keep(
+            agent.name,
+            delivery.artifact_ids,
+            "failed",
+            run.subscription,
+            error=error,
+            stage="cancelled",
+            delivery_id=delivery.id,
+        )
+        self._failure(agent, "cancelled", error, 0, delivery)
+        self._scheduler.resolve_direct(delivery.id, error=AgentRunError(agent.name, "cancelled", error))
+
+    async def keep_embargoed(
+        self, artifact: Artifact, subscription: Subscription, lifts_at: datetime
+    ) -> None:
+        """At shutdown: keep a delivery that was still waiting for its embargo."""
+        await self._keep(
+            subscription.agent,
+            (artifact.id,),
+            "embargoed",
+            subscription,
+            message=f"embargoed until {lifts_at.isoformat()} when the flock shut down",
+        )
+
+
+def _cause(error: BaseException) -> BaseException:
+    if isinstance(error, AgentRunError) and error.__cause__ is not None:
+        return error.__cause__
+    return error
+
+
+def _as_run_error(agent: Agent, error: Exception) -> AgentRunError:
+    if isinstance(error, AgentRunError):
+        return error
+    wrapped = AgentRunError(agent.name, "evaluate", error)
+    wrapped.__cause__ = error
+    return wrapped

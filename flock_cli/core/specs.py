@@ -18,7 +18,24 @@ def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
-class JoinSpec(BaseModel):
+class _Spec(BaseModel):
+    """Specs raise InvalidDeclarationError (a UserError), never a bare pydantic ValidationError."""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            problems = _problems(exc, "")
+            error = InvalidDeclarationError(f"Invalid {type(self).__name__}: {problems}")
+            error.problems = problems  # type: ignore[attr-defined]
+            raise error from None
+
+
+def _problems(exc: ValidationError, option: str) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or option}: {e['msg']}" for e in exc.errors())
+
+
+class JoinSpec(_Spec):
     """Correlate the artifacts of an AND gate into groups.
 
     Artifacts are grouped by ``correlation_id`` unless ``by`` is given (a function of the typed
@@ -38,7 +55,7 @@ class JoinSpec(BaseModel):
     _seconds = field_validator("window", mode="before")(_seconds)
 
 
-class BatchSpec(BaseModel):
+class BatchSpec(_Spec):
     """Deliver artifacts in batches: flush at ``size`` items or ``within`` seconds, whichever first.
 
     Partial batches are also flushed when the flock goes idle and at shutdown, so nothing is held
@@ -59,7 +76,7 @@ class BatchSpec(BaseModel):
         return self
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(_Spec):
     """How often a failed agent run is tried again, and how long to wait between tries.
 
     ``max_attempts`` counts every try, the first included: ``RetryPolicy(max_attempts=1)`` means no
@@ -103,11 +120,9 @@ def coerce_spec(spec_type: type[Any], value: Any, option: str) -> Any:
         return value
     if isinstance(value, dict):
         try:
-            return spec_type.model_validate(value)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or option}: {e['msg']}" for e in exc.errors()
-            )
+            return spec_type(**value)
+        except InvalidDeclarationError as exc:
+            problems = getattr(exc, "problems", str(exc))
             raise InvalidDeclarationError(f"Invalid {option}= option: {problems}") from None
     raise InvalidDeclarationError(
         f"{option}= takes a {spec_type.__name__} or a dict, got {type(value).__name__}"

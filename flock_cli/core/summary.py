@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -13,6 +14,7 @@ __all__ = [
     "BreakerTrip",
     "ExpiredGroup",
     "Failure",
+    "PendingEmbargo",
     "PendingGroup",
     "PredicateError",
     "RunSummary",
@@ -63,6 +65,14 @@ class PendingGroup(BaseModel):
     missing: list[str]
 
 
+class PendingEmbargo(BaseModel):
+    """An artifact an agent will receive once its embargo lifts (``AfterVisibility``)."""
+
+    agent: str
+    artifact_id: UUID
+    lifts_at: datetime
+
+
 class PredicateError(BaseModel):
     """A ``where=`` predicate raised: the artifact did not match, and this records why."""
 
@@ -91,6 +101,7 @@ class RunSummary(BaseModel):
     filtered: dict[str, int] = Field(default_factory=dict)
     predicate_errors: list[PredicateError] = Field(default_factory=list)
     pending_groups: list[PendingGroup] = Field(default_factory=list)
+    pending_embargoes: list[PendingEmbargo] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -118,7 +129,7 @@ class SummaryCollector:
         self.filtered: Counter[str] = Counter()
         self.predicate_errors: list[PredicateError] = []
 
-    def build(self, pending: list[PendingGroup]) -> RunSummary:
+    def build(self, pending: list[PendingGroup], embargoes: list[PendingEmbargo]) -> RunSummary:
         """The summary of the current period."""
         return RunSummary(
             agent_runs=sum(self.runs.values()),
@@ -134,4 +145,5 @@ class SummaryCollector:
             filtered=dict(self.filtered),
             predicate_errors=list(self.predicate_errors),
             pending_groups=pending,
+            pending_embargoes=embargoes,
         )

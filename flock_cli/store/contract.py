@@ -39,6 +39,7 @@ __all__ = [
     "ArtifactQuery",
     "BlackboardStore",
     "DeadLetter",
+    "DeadLetterReason",
     "Delivery",
     "DeliveryStatus",
     "Page",
@@ -103,15 +104,19 @@ class Delivery:
     group_sizes: tuple[int, ...] = ()
 
 
+DeadLetterReason = Literal["failed", "breaker", "embargoed"]
+
+
 class DeadLetter(BaseModel):
-    """A run that failed for good, or work held back by a circuit breaker."""
+    """A run that failed for good, work a circuit breaker held back, or a delivery that was still
+    waiting for an embargo when the flock shut down."""
 
     model_config = ConfigDict(frozen=True)
 
     id: UUID
     agent: str
     artifact_ids: tuple[UUID, ...]
-    reason: Literal["failed", "breaker"]
+    reason: DeadLetterReason
     error_type: str | None = None
     error: str | None = None
     stage: str | None = None

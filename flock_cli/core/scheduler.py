@@ -1,0 +1,325 @@
+"""The scheduler: routes artifacts to subscriptions, turns ready runs into deliveries, runs them,
+and knows when the flock is idle.
+
+It owns everything bound to an event loop (the idle event, the routing lock, timers and run
+tasks). ``bind()`` re-creates those when the flock is used from a new loop, as ``Flock.run()``
+does on every call, and re-arms the timers that were lost with the old loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
+
+from flock_cli.core.agent import Agent
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.dispatcher import Dispatcher, Job
+from flock_cli.core.gathering import Batcher, Gate
+from flock_cli.core.router import Router, typed_loader
+from flock_cli.core.subscription import ReadyRun, Subscription
+from flock_cli.core.summary import Failure, PendingEmbargo, SummaryCollector
+from flock_cli.store.contract import Delivery, denial
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+
+__all__ = ["Embargo", "Scheduler"]
+
+
+@dataclass(eq=False)
+class Embargo:
+    """An artifact an agent will be offered when its embargo lifts."""
+
+    artifact: Artifact
+    subscription: Subscription
+    lifts_at: datetime
+
+
+class Scheduler:
+    """Routing, dispatching and idle detection for one Flock."""
+
+    def __init__(self, flock: Flock, max_concurrency: int | None) -> None:
+        self._flock = flock
+        self.collector = SummaryCollector()
+        self.router = Router(flock._agents, self.collector)
+        self.dispatcher = Dispatcher(self._start_job, max_concurrency)
+        self.iterations: Counter[str] = Counter()
+        self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
+        self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}
+        self.active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle = asyncio.Event()
+        self._route_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.Task[Any]] = set()
+
+    # -- the event loop --------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Attach to the running event loop (re-creating loop-bound state after a loop change)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            return
+        first = self._loop is None
+        self._loop = loop
+        self._idle = asyncio.Event()
+        self._route_lock = asyncio.Lock()
+        self._tasks, self._timers = set(), set()
+        if self.active:
+            # Runs of a closed loop were cancelled with it; their work is reported, not pretended.
+            self.report_crash(RuntimeError(f"{self.active} runs were abandoned when their event loop closed"))
+            self.active = 0
+        self._idle.set()
+        if not first:
+            self._rearm_timers()
+
+    def _rearm_timers(self) -> None:
+        now = self._flock.clock.now()
+        for embargo in self.embargoes.values():
+            self.after(max(0.0, (embargo.lifts_at - now).total_seconds()), self._lift, embargo)
+        for sub, gate in self.router.gates.items():
+            if sub.join is not None and sub.join.window is not None:
+                for group in gate.groups.values():
+                    left = sub.join.window - (now - group.opened_at).total_seconds()
+                    self.after(max(0.0, left), self._expire_group, gate, group.key, group.opened_at)
+        for sub, batcher in self.router.batchers.items():
+            if batcher.units and sub.batch is not None and sub.batch.within is not None:
+                self.after(sub.batch.within, self._flush_batch, batcher, batcher.generation)
+
+    # -- idle accounting -------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """One more unit of work in flight."""
+        self.active += 1
+        self._idle.clear()
+
+    def release(self) -> None:
+        """One unit of work finished."""
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def settle(self, flush_trigger: str) -> None:
+        """Wait until nothing is queued, running or backing off; flush partial batches on the way."""
+        while True:
+            await self._idle.wait()
+            if any(b.units for b in self.router.batchers.values()):
+                for run in self.router.flush_all(flush_trigger):
+                    await self.enqueue(run)
+                continue
+            if self.active == 0:
+                return
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], bucket: set[asyncio.Task[Any]] | None = None) -> None:
+        """Run ``coro`` as a tracked background task."""
+        tasks = self._tasks if bucket is None else bucket
+        task = asyncio.get_running_loop().create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def report_crash(self, error: BaseException) -> None:
+        """Record an exception that escaped a background task (a runtime bug or a broken store)."""
+        self.collector.failures.append(
+            Failure(
+                agent="<runtime>",
+                error_type=type(error).__name__,
+                error=str(error),
+                stage="runtime",
+                attempts=0,
+                artifact_ids=[],
+            )
+        )
+
+    def after(self, delay: float, action: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``action(*args)`` after ``delay`` seconds of the flock's clock; timers do not hold idle."""
+
+        async def timer() -> None:
+            await self._flock.clock.sleep(delay)
+            if self._flock.closed:
+                return
+            try:
+                await action(*args)
+            except Exception as error:
+                self.report_crash(error)
+
+        self.spawn(timer(), self._timers)
+
+    async def stop_timers(self) -> None:
+        """Cancel every pending timer (at shutdown)."""
+        for timer in list(self._timers):
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
+
+    async def cancel_runs(self) -> None:
+        """Cancel every run task (a shutdown that timed out)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def pending_embargoes(self) -> list[PendingEmbargo]:
+        """Deliveries waiting for an embargo to lift."""
+        return [
+            PendingEmbargo(agent=e.subscription.agent, artifact_id=e.artifact.id, lifts_at=e.lifts_at)
+            for e in self.embargoes.values()
+        ]
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    async def route(self, artifacts: Sequence[Artifact], only: Subscription | None = None) -> None:
+        """Offer artifacts to every subscription of their type (or to ``only``)."""
+        async with self._route_lock:
+            for artifact in artifacts:
+                await self._route_one(artifact, only)
+
+    async def _route_one(self, artifact: Artifact, only: Subscription | None) -> None:
+        router, store = self.router, self._flock.store
+        now = self._flock.clock.now()
+        subs = [only] if only is not None else router.subscriptions_for(artifact.type)
+        taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
+        group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
+        for sub in subs:
+            if not sub.accepts_events or sub.agent in taken:
+                continue
+            agent = self._flock._agents[sub.agent]
+            if not artifact.visibility.allows(agent.identity, now=now):
+                await self._deny(artifact, sub, agent, now)
+                continue
+            typed = typed_loader(artifact, sub.models[artifact.type])
+            reason = router.screen(artifact, sub, typed, now)
+            if reason is not None:
+                self.collector.filtered[reason] += 1
+                continue
+            claim = router.claim_key(sub)
+            if claim != sub.agent:  # an exclusive group shared by several agents
+                if claim in group_runs:
+                    group_runs[claim][1][sub.agent] = sub
+                    taken.add(sub.agent)
+                elif await store.claim_consumption(artifact.id, claim):
+                    group_runs[claim] = (sub, {sub.agent: sub})
+                    taken.add(sub.agent)
+                continue
+            if not await store.claim_consumption(artifact.id, sub.agent):
+                continue  # the agent took this artifact before (idempotency)
+            taken.add(sub.agent)
+            runs, opened, started = router.gather(artifact, sub, typed, now)
+            for gate, group in opened:
+                assert sub.join is not None and sub.join.window is not None
+                self.after(sub.join.window, self._expire_group, gate, group.key, group.opened_at)
+            for batcher, generation in started:
+                assert sub.batch is not None and sub.batch.within is not None
+                self.after(sub.batch.within, self._flush_batch, batcher, generation)
+            for run in runs:
+                await self.enqueue(run)
+        for claim, (sub, members) in group_runs.items():
+            await self.enqueue(ReadyRun(sub, [artifact]), queue=claim, members=members)
+
+    async def _deny(self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime) -> None:
+        await self._flock.store.record_denials([denial(artifact, agent.identity, now, "schedule")])
+        self.collector.denials += 1
+        lifts = self.router.embargo_lift(artifact, agent, now)
+        if lifts is None:
+            return
+        key = (artifact.id, sub.index, sub.agent)
+        if key not in self.embargoes:
+            self.collector.embargoed += 1
+            embargo = self.embargoes[key] = Embargo(artifact, sub, lifts)
+            self.after((lifts - now).total_seconds(), self._lift, embargo)
+
+    async def _lift(self, embargo: Embargo) -> None:
+        key = (embargo.artifact.id, embargo.subscription.index, embargo.subscription.agent)
+        if self.embargoes.pop(key, None) is not None:
+            await self.route([embargo.artifact], embargo.subscription)
+
+    async def _expire_group(self, gate: Gate, key: Any, opened_at: datetime) -> None:
+        group = gate.expire(key, opened_at)
+        if group is not None:
+            self.router.record_expired(gate.sub, group, "window")
+
+    async def _flush_batch(self, batcher: Batcher, generation: int) -> None:
+        if batcher.generation == generation and batcher.units:
+            await self.enqueue(self.router.batch_run(batcher, batcher.take(), "timeout"))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        run: ReadyRun,
+        *,
+        queue: str | None = None,
+        members: dict[str, Subscription] | None = None,
+        trigger: Literal["event", "direct", "redelivery"] = "event",
+    ) -> Delivery:
+        """Store a delivery for ``run`` and hand it to the dispatcher."""
+        sub = run.subscription
+        members = members or {sub.agent: sub}
+        delivery = Delivery(
+            id=self._flock._new_id(),
+            agent=queue or sub.agent,
+            artifact_ids=tuple(a.id for a in run.artifacts),
+            created_at=self._flock.clock.now(),
+            priority=max(s.priority for s in members.values()),
+            trigger=trigger,
+            batch_trigger=run.batch_trigger,
+            group_sizes=tuple(len(g) for g in run.groups),
+        )
+        await self._flock.store.add_delivery(delivery)
+        self.hold()
+        self.dispatcher.submit(
+            Job(
+                queue=queue or sub.agent,
+                priority=delivery.priority,
+                candidates={name: s.priority for name, s in members.items()},
+                payload=(delivery, run, members),
+            )
+        )
+        return delivery
+
+    def _start_job(self, job: Job) -> None:
+        self.spawn(self._run_job(job))
+
+    async def _run_job(self, job: Job) -> None:
+        assert job.agent is not None
+        agent = self._flock._agents[job.agent]
+        delivery, run, members = job.payload
+        sub = members[agent.name]
+        if sub is not run.subscription:  # a group member took a run another member claimed
+            run = ReadyRun(sub, run.artifacts, run.groups, run.batch_trigger)
+        first_try = not job.started
+        job.started = True
+        resubmitted = False
+        executor = self._flock._executor
+        try:
+            try:
+                retry_in = await executor.attempt(agent, delivery, run, count_run=first_try)
+            finally:
+                self.dispatcher.finished(agent.name)
+            if retry_in is not None:
+                await self._flock.clock.sleep(retry_in)  # back-off without holding a slot
+                self.dispatcher.submit(job)
+                resubmitted = True  # the job stays counted as active work
+        except asyncio.CancelledError:
+            await executor.abandon(agent, delivery, run, "cancelled at shutdown")
+            raise
+        except Exception as error:
+            self.report_crash(error)
+            self.resolve_direct(delivery.id, error=error)
+        finally:
+            if not resubmitted:
+                self.release()  # exactly once per job, whatever happened
+
+    def resolve_direct(
+        self, delivery_id: UUID, outputs: list[Artifact] | None = None, error: BaseException | None = None
+    ) -> None:
+        """Settle the future of a direct (``arun``) delivery, if there is one."""
+        future = self.direct.get(delivery_id)
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(outputs or [])
