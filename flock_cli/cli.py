@@ -15,7 +15,9 @@ run, publish, validate, trace and top are not available yet.
 """
 
 
-_PLANNED = frozenset({"run", "publish", "validate", "check", "graph", "schema", "init", "board", "trace", "top"})
+_PLANNED = frozenset(
+    {"run", "publish", "validate", "check", "graph", "schema", "init", "board", "trace", "top"}
+)
 
 
 def main(argv: list[str] | None = None) -> int:
