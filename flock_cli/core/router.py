@@ -87,14 +87,7 @@ class Router:
                     if not predicate(model):
                         return "where"
             except Exception as exc:  # a failing predicate means "no match", and is recorded
-                self._collector.predicate_errors.append(
-                    PredicateError(
-                        agent=sub.agent,
-                        subscription=sub.index,
-                        artifact_id=artifact.id,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                )
+                self._predicate_error(sub, artifact, exc)
                 return "predicate_error"
         return None
 
@@ -168,16 +161,19 @@ class Router:
             key: Hashable = join.by(typed())
             hash(key)
         except Exception as exc:
-            self._collector.predicate_errors.append(
-                PredicateError(
-                    agent=sub.agent,
-                    subscription=sub.index,
-                    artifact_id=artifact.id,
-                    error=f"join key: {type(exc).__name__}: {exc}",
-                )
-            )
+            self._predicate_error(sub, artifact, exc, what="join key: ")
             return _NO_KEY
         return key
+
+    def _predicate_error(self, sub: Subscription, artifact: Artifact, exc: Exception, what: str = "") -> None:
+        self._collector.predicate_errors.append(
+            PredicateError(
+                agent=sub.agent,
+                subscription=sub.index,
+                artifact_id=artifact.id,
+                error=f"{what}{type(exc).__name__}: {exc}",
+            )
+        )
 
     def record_expired(self, sub: Subscription, group: OpenGroup, reason: str) -> None:
         """Report an expired join group in the summary."""
