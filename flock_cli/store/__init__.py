@@ -14,6 +14,7 @@ from flock_cli.store.contract import (
     VisibilityDenial,
 )
 from flock_cli.store.memory import InMemoryBlackboardStore
+from flock_cli.store.records import BatchEntry, BoardSummary, GateEntry, Lineage, RoutingTx, RunRecord
 from flock_cli.store.sqlite import DEFAULT_BOARD, SQLiteBlackboardStore
 
 __all__ = [
@@ -21,12 +22,18 @@ __all__ = [
     "EXTERNAL",
     "UNRESTRICTED",
     "ArtifactQuery",
+    "BatchEntry",
     "BlackboardStore",
+    "BoardSummary",
     "DeadLetter",
     "Delivery",
     "DeliveryStatus",
+    "GateEntry",
     "InMemoryBlackboardStore",
+    "Lineage",
     "Page",
+    "RoutingTx",
+    "RunRecord",
     "SQLiteBlackboardStore",
     "StaleLeaseError",
     "Viewer",

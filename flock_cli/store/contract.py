@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,6 +32,9 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import RunError
+
+if TYPE_CHECKING:
+    from flock_cli.store.records import BatchEntry, BoardSummary, GateEntry, Lineage, RoutingTx, RunRecord
 
 __all__ = [
     "EXTERNAL",
@@ -102,6 +105,7 @@ class Delivery:
     trigger: Literal["event", "direct", "redelivery"] = "event"
     batch_trigger: str | None = None
     group_sizes: tuple[int, ...] = ()
+    subscription: int = 0
 
 
 DeadLetterReason = Literal["failed", "breaker", "embargoed"]
@@ -296,6 +300,65 @@ class BlackboardStore(ABC):
     @abstractmethod
     async def denials(self) -> builtins.list[VisibilityDenial]:
         """Every recorded denial, oldest first."""
+
+    # -- routing state (durable stores persist it so a restarted orchestrator can resume) --------
+
+    durable: bool = False
+    """True for stores that outlive the process (the orchestrator then resumes from them)."""
+
+    @abstractmethod
+    async def commit_routing(self, tx: RoutingTx) -> None:
+        """Apply one routing step atomically: claims, deliveries, gate and batch changes, denials,
+        and the ``routed`` marks. Raises (and changes nothing) if a claim was already taken."""
+
+    @abstractmethod
+    async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
+        """Artifacts appended but not routed yet (by another process, or before a crash), oldest first."""
+
+    @abstractmethod
+    async def gate_entries(self) -> builtins.list[GateEntry]:
+        """Artifacts waiting in gates and join groups, in arrival order."""
+
+    @abstractmethod
+    async def batch_entries(self) -> builtins.list[BatchEntry]:
+        """Units waiting in partial batches, in arrival order."""
+
+    @abstractmethod
+    async def release_leases(self, owner: str) -> int:
+        """Make the deliveries leased by ``owner`` (a dead orchestrator) pending again; returns how many.
+
+        Attempt numbers are kept, so a late completion by the dead owner is still rejected.
+        """
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    @abstractmethod
+    async def save_run(self, run: RunRecord) -> None:
+        """Insert or update a run record."""
+
+    @abstractmethod
+    async def runs(self) -> builtins.list[RunRecord]:
+        """Every run record, oldest first."""
+
+    # -- lineage and summaries -------------------------------------------------------------------
+
+    @abstractmethod
+    async def lineage(self, artifact_id: UUID) -> Lineage:
+        """The artifacts ``artifact_id`` was derived from and those derived from it (transitively)."""
+
+    async def summarize(
+        self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> BoardSummary:
+        """Counts of visible matching artifacts by type and by producer."""
+        from flock_cli.store.records import BoardSummary
+
+        items = (await self.query(query, viewer=viewer, now=now)).items
+        by_type: dict[str, int] = {}
+        by_producer: dict[str, int] = {}
+        for a in items:
+            by_type[a.type] = by_type.get(a.type, 0) + 1
+            by_producer[a.produced_by] = by_producer.get(a.produced_by, 0) + 1
+        return BoardSummary(total=len(items), by_type=by_type, by_producer=by_producer)
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release resources (connections, files)."""

@@ -23,6 +23,7 @@ from flock_cli.store.contract import (
     denial,
     visible,
 )
+from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
 
 __all__ = ["InMemoryBlackboardStore"]
 
@@ -38,6 +39,12 @@ class InMemoryBlackboardStore(BlackboardStore):
         self._deliveries: dict[UUID, Delivery] = {}
         self._dead: dict[UUID, DeadLetter] = {}
         self._denials: list[VisibilityDenial] = []
+        self._unrouted: dict[UUID, None] = {}  # insertion-ordered set
+        self._gates: dict[tuple[str, UUID], GateEntry] = {}
+        self._batches: dict[str, list[BatchEntry]] = {}
+        self._parents: dict[UUID, tuple[UUID, ...]] = {}
+        self._children: dict[UUID, list[UUID]] = {}
+        self._runs: dict[UUID, RunRecord] = {}
 
     # -- artifacts -------------------------------------------------------------------------------
 
@@ -52,6 +59,7 @@ class InMemoryBlackboardStore(BlackboardStore):
         for artifact in artifacts:
             self._artifacts[artifact.id] = artifact
             self._by_type.setdefault(artifact.type, []).append(artifact)
+            self._unrouted[artifact.id] = None
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
         if not isinstance(viewer, AgentIdentity):
@@ -151,6 +159,10 @@ class InMemoryBlackboardStore(BlackboardStore):
             if artifact.id in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(outputs)
+        for output in outputs:
+            self._parents[output.id] = current.artifact_ids
+        for input_id in current.artifact_ids:
+            self._children.setdefault(input_id, []).extend(o.id for o in outputs)
         self._deliveries[delivery_id] = replace(
             current, status=DeliveryStatus.DONE, lease_owner=None, lease_expires_at=None
         )
@@ -170,6 +182,75 @@ class InMemoryBlackboardStore(BlackboardStore):
     async def deliveries(self, *, status: DeliveryStatus | None = None) -> list[Delivery]:
         """Insertion order is creation order."""
         return [d for d in self._deliveries.values() if status is None or d.status == status]
+
+    async def release_leases(self, owner: str) -> int:
+        """Leased by ``owner`` becomes pending."""
+        mine = [
+            d
+            for d in self._deliveries.values()
+            if d.status == DeliveryStatus.LEASED and d.lease_owner == owner
+        ]
+        for d in mine:
+            self._deliveries[d.id] = replace(
+                d, status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None
+            )
+        return len(mine)
+
+    # -- routing state ---------------------------------------------------------------------------
+
+    async def commit_routing(self, tx: RoutingTx) -> None:
+        """Check every claim first, then apply all changes (no await in between: atomic)."""
+        for artifact_id, consumer in tx.claims:
+            if consumer in self._consumptions.get(artifact_id, ()):
+                raise ValueError(f"artifact {artifact_id} was already claimed by {consumer}")
+        for delivery in tx.deliveries:
+            if delivery.id in self._deliveries:
+                raise ValueError(f"delivery {delivery.id} already exists")
+        for artifact_id, consumer in tx.claims:
+            self._consumptions.setdefault(artifact_id, set()).add(consumer)
+        for delivery in tx.deliveries:
+            self._deliveries[delivery.id] = delivery
+        for entry in tx.gate_adds:
+            self._gates[(entry.sub_key, entry.artifact_id)] = entry
+        for key in tx.gate_removes:
+            self._gates.pop(key, None)
+        for sub_key in tx.batch_clears:
+            self._batches.pop(sub_key, None)
+        for batch_entry in tx.batch_adds:
+            self._batches.setdefault(batch_entry.sub_key, []).append(batch_entry)
+        self._denials.extend(tx.denials)
+        for artifact_id in tx.routed:
+            self._unrouted.pop(artifact_id, None)
+
+    async def unrouted(self, limit: int = 1000) -> list[Artifact]:
+        """Oldest first."""
+        return [self._artifacts[i] for i in list(self._unrouted)[:limit]]
+
+    async def gate_entries(self) -> list[GateEntry]:
+        """Arrival order."""
+        return list(self._gates.values())
+
+    async def batch_entries(self) -> list[BatchEntry]:
+        """Arrival order within each batch."""
+        return [e for entries in self._batches.values() for e in entries]
+
+    # -- runs, lineage ---------------------------------------------------------------------------
+
+    async def save_run(self, run: RunRecord) -> None:
+        """Insert or replace."""
+        self._runs[run.id] = run
+
+    async def runs(self) -> list[RunRecord]:
+        """Oldest first."""
+        return sorted(self._runs.values(), key=lambda r: r.started_at)
+
+    async def lineage(self, artifact_id: UUID) -> Lineage:
+        """Walk the parent and child maps."""
+        return Lineage(
+            artifact_id=artifact_id,
+            parents=walk(artifact_id, lambda i: self._parents.get(i, ())),
+            children=walk(artifact_id, lambda i: self._children.get(i, ())),
+        )
 
     # -- dead letters ----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from flock_cli.store.contract import (
     denial,
     visible,
 )
+from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
 from flock_cli.store.sqlite_schema import migrate
 
 __all__ = ["DEFAULT_BOARD", "SQLiteBlackboardStore"]
@@ -58,6 +59,8 @@ def _dt(value: str) -> datetime:
 
 class SQLiteBlackboardStore(BlackboardStore):
     """A durable board in one SQLite file (created with its folder if missing)."""
+
+    durable = True
 
     def __init__(self, path: str | Path = DEFAULT_BOARD, *, busy_timeout: float = 10.0) -> None:
         self.path = Path(path)
@@ -116,12 +119,15 @@ class SQLiteBlackboardStore(BlackboardStore):
             version=row[9],
         )
 
-    def _insert_artifacts(self, conn: sqlite3.Connection, artifacts: Sequence[Artifact]) -> None:
+    def _insert_artifacts(
+        self, conn: sqlite3.Connection, artifacts: Sequence[Artifact], produced_in: UUID | None = None
+    ) -> None:
         for artifact in artifacts:
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    self._artifact_row(artifact),
+                    f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}, produced_in)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (*self._artifact_row(artifact), str(produced_in) if produced_in else None),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"artifact {artifact.id} already exists") from None
@@ -227,7 +233,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     _DELIVERY_COLUMNS = (
         "id, agent, artifact_ids, created_at, status, attempts, lease_owner, lease_expires_at,"
-        " priority, trigger, batch_trigger, group_sizes"
+        " priority, trigger, batch_trigger, group_sizes, subscription"
     )
 
     @staticmethod
@@ -245,32 +251,40 @@ class SQLiteBlackboardStore(BlackboardStore):
             trigger=row[9],
             batch_trigger=row[10],
             group_sizes=tuple(json.loads(row[11])),
+            subscription=row[12],
+        )
+
+    def _insert_delivery(self, conn: sqlite3.Connection, d: Delivery) -> None:
+        try:
+            conn.execute(
+                f"INSERT INTO deliveries ({self._DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    str(d.id),
+                    d.agent,
+                    json.dumps([str(i) for i in d.artifact_ids]),
+                    _ts(d.created_at),
+                    d.status.value,
+                    d.attempts,
+                    d.lease_owner,
+                    _ts(d.lease_expires_at) if d.lease_expires_at else None,
+                    d.priority,
+                    d.trigger,
+                    d.batch_trigger,
+                    json.dumps(list(d.group_sizes)),
+                    d.subscription,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"delivery {d.id} already exists") from None
+        conn.executemany(
+            "INSERT OR IGNORE INTO delivery_inputs(artifact_id, delivery_id) VALUES (?, ?)",
+            [(str(i), str(d.id)) for i in d.artifact_ids],
         )
 
     async def add_delivery(self, delivery: Delivery) -> None:
         """Insert one delivery row."""
-        d = delivery
         with self._write() as conn:
-            try:
-                conn.execute(
-                    f"INSERT INTO deliveries ({self._DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        str(d.id),
-                        d.agent,
-                        json.dumps([str(i) for i in d.artifact_ids]),
-                        _ts(d.created_at),
-                        d.status.value,
-                        d.attempts,
-                        d.lease_owner,
-                        _ts(d.lease_expires_at) if d.lease_expires_at else None,
-                        d.priority,
-                        d.trigger,
-                        d.batch_trigger,
-                        json.dumps(list(d.group_sizes)),
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                raise ValueError(f"delivery {d.id} already exists") from None
+            self._insert_delivery(conn, delivery)
 
     async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """One conditional UPDATE … RETURNING: pending, or leased with an expired lease."""
@@ -303,7 +317,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Fenced completion and the outputs, in one transaction."""
         with self._write() as conn:
             self._fenced_update(conn, delivery_id, attempt, DeliveryStatus.DONE.value)
-            self._insert_artifacts(conn, outputs)
+            self._insert_artifacts(conn, outputs, produced_in=delivery_id)
 
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Fenced: back to pending (for a retry) or dead."""
@@ -326,6 +340,114 @@ class SQLiteBlackboardStore(BlackboardStore):
             sql += " WHERE status = ?"
             params = (status.value,)
         return [self._delivery(r) for r in self._conn.execute(sql + " ORDER BY seq", params)]
+
+    async def release_leases(self, owner: str) -> int:
+        """One UPDATE: the dead owner's leases become pending (attempts kept for fencing)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE status = 'leased' AND lease_owner = ?",
+                (owner,),
+            )
+        return cursor.rowcount
+
+    # -- routing state ---------------------------------------------------------------------------
+
+    async def commit_routing(self, tx: RoutingTx) -> None:
+        """One transaction; a claim that already exists rolls everything back."""
+        with self._write() as conn:
+            try:
+                conn.executemany(
+                    "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
+                    [(str(a), c) for a, c in tx.claims],
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError("an artifact in this routing step was already claimed") from None
+            for delivery in tx.deliveries:
+                self._insert_delivery(conn, delivery)
+            conn.executemany(
+                "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(e.sub_key, str(e.artifact_id), _ts(e.arrived_at)) for e in tx.gate_adds],
+            )
+            conn.executemany(
+                "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
+                [(k, str(a)) for k, a in tx.gate_removes],
+            )
+            conn.executemany("DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
+            conn.executemany(
+                "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
+                [
+                    (e.sub_key, json.dumps([str(i) for i in e.artifact_ids]), _ts(e.arrived_at))
+                    for e in tx.batch_adds
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
+                [(str(d.artifact_id), d.model_dump_json()) for d in tx.denials],
+            )
+            conn.executemany("UPDATE artifacts SET routed = 1 WHERE id = ?", [(str(i),) for i in tx.routed])
+
+    async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
+        """Uses the (routed, seq) index."""
+        rows = self._conn.execute(
+            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE routed = 0 ORDER BY seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._artifact(r) for r in rows]
+
+    async def gate_entries(self) -> builtins.list[GateEntry]:
+        """Arrival order."""
+        rows = self._conn.execute("SELECT sub_key, artifact_id, arrived_at FROM gate_entries ORDER BY seq")
+        return [GateEntry(sub_key=r[0], artifact_id=UUID(r[1]), arrived_at=_dt(r[2])) for r in rows]
+
+    async def batch_entries(self) -> builtins.list[BatchEntry]:
+        """Arrival order."""
+        rows = self._conn.execute("SELECT sub_key, artifact_ids, arrived_at FROM batch_entries ORDER BY seq")
+        return [
+            BatchEntry(
+                sub_key=r[0], artifact_ids=tuple(UUID(i) for i in json.loads(r[1])), arrived_at=_dt(r[2])
+            )
+            for r in rows
+        ]
+
+    # -- runs, lineage ---------------------------------------------------------------------------
+
+    async def save_run(self, run: RunRecord) -> None:
+        """Upsert the record."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO runs(id, started_at, body) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET body = excluded.body",
+                (str(run.id), _ts(run.started_at), run.model_dump_json()),
+            )
+
+    async def runs(self) -> builtins.list[RunRecord]:
+        """Oldest first."""
+        rows = self._conn.execute("SELECT body FROM runs ORDER BY started_at, id").fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows]
+
+    def _parents_of(self, artifact_id: UUID) -> builtins.list[UUID]:
+        row = self._conn.execute(
+            "SELECT d.artifact_ids FROM artifacts a JOIN deliveries d ON d.id = a.produced_in WHERE a.id = ?",
+            (str(artifact_id),),
+        ).fetchone()
+        return [UUID(i) for i in json.loads(row[0])] if row else []
+
+    def _children_of(self, artifact_id: UUID) -> builtins.list[UUID]:
+        rows = self._conn.execute(
+            "SELECT a.id FROM delivery_inputs i JOIN artifacts a ON a.produced_in = i.delivery_id"
+            " WHERE i.artifact_id = ? ORDER BY a.seq",
+            (str(artifact_id),),
+        ).fetchall()
+        return [UUID(r[0]) for r in rows]
+
+    async def lineage(self, artifact_id: UUID) -> Lineage:
+        """Walk produced_in / delivery_inputs in both directions."""
+        return Lineage(
+            artifact_id=artifact_id,
+            parents=walk(artifact_id, self._parents_of),
+            children=walk(artifact_id, self._children_of),
+        )
 
     # -- dead letters ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from flock_cli.errors import UserError
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 MIGRATIONS: list[str] = [
-    # 1: artifacts, consumptions, deliveries, dead letters, denials
+    # 1: artifacts, consumptions, deliveries, routing state, dead letters, denials, runs
     """
     CREATE TABLE artifacts (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -27,8 +27,12 @@ MIGRATIONS: list[str] = [
         tags TEXT NOT NULL,
         visibility TEXT NOT NULL,
         created_at TEXT NOT NULL,
-        version INTEGER NOT NULL
+        version INTEGER NOT NULL,
+        routed INTEGER NOT NULL DEFAULT 0,
+        produced_in TEXT
     );
+    CREATE INDEX artifacts_unrouted ON artifacts(routed, seq);
+    CREATE INDEX artifacts_by_delivery ON artifacts(produced_in);
     CREATE INDEX artifacts_by_type ON artifacts(type, seq);
     CREATE INDEX artifacts_by_producer ON artifacts(produced_by, seq);
     CREATE INDEX artifacts_by_correlation ON artifacts(correlation_id, seq);
@@ -56,9 +60,34 @@ MIGRATIONS: list[str] = [
         priority INTEGER NOT NULL,
         trigger TEXT NOT NULL,
         batch_trigger TEXT,
-        group_sizes TEXT NOT NULL
+        group_sizes TEXT NOT NULL,
+        subscription INTEGER NOT NULL
     );
     CREATE INDEX deliveries_by_status ON deliveries(status, seq);
+    CREATE TABLE delivery_inputs (
+        artifact_id TEXT NOT NULL,
+        delivery_id TEXT NOT NULL,
+        PRIMARY KEY (artifact_id, delivery_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE gate_entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sub_key TEXT NOT NULL,
+        artifact_id TEXT NOT NULL,
+        arrived_at TEXT NOT NULL,
+        UNIQUE (sub_key, artifact_id)
+    );
+    CREATE TABLE batch_entries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        sub_key TEXT NOT NULL,
+        artifact_ids TEXT NOT NULL,
+        arrived_at TEXT NOT NULL
+    );
+    CREATE INDEX batch_entries_by_sub ON batch_entries(sub_key);
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
     CREATE TABLE dead_letters (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         id TEXT NOT NULL UNIQUE,
