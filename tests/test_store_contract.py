@@ -13,11 +13,15 @@ from flock_cli import AgentIdentity, Artifact, only_for
 from flock_cli.store import (
     UNRESTRICTED,
     ArtifactQuery,
+    BatchEntry,
     BlackboardStore,
     DeadLetter,
     Delivery,
     DeliveryStatus,
+    GateEntry,
     InMemoryBlackboardStore,
+    RoutingTx,
+    RunRecord,
     StaleLeaseError,
 )
 from flock_cli.store.sqlite import SQLiteBlackboardStore
@@ -163,3 +167,85 @@ async def test_dead_letters(store: BlackboardStore) -> None:
     assert await store.take_dead_letter(letter.id) == letter
     assert await store.take_dead_letter(letter.id) is None
     assert await store.dead_letters() == []
+
+
+async def test_commit_routing_is_atomic(store: BlackboardStore) -> None:
+    a, b = art(1), art(2)
+    await store.append([a, b])
+    assert [x.id for x in await store.unrouted()] == [a.id, b.id]
+    d = delivery("agent", a.id)
+    tx = RoutingTx(
+        routed=[a.id],
+        claims=[(a.id, "agent")],
+        deliveries=[d],
+        gate_adds=[GateEntry(sub_key="g#0", artifact_id=b.id, arrived_at=T0)],
+        batch_adds=[BatchEntry(sub_key="b#0", artifact_ids=(a.id,), arrived_at=T0)],
+    )
+    await store.commit_routing(tx)
+    assert [x.id for x in await store.unrouted()] == [b.id]
+    assert await store.consumers_of(a.id) == {"agent"}
+    assert (await store.get_delivery(d.id)) is not None
+    assert [e.artifact_id for e in await store.gate_entries()] == [b.id]
+    assert [e.artifact_ids for e in await store.batch_entries()] == [(a.id,)]
+    clash = RoutingTx(
+        routed=[b.id],
+        claims=[(a.id, "agent")],
+        deliveries=[delivery("agent", b.id)],
+        gate_removes=[("g#0", b.id)],
+        batch_clears=["b#0"],
+    )
+    with pytest.raises(ValueError, match="already claimed"):
+        await store.commit_routing(clash)
+    assert [x.id for x in await store.unrouted()] == [b.id]  # nothing of the failed step applied
+    assert [e.artifact_id for e in await store.gate_entries()] == [b.id]
+    assert len(await store.batch_entries()) == 1
+    await store.commit_routing(RoutingTx(routed=[b.id], gate_removes=[("g#0", b.id)], batch_clears=["b#0"]))
+    assert (
+        await store.unrouted() == []
+        and await store.gate_entries() == []
+        and await store.batch_entries() == []
+    )
+
+
+async def test_release_leases_of_a_dead_owner_keeps_fencing(store: BlackboardStore) -> None:
+    d = delivery("agent")
+    await store.add_delivery(d)
+    leased = await store.lease(d.id, "dead", now=T0, ttl=300)
+    assert leased is not None
+    assert await store.release_leases("dead") == 1
+    again = await store.lease(d.id, "alive", now=T0, ttl=300)
+    assert again is not None and again.attempts == 2
+    with pytest.raises(StaleLeaseError):
+        await store.complete(d.id, 1, [])
+
+
+async def test_lineage_and_summaries(store: BlackboardStore) -> None:
+    seed = art(0, produced_by="external")
+    await store.append([seed])
+    first = delivery("a", seed.id)
+    await store.add_delivery(first)
+    await store.lease(first.id, "p", now=T0, ttl=10)
+    middle = art(1, produced_by="a")
+    await store.complete(first.id, 1, [middle])
+    second = delivery("b", middle.id)
+    await store.add_delivery(second)
+    await store.lease(second.id, "p", now=T0, ttl=10)
+    leaves = [art(2, produced_by="b", type_="Other"), art(3, produced_by="b", type_="Other")]
+    await store.complete(second.id, 1, leaves)
+    lineage = await store.lineage(middle.id)
+    assert lineage.parents == [seed.id]
+    assert lineage.children == [leaves[0].id, leaves[1].id]
+    assert (await store.lineage(seed.id)).children == [middle.id, leaves[0].id, leaves[1].id]
+    assert (await store.lineage(leaves[1].id)).parents == [middle.id, seed.id]
+    summary = await store.summarize()
+    assert summary.total == 4
+    assert summary.by_type == {"Task": 2, "Other": 2}
+    assert summary.by_producer == {"external": 1, "a": 1, "b": 2}
+
+
+async def test_run_records(store: BlackboardStore) -> None:
+    run = RunRecord(id=uuid4(), fingerprint="abc", owner="o", pid=1, host="h", started_at=T0, heartbeat_at=T0)
+    await store.save_run(run)
+    finished = run.model_copy(update={"status": "finished", "ended_at": T0 + timedelta(seconds=5)})
+    await store.save_run(finished)
+    assert await store.runs() == [finished]
