@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,7 @@ from flock_cli.core.board import BoardView
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
+from flock_cli.core.session import BoardSession
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import RunSummary
 from flock_cli.core.visibility import PublicVisibility, Visibility
@@ -33,6 +35,7 @@ from flock_cli.errors import (
 )
 from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
+from flock_cli.store.records import RoutingTx, RunRecord
 
 __all__ = ["Flock"]
 
@@ -57,6 +60,9 @@ class Flock:
         id_factory: UUID source (inject ``SequentialIds`` in tests).
         rng: randomness for retry jitter.
         lease_ttl: seconds a run's lease on its delivery lasts.
+        role: ``"orchestrator"`` (the default) runs agents; ``"publisher"`` only appends to the
+            board, leaving the routing and running to the orchestrator watching that board
+            (``Flock.watch``), as ``flock publish`` does next to a running ``flock run --watch``.
     """
 
     def __init__(
@@ -70,7 +76,10 @@ class Flock:
         id_factory: IdFactory | None = None,
         rng: random.Random | None = None,
         lease_ttl: float = 300.0,
+        role: Literal["orchestrator", "publisher"] = "orchestrator",
     ) -> None:
+        if role not in ("orchestrator", "publisher"):
+            raise InvalidDeclarationError(f"role must be 'orchestrator' or 'publisher', got {role!r}")
         if not isinstance(max_agent_iterations, int) or max_agent_iterations < 1:
             raise InvalidDeclarationError("max_agent_iterations must be an int >= 1")
         if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
@@ -78,6 +87,7 @@ class Flock:
         if not lease_ttl > 0:
             raise InvalidDeclarationError("lease_ttl must be > 0 seconds")
         self.model = model
+        self.role = role
         self.store: BlackboardStore = store if store is not None else InMemoryBlackboardStore()
         self.registry = TypeRegistry()
         self.max_agent_iterations = max_agent_iterations
@@ -93,6 +103,7 @@ class Flock:
         self._closed = False
         self._scheduler = Scheduler(self, max_concurrency)
         self._executor = RunExecutor(self)
+        self._session = BoardSession(self)
 
     @property
     def closed(self) -> bool:
@@ -275,20 +286,110 @@ class Flock:
         )
 
     async def _publish_built(self, artifacts: list[Artifact]) -> None:
-        self._open_for_work()
+        if self.role == "publisher":
+            if self._closed:
+                raise FlockClosedError("This flock was shut down; it takes no new work.")
+            await self.store.append(artifacts)  # the orchestrator watching the board routes them
+            self._scheduler.collector.published += len(artifacts)
+            return
+        await self._ready()
         scheduler = self._scheduler
         scheduler.hold()
         try:
+            scheduler.in_flight.update(a.id for a in artifacts)
             await self.store.append(artifacts)
             scheduler.collector.published += len(artifacts)
             await scheduler.route(artifacts)
         finally:
+            scheduler.in_flight.difference_update(a.id for a in artifacts)
             scheduler.release()
 
-    def _open_for_work(self) -> None:
+    async def _ready(self) -> None:
         if self._closed:
             raise FlockClosedError("This flock was shut down; it takes no new work.")
+        self._orchestrator_only()
         self._scheduler.bind()
+        await self._session.attach()
+
+    async def attach(self, *, force: bool = False) -> RunRecord:
+        """Attach to the board now (done automatically on first use) and resume unfinished work.
+
+        On a durable board this restores gates and batches, dispatches pending deliveries and
+        routes artifacts nobody routed yet. It refuses when another live orchestrator runs on the
+        board, or when the unfinished work belongs to a different workflow definition, unless
+        ``force=True``. Returns the record of this run.
+        """
+        if self._closed:
+            raise FlockClosedError("This flock was shut down; it takes no new work.")
+        self._orchestrator_only()
+        self._scheduler.bind()
+        return await self._session.attach(force=force)
+
+    def _orchestrator_only(self) -> None:
+        if self.role != "orchestrator":
+            raise UsageError("This flock is a publisher: it appends to the board and runs nothing")
+
+    async def watch(
+        self,
+        *,
+        poll_interval: float = 0.2,
+        stop: asyncio.Event | None = None,
+        idle_exit: float | None = None,
+    ) -> RunSummary:
+        """Keep serving: route what other processes publish to the board, run it, repeat.
+
+        Returns when ``stop`` is set, or after ``idle_exit`` seconds with nothing to do; the result
+        is the summary of everything since the previous summary.
+        """
+        await self._ready()
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
+        while not (stop is not None and stop.is_set()):
+            found = await self._scheduler.poll_board()
+            if found or self._scheduler.active:
+                quiet_since = loop.time()
+            elif idle_exit is not None and loop.time() - quiet_since >= idle_exit:
+                break
+            await self._scheduler.settle("idle")
+            if stop is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_interval)
+            else:
+                await asyncio.sleep(poll_interval)
+        await self._scheduler.settle("idle")
+        return self._take_summary()
+
+    async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:
+        """Publish copies of chosen artifacts as new work (new ids, tagged ``replay-of:<id>``).
+
+        Replay is explicit and never part of resuming: the originals stay as they were, and the
+        copies go through routing like any new artifact.
+        """
+        ids = list(artifact_ids)
+        originals = await self.store.get_many(ids, viewer=UNRESTRICTED)
+        missing = set(ids) - {a.id for a in originals}
+        if missing:
+            raise UsageError(f"Cannot replay unknown artifacts: {', '.join(sorted(map(str, missing)))}")
+        copies = []
+        for original in originals:
+            model = self.registry.get(original.type)
+            if model is None:
+                raise UsageError(
+                    f"Cannot replay {original.id}: type '{original.type}' is unknown to this flock"
+                )
+            copies.append(
+                self._build(
+                    model,
+                    original.payload,
+                    produced_by=original.produced_by,
+                    correlation_id=original.correlation_id,
+                    partition_key=original.partition_key,
+                    tags=[*original.tags, f"replay-of:{original.id}"],
+                    visibility=original.visibility,
+                )
+            )
+        await self._publish_built(copies)
+        return copies
 
     # -- waiting and stopping --------------------------------------------------------------------
 
@@ -298,7 +399,8 @@ class Flock:
 
         Raises IdleTimeoutError (carrying the summary so far) if ``timeout`` seconds pass first.
         """
-        self._scheduler.bind()
+        if not self._closed and self.role == "orchestrator":
+            await self._ready()
         try:
             async with asyncio.timeout(timeout):
                 await self._scheduler.settle("idle")
@@ -332,6 +434,7 @@ class Flock:
         for embargo in list(scheduler.embargoes.values()):
             await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
         scheduler.embargoes.clear()
+        await self._session.finish()
         return self._take_summary()
 
     # -- direct invocation and dead letters ------------------------------------------------------
@@ -361,19 +464,21 @@ class Flock:
                 f"agent '{target.name}' has no subscription with mode 'direct' or 'both' consuming"
                 f" {', '.join(sorted(types))}"
             )
-        self._open_for_work()
+        await self._ready()
         scheduler = self._scheduler
         done: asyncio.Future[list[Artifact]] = asyncio.get_running_loop().create_future()
         scheduler.hold()
         try:
+            scheduler.in_flight.update(a.id for a in built)
             await self.store.append(built)
             scheduler.collector.published += len(built)
-            for artifact in built:
-                await self.store.claim_consumption(artifact.id, target.name)
-            run = ReadyRun(sub, built, [built] if sub.gathers else [])
-            delivery = await scheduler.enqueue(run, trigger="direct")
+            tx = RoutingTx(routed=[a.id for a in built], claims=[(a.id, target.name) for a in built])
+            job = scheduler.plan(ReadyRun(sub, built, [built] if sub.gathers else []), tx, trigger="direct")
+            delivery = job.payload[0]
             scheduler.direct[delivery.id] = done
+            await scheduler.commit(tx, [job])
         finally:
+            scheduler.in_flight.difference_update(a.id for a in built)
             scheduler.release()
         try:
             outputs = await done
@@ -416,7 +521,7 @@ class Flock:
         artifacts = await self.store.get_many(letter.artifact_ids, viewer=UNRESTRICTED)
         if len(artifacts) != len(letter.artifact_ids):
             raise UsageError(f"Dead letter {letter_id} refers to artifacts that are no longer on the board")
-        self._open_for_work()
+        await self._ready()
         if await self.store.take_dead_letter(letter_id) is None:
             raise UsageError(f"Dead letter {letter_id} was taken by someone else")
         scheduler = self._scheduler
@@ -425,8 +530,9 @@ class Flock:
             if letter.reason == "embargoed":
                 await scheduler.route(artifacts, sub)
             else:
+                tx = RoutingTx()
                 run = ReadyRun(sub, artifacts, [artifacts] if sub.gathers else [])
-                await scheduler.enqueue(run, trigger="redelivery")
+                await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery")])
         finally:
             scheduler.release()
 

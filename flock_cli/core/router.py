@@ -20,8 +20,14 @@ from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import ExpiredGroup, PendingGroup, PredicateError, SummaryCollector
 from flock_cli.core.visibility import AfterVisibility
 from flock_cli.errors import InvalidDeclarationError
+from flock_cli.store.records import BatchEntry, GateEntry, RoutingTx
 
-__all__ = ["Router", "typed_loader"]
+__all__ = ["NO_KEY", "Router", "sub_key", "typed_loader"]
+
+
+def sub_key(sub: Subscription) -> str:
+    """The stable name of a subscription in the store: ``agent#index``."""
+    return f"{sub.agent}#{sub.index}"
 
 
 class Router:
@@ -60,6 +66,10 @@ class Router:
     def subscriptions_for(self, type_name: str) -> list[Subscription]:
         """Subscriptions that consume ``type_name``, highest priority first."""
         return self._by_type.get(type_name, [])
+
+    def group_members(self, group: str) -> dict[str, Subscription]:
+        """The agents of an exclusive group and their subscriptions."""
+        return dict(self._group_members.get(group, {}))
 
     def claim_key(self, sub: Subscription) -> str:
         """What an artifact is claimed under: the agent, or a group several agents share."""
@@ -105,26 +115,36 @@ class Router:
         return lifts
 
     def gather(
-        self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel], now: datetime
+        self,
+        artifact: Artifact,
+        sub: Subscription,
+        typed: Callable[[], BaseModel],
+        now: datetime,
+        tx: RoutingTx,
     ) -> tuple[list[ReadyRun], list[tuple[Gate, OpenGroup]], list[tuple[Batcher, int]]]:
-        """Feed an accepted artifact to the subscription's gate and batcher.
+        """Feed an accepted artifact to the subscription's gate and batcher, recording in ``tx``
+        what the store must remember (gate and batch entries).
 
         Returns the runs ready now, the join groups that opened (they need a window timer) and the
         batches that started (they need a ``within`` timer).
         """
+        key_of_sub = sub_key(sub)
         unit: list[Artifact] | None = [artifact]
         opened: list[tuple[Gate, OpenGroup]] = []
         started: list[tuple[Batcher, int]] = []
         gate = self.gates.get(sub)
         if gate is not None:
-            key = self._join_key(artifact, sub, typed)
-            if key is _NO_KEY:
+            key = self.join_key(artifact, sub, typed)
+            if key is NO_KEY:
                 return [], [], []
             unit, new_group = gate.add(artifact, key, now)
+            tx.gate_adds.append(GateEntry(sub_key=key_of_sub, artifact_id=artifact.id, arrived_at=now))
+            if unit is not None:
+                tx.gate_removes.extend((key_of_sub, a.id) for a in unit)
             if new_group is not None and sub.join is not None and sub.join.window is not None:
                 opened.append((gate, new_group))
             for group in gate.expire_by_count():
-                self.record_expired(sub, group, "count_window")
+                self.record_expired(sub, group, "count_window", tx)
         if unit is None:
             return [], opened, started
         groups = [unit] if gate is not None else []
@@ -135,34 +155,41 @@ class Router:
         if new_batch and full is None and sub.batch is not None and sub.batch.within is not None:
             started.append((batcher, batcher.generation))
         if full is None:
+            tx.batch_adds.append(
+                BatchEntry(sub_key=key_of_sub, artifact_ids=tuple(a.id for a in unit), arrived_at=now)
+            )
             return [], opened, started
-        return [self.batch_run(batcher, full, "size")], opened, started
+        return [self.batch_run(batcher, full, "size", tx)], opened, started
 
-    def batch_run(self, batcher: Batcher, units: list[list[Artifact]], trigger: str) -> ReadyRun:
-        """One run for a flushed batch."""
+    def batch_run(
+        self, batcher: Batcher, units: list[list[Artifact]], trigger: str, tx: RoutingTx
+    ) -> ReadyRun:
+        """One run for a flushed batch (the store forgets the batch's entries in ``tx``)."""
         sub = batcher.sub
+        tx.batch_clears.append(sub_key(sub))
         groups = units if sub.gathers else []
         return ReadyRun(sub, [a for u in units for a in u], groups, batch_trigger=trigger)
 
-    def flush_all(self, trigger: str) -> list[ReadyRun]:
+    def flush_all(self, trigger: str, tx: RoutingTx) -> list[ReadyRun]:
         """Flush every partial batch (at idle and at shutdown)."""
-        return [self.batch_run(b, b.take(), trigger) for b in self.batchers.values() if b.units]
+        return [self.batch_run(b, b.take(), trigger, tx) for b in self.batchers.values() if b.units]
 
-    def _join_key(self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel]) -> Any:
+    def join_key(self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel]) -> Any:
+        """The group key of ``artifact`` for ``sub``'s join (None without a join; NO_KEY if it has none)."""
         join = sub.join
         if join is None:
             return None
         if join.by is None:
             if artifact.correlation_id is None:
                 self._collector.filtered["no_correlation_id"] += 1
-                return _NO_KEY
+                return NO_KEY
             return artifact.correlation_id
         try:
             key: Hashable = join.by(typed())
             hash(key)
         except Exception as exc:
             self._predicate_error(sub, artifact, exc, what="join key: ")
-            return _NO_KEY
+            return NO_KEY
         return key
 
     def _predicate_error(self, sub: Subscription, artifact: Artifact, exc: Exception, what: str = "") -> None:
@@ -175,8 +202,9 @@ class Router:
             )
         )
 
-    def record_expired(self, sub: Subscription, group: OpenGroup, reason: str) -> None:
-        """Report an expired join group in the summary."""
+    def record_expired(self, sub: Subscription, group: OpenGroup, reason: str, tx: RoutingTx) -> None:
+        """Report an expired join group in the summary; the store forgets its entries in ``tx``."""
+        tx.gate_removes.extend((sub_key(sub), a.id) for a in group.artifacts())
         self._collector.expired.append(
             ExpiredGroup(
                 agent=sub.agent,
@@ -204,7 +232,7 @@ class Router:
         ]
 
 
-_NO_KEY: Any = object()
+NO_KEY: Any = object()
 
 
 def typed_loader(artifact: Artifact, model: type[BaseModel]) -> Callable[[], BaseModel]:

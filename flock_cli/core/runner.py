@@ -77,7 +77,12 @@ class RunExecutor:
                     self._failure(agent, "best_of", error, attempt, delivery)
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts, wrap)
-                    await store.complete(delivery.id, attempt, outputs)
+                    self._scheduler.in_flight.update(o.id for o in outputs)
+                    try:
+                        await store.complete(delivery.id, attempt, outputs)
+                    except BaseException:
+                        self._scheduler.in_flight.difference_update(o.id for o in outputs)
+                        raise
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 cause = _cause(exc)

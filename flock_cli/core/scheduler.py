@@ -24,6 +24,7 @@ from flock_cli.core.router import Router, typed_loader
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import Failure, PendingEmbargo, SummaryCollector
 from flock_cli.store.contract import Delivery, denial
+from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -51,6 +52,7 @@ class Scheduler:
         self.iterations: Counter[str] = Counter()
         self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
         self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}
+        self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
         self.active = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
@@ -76,9 +78,10 @@ class Scheduler:
             self.active = 0
         self._idle.set()
         if not first:
-            self._rearm_timers()
+            self.rearm_timers()
 
-    def _rearm_timers(self) -> None:
+    def rearm_timers(self) -> None:
+        """Start the timers of embargoes, join windows and batches (after a restore or a new loop)."""
         now = self._flock.clock.now()
         for embargo in self.embargoes.values():
             self.after(max(0.0, (embargo.lifts_at - now).total_seconds()), self._lift, embargo)
@@ -109,8 +112,7 @@ class Scheduler:
         while True:
             await self._idle.wait()
             if any(b.units for b in self.router.batchers.values()):
-                for run in self.router.flush_all(flush_trigger):
-                    await self.enqueue(run)
+                await self.flush_all(flush_trigger)
                 continue
             if self.active == 0:
                 return
@@ -171,15 +173,29 @@ class Scheduler:
     # -- routing ---------------------------------------------------------------------------------
 
     async def route(self, artifacts: Sequence[Artifact], only: Subscription | None = None) -> None:
-        """Offer artifacts to every subscription of their type (or to ``only``)."""
+        """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
+        step per artifact, then start the runs that became ready."""
         async with self._route_lock:
             for artifact in artifacts:
                 await self._route_one(artifact, only)
+                self.in_flight.discard(artifact.id)
+
+    async def poll_board(self) -> int:
+        """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
+        async with self._route_lock:
+            found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
+            for artifact in found:
+                self.collector.published += 1
+                await self._route_one(artifact, None)
+        return len(found)
 
     async def _route_one(self, artifact: Artifact, only: Subscription | None) -> None:
         router, store = self.router, self._flock.store
         now = self._flock.clock.now()
+        tx = RoutingTx(routed=[artifact.id] if only is None else [])
+        jobs: list[Job] = []
         subs = [only] if only is not None else router.subscriptions_for(artifact.type)
+        consumers: set[str] | None = None
         taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
         group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
         for sub in subs:
@@ -187,39 +203,45 @@ class Scheduler:
                 continue
             agent = self._flock._agents[sub.agent]
             if not artifact.visibility.allows(agent.identity, now=now):
-                await self._deny(artifact, sub, agent, now)
+                self._deny(artifact, sub, agent, now, tx)
                 continue
             typed = typed_loader(artifact, sub.models[artifact.type])
             reason = router.screen(artifact, sub, typed, now)
             if reason is not None:
                 self.collector.filtered[reason] += 1
                 continue
+            if consumers is None:
+                consumers = await store.consumers_of(artifact.id)
             claim = router.claim_key(sub)
             if claim != sub.agent:  # an exclusive group shared by several agents
                 if claim in group_runs:
                     group_runs[claim][1][sub.agent] = sub
                     taken.add(sub.agent)
-                elif await store.claim_consumption(artifact.id, claim):
+                elif claim not in consumers:
+                    tx.claims.append((artifact.id, claim))
                     group_runs[claim] = (sub, {sub.agent: sub})
                     taken.add(sub.agent)
                 continue
-            if not await store.claim_consumption(artifact.id, sub.agent):
+            if sub.agent in consumers:
                 continue  # the agent took this artifact before (idempotency)
+            tx.claims.append((artifact.id, sub.agent))
             taken.add(sub.agent)
-            runs, opened, started = router.gather(artifact, sub, typed, now)
+            runs, opened, started = router.gather(artifact, sub, typed, now, tx)
             for gate, group in opened:
                 assert sub.join is not None and sub.join.window is not None
                 self.after(sub.join.window, self._expire_group, gate, group.key, group.opened_at)
             for batcher, generation in started:
                 assert sub.batch is not None and sub.batch.within is not None
                 self.after(sub.batch.within, self._flush_batch, batcher, generation)
-            for run in runs:
-                await self.enqueue(run)
+            jobs.extend(self.plan(run, tx) for run in runs)
         for claim, (sub, members) in group_runs.items():
-            await self.enqueue(ReadyRun(sub, [artifact]), queue=claim, members=members)
+            jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members))
+        await self.commit(tx, jobs)
 
-    async def _deny(self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime) -> None:
-        await self._flock.store.record_denials([denial(artifact, agent.identity, now, "schedule")])
+    def _deny(
+        self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime, tx: RoutingTx
+    ) -> None:
+        tx.denials.append(denial(artifact, agent.identity, now, "schedule"))
         self.collector.denials += 1
         lifts = self.router.embargo_lift(artifact, agent, now)
         if lifts is None:
@@ -238,23 +260,34 @@ class Scheduler:
     async def _expire_group(self, gate: Gate, key: Any, opened_at: datetime) -> None:
         group = gate.expire(key, opened_at)
         if group is not None:
-            self.router.record_expired(gate.sub, group, "window")
+            tx = RoutingTx()
+            self.router.record_expired(gate.sub, group, "window", tx)
+            await self.commit(tx, [])
 
     async def _flush_batch(self, batcher: Batcher, generation: int) -> None:
         if batcher.generation == generation and batcher.units:
-            await self.enqueue(self.router.batch_run(batcher, batcher.take(), "timeout"))
+            tx = RoutingTx()
+            job = self.plan(self.router.batch_run(batcher, batcher.take(), "timeout", tx), tx)
+            await self.commit(tx, [job])
+
+    async def flush_all(self, trigger: str) -> None:
+        """Flush every partial batch now (at idle and at shutdown)."""
+        tx = RoutingTx()
+        jobs = [self.plan(run, tx) for run in self.router.flush_all(trigger, tx)]
+        await self.commit(tx, jobs)
 
     # -- running ---------------------------------------------------------------------------------
 
-    async def enqueue(
+    def plan(
         self,
         run: ReadyRun,
+        tx: RoutingTx,
         *,
         queue: str | None = None,
         members: dict[str, Subscription] | None = None,
         trigger: Literal["event", "direct", "redelivery"] = "event",
-    ) -> Delivery:
-        """Store a delivery for ``run`` and hand it to the dispatcher."""
+    ) -> Job:
+        """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit."""
         sub = run.subscription
         members = members or {sub.agent: sub}
         delivery = Delivery(
@@ -266,18 +299,43 @@ class Scheduler:
             trigger=trigger,
             batch_trigger=run.batch_trigger,
             group_sizes=tuple(len(g) for g in run.groups),
+            subscription=sub.index,
         )
-        await self._flock.store.add_delivery(delivery)
+        tx.deliveries.append(delivery)
+        return self._job(delivery, run, members)
+
+    def _job(self, delivery: Delivery, run: ReadyRun, members: dict[str, Subscription]) -> Job:
+        return Job(
+            queue=delivery.agent,
+            priority=delivery.priority,
+            candidates={name: s.priority for name, s in members.items()},
+            payload=(delivery, run, members),
+        )
+
+    async def commit(self, tx: RoutingTx, jobs: list[Job]) -> None:
+        """Commit a routing step, then start its runs (a failed commit starts nothing)."""
+        if tx:
+            await self._flock.store.commit_routing(tx)
+        for job in jobs:
+            self.hold()
+            self.dispatcher.submit(job)
+
+    def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> None:
+        """Dispatch a delivery found pending in the store (after a restart)."""
+        agent_subs: dict[str, Subscription] = {}
+        if delivery.agent.startswith("group:"):
+            agent_subs = dict(self.router.group_members(delivery.agent.removeprefix("group:")))
+        else:
+            agent = self._flock.get_agent(delivery.agent)
+            agent_subs = {agent.name: agent.subscriptions[delivery.subscription]}
+        first = next(iter(agent_subs.values()))
+        groups, at = [], 0
+        for size in delivery.group_sizes:
+            groups.append(artifacts[at : at + size])
+            at += size
+        run = ReadyRun(first, artifacts, groups, delivery.batch_trigger)
         self.hold()
-        self.dispatcher.submit(
-            Job(
-                queue=queue or sub.agent,
-                priority=delivery.priority,
-                candidates={name: s.priority for name, s in members.items()},
-                payload=(delivery, run, members),
-            )
-        )
-        return delivery
+        self.dispatcher.submit(self._job(delivery, run, agent_subs))
 
     def _start_job(self, job: Job) -> None:
         self.spawn(self._run_job(job))

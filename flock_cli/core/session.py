@@ -1,0 +1,227 @@
+"""A flock's session on its board: the run record, resume after a crash, and the definition
+fingerprint that keeps a resume from mixing two different workflows.
+
+On first use a Flock *attaches* to its store:
+
+1. earlier runs still marked ``running`` are checked: one whose process is alive on this machine
+   means another orchestrator owns the board (refused); a dead one is marked ``crashed`` and the
+   leases it held are released (their attempt numbers stay, so its late completions are fenced);
+2. if the board holds unfinished work (pending deliveries, gate or batch entries, unrouted
+   artifacts) left by a run with a different definition fingerprint, resuming is refused unless
+   forced;
+3. gates and batches are rebuilt from their stored entries, pending deliveries are dispatched,
+   unrouted artifacts are routed, and embargoed artifacts are offered again (claims make that
+   idempotent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from flock_cli.core.router import NO_KEY, sub_key, typed_loader
+from flock_cli.core.visibility import AfterVisibility
+from flock_cli.errors import UserError
+from flock_cli.store.contract import UNRESTRICTED, DeliveryStatus
+from flock_cli.store.records import RunRecord
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+
+__all__ = ["BoardBusyError", "BoardSession", "ResumeRefusedError", "fingerprint"]
+
+
+class BoardBusyError(UserError):
+    """Another live orchestrator is running on this board."""
+
+
+class ResumeRefusedError(UserError):
+    """The board holds unfinished work of a different workflow definition."""
+
+
+def _describe(value: Any) -> Any:
+    """A stable, JSON-friendly description (callables by qualified name, never by address)."""
+    if isinstance(value, BaseModel):
+        return {"class": type(value).__qualname__, **{k: _describe(v) for k, v in value.__dict__.items()}}
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_describe(v) for v in value]
+        return sorted(items, key=json.dumps) if isinstance(value, set | frozenset) else items
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if callable(value):
+        name = getattr(value, "__qualname__", type(value).__qualname__)
+        try:
+            source = inspect.getsource(value).strip()
+        except (OSError, TypeError):
+            source = ""
+        return f"{getattr(value, '__module__', '')}.{name}:{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def fingerprint(flock: Flock) -> str:
+    """A hash of everything that decides what the flock does with an artifact."""
+    agents = []
+    for agent in flock.agents:
+        agents.append(
+            {
+                "name": agent.name,
+                "description": agent.description,
+                "subscriptions": [
+                    {
+                        "types": list(s.type_names),
+                        "where": _describe(list(s.where)),
+                        "from_agents": _describe(s.from_agents),
+                        "channels": _describe(s.channels),
+                        "join": _describe(s.join),
+                        "batch": _describe(s.batch),
+                        "delivery": s.delivery,
+                        "group": s.group,
+                        "mode": s.mode,
+                        "priority": s.priority,
+                    }
+                    for s in agent.subscriptions
+                ],
+                "outputs": [[o.type_name, _describe(o.visibility)] for o in agent.outputs],
+                "engines": _describe(agent.engines),
+                "utilities": _describe(agent.utilities),
+                "best_of": [agent.best_of_n, _describe(agent.best_of_score)],
+                "calls": _describe(agent.calls_func),
+                "labels": sorted(agent.labels),
+                "tenant": agent.tenant_id,
+                "retry": _describe(agent.retry_policy),
+                "self_trigger": agent.prevent_self_trigger,
+            }
+        )
+    text = json.dumps(agents, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BoardSession:
+    """Attaches one Flock to its store and records its run."""
+
+    def __init__(self, flock: Flock) -> None:
+        self._flock = flock
+        self.run: RunRecord | None = None
+        self.resumed: dict[str, int] = {}
+
+    async def attach(self, *, force: bool = False) -> RunRecord:
+        """Check earlier runs, record this one, and restore unfinished work (see module docstring)."""
+        if self.run is not None:
+            return self.run
+        flock, store = self._flock, self._flock.store
+        now = flock.clock.now()
+        host, pid = socket.gethostname(), os.getpid()
+        runs = await store.runs()
+        for earlier in runs:
+            if earlier.status != "running":
+                continue
+            if earlier.host == host and earlier.pid != pid and _alive(earlier.pid):
+                raise BoardBusyError(
+                    f"Another orchestrator (pid {earlier.pid}, run {earlier.id}) is running on this board;"
+                    " stop it first, or publish to the board instead of running a second orchestrator."
+                )
+            await store.release_leases(earlier.owner)
+            await store.save_run(earlier.model_copy(update={"status": "crashed", "ended_at": now}))
+        mine = fingerprint(flock)
+        if runs and runs[-1].fingerprint != mine and not force and await self._unfinished():
+            raise ResumeRefusedError(
+                f"This board holds unfinished work of a different workflow definition (fingerprint"
+                f" {runs[-1].fingerprint}, now {mine}). Resume with the original definition, or attach"
+                " with force=True to let the new definition take the remaining work."
+            )
+        self.run = RunRecord(
+            id=flock._new_id(),
+            fingerprint=mine,
+            owner=flock._owner,
+            pid=pid,
+            host=host,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        await store.save_run(self.run)
+        if store.durable or runs:
+            await self._restore()
+        return self.run
+
+    async def _unfinished(self) -> bool:
+        store = self._flock.store
+        return bool(
+            await store.deliveries(status=DeliveryStatus.PENDING)
+            or await store.gate_entries()
+            or await store.batch_entries()
+            or await store.unrouted(limit=1)
+        )
+
+    async def _restore(self) -> None:
+        flock, store = self._flock, self._flock.store
+        scheduler = flock._scheduler
+        router = scheduler.router
+        subs = {sub_key(s): s for agent in flock.agents for s in agent.subscriptions}
+        gate_entries = await store.gate_entries()
+        batch_entries = await store.batch_entries()
+        pending = await store.deliveries(status=DeliveryStatus.PENDING)
+        wanted: list[UUID] = [e.artifact_id for e in gate_entries]
+        wanted += [i for e in batch_entries for i in e.artifact_ids]
+        wanted += [i for d in pending for i in d.artifact_ids]
+        artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
+        for entry in gate_entries:
+            sub, artifact = subs.get(entry.sub_key), artifacts.get(entry.artifact_id)
+            if sub is None or artifact is None or sub not in router.gates:
+                continue
+            key = router.join_key(artifact, sub, typed_loader(artifact, sub.models[artifact.type]))
+            if key is not NO_KEY:
+                router.gates[sub].add(artifact, key, entry.arrived_at)
+        for batch_entry in batch_entries:
+            sub = subs.get(batch_entry.sub_key)
+            if sub is not None and sub in router.batchers:
+                router.batchers[sub].units.append(
+                    [artifacts[i] for i in batch_entry.artifact_ids if i in artifacts]
+                )
+        for delivery in pending:
+            scheduler.resume_delivery(
+                delivery, [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
+            )
+        scheduler.rearm_timers()
+        routed = await scheduler.poll_board()
+        embargoed = [
+            a
+            for a in (await store.query(viewer=UNRESTRICTED)).items
+            if isinstance(a.visibility, AfterVisibility)
+        ]
+        await scheduler.route(embargoed)
+        self.resumed = {
+            "gate_entries": len(gate_entries),
+            "batch_entries": len(batch_entries),
+            "deliveries": len(pending),
+            "unrouted": routed,
+        }
+
+    async def finish(self) -> None:
+        """Mark this run finished (at shutdown)."""
+        if self.run is not None:
+            now = self._flock.clock.now()
+            self.run = self.run.model_copy(
+                update={"status": "finished", "ended_at": now, "heartbeat_at": now}
+            )
+            await self._flock.store.save_run(self.run)
