@@ -10,6 +10,7 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.core.components import AgentComponent, Context, EngineComponent, EvalInputs, EvalResult
 from flock_cli.core.orchestrator import Flock
 from flock_cli.core.registry import flock_tool, flock_type
+from flock_cli.core.session import BoardBusyError, ResumeRefusedError
 from flock_cli.core.specs import BatchSpec, JoinSpec, RetryPolicy
 from flock_cli.core.summary import RunSummary
 from flock_cli.core.visibility import (
@@ -54,6 +55,7 @@ __all__ = [
     "AmbiguousTypeError",
     "Artifact",
     "BatchSpec",
+    "BoardBusyError",
     "Context",
     "DuplicateAgentError",
     "EngineComponent",
@@ -72,6 +74,7 @@ __all__ = [
     "OutputError",
     "PrivateVisibility",
     "PublicVisibility",
+    "ResumeRefusedError",
     "RetryPolicy",
     "RunError",
     "RunSummary",

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from flock_cli.core.router import NO_KEY, sub_key, typed_loader
 from flock_cli.core.visibility import AfterVisibility
 from flock_cli.errors import UserError
-from flock_cli.store.contract import UNRESTRICTED, DeliveryStatus
+from flock_cli.store.contract import UNRESTRICTED, DeadLetter, Delivery, DeliveryStatus
 from flock_cli.store.records import RunRecord
 
 if TYPE_CHECKING:
@@ -199,6 +199,9 @@ class BoardSession:
                     [artifacts[i] for i in batch_entry.artifact_ids if i in artifacts]
                 )
         for delivery in pending:
+            if not self._runnable(delivery):
+                await self._orphan(delivery)
+                continue
             scheduler.resume_delivery(
                 delivery, [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
             )
@@ -216,6 +219,33 @@ class BoardSession:
             "deliveries": len(pending),
             "unrouted": routed,
         }
+
+    def _runnable(self, delivery: Delivery) -> bool:
+        agents = self._flock._agents
+        if delivery.agent.startswith("group:"):
+            return bool(self._flock._scheduler.router.group_members(delivery.agent.removeprefix("group:")))
+        agent = agents.get(delivery.agent)
+        return agent is not None and delivery.subscription < len(agent.subscriptions)
+
+    async def _orphan(self, delivery: Delivery) -> None:
+        """A pending delivery whose agent or subscription the new definition dropped: keep it."""
+        flock, store = self._flock, self._flock.store
+        leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
+        if leased is not None:
+            await store.release(delivery.id, leased.attempts, dead=True)
+        letter = DeadLetter(
+            id=flock._new_id(),
+            agent=delivery.agent,
+            artifact_ids=delivery.artifact_ids,
+            reason="failed",
+            error="the resumed definition no longer has this agent or subscription",
+            stage="resume",
+            created_at=flock.clock.now(),
+            delivery_id=delivery.id,
+            subscription=delivery.subscription,
+        )
+        await store.add_dead_letter(letter)
+        flock._scheduler.collector.dead.append(letter)
 
     async def finish(self) -> None:
         """Mark this run finished (at shutdown)."""

@@ -1,0 +1,161 @@
+"""Crash safety and several processes on one SQLite board, with real processes and SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from flock_cli import Flock, FunctionEngine, ResumeRefusedError
+from flock_cli.store import UNRESTRICTED, DeliveryStatus, RunRecord, SQLiteBlackboardStore
+from tests.board_worker import Digest, Draft, Final, Seed, build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.board_worker", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def check_board(board: Path, seeds: int) -> None:
+    """No artifact lost, no (artifact, agent) pair completed twice, batches complete."""
+    store = SQLiteBlackboardStore(board)
+    try:
+        artifacts = (await store.query(viewer=UNRESTRICTED)).items
+        by_type = Counter(a.type for a in artifacts)
+        assert by_type["Seed"] == seeds
+        assert sorted(a.payload["n"] for a in artifacts if a.type == "Draft") == list(range(seeds))
+        assert sorted(a.payload["n"] for a in artifacts if a.type == "Final") == list(range(seeds))
+        digests = [a.payload for a in artifacts if a.type == "Digest"]
+        assert sum(d["count"] for d in digests) == seeds
+        assert sum(d["total"] for d in digests) == sum(range(seeds))
+        done = await store.deliveries(status=DeliveryStatus.DONE)
+        pairs = Counter((d.agent, d.artifact_ids) for d in done)
+        assert max(pairs.values()) == 1
+        assert await store.deliveries(status=DeliveryStatus.PENDING) == []
+        assert await store.deliveries(status=DeliveryStatus.LEASED) == []
+        assert await store.unrouted() == []
+    finally:
+        await store.close()
+
+
+async def publish_seeds(board: Path, seeds: int) -> None:
+    publisher = build(str(board), role="publisher")
+    await publisher.publish_many([Seed(n=n) for n in range(seeds)])
+    await publisher.store.close()
+
+
+async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    seeds = 60
+    await publish_seeds(board, seeds)
+    rng = random.Random(20261126)
+    kills = 0
+    for _ in range(20):
+        proc = worker("run", str(board))
+        time.sleep(rng.uniform(0.25, 0.9))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=30)
+    final = worker("run", str(board))
+    _out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert kills >= 10, f"only {kills} of 20 runs were still going when killed"
+    await check_board(board, seeds)
+
+
+async def test_publisher_orchestrator_and_reader_processes_share_a_board(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    await SQLiteBlackboardStore(board).close()  # create the schema before the processes race for it
+    orchestrator = worker("watch", str(board), "2.0")
+    time.sleep(0.5)
+    reader = worker("read", str(board), "3")
+    publisher = worker("publish", str(board), "40")
+    outputs = {
+        name: p.communicate(timeout=120)
+        for name, p in [("publisher", publisher), ("reader", reader), ("orchestrator", orchestrator)]
+    }
+    for name, proc in [("publisher", publisher), ("reader", reader), ("orchestrator", orchestrator)]:
+        _out, err = outputs[name]
+        assert proc.returncode == 0, f"{name}: {err}"
+        assert "locked" not in err and "Traceback" not in err, f"{name}: {err}"
+    assert "reads=" in outputs["reader"][0]
+    await check_board(board, 40)
+
+
+async def test_resume_with_a_changed_definition_is_refused_unless_forced(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    await publish_seeds(board, 3)
+    store = SQLiteBlackboardStore(board)  # an earlier run of another definition crashed, leaving work
+    now = datetime.now(UTC)
+    await store.save_run(
+        RunRecord(
+            id=uuid4(),
+            fingerprint="0ld0ld0ld0ld0ld0",
+            owner="gone",
+            pid=1,
+            host="elsewhere",
+            started_at=now,
+            heartbeat_at=now,
+            status="crashed",
+        )
+    )
+    await store.close()
+    changed = build(str(board))
+    changed.agent("extra").consumes(Seed).with_engines(FunctionEngine(lambda i: None))
+    with pytest.raises(ResumeRefusedError, match="different workflow definition"):
+        await changed.attach()
+    await changed.attach(force=True)
+    summary = await changed.run_until_idle()
+    assert summary.ok and summary.runs_by_agent["extra"] == 3
+    await changed.shutdown()
+    await changed.store.close()
+
+
+async def test_replay_publishes_copies_and_resume_does_not(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    flock = build(str(board))
+    seed = await flock.publish(Seed(n=7))
+    assert (await flock.run_until_idle()).ok
+    copies = await flock.replay([seed.id])
+    summary = await flock.run_until_idle()
+    assert copies[0].id != seed.id and f"replay-of:{seed.id}" in copies[0].tags
+    assert summary.runs_by_agent == {"drafter": 1, "finisher": 1, "digester": 1}
+    await flock.shutdown()
+    await flock.store.close()
+    again = build(str(board))
+    assert (await again.run_until_idle()).agent_runs == 0  # resuming a finished board re-runs nothing
+    await again.shutdown()
+    await again.store.close()
+
+
+async def test_lineage_on_the_board(tmp_path: Path) -> None:
+    flock = build(str(tmp_path / "board.db"))
+    seed = await flock.publish(Seed(n=1))
+    await flock.run_until_idle()
+    lineage = await flock.store.lineage(seed.id)
+    kinds = [(await flock.store.get(i, viewer=UNRESTRICTED)).type for i in lineage.children]  # type: ignore[union-attr]
+    assert kinds == ["Draft", "Final", "Digest"]
+    await flock.shutdown()
+    await flock.store.close()
+
+
+def test_types_used_by_the_worker_are_importable() -> None:
+    assert {Seed, Draft, Final, Digest}
+    assert Flock
