@@ -54,30 +54,43 @@ async def check_board(board: Path, seeds: int) -> None:
         await store.close()
 
 
-async def publish_seeds(board: Path, seeds: int) -> None:
+async def left_mid_flight(board: Path) -> int:
+    """1 if a killed orchestrator left runs leased (it died while they were running)."""
+    store = SQLiteBlackboardStore(board)
+    try:
+        return int(bool(await store.deliveries(status=DeliveryStatus.LEASED)))
+    finally:
+        await store.close()
+
+
+async def publish_seeds(board: Path, seeds: int, start: int = 0) -> None:
     publisher = build(str(board), role="publisher")
-    await publisher.publish_many([Seed(n=n) for n in range(seeds)])
+    await publisher.publish_many([Seed(n=n) for n in range(start, start + seeds)])
     await publisher.store.close()
 
 
 async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     board = tmp_path / "board.db"
-    seeds = 60
-    await publish_seeds(board, seeds)
+    per_round, rounds = 40, 20
     rng = random.Random(20261126)
-    kills = 0
-    for _ in range(20):
+    kills = interrupted = 0
+    for round_no in range(rounds):
+        # New work every round, so each orchestrator is busy (runs leased, batches half full,
+        # outputs unrouted) at the moment it is killed.
+        await publish_seeds(board, per_round, start=round_no * per_round)
         proc = worker("run", str(board))
-        time.sleep(rng.uniform(0.25, 0.9))
+        time.sleep(rng.uniform(0.3, 0.7))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.communicate(timeout=30)
+        interrupted += await left_mid_flight(board)
     final = worker("run", str(board))
-    _out, err = final.communicate(timeout=120)
+    _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
-    assert kills >= 10, f"only {kills} of 20 runs were still going when killed"
-    await check_board(board, seeds)
+    assert kills >= rounds - 2, f"only {kills} of {rounds} orchestrators were still working when killed"
+    assert interrupted >= rounds // 2, f"only {interrupted} kills left leased runs behind"
+    await check_board(board, per_round * rounds)
 
 
 async def test_publisher_orchestrator_and_reader_processes_share_a_board(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ microseconds at most, far cheaper than handing it to a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import sqlite3
@@ -72,19 +73,54 @@ class SQLiteBlackboardStore(BlackboardStore):
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         self.schema_version_before = migrate(self._conn, str(self.path))
+        self._batch: asyncio.Future[None] | None = None
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        """One atomic write inside the current group-commit transaction.
+
+        Writes made during one event-loop turn share a single ``BEGIN IMMEDIATE … COMMIT``
+        (group commit): each write is a savepoint, so a failing one rolls back alone, and the
+        commit runs at the end of the turn. Every writer then awaits :meth:`_committed`, so no
+        caller learns of a write before it is durable.
+        """
+        if self._batch is None:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._batch = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._commit_batch)
+        self._conn.execute("SAVEPOINT write")
         try:
             yield self._conn
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._conn.execute("ROLLBACK TO write")
+            self._conn.execute("RELEASE write")
             raise
-        self._conn.execute("COMMIT")
+        self._conn.execute("RELEASE write")
+
+    def _commit_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            if not batch.done():
+                batch.set_exception(exc)
+            return
+        if not batch.done():
+            batch.set_result(None)
+
+    async def _committed(self) -> None:
+        """Wait until the group commit holding this turn's writes has committed."""
+        batch = self._batch
+        if batch is not None:
+            await asyncio.shield(batch)
 
     async def close(self) -> None:
-        """Close the connection (the WAL is checkpointed by SQLite)."""
+        """Commit what is pending and close the connection (SQLite checkpoints the WAL)."""
+        await self._committed()
         self._conn.close()
 
     # -- artifacts -------------------------------------------------------------------------------
@@ -140,8 +176,9 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Insert all artifacts in one transaction."""
         with self._write() as conn:
             self._insert_artifacts(conn, artifacts)
+        await self._committed()
 
-    def _filter_visible(
+    async def _filter_visible(
         self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
     ) -> builtins.list[Artifact]:
         if not isinstance(viewer, AgentIdentity):
@@ -153,7 +190,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             else:
                 denied.append(denial(artifact, viewer, now, "read"))
         if denied:
-            self._insert_denials(denied)
+            await self._insert_denials(denied)
         return shown
 
     async def query(
@@ -166,7 +203,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         rows = self._conn.execute(
             f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq {order}", params
         ).fetchall()
-        shown = self._filter_visible([self._artifact(r) for r in rows], viewer, self.now(now))
+        shown = await self._filter_visible([self._artifact(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
@@ -209,7 +246,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         ).fetchall()
         by_id = {row[0]: row for row in rows}
         found = [self._artifact(by_id[k]) for k in keys if k in by_id]
-        return self._filter_visible(found, viewer, self.now(now))
+        return await self._filter_visible(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
 
@@ -220,6 +257,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (str(artifact_id), consumer),
             )
+        await self._committed()
         return cursor.rowcount == 1
 
     async def consumers_of(self, artifact_id: UUID) -> set[str]:
@@ -285,6 +323,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Insert one delivery row."""
         with self._write() as conn:
             self._insert_delivery(conn, delivery)
+        await self._committed()
 
     async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """One conditional UPDATE … RETURNING: pending, or leased with an expired lease."""
@@ -296,6 +335,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 f" RETURNING {self._DELIVERY_COLUMNS}",
                 (owner, _ts(now + timedelta(seconds=ttl)), str(delivery_id), _ts(now)),
             ).fetchone()
+        await self._committed()
         return self._delivery(row) if row else None
 
     def _fenced_update(self, conn: sqlite3.Connection, delivery_id: UUID, attempt: int, status: str) -> None:
@@ -318,12 +358,14 @@ class SQLiteBlackboardStore(BlackboardStore):
         with self._write() as conn:
             self._fenced_update(conn, delivery_id, attempt, DeliveryStatus.DONE.value)
             self._insert_artifacts(conn, outputs, produced_in=delivery_id)
+        await self._committed()
 
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Fenced: back to pending (for a retry) or dead."""
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
         with self._write() as conn:
             self._fenced_update(conn, delivery_id, attempt, status.value)
+        await self._committed()
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """One delivery row."""
@@ -349,6 +391,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 " WHERE status = 'leased' AND lease_owner = ?",
                 (owner,),
             )
+        await self._committed()
         return cursor.rowcount
 
     # -- routing state ---------------------------------------------------------------------------
@@ -387,6 +430,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 [(str(d.artifact_id), d.model_dump_json()) for d in tx.denials],
             )
             conn.executemany("UPDATE artifacts SET routed = 1 WHERE id = ?", [(str(i),) for i in tx.routed])
+        await self._committed()
 
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
         """Uses the (routed, seq) index."""
@@ -420,6 +464,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 " ON CONFLICT(id) DO UPDATE SET body = excluded.body",
                 (str(run.id), _ts(run.started_at), run.model_dump_json()),
             )
+        await self._committed()
 
     async def runs(self) -> builtins.list[RunRecord]:
         """Oldest first."""
@@ -457,6 +502,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             conn.execute(
                 "INSERT INTO dead_letters(id, body) VALUES (?, ?)", (str(letter.id), letter.model_dump_json())
             )
+        await self._committed()
 
     async def dead_letters(self) -> builtins.list[DeadLetter]:
         """Oldest first."""
@@ -469,20 +515,22 @@ class SQLiteBlackboardStore(BlackboardStore):
             row = conn.execute(
                 "DELETE FROM dead_letters WHERE id = ? RETURNING body", (str(letter_id),)
             ).fetchone()
+        await self._committed()
         return DeadLetter.model_validate_json(row[0]) if row else None
 
     # -- audit -----------------------------------------------------------------------------------
 
-    def _insert_denials(self, denials: Sequence[VisibilityDenial]) -> None:
+    async def _insert_denials(self, denials: Sequence[VisibilityDenial]) -> None:
         with self._write() as conn:
             conn.executemany(
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
                 [(str(d.artifact_id), d.model_dump_json()) for d in denials],
             )
+        await self._committed()
 
     async def record_denials(self, denials: Sequence[VisibilityDenial]) -> None:
         """Append them."""
-        self._insert_denials(denials)
+        await self._insert_denials(denials)
 
     async def denials(self) -> builtins.list[VisibilityDenial]:
         """Oldest first."""
