@@ -175,21 +175,34 @@ class Scheduler:
     async def route(self, artifacts: Sequence[Artifact], only: Subscription | None = None) -> None:
         """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
         step per artifact, then start the runs that became ready."""
+        jobs: list[Job] = []
         async with self._route_lock:
             for artifact in artifacts:
-                await self._route_one(artifact, only)
+                jobs += await self._route_one(artifact, only)
                 self.in_flight.discard(artifact.id)
+        await self._start_after_sync(jobs)
 
     async def poll_board(self) -> int:
         """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
+        jobs: list[Job] = []
         async with self._route_lock:
             found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
             for artifact in found:
                 self.collector.published += 1
-                await self._route_one(artifact, None)
+                jobs += await self._route_one(artifact, None)
+        await self._start_after_sync(jobs)
         return len(found)
 
-    async def _route_one(self, artifact: Artifact, only: Subscription | None) -> None:
+    async def _start_after_sync(self, jobs: list[Job]) -> None:
+        # Routing steps are written in order under the lock; their one shared commit happens
+        # outside it, so concurrent routing (many runs finishing at once) shares a commit.
+        await self._flock.store.sync()
+        for job in jobs:
+            self.hold()
+            self.dispatcher.submit(job)
+
+    async def _route_one(self, artifact: Artifact, only: Subscription | None) -> list[Job]:
+        """Write one artifact's routing step; returns the jobs to start once it is durable."""
         router, store = self.router, self._flock.store
         now = self._flock.clock.now()
         tx = RoutingTx(routed=[artifact.id] if only is None else [])
@@ -236,7 +249,9 @@ class Scheduler:
             jobs.extend(self.plan(run, tx) for run in runs)
         for claim, (sub, members) in group_runs.items():
             jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members))
-        await self.commit(tx, jobs)
+        if tx:
+            await store.commit_routing(tx)
+        return jobs
 
     def _deny(
         self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime, tx: RoutingTx
@@ -316,9 +331,7 @@ class Scheduler:
         """Commit a routing step, then start its runs (a failed commit starts nothing)."""
         if tx:
             await self._flock.store.commit_routing(tx)
-        for job in jobs:
-            self.hold()
-            self.dispatcher.submit(job)
+        await self._start_after_sync(jobs)
 
     def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> None:
         """Dispatch a delivery found pending in the store (after a restart)."""

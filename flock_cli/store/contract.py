@@ -309,7 +309,14 @@ class BlackboardStore(ABC):
     @abstractmethod
     async def commit_routing(self, tx: RoutingTx) -> None:
         """Apply one routing step atomically: claims, deliveries, gate and batch changes, denials,
-        and the ``routed`` marks. Raises (and changes nothing) if a claim was already taken."""
+        and the ``routed`` marks. Raises (and changes nothing) if a claim was already taken.
+
+        A store may return before the step is durable, so that many steps share one commit;
+        :meth:`sync` waits for durability. Steps are applied in call order.
+        """
+
+    async def sync(self) -> None:  # noqa: B027 - stores that commit at once need nothing here
+        """Wait until every write made so far is durable."""
 
     @abstractmethod
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:

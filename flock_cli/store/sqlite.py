@@ -51,11 +51,11 @@ _ARTIFACT_COLUMNS = (
 
 def _ts(value: datetime) -> str:
     # Fixed-width UTC text sorts like time, so SQL can compare and order it.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _dt(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(value)
 
 
 class SQLiteBlackboardStore(BlackboardStore):
@@ -76,18 +76,22 @@ class SQLiteBlackboardStore(BlackboardStore):
         self._batch: asyncio.Future[None] | None = None
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, single: bool = False) -> Iterator[sqlite3.Connection]:
         """One atomic write inside the current group-commit transaction.
 
         Writes made during one event-loop turn share a single ``BEGIN IMMEDIATE … COMMIT``
         (group commit): each write is a savepoint, so a failing one rolls back alone, and the
         commit runs at the end of the turn. Every writer then awaits :meth:`_committed`, so no
-        caller learns of a write before it is durable.
+        caller learns of a write before it is durable. ``single=True`` marks a write of one
+        statement, which SQLite already makes atomic, so it needs no savepoint.
         """
         if self._batch is None:
             self._conn.execute("BEGIN IMMEDIATE")
             self._batch = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().call_soon(self._commit_batch)
+        if single:
+            yield self._conn
+            return
         self._conn.execute("SAVEPOINT write")
         try:
             yield self._conn
@@ -117,6 +121,10 @@ class SQLiteBlackboardStore(BlackboardStore):
         batch = self._batch
         if batch is not None:
             await asyncio.shield(batch)
+
+    async def sync(self) -> None:
+        """Wait until every write made so far is committed."""
+        await self._committed()
 
     async def close(self) -> None:
         """Commit what is pending and close the connection (SQLite checkpoints the WAL)."""
@@ -167,10 +175,11 @@ class SQLiteBlackboardStore(BlackboardStore):
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"artifact {artifact.id} already exists") from None
-            conn.executemany(
-                "INSERT INTO artifact_tags(tag, artifact_seq) VALUES (?, ?)",
-                [(tag, cursor.lastrowid) for tag in artifact.tags],
-            )
+            if artifact.tags:
+                conn.executemany(
+                    "INSERT INTO artifact_tags(tag, artifact_seq) VALUES (?, ?)",
+                    [(tag, cursor.lastrowid) for tag in artifact.tags],
+                )
 
     async def append(self, artifacts: Sequence[Artifact]) -> None:
         """Insert all artifacts in one transaction."""
@@ -252,7 +261,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def claim_consumption(self, artifact_id: UUID, consumer: str) -> bool:
         """``INSERT … ON CONFLICT DO NOTHING``: one row means the claim is ours."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             cursor = conn.execute(
                 "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (str(artifact_id), consumer),
@@ -327,7 +336,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """One conditional UPDATE … RETURNING: pending, or leased with an expired lease."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = conn.execute(
                 "UPDATE deliveries SET status = 'leased', attempts = attempts + 1, lease_owner = ?,"
                 " lease_expires_at = ? WHERE id = ? AND (status = 'pending'"
@@ -363,7 +372,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Fenced: back to pending (for a retry) or dead."""
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             self._fenced_update(conn, delivery_id, attempt, status.value)
         await self._committed()
 
@@ -385,7 +394,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def release_leases(self, owner: str) -> int:
         """One UPDATE: the dead owner's leases become pending (attempts kept for fencing)."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             cursor = conn.execute(
                 "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
                 " WHERE status = 'leased' AND lease_owner = ?",
@@ -396,11 +405,17 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     # -- routing state ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _many(conn: sqlite3.Connection, sql: str, rows: builtins.list[tuple[Any, ...]]) -> None:
+        if rows:  # an empty executemany still costs a statement preparation
+            conn.executemany(sql, rows)
+
     async def commit_routing(self, tx: RoutingTx) -> None:
-        """One transaction; a claim that already exists rolls everything back."""
+        """One savepoint in the current group commit; a claim that already exists rolls the step
+        back. Returns once the step is written; :meth:`sync` waits until it is durable."""
         with self._write() as conn:
             try:
-                conn.executemany(
+                self._many(conn, 
                     "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
                     [(str(a), c) for a, c in tx.claims],
                 )
@@ -408,32 +423,31 @@ class SQLiteBlackboardStore(BlackboardStore):
                 raise ValueError("an artifact in this routing step was already claimed") from None
             for delivery in tx.deliveries:
                 self._insert_delivery(conn, delivery)
-            conn.executemany(
+            self._many(conn, 
                 "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 [(e.sub_key, str(e.artifact_id), _ts(e.arrived_at)) for e in tx.gate_adds],
             )
-            conn.executemany(
+            self._many(conn, 
                 "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
                 [(k, str(a)) for k, a in tx.gate_removes],
             )
-            conn.executemany("DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
-            conn.executemany(
+            self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
+            self._many(conn, 
                 "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
                 [
                     (e.sub_key, json.dumps([str(i) for i in e.artifact_ids]), _ts(e.arrived_at))
                     for e in tx.batch_adds
                 ],
             )
-            conn.executemany(
+            self._many(conn, 
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
                 [(str(d.artifact_id), d.model_dump_json()) for d in tx.denials],
             )
-            conn.executemany("UPDATE artifacts SET routed = 1 WHERE id = ?", [(str(i),) for i in tx.routed])
-        await self._committed()
+            self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(str(i),) for i in tx.routed])
 
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
-        """Uses the (routed, seq) index."""
+        """Uses the partial index of unrouted artifacts."""
         rows = self._conn.execute(
             f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE routed = 0 ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
@@ -458,7 +472,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def save_run(self, run: RunRecord) -> None:
         """Upsert the record."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             conn.execute(
                 "INSERT INTO runs(id, started_at, body) VALUES (?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET body = excluded.body",
@@ -498,7 +512,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it as JSON."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             conn.execute(
                 "INSERT INTO dead_letters(id, body) VALUES (?, ?)", (str(letter.id), letter.model_dump_json())
             )
@@ -511,7 +525,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def take_dead_letter(self, letter_id: UUID) -> DeadLetter | None:
         """Delete and return it (``DELETE … RETURNING``)."""
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             row = conn.execute(
                 "DELETE FROM dead_letters WHERE id = ? RETURNING body", (str(letter_id),)
             ).fetchone()
@@ -521,7 +535,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     # -- audit -----------------------------------------------------------------------------------
 
     async def _insert_denials(self, denials: Sequence[VisibilityDenial]) -> None:
-        with self._write() as conn:
+        with self._write(single=True) as conn:
             conn.executemany(
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
                 [(str(d.artifact_id), d.model_dump_json()) for d in denials],

@@ -31,7 +31,7 @@ MIGRATIONS: list[str] = [
         routed INTEGER NOT NULL DEFAULT 0,
         produced_in TEXT
     );
-    CREATE INDEX artifacts_unrouted ON artifacts(routed, seq);
+    CREATE INDEX artifacts_unrouted ON artifacts(seq) WHERE routed = 0;
     CREATE INDEX artifacts_by_delivery ON artifacts(produced_in);
     CREATE INDEX artifacts_by_type ON artifacts(type, seq);
     CREATE INDEX artifacts_by_producer ON artifacts(produced_by, seq);
