@@ -182,6 +182,7 @@ async def test_commit_routing_is_atomic(store: BlackboardStore) -> None:
         batch_adds=[BatchEntry(sub_key="b#0", artifact_ids=(a.id,), arrived_at=T0)],
     )
     await store.commit_routing(tx)
+    await store.sync()
     assert [x.id for x in await store.unrouted()] == [b.id]
     assert await store.consumers_of(a.id) == {"agent"}
     assert (await store.get_delivery(d.id)) is not None
@@ -196,10 +197,12 @@ async def test_commit_routing_is_atomic(store: BlackboardStore) -> None:
     )
     with pytest.raises(ValueError, match="already claimed"):
         await store.commit_routing(clash)
+        await store.sync()
     assert [x.id for x in await store.unrouted()] == [b.id]  # nothing of the failed step applied
     assert [e.artifact_id for e in await store.gate_entries()] == [b.id]
     assert len(await store.batch_entries()) == 1
     await store.commit_routing(RoutingTx(routed=[b.id], gate_removes=[("g#0", b.id)], batch_clears=["b#0"]))
+    await store.sync()
     assert (
         await store.unrouted() == []
         and await store.gate_entries() == []

@@ -178,7 +178,8 @@ class Scheduler:
         jobs: list[Job] = []
         async with self._route_lock:
             for artifact in artifacts:
-                jobs += await self._route_one(artifact, only)
+                fresh = only is None and artifact.id in self.in_flight
+                jobs += await self._route_one(artifact, only, fresh=fresh)
                 self.in_flight.discard(artifact.id)
         await self._start_after_sync(jobs)
 
@@ -189,7 +190,7 @@ class Scheduler:
             found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
             for artifact in found:
                 self.collector.published += 1
-                jobs += await self._route_one(artifact, None)
+                jobs += await self._route_one(artifact, None, fresh=True)
         await self._start_after_sync(jobs)
         return len(found)
 
@@ -201,14 +202,21 @@ class Scheduler:
             self.hold()
             self.dispatcher.submit(job)
 
-    async def _route_one(self, artifact: Artifact, only: Subscription | None) -> list[Job]:
-        """Write one artifact's routing step; returns the jobs to start once it is durable."""
+    async def _route_one(
+        self, artifact: Artifact, only: Subscription | None, *, fresh: bool = False
+    ) -> list[Job]:
+        """Write one artifact's routing step; returns the jobs to start once it is durable.
+
+        ``fresh`` means the artifact was never routed, so nobody can have claimed it yet (claims are
+        only written by routing steps, in the same commit that marks the artifact routed) and the
+        store need not be asked.
+        """
         router, store = self.router, self._flock.store
         now = self._flock.clock.now()
         tx = RoutingTx(routed=[artifact.id] if only is None else [])
         jobs: list[Job] = []
         subs = [only] if only is not None else router.subscriptions_for(artifact.type)
-        consumers: set[str] | None = None
+        consumers: set[str] | None = set() if fresh else None
         taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
         group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
         for sub in subs:

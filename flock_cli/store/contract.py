@@ -309,7 +309,8 @@ class BlackboardStore(ABC):
     @abstractmethod
     async def commit_routing(self, tx: RoutingTx) -> None:
         """Apply one routing step atomically: claims, deliveries, gate and batch changes, denials,
-        and the ``routed`` marks. Raises (and changes nothing) if a claim was already taken.
+        and the ``routed`` marks. A step whose claim was already taken fails as a whole (ValueError,
+        from this call or from the next :meth:`sync`) and changes nothing.
 
         A store may return before the step is durable, so that many steps share one commit;
         :meth:`sync` waits for durability. Steps are applied in call order.

@@ -415,7 +415,8 @@ class SQLiteBlackboardStore(BlackboardStore):
         back. Returns once the step is written; :meth:`sync` waits until it is durable."""
         with self._write() as conn:
             try:
-                self._many(conn, 
+                self._many(
+                    conn,
                     "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
                     [(str(a), c) for a, c in tx.claims],
                 )
@@ -423,24 +424,28 @@ class SQLiteBlackboardStore(BlackboardStore):
                 raise ValueError("an artifact in this routing step was already claimed") from None
             for delivery in tx.deliveries:
                 self._insert_delivery(conn, delivery)
-            self._many(conn, 
+            self._many(
+                conn,
                 "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 [(e.sub_key, str(e.artifact_id), _ts(e.arrived_at)) for e in tx.gate_adds],
             )
-            self._many(conn, 
+            self._many(
+                conn,
                 "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
                 [(k, str(a)) for k, a in tx.gate_removes],
             )
             self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
-            self._many(conn, 
+            self._many(
+                conn,
                 "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
                 [
                     (e.sub_key, json.dumps([str(i) for i in e.artifact_ids]), _ts(e.arrived_at))
                     for e in tx.batch_adds
                 ],
             )
-            self._many(conn, 
+            self._many(
+                conn,
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
                 [(str(d.artifact_id), d.model_dump_json()) for d in tx.denials],
             )
