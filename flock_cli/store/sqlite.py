@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,13 +50,26 @@ _ARTIFACT_COLUMNS = (
 )
 
 
-def _ts(value: datetime) -> str:
-    # Fixed-width UTC text sorts like time, so SQL can compare and order it.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+def _ts(value: datetime) -> int:
+    # Integer microseconds since the epoch: compact, exact, and SQL compares and orders them.
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _dt(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _ids(blob: bytes) -> tuple[UUID, ...]:
+    """UUIDs packed as consecutive 16-byte values (ids are stored as 16-byte blobs)."""
+    return tuple(UUID(bytes=blob[i : i + 16]) for i in range(0, len(blob), 16))
+
+
+def _pack(ids: Sequence[UUID]) -> bytes:
+    return b"".join(i.bytes for i in ids)
 
 
 class SQLiteBlackboardStore(BlackboardStore):
@@ -72,7 +86,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        self.schema_version_before = migrate(self._conn, str(self.path))
+        self.schema_version_before = migrate(self._conn, os.fspath(self.path))
         self._batch: asyncio.Future[None] | None = None
 
     @contextmanager
@@ -136,11 +150,11 @@ class SQLiteBlackboardStore(BlackboardStore):
     @staticmethod
     def _artifact_row(a: Artifact) -> tuple[Any, ...]:
         return (
-            str(a.id),
+            a.id.bytes,
             a.type,
             json.dumps(a.payload, separators=(",", ":")),
             a.produced_by,
-            str(a.correlation_id) if a.correlation_id else None,
+            a.correlation_id.bytes if a.correlation_id else None,
             a.partition_key,
             json.dumps(sorted(a.tags)),
             a.visibility.model_dump_json(),
@@ -151,11 +165,11 @@ class SQLiteBlackboardStore(BlackboardStore):
     @staticmethod
     def _artifact(row: Sequence[Any]) -> Artifact:
         return Artifact.trusted(
-            id=UUID(row[0]),
+            id=UUID(bytes=row[0]),
             type=row[1],
             payload=json.loads(row[2]),
             produced_by=row[3],
-            correlation_id=UUID(row[4]) if row[4] else None,
+            correlation_id=UUID(bytes=row[4]) if row[4] else None,
             partition_key=row[5],
             tags=frozenset(json.loads(row[6])),
             visibility=_VISIBILITY.validate_json(row[7]),
@@ -171,7 +185,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 cursor = conn.execute(
                     f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}, produced_in)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*self._artifact_row(artifact), str(produced_in) if produced_in else None),
+                    (*self._artifact_row(artifact), produced_in.bytes if produced_in else None),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"artifact {artifact.id} already exists") from None
@@ -231,7 +245,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             among("produced_by", query.produced_by)
         if query.correlation_id is not None:
             clauses.append("correlation_id = ?")
-            params.append(str(query.correlation_id))
+            params.append(query.correlation_id.bytes)
         if query.since is not None:
             clauses.append("created_at >= ?")
             params.append(_ts(query.since))
@@ -249,7 +263,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Look up by id (in the order asked), then filter by visibility."""
         if not artifact_ids:
             return []
-        keys = [str(i) for i in artifact_ids]
+        keys = [i.bytes for i in artifact_ids]
         rows = self._conn.execute(
             f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id IN ({','.join('?' * len(keys))})", keys
         ).fetchall()
@@ -264,7 +278,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         with self._write(single=True) as conn:
             cursor = conn.execute(
                 "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (str(artifact_id), consumer),
+                (artifact_id.bytes, consumer),
             )
         await self._committed()
         return cursor.rowcount == 1
@@ -272,7 +286,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def consumers_of(self, artifact_id: UUID) -> set[str]:
         """Every consumer recorded for the artifact."""
         rows = self._conn.execute(
-            "SELECT consumer FROM consumptions WHERE artifact_id = ?", (str(artifact_id),)
+            "SELECT consumer FROM consumptions WHERE artifact_id = ?", (artifact_id.bytes,)
         ).fetchall()
         return {r[0] for r in rows}
 
@@ -286,9 +300,9 @@ class SQLiteBlackboardStore(BlackboardStore):
     @staticmethod
     def _delivery(row: Sequence[Any]) -> Delivery:
         return Delivery(
-            id=UUID(row[0]),
+            id=UUID(bytes=row[0]),
             agent=row[1],
-            artifact_ids=tuple(UUID(i) for i in json.loads(row[2])),
+            artifact_ids=_ids(row[2]),
             created_at=_dt(row[3]),
             status=DeliveryStatus(row[4]),
             attempts=row[5],
@@ -306,9 +320,9 @@ class SQLiteBlackboardStore(BlackboardStore):
             conn.execute(
                 f"INSERT INTO deliveries ({self._DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    str(d.id),
+                    d.id.bytes,
                     d.agent,
-                    json.dumps([str(i) for i in d.artifact_ids]),
+                    _pack(d.artifact_ids),
                     _ts(d.created_at),
                     d.status.value,
                     d.attempts,
@@ -325,7 +339,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             raise ValueError(f"delivery {d.id} already exists") from None
         conn.executemany(
             "INSERT OR IGNORE INTO delivery_inputs(artifact_id, delivery_id) VALUES (?, ?)",
-            [(str(i), str(d.id)) for i in d.artifact_ids],
+            [(i.bytes, d.id.bytes) for i in d.artifact_ids],
         )
 
     async def add_delivery(self, delivery: Delivery) -> None:
@@ -342,7 +356,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 " lease_expires_at = ? WHERE id = ? AND (status = 'pending'"
                 " OR (status = 'leased' AND lease_expires_at <= ?))"
                 f" RETURNING {self._DELIVERY_COLUMNS}",
-                (owner, _ts(now + timedelta(seconds=ttl)), str(delivery_id), _ts(now)),
+                (owner, _ts(now + timedelta(seconds=ttl)), delivery_id.bytes, _ts(now)),
             ).fetchone()
         await self._committed()
         return self._delivery(row) if row else None
@@ -351,11 +365,11 @@ class SQLiteBlackboardStore(BlackboardStore):
         cursor = conn.execute(
             "UPDATE deliveries SET status = ?, lease_owner = NULL, lease_expires_at = NULL"
             " WHERE id = ? AND status = 'leased' AND attempts = ?",
-            (status, str(delivery_id), attempt),
+            (status, delivery_id.bytes, attempt),
         )
         if cursor.rowcount != 1:
             row = conn.execute(
-                "SELECT status, attempts FROM deliveries WHERE id = ?", (str(delivery_id),)
+                "SELECT status, attempts FROM deliveries WHERE id = ?", (delivery_id.bytes,)
             ).fetchone()
             raise StaleLeaseError(
                 f"delivery {delivery_id}: attempt {attempt} does not hold the lease"
@@ -379,7 +393,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """One delivery row."""
         row = self._conn.execute(
-            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (str(delivery_id),)
+            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id.bytes,)
         ).fetchone()
         return self._delivery(row) if row else None
 
@@ -418,7 +432,7 @@ class SQLiteBlackboardStore(BlackboardStore):
                 self._many(
                     conn,
                     "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
-                    [(str(a), c) for a, c in tx.claims],
+                    [(a.bytes, c) for a, c in tx.claims],
                 )
             except sqlite3.IntegrityError:
                 raise ValueError("an artifact in this routing step was already claimed") from None
@@ -428,28 +442,25 @@ class SQLiteBlackboardStore(BlackboardStore):
                 conn,
                 "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
-                [(e.sub_key, str(e.artifact_id), _ts(e.arrived_at)) for e in tx.gate_adds],
+                [(e.sub_key, e.artifact_id.bytes, _ts(e.arrived_at)) for e in tx.gate_adds],
             )
             self._many(
                 conn,
                 "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
-                [(k, str(a)) for k, a in tx.gate_removes],
+                [(k, a.bytes) for k, a in tx.gate_removes],
             )
             self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
             self._many(
                 conn,
                 "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
-                [
-                    (e.sub_key, json.dumps([str(i) for i in e.artifact_ids]), _ts(e.arrived_at))
-                    for e in tx.batch_adds
-                ],
+                [(e.sub_key, _pack(e.artifact_ids), _ts(e.arrived_at)) for e in tx.batch_adds],
             )
             self._many(
                 conn,
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
-                [(str(d.artifact_id), d.model_dump_json()) for d in tx.denials],
+                [(d.artifact_id.bytes, d.model_dump_json()) for d in tx.denials],
             )
-            self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(str(i),) for i in tx.routed])
+            self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(i.bytes,) for i in tx.routed])
 
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
         """Uses the partial index of unrouted artifacts."""
@@ -461,17 +472,12 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def gate_entries(self) -> builtins.list[GateEntry]:
         """Arrival order."""
         rows = self._conn.execute("SELECT sub_key, artifact_id, arrived_at FROM gate_entries ORDER BY seq")
-        return [GateEntry(sub_key=r[0], artifact_id=UUID(r[1]), arrived_at=_dt(r[2])) for r in rows]
+        return [GateEntry(sub_key=r[0], artifact_id=UUID(bytes=r[1]), arrived_at=_dt(r[2])) for r in rows]
 
     async def batch_entries(self) -> builtins.list[BatchEntry]:
         """Arrival order."""
         rows = self._conn.execute("SELECT sub_key, artifact_ids, arrived_at FROM batch_entries ORDER BY seq")
-        return [
-            BatchEntry(
-                sub_key=r[0], artifact_ids=tuple(UUID(i) for i in json.loads(r[1])), arrived_at=_dt(r[2])
-            )
-            for r in rows
-        ]
+        return [BatchEntry(sub_key=r[0], artifact_ids=_ids(r[1]), arrived_at=_dt(r[2])) for r in rows]
 
     # -- runs, lineage ---------------------------------------------------------------------------
 
@@ -481,7 +487,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             conn.execute(
                 "INSERT INTO runs(id, started_at, body) VALUES (?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                (str(run.id), _ts(run.started_at), run.model_dump_json()),
+                (run.id.bytes, _ts(run.started_at), run.model_dump_json()),
             )
         await self._committed()
 
@@ -493,17 +499,17 @@ class SQLiteBlackboardStore(BlackboardStore):
     def _parents_of(self, artifact_id: UUID) -> builtins.list[UUID]:
         row = self._conn.execute(
             "SELECT d.artifact_ids FROM artifacts a JOIN deliveries d ON d.id = a.produced_in WHERE a.id = ?",
-            (str(artifact_id),),
+            (artifact_id.bytes,),
         ).fetchone()
-        return [UUID(i) for i in json.loads(row[0])] if row else []
+        return list(_ids(row[0])) if row else []
 
     def _children_of(self, artifact_id: UUID) -> builtins.list[UUID]:
         rows = self._conn.execute(
             "SELECT a.id FROM delivery_inputs i JOIN artifacts a ON a.produced_in = i.delivery_id"
             " WHERE i.artifact_id = ? ORDER BY a.seq",
-            (str(artifact_id),),
+            (artifact_id.bytes,),
         ).fetchall()
-        return [UUID(r[0]) for r in rows]
+        return [UUID(bytes=r[0]) for r in rows]
 
     async def lineage(self, artifact_id: UUID) -> Lineage:
         """Walk produced_in / delivery_inputs in both directions."""
@@ -519,7 +525,8 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Keep it as JSON."""
         with self._write(single=True) as conn:
             conn.execute(
-                "INSERT INTO dead_letters(id, body) VALUES (?, ?)", (str(letter.id), letter.model_dump_json())
+                "INSERT INTO dead_letters(id, body) VALUES (?, ?)",
+                (letter.id.bytes, letter.model_dump_json()),
             )
         await self._committed()
 
@@ -532,7 +539,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Delete and return it (``DELETE … RETURNING``)."""
         with self._write(single=True) as conn:
             row = conn.execute(
-                "DELETE FROM dead_letters WHERE id = ? RETURNING body", (str(letter_id),)
+                "DELETE FROM dead_letters WHERE id = ? RETURNING body", (letter_id.bytes,)
             ).fetchone()
         await self._committed()
         return DeadLetter.model_validate_json(row[0]) if row else None
@@ -543,7 +550,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         with self._write(single=True) as conn:
             conn.executemany(
                 "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
-                [(str(d.artifact_id), d.model_dump_json()) for d in denials],
+                [(d.artifact_id.bytes, d.model_dump_json()) for d in denials],
             )
         await self._committed()
 
