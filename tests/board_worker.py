@@ -34,6 +34,11 @@ class Final(BaseModel):
     n: int
 
 
+@flock_type(name="Pair")
+class Pair(BaseModel):
+    n: int
+
+
 @flock_type(name="Digest")
 class Digest(BaseModel):
     total: int
@@ -45,7 +50,8 @@ async def slow(n: int) -> None:
 
 
 def build(board: str, role: str = "orchestrator") -> Flock:
-    """Seed -> drafter -> Draft -> finisher -> Final; Finals are also summed in batches of 5."""
+    """Seed -> drafter -> Draft -> finisher -> Final; Finals are summed in batches of 5, and each
+    Draft is joined with its Final (by correlation id) into a Pair."""
     flock = Flock(store=SQLiteBlackboardStore(board), max_concurrency=4, role=role)  # type: ignore[arg-type]
 
     async def draft(inputs):
@@ -64,6 +70,13 @@ def build(board: str, role: str = "orchestrator") -> Flock:
 
     flock.agent("drafter").consumes(Seed).publishes(Draft).with_engines(FunctionEngine(draft))
     flock.agent("finisher").consumes(Draft).publishes(Final).with_engines(FunctionEngine(finish))
+
+    async def pair(inputs):  # noqa: ANN001, ANN202
+        return Pair(n=inputs.first_as(Final).n)
+
+    flock.agent("pairer").consumes(Draft, Final, join={"window": 600}).publishes(Pair).with_engines(
+        FunctionEngine(pair)
+    )
     flock.agent("digester").consumes(Final, batch={"size": 5}).publishes(Digest).with_engines(
         FunctionEngine(digest)
     )

@@ -41,6 +41,8 @@ async def check_board(board: Path, seeds: int) -> None:
         assert by_type["Seed"] == seeds
         assert sorted(a.payload["n"] for a in artifacts if a.type == "Draft") == list(range(seeds))
         assert sorted(a.payload["n"] for a in artifacts if a.type == "Final") == list(range(seeds))
+        assert sorted(a.payload["n"] for a in artifacts if a.type == "Pair") == list(range(seeds))
+        assert await store.gate_entries() == [] and await store.batch_entries() == []
         digests = [a.payload for a in artifacts if a.type == "Digest"]
         assert sum(d["count"] for d in digests) == seeds
         assert sum(d["total"] for d in digests) == sum(range(seeds))
@@ -149,7 +151,7 @@ async def test_replay_publishes_copies_and_resume_does_not(tmp_path: Path) -> No
     copies = await flock.replay([seed.id])
     summary = await flock.run_until_idle()
     assert copies[0].id != seed.id and f"replay-of:{seed.id}" in copies[0].tags
-    assert summary.runs_by_agent == {"drafter": 1, "finisher": 1, "digester": 1}
+    assert summary.runs_by_agent == {"drafter": 1, "finisher": 1, "pairer": 1, "digester": 1}
     await flock.shutdown()
     await flock.store.close()
     again = build(str(board))
@@ -164,7 +166,7 @@ async def test_lineage_on_the_board(tmp_path: Path) -> None:
     await flock.run_until_idle()
     lineage = await flock.store.lineage(seed.id)
     kinds = [(await flock.store.get(i, viewer=UNRESTRICTED)).type for i in lineage.children]  # type: ignore[union-attr]
-    assert kinds == ["Draft", "Final", "Digest"]
+    assert kinds == ["Draft", "Final", "Pair", "Digest"]
     await flock.shutdown()
     await flock.store.close()
 
