@@ -71,7 +71,7 @@ def build(board: str, role: str = "orchestrator") -> Flock:
     flock.agent("drafter").consumes(Seed).publishes(Draft).with_engines(FunctionEngine(draft))
     flock.agent("finisher").consumes(Draft).publishes(Final).with_engines(FunctionEngine(finish))
 
-    async def pair(inputs):  # noqa: ANN001, ANN202
+    async def pair(inputs):
         return Pair(n=inputs.first_as(Final).n)
 
     flock.agent("pairer").consumes(Draft, Final, join={"window": 600}).publishes(Pair).with_engines(
