@@ -106,6 +106,11 @@ class Flock:
         self._session = BoardSession(self)
 
     @property
+    def resumed(self) -> dict[str, int]:
+        """What attaching to the board restored: gate and batch entries, deliveries, unrouted artifacts."""
+        return dict(self._session.resumed)
+
+    @property
     def closed(self) -> bool:
         """True after :meth:`shutdown`."""
         return self._closed
