@@ -1,21 +1,23 @@
 """The SQLite board: one WAL-mode file that several processes on one machine share.
 
-Every write is one short ``BEGIN IMMEDIATE`` transaction (no lock upgrade, so no SQLITE_BUSY
-mid-transaction); readers never block in WAL mode; ``busy_timeout`` absorbs the brief waits for
-another process's write lock. Calls run on the event loop's thread: each is a few hundred
-microseconds at most, far cheaper than handing it to a worker thread.
+Writes are queued and committed together at the end of each event-loop turn (group commit), in
+one short ``BEGIN IMMEDIATE … COMMIT`` inside a single callback (no lock upgrade, so no
+SQLITE_BUSY mid-transaction, and the lock is never held across other code). Each write is a
+savepoint; its caller resumes once the commit is done. Readers never block in WAL mode, and
+``busy_timeout`` absorbs the brief waits for another process's write lock. A writer thread was
+measured and rejected: GIL hand-offs made it slower here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -39,6 +41,7 @@ from flock_cli.store.contract import (
     visible,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
+from flock_cli.store.sqlite_codec import from_micros, pack_ids, to_micros, unpack_ids
 from flock_cli.store.sqlite_schema import migrate
 
 __all__ = ["DEFAULT_BOARD", "SQLiteBlackboardStore"]
@@ -48,28 +51,6 @@ _VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
 _ARTIFACT_COLUMNS = (
     "id, type, payload, produced_by, correlation_id, partition_key, tags, visibility, created_at, version"
 )
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ts(value: datetime) -> int:
-    # Integer microseconds since the epoch: compact, exact, and SQL compares and orders them.
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _ids(blob: bytes) -> tuple[UUID, ...]:
-    """UUIDs packed as consecutive 16-byte values (ids are stored as 16-byte blobs)."""
-    return tuple(UUID(bytes=blob[i : i + 16]) for i in range(0, len(blob), 16))
-
-
-def _pack(ids: Sequence[UUID]) -> bytes:
-    return b"".join(i.bytes for i in ids)
 
 
 class SQLiteBlackboardStore(BlackboardStore):
@@ -86,63 +67,69 @@ class SQLiteBlackboardStore(BlackboardStore):
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-        self.schema_version_before = migrate(self._conn, os.fspath(self.path))
-        self._batch: asyncio.Future[None] | None = None
-
-    @contextmanager
-    def _write(self, *, single: bool = False) -> Iterator[sqlite3.Connection]:
-        """One atomic write inside the current group-commit transaction.
-
-        Writes made during one event-loop turn share a single ``BEGIN IMMEDIATE … COMMIT``
-        (group commit): each write is a savepoint, so a failing one rolls back alone, and the
-        commit runs at the end of the turn. Every writer then awaits :meth:`_committed`, so no
-        caller learns of a write before it is durable. ``single=True`` marks a write of one
-        statement, which SQLite already makes atomic, so it needs no savepoint.
-        """
-        if self._batch is None:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._batch = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._commit_batch)
-        if single:
-            yield self._conn
-            return
-        self._conn.execute("SAVEPOINT write")
         try:
-            yield self._conn
+            self.schema_version_before = migrate(self._conn, os.fspath(self.path))
         except BaseException:
-            self._conn.execute("ROLLBACK TO write")
-            self._conn.execute("RELEASE write")
+            self._conn.close()
             raise
-        self._conn.execute("RELEASE write")
+        self._queue: builtins.list[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]] = []
+        self._unsynced: builtins.list[asyncio.Future[Any]] = []
 
-    def _commit_batch(self) -> None:
-        batch, self._batch = self._batch, None
-        if batch is None:
+    def _write(
+        self, write: Callable[[sqlite3.Connection], Any], *, single: bool = False
+    ) -> asyncio.Future[Any]:
+        """Queue a write; the future resolves to its result once it is committed.
+
+        Writes queued during one event-loop turn are committed together at the end of the turn
+        (group commit), in one short ``BEGIN IMMEDIATE … COMMIT`` that runs inside a single
+        callback: the write lock is never held across other code, and each write is a savepoint,
+        so a failing one rolls back alone. ``single=True`` marks a one-statement write, which
+        SQLite already makes atomic.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((write, single, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if not batch:
             return
+        outcomes: builtins.list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn = self._conn
         try:
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            if not batch.done():
-                batch.set_exception(exc)
-            return
-        if not batch.done():
-            batch.set_result(None)
-
-    async def _committed(self) -> None:
-        """Wait until the group commit holding this turn's writes has committed."""
-        batch = self._batch
-        if batch is not None:
-            await asyncio.shield(batch)
+            conn.execute("BEGIN IMMEDIATE")
+            for write, single, future in batch:
+                outcomes.append((future, *_apply(conn, write, single)))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # the transaction as a whole failed (lock timeout, disk)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(future, None, exc) for _, _, future in batch]
+        for future, value, error in outcomes:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
 
     async def sync(self) -> None:
-        """Wait until every write made so far is committed."""
-        await self._committed()
+        """Wait until every routing step queued so far has committed (raising the first failure).
+
+        Other writes are awaited by their callers, so only routing steps are tracked here.
+        """
+        pending, self._unsynced = self._unsynced, []
+        if pending:
+            await asyncio.gather(*pending)
 
     async def close(self) -> None:
-        """Commit what is pending and close the connection (SQLite checkpoints the WAL)."""
-        await self._committed()
+        """Commit what is queued and close the connection (SQLite checkpoints the WAL)."""
+        with contextlib.suppress(Exception):
+            await self.sync()
+        self._flush()
         self._conn.close()
 
     # -- artifacts -------------------------------------------------------------------------------
@@ -158,7 +145,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             a.partition_key,
             json.dumps(sorted(a.tags)),
             a.visibility.model_dump_json(),
-            _ts(a.created_at),
+            to_micros(a.created_at),
             a.version,
         )
 
@@ -173,7 +160,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             partition_key=row[5],
             tags=frozenset(json.loads(row[6])),
             visibility=_VISIBILITY.validate_json(row[7]),
-            created_at=_dt(row[8]),
+            created_at=from_micros(row[8]),
             version=row[9],
         )
 
@@ -197,9 +184,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def append(self, artifacts: Sequence[Artifact]) -> None:
         """Insert all artifacts in one transaction."""
-        with self._write() as conn:
-            self._insert_artifacts(conn, artifacts)
-        await self._committed()
+        await self._write(lambda conn: self._insert_artifacts(conn, artifacts))
 
     async def _filter_visible(
         self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
@@ -248,10 +233,10 @@ class SQLiteBlackboardStore(BlackboardStore):
             params.append(query.correlation_id.bytes)
         if query.since is not None:
             clauses.append("created_at >= ?")
-            params.append(_ts(query.since))
+            params.append(to_micros(query.since))
         if query.until is not None:
             clauses.append("created_at < ?")
-            params.append(_ts(query.until))
+            params.append(to_micros(query.until))
         for tag in sorted(query.tags or ()):
             clauses.append("seq IN (SELECT artifact_seq FROM artifact_tags WHERE tag = ?)")
             params.append(tag)
@@ -275,13 +260,16 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def claim_consumption(self, artifact_id: UUID, consumer: str) -> bool:
         """``INSERT … ON CONFLICT DO NOTHING``: one row means the claim is ours."""
-        with self._write(single=True) as conn:
-            cursor = conn.execute(
-                "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (artifact_id.bytes, consumer),
-            )
-        await self._committed()
-        return cursor.rowcount == 1
+        inserted: int = await self._write(
+            lambda conn: (
+                conn.execute(
+                    "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (artifact_id.bytes, consumer),
+                ).rowcount
+            ),
+            single=True,
+        )
+        return inserted == 1
 
     async def consumers_of(self, artifact_id: UUID) -> set[str]:
         """Every consumer recorded for the artifact."""
@@ -302,12 +290,12 @@ class SQLiteBlackboardStore(BlackboardStore):
         return Delivery(
             id=UUID(bytes=row[0]),
             agent=row[1],
-            artifact_ids=_ids(row[2]),
-            created_at=_dt(row[3]),
+            artifact_ids=unpack_ids(row[2]),
+            created_at=from_micros(row[3]),
             status=DeliveryStatus(row[4]),
             attempts=row[5],
             lease_owner=row[6],
-            lease_expires_at=_dt(row[7]) if row[7] else None,
+            lease_expires_at=from_micros(row[7]) if row[7] else None,
             priority=row[8],
             trigger=row[9],
             batch_trigger=row[10],
@@ -322,12 +310,12 @@ class SQLiteBlackboardStore(BlackboardStore):
                 (
                     d.id.bytes,
                     d.agent,
-                    _pack(d.artifact_ids),
-                    _ts(d.created_at),
+                    pack_ids(d.artifact_ids),
+                    to_micros(d.created_at),
                     d.status.value,
                     d.attempts,
                     d.lease_owner,
-                    _ts(d.lease_expires_at) if d.lease_expires_at else None,
+                    to_micros(d.lease_expires_at) if d.lease_expires_at else None,
                     d.priority,
                     d.trigger,
                     d.batch_trigger,
@@ -344,21 +332,20 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def add_delivery(self, delivery: Delivery) -> None:
         """Insert one delivery row."""
-        with self._write() as conn:
-            self._insert_delivery(conn, delivery)
-        await self._committed()
+        await self._write(lambda conn: self._insert_delivery(conn, delivery))
 
     async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """One conditional UPDATE … RETURNING: pending, or leased with an expired lease."""
-        with self._write(single=True) as conn:
-            row = conn.execute(
+        row = await self._write(
+            lambda conn: conn.execute(
                 "UPDATE deliveries SET status = 'leased', attempts = attempts + 1, lease_owner = ?,"
                 " lease_expires_at = ? WHERE id = ? AND (status = 'pending'"
                 " OR (status = 'leased' AND lease_expires_at <= ?))"
                 f" RETURNING {self._DELIVERY_COLUMNS}",
-                (owner, _ts(now + timedelta(seconds=ttl)), delivery_id.bytes, _ts(now)),
-            ).fetchone()
-        await self._committed()
+                (owner, to_micros(now + timedelta(seconds=ttl)), delivery_id.bytes, to_micros(now)),
+            ).fetchone(),
+            single=True,
+        )
         return self._delivery(row) if row else None
 
     def _fenced_update(self, conn: sqlite3.Connection, delivery_id: UUID, attempt: int, status: str) -> None:
@@ -378,17 +365,19 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
         """Fenced completion and the outputs, in one transaction."""
-        with self._write() as conn:
+
+        def write(conn: sqlite3.Connection) -> None:
             self._fenced_update(conn, delivery_id, attempt, DeliveryStatus.DONE.value)
             self._insert_artifacts(conn, outputs, produced_in=delivery_id)
-        await self._committed()
+
+        await self._write(write)
 
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Fenced: back to pending (for a retry) or dead."""
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        with self._write(single=True) as conn:
-            self._fenced_update(conn, delivery_id, attempt, status.value)
-        await self._committed()
+        await self._write(
+            lambda conn: self._fenced_update(conn, delivery_id, attempt, status.value), single=True
+        )
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """One delivery row."""
@@ -408,14 +397,17 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def release_leases(self, owner: str) -> int:
         """One UPDATE: the dead owner's leases become pending (attempts kept for fencing)."""
-        with self._write(single=True) as conn:
-            cursor = conn.execute(
-                "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
-                " WHERE status = 'leased' AND lease_owner = ?",
-                (owner,),
-            )
-        await self._committed()
-        return cursor.rowcount
+        released: int = await self._write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE deliveries SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE status = 'leased' AND lease_owner = ?",
+                    (owner,),
+                ).rowcount
+            ),
+            single=True,
+        )
+        return released
 
     # -- routing state ---------------------------------------------------------------------------
 
@@ -427,40 +419,42 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def commit_routing(self, tx: RoutingTx) -> None:
         """One savepoint in the current group commit; a claim that already exists rolls the step
         back. Returns once the step is written; :meth:`sync` waits until it is durable."""
-        with self._write() as conn:
-            try:
-                self._many(
-                    conn,
-                    "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
-                    [(a.bytes, c) for a, c in tx.claims],
-                )
-            except sqlite3.IntegrityError:
-                raise ValueError("an artifact in this routing step was already claimed") from None
-            for delivery in tx.deliveries:
-                self._insert_delivery(conn, delivery)
+        self._unsynced.append(self._write(lambda conn: self._apply_routing(conn, tx)))
+
+    def _apply_routing(self, conn: sqlite3.Connection, tx: RoutingTx) -> None:
+        try:
             self._many(
                 conn,
-                "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                [(e.sub_key, e.artifact_id.bytes, _ts(e.arrived_at)) for e in tx.gate_adds],
+                "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
+                [(a.bytes, c) for a, c in tx.claims],
             )
-            self._many(
-                conn,
-                "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
-                [(k, a.bytes) for k, a in tx.gate_removes],
-            )
-            self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
-            self._many(
-                conn,
-                "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
-                [(e.sub_key, _pack(e.artifact_ids), _ts(e.arrived_at)) for e in tx.batch_adds],
-            )
-            self._many(
-                conn,
-                "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
-                [(d.artifact_id.bytes, d.model_dump_json()) for d in tx.denials],
-            )
-            self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(i.bytes,) for i in tx.routed])
+        except sqlite3.IntegrityError:
+            raise ValueError("an artifact in this routing step was already claimed") from None
+        for delivery in tx.deliveries:
+            self._insert_delivery(conn, delivery)
+        self._many(
+            conn,
+            "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            [(e.sub_key, e.artifact_id.bytes, to_micros(e.arrived_at)) for e in tx.gate_adds],
+        )
+        self._many(
+            conn,
+            "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
+            [(k, a.bytes) for k, a in tx.gate_removes],
+        )
+        self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
+        self._many(
+            conn,
+            "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
+            [(e.sub_key, pack_ids(e.artifact_ids), to_micros(e.arrived_at)) for e in tx.batch_adds],
+        )
+        self._many(
+            conn,
+            "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
+            [(d.artifact_id.bytes, d.model_dump_json()) for d in tx.denials],
+        )
+        self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(i.bytes,) for i in tx.routed])
 
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
         """Uses the partial index of unrouted artifacts."""
@@ -472,24 +466,30 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def gate_entries(self) -> builtins.list[GateEntry]:
         """Arrival order."""
         rows = self._conn.execute("SELECT sub_key, artifact_id, arrived_at FROM gate_entries ORDER BY seq")
-        return [GateEntry(sub_key=r[0], artifact_id=UUID(bytes=r[1]), arrived_at=_dt(r[2])) for r in rows]
+        return [
+            GateEntry(sub_key=r[0], artifact_id=UUID(bytes=r[1]), arrived_at=from_micros(r[2])) for r in rows
+        ]
 
     async def batch_entries(self) -> builtins.list[BatchEntry]:
         """Arrival order."""
         rows = self._conn.execute("SELECT sub_key, artifact_ids, arrived_at FROM batch_entries ORDER BY seq")
-        return [BatchEntry(sub_key=r[0], artifact_ids=_ids(r[1]), arrived_at=_dt(r[2])) for r in rows]
+        return [
+            BatchEntry(sub_key=r[0], artifact_ids=unpack_ids(r[1]), arrived_at=from_micros(r[2]))
+            for r in rows
+        ]
 
     # -- runs, lineage ---------------------------------------------------------------------------
 
     async def save_run(self, run: RunRecord) -> None:
         """Upsert the record."""
-        with self._write(single=True) as conn:
-            conn.execute(
+        await self._write(
+            lambda conn: conn.execute(
                 "INSERT INTO runs(id, started_at, body) VALUES (?, ?, ?)"
                 " ON CONFLICT(id) DO UPDATE SET body = excluded.body",
-                (run.id.bytes, _ts(run.started_at), run.model_dump_json()),
-            )
-        await self._committed()
+                (run.id.bytes, to_micros(run.started_at), run.model_dump_json()),
+            ),
+            single=True,
+        )
 
     async def runs(self) -> builtins.list[RunRecord]:
         """Oldest first."""
@@ -501,7 +501,7 @@ class SQLiteBlackboardStore(BlackboardStore):
             "SELECT d.artifact_ids FROM artifacts a JOIN deliveries d ON d.id = a.produced_in WHERE a.id = ?",
             (artifact_id.bytes,),
         ).fetchone()
-        return list(_ids(row[0])) if row else []
+        return list(unpack_ids(row[0])) if row else []
 
     def _children_of(self, artifact_id: UUID) -> builtins.list[UUID]:
         rows = self._conn.execute(
@@ -523,12 +523,13 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def add_dead_letter(self, letter: DeadLetter) -> None:
         """Keep it as JSON."""
-        with self._write(single=True) as conn:
-            conn.execute(
+        await self._write(
+            lambda conn: conn.execute(
                 "INSERT INTO dead_letters(id, body) VALUES (?, ?)",
                 (letter.id.bytes, letter.model_dump_json()),
-            )
-        await self._committed()
+            ),
+            single=True,
+        )
 
     async def dead_letters(self) -> builtins.list[DeadLetter]:
         """Oldest first."""
@@ -537,22 +538,22 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     async def take_dead_letter(self, letter_id: UUID) -> DeadLetter | None:
         """Delete and return it (``DELETE … RETURNING``)."""
-        with self._write(single=True) as conn:
-            row = conn.execute(
+        row = await self._write(
+            lambda conn: conn.execute(
                 "DELETE FROM dead_letters WHERE id = ? RETURNING body", (letter_id.bytes,)
-            ).fetchone()
-        await self._committed()
+            ).fetchone(),
+            single=True,
+        )
         return DeadLetter.model_validate_json(row[0]) if row else None
 
     # -- audit -----------------------------------------------------------------------------------
 
     async def _insert_denials(self, denials: Sequence[VisibilityDenial]) -> None:
-        with self._write(single=True) as conn:
-            conn.executemany(
-                "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
-                [(d.artifact_id.bytes, d.model_dump_json()) for d in denials],
-            )
-        await self._committed()
+        rows = [(d.artifact_id.bytes, d.model_dump_json()) for d in denials]
+        await self._write(
+            lambda conn: conn.executemany("INSERT INTO denials(artifact_id, body) VALUES (?, ?)", rows),
+            single=True,
+        )
 
     async def record_denials(self, denials: Sequence[VisibilityDenial]) -> None:
         """Append them."""
@@ -562,3 +563,23 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Oldest first."""
         rows = self._conn.execute("SELECT body FROM denials ORDER BY seq").fetchall()
         return [VisibilityDenial.model_validate_json(r[0]) for r in rows]
+
+
+def _apply(
+    conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], Any], single: bool
+) -> tuple[Any, BaseException | None]:
+    """Run one queued write inside the open transaction; a failing write rolls back alone."""
+    if single:
+        try:
+            return write(conn), None
+        except Exception as exc:
+            return None, exc
+    conn.execute("SAVEPOINT write")
+    try:
+        value = write(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO write")
+        conn.execute("RELEASE write")
+        return None, exc
+    conn.execute("RELEASE write")
+    return value, None
