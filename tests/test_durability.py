@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ from uuid import uuid4
 
 import pytest
 
-from flock_cli import Flock, FunctionEngine, ResumeRefusedError
+from flock_cli import BoardBusyError, Flock, FunctionEngine, ResumeRefusedError
 from flock_cli.store import UNRESTRICTED, DeliveryStatus, RunRecord, SQLiteBlackboardStore
 from tests.board_worker import Digest, Draft, Final, Seed, build
 
@@ -174,3 +175,69 @@ async def test_lineage_on_the_board(tmp_path: Path) -> None:
 def test_types_used_by_the_worker_are_importable() -> None:
     assert {Seed, Draft, Final, Digest}
     assert Flock
+
+
+async def test_two_publishers_and_an_orchestrator_in_one_process(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    orchestrator = build(str(board))
+    stop = asyncio.Event()
+    watching = asyncio.create_task(orchestrator.watch(poll_interval=0.02, stop=stop))
+    publishers = [build(str(board), role="publisher") for _ in range(2)]
+    await asyncio.gather(
+        *(p.publish_many([Seed(n=n) for n in range(i * 10, i * 10 + 10)]) for i, p in enumerate(publishers))
+    )
+    for p in publishers:
+        await p.store.close()
+    for _ in range(200):
+        if len(await orchestrator.store.get_by_type(Final, viewer=UNRESTRICTED)) == 20:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    summary = await watching
+    assert summary.ok
+    await orchestrator.shutdown()
+    await orchestrator.store.close()
+    await check_board(board, 20)
+
+
+async def test_a_second_orchestrator_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    first = build(str(board))
+    await first.attach()
+    second = build(str(board))
+    with pytest.raises(BoardBusyError):
+        await second.attach()
+    await first.shutdown()
+    await second.attach()  # once the first has finished, the board is free
+    await second.shutdown()
+    for flock in (first, second):
+        await flock.store.close()
+
+
+async def test_resume_routes_every_unrouted_artifact_not_just_a_page(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    await publish_seeds(board, 1200)
+    flock = build(str(board))
+    flock.max_agent_iterations = 5000  # the default breaker (1,000 runs) would hold the rest
+    summary = await flock.run_until_idle()
+    assert flock.resumed["unrouted"] == 1200
+    assert summary.runs_by_agent["drafter"] == 1200
+    await flock.shutdown()
+    await flock.store.close()
+
+
+async def test_a_cancelled_run_leaves_a_dead_delivery_and_a_letter(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    flock = Flock(store=SQLiteBlackboardStore(board))
+
+    async def hang(inputs):
+        await asyncio.sleep(30)
+
+    flock.agent("slow").consumes(Seed).with_engines(FunctionEngine(hang))
+    await flock.publish(Seed(n=1))
+    summary = await flock.shutdown(timeout=0.2)
+    assert [f.stage for f in summary.failures] == ["cancelled"]
+    assert await flock.store.deliveries(status=DeliveryStatus.LEASED) == []
+    assert len(await flock.store.deliveries(status=DeliveryStatus.DEAD)) == 1
+    assert [d.stage for d in await flock.store.dead_letters()] == ["cancelled"]
+    await flock.store.close()

@@ -252,3 +252,34 @@ async def test_run_records(store: BlackboardStore) -> None:
     finished = run.model_copy(update={"status": "finished", "ended_at": T0 + timedelta(seconds=5)})
     await store.save_run(finished)
     assert await store.runs() == [finished]
+
+
+async def test_bury_marks_dead_and_keeps_the_letter_together(store: BlackboardStore) -> None:
+    pending, leased = delivery("a"), delivery("a")
+    await store.add_delivery(pending)
+    await store.add_delivery(leased)
+    held = await store.lease(leased.id, "p", now=T0, ttl=10)
+    assert held is not None
+
+    def letter(d: Delivery) -> DeadLetter:
+        return DeadLetter(
+            id=uuid4(), agent="a", artifact_ids=(), reason="failed", created_at=T0, delivery_id=d.id
+        )
+
+    with pytest.raises(StaleLeaseError):
+        await store.bury(leased.id, None, letter(leased))  # leased, not pending
+    with pytest.raises(StaleLeaseError):
+        await store.bury(leased.id, held.attempts + 1, letter(leased))  # wrong fence
+    assert await store.dead_letters() == []
+    await store.bury(pending.id, None, letter(pending))
+    await store.bury(leased.id, held.attempts, letter(leased))
+    assert {d.id for d in await store.deliveries(status=DeliveryStatus.DEAD)} == {pending.id, leased.id}
+    assert len(await store.dead_letters()) == 2
+
+
+async def test_queries_over_several_types_keep_insertion_order(store: BlackboardStore) -> None:
+    late, early = art(1, type_="A", minutes=5), art(2, type_="B", minutes=1)
+    await store.append([late])
+    await store.append([early])  # appended second, although created earlier
+    page = await store.query(ArtifactQuery(types=frozenset({"A", "B"})))
+    assert [a.payload["n"] for a in page.items] == [1, 2]

@@ -424,8 +424,9 @@ class Flock:
         """Stop taking work, flush partial batches, wait for in-flight runs, return the summary.
 
         With ``timeout``, runs still going after that many seconds are cancelled; each is reported
-        as a failure and kept as a dead letter. Deliveries still waiting for an embargo become dead
-        letters too (``reason="embargoed"``), so nothing is dropped without a trace.
+        as a failure and kept as a dead letter. On a store that does not outlive the process,
+        deliveries still waiting for an embargo become dead letters too (``reason="embargoed"``);
+        a durable board offers them again when the flock resumes.
         """
         scheduler = self._scheduler
         scheduler.bind()
@@ -436,8 +437,9 @@ class Flock:
         except TimeoutError:
             await scheduler.cancel_runs()
         await scheduler.stop_timers()
-        for embargo in list(scheduler.embargoes.values()):
-            await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
+        if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
+            for embargo in list(scheduler.embargoes.values()):
+                await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
         scheduler.embargoes.clear()
         await self._session.finish()
         return self._take_summary()

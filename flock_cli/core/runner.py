@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ class RunExecutor:
 
     def __init__(self, flock: Flock) -> None:
         self._flock = flock
+        self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
         self._scheduler = flock._scheduler
         self._collector = flock._scheduler.collector
 
@@ -55,6 +57,21 @@ class RunExecutor:
         if leased is None:
             return None  # someone else holds it, or it is finished
         attempt = leased.attempts
+        self._holding[delivery.id] = attempt
+        try:
+            result = await self._leased_attempt(agent, delivery, run, attempt)
+        except asyncio.CancelledError:
+            raise  # keep the attempt: abandon() fences the lease this run still holds
+        except BaseException:
+            self._holding.pop(delivery.id, None)
+            raise
+        self._holding.pop(delivery.id, None)
+        return result
+
+    async def _leased_attempt(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int
+    ) -> float | None:
+        flock, store = self._flock, self._flock.store
         artifacts = list(run.artifacts)
         ctx = Context(
             agent=agent.name,
@@ -90,7 +107,6 @@ class RunExecutor:
                     self._collector.retries += 1
                     await store.release(delivery.id, attempt)
                     return agent.retry_policy.delay(attempt, flock._rng)
-                await store.release(delivery.id, attempt, dead=True)
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)
                 self._scheduler.resolve_direct(delivery.id, error=_as_run_error(agent, exc))
                 return None
@@ -226,7 +242,10 @@ class RunExecutor:
         attempts: int = 0,
         outputs_published: bool = False,
         delivery_id: UUID | None = None,
+        bury: bool = False,
+        attempt: int | None = None,
     ) -> DeadLetter:
+        """Keep a dead letter; with ``bury`` the delivery is marked dead in the same write."""
         cause = _cause(error) if error is not None else None
         letter = DeadLetter(
             id=self._flock._new_id(),
@@ -242,7 +261,10 @@ class RunExecutor:
             delivery_id=delivery_id,
             subscription=subscription.index,
         )
-        await self._flock.store.add_dead_letter(letter)
+        if bury and delivery_id is not None:
+            await self._flock.store.bury(delivery_id, attempt, letter)
+        else:
+            await self._flock.store.add_dead_letter(letter)
         self._collector.dead.append(letter)
         return letter
 
@@ -267,6 +289,8 @@ class RunExecutor:
             attempts=attempts,
             outputs_published=outputs_published,
             delivery_id=delivery.id,
+            bury=not outputs_published,  # after a commit the delivery is done, not dead
+            attempt=attempts,
         )
         self._failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
 
@@ -277,11 +301,6 @@ class RunExecutor:
         )
         trip.held += 1
         message = f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
-        leased = await flock.store.lease(
-            delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl
-        )
-        if leased is not None:
-            await flock.store.release(delivery.id, leased.attempts, dead=True)
         await self._keep(
             agent.name,
             delivery.artifact_ids,
@@ -289,13 +308,15 @@ class RunExecutor:
             run.subscription,
             message=message,
             delivery_id=delivery.id,
+            bury=True,  # still pending: the breaker holds it before any lease
         )
         self._scheduler.resolve_direct(
             delivery.id, error=AgentRunError(agent.name, "breaker", RuntimeError(message))
         )
 
     async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
-        """Keep a run that was cancelled mid-flight (its lease expires; the letter allows a retry)."""
+        """Keep a run that was cancelled mid-flight: the delivery is marked dead (fenced by the
+        lease it held, if any) together with a dead letter that allows a retry."""
         error = RuntimeError(why)
         await self._keep(
             agent.name,
@@ -305,6 +326,8 @@ class RunExecutor:
             error=error,
             stage="cancelled",
             delivery_id=delivery.id,
+            bury=True,
+            attempt=self._holding.pop(delivery.id, None),
         )
         self._failure(agent, "cancelled", error, 0, delivery)
         self._scheduler.resolve_direct(delivery.id, error=AgentRunError(agent.name, "cancelled", error))

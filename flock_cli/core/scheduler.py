@@ -197,7 +197,13 @@ class Scheduler:
     async def _start_after_sync(self, jobs: list[Job]) -> None:
         # Routing steps are written in order under the lock; their one shared commit happens
         # outside it, so concurrent routing (many runs finishing at once) shares a commit.
-        await self._flock.store.sync()
+        try:
+            await self._flock.store.sync()
+        except Exception:
+            # The store rolled the steps back, but gates and batches in memory already moved on:
+            # rebuild them from what the store actually holds, then let the caller see the error.
+            await self._flock._session.reload_gathering()
+            raise
         for job in jobs:
             self.hold()
             self.dispatcher.submit(job)

@@ -21,6 +21,7 @@ import inspect
 import json
 import os
 import socket
+import weakref
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -107,6 +108,10 @@ def fingerprint(flock: Flock) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_LIVE: weakref.WeakValueDictionary[str, Flock] = weakref.WeakValueDictionary()
+"""Flocks of this process attached to some board, by owner id (gone when the Flock is)."""
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -136,7 +141,8 @@ class BoardSession:
         for earlier in runs:
             if earlier.status != "running":
                 continue
-            if earlier.host == host and earlier.pid != pid and _alive(earlier.pid):
+            same_process_live = earlier.pid == pid and earlier.owner in _LIVE
+            if earlier.host == host and (same_process_live or (earlier.pid != pid and _alive(earlier.pid))):
                 raise BoardBusyError(
                     f"Another orchestrator (pid {earlier.pid}, run {earlier.id}) is running on this board;"
                     " stop it first, or publish to the board instead of running a second orchestrator."
@@ -150,6 +156,7 @@ class BoardSession:
                 f" {runs[-1].fingerprint}, now {mine}). Resume with the original definition, or attach"
                 " with force=True to let the new definition take the remaining work."
             )
+        _LIVE[flock._owner] = flock
         self.run = RunRecord(
             id=flock._new_id(),
             fingerprint=mine,
@@ -173,17 +180,20 @@ class BoardSession:
             or await store.unrouted(limit=1)
         )
 
-    async def _restore(self) -> None:
+    async def reload_gathering(self) -> tuple[int, int]:
+        """Rebuild every gate and batch from the store's entries (after a restart, or after a
+        routing step failed to commit and memory may be ahead of the store)."""
         flock, store = self._flock, self._flock.store
-        scheduler = flock._scheduler
-        router = scheduler.router
+        router = flock._scheduler.router
+        for gate in router.gates.values():
+            gate.groups.clear()
+        for batcher in router.batchers.values():
+            batcher.units.clear()
         subs = {sub_key(s): s for agent in flock.agents for s in agent.subscriptions}
         gate_entries = await store.gate_entries()
         batch_entries = await store.batch_entries()
-        pending = await store.deliveries(status=DeliveryStatus.PENDING)
         wanted: list[UUID] = [e.artifact_id for e in gate_entries]
         wanted += [i for e in batch_entries for i in e.artifact_ids]
-        wanted += [i for d in pending for i in d.artifact_ids]
         artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
         for entry in gate_entries:
             sub, artifact = subs.get(entry.sub_key), artifacts.get(entry.artifact_id)
@@ -198,6 +208,15 @@ class BoardSession:
                 router.batchers[sub].units.append(
                     [artifacts[i] for i in batch_entry.artifact_ids if i in artifacts]
                 )
+        return len(gate_entries), len(batch_entries)
+
+    async def _restore(self) -> None:
+        flock, store = self._flock, self._flock.store
+        scheduler = flock._scheduler
+        gates, batches = await self.reload_gathering()
+        pending = await store.deliveries(status=DeliveryStatus.PENDING)
+        wanted = [i for d in pending for i in d.artifact_ids]
+        artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
         for delivery in pending:
             if not self._runnable(delivery):
                 await self._orphan(delivery)
@@ -206,7 +225,9 @@ class BoardSession:
                 delivery, [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
             )
         scheduler.rearm_timers()
-        routed = await scheduler.poll_board()
+        routed = 0
+        while found := await scheduler.poll_board():  # a page at a time, until none is left
+            routed += found
         embargoed = [
             a
             for a in (await store.query(viewer=UNRESTRICTED)).items
@@ -214,8 +235,8 @@ class BoardSession:
         ]
         await scheduler.route(embargoed)
         self.resumed = {
-            "gate_entries": len(gate_entries),
-            "batch_entries": len(batch_entries),
+            "gate_entries": gates,
+            "batch_entries": batches,
             "deliveries": len(pending),
             "unrouted": routed,
         }
@@ -230,9 +251,6 @@ class BoardSession:
     async def _orphan(self, delivery: Delivery) -> None:
         """A pending delivery whose agent or subscription the new definition dropped: keep it."""
         flock, store = self._flock, self._flock.store
-        leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
-        if leased is not None:
-            await store.release(delivery.id, leased.attempts, dead=True)
         letter = DeadLetter(
             id=flock._new_id(),
             agent=delivery.agent,
@@ -244,11 +262,12 @@ class BoardSession:
             delivery_id=delivery.id,
             subscription=delivery.subscription,
         )
-        await store.add_dead_letter(letter)
+        await store.bury(delivery.id, None, letter)
         flock._scheduler.collector.dead.append(letter)
 
     async def finish(self) -> None:
         """Mark this run finished (at shutdown)."""
+        _LIVE.pop(self._flock._owner, None)
         if self.run is not None:
             now = self._flock.clock.now()
             self.run = self.run.model_copy(

@@ -270,6 +270,12 @@ class BlackboardStore(ABC):
         """Give the lease back (pending again, for a retry) or mark the delivery dead."""
 
     @abstractmethod
+    async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:
+        """Mark a delivery dead and keep ``letter``, atomically (a crash can never leave one
+        without the other). ``attempt`` is the lease held, fenced as in :meth:`release`; None
+        means the delivery is pending (no lease taken). Raises StaleLeaseError otherwise."""
+
+    @abstractmethod
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """A delivery by id."""
 

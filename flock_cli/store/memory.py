@@ -79,10 +79,10 @@ class InMemoryBlackboardStore(BlackboardStore):
     ) -> Page:
         """Filter in Python over the type index (or every artifact when no type is given)."""
         query = query or ArtifactQuery()
-        if query.types is not None:
-            candidates = [a for t in query.types for a in self._by_type.get(t, ())]
-            if len(query.types) > 1:
-                candidates.sort(key=lambda a: a.created_at)
+        if query.types is not None and len(query.types) == 1:
+            candidates = list(self._by_type.get(next(iter(query.types)), ()))
+        elif query.types is not None:
+            candidates = [a for a in self._artifacts.values() if a.type in query.types]  # insertion order
         else:
             candidates = list(self._artifacts.values())
         matched = [a for a in candidates if query.matches(a)]
@@ -174,6 +174,18 @@ class InMemoryBlackboardStore(BlackboardStore):
         self._deliveries[delivery_id] = replace(
             current, status=status, lease_owner=None, lease_expires_at=None
         )
+
+    async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:
+        """Check, then mark dead and keep the letter (no await in between: atomic)."""
+        current = self._deliveries.get(delivery_id)
+        if attempt is not None:
+            current = self._fenced(delivery_id, attempt)
+        elif current is None or current.status != DeliveryStatus.PENDING:
+            raise StaleLeaseError(f"delivery {delivery_id} is not pending")
+        self._deliveries[delivery_id] = replace(
+            current, status=DeliveryStatus.DEAD, lease_owner=None, lease_expires_at=None
+        )
+        self._dead[letter.id] = letter
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """Dictionary lookup."""

@@ -41,7 +41,7 @@ from flock_cli.store.contract import (
     visible,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
-from flock_cli.store.sqlite_codec import from_micros, pack_ids, to_micros, unpack_ids
+from flock_cli.store.sqlite_codec import from_micros, pack_ids, to_micros, unpack_ids, where_clause
 from flock_cli.store.sqlite_schema import migrate
 
 __all__ = ["DEFAULT_BOARD", "SQLiteBlackboardStore"]
@@ -206,7 +206,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     ) -> Page:
         """SQL filters, then visibility in Python, then the page (so ``total`` counts visible rows)."""
         query = query or ArtifactQuery()
-        where, params = self._where(query)
+        where, params = where_clause(query)
         order = "DESC" if query.newest_first else "ASC"
         rows = self._conn.execute(
             f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq {order}", params
@@ -214,33 +214,6 @@ class SQLiteBlackboardStore(BlackboardStore):
         shown = await self._filter_visible([self._artifact(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
-
-    @staticmethod
-    def _where(query: ArtifactQuery) -> tuple[str, builtins.list[Any]]:
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-
-        def among(column: str, values: frozenset[str]) -> None:
-            clauses.append(f"{column} IN ({','.join('?' * len(values))})")
-            params.extend(sorted(values))
-
-        if query.types is not None:
-            among("type", query.types)
-        if query.produced_by is not None:
-            among("produced_by", query.produced_by)
-        if query.correlation_id is not None:
-            clauses.append("correlation_id = ?")
-            params.append(query.correlation_id.bytes)
-        if query.since is not None:
-            clauses.append("created_at >= ?")
-            params.append(to_micros(query.since))
-        if query.until is not None:
-            clauses.append("created_at < ?")
-            params.append(to_micros(query.until))
-        for tag in sorted(query.tags or ()):
-            clauses.append("seq IN (SELECT artifact_seq FROM artifact_tags WHERE tag = ?)")
-            params.append(tag)
-        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     async def get_many(
         self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
@@ -378,6 +351,27 @@ class SQLiteBlackboardStore(BlackboardStore):
         await self._write(
             lambda conn: self._fenced_update(conn, delivery_id, attempt, status.value), single=True
         )
+
+    async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:
+        """The fenced (or pending-only) UPDATE to dead and the letter's INSERT, in one write."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            if attempt is not None:
+                self._fenced_update(conn, delivery_id, attempt, DeliveryStatus.DEAD.value)
+            elif (
+                conn.execute(
+                    "UPDATE deliveries SET status = 'dead' WHERE id = ? AND status = 'pending'",
+                    (delivery_id.bytes,),
+                ).rowcount
+                != 1
+            ):
+                raise StaleLeaseError(f"delivery {delivery_id} is not pending")
+            conn.execute(
+                "INSERT INTO dead_letters(id, body) VALUES (?, ?)",
+                (letter.id.bytes, letter.model_dump_json()),
+            )
+
+        await self._write(write)
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """One delivery row."""
