@@ -9,6 +9,7 @@ python -m tests.board_worker read BOARD SECS    # query the board in a loop for 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -45,8 +46,12 @@ class Digest(BaseModel):
     count: int
 
 
+# Seconds an engine call takes on average; the crash test raises it so that kills land mid-run.
+DELAY = float(os.environ.get("BOARD_WORKER_DELAY", "0.007"))
+
+
 async def slow(n: int) -> None:
-    await asyncio.sleep(random.uniform(0.002, 0.012))
+    await asyncio.sleep(random.uniform(0.3 * DELAY, 1.7 * DELAY))
 
 
 def build(board: str, role: str = "orchestrator") -> Flock:

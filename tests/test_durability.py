@@ -23,10 +23,14 @@ from tests.board_worker import Digest, Draft, Final, Seed, build
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def worker(*args: str) -> subprocess.Popen[str]:
+def worker(*args: str, delay: float | None = None) -> subprocess.Popen[str]:
+    env = dict(os.environ)
+    if delay is not None:
+        env["BOARD_WORKER_DELAY"] = str(delay)
     return subprocess.Popen(
         [sys.executable, "-m", "tests.board_worker", *args],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -81,8 +85,8 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         # New work every round, so each orchestrator is busy (runs leased, batches half full,
         # outputs unrouted) at the moment it is killed.
         await publish_seeds(board, per_round, start=round_no * per_round)
-        proc = worker("run", str(board))
-        time.sleep(rng.uniform(0.3, 0.7))
+        proc = worker("run", str(board), delay=0.03)
+        time.sleep(rng.uniform(0.5, 0.9))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
@@ -91,6 +95,7 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
     final = worker("run", str(board))
     _, err = final.communicate(timeout=120)
     assert final.returncode == 0, err
+    print(f"kills={kills} interrupted={interrupted}")
     assert kills >= rounds - 2, f"only {kills} of {rounds} orchestrators were still working when killed"
     assert interrupted >= rounds // 2, f"only {interrupted} kills left leased runs behind"
     await check_board(board, per_round * rounds)

@@ -355,7 +355,8 @@ class Flock:
                 quiet_since = loop.time()
             elif idle_exit is not None and loop.time() - quiet_since >= idle_exit:
                 break
-            await self._scheduler.settle("idle")
+            # Runs go on in the background; partial batches wait for their size or ``within``
+            # timer while serving, and are flushed when watching ends.
             if stop is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), poll_interval)
