@@ -176,22 +176,31 @@ class Scheduler:
         """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
         step per artifact, then start the runs that became ready."""
         jobs: list[Job] = []
-        async with self._route_lock:
-            for artifact in artifacts:
-                fresh = only is None and artifact.id in self.in_flight
-                jobs += await self._route_one(artifact, only, fresh=fresh)
-                self.in_flight.discard(artifact.id)
-        await self._start_after_sync(jobs)
+        try:
+            async with self._route_lock:
+                for artifact in artifacts:
+                    fresh = only is None and artifact.id in self.in_flight
+                    jobs += await self._route_one(artifact, only, fresh=fresh)
+            await self._start_after_sync(jobs)
+        finally:
+            # Only now are the routing steps committed: until then a poll of the board would
+            # still see these artifacts as unrouted and must leave them alone.
+            self.in_flight.difference_update(a.id for a in artifacts)
 
     async def poll_board(self) -> int:
         """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
         jobs: list[Job] = []
-        async with self._route_lock:
-            found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
-            for artifact in found:
-                self.collector.published += 1
-                jobs += await self._route_one(artifact, None, fresh=True)
-        await self._start_after_sync(jobs)
+        found: list[Artifact] = []
+        try:
+            async with self._route_lock:
+                found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
+                self.in_flight.update(a.id for a in found)
+                for artifact in found:
+                    self.collector.published += 1
+                    jobs += await self._route_one(artifact, None, fresh=True)
+            await self._start_after_sync(jobs)
+        finally:
+            self.in_flight.difference_update(a.id for a in found)
         return len(found)
 
     async def _start_after_sync(self, jobs: list[Job]) -> None:
