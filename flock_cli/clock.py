@@ -13,7 +13,6 @@ import heapq
 import itertools
 import os
 import random
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -134,8 +133,3 @@ def random_uuid4() -> uuid.UUID:
     unique, not unpredictable: 122 random bits make a collision practically impossible.
     """
     return uuid.UUID(int=(_id_rng.getrandbits(128) & _CLEAR) | _VERSION_4)
-
-
-def monotonic() -> float:
-    """Monotonic seconds, for durations only (never for windows or embargoes)."""
-    return time.monotonic()

@@ -66,10 +66,6 @@ class Subscription:
         """Needs several artifacts per run (an AND/count gate or a join)."""
         return len(self.type_names) > 1 or self.join is not None
 
-    def describe(self) -> str:
-        """``agent.consumes(A, B)`` for messages."""
-        return f"{self.agent}.consumes({', '.join(self.type_names)})#{self.index}"
-
     def header_rejection(self, artifact: Artifact) -> str | None:
         """Why the artifact's metadata rules it out (producer, channels), or None if it passes."""
         if self.from_agents is not None and artifact.produced_by not in self.from_agents:
