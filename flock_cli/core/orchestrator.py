@@ -310,11 +310,7 @@ class Flock:
             scheduler.release()
 
     async def _ready(self) -> None:
-        if self._closed:
-            raise FlockClosedError("This flock was shut down; it takes no new work.")
-        self._orchestrator_only()
-        self._scheduler.bind()
-        await self._session.attach()
+        await self.attach()  # binds to the running loop; a no-op once attached
 
     async def attach(self, *, force: bool = False) -> RunRecord:
         """Attach to the board now (done automatically on first use) and resume unfinished work.

@@ -278,6 +278,9 @@ class RunExecutor:
         *,
         outputs_published: bool,
     ) -> None:
+        """Keep a failed run as a dead letter and report it. Unless its outputs were published,
+        the delivery is buried with it, fenced by the lease of attempt ``attempts`` (0: the
+        delivery holds no lease)."""
         stage = error.stage if isinstance(error, AgentRunError) else "evaluate"
         await self._keep(
             agent.name,
@@ -290,7 +293,7 @@ class RunExecutor:
             outputs_published=outputs_published,
             delivery_id=delivery.id,
             bury=not outputs_published,  # after a commit the delivery is done, not dead
-            attempt=attempts,
+            attempt=attempts or None,
         )
         self._failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
 
@@ -317,20 +320,12 @@ class RunExecutor:
     async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
         """Keep a run that was cancelled mid-flight: the delivery is marked dead (fenced by the
         lease it held, if any) together with a dead letter that allows a retry."""
-        error = RuntimeError(why)
-        await self._keep(
-            agent.name,
-            delivery.artifact_ids,
-            "failed",
-            run.subscription,
-            error=error,
-            stage="cancelled",
-            delivery_id=delivery.id,
-            bury=True,
-            attempt=self._holding.pop(delivery.id, None),
-        )
-        self._failure(agent, "cancelled", error, 0, delivery)
-        self._scheduler.resolve_direct(delivery.id, error=AgentRunError(agent.name, "cancelled", error))
+        cause = RuntimeError(why)
+        error = AgentRunError(agent.name, "cancelled", cause)
+        error.__cause__ = cause
+        attempt = self._holding.pop(delivery.id, 0)  # 0: cancelled while backing off, no lease held
+        await self._dead_letter(agent, delivery, run, error, attempt, outputs_published=False)
+        self._scheduler.resolve_direct(delivery.id, error=error)
 
     async def keep_embargoed(
         self, artifact: Artifact, subscription: Subscription, lifts_at: datetime
