@@ -214,8 +214,11 @@ class Scheduler:
             await self._flock._session.reload_gathering()
             raise
         for job in jobs:
-            self.hold()
-            self.dispatcher.submit(job)
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        self.hold()  # released once, when the job's run is over
+        self.dispatcher.submit(job)
 
     async def _route_one(
         self, artifact: Artifact, only: Subscription | None, *, fresh: bool = False
@@ -370,8 +373,7 @@ class Scheduler:
             groups.append(artifacts[at : at + size])
             at += size
         run = ReadyRun(first, artifacts, groups, delivery.batch_trigger)
-        self.hold()
-        self.dispatcher.submit(self._job(delivery, run, agent_subs))
+        self._start(self._job(delivery, run, agent_subs))
 
     def _start_job(self, job: Job) -> None:
         self.spawn(self._run_job(job))
