@@ -23,11 +23,13 @@ __all__ = ["Agent", "AgentBuilder", "OutputDecl"]
 
 @dataclass
 class OutputDecl:
-    """One declared output type and the visibility its artifacts get (None: the artifact's own)."""
+    """One declared output type, the visibility its artifacts get (None: the artifact's own) and,
+    when set, exactly how many artifacts of it every run publishes."""
 
     type_name: str
     model: type[BaseModel]
     visibility: Visibility | None = None
+    count: int | None = None
 
 
 @dataclass(eq=False)
@@ -169,22 +171,35 @@ class AgentBuilder:
         self._flock._add_subscription(self.agent, subscription)
         return self
 
-    def publishes(self, *types: type[BaseModel] | str, visibility: Visibility | None = None) -> AgentBuilder:
-        """Declare output types; ``visibility`` applies to every artifact of these types."""
+    def publishes(
+        self,
+        *types: type[BaseModel] | str,
+        visibility: Visibility | None = None,
+        count: int | None = None,
+    ) -> AgentBuilder:
+        """Declare output types; ``visibility`` applies to every artifact of these types.
+
+        ``count`` fixes how many artifacts of each of these types one run publishes: generating
+        engines (the test engine) produce that many, and a run that publishes another number
+        fails with :class:`~flock_cli.errors.OutputError`. None (the default) allows any number.
+        """
         if not types:
             raise InvalidDeclarationError(f"agent '{self.name}': publishes() needs at least one type")
         if visibility is not None and not isinstance(visibility, Visibility):
             raise InvalidDeclarationError(f"agent '{self.name}': visibility must be a Visibility")
+        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+            raise InvalidDeclarationError(f"agent '{self.name}': count must be None or an int >= 0")
         self._last_outputs = []
         for t in types:
             model = self._flock._resolve_model(t)
             name = self._flock.registry.name_of(model)
             decl = self.agent.output_for(name)
             if decl is None:
-                decl = OutputDecl(name, model, visibility)
+                decl = OutputDecl(name, model, visibility, count)
                 self.agent.outputs.append(decl)
             else:
                 decl.visibility = visibility
+                decl.count = count
             self._last_outputs.append(decl)
         return self
 

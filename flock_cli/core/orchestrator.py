@@ -101,6 +101,7 @@ class Flock:
         self._agents: dict[str, Agent] = {}
         self._views: dict[str, BoardView] = {}
         self._closed = False
+        self._release_interrupted = False
         self._scheduler = Scheduler(self, max_concurrency)
         self._executor = RunExecutor(self)
         self._session = BoardSession(self)
@@ -417,17 +418,22 @@ class Flock:
         scheduler.iterations.clear()
         return summary
 
-    async def shutdown(self, timeout: float | None = None) -> RunSummary:
+    async def shutdown(
+        self, timeout: float | None = None, *, release_interrupted: bool = False
+    ) -> RunSummary:
         """Stop taking work, flush partial batches, wait for in-flight runs, return the summary.
 
         With ``timeout``, runs still going after that many seconds are cancelled; each is reported
-        as a failure and kept as a dead letter. On a store that does not outlive the process,
+        as a failure and kept as a dead letter, or, with ``release_interrupted`` on a durable
+        board, its lease is released so the next flock on the board runs it again (counted in
+        ``RunSummary.released``). On a store that does not outlive the process,
         deliveries still waiting for an embargo become dead letters too (``reason="embargoed"``);
         a durable board offers them again when the flock resumes.
         """
         scheduler = self._scheduler
         scheduler.bind()
         self._closed = True
+        self._release_interrupted = release_interrupted
         try:
             async with asyncio.timeout(timeout):
                 await scheduler.settle("shutdown")

@@ -189,6 +189,14 @@ class RunExecutor:
             if artifact.correlation_id is None:
                 artifact = artifact.model_copy(update={"correlation_id": ctx.correlation_id})
             outputs.append(artifact)
+        for decl in agent.outputs:
+            if decl.count is not None:
+                made = sum(1 for a in outputs if a.type == decl.type_name)
+                if made != decl.count:
+                    raise OutputError(
+                        f"agent '{agent.name}' publishes {decl.count} '{decl.type_name}' per run"
+                        f" but produced {made}"
+                    )
         return outputs
 
     async def _hooks_on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
@@ -319,11 +327,19 @@ class RunExecutor:
 
     async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
         """Keep a run that was cancelled mid-flight: the delivery is marked dead (fenced by the
-        lease it held, if any) together with a dead letter that allows a retry."""
+        lease it held, if any) together with a dead letter that allows a retry. When the flock
+        shuts down with ``release_interrupted`` on a durable board, the lease is released instead,
+        so the next flock on the board runs the delivery again."""
         cause = RuntimeError(why)
         error = AgentRunError(agent.name, "cancelled", cause)
         error.__cause__ = cause
         attempt = self._holding.pop(delivery.id, 0)  # 0: cancelled while backing off, no lease held
+        flock = self._flock
+        if flock._release_interrupted and flock.store.durable and attempt:
+            await flock.store.release(delivery.id, attempt)
+            self._collector.released += 1
+            self._scheduler.resolve_direct(delivery.id, error=error)
+            return
         await self._dead_letter(agent, delivery, run, error, attempt, outputs_published=False)
         self._scheduler.resolve_direct(delivery.id, error=error)
 

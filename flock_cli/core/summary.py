@@ -102,6 +102,11 @@ class RunSummary(BaseModel):
     predicate_errors: list[PredicateError] = Field(default_factory=list)
     pending_groups: list[PendingGroup] = Field(default_factory=list)
     pending_embargoes: list[PendingEmbargo] = Field(default_factory=list)
+    released: int = Field(
+        default=0,
+        description="runs interrupted at shutdown whose deliveries went back to the durable board"
+        " (they run again when a flock resumes it)",
+    )
 
     @property
     def ok(self) -> bool:
@@ -128,6 +133,7 @@ class SummaryCollector:
         self.embargoed = 0
         self.filtered: Counter[str] = Counter()
         self.predicate_errors: list[PredicateError] = []
+        self.released = 0
 
     def build(self, pending: list[PendingGroup], embargoes: list[PendingEmbargo]) -> RunSummary:
         """The summary of the current period."""
@@ -146,4 +152,5 @@ class SummaryCollector:
             predicate_errors=list(self.predicate_errors),
             pending_groups=pending,
             pending_embargoes=embargoes,
+            released=self.released,
         )

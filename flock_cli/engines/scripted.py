@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from flock_cli.core.agent import Agent
+from flock_cli.core.agent import Agent, OutputDecl
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
 from flock_cli.engines.sampling import SampleError, sample
 from flock_cli.errors import OutputError
@@ -19,31 +19,34 @@ __all__ = ["TestEngine"]
 
 
 class TestEngine(EngineComponent):
-    """Produces ``count`` instances of every type the agent publishes, valid against its schema.
+    """Produces instances of every type the agent publishes, valid against its schema.
 
     Values depend only on ``seed``, the agent's name, the output type and the input payloads, so
     the same inputs give the same outputs in every run. ``count`` is one number for every type or
-    a mapping from type name (canonical or bare class name) to a number.
+    a mapping from type name (canonical or bare class name) to a number; when it is None (the
+    default) each type gets the ``count`` its ``publishes`` declared, or one.
     """
 
     __test__: ClassVar[bool] = False  # not a pytest test class
 
     seed: int = 0
-    count: int | dict[str, int] = Field(default=1)
+    count: int | dict[str, int] | None = None
     attempts: int = Field(default=20, ge=1)
 
-    def _count_for(self, type_name: str) -> int:
+    def _count_for(self, decl: OutputDecl) -> int:
+        if self.count is None:
+            return 1 if decl.count is None else decl.count
         if isinstance(self.count, int):
             return self.count
-        short = type_name.rsplit(".", 1)[-1]
-        return self.count.get(type_name, self.count.get(short, 0))
+        short = decl.type_name.rsplit(".", 1)[-1]
+        return self.count.get(decl.type_name, self.count.get(short, 0))
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Sample each declared output type."""
         fingerprint = json.dumps([a.payload for a in inputs.artifacts], sort_keys=True, default=str)
         outputs: list[BaseModel] = []
         for decl in agent.outputs:
-            for index in range(self._count_for(decl.type_name)):
+            for index in range(self._count_for(decl)):
                 key = f"{self.seed}|{agent.name}|{decl.type_name}|{index}|{fingerprint}"
                 outputs.append(self._one(decl.model, key))
         return EvalResult(artifacts=outputs, metrics={"test_engine_outputs": len(outputs)})

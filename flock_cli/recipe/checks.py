@@ -1,0 +1,226 @@
+"""Phase 7 of the loader: static checks over a resolved recipe and its subscription graph.
+
+Each finding is a :class:`Problem` with a severity: ``error`` (the recipe cannot work as
+written), ``warning`` (it will run, but probably not as meant) or ``info`` (worth knowing,
+such as the final outputs and the entry points).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any
+
+from pydantic import BaseModel
+
+from flock_cli.core.registry import canonical_name
+from flock_cli.core.visibility import LabelledVisibility, PrivateVisibility, TenantVisibility, Visibility
+from flock_cli.recipe.diagnostics import Problem
+from flock_cli.recipe.graph import SubscriptionGraph
+from flock_cli.recipe.model import FunctionEngineDef, TestEngineDef
+from flock_cli.recipe.resolve import ResolvedAgent, ResolvedRecipe
+
+__all__ = ["static_checks"]
+
+
+def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Problem]:
+    """Every finding, in a stable order."""
+    found: list[Problem] = []
+    for t in graph.types:
+        if graph.producers(t) and not graph.consumers(t):
+            found.append(
+                Problem(
+                    (),
+                    f"'{t}' is produced but no agent consumes it (a final output)",
+                    severity="info",
+                    code="final-output",
+                )
+            )
+    for t in graph.entry_types():
+        found.append(
+            Problem(
+                (),
+                f"'{t}' is consumed but no agent publishes it: publish it to start",
+                severity="info",
+                code="entry-point",
+            )
+        )
+    for agent in recipe.agents.values():
+        found.extend(_agent_checks(agent, recipe, graph))
+    for cycle in graph.cycles():
+        stoppers = [a for a in cycle[:-1] if any(c.where for c in recipe.agents[a].consumes)]
+        if not stoppers:
+            limit = recipe.definition.settings.max_agent_iterations
+            found.append(
+                Problem(
+                    ("agents", cycle[0]),
+                    f"cycle {' -> '.join(cycle)} has no where condition that can end it",
+                    hint=f"only the circuit breaker stops it (settings.max_agent_iterations: {limit});"
+                    " add a where condition to one of its subscriptions",
+                    severity="warning",
+                    code="unbounded-cycle",
+                    key=True,
+                )
+            )
+    return found
+
+
+def _agent_checks(agent: ResolvedAgent, recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Problem]:
+    base = ("agents", agent.name)
+    found: list[Problem] = []
+    if not agent.spec.consumes:
+        found.append(
+            Problem(
+                base,
+                f"agent '{agent.name}' consumes nothing, so it never runs",
+                severity="warning",
+                code="never-runs",
+                key=True,
+            )
+        )
+    if not agent.outputs and agent.calls is None:
+        found.append(
+            Problem(
+                base,
+                f"agent '{agent.name}' publishes nothing and has no calls function",
+                severity="warning",
+                code="no-output",
+                key=True,
+            )
+        )
+    for i, consume in enumerate(agent.consumes):
+        for j, model in enumerate(consume.models):
+            name = canonical_name(model)
+            reason = _never_delivered(agent, name, consume.spec.from_agents, recipe)
+            if reason:
+                found.append(
+                    Problem(
+                        (*base, "consumes", i, "types", j),
+                        f"agent '{agent.name}' can never receive '{name}': {reason}",
+                        severity="warning",
+                        code="never-fires",
+                    )
+                )
+    found.extend(_engine_checks(agent, base))
+    return found
+
+
+def _never_delivered(
+    agent: ResolvedAgent, type_name: str, from_agents: list[str] | None, recipe: ResolvedRecipe
+) -> str:
+    producers = [
+        a for a in recipe.agents.values() if any(canonical_name(o.model) == type_name for o in a.outputs)
+    ]
+    if from_agents is not None:
+        allowed = set(from_agents)
+        if "external" in allowed:
+            return ""
+        candidates = [p for p in producers if p.name in allowed]
+        if not candidates:
+            return f"none of {', '.join(sorted(allowed))} publishes it"
+    else:
+        if not producers:
+            return ""  # published from outside: an entry point
+        candidates = producers
+    if not agent.spec.self_trigger:
+        candidates = [p for p in candidates if p.name != agent.name]
+        if not candidates and from_agents is None and producers:
+            return "only the agent itself publishes it and self_trigger is off"
+        if not candidates:
+            return "only the agent itself publishes it and self_trigger is off"
+    visible = [p for p in candidates if _may_see(agent, _visibility_of(p, type_name))]
+    if not visible:
+        names = ", ".join(p.name for p in candidates)
+        return f"the visibility {names} publish it with does not include this agent"
+    return ""
+
+
+def _visibility_of(producer: ResolvedAgent, type_name: str) -> Visibility | None:
+    return next((o.visibility for o in producer.outputs if canonical_name(o.model) == type_name), None)
+
+
+def _may_see(agent: ResolvedAgent, visibility: Visibility | None) -> bool:
+    if isinstance(visibility, PrivateVisibility):
+        return agent.name in visibility.agents
+    if isinstance(visibility, LabelledVisibility):
+        return visibility.required_labels <= set(agent.spec.labels)
+    if isinstance(visibility, TenantVisibility):
+        return visibility.tenant_id == agent.spec.tenant
+    return True  # public, or an embargo that lifts
+
+
+def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Problem]:
+    found: list[Problem] = []
+    declared = {canonical_name(o.model) for o in agent.outputs}
+    for i, (engine, fn) in enumerate(agent.engines):
+        loc = (*base, "engine", i)
+        if isinstance(engine, TestEngineDef) and isinstance(engine.count, dict):
+            for name in engine.count:
+                if name not in declared:
+                    found.append(
+                        Problem(
+                            (*loc, "count", name),
+                            f"the test engine counts '{name}', which the agent does not publish",
+                            severity="error",
+                            code="engine-outputs",
+                            key=True,
+                        )
+                    )
+            for name in sorted(declared - set(engine.count)):
+                found.append(
+                    Problem(
+                        (*loc, "count"),
+                        f"the test engine produces no '{name}' (missing from count)",
+                        severity="warning",
+                        code="engine-outputs",
+                    )
+                )
+        if isinstance(engine, FunctionEngineDef) and fn is not None:
+            returned = _returned_types(fn)
+            if returned is not None:
+                extra = sorted(returned - declared)
+                if extra:
+                    found.append(
+                        Problem(
+                            (*loc, "function"),
+                            f"{engine.function} returns {', '.join(extra)}, which the agent does not publish",
+                            severity="error",
+                            code="engine-outputs",
+                        )
+                    )
+                missing = sorted(declared - returned) if len(agent.engines) == 1 else []
+                if missing:
+                    found.append(
+                        Problem(
+                            (*loc, "function"),
+                            f"{engine.function} never returns {', '.join(missing)}, which the agent"
+                            " publishes",
+                            severity="warning",
+                            code="engine-outputs",
+                        )
+                    )
+    return found
+
+
+def _returned_types(fn: Any) -> set[str] | None:
+    """Model types named in a function's return annotation, or None when it does not say."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:
+        return None
+    if "return" not in hints:
+        return None
+    models: set[str] = set()
+    stack = [hints["return"]]
+    while stack:
+        hint = stack.pop()
+        if inspect.isclass(hint) and issubclass(hint, BaseModel):
+            models.add(canonical_name(hint))
+        elif hint in (type(None), None):
+            continue
+        else:
+            args = typing.get_args(hint)
+            if not args:
+                return None  # Any, EvalResult or something else we cannot read
+            stack.extend(args)
+    return models

@@ -1,0 +1,129 @@
+"""Phase 8 of the loader: a checked recipe -> a :class:`~flock_cli.Flock`, through the Python API.
+
+The compiler only calls the public builder, so a recipe can do nothing the Python API cannot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.core.components import EngineComponent
+from flock_cli.core.specs import BatchSpec, JoinSpec
+from flock_cli.engines import FunctionEngine, TestEngine
+from flock_cli.recipe.diagnostics import Problem, RecipeError
+from flock_cli.recipe.model import DSPyEngineDef, FunctionEngineDef, TestEngineDef
+from flock_cli.recipe.resolve import ResolvedAgent
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+    from flock_cli.recipe.loader import Recipe
+    from flock_cli.store.contract import BlackboardStore
+
+__all__ = ["ENGINE_OVERRIDES", "compile_recipe"]
+
+ENGINE_OVERRIDES = ("test",)
+
+
+def compile_recipe(
+    recipe: Recipe,
+    *,
+    store: BlackboardStore | None = None,
+    model: str | None = None,
+    engine_override: str | None = None,
+    **flock_options: Any,
+) -> Flock:
+    """Build the flock a recipe declares.
+
+    Args:
+        store: the blackboard (default: in memory; the CLI opens ``settings.board``).
+        model: overrides the recipe's ``model:`` (the CLI's ``--model``).
+        engine_override: ``"test"`` runs every model-backed (dspy) engine on the offline test
+            engine instead; function and test engines are kept.
+        flock_options: passed to :class:`~flock_cli.Flock` (``clock``, ``id_factory``, ...).
+    """
+    from flock_cli.core.orchestrator import Flock
+
+    if engine_override is not None and engine_override not in ENGINE_OVERRIDES:
+        from flock_cli.errors import UsageError
+
+        raise UsageError(
+            f"unknown engine override '{engine_override}'; choose from: {', '.join(ENGINE_OVERRIDES)}"
+        )
+    settings = recipe.definition.settings
+    options: dict[str, Any] = {
+        "max_agent_iterations": settings.max_agent_iterations,
+        "max_concurrency": settings.max_concurrency,
+        "lease_ttl": settings.lease_ttl,
+        **flock_options,
+    }
+    flock = Flock(model or recipe.definition.model, store=store, **options)
+    for type_model in dict.fromkeys(recipe.resolved.types.values()):
+        flock.register_type(type_model)
+    problems: list[Problem] = []
+    for agent in recipe.resolved.agents.values():
+        _compile_agent(flock, agent, engine_override, problems)
+    if problems:
+        raise RecipeError([recipe.diagnostic(p) for p in problems])
+    return flock
+
+
+def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, problems: list[Problem]) -> None:
+    spec = agent.spec
+    builder = flock.agent(agent.name).description(spec.description)
+    for consume in agent.consumes:
+        c = consume.spec
+        join = None
+        if c.join is not None:
+            join = JoinSpec(window=c.join.within, count_window=c.join.count_window, by=consume.join_by)
+        batch = BatchSpec(size=c.batch.size, within=c.batch.within) if c.batch is not None else None
+        builder.consumes(
+            *consume.models,
+            where=consume.where or None,
+            from_agents=c.from_agents,
+            channels=c.channels,
+            join=join,
+            batch=batch,
+            delivery=c.delivery,
+            group=c.group,
+            mode=c.mode,
+            priority=c.priority,
+        )
+    for output in agent.outputs:
+        builder.publishes(output.model, visibility=output.visibility, count=output.count)
+    engines: list[EngineComponent] = []
+    for i, (engine, fn) in enumerate(agent.engines):
+        if isinstance(engine, TestEngineDef):
+            engines.append(TestEngine(seed=engine.seed, count=engine.count))
+        elif isinstance(engine, FunctionEngineDef):
+            assert fn is not None  # resolve() reported a failed import already
+            engines.append(FunctionEngine(fn))
+        elif isinstance(engine, DSPyEngineDef):
+            if override == "test":
+                engines.append(TestEngine())
+            else:
+                problems.append(
+                    Problem(
+                        ("agents", agent.name, "engine", i),
+                        f"agent '{agent.name}' uses the dspy engine, which this release does not include yet",
+                        hint="run with --engine test to use the offline test engine for model-backed agents",
+                        code="engine-unavailable",
+                    )
+                )
+    builder.with_engines(*engines)
+    if agent.utilities:
+        builder.with_utilities(*agent.utilities)
+    if agent.tools:
+        builder.with_tools(agent.tools)
+    if agent.calls is not None:
+        builder.calls(agent.calls)
+    if spec.labels:
+        builder.labels(*spec.labels)
+    if spec.tenant is not None:
+        builder.tenant(spec.tenant)
+    if spec.max_concurrency is not None:
+        builder.max_concurrency(spec.max_concurrency)
+    if spec.best_of is not None and agent.best_of_score is not None:
+        builder.best_of(spec.best_of.n, agent.best_of_score)
+    if agent.retry is not None:
+        builder.with_retry_policy(agent.retry)
+    builder.prevent_self_trigger(not spec.self_trigger)

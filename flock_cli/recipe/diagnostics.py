@@ -1,0 +1,140 @@
+"""Recipe problems with their place in the source: file, line, column, key path and the lines.
+
+Every phase of the loader reports through :class:`Diagnostic`; :class:`RecipeError` carries one
+or more of them and renders like a compiler message::
+
+    recipes/review.yaml:12:9: error: unknown key 'wher' at agents.reviewer.consumes[0]
+       11 |     consumes:
+       12 |       - wher: "language == 'python'"
+          |         ^^^^
+      hint: did you mean 'where'?
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from flock_cli.errors import UserError
+
+__all__ = ["Diagnostic", "Mark", "Problem", "RecipeError", "format_path", "remember_source"]
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A place in a recipe file; ``line`` and ``column`` count from 1. ``end_column`` bounds the
+    underline on ``line`` (0 when unknown)."""
+
+    file: str
+    line: int
+    column: int
+    end_column: int = 0
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem: what is wrong (``message``), where (``mark``, ``path``) and how to fix it."""
+
+    message: str
+    mark: Mark | None = None
+    path: str = ""
+    hint: str = ""
+    severity: Severity = "error"
+    code: str = ""
+    context: tuple[str, ...] = field(default=(), compare=False)
+
+    def headline(self) -> str:
+        """``file:line:col: error: message at key.path``."""
+        where = f"{self.mark.file}:{self.mark.line}:{self.mark.column}: " if self.mark else ""
+        at = f" at {self.path}" if self.path else ""
+        return f"{where}{self.severity}: {self.message}{at}"
+
+    def render(self) -> str:
+        """The headline, the offending lines with a caret under the spot, and the hint."""
+        out = [self.headline()]
+        if self.mark is not None:
+            out.extend(_snippet(self.mark))
+        out.extend(f"  note: {line}" for line in self.context)
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+    def to_json(self) -> dict[str, object]:
+        """A plain mapping for ``--json`` output."""
+        mark = self.mark
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "path": self.path,
+            "file": mark.file if mark else None,
+            "line": mark.line if mark else None,
+            "column": mark.column if mark else None,
+            "hint": self.hint,
+        }
+
+
+class RecipeError(UserError):
+    """A recipe could not be loaded; ``diagnostics`` lists every problem found in that phase."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+
+def format_path(parts: Sequence[str | int]) -> str:
+    """``('agents', 'a', 'consumes', 0, 'where')`` -> ``agents.a.consumes[0].where``."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+_SOURCES: dict[str, list[str]] = {}
+
+
+def remember_source(file: str, text: str) -> None:
+    """Keep a file's lines so diagnostics can quote them even after the file changed."""
+    _SOURCES[file] = text.splitlines()
+
+
+def _snippet(mark: Mark) -> list[str]:
+    lines = _SOURCES.get(mark.file)
+    if lines is None:
+        try:
+            lines = Path(mark.file).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+    if not 1 <= mark.line <= len(lines):
+        return []
+    first = max(1, mark.line - 1)
+    width = len(str(mark.line))
+    out = [f"  {n:>{width}} | {lines[n - 1]}" for n in range(first, mark.line + 1)]
+    length = max(1, mark.end_column - mark.column) if mark.end_column > mark.column else 1
+    out.append(f"  {' ' * width} | {' ' * (mark.column - 1)}{'^' * length}")
+    return out
+
+
+@dataclass(frozen=True)
+class Problem(Exception):
+    """A problem found by a phase that knows the key path but not the file: the loader turns it
+    into a :class:`Diagnostic` with the position of ``path`` in the file it came from.
+
+    ``key`` points at the key rather than its value; ``column`` is an offset inside a scalar
+    value (the column in an expression), 1-based, 0 for none.
+    """
+
+    path: tuple[str | int, ...]
+    message: str
+    hint: str = ""
+    code: str = ""
+    key: bool = False
+    column: int = 0
+    severity: Severity = "error"

@@ -1,0 +1,127 @@
+"""``where`` and ``join.by`` expressions: a small, sandboxed language over an artifact's payload.
+
+Expressions are Jinja2 expressions (``score >= 8 and 'urgent' in tags``) evaluated in Jinja's
+immutable sandbox with no globals at all: they cannot import, call functions other than safe
+methods of the values themselves (``title.startswith('A')``), reach dunder or private
+attributes, or mutate anything. There are no loops in the language, and the operators that can
+build huge values (``*`` on sequences, ``**``) are bounded, so an expression always finishes
+quickly. Names refer to the payload's fields; ``payload`` is the whole payload as a mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["ExpressionError", "compile_expression"]
+
+# Filters that only transform values; everything else Jinja ships (and every global) is removed.
+_SAFE_FILTERS = frozenset(
+    {
+        "abs", "capitalize", "count", "default", "first", "float", "int", "join", "last", "length",
+        "list", "lower", "max", "min", "replace", "reverse", "round", "sort", "string", "sum",
+        "title", "trim", "truncate", "unique", "upper", "wordcount",
+    }
+)  # fmt: skip
+_MAX_SIZE = 100_000  # the largest string or list an operator may build
+_MAX_EXPONENT = 128
+
+
+@dataclass(frozen=True)
+class ExpressionError(Exception):
+    """An expression that does not compile or names something that does not exist."""
+
+    message: str
+    column: int = 0  # 1-based column inside the expression, 0 when unknown
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@cache
+def _environment() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
+                raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
+            if operator == "*":
+                for seq, times in ((left, right), (right, left)):
+                    sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                    if sized and len(seq) * times > _MAX_SIZE:
+                        raise SecurityError(f"the result would exceed {_MAX_SIZE} items")
+            return super().call_binop(context, operator, left, right)
+
+    env = Sandbox(undefined=StrictUndefined, autoescape=False)
+    env.globals.clear()
+    env.filters = {k: v for k, v in env.filters.items() if k in _SAFE_FILTERS}
+    return env
+
+
+def compile_expression(
+    source: str, names: Iterable[str], *, purpose: str = "where"
+) -> Callable[[BaseModel], Any]:
+    """Compile ``source`` into a function of a payload model; check the names it uses.
+
+    ``names`` are the fields every consumed type has. Raises :class:`ExpressionError` for
+    syntax errors and unknown names (with a suggestion).
+    """
+    from jinja2 import TemplateSyntaxError, meta
+
+    env = _environment()
+    if not source.strip():
+        raise ExpressionError(f"the {purpose} expression is empty")
+    try:
+        compiled = env.compile_expression(source, undefined_to_none=False)
+        tree = env.parse("{{ " + source + " }}")
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(f"invalid {purpose} expression: {exc.message}") from None
+    _reject_private_attributes(tree, source, purpose)
+    known = {*names, "payload"}
+    for name in sorted(meta.find_undeclared_variables(tree)):
+        if name not in known:
+            from flock_cli.errors import did_you_mean
+
+            fields = ", ".join(sorted(known - {"payload"})) or "none"
+            raise ExpressionError(
+                f"the {purpose} expression uses '{name}', which is not a field of the payload",
+                column=_column_of(source, name),
+                hint=f"{did_you_mean(name, known).strip() or 'the fields are: ' + fields}",
+            )
+
+    def evaluate(model: BaseModel) -> Any:
+        payload = model.model_dump()
+        return compiled(payload=payload, **payload)
+
+    evaluate.__name__ = f"{purpose}({source})"
+    evaluate.__qualname__ = evaluate.__name__
+    return evaluate
+
+
+def _reject_private_attributes(tree: Any, source: str, purpose: str) -> None:
+    from jinja2 import nodes
+
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(attr, str) and attr.startswith("_"):
+            raise ExpressionError(
+                f"the {purpose} expression reads '{attr}'; private and dunder attributes are not allowed",
+                column=_column_of(source, attr),
+            )
+
+
+def _column_of(source: str, name: str) -> int:
+    import re
+
+    match = re.search(rf"(?<![\w.]){re.escape(name)}\b", source) or re.search(re.escape(name), source)
+    return match.start() + 1 if match else 0

@@ -1,0 +1,284 @@
+"""The recipe loader: YAML file(s) in, a checked :class:`Recipe` out.
+
+Phases, in order (each stops the load when it finds errors, after reporting all of them):
+
+1. **read** the root file and every ``include``, relative to the including file;
+2. **parse** YAML with the position of every key and value (duplicate keys are errors);
+3. **validate** each file against the recipe model (unknown keys, wrong kinds, bad values);
+4. **merge** the included files into the root (a type or agent declared twice is an error);
+5. **resolve** names: imports, types, agents, tools, expressions, functions, components;
+6. **graph**: build the subscription graph (type -> agent -> type);
+7. **check**: static analysis; errors stop the load, warnings and notes are kept;
+8. **compile** (:meth:`Recipe.build`): the same runtime objects the Python API makes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from flock_cli.recipe.checks import static_checks
+from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path
+from flock_cli.recipe.graph import SubscriptionGraph, build_graph
+from flock_cli.recipe.model import RecipeDef
+from flock_cli.recipe.resolve import ResolvedRecipe, resolve
+from flock_cli.recipe.source import Document, parse_yaml
+from flock_cli.recipe.validation import diagnose
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+    from flock_cli.store.contract import BlackboardStore
+
+__all__ = ["PHASES", "Recipe", "load_recipe"]
+
+PHASES = ("read", "parse", "validate", "merge", "resolve", "graph", "check", "compile")
+_ROOT_ONLY = ("name", "description", "model", "settings")
+
+
+@dataclass
+class Recipe:
+    """A loaded, checked recipe. ``findings`` holds the static checks' warnings and notes."""
+
+    path: Path
+    definition: RecipeDef
+    resolved: ResolvedRecipe
+    graph: SubscriptionGraph
+    findings: list[Diagnostic] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    _locator: _Locator | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The recipe's ``name``, or its file name without the suffix."""
+        return self.definition.name or self.path.stem
+
+    def build(
+        self,
+        *,
+        store: BlackboardStore | None = None,
+        model: str | None = None,
+        engine_override: str | None = None,
+        **flock_options: Any,
+    ) -> Flock:
+        """Compile into a :class:`~flock_cli.Flock` (phase 8); see
+        :func:`flock_cli.recipe.compiler.compile_recipe` for the arguments."""
+        from flock_cli.recipe.compiler import compile_recipe
+
+        return compile_recipe(
+            self, store=store, model=model, engine_override=engine_override, **flock_options
+        )
+
+    def diagnostic(self, problem: Problem) -> Diagnostic:
+        """Place a problem found after loading (for example by the compiler) in its file."""
+        assert self._locator is not None
+        return self._locator.place(problem)
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Load ``path`` through every phase; raise :class:`RecipeError` listing what is wrong."""
+    root = Path(path)
+    documents = _read_all(root)
+    definitions = _validate_all(documents)
+    merged, locator = _merge(documents, definitions)
+    problems: list[Problem] = []
+    with _import_path(root.parent):
+        resolved = resolve(merged, problems)
+    _raise_errors(problems, locator)
+    graph = build_graph(resolved)
+    findings = static_checks(resolved, graph)
+    _raise_errors(findings, locator)
+    return Recipe(
+        path=root,
+        definition=merged,
+        resolved=resolved,
+        graph=graph,
+        findings=[locator.place(p) for p in findings],
+        files=[d.file for d in documents],
+        _locator=locator,
+    )
+
+
+def _read_all(root: Path) -> list[Document]:
+    documents: list[Document] = []
+    stack: list[Path] = []
+
+    def read(path: Path, mark: Mark | None) -> None:
+        resolved = path.resolve()
+        if resolved in stack:
+            chain = " -> ".join(p.name for p in [*stack, resolved])
+            raise RecipeError([Diagnostic(f"include cycle: {chain}", mark, code="include-cycle")])
+        if any(Path(d.file).resolve() == resolved for d in documents):
+            return  # included twice through different files: merge it once
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RecipeError(
+                [Diagnostic(f"recipe file not found: {path}", mark, code="not-found")]
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RecipeError([Diagnostic(f"cannot read {path}: {exc}", mark, code="read")]) from None
+        doc = parse_yaml(text, str(path))
+        if not isinstance(doc.data, dict):
+            raise RecipeError(
+                [
+                    Diagnostic(
+                        "a recipe must be a mapping of keys (types:, agents:, ...)",
+                        doc.values.get(()),
+                        code="not-a-mapping",
+                    )
+                ]
+            )
+        documents.append(doc)
+        stack.append(resolved)
+        includes = doc.data.get("include", [])
+        for i, item in enumerate(includes if isinstance(includes, list) else [includes]):
+            if isinstance(item, str):
+                read(
+                    path.parent / item,
+                    doc.locate(("include", i) if isinstance(includes, list) else ("include",))[0],
+                )
+        stack.pop()
+
+    read(root, None)
+    return documents
+
+
+def _validate_all(documents: list[Document]) -> list[RecipeDef]:
+    diagnostics: list[Diagnostic] = []
+    definitions: list[RecipeDef] = []
+    for doc in documents:
+        try:
+            definitions.append(RecipeDef.model_validate(doc.data))
+        except ValidationError as exc:
+            diagnostics.extend(diagnose(exc, doc))
+    if diagnostics:
+        raise RecipeError(diagnostics)
+    return definitions
+
+
+class _Locator:
+    """Maps a key path of the merged recipe to the file and path it was written at."""
+
+    def __init__(self, root: Document) -> None:
+        self.root = root
+        self.sections: dict[tuple[str | int, ...], tuple[Document, tuple[str | int, ...]]] = {}
+
+    def origin(self, path: tuple[str | int, ...]) -> tuple[Document, tuple[str | int, ...]]:
+        for size in (3, 2):
+            hit = self.sections.get(path[:size])
+            if hit is not None:
+                doc, prefix = hit
+                return doc, (*prefix, *path[size:])
+        return self.root, path
+
+    def place(self, problem: Problem) -> Diagnostic:
+        doc, path = self.origin(problem.path)
+        mark, _ = doc.locate(path, key=problem.key)
+        if mark is not None and problem.column:
+            line = _line(doc.file, mark.line)
+            quoted = mark.column - 1 < len(line) and line[mark.column - 1] in "'\""
+            column = mark.column + problem.column - (0 if quoted else 1)
+            mark = Mark(mark.file, mark.line, column, column + 1)
+        if not problem.path:
+            mark = None
+        return Diagnostic(
+            problem.message,
+            mark,
+            format_path((*problem.path[: len(problem.path) - len(path)], *doc.display_path(path))),
+            hint=problem.hint,
+            severity=problem.severity,
+            code=problem.code,
+        )
+
+
+def _line(file: str, number: int) -> str:
+    from flock_cli.recipe.diagnostics import _SOURCES
+
+    lines = _SOURCES.get(file, [])
+    return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+def _merge(documents: list[Document], definitions: list[RecipeDef]) -> tuple[RecipeDef, _Locator]:
+    root_doc, root = documents[0], definitions[0]
+    locator = _Locator(root_doc)
+    types = dict(root.types)
+    agents = dict(root.agents)
+    imported_types = list(root.imports.types)
+    imported_tools = list(root.imports.tools)
+    for section in ("types", "agents"):
+        for name in getattr(root, section):
+            locator.sections[(section, name)] = (root_doc, (section, name))
+    for kind, items in (("types", imported_types), ("tools", imported_tools)):
+        for i in range(len(items)):
+            locator.sections[("imports", kind, i)] = (root_doc, ("imports", kind, i))
+    problems: list[Diagnostic] = []
+    for doc, definition in zip(documents[1:], definitions[1:], strict=True):
+        for key in _ROOT_ONLY:
+            if key in definition.model_fields_set:
+                problems.append(
+                    Diagnostic(
+                        f"'{key}' can only be set in the root recipe ({root_doc.file})",
+                        doc.locate((key,), key=True)[0],
+                        key,
+                        code="include-root-only",
+                    )
+                )
+        for section, target in (("types", types), ("agents", agents)):
+            for name, value in getattr(definition, section).items():
+                if name in target:
+                    first_doc, first_path = locator.sections[(section, name)]
+                    first = first_doc.locate(first_path, key=True)[0]
+                    where = f"{first.file}:{first.line}" if first else first_doc.file
+                    problems.append(
+                        Diagnostic(
+                            f"{section[:-1]} '{name}' is declared twice",
+                            doc.locate((section, name), key=True)[0],
+                            f"{section}.{name}",
+                            hint=f"it is first declared at {where}",
+                            code="duplicate-name",
+                        )
+                    )
+                    continue
+                target[name] = value
+                locator.sections[(section, name)] = (doc, (section, name))
+        for kind, items in (("types", imported_types), ("tools", imported_tools)):
+            for i, ref in enumerate(getattr(definition.imports, kind)):
+                if ref not in items:
+                    locator.sections[("imports", kind, len(items))] = (doc, ("imports", kind, i))
+                    items.append(ref)
+    if problems:
+        raise RecipeError(problems)
+    merged = root.model_copy(
+        update={
+            "types": types,
+            "agents": agents,
+            "imports": root.imports.model_copy(update={"types": imported_types, "tools": imported_tools}),
+        }
+    )
+    return merged, locator
+
+
+def _raise_errors(problems: list[Problem], locator: _Locator) -> None:
+    errors = [locator.place(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise RecipeError(errors)
+
+
+@contextmanager
+def _import_path(folder: Path) -> Iterator[None]:
+    """Let ``module:Name`` references find modules next to the recipe and in the current directory."""
+    added = [str(p) for p in (folder.resolve(), Path.cwd()) if str(p) not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)

@@ -1,0 +1,382 @@
+"""Phase 3 of the loader: the recipe format as Pydantic models (what the YAML may say).
+
+Every model forbids unknown keys, so a misspelt key is an error and never silently dropped.
+Short forms (``engine: test``, ``publishes: [Review]``, a field written as ``title: str``) are
+expanded by ``before`` validators, so later phases see one shape. The JSON Schema in
+``schemas/recipe.schema.json`` is generated from these models (``flock schema``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+
+__all__ = [
+    "AgentDef",
+    "BatchDef",
+    "BestOfDef",
+    "ConsumeDef",
+    "DSPyEngineDef",
+    "EngineDef",
+    "FieldDef",
+    "FunctionEngineDef",
+    "ImportsDef",
+    "JoinDef",
+    "PublishDef",
+    "RecipeDef",
+    "RetryDef",
+    "SettingsDef",
+    "TestEngineDef",
+    "TypeDef",
+    "UtilityDef",
+    "VisibilityDef",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"150ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds -> seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"'{value}' is not a duration; write a number of seconds or e.g. 30s, 5m, 2h")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Duration = Annotated[
+    float,
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
+            ],
+            "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
+        }
+    ),
+]
+Delay = Annotated[
+    float,
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
+            ],
+            "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
+        }
+    ),
+]
+ImportRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"),
+    Field(description="a Python object as 'package.module:Name'"),
+]
+TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*$")]
+AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+Scalar = str | int | float | bool
+
+
+class _Raw(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _kind_shorthand(value: Any) -> Any:
+    return {"kind": value} if isinstance(value, str) else value
+
+
+def _one_or_many(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+class FieldDef(_Raw):
+    """One field of a declared type."""
+
+    type: str = Field(
+        description="str, int, float, bool, date, datetime, any, a declared or imported type,"
+        " list[T] or dict[T] (string keys)"
+    )
+    description: str | None = None
+    default: Any = None
+    optional: bool = Field(default=False, description="the field may be null (default null)")
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    multiple_of: float | None = Field(default=None, gt=0)
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    pattern: str | None = Field(default=None, description="a regular expression the string must match")
+    enum: list[Scalar] | None = Field(default=None, min_length=1)
+
+
+def _field_shorthand(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+class TypeDef(_Raw):
+    """An artifact type declared in the recipe."""
+
+    description: str | None = None
+    fields: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], FieldDef] = Field(
+        min_length=1
+    )
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _field_shorthand(v) for k, v in value.items()}
+        return value
+
+
+class ImportsDef(_Raw):
+    """Python-defined types and tools the recipe uses."""
+
+    types: list[ImportRef] = Field(default_factory=list)
+    tools: list[ImportRef] = Field(default_factory=list)
+
+
+class JoinDef(_Raw):
+    """Correlate the artifacts of an AND gate into groups."""
+
+    by: str = Field(
+        default="correlation_id",
+        description="correlation_id, or an expression over the payload giving the key",
+    )
+    within: Duration | None = Field(
+        default=None, description="a group expires this long after its first artifact"
+    )
+    count_window: int | None = Field(default=None, ge=1)
+
+    _seconds = field_validator("within", mode="before")(parse_duration)
+
+
+class BatchDef(_Raw):
+    """Deliver artifacts in batches: at ``size`` items or ``within`` a time, whichever first."""
+
+    size: int | None = Field(default=None, ge=1)
+    within: Duration | None = None
+
+    _seconds = field_validator("within", mode="before")(parse_duration)
+
+
+class ConsumeDef(_Raw):
+    """One subscription. Several types form an AND gate; several entries are alternatives (OR)."""
+
+    types: list[TypeName] = Field(min_length=1)
+    where: list[str] = Field(default_factory=list, description="expressions over the payload; all must hold")
+    from_agents: list[AgentName] | None = Field(default=None, alias="from")
+    channels: list[str] | None = None
+    join: JoinDef | None = None
+    batch: BatchDef | None = None
+    delivery: Literal["exclusive", "shared"] = "exclusive"
+    group: str | None = None
+    mode: Literal["events", "direct", "both"] = "both"
+    priority: int = 0
+
+    @field_validator("types", "where", "from_agents", "channels", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class PrivateDef(_Raw):
+    kind: Literal["private"]
+    agents: list[AgentName] = Field(min_length=1)
+
+
+class PublicDef(_Raw):
+    kind: Literal["public"]
+
+
+class LabelledDef(_Raw):
+    kind: Literal["labelled"]
+    labels: list[str] = Field(min_length=1)
+
+
+class TenantDef(_Raw):
+    kind: Literal["tenant"]
+    tenant: str
+
+
+class AfterDef(_Raw):
+    kind: Literal["after"]
+    ttl: Duration
+    then: VisibilityDef | None = None
+
+    _seconds = field_validator("ttl", mode="before")(parse_duration)
+    _short = field_validator("then", mode="before")(_kind_shorthand)
+
+
+VisibilityDef = Annotated[
+    PublicDef | PrivateDef | LabelledDef | TenantDef | AfterDef, Field(discriminator="kind")
+]
+
+
+class PublishDef(_Raw):
+    """One output type."""
+
+    type: TypeName
+    visibility: VisibilityDef | None = None
+    count: int | None = Field(default=None, ge=0, description="artifacts of this type per run (any if unset)")
+
+    _short = field_validator("visibility", mode="before")(_kind_shorthand)
+
+
+class TestEngineDef(_Raw):
+    """The offline test engine: schema-valid outputs from a seed."""
+
+    __test__ = False
+    kind: Literal["test"]
+    seed: int = 0
+    count: int | dict[str, int] | None = None
+
+
+class FunctionEngineDef(_Raw):
+    """A Python function ``fn(inputs)`` or ``fn(inputs, ctx)``."""
+
+    kind: Literal["function"]
+    function: ImportRef
+
+
+class DSPyEngineDef(_Raw):
+    """An LLM call through DSPy."""
+
+    kind: Literal["dspy"]
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    adapter: Literal["chat", "json"] | None = None
+    cache: bool | None = None
+    retries: int | None = Field(default=None, ge=0)
+
+
+EngineDef = Annotated[TestEngineDef | FunctionEngineDef | DSPyEngineDef, Field(discriminator="kind")]
+
+
+class UtilityDef(_Raw):
+    """An agent component (a class) and the options it is built with."""
+
+    use: ImportRef
+    options: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class BestOfDef(_Raw):
+    """Run the engine ``n`` times concurrently and keep the best result by ``score``."""
+
+    n: int = Field(ge=1)
+    score: ImportRef
+
+
+class RetryDef(_Raw):
+    """Retry a failed run."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    backoff: Literal["exponential", "linear", "constant"] = "exponential"
+    initial_delay: Delay = 1.0
+    max_delay: Delay = 60.0
+    jitter: bool = True
+    retry_on: list[str] = Field(
+        default_factory=list, description="exception names (builtins or 'module:Name'); default: any error"
+    )
+
+    _seconds = field_validator("initial_delay", "max_delay", mode="before")(parse_duration)
+
+
+def _default_engine() -> list[EngineDef]:
+    return [DSPyEngineDef(kind="dspy")]
+
+
+class AgentDef(_Raw):
+    """One agent."""
+
+    description: str = ""
+    consumes: list[ConsumeDef] = Field(default_factory=list)
+    publishes: list[PublishDef] = Field(default_factory=list)
+    engine: list[EngineDef] = Field(
+        default_factory=_default_engine,
+        description="one engine or a chain; a plain name is short for {kind: name}",
+    )
+    utilities: list[UtilityDef] = Field(default_factory=list)
+    tools: list[str] = Field(default_factory=list, description="names of tools from imports.tools")
+    calls: ImportRef | None = Field(default=None, description="a function called with each run's outputs")
+    labels: list[str] = Field(default_factory=list)
+    tenant: str | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    best_of: BestOfDef | None = None
+    retry: RetryDef | None = None
+    self_trigger: bool = Field(default=False, description="may consume its own outputs")
+
+    @field_validator("consumes", mode="before")
+    @classmethod
+    def _consumes(cls, value: Any) -> Any:
+        items = _one_or_many(value)
+        return [{"types": [v]} if isinstance(v, str) else v for v in items]
+
+    @field_validator("publishes", mode="before")
+    @classmethod
+    def _publishes(cls, value: Any) -> Any:
+        return [{"type": v} if isinstance(v, str) else v for v in _one_or_many(value)]
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> Any:
+        return [_kind_shorthand(v) for v in _one_or_many(value)]
+
+    @field_validator("utilities", mode="before")
+    @classmethod
+    def _utilities(cls, value: Any) -> Any:
+        return [{"use": v} if isinstance(v, str) else v for v in _one_or_many(value)]
+
+    @field_validator("labels", "tools", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SettingsDef(_Raw):
+    """Settings of the whole flock."""
+
+    board: str | None = Field(default=None, description="the durable board file, or :memory:")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="concurrent runs (unlimited if unset)"
+    )
+    max_agent_iterations: int = Field(
+        default=1000, ge=1, description="circuit breaker: runs per agent per run"
+    )
+    lease_ttl: Duration = 300.0
+
+    _seconds = field_validator("lease_ttl", mode="before")(parse_duration)
+
+
+class RecipeDef(_Raw):
+    """A recipe file."""
+
+    model_config = ConfigDict(
+        title="Flock-Flow recipe",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    include: list[str] = Field(default_factory=list, description="recipe files merged into this one")
+    imports: ImportsDef = Field(default_factory=ImportsDef)
+    model: str | None = Field(default=None, description="default model of dspy engines")
+    settings: SettingsDef = Field(default_factory=SettingsDef)
+    types: dict[TypeName, TypeDef] = Field(default_factory=dict)
+    agents: dict[AgentName, AgentDef] = Field(default_factory=dict)
+
+    @field_validator("include", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value

@@ -1,0 +1,140 @@
+"""Phase 2 of the loader: YAML text -> plain data, with the position of every key and value.
+
+PyYAML's composer gives nodes with marks; we build the Python values ourselves so that every
+mapping key and value keeps its file:line:column, and so that a key written twice is an error
+instead of the last one silently winning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flock_cli.recipe.diagnostics import Diagnostic, Mark, RecipeError, format_path, remember_source
+
+__all__ = ["Document", "Path", "parse_yaml"]
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Document:
+    """One parsed recipe file: its data and where each part of it was written."""
+
+    file: str
+    data: Any
+    keys: dict[Path, Mark] = field(default_factory=dict)
+    values: dict[Path, Mark] = field(default_factory=dict)
+
+    def locate(self, path: Sequence[str | int], *, key: bool = False) -> tuple[Mark | None, Path]:
+        """The mark of the deepest part of ``path`` that exists, and that part's path.
+
+        Parts that do not exist in the data (a key that is missing, or a step a validator added,
+        such as the tag of an engine kind) are skipped, so the mark always points at real text.
+        """
+        node: Any = self.data
+        found: list[str | int] = []
+        for part in path:
+            in_mapping = isinstance(node, dict) and isinstance(part, str) and part in node
+            in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            if not (in_mapping or in_list):
+                continue  # not in the text: a tag or a key that is missing
+            node = node[part]
+            found.append(part)
+        where = tuple(found)
+        marks = self.keys if key else self.values
+        mark = marks.get(where) or self.values.get(where) or self.keys.get(where)
+        return mark, where
+
+    def display_path(self, path: Sequence[str | int]) -> tuple[str | int, ...]:
+        """``path`` as the YAML spells it: steps missing from the text are dropped, except a
+        final key name (a missing or unknown key is still worth naming)."""
+        _, found = self.locate(path)
+        last = path[-1] if path else None
+        if isinstance(last, str) and found[-1:] != (last,):
+            return (*found, last)
+        return found
+
+
+def parse_yaml(text: str, file: str) -> Document:
+    """Parse ``text``; YAML syntax errors and duplicate keys raise :class:`RecipeError`."""
+    import yaml  # lazy: `flock --help` does not need a YAML parser
+
+    remember_source(file, text)
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        node = yaml.compose(text, Loader=loader_cls)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = Mark(file, mark.line + 1, mark.column + 1) if mark is not None else None
+        problem = exc.problem or "invalid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        raise RecipeError(
+            [Diagnostic(f"YAML syntax error: {problem}{context}", where, code="yaml-syntax")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([Diagnostic(f"YAML error: {exc}", Mark(file, 1, 1), code="yaml-syntax")]) from None
+    doc = Document(file=file, data=None)
+    if node is None:
+        doc.data = {}
+        return doc
+    builder = _Builder(doc, yaml.SafeLoader(""))
+    doc.data = builder.build(node, ())
+    if builder.problems:
+        raise RecipeError(builder.problems)
+    return doc
+
+
+class _Builder:
+    def __init__(self, doc: Document, constructor: Any) -> None:
+        self.doc = doc
+        self.constructor = constructor
+        self.problems: list[Diagnostic] = []
+
+    def mark(self, node: Any) -> Mark:
+        start, end = node.start_mark, node.end_mark
+        end_column = end.column + 1 if end.line == start.line else 0
+        return Mark(self.doc.file, start.line + 1, start.column + 1, end_column)
+
+    def build(self, node: Any, path: Path) -> Any:
+        import yaml
+
+        self.doc.values.setdefault(path, self.mark(node))
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = (
+                    self.constructor.construct_object(key_node)
+                    if isinstance(key_node, yaml.ScalarNode)
+                    else None
+                )
+                if not isinstance(key, str):
+                    self.problems.append(
+                        Diagnostic(
+                            f"keys must be plain strings, got {key_node.value!r}",
+                            self.mark(key_node),
+                            format_path(path),
+                            code="yaml-key",
+                        )
+                    )
+                    continue
+                child = (*path, key)
+                if key in result:
+                    first = self.doc.keys[child]
+                    self.problems.append(
+                        Diagnostic(
+                            f"duplicate key '{key}'",
+                            self.mark(key_node),
+                            format_path(child),
+                            hint=f"it is first set on line {first.line}; a YAML key may appear once",
+                            code="duplicate-key",
+                        )
+                    )
+                    continue
+                self.doc.keys[child] = self.mark(key_node)
+                result[key] = self.build(value_node, child)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.constructor.construct_object(node)

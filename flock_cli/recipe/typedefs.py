@@ -1,0 +1,177 @@
+"""Phase 5 (types): turn the recipe's declared types into Pydantic models.
+
+Field types are written as ``str``, ``int``, ``float``, ``bool``, ``date``, ``datetime``,
+``any``, the name of a declared or imported type, ``list[T]`` or ``dict[T]`` (string keys).
+Types may use each other in any order; a type that contains itself is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
+
+from flock_cli.core.registry import flock_type
+from flock_cli.errors import did_you_mean
+from flock_cli.recipe.diagnostics import Problem
+from flock_cli.recipe.model import FieldDef, TypeDef
+
+__all__ = ["build_types"]
+
+_SCALARS: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "date": dt.date,
+    "datetime": dt.datetime,
+    "any": Any,
+}
+_GENERIC = re.compile(r"^\s*(list|dict)\s*\[\s*(.+?)\s*\]\s*$")
+_NUMERIC = ("ge", "gt", "le", "lt", "multiple_of")
+_LENGTH = ("min_length", "max_length")
+
+
+def build_types(
+    declared: Mapping[str, TypeDef], imported: Mapping[str, type[BaseModel]], problems: list[Problem]
+) -> dict[str, type[BaseModel]]:
+    """Build a model per declared type, in dependency order.
+
+    A field that cannot be built is reported in ``problems`` and typed ``Any``, so the type
+    still exists and the rest of the recipe is checked against it.
+    """
+    built: dict[str, type[BaseModel]] = {}
+    visiting: list[str] = []
+
+    def build(name: str) -> type[BaseModel]:
+        if name in built:
+            return built[name]
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name) :], name])
+            raise Problem(
+                ("types", name), f"type '{name}' contains itself ({cycle})", code="type-cycle", key=True
+            )
+        visiting.append(name)
+        spec = declared[name]
+        fields: dict[str, Any] = {}
+        for field_name, field in spec.fields.items():
+            path = ("types", name, "fields", field_name)
+            try:
+                annotation = _annotation(field.type, path, declared, imported, build)
+                fields[field_name] = _field(annotation, field, path)
+            except Problem as problem:
+                problems.append(problem)
+                fields[field_name] = (Any, None)
+        visiting.pop()
+        model = create_model(name, __doc__=spec.description or None, __module__=__name__, **fields)
+        built[name] = flock_type(name=name)(model)
+        return built[name]
+
+    for name in declared:
+        if name in imported:
+            raise Problem(
+                ("types", name),
+                f"type '{name}' is declared here and also imported",
+                code="duplicate-type",
+                key=True,
+            )
+        build(name)
+    return built
+
+
+def _annotation(
+    text: str,
+    path: tuple[str | int, ...],
+    declared: Mapping[str, TypeDef],
+    imported: Mapping[str, type[BaseModel]],
+    build: Any,
+) -> Any:
+    match = _GENERIC.match(text)
+    if match:
+        inner = _annotation(match.group(2), path, declared, imported, build)
+        return list[inner] if match.group(1) == "list" else dict[str, inner]  # type: ignore[valid-type]
+    name = text.strip()
+    if name in _SCALARS:
+        return _SCALARS[name]
+    if name in imported:
+        return imported[name]
+    if name in declared:
+        return build(name)
+    known = [*_SCALARS, *declared, *imported]
+    raise Problem(
+        (*path, "type"),
+        f"unknown field type '{name}'",
+        hint=did_you_mean(name, known).strip()
+        or "use str, int, float, bool, date, datetime, any, list[T], dict[T] or a declared type",
+        code="unknown-type",
+    )
+
+
+def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tuple[Any, Any]:
+    kwargs: dict[str, Any] = {}
+    origin = getattr(annotation, "__origin__", None)
+    for key in _NUMERIC:
+        value = getattr(field, key)
+        if value is not None:
+            if annotation not in (int, float):
+                raise Problem(
+                    (*path, key),
+                    f"'{key}' applies to int and float fields, not {field.type}",
+                    code="constraint",
+                )
+            kwargs[key] = int(value) if annotation is int and float(value).is_integer() else value
+    for key in _LENGTH:
+        value = getattr(field, key)
+        if value is not None:
+            if annotation is not str and origin not in (list, dict):
+                raise Problem(
+                    (*path, key),
+                    f"'{key}' applies to str, list and dict fields, not {field.type}",
+                    code="constraint",
+                )
+            kwargs[key] = value
+    if field.pattern is not None:
+        if annotation is not str:
+            raise Problem(
+                (*path, "pattern"), f"'pattern' applies to str fields, not {field.type}", code="constraint"
+            )
+        try:
+            re.compile(field.pattern)
+        except re.error as exc:
+            raise Problem(
+                (*path, "pattern"), f"invalid regular expression: {exc}", code="constraint"
+            ) from None
+        kwargs["pattern"] = field.pattern
+    if field.enum is not None:
+        if annotation not in (str, int, float):
+            raise Problem(
+                (*path, "enum"),
+                f"'enum' applies to str, int and float fields, not {field.type}",
+                code="constraint",
+            )
+        for i, value in enumerate(field.enum):
+            if not isinstance(value, annotation) or isinstance(value, bool):
+                raise Problem(
+                    (*path, "enum", i), f"enum value {value!r} is not a {field.type}", code="constraint"
+                )
+        annotation = Literal[tuple(field.enum)]
+    if field.optional:
+        annotation = annotation | None
+    if field.description:
+        kwargs["description"] = field.description
+    has_default = "default" in field.model_fields_set
+    if has_default:
+        try:
+            TypeAdapter(annotation).validate_python(field.default)
+        except ValidationError as exc:
+            first = exc.errors()[0]["msg"]
+            raise Problem(
+                (*path, "default"), f"default {field.default!r} is not valid: {first}", code="constraint"
+            ) from None
+        kwargs["default"] = field.default
+    elif field.optional:
+        kwargs["default"] = None
+    return annotation, Field(**kwargs)
