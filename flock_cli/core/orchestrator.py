@@ -22,7 +22,7 @@ from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.subscription import ReadyRun, Subscription
-from flock_cli.core.summary import RunSummary
+from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.visibility import PublicVisibility, Visibility
 from flock_cli.errors import (
     DuplicateAgentError,
@@ -395,6 +395,10 @@ class Flock:
         return copies
 
     # -- waiting and stopping --------------------------------------------------------------------
+
+    def status(self) -> LiveStatus:
+        """A snapshot for progress displays: runs going and queued per agent, counters so far."""
+        return self._scheduler.status()
 
     async def run_until_idle(self, timeout: float | None = None) -> RunSummary:
         """Wait until no run is queued, running or backing off (partial batches are flushed), then

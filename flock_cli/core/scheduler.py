@@ -22,7 +22,7 @@ from flock_cli.core.dispatcher import Dispatcher, Job
 from flock_cli.core.gathering import Batcher, Gate
 from flock_cli.core.router import Router, typed_loader
 from flock_cli.core.subscription import ReadyRun, Subscription
-from flock_cli.core.summary import Failure, PendingEmbargo, SummaryCollector
+from flock_cli.core.summary import Failure, LiveStatus, PendingEmbargo, SummaryCollector
 from flock_cli.store.contract import Delivery, denial
 from flock_cli.store.records import RoutingTx
 
@@ -162,6 +162,11 @@ class Scheduler:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def status(self) -> LiveStatus:
+        """What runs and waits now, and the counters of the current summary period."""
+        queued = {name: self.dispatcher.queued_for(name) for name in self._flock._agents}
+        return self.collector.live(dict(self.dispatcher.running_by_agent), queued)
 
     def pending_embargoes(self) -> list[PendingEmbargo]:
         """Deliveries waiting for an embargo to lift."""

@@ -114,6 +114,23 @@ class RunSummary(BaseModel):
         return not (self.failures or self.dead_letters or self.breaker_trips)
 
 
+class LiveStatus(BaseModel):
+    """A snapshot of a flock at work, for progress displays (``Flock.status()``).
+
+    The counters cover the period since the previous summary, like :class:`RunSummary`.
+    """
+
+    running: int = 0
+    running_by_agent: dict[str, int] = Field(default_factory=dict)
+    queued_by_agent: dict[str, int] = Field(default_factory=dict)
+    runs_by_agent: dict[str, int] = Field(default_factory=dict)
+    artifacts_published: int = 0
+    failures: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    breaker_trips: int = 0
+
+
 class SummaryCollector:
     """Accumulates counters between two summaries."""
 
@@ -134,6 +151,20 @@ class SummaryCollector:
         self.filtered: Counter[str] = Counter()
         self.predicate_errors: list[PredicateError] = []
         self.released = 0
+
+    def live(self, running_by_agent: dict[str, int], queued_by_agent: dict[str, int]) -> LiveStatus:
+        """The counters so far, with what is running and queued now."""
+        return LiveStatus(
+            running=sum(running_by_agent.values()),
+            running_by_agent={a: n for a, n in running_by_agent.items() if n},
+            queued_by_agent={a: n for a, n in queued_by_agent.items() if n},
+            runs_by_agent=dict(self.runs),
+            artifacts_published=self.published,
+            failures=len(self.failures),
+            retries=self.retries,
+            dead_letters=len(self.dead),
+            breaker_trips=len(self.trips),
+        )
 
     def build(self, pending: list[PendingGroup], embargoes: list[PendingEmbargo]) -> RunSummary:
         """The summary of the current period."""

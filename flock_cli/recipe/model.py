@@ -361,10 +361,7 @@ class SettingsDef(_Raw):
 class RecipeDef(_Raw):
     """A recipe file."""
 
-    model_config = ConfigDict(
-        title="Flock-Flow recipe",
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
-    )
+    model_config = ConfigDict(title="Flock-Flow recipe")
 
     version: Literal[1] = 1
     name: str | None = None

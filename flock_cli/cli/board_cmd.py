@@ -1,0 +1,200 @@
+"""``flock board list|show|lineage``: read the durable blackboard (as an operator, seeing all)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from uuid import UUID
+
+import typer
+
+from flock_cli.cli.common import board_path, console, emit_json, fail, open_board, reports_errors
+
+if TYPE_CHECKING:
+    from flock_cli.core.artifact import Artifact
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+__all__ = ["board_app"]
+
+T = TypeVar("T")
+
+board_app = typer.Typer(
+    name="board", help="Inspect the durable blackboard: artifacts, payloads, lineage.", no_args_is_help=True
+)
+BoardOpt = Annotated[str | None, typer.Option("--board", help="Board file (default: .flock/board.db).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="An artifact id, or a unique prefix of one.")]
+
+
+def _with_board(path: str | None, action: Callable[[SQLiteBlackboardStore], Awaitable[T]]) -> T:
+    import asyncio
+
+    store = open_board(board_path(path, None), must_exist=True)
+
+    async def go() -> T:
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@board_app.command("list")
+@reports_errors
+def list_artifacts(
+    board: BoardOpt = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable).")
+    ] = None,
+    produced_by: Annotated[
+        list[str] | None, typer.Option("--from", help="Only from this agent (repeatable).")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="Only this correlation id.")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only artifacts with this tag (repeatable).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many (newest).")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List artifacts, newest first, with their type, producer, correlation and payload."""
+    from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
+
+    query = ArtifactQuery(
+        types=frozenset(types) if types else None,
+        produced_by=frozenset(produced_by) if produced_by else None,
+        correlation_id=_uuid(correlation_id, "--correlation-id") if correlation_id else None,
+        tags=frozenset(tags) if tags else None,
+        limit=limit,
+        newest_first=True,
+    )
+    page = _with_board(board, lambda store: store.query(query, viewer=UNRESTRICTED))
+    if as_json:
+        emit_json({"total": page.total, "artifacts": [a.model_dump(mode="json") for a in page.items]})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(page.items)} of {page.total} artifacts (newest first)", title_justify="left")
+    for column in ("id", "created", "type", "from", "correlation", "payload"):
+        table.add_column(
+            column, overflow="fold" if column == "payload" else "ellipsis", no_wrap=column != "payload"
+        )
+    for a in page.items:
+        table.add_row(
+            str(a.id)[:8],
+            a.created_at.strftime("%H:%M:%S"),
+            a.type,
+            a.produced_by,
+            str(a.correlation_id)[:8] if a.correlation_id else "",
+            _preview(a),
+        )
+    console().print(table)
+
+
+@board_app.command("show")
+@reports_errors
+def show(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one artifact: every header field and the whole payload."""
+    artifact = _with_board(board, lambda store: _find(store, artifact_id))
+    if as_json:
+        emit_json(artifact.model_dump(mode="json"))
+        return
+    out = console()
+    out.print(f"[bold]{artifact.type}[/] {artifact.id}")
+    for label, value in (
+        ("produced by", artifact.produced_by),
+        ("created", artifact.created_at.isoformat()),
+        ("correlation", artifact.correlation_id),
+        ("visibility", artifact.visibility.describe()),
+        ("tags", ", ".join(sorted(artifact.tags)) or "-"),
+    ):
+        out.print(f"  {label:<12} {value}")
+    from rich.syntax import Syntax
+
+    out.print(
+        Syntax(
+            json.dumps(_plain(artifact.payload), indent=2, default=str), "json", background_color="default"
+        )
+    )
+
+
+@board_app.command("lineage")
+@reports_errors
+def lineage(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False) -> None:
+    """What an artifact was derived from and what was derived from it."""
+
+    async def collect(store: SQLiteBlackboardStore) -> tuple[Artifact, list[Artifact], list[Artifact]]:
+        from flock_cli.store.contract import UNRESTRICTED
+
+        artifact = await _find(store, artifact_id)
+        found = await store.lineage(artifact.id)
+        parents = await store.get_many(found.parents, viewer=UNRESTRICTED)
+        children = await store.get_many(found.children, viewer=UNRESTRICTED)
+        return artifact, parents, children
+
+    artifact, parents, children = _with_board(board, collect)
+    if as_json:
+        emit_json(
+            {
+                "artifact": artifact.model_dump(mode="json"),
+                "parents": [a.model_dump(mode="json") for a in parents],
+                "children": [a.model_dump(mode="json") for a in children],
+            }
+        )
+        return
+    from rich.tree import Tree
+
+    tree = Tree(f"[bold]{artifact.type}[/] {str(artifact.id)[:8]} from {artifact.produced_by}")
+    up = tree.add(f"derived from ({len(parents)})")
+    for a in parents:
+        up.add(f"{a.type} {str(a.id)[:8]} from {a.produced_by}")
+    down = tree.add(f"led to ({len(children)})")
+    for a in children:
+        down.add(f"{a.type} {str(a.id)[:8]} from {a.produced_by}")
+    console().print(tree)
+
+
+async def _find(store: SQLiteBlackboardStore, text: str) -> Artifact:
+    from flock_cli.store.contract import UNRESTRICTED
+
+    try:
+        wanted = UUID(text)
+    except ValueError:
+        wanted = None
+    if wanted is not None:
+        artifact = await store.get(wanted, viewer=UNRESTRICTED)
+        if artifact is None:
+            fail(f"no artifact {text} on the board")
+        return artifact
+    prefix = text.lower().replace("-", "")
+    if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
+        fail(f"{text!r} is not an artifact id (give the id or at least 4 of its first hex digits)")
+    matches = [a for a in await store.list(viewer=UNRESTRICTED) if a.id.hex.startswith(prefix)]
+    if not matches:
+        fail(f"no artifact id starts with {text}")
+    if len(matches) > 1:
+        fail(f"{len(matches)} artifacts start with {text}; give more digits")
+    return matches[0]
+
+
+def _uuid(text: str, option: str) -> UUID:
+    try:
+        return UUID(text)
+    except ValueError:
+        fail(f"{option} must be a UUID, got {text!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _preview(artifact: Artifact, width: int = 60) -> str:
+    text = json.dumps(_plain(artifact.payload), default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,117 @@
+"""What every command shares: consoles, exit codes, error reporting, JSON output, boards."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from flock_cli.recipe.loader import Recipe
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "board_path",
+    "console",
+    "emit_json",
+    "err_console",
+    "fail",
+    "load",
+    "open_board",
+    "reports_errors",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran and found failures (a run with dead letters, check findings)
+EXIT_USAGE = 2  # the user's input is wrong: bad recipe, payload, option or file
+EXIT_INTERRUPTED = 130  # stopped by a second Ctrl-C
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@functools.cache
+def console() -> Console:
+    """Rich console on stdout (created on first use: Rich is not needed for ``--help``)."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+@functools.cache
+def err_console() -> Console:
+    """Rich console on stderr, for errors and progress."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
+    from rich.markup import escape
+
+    err_console().print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(code)
+
+
+def reports_errors(fn: F) -> F:
+    """Turn Flock-Flow's errors into one readable message and an exit code: user mistakes exit 2,
+    failures while running exit 1. Nothing else is caught: a bug still shows its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flock_cli.errors import RunError, UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except RunError as exc:
+            fail(str(exc), EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` as indented JSON on stdout (plain text, no Rich markup)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def load(path: Path) -> Recipe:
+    """Load a recipe (every loader phase up to the static checks)."""
+    from flock_cli.recipe import load_recipe
+
+    return load_recipe(path)
+
+
+def board_path(option: str | None, recipe: Recipe | None) -> str:
+    """The board to use: ``--board``, else the recipe's ``settings.board``, else the default."""
+    from flock_cli.store.sqlite import DEFAULT_BOARD
+
+    if option:
+        return option
+    if recipe is not None and recipe.definition.settings.board:
+        return recipe.definition.settings.board  # relative to the working directory, like --board
+    return str(DEFAULT_BOARD)
+
+
+def open_board(path: str, *, must_exist: bool) -> SQLiteBlackboardStore:
+    """Open a durable board; with ``must_exist`` a missing file is a usage error, not a new board."""
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+    if path == ":memory:":
+        fail("':memory:' has no board to inspect; use a board file")
+    if must_exist and not Path(path).exists():
+        fail(f"no board at {path} (run a recipe first, or pass --board PATH)")
+    return SQLiteBlackboardStore(path)

@@ -1,0 +1,74 @@
+"""The live progress panel of ``flock run``: agents running and queued, artifacts, failures.
+
+Shown on stderr, refreshed four times a second, only when stderr is a terminal (in a pipe or a
+CI log it would be noise; the summary is printed either way).
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.cli.common import err_console
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+
+__all__ = ["LiveProgress"]
+
+
+class LiveProgress:
+    """Context manager showing ``flock.status()`` while a run goes on."""
+
+    def __init__(self, flock: Flock, *, enabled: bool, title: str) -> None:
+        self._flock = flock
+        self._title = title
+        self._started = time.monotonic()
+        self._live: Any = None
+        self.enabled = enabled and err_console().is_terminal
+        self.note = ""
+
+    def __enter__(self) -> LiveProgress:
+        if self.enabled:
+            from rich.live import Live
+
+            self._live = Live(
+                get_renderable=self._render, console=err_console(), refresh_per_second=4, transient=True
+            )
+            self._live.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        status = self._flock.status()
+        elapsed = time.monotonic() - self._started
+        table = Table(
+            title=f"{self._title}  {elapsed:5.1f}s  artifacts {status.artifacts_published}"
+            f"  failures {status.failures}  retries {status.retries}",
+            title_justify="left",
+            expand=False,
+        )
+        table.add_column("agent")
+        table.add_column("running", justify="right")
+        table.add_column("queued", justify="right")
+        table.add_column("runs", justify="right")
+        for agent in self._flock.agents:
+            name = agent.name
+            running = status.running_by_agent.get(name, 0)
+            table.add_row(
+                f"[bold green]{name}[/]" if running else name,
+                str(running),
+                str(status.queued_by_agent.get(name, 0)),
+                str(status.runs_by_agent.get(name, 0)),
+            )
+        if self.note:
+            table.caption = self.note
+        return table

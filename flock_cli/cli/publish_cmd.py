@@ -1,0 +1,139 @@
+"""``flock publish TYPE PAYLOAD``: validate a payload and append it to the durable board."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from flock_cli.cli.common import board_path, console, emit_json, fail, load, reports_errors
+from flock_cli.cli.inputs import read_payloads
+
+if TYPE_CHECKING:
+    from flock_cli.core.visibility import Visibility
+
+__all__ = ["parse_visibility", "publish"]
+
+DEFAULT_RECIPE = "recipe.yaml"
+
+
+@reports_errors
+def publish(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE", help="The artifact type.", show_default=False)],
+    payload: Annotated[str, typer.Argument(help="JSON/YAML file (one object or a list), or - for stdin.")],
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe", "-r", help="Recipe declaring TYPE (default: $FLOCK_RECIPE or ./recipe.yaml)."
+        ),
+    ] = None,
+    board: Annotated[
+        str | None, typer.Option("--board", help="Board file (default: settings.board or .flock/board.db).")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="Correlation id (a UUID).")
+    ] = None,
+    tags: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    visibility: Annotated[
+        str | None,
+        typer.Option(
+            "--visibility",
+            help="public, private:AGENT[,AGENT], labelled:LABEL[,LABEL], tenant:ID or after:DURATION.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the stored artifacts as JSON.")] = False,
+) -> None:
+    """Validate PAYLOAD against TYPE and write it to the durable board; a `flock run --watch` on
+    that board picks it up. Nothing is written unless every payload is valid."""
+    import asyncio
+    from uuid import UUID
+
+    from pydantic import ValidationError
+
+    from flock_cli.core.orchestrator import Flock
+    from flock_cli.errors import InvalidPayloadError, UnknownTypeError
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+    recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
+    if recipe is None and not recipe_path.exists():
+        fail(
+            f"publish needs the recipe that declares {type_name}: pass --recipe FILE (no {recipe_path} here)"
+        )
+    loaded = load(recipe_path)
+    model_cls = loaded.resolved.types.get(type_name)
+    if model_cls is None:
+        raise UnknownTypeError(type_name, loaded.resolved.types)
+    correlation = None
+    if correlation_id is not None:
+        try:
+            correlation = UUID(correlation_id)
+        except ValueError:
+            fail(f"--correlation-id must be a UUID, got {correlation_id!r}")
+    vis = parse_visibility(visibility) if visibility else None
+    models = []
+    for item in read_payloads(payload, label=f"publish {type_name}"):
+        try:
+            models.append(model_cls.model_validate(item))
+        except ValidationError as exc:
+            raise InvalidPayloadError(type_name, exc) from None
+    path = board_path(board, loaded)
+    if path == ":memory:":
+        fail("publish writes to a durable board; ':memory:' would lose the artifact")
+    flock = Flock(store=SQLiteBlackboardStore(path), role="publisher")
+    for type_model in dict.fromkeys(loaded.resolved.types.values()):
+        flock.register_type(type_model)
+
+    async def write() -> list[Any]:
+        try:
+            return [
+                await flock.publish(m, visibility=vis, correlation_id=correlation, tags=tags or None)
+                for m in models
+            ]
+        finally:
+            await flock.store.sync()
+            await flock.store.close()
+
+    stored = asyncio.run(write())
+    if as_json:
+        emit_json([a.model_dump(mode="json") for a in stored])
+        return
+    for a in stored:
+        console().print(f"published {a.type} {a.id} (correlation {a.correlation_id}) to {path}")
+
+
+def parse_visibility(text: str) -> Visibility:
+    """``public``, ``private:a,b``, ``labelled:x,y``, ``tenant:acme`` or ``after:5m``."""
+    from datetime import timedelta
+
+    from flock_cli.core.visibility import (
+        AfterVisibility,
+        LabelledVisibility,
+        PrivateVisibility,
+        PublicVisibility,
+        TenantVisibility,
+    )
+    from flock_cli.errors import UsageError, did_you_mean
+    from flock_cli.recipe.model import parse_duration
+
+    kind, _, arg = text.partition(":")
+    names = [n.strip() for n in arg.split(",") if n.strip()]
+    kinds = ("public", "private", "labelled", "tenant", "after")
+    if kind == "public" and not arg:
+        return PublicVisibility()
+    if kind in ("private", "labelled", "tenant", "after") and not names:
+        raise UsageError(f"--visibility {kind} needs a value: {kind}:...")
+    if kind == "private":
+        return PrivateVisibility(agents=frozenset(names))
+    if kind == "labelled":
+        return LabelledVisibility(required_labels=frozenset(names))
+    if kind == "tenant":
+        return TenantVisibility(tenant_id=arg.strip())
+    if kind == "after":
+        try:
+            seconds = float(parse_duration(arg.strip()))
+        except ValueError as exc:
+            raise UsageError(f"--visibility after: {exc}") from None
+        return AfterVisibility(ttl=timedelta(seconds=seconds))
+    raise UsageError(f"unknown visibility {text!r}; use {', '.join(kinds)}.{did_you_mean(kind, kinds)}")

@@ -1,0 +1,226 @@
+"""``flock validate``, ``flock check``, ``flock graph``, ``flock schema`` and ``flock init``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from flock_cli.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    console,
+    emit_json,
+    err_console,
+    fail,
+    load,
+    reports_errors,
+)
+
+if TYPE_CHECKING:
+    from flock_cli.recipe.diagnostics import Diagnostic
+
+__all__ = ["register"]
+
+RecipeArg = Annotated[Path, typer.Argument(help="The recipe file (YAML).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class GraphFormat(StrEnum):
+    """Output formats of ``flock graph``."""
+
+    tree = "tree"
+    mermaid = "mermaid"
+    json = "json"
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command("validate", short_help="Check a recipe for errors (exit 2 when it has any).")(validate)
+    app.command("check", short_help="Static analysis of a recipe (exit 1 on warnings).")(check)
+    app.command("graph", short_help="Show the subscription graph as a tree, Mermaid or JSON.")(graph)
+    app.command("schema", short_help="Print the JSON Schema of recipes or of an artifact type.")(schema)
+    app.command("init", short_help="Create a starter recipe that runs as is.")(init)
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    from rich.markup import escape
+
+    colors = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    for d in diagnostics:
+        head, _, rest = d.render().partition("\n")
+        text = escape(head).replace(f"{d.severity}:", f"[{colors[d.severity]}]{d.severity}:[/]", 1)
+        err_console().print(text + ("\n" + escape(rest) if rest else ""))
+
+
+def _load_or_report(path: Path, as_json: bool) -> Any:
+    from flock_cli.recipe import RecipeError
+
+    try:
+        return load(path)
+    except RecipeError as exc:
+        if as_json:
+            emit_json({"valid": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
+        else:
+            _print_diagnostics(exc.diagnostics)
+            count = len(exc.diagnostics)
+            err_console().print(f"[bold red]{path}: {count} error{'s' if count != 1 else ''}[/]")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@reports_errors
+def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
+    """Load a recipe through every phase and report its errors (exit 2) or a short summary."""
+    loaded = _load_or_report(recipe, as_json)
+    definition = loaded.definition
+    info = {
+        "valid": True,
+        "recipe": loaded.name,
+        "files": loaded.files,
+        "types": sorted(definition.types),
+        "agents": sorted(definition.agents),
+        "warnings": sum(1 for d in loaded.findings if d.severity == "warning"),
+    }
+    if as_json:
+        emit_json(info)
+        return
+    console().print(
+        f"[green]valid[/] {recipe}: {len(definition.types)} types, {len(definition.agents)} agents"
+        f" ({len(loaded.files)} file{'s' if len(loaded.files) != 1 else ''})"
+    )
+    if info["warnings"]:
+        console().print(f"{info['warnings']} warning(s): see flock check {recipe}")
+
+
+@reports_errors
+def check(
+    recipe: RecipeArg,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, not notes.")] = False,
+) -> None:
+    """Static analysis: unreachable subscriptions, unbounded cycles, impossible visibility, engines
+    that do not produce the declared types, unused outputs. Exit 1 when there are warnings."""
+    loaded = _load_or_report(recipe, as_json)
+    findings = [d for d in loaded.findings if not (quiet and d.severity == "info")]
+    warnings = [d for d in findings if d.severity == "warning"]
+    if as_json:
+        emit_json({"valid": True, "findings": [d.to_json() for d in findings]})
+    else:
+        _print_diagnostics(findings)
+        verdict = f"[yellow]{len(warnings)} warning(s)[/]" if warnings else "[green]no warnings[/]"
+        console().print(f"{recipe}: {verdict}")
+    if warnings:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@reports_errors
+def graph(
+    recipe: RecipeArg,
+    fmt: Annotated[
+        GraphFormat, typer.Option("--format", "-f", help="tree, mermaid or json.")
+    ] = GraphFormat.tree,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the subscription graph (type -> agent -> type) as a tree, Mermaid or JSON."""
+    loaded = _load_or_report(recipe, as_json)
+    if as_json or fmt is GraphFormat.json:
+        emit_json(loaded.graph.to_json())
+    elif fmt is GraphFormat.mermaid:
+        typer.echo(loaded.graph.mermaid())
+    else:
+        typer.echo(loaded.graph.tree())
+
+
+@reports_errors
+def schema(
+    type_name: Annotated[
+        str | None, typer.Argument(help="An artifact type of --recipe (default: the recipe format itself).")
+    ] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe declaring the type.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of the recipe format, or of one artifact type of a recipe."""
+    import json
+
+    if type_name is None:
+        from flock_cli.recipe.schema import schema_text
+
+        text = schema_text()
+    else:
+        if recipe is None:
+            fail("a type's schema needs --recipe RECIPE (the file that declares the type)")
+        loaded = _load_or_report(recipe, False)
+        model = _type_of(loaded, type_name)
+        text = json.dumps(model.model_json_schema(), indent=2) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        err_console().print(f"wrote {output}")
+
+
+def _type_of(loaded: Any, type_name: str) -> Any:
+    from flock_cli.errors import UnknownTypeError
+
+    model = loaded.resolved.types.get(type_name)
+    if model is None:
+        raise UnknownTypeError(type_name, loaded.resolved.types)
+    return model
+
+
+_TEMPLATE = """\
+# yaml-language-server: $schema={schema}
+# A Flock-Flow recipe: declare types and agents; agents subscribe to types.
+# Reference: docs/recipes.md. Check it: flock check {name}
+name: {stem}
+description: An idea becomes a draft; a reviewer scores the draft.
+
+types:
+  Idea:
+    fields:
+      topic: {{type: str, min_length: 3, description: What to write about}}
+  Draft:
+    fields:
+      title: {{type: str, max_length: 120}}
+      body: str
+  Review:
+    fields:
+      score: {{type: int, ge: 1, le: 10}}
+      comment: str
+
+agents:
+  writer:
+    description: Write a short draft about the idea.
+    consumes: Idea
+    publishes: Draft
+    engine: test          # offline and deterministic; use dspy for a real model
+  reviewer:
+    description: Score the draft from 1 to 10.
+    consumes: Draft
+    publishes: Review
+    engine: {{kind: test, seed: 1}}
+"""
+
+
+@reports_errors
+def init(
+    path: Annotated[Path, typer.Argument(help="Recipe file to create.")] = Path("recipe.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Create a starter recipe (and its JSON Schema for editor completion) that runs as is."""
+    from flock_cli.recipe.schema import schema_text
+
+    if path.exists() and not force:
+        fail(f"{path} already exists (use --force to overwrite it)")
+    schema_file = path.parent / ".flock" / "recipe.schema.json"
+    schema_file.parent.mkdir(parents=True, exist_ok=True)
+    schema_file.write_text(schema_text(), encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        _TEMPLATE.format(schema=".flock/recipe.schema.json", name=path, stem=path.stem), encoding="utf-8"
+    )
+    console().print(f"created {path} (and {schema_file})")
+    console().print(f'next: flock run {path} --input Idea=- <<< \'{{"topic": "blackboards"}}\'')

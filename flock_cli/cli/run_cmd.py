@@ -1,0 +1,180 @@
+"""``flock run RECIPE``: compile a recipe, publish the inputs, run until idle (or keep serving)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from flock_cli.cli.common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    board_path,
+    console,
+    emit_json,
+    fail,
+    reports_errors,
+)
+from flock_cli.cli.inputs import parse_input_option, read_payloads
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flock_cli.cli.run_session import Outcome
+    from flock_cli.core.artifact import Artifact
+    from flock_cli.core.summary import RunSummary
+    from flock_cli.recipe.loader import Recipe
+
+__all__ = ["run"]
+
+
+@reports_errors
+def run(
+    recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).", show_default=False)],
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", "-i", help="TYPE=FILE (JSON or YAML, one object or a list) or TYPE=- for stdin."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model for dspy engines (overrides the recipe).")
+    ] = None,
+    board: Annotated[
+        str | None,
+        typer.Option("--board", help="Board file (default: settings.board or .flock/board.db); :memory:."),
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep serving artifacts published later (flock publish).")
+    ] = False,
+    engine: Annotated[
+        str | None, typer.Option("--engine", help="'test': run dspy agents on the offline test engine.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up after this many seconds.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Resume a board left by another workflow.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
+) -> None:
+    """Run a recipe: publish the --input artifacts, run agents until nothing is left to do, print
+    the final artifacts and a summary. Exit 1 when a run failed, something went to the dead
+    letters or a circuit breaker tripped. Ctrl-C stops gracefully; a second Ctrl-C aborts."""
+    from flock_cli.cli.recipe_cmds import _load_or_report
+
+    loaded = _load_or_report(recipe, as_json)
+    pending = _validated_inputs(loaded, inputs or [])
+    store = _store(board_path(board, loaded))
+    flock = loaded.build(store=store, model=model, engine_override=engine)
+    if not pending and not watch and not store.durable:
+        entry = ", ".join(loaded.graph.entry_types()) or "a consumed type"
+        fail(f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch")
+    import asyncio
+
+    from flock_cli.cli.run_session import RunSession
+
+    outcome = asyncio.run(RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json).run())
+    _report(outcome, loaded, as_json)
+    if outcome.interrupted == 2:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if not outcome.summary.ok or outcome.timed_out:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
+    """Every input validated before anything runs, so a bad payload loses nothing."""
+    from pydantic import ValidationError
+
+    from flock_cli.errors import InvalidPayloadError, UnknownTypeError
+
+    models: list[BaseModel] = []
+    types = loaded.resolved.types
+    for option in options:
+        type_name, source = parse_input_option(option)
+        model_cls = types.get(type_name)
+        if model_cls is None:
+            raise UnknownTypeError(type_name, types)
+        for payload in read_payloads(source, label=f"--input {type_name}"):
+            try:
+                models.append(model_cls.model_validate(payload))
+            except ValidationError as exc:
+                raise InvalidPayloadError(type_name, exc) from None
+    return models
+
+
+def _store(path: str) -> Any:
+    if path == ":memory:":
+        from flock_cli.store.memory import InMemoryBlackboardStore
+
+        return InMemoryBlackboardStore()
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+    return SQLiteBlackboardStore(path)
+
+
+def _report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
+    summary = outcome.summary
+    final_types = {t for t in recipe.graph.types if not recipe.graph.consumers(t)}
+    produced = [a for a in outcome.artifacts if a.produced_by != "external"]
+    final = [a for a in produced if a.type in final_types] or produced
+    if as_json:
+        emit_json(
+            {
+                "ok": summary.ok and not outcome.timed_out,
+                "interrupted": outcome.interrupted > 0,
+                "summary": summary.model_dump(mode="json"),
+                "final_artifacts": [a.model_dump(mode="json") for a in final],
+                "artifacts": [a.model_dump(mode="json") for a in outcome.artifacts],
+            }
+        )
+        return
+    _print_artifacts(final)
+    _print_summary(summary, outcome)
+
+
+def _print_artifacts(artifacts: list[Artifact]) -> None:
+    import json
+
+    from rich.markup import escape
+
+    out = console()
+    if not artifacts:
+        out.print("no artifacts were produced")
+        return
+    out.print(f"[bold]final artifacts ({len(artifacts)})[/]")
+    for a in artifacts:
+        payload = json.dumps(dict(a.payload), default=str, ensure_ascii=False)
+        out.print(
+            f"  [cyan]{escape(a.type)}[/] {str(a.id)[:8]} from {escape(a.produced_by)}: {escape(payload)}"
+        )
+
+
+def _print_summary(summary: RunSummary, outcome: Outcome) -> None:
+    from rich.markup import escape
+
+    out = console()
+    runs = ", ".join(f"{agent} {n}" for agent, n in sorted(summary.runs_by_agent.items())) or "none"
+    published = summary.artifacts_published
+    out.print(f"[bold]summary[/]: {summary.agent_runs} runs ({runs}); {published} artifacts published")
+    details = [
+        (summary.retries, "retries"),
+        (summary.visibility_denials, "visibility denials"),
+        (sum(summary.filtered.values()), "filtered by where/from/channels"),
+        (len(summary.expired_groups), "expired join groups"),
+        (len(summary.pending_groups), "incomplete join groups left on the board"),
+        (summary.released, "interrupted runs returned to the board"),
+    ]
+    extra = "; ".join(f"{n} {label}" for n, label in details if n)
+    if extra:
+        out.print(f"  {extra}")
+    for failure in summary.failures:
+        out.print(f"  [red]failed[/] {escape(str(failure.agent))}: {escape(str(failure.error))}")
+    for trip in summary.breaker_trips:
+        out.print(f"  [red]circuit breaker[/] tripped for {escape(trip.agent)} after {trip.limit} runs")
+    if summary.dead_letters:
+        out.print(f"  [red]{len(summary.dead_letters)} dead letter(s)[/] kept on the board")
+    if outcome.interrupted:
+        out.print("[yellow]interrupted[/]" + (" (aborted)" if outcome.interrupted > 1 else ""))
+    verdict = "[green]ok[/]" if summary.ok and not outcome.timed_out else "[bold red]failed[/]"
+    out.print(verdict)

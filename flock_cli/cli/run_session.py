@@ -1,0 +1,156 @@
+"""The asynchronous part of ``flock run``: attach, publish, wait or watch, stop on Ctrl-C.
+
+The first Ctrl-C stops taking work: in-flight runs finish and partial batches flush
+(``Flock.shutdown``). A second Ctrl-C aborts: in-flight runs are cancelled and, on a durable
+board, their leases are released so the next ``flock run`` on the board runs them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.cli.common import err_console
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flock_cli.core.artifact import Artifact
+    from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.summary import RunSummary
+    from flock_cli.recipe.loader import Recipe
+
+__all__ = ["Outcome", "RunSession"]
+
+
+class Outcome:
+    """What a run left: its summary, the artifacts since it started, how it ended."""
+
+    def __init__(
+        self, summary: RunSummary, artifacts: list[Artifact], interrupted: int, timed_out: bool
+    ) -> None:
+        self.summary = summary
+        self.artifacts = artifacts
+        self.interrupted = interrupted
+        self.timed_out = timed_out
+
+
+class RunSession:
+    """One ``flock run``: publish, wait (or watch), and stop cleanly on Ctrl-C."""
+
+    def __init__(
+        self,
+        flock: Flock,
+        recipe: Recipe,
+        inputs: list[BaseModel],
+        watch: bool,
+        timeout: float | None,
+        force: bool,
+        quiet: bool,
+    ) -> None:
+        self.flock = flock
+        self.recipe = recipe
+        self.inputs = inputs
+        self.watch = watch
+        self.timeout = timeout
+        self.force = force
+        self.quiet = quiet
+        self.interrupts = 0
+        self.stop = asyncio.Event()
+        self.abort = asyncio.Event()
+
+    def on_sigint(self, progress: Any) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            self.stop.set()
+            note = "stopping: no new work; in-flight runs finish, batches flush (Ctrl-C again to abort)"
+            progress.note = note
+            if not progress.enabled:
+                err_console().print(note)
+        else:
+            self.abort.set()
+
+    async def run(self) -> Outcome:
+        from flock_cli.cli.progress import LiveProgress
+        from flock_cli.errors import IdleTimeoutError
+
+        flock = self.flock
+        loop = asyncio.get_running_loop()
+        await flock.attach(force=self.force)
+        started = flock.clock.now()
+        for model in self.inputs:
+            await flock.publish(model)
+        timed_out = False
+        summaries: list[RunSummary] = []
+        with LiveProgress(flock, enabled=not self.quiet, title=self.recipe.name) as progress:
+            loop.add_signal_handler(signal.SIGINT, self.on_sigint, progress)
+            try:
+                work = asyncio.ensure_future(
+                    flock.watch(stop=self.stop) if self.watch else flock.run_until_idle(self.timeout)
+                )
+                stopped = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if work.done():
+                    try:
+                        summaries.append(work.result())
+                    except IdleTimeoutError as exc:
+                        summaries.append(exc.summary)
+                        timed_out = True
+                        err_console().print(f"[bold red]error:[/] {exc}")
+                else:
+                    await _cancel(work)
+                summaries.append(await self._shutdown(timed_out))
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+        artifacts = await _produced_since(flock, started)
+        await flock.store.close()
+        return Outcome(_merge(summaries), artifacts, self.interrupts, timed_out)
+
+    async def _shutdown(self, timed_out: bool) -> RunSummary:
+        if timed_out:
+            return await self.flock.shutdown(timeout=0, release_interrupted=True)
+        graceful = asyncio.ensure_future(self.flock.shutdown())
+        aborted = asyncio.ensure_future(self.abort.wait())
+        await asyncio.wait({graceful, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        aborted.cancel()
+        if graceful.done():
+            return graceful.result()
+        await _cancel(graceful)
+        return await self.flock.shutdown(timeout=0, release_interrupted=True)
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _produced_since(flock: Flock, since: Any) -> list[Artifact]:
+    from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
+
+    page = await flock.store.query(ArtifactQuery(since=since), viewer=UNRESTRICTED)
+    return page.items
+
+
+def _merge(summaries: list[RunSummary]) -> RunSummary:
+    """One summary for the whole command (the run's and the shutdown's)."""
+    from flock_cli.core.summary import RunSummary
+
+    merged: dict[str, Any] = {}
+    for summary in summaries:
+        for name, value in summary:
+            if name not in merged:
+                merged[name] = value
+            elif isinstance(value, list):
+                merged[name] = [*merged[name], *value]
+            elif isinstance(value, dict):
+                merged[name] = {k: merged[name].get(k, 0) + value.get(k, 0) for k in {*merged[name], *value}}
+            elif isinstance(value, int):
+                merged[name] = merged[name] + value
+    if summaries:  # what is still pending is the last summary's view, not a sum
+        merged["pending_groups"] = summaries[-1].pending_groups
+        merged["pending_embargoes"] = summaries[-1].pending_embargoes
+    return RunSummary(**merged)
