@@ -68,7 +68,7 @@ def test_heavy_libraries_are_not_imported() -> None:
     import subprocess
     import sys
 
-    heavy = "('dspy', 'duckdb', 'textual', 'typer', 'llama_cpp')"
+    heavy = "('dspy', 'duckdb', 'textual', 'typer', 'llama_cpp', 'pydantic', 'yaml', 'jinja2', 'rich')"
     code = f"import sys, flock_cli; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -89,6 +89,24 @@ def test_python_dash_m_runs_the_command() -> None:
 
     done = subprocess.run([sys.executable, "-m", "flock_cli", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("flock-flow ")
-    done = subprocess.run([sys.executable, "-m", "flock_cli", "top"], capture_output=True, text=True)
-    assert done.returncode == 2 and "not available in this release yet" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "flock_cli", "frobnicate"], capture_output=True, text=True)
+    assert done.returncode == 2 and "No such command 'frobnicate'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_exports_map_matches_all() -> None:
+    assert sorted(flock_cli._EXPORTS) == sorted(flock_cli.__all__)
+    assert "Flock" in dir(flock_cli)
+
+
+def test_help_does_not_import_the_runtime() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from flock_cli.cli import main; main(['--help']);"
+        " print(sorted(m for m in ('asyncio', 'pydantic', 'yaml', 'jinja2', 'rich', 'flock_cli.core.orchestrator')"
+        " if m in sys.modules), file=sys.stderr)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "[]"
