@@ -6,12 +6,12 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
-from flock_cli.errors import InvalidDeclarationError
+from flock_cli.errors import InvalidDeclarationError, OutputError
 
 __all__ = ["FunctionEngine"]
 
@@ -19,8 +19,9 @@ __all__ = ["FunctionEngine"]
 class FunctionEngine(EngineComponent):
     """Wraps ``fn(inputs)`` or ``fn(inputs, ctx)`` (sync or async) as an engine.
 
-    The function may return None (no output), a registered model instance, an Artifact, a list of
-    those, or a full EvalResult.
+    The function may return None (no output), a registered model instance, an Artifact, a dict
+    (validated into the agent's output type when it publishes exactly one), a list of those, or
+    a full EvalResult.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -51,11 +52,28 @@ class FunctionEngine(EngineComponent):
             return value
         if value is None:
             return EvalResult()
-        if isinstance(value, BaseModel | Artifact):
-            return EvalResult(artifacts=[value])
-        if isinstance(value, list | tuple):
-            return EvalResult(artifacts=list(value))
-        raise TypeError(
-            f"FunctionEngine function returned {type(value).__name__}; return None, a model,"
-            " an Artifact, a list of them, or an EvalResult"
-        )
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        return EvalResult(artifacts=[_output(agent, item) for item in items])
+
+
+def _output(agent: Agent, item: Any) -> BaseModel | Artifact:
+    """A model or Artifact as is; a plain dict validated into the agent's only output type (so
+    functions can serve recipe-declared types, which have no importable class)."""
+    if isinstance(item, BaseModel | Artifact):
+        return item
+    if isinstance(item, dict):
+        if len(agent.outputs) != 1:
+            declared = ", ".join(d.type_name for d in agent.outputs) or "nothing"
+            raise OutputError(
+                f"agent '{agent.name}': a function may return plain dicts only when the agent publishes"
+                f" exactly one type (it publishes {declared}); return model instances instead"
+            )
+        decl = agent.outputs[0]
+        try:
+            return decl.model.model_validate(item)
+        except ValidationError as exc:
+            raise OutputError(f"agent '{agent.name}' returned an invalid '{decl.type_name}': {exc}") from exc
+    raise TypeError(
+        f"FunctionEngine function returned {type(item).__name__}; return None, a model, a dict,"
+        " an Artifact, a list of them, or an EvalResult"
+    )
