@@ -29,6 +29,7 @@ _SAFE_FILTERS = frozenset(
 )  # fmt: skip
 _MAX_SIZE = 100_000  # the largest string or list an operator may build
 _MAX_EXPONENT = 128
+_MAX_BITS = 100_000  # the largest integer ** may build
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,11 @@ def _environment() -> Any:
         intercepted_binops = frozenset({"*", "**"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "**" and isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
-                raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
+            if operator == "**" and isinstance(right, int | float):
+                if abs(right) > _MAX_EXPONENT:
+                    raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
+                if isinstance(left, int) and isinstance(right, int) and abs(left).bit_length() * right > _MAX_BITS:
+                    raise SecurityError(f"the result would exceed {_MAX_BITS} bits")
             if operator == "*":
                 for seq, times in ((left, right), (right, left)):
                     sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
