@@ -23,6 +23,11 @@ def triage(inputs: EvalInputs) -> list[dict[str, Any]]:
         category = next((c for c, words in _KEYWORDS.items() if any(w in text for w in words)), "other")
         priority = 1 if any(w in text for w in _URGENT) else 3
         tickets.append(
-            {"customer": request["customer"], "subject": request["subject"], "category": category, "priority": priority}
+            {
+                "customer": request["customer"],
+                "subject": request["subject"],
+                "category": category,
+                "priority": priority,
+            }
         )
     return tickets

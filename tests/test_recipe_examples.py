@@ -31,12 +31,18 @@ def test_every_example_is_listed() -> None:
 def test_example_is_valid_and_has_no_warnings(name: str) -> None:
     recipe = load_recipe(RECIPES / name)
     assert [d.render() for d in recipe.findings if d.severity != "info"] == []
-    assert (RECIPES / name).read_text().startswith("# yaml-language-server: $schema=../schemas/recipe.schema.json")
+    assert (
+        (RECIPES / name)
+        .read_text()
+        .startswith("# yaml-language-server: $schema=../schemas/recipe.schema.json")
+    )
 
 
 async def run_example(name: str) -> tuple[Any, Any, list[Any]]:
     recipe = load_recipe(RECIPES / name)
-    flock = recipe.build(engine_override="test", clock=ManualClock(auto_advance=True), id_factory=SequentialIds())
+    flock = recipe.build(
+        engine_override="test", clock=ManualClock(auto_advance=True), id_factory=SequentialIds()
+    )
     for type_name, file in INPUTS[name]:
         data = json.loads((RECIPES / "inputs" / file).read_text())
         model = recipe.resolved.types[type_name]

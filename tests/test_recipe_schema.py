@@ -16,7 +16,9 @@ SCHEMA_FILE = ROOT / "schemas" / "recipe.schema.json"
 
 
 def test_schema_file_is_current() -> None:
-    assert SCHEMA_FILE.read_text() == schema_text(), "stale schema: run `flock schema -o schemas/recipe.schema.json`"
+    assert SCHEMA_FILE.read_text() == schema_text(), (
+        "stale schema: run `flock schema -o schemas/recipe.schema.json`"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,9 @@ def validator() -> jsonschema.Draft202012Validator:
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").rglob("*.yaml")), ids=lambda p: p.name)
-def test_every_example_recipe_matches_the_schema(validator: jsonschema.Draft202012Validator, path: Path) -> None:
+def test_every_example_recipe_matches_the_schema(
+    validator: jsonschema.Draft202012Validator, path: Path
+) -> None:
     errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
     assert errors == []
 

@@ -57,7 +57,11 @@ def _environment() -> Any:
             if operator == "**" and isinstance(right, int | float):
                 if abs(right) > _MAX_EXPONENT:
                     raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
-                if isinstance(left, int) and isinstance(right, int) and abs(left).bit_length() * right > _MAX_BITS:
+                if (
+                    isinstance(left, int)
+                    and isinstance(right, int)
+                    and abs(left).bit_length() * right > _MAX_BITS
+                ):
                     raise SecurityError(f"the result would exceed {_MAX_BITS} bits")
             if operator == "*":
                 for seq, times in ((left, right), (right, left)):

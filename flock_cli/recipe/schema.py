@@ -52,7 +52,10 @@ def recipe_json_schema() -> dict[str, Any]:
         item = prop.get("items") or _nullable_list_items(prop)
         assert item is not None, (model, key)
         one = {"anyOf": [short, item]}
-        models[model]["properties"][key] = {**_kept(prop), "anyOf": [*one["anyOf"], {"type": "array", "items": one}]}
+        models[model]["properties"][key] = {
+            **_kept(prop),
+            "anyOf": [*one["anyOf"], {"type": "array", "items": one}],
+        }
     for (model, key), short in _SHORT_VALUES.items():
         prop = models[model]["properties"][key]
         models[model]["properties"][key] = {**_kept(prop), "anyOf": [short, _strip(prop)]}
