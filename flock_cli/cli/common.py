@@ -71,9 +71,15 @@ def reports_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from flock_cli.errors import RunError, UserError
+        from flock_cli.recipe.diagnostics import RecipeError
 
         try:
             return fn(*args, **kwargs)
+        except RecipeError as exc:  # already "file:line:col: error: ..." lines
+            from rich.markup import escape
+
+            err_console().print(escape(str(exc)))
+            raise typer.Exit(EXIT_USAGE) from None
         except UserError as exc:
             fail(str(exc), EXIT_USAGE)
         except RunError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +27,13 @@ if TYPE_CHECKING:
     from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
-__all__ = ["run"]
+__all__ = ["EngineOverride", "run"]
+
+
+class EngineOverride(StrEnum):
+    """Values of ``flock run --engine``."""
+
+    test = "test"
 
 
 @reports_errors
@@ -49,7 +56,8 @@ def run(
         bool, typer.Option("--watch", help="Keep serving artifacts published later (flock publish).")
     ] = False,
     engine: Annotated[
-        str | None, typer.Option("--engine", help="'test': run dspy agents on the offline test engine.")
+        EngineOverride | None,
+        typer.Option("--engine", help="test: run dspy agents on the offline test engine."),
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Give up after this many seconds.")
@@ -66,7 +74,7 @@ def run(
     loaded = _load_or_report(recipe, as_json)
     pending = _validated_inputs(loaded, inputs or [])
     store = _store(board_path(board, loaded))
-    flock = loaded.build(store=store, model=model, engine_override=engine)
+    flock = loaded.build(store=store, model=model, engine_override=engine.value if engine else None)
     if not pending and not watch and not store.durable:
         entry = ", ".join(loaded.graph.entry_types()) or "a consumed type"
         fail(f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch")

@@ -93,6 +93,10 @@ class RunSession:
                 stopped = asyncio.ensure_future(self.stop.wait())
                 await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 stopped.cancel()
+                if self.watch:  # watch() returns soon after the stop with its summary
+                    aborted = asyncio.ensure_future(self.abort.wait())
+                    await asyncio.wait({work, aborted}, return_when=asyncio.FIRST_COMPLETED)
+                    aborted.cancel()
                 if work.done():
                     try:
                         summaries.append(work.result())

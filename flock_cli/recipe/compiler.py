@@ -109,7 +109,8 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, pro
                         code="engine-unavailable",
                     )
                 )
-    builder.with_engines(*engines)
+    if engines:  # empty only when an engine was reported as a problem above
+        builder.with_engines(*engines)
     if agent.utilities:
         builder.with_utilities(*agent.utilities)
     if agent.tools:

@@ -1,0 +1,374 @@
+"""The `flock` command line, through Typer's runner (in process) and as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flock_cli.cli.app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+runner = CliRunner()
+
+
+def flock(*args: str | Path, input: str | None = None) -> Any:
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+SLOW_RECIPE = """
+    name: slow
+    types:
+      Job:
+        fields: {n: int}
+      Done:
+        fields: {n: int}
+    agents:
+      worker:
+        consumes: Job
+        publishes: Done
+        engine: {kind: function, function: "slow_lib:work"}
+"""
+SLOW_LIB = """
+    import asyncio, os
+
+    async def work(inputs):
+        await asyncio.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+        return [{"n": a.payload["n"] * 10} for a in inputs.artifacts]
+"""
+
+
+@pytest.fixture
+def slow_recipe(tmp_path: Path) -> Path:
+    write(tmp_path / "slow_lib.py", SLOW_LIB)
+    return write(tmp_path / "slow.yaml", SLOW_RECIPE)
+
+
+# -- validate, check, graph, schema, init --------------------------------------------------------
+
+
+def test_validate_reports_a_summary_and_json() -> None:
+    result = flock("validate", RECIPES / "code_review.yaml")
+    assert result.exit_code == 0
+    assert "valid" in result.stdout and "4 types, 3 agents" in result.stdout
+    data = json.loads(flock("validate", RECIPES / "ticket_routing.yaml", "--json").stdout)
+    assert data["valid"] is True and len(data["files"]) == 2  # the root and its include
+
+
+def test_validate_errors_exit_2_with_positions(tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad.yaml", "agents:\n  a:\n    consumes: Movie\n")
+    result = flock("validate", bad)
+    assert result.exit_code == 2
+    assert f"{bad}:3:15: error: unknown type 'Movie' at agents.a.consumes\n" in result.stderr
+    assert "Traceback" not in result.output
+    data = json.loads(flock("validate", bad, "--json").stdout)
+    assert data["valid"] is False and data["diagnostics"][0]["line"] == 3
+
+
+def test_check_exits_1_on_warnings(tmp_path: Path) -> None:
+    assert flock("check", RECIPES / "pipeline.yaml").exit_code == 0
+    loop = write(
+        tmp_path / "loop.yaml",
+        """
+        types:
+          A: {fields: {x: int}}
+          B: {fields: {x: int}}
+        agents:
+          ping: {consumes: A, publishes: B, engine: test}
+          pong: {consumes: B, publishes: A, engine: test}
+          idle: {publishes: A, engine: test}
+        """,
+    )
+    result = flock("check", loop, "--json")
+    assert result.exit_code == 1
+    codes = {f["code"] for f in json.loads(result.stdout)["findings"]}
+    assert {"unbounded-cycle", "never-runs"} <= codes
+
+
+def test_graph_as_tree_mermaid_and_json() -> None:
+    tree = flock("graph", RECIPES / "code_review.yaml").stdout
+    assert tree.splitlines()[0] == "CodeSubmission"
+    assert "└─> lead_reviewer  [join]" in tree
+    mermaid = flock("graph", RECIPES / "code_review.yaml", "--format", "mermaid").stdout
+    assert mermaid.startswith("flowchart LR") and "A_bug_detector --> T_BugAnalysis" in mermaid
+    data = json.loads(flock("graph", RECIPES / "code_review.yaml", "--json").stdout)
+    assert {"kind": "publishes", "agent": "lead_reviewer", "type": "CodeReview", "label": ""} in data["edges"]
+
+
+def test_schema_of_recipes_and_of_a_type(tmp_path: Path) -> None:
+    from flock_cli.recipe.schema import schema_text
+
+    assert flock("schema").stdout == schema_text()
+    data = json.loads(flock("schema", "Idea", "--recipe", RECIPES / "pipeline.yaml").stdout)
+    assert data["properties"]["topic"]["minLength"] == 3
+    assert flock("schema", "Idea").exit_code == 2
+    result = flock("schema", "Idae", "--recipe", RECIPES / "pipeline.yaml")
+    assert result.exit_code == 2 and "Did you mean 'Idea'?" in result.stderr
+
+
+def test_init_scaffolds_a_recipe_that_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert flock("init").exit_code == 0
+    assert (
+        Path("recipe.yaml")
+        .read_text()
+        .startswith("# yaml-language-server: $schema=.flock/recipe.schema.json")
+    )
+    assert Path(".flock/recipe.schema.json").exists()
+    assert flock("check", "recipe.yaml", "-q").exit_code == 0
+    result = flock("run", "recipe.yaml", "--input", "Idea=-", "--json", input='{"topic": "blackboards"}')
+    assert result.exit_code == 0, result.output
+    assert [a["type"] for a in json.loads(result.stdout)["final_artifacts"]] == ["Review"]
+    again = flock("init")
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+def test_run_prints_final_artifacts_and_summary(tmp_path: Path) -> None:
+    result = flock(
+        "run",
+        RECIPES / "code_review.yaml",
+        "--engine",
+        "test",
+        "--board",
+        tmp_path / "board.db",
+        "--input",
+        f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}",
+    )
+    assert result.exit_code == 0, result.output
+    assert "final artifacts (1)" in result.stdout and "CodeReview" in result.stdout
+    assert "summary: 3 runs" in result.stdout
+    listed = json.loads(flock("board", "list", "--board", tmp_path / "board.db", "--json").stdout)
+    assert listed["total"] == 4
+
+
+def test_run_exits_1_when_the_breaker_trips() -> None:
+    result = flock(
+        "run",
+        RECIPES / "feedback_loop.yaml",
+        "--engine=test",
+        "--board=:memory:",
+        f"--input=Brief={RECIPES / 'inputs' / 'brief.json'}",
+        "--json",
+    )
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["summary"]["breaker_trips"][0]["agent"] == "writer"
+
+
+def test_run_refuses_dspy_agents_without_an_engine_override() -> None:
+    result = flock(
+        "run", RECIPES / "pipeline.yaml", "--board=:memory:", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
+    )
+    assert result.exit_code == 2
+    assert "uses the dspy engine, which this release does not include yet" in result.stderr
+    assert "--engine test" in result.stderr
+
+
+def test_invalid_input_names_type_and_field_and_writes_nothing(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    payload = write(tmp_path / "idea.json", '[{"topic": "fine topic"}, {"topic": "x"}]')
+    result = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine=test", f"--board={board}", "-i", f"Idea={payload}"
+    )
+    assert result.exit_code == 2
+    assert "Invalid payload for type 'Idea': topic:" in result.stderr
+    assert not board.exists()  # nothing was published, not even the valid first item
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-i", "Idea"], "--input takes TYPE=FILE"),
+        (["-i", "Idae=x.json"], "Did you mean 'Idea'?"),
+        (["-i", "Idea=missing.json"], "no such file: missing.json"),
+        (["--engine", "bogus", "-i", "Idea=-"], "Invalid value for '--engine'"),
+        ([], "nothing to run: pass --input TYPE=FILE (the recipe starts from Idea)"),
+    ],
+)
+def test_run_misuse_exits_2_with_one_message(args: list[str], message: str) -> None:
+    result = flock("run", RECIPES / "pipeline.yaml", "--board=:memory:", "--engine=test", *args, input="{}")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+
+
+# -- publish and board ---------------------------------------------------------------------------
+
+
+def test_publish_validates_and_writes_to_the_board(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    recipe = RECIPES / "pipeline.yaml"
+    result = flock(
+        "publish", "Idea", "-", "--recipe", recipe, "--board", board, "--tag", "demo", "--json",
+        "--visibility", "labelled:editors", input='{"topic": "queues"}',
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    [stored] = json.loads(result.stdout)
+    assert stored["tags"] == ["demo"] and stored["visibility"]["kind"] == "Labelled"
+    bad = flock("publish", "Idea", "-", "--recipe", recipe, "--board", board, input='{"topic": 3}')
+    assert bad.exit_code == 2 and "Invalid payload for type 'Idea': topic" in bad.stderr
+    assert json.loads(flock("board", "list", "--board", board, "--json").stdout)["total"] == 1
+    shown = flock("board", "show", stored["id"][:8], "--board", board)
+    assert shown.exit_code == 0 and "queues" in shown.stdout and "Labelled(editors)" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--visibility", "secret"], "unknown visibility 'secret'"),
+        (["--visibility", "private"], "needs a value"),
+        (["--correlation-id", "nope"], "--correlation-id must be a UUID"),
+        (["--board", ":memory:"], "would lose the artifact"),
+    ],
+)
+def test_publish_misuse_exits_2(args: list[str], message: str, tmp_path: Path) -> None:
+    base = ["publish", "Idea", "-", "--recipe", RECIPES / "pipeline.yaml"]
+    if "--board" not in args:
+        base += ["--board", tmp_path / "b.db"]
+    result = flock(*base, *args, input='{"topic": "queues"}')
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_publish_needs_a_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOCK_RECIPE", raising=False)
+    result = flock("publish", "Idea", "-", input="{}")
+    assert result.exit_code == 2 and "pass --recipe FILE (no recipe.yaml here)" in result.stderr
+
+
+def test_board_lineage_and_missing_board(tmp_path: Path) -> None:
+    board = tmp_path / "board.db"
+    run = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine=test", f"--board={board}",
+        "-i", f"Idea={RECIPES / 'inputs/idea.json'}", "--json",
+    )  # fmt: skip
+    assert run.exit_code == 0
+    [article] = json.loads(run.stdout)["final_artifacts"]
+    lineage = json.loads(flock("board", "lineage", article["id"], "--board", board, "--json").stdout)
+    assert [a["type"] for a in lineage["parents"]] == ["Draft", "Outline", "Idea"]
+    assert lineage["children"] == []
+    tree = flock("board", "lineage", article["id"][:6], "--board", board).stdout
+    assert "derived from (3)" in tree
+    missing = flock("board", "list", "--board", tmp_path / "nope.db")
+    assert missing.exit_code == 2 and "no board at" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()
+    assert flock("board", "show", "zz", "--board", board).exit_code == 2
+
+
+# -- real processes: watch + publish, Ctrl-C ------------------------------------------------------
+
+
+def spawn(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flock_cli", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def cli(*args: str | Path, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flock_cli", *map(str, args)],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+    )
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def board_types(cwd: Path) -> list[str]:
+    done = cli("board", "list", "--json", cwd=cwd)
+    return [a["type"] for a in json.loads(done.stdout)["artifacts"]] if done.returncode == 0 else []
+
+
+def test_watching_run_picks_up_what_publish_writes(slow_recipe: Path) -> None:
+    cwd = slow_recipe.parent
+    watcher = spawn("run", slow_recipe, "--watch", cwd=cwd)
+    try:
+        wait_for(lambda: (cwd / ".flock" / "board.db").exists())
+        done = cli("publish", "Job", "-", "--recipe", slow_recipe, cwd=cwd, input='{"n": 4}')
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: "Done" in board_types(cwd))
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=20)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert '"n": 40' in out and "summary: 1 runs (worker 1)" in out
+
+
+def test_first_ctrl_c_lets_runs_finish(slow_recipe: Path) -> None:
+    cwd = slow_recipe.parent
+    write(cwd / "jobs.json", '[{"n": 1}, {"n": 2}]')
+    proc = spawn("run", slow_recipe, "-i", "Job=jobs.json", cwd=cwd, env={"SLOW_SECONDS": "1.5"})
+    try:
+        time.sleep(1.0)  # both runs are in flight
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping: no new work" in err
+    assert "summary: 2 runs (worker 2)" in out and "interrupted" in out
+
+
+def test_second_ctrl_c_aborts_and_the_next_run_resumes(slow_recipe: Path) -> None:
+    cwd = slow_recipe.parent
+    write(cwd / "jobs.json", '{"n": 7}')
+    proc = spawn("run", slow_recipe, "-i", "Job=jobs.json", cwd=cwd, env={"SLOW_SECONDS": "30"})
+    try:
+        wait_for(lambda: (cwd / ".flock" / "board.db").exists())
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "1 interrupted runs returned to the board" in out
+    resumed = cli("run", slow_recipe, cwd=cwd)  # no input: the delivery left on the board runs
+    assert resumed.returncode == 0, resumed.stderr
+    assert '"n": 70' in resumed.stdout
+
+
+def test_console_script_on_path_runs_an_example(tmp_path: Path) -> None:
+    exe = shutil.which("flock", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run(
+        [exe, "run", RECIPES / "ticket_routing.yaml", "--engine", "test", "-i",
+         f"SupportRequest={RECIPES / 'inputs/support_requests.json'}"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "final artifacts (4)" in done.stdout
+    assert (tmp_path / ".flock" / "board.db").exists()
