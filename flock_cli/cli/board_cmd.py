@@ -75,23 +75,34 @@ def list_artifacts(
     if as_json:
         emit_json({"total": page.total, "artifacts": [a.model_dump(mode="json") for a in page.items]})
         return
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{len(page.items)} of {page.total} artifacts (newest first)", title_justify="left")
-    for column in ("id", "created", "type", "from", "correlation", "payload"):
-        table.add_column(
-            column, overflow="fold" if column == "payload" else "ellipsis", no_wrap=column != "payload"
-        )
+    table = Table(
+        title=f"{len(page.items)} of {page.total} artifacts (newest first)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    type_width = min(24, max((len(a.type) for a in page.items), default=4))
+    from_width = min(20, max((len(a.produced_by) for a in page.items), default=4))
+    widths = {"id": 8, "created": 8, "type": type_width, "from": from_width, "corr": 8}
+    if console().width < 110:  # a narrow terminal: keep room for the payload
+        del widths["created"], widths["corr"]
+    # Fixed widths that add up to the terminal: Rich would otherwise squeeze the short columns away.
+    payload_width = max(12, console().width - sum(widths.values()) - 3 * len(widths) - 2)
+    for column, width in {**widths, "payload": payload_width}.items():
+        table.add_column(column, no_wrap=True, overflow="ellipsis", width=width + 1)
     for a in page.items:
-        table.add_row(
-            str(a.id)[:8],
-            a.created_at.strftime("%H:%M:%S"),
-            a.type,
-            a.produced_by,
-            str(a.correlation_id)[:8] if a.correlation_id else "",
-            _preview(a),
-        )
-    console().print(table)
+        cells = {
+            "id": str(a.id)[:8],
+            "created": a.created_at.strftime("%H:%M:%S"),
+            "type": a.type,
+            "from": a.produced_by,
+            "corr": str(a.correlation_id)[:8] if a.correlation_id else "",
+        }
+        table.add_row(*(cells[c] for c in widths), _preview(a, payload_width))
+    console().print(table, soft_wrap=False)  # fit the terminal; payloads end in an ellipsis
 
 
 @board_app.command("show")
