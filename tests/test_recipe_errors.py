@@ -1400,8 +1400,9 @@ def test_where_unknown_field_points_inside_the_quoted_string(tmp_path: Path) -> 
     )
     [diagnostic] = error.diagnostics
     assert diagnostic.code == "expression"
-    line = path.read_text(encoding="utf-8").splitlines()[diagnostic.mark.line - 1]  # type: ignore[union-attr]
-    assert line[diagnostic.mark.column - 1 :].startswith("titel ==")  # type: ignore[union-attr]
+    assert diagnostic.mark == Mark(str(path), 8, 32, 33)
+    line = path.read_text(encoding="utf-8").splitlines()[7]
+    assert line[diagnostic.mark.column - 1 :].startswith("titel ==")
 
 
 @pytest.mark.parametrize(
