@@ -32,7 +32,8 @@ def tour_script() -> str:
                 lines.append(command)
                 continue
             lines.append(f"{command}\ncode=$?")
-            lines.append(f'[ "$code" -eq {expected} ] || {{ echo "FAILED ($code): "{shlex.quote(command)} >&2; exit 1; }}')
+            failed = f'echo "FAILED ($code): "{shlex.quote(command)} >&2; exit 1'
+            lines.append(f'[ "$code" -eq {expected} ] || {{ {failed}; }}')
     return "\n".join(lines) + "\n"
 
 
@@ -56,7 +57,11 @@ def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     graph_block, error_block = TEXT.findall(README)[:2]
     graph = subprocess.run(
-        ["flock", "graph", "recipes/code_review.yaml"], cwd=tmp_path, env=environment(), capture_output=True, text=True
+        ["flock", "graph", "recipes/code_review.yaml"],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
     )
     assert graph.stdout == graph_block
     (tmp_path / "broken.yaml").write_text("agents:\n  critic:\n    consumes: Movie\n    engine: tst\n")
@@ -69,7 +74,9 @@ def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
 
 def test_setup_commands_are_what_ci_runs() -> None:
     setup = re.findall(r"```bash\n(.*?)```", README, re.S)
-    assert setup[0].startswith('python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/flock run ')
+    assert setup[0].startswith(
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/flock run '
+    )
     assert setup[1].strip() == ".venv/bin/pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert ".venv/bin/pytest" in ci

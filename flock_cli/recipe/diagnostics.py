@@ -82,8 +82,12 @@ class RecipeError(UserError):
     """A recipe could not be loaded; ``diagnostics`` lists every problem found in that phase."""
 
     def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
-        self.diagnostics = list(diagnostics)
+        self.diagnostics = sorted(diagnostics, key=_position)
         super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+
+def _position(d: Diagnostic) -> tuple[str, int, int]:
+    return (d.mark.file, d.mark.line, d.mark.column) if d.mark else ("", 0, 0)
 
 
 def format_path(parts: Sequence[str | int]) -> str:
@@ -122,7 +126,7 @@ def _snippet(mark: Mark) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Problem(Exception):
     """A problem found by a phase that knows the key path but not the file: the loader turns it
     into a :class:`Diagnostic` with the position of ``path`` in the file it came from.
@@ -137,4 +141,5 @@ class Problem(Exception):
     code: str = ""
     key: bool = False
     column: int = 0
+    token: str = ""  # the text at ``column``, to check the column against the source
     severity: Severity = "error"

@@ -32,13 +32,14 @@ _MAX_EXPONENT = 128
 _MAX_BITS = 100_000  # the largest integer ** may build
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class ExpressionError(Exception):
     """An expression that does not compile or names something that does not exist."""
 
     message: str
     column: int = 0  # 1-based column inside the expression, 0 when unknown
     hint: str = ""
+    token: str = ""  # the offending name, as written
 
     def __str__(self) -> str:
         return self.message
@@ -104,6 +105,7 @@ def compile_expression(
             raise ExpressionError(
                 f"the {purpose} expression uses '{name}', which is not a field of the payload",
                 column=_column_of(source, name),
+                token=name,
                 hint=f"{did_you_mean(name, known).strip() or 'the fields are: ' + fields}",
             )
 
@@ -125,11 +127,18 @@ def _reject_private_attributes(tree: Any, source: str, purpose: str) -> None:
             raise ExpressionError(
                 f"the {purpose} expression reads '{attr}'; private and dunder attributes are not allowed",
                 column=_column_of(source, attr),
+                token=attr,
             )
 
 
 def _column_of(source: str, name: str) -> int:
     import re
 
-    match = re.search(rf"(?<![\w.]){re.escape(name)}\b", source) or re.search(re.escape(name), source)
+    # blank out string literals so a name is never found inside one
+    masked = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", lambda m: " " * len(m.group()), source)
+    match = (
+        re.search(rf"(?<![\w.]){re.escape(name)}\b", masked)
+        or re.search(re.escape(name), masked)
+        or re.search(re.escape(name), source)  # a key written as a string: payload['_x']
+    )
     return match.start() + 1 if match else 0

@@ -182,10 +182,7 @@ class _Locator:
         doc, path = self.origin(problem.path)
         mark, _ = doc.locate(path, key=problem.key)
         if mark is not None and problem.column:
-            line = _line(doc.file, mark.line)
-            quoted = mark.column - 1 < len(line) and line[mark.column - 1] in "'\""
-            column = mark.column + problem.column - (0 if quoted else 1)
-            mark = Mark(mark.file, mark.line, column, column + 1)
+            mark = _inside_scalar(mark, problem)
         if not problem.path:
             mark = None
         return Diagnostic(
@@ -196,6 +193,19 @@ class _Locator:
             severity=problem.severity,
             code=problem.code,
         )
+
+
+def _inside_scalar(mark: Mark, problem: Problem) -> Mark:
+    """Point at ``problem.column`` inside the scalar at ``mark``, when the source shows the
+    expression as written (one line, no escapes); otherwise keep pointing at the whole value."""
+    line = _line(mark.file, mark.line)
+    start = mark.column - 1
+    quoted = line[start : start + 1] in ("'", '"')
+    column = start + problem.column - 1 + (1 if quoted else 0)  # 0-based
+    token = problem.token or line[column : column + 1]
+    if token and line[column : column + len(token)] == token:
+        return Mark(mark.file, mark.line, column + 1, column + 1 + len(token))
+    return mark
 
 
 def _line(file: str, number: int) -> str:

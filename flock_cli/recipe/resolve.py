@@ -248,7 +248,9 @@ class _AgentResolver:
         try:
             return compile_expression(text, names, purpose=purpose)
         except ExpressionError as exc:
-            raise Problem(loc, exc.message, hint=exc.hint, code="expression", column=exc.column) from None
+            raise Problem(
+                loc, exc.message, hint=exc.hint, code="expression", column=exc.column, token=exc.token
+            ) from None
 
     def visibility(self, spec: Any, loc: Loc) -> Visibility | None:
         if spec is None:

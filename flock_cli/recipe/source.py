@@ -52,9 +52,15 @@ class Document:
         final key name (a missing or unknown key is still worth naming)."""
         _, found = self.locate(path)
         last = path[-1] if path else None
-        if isinstance(last, str) and found[-1:] != (last,):
+        if isinstance(last, str) and found[-1:] != (last,) and isinstance(self._node(found), dict):
             return (*found, last)
         return found
+
+    def _node(self, path: Sequence[str | int]) -> Any:
+        node = self.data
+        for part in path:
+            node = node[part]
+        return node
 
 
 def parse_yaml(text: str, file: str) -> Document:
@@ -67,7 +73,12 @@ def parse_yaml(text: str, file: str) -> Document:
         node = yaml.compose(text, Loader=loader_cls)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        where = Mark(file, mark.line + 1, mark.column + 1) if mark is not None else None
+        where = None
+        if mark is not None:
+            lines = text.splitlines() or [""]
+            line = min(mark.line + 1, len(lines))  # an error at the end of the file: its last line
+            column = mark.column + 1 if line == mark.line + 1 else len(lines[-1]) + 1
+            where = Mark(file, line, column)
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
         raise RecipeError(

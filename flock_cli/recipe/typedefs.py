@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
@@ -72,13 +72,20 @@ def build_types(
 
     for name in declared:
         if name in imported:
-            raise Problem(
-                ("types", name),
-                f"type '{name}' is declared here and also imported",
-                code="duplicate-type",
-                key=True,
+            problems.append(
+                Problem(
+                    ("types", name),
+                    f"type '{name}' is declared here and also imported",
+                    hint="rename one of them",
+                    code="duplicate-type",
+                    key=True,
+                )
             )
-        build(name)
+            continue
+        try:
+            build(name)
+        except Problem as problem:  # a cycle: nothing can be built for this type
+            problems.append(problem)
     return built
 
 
@@ -152,10 +159,11 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
                 f"'enum' applies to str, int and float fields, not {field.type}",
                 code="constraint",
             )
+        allowed = (int, float) if annotation is float else (annotation,)  # 1 is a valid float
         for i, value in enumerate(field.enum):
-            if not isinstance(value, annotation) or isinstance(value, bool):
+            if not isinstance(value, allowed) or isinstance(value, bool):
                 raise Problem(
-                    (*path, "enum", i), f"enum value {value!r} is not a {field.type}", code="constraint"
+                    (*path, "enum", i), f"enum value {value!r} is not of type {field.type}", code="constraint"
                 )
         annotation = Literal[tuple(field.enum)]
     if field.optional:
@@ -164,8 +172,8 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
         kwargs["description"] = field.description
     has_default = "default" in field.model_fields_set
     if has_default:
-        try:
-            TypeAdapter(annotation).validate_python(field.default)
+        try:  # the default must satisfy the field's own constraints too
+            TypeAdapter(Annotated[annotation, Field(**kwargs)]).validate_python(field.default)
         except ValidationError as exc:
             first = exc.errors()[0]["msg"]
             raise Problem(

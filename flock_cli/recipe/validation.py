@@ -51,7 +51,11 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
             hint = did_you_mean(str(ctx.get("tag")), expected).strip() or _listing("kinds", expected)
         elif kind == "union_tag_not_found":
             message = "missing 'kind'"
+            owner = next((p for p in reversed(loc) if isinstance(p, str) and p in _KINDS), "")
+            hint = _listing("kinds", _KINDS.get(owner, []))
             point_at_key = True
+        elif kind == "value_error" and "error" in ctx:
+            message = str(ctx["error"])
         elif kind == "string_pattern_mismatch":
             message = _pattern_message(str(ctx.get("pattern", "")), item["input"], on_key)
         mark, _ = doc.locate(loc, key=point_at_key)
@@ -76,6 +80,11 @@ def _data_path(loc: tuple[Any, ...], doc: Document) -> tuple[str | int, ...]:
     return path[:-1] if path and path[-1] in _TAGS and path[-1] != loc[-1] else path
 
 
+_KINDS = {
+    "engine": ["test", "function", "dspy"],
+    "visibility": ["public", "private", "labelled", "tenant", "after"],
+    "then": ["public", "private", "labelled", "tenant", "after"],
+}
 _TAGS = frozenset({"test", "function", "dspy", "public", "private", "labelled", "tenant", "after"})
 
 
