@@ -124,7 +124,14 @@ agents:
         visibility: {kind: after, ttl: 1h, then: {kind: labelled, labels: [ops]}}
       - type: Job
         visibility: {kind: tenant, tenant: acme}
-    engine: {kind: dspy, model: ollama/llama3, temperature: 0.2, max_tokens: 200, adapter: json, cache: false, retries: 1}
+    engine:
+      kind: dspy
+      model: ollama/llama3
+      temperature: 0.2
+      max_tokens: 200
+      adapter: json
+      cache: false
+      retries: 1
 """
 
 
