@@ -314,7 +314,7 @@ def test_watching_run_picks_up_what_publish_writes(slow_recipe: Path) -> None:
     cwd = slow_recipe.parent
     watcher = spawn("run", slow_recipe, "--watch", cwd=cwd)
     try:
-        wait_for(lambda: (cwd / ".flock" / "board.db").exists())
+        wait_for(lambda: (cwd / ".flock" / "slow.db").exists())
         done = cli("publish", "Job", "-", "--recipe", slow_recipe, cwd=cwd, input='{"n": 4}')
         assert done.returncode == 0, done.stderr
         wait_for(lambda: "Done" in board_types(cwd))
@@ -346,7 +346,7 @@ def test_second_ctrl_c_aborts_and_the_next_run_resumes(slow_recipe: Path) -> Non
     write(cwd / "jobs.json", '{"n": 7}')
     proc = spawn("run", slow_recipe, "-i", "Job=jobs.json", cwd=cwd, env={"SLOW_SECONDS": "30"})
     try:
-        wait_for(lambda: (cwd / ".flock" / "board.db").exists())
+        wait_for(lambda: (cwd / ".flock" / "slow.db").exists())
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -371,4 +371,27 @@ def test_console_script_on_path_runs_an_example(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "final artifacts (4)" in done.stdout
-    assert (tmp_path / ".flock" / "board.db").exists()
+    assert (tmp_path / ".flock" / "ticket-routing.db").exists()
+
+
+def test_each_recipe_has_its_own_board_and_board_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, type_name, file in [
+        ("pipeline.yaml", "Idea", "idea.json"),
+        ("feedback_loop.yaml", "Brief", "brief.json"),
+    ]:
+        flock("run", RECIPES / name, "--engine=test", "-i", f"{type_name}={RECIPES / 'inputs' / file}")
+        if name == "pipeline.yaml":  # one board so far: `flock board` finds it without options
+            assert json.loads(flock("board", "list", "--json").stdout)["total"] == 4
+    assert sorted(p.name for p in (tmp_path / ".flock").glob("*.db")) == ["feedback-loop.db", "pipeline.db"]
+    several = flock("board", "list")
+    assert several.exit_code == 2 and "several boards in .flock/" in several.stderr
+    listed = flock("board", "list", "--recipe", RECIPES / "pipeline.yaml", "--type", "Article", "--json")
+    assert [a["type"] for a in json.loads(listed.stdout)["artifacts"]] == ["Article"]
+    # the pipeline's board is untouched by the feedback loop's unfinished work
+    again = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine=test", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
+    )
+    assert again.exit_code == 0, again.output

@@ -117,6 +117,11 @@ def test_support_yaml_files_are_recipes(folder: Path) -> None:
             assert load_recipe(folder / name).definition.types
 
 
+def test_short_forms_expand_alike(folder: Path) -> None:
+    agents = _recipe(folder, "short-forms").definition.agents
+    assert agents["a"] == agents["b"] == agents["c"] == agents["d"]
+
+
 async def test_pipeline_runs(folder: Path) -> None:
     recipe = _recipe(folder, "pipeline")
     flock = recipe.build(engine_override="test")

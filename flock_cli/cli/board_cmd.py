@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from uuid import UUID
 
 import typer
 
-from flock_cli.cli.common import board_path, console, emit_json, fail, open_board, reports_errors
+from flock_cli.cli.common import board_path, console, emit_json, fail, load, open_board, reports_errors
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
@@ -22,15 +23,20 @@ T = TypeVar("T")
 board_app = typer.Typer(
     name="board", help="Inspect the durable blackboard: artifacts, payloads, lineage.", no_args_is_help=True
 )
-BoardOpt = Annotated[str | None, typer.Option("--board", help="Board file (default: .flock/board.db).")]
+BoardOpt = Annotated[
+    str | None, typer.Option("--board", help="Board file (default: the one board in .flock/, or --recipe's).")
+]
+RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="Use this recipe's board.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="An artifact id, or a unique prefix of one.")]
 
 
-def _with_board(path: str | None, action: Callable[[SQLiteBlackboardStore], Awaitable[T]]) -> T:
+def _with_board(
+    path: str | None, recipe: Path | None, action: Callable[[SQLiteBlackboardStore], Awaitable[T]]
+) -> T:
     import asyncio
 
-    store = open_board(board_path(path, None), must_exist=True)
+    store = open_board(board_path(path, load(recipe) if recipe else None), must_exist=True)
 
     async def go() -> T:
         try:
@@ -45,6 +51,7 @@ def _with_board(path: str | None, action: Callable[[SQLiteBlackboardStore], Awai
 @reports_errors
 def list_artifacts(
     board: BoardOpt = None,
+    recipe: RecipeOpt = None,
     types: Annotated[
         list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable).")
     ] = None,
@@ -71,7 +78,7 @@ def list_artifacts(
         limit=limit,
         newest_first=True,
     )
-    page = _with_board(board, lambda store: store.query(query, viewer=UNRESTRICTED))
+    page = _with_board(board, recipe, lambda store: store.query(query, viewer=UNRESTRICTED))
     if as_json:
         emit_json({"total": page.total, "artifacts": [a.model_dump(mode="json") for a in page.items]})
         return
@@ -107,9 +114,11 @@ def list_artifacts(
 
 @board_app.command("show")
 @reports_errors
-def show(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False) -> None:
+def show(
+    artifact_id: IdArg, board: BoardOpt = None, recipe: RecipeOpt = None, as_json: JsonOpt = False
+) -> None:
     """Show one artifact: every header field and the whole payload."""
-    artifact = _with_board(board, lambda store: _find(store, artifact_id))
+    artifact = _with_board(board, recipe, lambda store: _find(store, artifact_id))
     if as_json:
         emit_json(artifact.model_dump(mode="json"))
         return
@@ -134,7 +143,9 @@ def show(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False) -
 
 @board_app.command("lineage")
 @reports_errors
-def lineage(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False) -> None:
+def lineage(
+    artifact_id: IdArg, board: BoardOpt = None, recipe: RecipeOpt = None, as_json: JsonOpt = False
+) -> None:
     """What an artifact was derived from and what was derived from it."""
 
     async def collect(store: SQLiteBlackboardStore) -> tuple[Artifact, list[Artifact], list[Artifact]]:
@@ -146,7 +157,7 @@ def lineage(artifact_id: IdArg, board: BoardOpt = None, as_json: JsonOpt = False
         children = await store.get_many(found.children, viewer=UNRESTRICTED)
         return artifact, parents, children
 
-    artifact, parents, children = _with_board(board, collect)
+    artifact, parents, children = _with_board(board, recipe, collect)
     if as_json:
         emit_json(
             {

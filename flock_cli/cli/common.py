@@ -101,15 +101,35 @@ def load(path: Path) -> Recipe:
     return load_recipe(path)
 
 
-def board_path(option: str | None, recipe: Recipe | None) -> str:
-    """The board to use: ``--board``, else the recipe's ``settings.board``, else the default."""
-    from flock_cli.store.sqlite import DEFAULT_BOARD
+BOARD_DIR = Path(".flock")
 
+
+def board_path(option: str | None, recipe: Recipe | None) -> str:
+    """The board to use: ``--board``, else the recipe's ``settings.board``, else the recipe's own
+    board ``.flock/<recipe name>.db``. Each recipe gets its own file by default, so running one
+    recipe never meets the unfinished work of another.
+
+    Without a recipe (``flock board``), the one board in ``.flock/`` is used; several are an error.
+    """
     if option:
         return option
-    if recipe is not None and recipe.definition.settings.board:
-        return recipe.definition.settings.board  # relative to the working directory, like --board
-    return str(DEFAULT_BOARD)
+    if recipe is not None:
+        if recipe.definition.settings.board:
+            return recipe.definition.settings.board  # relative to the working directory, like --board
+        return str(BOARD_DIR / f"{_slug(recipe.name)}.db")
+    boards = sorted(BOARD_DIR.glob("*.db"))
+    if len(boards) == 1:
+        return str(boards[0])
+    if not boards:
+        fail(f"no board in {BOARD_DIR}/ (run a recipe first, or pass --board PATH or --recipe FILE)")
+    names = ", ".join(str(b) for b in boards)
+    fail(f"several boards in {BOARD_DIR}/: {names}; pass --board PATH or --recipe FILE")
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "board"
 
 
 def open_board(path: str, *, must_exist: bool) -> SQLiteBlackboardStore:

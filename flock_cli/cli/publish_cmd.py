@@ -30,7 +30,8 @@ def publish(
         ),
     ] = None,
     board: Annotated[
-        str | None, typer.Option("--board", help="Board file (default: settings.board or .flock/board.db).")
+        str | None,
+        typer.Option("--board", help="Board file (default: settings.board or .flock/<recipe name>.db)."),
     ] = None,
     correlation_id: Annotated[
         str | None, typer.Option("--correlation-id", help="Correlation id (a UUID).")

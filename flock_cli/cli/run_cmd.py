@@ -50,7 +50,9 @@ def run(
     ] = None,
     board: Annotated[
         str | None,
-        typer.Option("--board", help="Board file (default: settings.board or .flock/board.db); :memory:."),
+        typer.Option(
+            "--board", help="Board file (default: settings.board or .flock/<recipe name>.db); :memory:."
+        ),
     ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="Keep serving artifacts published later (flock publish).")

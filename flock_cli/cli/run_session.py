@@ -78,7 +78,14 @@ class RunSession:
 
         flock = self.flock
         loop = asyncio.get_running_loop()
-        await flock.attach(force=self.force)
+        from flock_cli.core.session import ResumeRefusedError
+
+        try:
+            await flock.attach(force=self.force)
+        except ResumeRefusedError as exc:
+            raise ResumeRefusedError(
+                f"{exc} From the command line: flock run --force, or choose another --board."
+            ) from None
         started = flock.clock.now()
         for model in self.inputs:
             await flock.publish(model)
