@@ -1286,7 +1286,7 @@ def test_imported_tool_that_is_not_callable(tmp_path: Path) -> None:
     )
     assert rendered(load_error(path), tmp_path) == golden(
         """\
-        recipe.yaml:3:7: error: tool 'os:sep' is not callable at imports.tools[0]
+        recipe.yaml:3:7: error: 'os:sep' is not callable at imports.tools[0]
           2 |   tools:
           3 |     - os:sep
             |       ^^^^^^

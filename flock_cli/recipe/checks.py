@@ -14,7 +14,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from flock_cli.core.registry import canonical_name
-from flock_cli.core.visibility import LabelledVisibility, PrivateVisibility, TenantVisibility, Visibility
+from flock_cli.core.visibility import (
+    AfterVisibility,
+    LabelledVisibility,
+    PrivateVisibility,
+    TenantVisibility,
+    Visibility,
+)
 from flock_cli.recipe.diagnostics import Problem
 from flock_cli.recipe.graph import SubscriptionGraph
 from flock_cli.recipe.model import FunctionEngineDef, TestEngineDef
@@ -47,6 +53,7 @@ def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Prob
         )
     for agent in recipe.agents.values():
         found.extend(_agent_checks(agent, recipe, graph))
+    found.extend(_shared_group_checks(recipe))
     for cycle in graph.cycles():
         stoppers = [a for a in cycle[:-1] if any(c.where for c in recipe.agents[a].consumes)]
         if not stoppers:
@@ -62,6 +69,32 @@ def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Prob
                     key=True,
                 )
             )
+    return found
+
+
+def _shared_group_checks(recipe: ResolvedRecipe) -> list[Problem]:
+    """An exclusive group shared by several agents hands out single artifacts: a member that
+    gathers (join, batch, several types) cannot take part (the runtime refuses it too)."""
+    members: dict[str, list[tuple[str, int, Any]]] = {}
+    for agent in recipe.agents.values():
+        for i, consume in enumerate(agent.consumes):
+            if consume.spec.group is not None:
+                members.setdefault(consume.spec.group, []).append((agent.name, i, consume.spec))
+    found: list[Problem] = []
+    for group, subs in members.items():
+        if len({name for name, _, _ in subs}) < 2:
+            continue
+        for name, i, spec in subs:
+            if spec.join is not None or spec.batch is not None or len(spec.types) > 1:
+                agents = ", ".join(sorted({n for n, _, _ in subs}))
+                found.append(
+                    Problem(
+                        ("agents", name, "consumes", i, "group"),
+                        f"group '{group}' is shared by {agents}; a shared group takes single-type"
+                        " subscriptions without join or batch",
+                        code="shared-group",
+                    )
+                )
     return found
 
 
@@ -140,23 +173,27 @@ def _visibility_of(producer: ResolvedAgent, type_name: str) -> Visibility | None
 
 
 def _may_see(agent: ResolvedAgent, visibility: Visibility | None) -> bool:
+    if isinstance(visibility, AfterVisibility):  # visible once the embargo lifts, to whom `then` allows
+        return _may_see(agent, visibility.then)
     if isinstance(visibility, PrivateVisibility):
         return agent.name in visibility.agents
     if isinstance(visibility, LabelledVisibility):
         return visibility.required_labels <= set(agent.spec.labels)
     if isinstance(visibility, TenantVisibility):
         return visibility.tenant_id == agent.spec.tenant
-    return True  # public, or an embargo that lifts
+    return True  # public
 
 
 def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Problem]:
     found: list[Problem] = []
     declared = {canonical_name(o.model) for o in agent.outputs}
+    short = {o.model.__name__: canonical_name(o.model) for o in agent.outputs}
     for i, (engine, fn) in enumerate(agent.engines):
         loc = (*base, "engine", i)
         if isinstance(engine, TestEngineDef) and isinstance(engine.count, dict):
+            counted = {short.get(name, name) for name in engine.count}
             for name in engine.count:
-                if name not in declared:
+                if short.get(name, name) not in declared:
                     found.append(
                         Problem(
                             (*loc, "count", name),
@@ -166,7 +203,7 @@ def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Pr
                             key=True,
                         )
                     )
-            for name in sorted(declared - set(engine.count)):
+            for name in sorted(declared - counted):
                 found.append(
                     Problem(
                         (*loc, "count"),

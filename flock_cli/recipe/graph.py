@@ -31,6 +31,7 @@ class SubscriptionGraph:
     types: list[str] = field(default_factory=list)
     agents: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
+    self_triggering: set[str] = field(default_factory=set)  # agents that may consume their own outputs
 
     def consumers(self, type_name: str) -> list[str]:
         """Agents subscribed to ``type_name``, in declaration order, without repeats."""
@@ -54,7 +55,12 @@ class SubscriptionGraph:
 
     def cycles(self) -> list[list[str]]:
         """Agent cycles (a -> b -> a through the types they exchange), each listed once."""
-        successors = {a: _unique(c for t in self.outputs(a) for c in self.consumers(t)) for a in self.agents}
+        successors = {
+            a: _unique(
+                c for t in self.outputs(a) for c in self.consumers(t) if c != a or a in self.self_triggering
+            )
+            for a in self.agents
+        }
         found: list[list[str]] = []
         seen: set[frozenset[str]] = set()
 
@@ -132,7 +138,10 @@ class SubscriptionGraph:
 
 def build_graph(recipe: ResolvedRecipe) -> SubscriptionGraph:
     """The graph of a resolved recipe."""
-    graph = SubscriptionGraph(agents=list(recipe.agents))
+    graph = SubscriptionGraph(
+        agents=list(recipe.agents),
+        self_triggering={a.name for a in recipe.agents.values() if a.spec.self_trigger},
+    )
     names: list[str] = []
     for agent in recipe.agents.values():
         for consume in agent.consumes:

@@ -88,7 +88,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     definitions = _validate_all(documents)
     merged, locator = _merge(documents, definitions)
     problems: list[Problem] = []
-    with _import_path(root.parent):
+    with _import_path(*(Path(d.file).parent for d in documents)):
         resolved = resolve(merged, problems)
     _raise_errors(problems, locator)
     graph = build_graph(resolved)
@@ -282,9 +282,11 @@ def _raise_errors(problems: list[Problem], locator: _Locator) -> None:
 
 
 @contextmanager
-def _import_path(folder: Path) -> Iterator[None]:
-    """Let ``module:Name`` references find modules next to the recipe and in the current directory."""
-    added = [str(p) for p in (folder.resolve(), Path.cwd()) if str(p) not in sys.path]
+def _import_path(*folders: Path) -> Iterator[None]:
+    """Let ``module:Name`` references find modules next to the recipe files and in the current
+    directory."""
+    candidates = dict.fromkeys(str(p) for p in (*(f.resolve() for f in folders), Path.cwd()))
+    added = [p for p in candidates if p not in sys.path]
     sys.path[:0] = added
     try:
         yield

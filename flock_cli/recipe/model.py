@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "AgentDef",
@@ -49,32 +57,20 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[
-    float,
-    Field(gt=0),
-    WithJsonSchema(
+def _seconds_schema(bound: dict[str, float]) -> WithJsonSchema:
+    return WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", **bound},
                 {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
             ],
             "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
         }
-    ),
-]
-Delay = Annotated[
-    float,
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
-            ],
-            "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
-        }
-    ),
-]
+    )
+
+
+Duration = Annotated[float, Field(gt=0), _seconds_schema({"exclusiveMinimum": 0})]
+Delay = Annotated[float, Field(ge=0), _seconds_schema({"minimum": 0})]
 ImportRef = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"),
@@ -167,6 +163,12 @@ class BatchDef(_Raw):
     within: Duration | None = None
 
     _seconds = field_validator("within", mode="before")(parse_duration)
+
+    @model_validator(mode="after")
+    def _needs_a_trigger(self) -> BatchDef:
+        if self.size is None and self.within is None:
+            raise ValueError("a batch needs size, within, or both")
+        return self
 
 
 class ConsumeDef(_Raw):

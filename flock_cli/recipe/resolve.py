@@ -94,36 +94,51 @@ def _declared(model: type[BaseModel]) -> bool:
 def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
     """Resolve ``recipe``; append every problem found to ``problems``."""
     imported: dict[str, type[BaseModel]] = {}
-    for i, ref in enumerate(recipe.imports.types):
-        try:
-            obj = import_object(ref, ("imports", "types", i), "type")
-        except Problem as problem:
-            problems.append(problem)
-            continue
-        if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
-            problems.append(
-                Problem(("imports", "types", i), f"'{ref}' is not a Pydantic model class", code="import")
-            )
-            continue
-        imported[obj.__name__] = obj
-        imported.setdefault(canonical_name(obj), obj)
-    tools: dict[str, Callable[..., Any]] = {}
-    for i, ref in enumerate(recipe.imports.tools):
-        try:
-            tool = import_object(ref, ("imports", "tools", i), "tool")
-        except Problem as problem:
-            problems.append(problem)
-            continue
-        if not callable(tool):
-            problems.append(Problem(("imports", "tools", i), f"tool '{ref}' is not callable", code="import"))
-            continue
-        tools[ref.rsplit(":", 1)[1].rsplit(".", 1)[-1]] = tool
+    models = _imports(recipe.imports.types, "types", _is_model, "a Pydantic model class", problems)
+    for ref, obj in models:
+        for name in (obj.__name__, canonical_name(obj)):
+            other = imported.setdefault(name, obj)
+            if other is not obj:
+                problems.append(
+                    Problem(
+                        ("imports", "types", recipe.imports.types.index(ref)),
+                        f"two imported types are both named '{name}'",
+                        hint="give one of them another name with @flock_type(name=...)",
+                        code="import",
+                    )
+                )
+    tools: dict[str, Callable[..., Any]] = {
+        ref.rsplit(":", 1)[1].rsplit(".", 1)[-1]: tool  # a tool is named as its reference ends
+        for ref, tool in _imports(recipe.imports.tools, "tools", callable, "callable", problems)
+    }
     declared = build_types(recipe.types, imported, problems)
     types = {**imported, **declared}
     agents: dict[str, ResolvedAgent] = {}
     for name, spec in recipe.agents.items():
         agents[name] = _AgentResolver(name, spec, types, tools, set(recipe.agents), problems).resolve()
     return ResolvedRecipe(definition=recipe, types=types, agents=agents)
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _imports(
+    refs: list[str], kind: str, accept: Callable[[Any], bool], expected: str, problems: list[Problem]
+) -> list[tuple[str, Any]]:
+    """The objects ``imports.<kind>`` names; each that fails to import or is not ``expected`` is a problem."""
+    found = []
+    for i, ref in enumerate(refs):
+        try:
+            obj = import_object(ref, ("imports", kind, i), kind[:-1])
+        except Problem as problem:
+            problems.append(problem)
+            continue
+        if not accept(obj):
+            problems.append(Problem(("imports", kind, i), f"'{ref}' is not {expected}", code="import"))
+            continue
+        found.append((ref, obj))
+    return found
 
 
 class _AgentResolver:

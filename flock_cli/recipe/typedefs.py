@@ -60,6 +60,11 @@ def build_types(
         for field_name, field in spec.fields.items():
             path = ("types", name, "fields", field_name)
             try:
+                _check_field_name(field_name, path)
+            except Problem as problem:
+                problems.append(problem)
+                continue  # the model cannot even hold a field of that name
+            try:
                 annotation = _annotation(field.type, path, declared, imported, build)
                 fields[field_name] = _field(annotation, field, path)
             except Problem as problem:
@@ -87,6 +92,20 @@ def build_types(
         except Problem as problem:  # a cycle: nothing can be built for this type
             problems.append(problem)
     return built
+
+
+def _check_field_name(name: str, path: tuple[str | int, ...]) -> None:
+    """Names that would shadow Pydantic's own attributes, or ``payload`` (which expressions use
+    for the whole payload), cannot be field names."""
+    if name == "payload" or name.startswith(("_", "model_")) or hasattr(BaseModel, name):
+        raise Problem(
+            path,
+            f"'{name}' cannot be a field name: it is reserved"
+            + (" for the whole payload in expressions" if name == "payload" else " by Pydantic models"),
+            hint="rename the field",
+            code="reserved-name",
+            key=True,
+        )
 
 
 def _annotation(
@@ -129,6 +148,10 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
                     f"'{key}' applies to int and float fields, not {field.type}",
                     code="constraint",
                 )
+            if annotation is int and key != "multiple_of" and not float(value).is_integer():
+                raise Problem(
+                    (*path, key), f"'{key}' of an int field must be a whole number", code="constraint"
+                )
             kwargs[key] = int(value) if annotation is int and float(value).is_integer() else value
     for key in _LENGTH:
         value = getattr(field, key)
@@ -170,10 +193,16 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
         annotation = annotation | None
     if field.description:
         kwargs["description"] = field.description
+    try:  # Pydantic's validators are stricter than Python's re (no look-arounds, for one)
+        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[annotation, Field(**kwargs)])
+    except Exception as exc:
+        key = "pattern" if field.pattern is not None else "type"
+        reason = str(exc).splitlines()[0]
+        raise Problem((*path, key), f"this field cannot be built: {reason}", code="constraint") from None
     has_default = "default" in field.model_fields_set
     if has_default:
         try:  # the default must satisfy the field's own constraints too
-            TypeAdapter(Annotated[annotation, Field(**kwargs)]).validate_python(field.default)
+            adapter.validate_python(field.default)
         except ValidationError as exc:
             first = exc.errors()[0]["msg"]
             raise Problem(
