@@ -395,3 +395,28 @@ def test_each_recipe_has_its_own_board_and_board_finds_it(
         "run", RECIPES / "pipeline.yaml", "--engine=test", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
     )
     assert again.exit_code == 0, again.output
+
+
+def test_shell_completion_offers_commands_and_subcommands() -> None:
+    exe = shutil.which("flock", path=str(Path(sys.executable).parent))
+    assert exe is not None
+
+    def complete(words: str, index: int) -> list[str]:
+        env = {
+            **os.environ,
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(index),
+            "_FLOCK_COMPLETE": "complete_bash",
+        }
+        return subprocess.run([exe], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+    assert complete("flock bo", 1) == ["board"]
+    assert complete("flock board ", 2) == ["list", "show", "lineage"]
+    script = subprocess.run(
+        [exe],
+        env={**os.environ, "_FLOCK_COMPLETE": "source_bash"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "_flock_completion" in script.stdout

@@ -46,16 +46,19 @@ class LiveProgress:
             self._live.stop()
 
     def _render(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         status = self._flock.status()
         elapsed = time.monotonic() - self._started
-        table = Table(
-            title=f"{self._title}  {elapsed:5.1f}s  artifacts {status.artifacts_published}"
-            f"  failures {status.failures}  retries {status.retries}",
-            title_justify="left",
-            expand=False,
+        header = Text.assemble(
+            (self._title, "bold"),
+            f"  {elapsed:5.1f}s  artifacts {status.artifacts_published}  ",
+            (f"failures {status.failures}", "red" if status.failures else ""),
+            f"  retries {status.retries}  dead letters {status.dead_letters}",
         )
+        table = Table(expand=False)
         table.add_column("agent")
         table.add_column("running", justify="right")
         table.add_column("queued", justify="right")
@@ -69,6 +72,7 @@ class LiveProgress:
                 str(status.queued_by_agent.get(name, 0)),
                 str(status.runs_by_agent.get(name, 0)),
             )
+        parts: list[Any] = [header, table]
         if self.note:
-            table.caption = self.note
-        return table
+            parts.append(Text(self.note, style="yellow"))
+        return Group(*parts)
