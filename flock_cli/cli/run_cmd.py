@@ -14,6 +14,7 @@ from flock_cli.cli.common import (
     board_path,
     console,
     emit_json,
+    err_console,
     fail,
     reports_errors,
 )
@@ -74,6 +75,11 @@ def run(
     from flock_cli.cli.recipe_cmds import _load_or_report
 
     loaded = _load_or_report(recipe, as_json)
+    if model is not None:  # say so rather than let an accepted option do nothing silently
+        err_console().print(
+            "note: --model is for dspy engines, which this release does not run yet"
+            " (--engine test replaces them); it has no effect on this run"
+        )
     pending = _validated_inputs(loaded, inputs or [])
     store = _store(board_path(board, loaded))
     flock = loaded.build(store=store, model=model, engine_override=engine.value if engine else None)
