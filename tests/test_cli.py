@@ -420,3 +420,16 @@ def test_shell_completion_offers_commands_and_subcommands() -> None:
         check=True,
     )
     assert "_flock_completion" in script.stdout
+
+
+def test_board_dead_lists_what_the_breaker_held(tmp_path: Path) -> None:
+    board = tmp_path / "loop.db"
+    run = flock(
+        "run", RECIPES / "feedback_loop.yaml", "--engine=test", f"--board={board}",
+        "-i", f"Brief={RECIPES / 'inputs/brief.json'}",
+    )  # fmt: skip
+    assert run.exit_code == 1 and "(flock board dead)" in run.stdout
+    letters = json.loads(flock("board", "dead", "--board", board, "--json").stdout)
+    assert [(d["agent"], d["reason"]) for d in letters] == [("writer", "breaker")]
+    text = flock("board", "dead", "--board", board).stdout
+    assert "1 dead letter(s)" in text and "breaker writer" in text

@@ -21,7 +21,9 @@ __all__ = ["board_app"]
 T = TypeVar("T")
 
 board_app = typer.Typer(
-    name="board", help="Inspect the durable blackboard: artifacts, payloads, lineage.", no_args_is_help=True
+    name="board",
+    help="Inspect the durable blackboard: artifacts, payloads, lineage, dead letters.",
+    no_args_is_help=True,
 )
 BoardOpt = Annotated[
     str | None, typer.Option("--board", help="Board file (default: the one board in .flock/, or --recipe's).")
@@ -177,6 +179,31 @@ def lineage(
     for a in children:
         down.add(f"{a.type} {str(a.id)[:8]} from {a.produced_by}")
     console().print(tree)
+
+
+@board_app.command("dead")
+@reports_errors
+def dead_letters(board: BoardOpt = None, recipe: RecipeOpt = None, as_json: JsonOpt = False) -> None:
+    """List dead letters: runs that failed for good, work a circuit breaker held, expired embargoes."""
+    letters = _with_board(board, recipe, lambda store: store.dead_letters())
+    if as_json:
+        emit_json([letter.model_dump(mode="json") for letter in letters])
+        return
+    from rich.markup import escape
+
+    out = console()
+    if not letters:
+        out.print("no dead letters")
+        return
+    out.print(f"[bold]{len(letters)} dead letter(s)[/], oldest first")
+    for letter in letters:
+        inputs = ", ".join(str(i)[:8] for i in letter.artifact_ids)
+        why = f"{letter.error_type}: {letter.error}" if letter.error_type else letter.reason
+        out.print(
+            f"  {str(letter.id)[:8]} {letter.created_at:%H:%M:%S} [red]{escape(letter.reason)}[/]"
+            f" {escape(letter.agent)} on {inputs}: {escape(str(why))}"
+            + (f" (after {letter.attempts} attempts)" if letter.attempts > 1 else "")
+        )
 
 
 async def _find(store: SQLiteBlackboardStore, text: str) -> Artifact:

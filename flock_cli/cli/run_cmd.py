@@ -185,11 +185,17 @@ def _print_summary(summary: RunSummary, outcome: Outcome) -> None:
     if extra:
         out.print(f"  {extra}")
     for failure in summary.failures:
-        out.print(f"  [red]failed[/] {escape(str(failure.agent))}: {escape(str(failure.error))}")
+        tries = f", after {failure.attempts} attempts" if failure.attempts > 1 else ""
+        out.print(
+            f"  [red]failed[/] {escape(failure.agent)} in {escape(failure.stage)}{tries}:"
+            f" {escape(failure.error_type)}: {escape(failure.error)}"
+        )
     for trip in summary.breaker_trips:
         out.print(f"  [red]circuit breaker[/] tripped for {escape(trip.agent)} after {trip.limit} runs")
     if summary.dead_letters:
-        out.print(f"  [red]{len(summary.dead_letters)} dead letter(s)[/] kept on the board")
+        out.print(
+            f"  [red]{len(summary.dead_letters)} dead letter(s)[/] kept on the board (flock board dead)"
+        )
     if outcome.interrupted:
         out.print("[yellow]interrupted[/]" + (" (aborted)" if outcome.interrupted > 1 else ""))
     verdict = "[green]ok[/]" if summary.ok and not outcome.timed_out else "[bold red]failed[/]"
