@@ -433,3 +433,23 @@ def test_board_dead_lists_what_the_breaker_held(tmp_path: Path) -> None:
     assert [(d["agent"], d["reason"]) for d in letters] == [("writer", "breaker")]
     text = flock("board", "dead", "--board", board).stdout
     assert "1 dead letter(s)" in text and "breaker writer" in text
+
+
+def test_ctrl_c_flushes_a_partial_batch(tmp_path: Path) -> None:
+    recipe = RECIPES / "batch_summary.yaml"
+    events = write(
+        tmp_path / "events.json", json.dumps([{"service": "api", "level": "error", "message": "x"}] * 3)
+    )
+    watcher = spawn("run", recipe, "--engine", "test", "--watch", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / ".flock" / "batch-summary.db").exists())
+        done = cli("publish", "LogEvent", events, "--recipe", recipe, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        time.sleep(1.5)  # routed into the batch (size 10, within 30 s): nothing runs yet
+        assert "Digest" not in board_types(tmp_path)
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=20)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert "summariser 1" in out  # the partial batch of 3 was flushed at shutdown
