@@ -323,27 +323,42 @@ def test_watching_run_picks_up_what_publish_writes(slow_recipe: Path) -> None:
     finally:
         watcher.kill()
     assert watcher.returncode == 0, err
-    assert '"n": 40' in out and "summary: 1 runs (worker 1)" in out
+    assert '"n": 40' in out and "summary: 1 run (worker 1)" in out and "stopped ok" in out
 
 
-def test_first_ctrl_c_lets_runs_finish(slow_recipe: Path) -> None:
+def limited(recipe: Path, concurrency: int) -> Path:
+    text = recipe.read_text().replace(
+        "name: slow\n", f"name: slow\nsettings: {{max_concurrency: {concurrency}}}\n"
+    )
+    recipe.write_text(text)
+    return recipe
+
+
+def test_first_ctrl_c_lets_runs_in_flight_finish_and_starts_nothing_new(slow_recipe: Path) -> None:
     cwd = slow_recipe.parent
-    write(cwd / "jobs.json", '[{"n": 1}, {"n": 2}]')
+    write(cwd / "jobs.json", json.dumps([{"n": n} for n in range(5)]))
+    limited(slow_recipe, 2)
     proc = spawn("run", slow_recipe, "-i", "Job=jobs.json", cwd=cwd, env={"SLOW_SECONDS": "1.5"})
     try:
-        time.sleep(1.0)  # both runs are in flight
+        wait_for(lambda: (cwd / ".flock" / "slow.db").exists())
+        time.sleep(1.0)  # two runs in flight, three queued
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
-    assert "stopping: no new work" in err
-    assert "summary: 2 runs (worker 2)" in out and "interrupted" in out
+    assert proc.returncode == 130, err
+    assert "stopping: no new runs start" in err
+    assert "summary: 2 runs (worker 2)" in out
+    assert "3 queued runs not started (left on the board)" in out and "stopped ok" in out
+    resumed = cli("run", slow_recipe, cwd=cwd)  # the next run takes the three left on the board
+    assert resumed.returncode == 0, resumed.stderr
+    assert "summary: 3 runs (worker 3)" in resumed.stdout
 
 
 def test_second_ctrl_c_aborts_and_the_next_run_resumes(slow_recipe: Path) -> None:
     cwd = slow_recipe.parent
-    write(cwd / "jobs.json", '{"n": 7}')
+    write(cwd / "jobs.json", '[{"n": 7}, {"n": 8}, {"n": 9}]')
+    limited(slow_recipe, 1)  # one run in flight, two waiting for the slot
     proc = spawn("run", slow_recipe, "-i", "Job=jobs.json", cwd=cwd, env={"SLOW_SECONDS": "30"})
     try:
         wait_for(lambda: (cwd / ".flock" / "slow.db").exists())
@@ -355,10 +370,12 @@ def test_second_ctrl_c_aborts_and_the_next_run_resumes(slow_recipe: Path) -> Non
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert "1 interrupted runs returned to the board" in out
-    resumed = cli("run", slow_recipe, cwd=cwd)  # no input: the delivery left on the board runs
+    assert "1 interrupted run returned to the board" in out and "aborted" in out
+    assert "2 queued runs not started (left on the board)" in out
+    assert "Traceback" not in err and "never awaited" not in err and "destroyed" not in err
+    resumed = cli("run", slow_recipe, cwd=cwd)  # no input: the deliveries left on the board run
     assert resumed.returncode == 0, resumed.stderr
-    assert '"n": 70' in resumed.stdout
+    assert '"n": 70' in resumed.stdout and "summary: 3 runs (worker 3)" in resumed.stdout
 
 
 def test_console_script_on_path_runs_an_example(tmp_path: Path) -> None:
@@ -411,7 +428,7 @@ def test_shell_completion_offers_commands_and_subcommands() -> None:
         return subprocess.run([exe], env=env, capture_output=True, text=True, check=True).stdout.split()
 
     assert complete("flock bo", 1) == ["board"]
-    assert complete("flock board ", 2) == ["list", "show", "lineage"]
+    assert complete("flock board ", 2) == ["list", "show", "lineage", "dead"]
     script = subprocess.run(
         [exe],
         env={**os.environ, "_FLOCK_COMPLETE": "source_bash"},
@@ -435,7 +452,7 @@ def test_board_dead_lists_what_the_breaker_held(tmp_path: Path) -> None:
     assert "1 dead letter(s)" in text and "breaker writer" in text
 
 
-def test_ctrl_c_flushes_a_partial_batch(tmp_path: Path) -> None:
+def test_ctrl_c_flushes_a_partial_batch_onto_the_board(tmp_path: Path) -> None:
     recipe = RECIPES / "batch_summary.yaml"
     events = write(
         tmp_path / "events.json", json.dumps([{"service": "api", "level": "error", "message": "x"}] * 3)
@@ -451,5 +468,9 @@ def test_ctrl_c_flushes_a_partial_batch(tmp_path: Path) -> None:
         out, err = watcher.communicate(timeout=20)
     finally:
         watcher.kill()
-    assert watcher.returncode == 0, err
-    assert "summariser 1" in out  # the partial batch of 3 was flushed at shutdown
+    assert watcher.returncode == 0, err  # Ctrl-C is how a watching run ends
+    # the partial batch of 3 became a run, which waits on the board: no new work after Ctrl-C
+    assert "1 queued run not started (left on the board)" in out and "stopped ok" in out
+    resumed = cli("run", recipe, "--engine", "test", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "summariser 1" in resumed.stdout

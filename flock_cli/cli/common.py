@@ -35,7 +35,7 @@ __all__ = [
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and found failures (a run with dead letters, check findings)
 EXIT_USAGE = 2  # the user's input is wrong: bad recipe, payload, option or file
-EXIT_INTERRUPTED = 130  # stopped by a second Ctrl-C
+EXIT_INTERRUPTED = 130  # a run stopped by Ctrl-C (128 + SIGINT), as shells report it
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,8 +12,6 @@ from flock_cli.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     board_path,
-    console,
-    emit_json,
     err_console,
     fail,
     reports_errors,
@@ -23,9 +21,6 @@ from flock_cli.cli.inputs import parse_input_option, read_payloads
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from flock_cli.cli.run_session import Outcome
-    from flock_cli.core.artifact import Artifact
-    from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
 __all__ = ["EngineOverride", "run"]
@@ -91,8 +86,12 @@ def run(
     from flock_cli.cli.run_session import RunSession
 
     outcome = asyncio.run(RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json).run())
-    _report(outcome, loaded, as_json)
-    if outcome.interrupted == 2:
+    from flock_cli.cli.run_report import report
+
+    report(outcome, loaded, as_json)
+    # Ctrl-C is how a --watch run ends, so one Ctrl-C there is a normal stop; anywhere else the
+    # run did not finish, and a second Ctrl-C aborts.
+    if outcome.interrupted > 1 or (outcome.interrupted and not watch):
         raise typer.Exit(EXIT_INTERRUPTED)
     if not outcome.summary.ok or outcome.timed_out:
         raise typer.Exit(EXIT_FAILED)
@@ -127,76 +126,3 @@ def _store(path: str) -> Any:
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     return SQLiteBlackboardStore(path)
-
-
-def _report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
-    summary = outcome.summary
-    final_types = {t for t in recipe.graph.types if not recipe.graph.consumers(t)}
-    produced = [a for a in outcome.artifacts if a.produced_by != "external"]
-    final = [a for a in produced if a.type in final_types] or produced
-    if as_json:
-        emit_json(
-            {
-                "ok": summary.ok and not outcome.timed_out,
-                "interrupted": outcome.interrupted > 0,
-                "summary": summary.model_dump(mode="json"),
-                "final_artifacts": [a.model_dump(mode="json") for a in final],
-                "artifacts": [a.model_dump(mode="json") for a in outcome.artifacts],
-            }
-        )
-        return
-    _print_artifacts(final)
-    _print_summary(summary, outcome)
-
-
-def _print_artifacts(artifacts: list[Artifact]) -> None:
-    import json
-
-    from rich.markup import escape
-
-    out = console()
-    if not artifacts:
-        out.print("no artifacts were produced")
-        return
-    out.print(f"[bold]final artifacts ({len(artifacts)})[/]")
-    for a in artifacts:
-        payload = json.dumps(dict(a.payload), default=str, ensure_ascii=False)
-        out.print(
-            f"  [cyan]{escape(a.type)}[/] {str(a.id)[:8]} from {escape(a.produced_by)}: {escape(payload)}"
-        )
-
-
-def _print_summary(summary: RunSummary, outcome: Outcome) -> None:
-    from rich.markup import escape
-
-    out = console()
-    runs = ", ".join(f"{agent} {n}" for agent, n in sorted(summary.runs_by_agent.items())) or "none"
-    published = summary.artifacts_published
-    out.print(f"[bold]summary[/]: {summary.agent_runs} runs ({runs}); {published} artifacts published")
-    details = [
-        (summary.retries, "retries"),
-        (summary.visibility_denials, "visibility denials"),
-        (sum(summary.filtered.values()), "filtered by where/from/channels"),
-        (len(summary.expired_groups), "expired join groups"),
-        (len(summary.pending_groups), "incomplete join groups left on the board"),
-        (summary.released, "interrupted runs returned to the board"),
-    ]
-    extra = "; ".join(f"{n} {label}" for n, label in details if n)
-    if extra:
-        out.print(f"  {extra}")
-    for failure in summary.failures:
-        tries = f", after {failure.attempts} attempts" if failure.attempts > 1 else ""
-        out.print(
-            f"  [red]failed[/] {escape(failure.agent)} in {escape(failure.stage)}{tries}:"
-            f" {escape(failure.error_type)}: {escape(failure.error)}"
-        )
-    for trip in summary.breaker_trips:
-        out.print(f"  [red]circuit breaker[/] tripped for {escape(trip.agent)} after {trip.limit} runs")
-    if summary.dead_letters:
-        out.print(
-            f"  [red]{len(summary.dead_letters)} dead letter(s)[/] kept on the board (flock board dead)"
-        )
-    if outcome.interrupted:
-        out.print("[yellow]interrupted[/]" + (" (aborted)" if outcome.interrupted > 1 else ""))
-    verdict = "[green]ok[/]" if summary.ok and not outcome.timed_out else "[bold red]failed[/]"
-    out.print(verdict)

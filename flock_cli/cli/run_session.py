@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.cli.common import err_console
@@ -25,16 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["Outcome", "RunSession"]
 
 
+@dataclass
 class Outcome:
     """What a run left: its summary, the artifacts since it started, how it ended."""
 
-    def __init__(
-        self, summary: RunSummary, artifacts: list[Artifact], interrupted: int, timed_out: bool
-    ) -> None:
-        self.summary = summary
-        self.artifacts = artifacts
-        self.interrupted = interrupted
-        self.timed_out = timed_out
+    summary: RunSummary
+    artifacts: list[Artifact]
+    interrupted: int  # Ctrl-C (or SIGTERM) count
+    timed_out: bool
+    durable: bool  # the board outlives the process
 
 
 class RunSession:
@@ -65,7 +65,7 @@ class RunSession:
         self.interrupts += 1
         if self.interrupts == 1:
             self.stop.set()
-            note = "stopping: no new work; in-flight runs finish, batches flush (Ctrl-C again to abort)"
+            note = "stopping: no new runs start; runs in flight finish (Ctrl-C again to abort)"
             progress.note = note
             if not progress.enabled:
                 err_console().print(note)
@@ -92,7 +92,8 @@ class RunSession:
         timed_out = False
         summaries: list[RunSummary] = []
         with LiveProgress(flock, enabled=not self.quiet, title=self.recipe.name) as progress:
-            loop.add_signal_handler(signal.SIGINT, self.on_sigint, progress)
+            for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (kill, systemd) stops like Ctrl-C
+                loop.add_signal_handler(sig, self.on_sigint, progress)
             try:
                 work = asyncio.ensure_future(
                     flock.watch(stop=self.stop) if self.watch else flock.run_until_idle(self.timeout)
@@ -115,15 +116,17 @@ class RunSession:
                     await _cancel(work)
                 summaries.append(await self._shutdown(timed_out))
             finally:
-                loop.remove_signal_handler(signal.SIGINT)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
         artifacts = await _produced_since(flock, started)
         await flock.store.close()
-        return Outcome(_merge(summaries), artifacts, self.interrupts, timed_out)
+        return Outcome(_merge(summaries), artifacts, self.interrupts, timed_out, flock.store.durable)
 
     async def _shutdown(self, timed_out: bool) -> RunSummary:
         if timed_out:
             return await self.flock.shutdown(timeout=0, release_interrupted=True)
-        graceful = asyncio.ensure_future(self.flock.shutdown())
+        # After a Ctrl-C no new run starts; otherwise everything still queued runs to the end.
+        graceful = asyncio.ensure_future(self.flock.shutdown(drain=not self.stop.is_set()))
         aborted = asyncio.ensure_future(self.abort.wait())
         await asyncio.wait({graceful, aborted}, return_when=asyncio.FIRST_COMPLETED)
         aborted.cancel()

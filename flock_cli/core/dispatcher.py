@@ -37,6 +37,7 @@ class Dispatcher:
     def __init__(self, start: Callable[[Job], None], global_limit: int | None = None) -> None:
         self._start = start
         self.global_limit = global_limit
+        self.paused = False  # set when the flock stops: jobs still queue, none starts
         self.running = 0
         self.running_by_agent: dict[str, int] = {}
         self._limits: dict[str, int] = {}
@@ -77,7 +78,7 @@ class Dispatcher:
         """Queue a job and start whatever can start."""
         job.seq = next(self._seq)
         queue = self._queues.get(job.queue)
-        if not queue and (self.global_limit is None or self.running < self.global_limit):
+        if not self.paused and not queue and (self.global_limit is None or self.running < self.global_limit):
             agent = self._pick_agent(job)
             if agent is not None:  # fast path: nothing waits ahead of it
                 self._launch(job, agent)
@@ -99,7 +100,7 @@ class Dispatcher:
 
     def pump(self) -> None:
         """Start waiting runs, highest priority first, while slots allow."""
-        while self.global_limit is None or self.running < self.global_limit:
+        while not self.paused and (self.global_limit is None or self.running < self.global_limit):
             best: tuple[int, int] | None = None
             best_queue = None
             best_agent = None
@@ -119,3 +120,9 @@ class Dispatcher:
             if not self._queues[best_queue]:
                 del self._queues[best_queue]
             self._launch(job, best_agent)
+
+    def take_queued(self) -> list[Job]:
+        """Remove and return every waiting job, oldest first (when the flock stops starting work)."""
+        jobs = sorted((job for queue in self._queues.values() for _, _, job in queue), key=lambda j: j.seq)
+        self._queues.clear()
+        return jobs

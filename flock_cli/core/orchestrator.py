@@ -340,8 +340,9 @@ class Flock:
     ) -> RunSummary:
         """Keep serving: route what other processes publish to the board, run it, repeat.
 
-        Returns when ``stop`` is set, or after ``idle_exit`` seconds with nothing to do; the result
-        is the summary of everything since the previous summary.
+        Returns when ``stop`` is set (at once: what is running or queued is left to ``shutdown``,
+        which drains it or not), or after ``idle_exit`` seconds with nothing to do (then once
+        idle); the result is the summary of everything since the previous summary.
         """
         await self._ready()
         loop = asyncio.get_running_loop()
@@ -359,7 +360,8 @@ class Flock:
                     await asyncio.wait_for(stop.wait(), poll_interval)
             else:
                 await asyncio.sleep(poll_interval)
-        await self._scheduler.settle("idle")
+        if stop is None or not stop.is_set():
+            await self._scheduler.settle("idle")
         return self._take_summary()
 
     async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:
@@ -423,9 +425,14 @@ class Flock:
         return summary
 
     async def shutdown(
-        self, timeout: float | None = None, *, release_interrupted: bool = False
+        self, timeout: float | None = None, *, release_interrupted: bool = False, drain: bool = True
     ) -> RunSummary:
         """Stop taking work, flush partial batches, wait for in-flight runs, return the summary.
+
+        With ``drain`` (the default) every run already queued, and every run they cause, still
+        runs. With ``drain=False`` no new run starts: runs in flight finish, and the runs still
+        waiting (including those of flushed batches) are left: pending on a durable board for the
+        next flock, dead letters (``reason="stopped"``) otherwise (``RunSummary.not_started``).
 
         With ``timeout``, runs still going after that many seconds are cancelled; each is reported
         as a failure and kept as a dead letter, or, with ``release_interrupted`` on a durable
@@ -440,9 +447,9 @@ class Flock:
         self._release_interrupted = release_interrupted
         try:
             async with asyncio.timeout(timeout):
-                await scheduler.settle("shutdown")
+                await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
         except TimeoutError:
-            await scheduler.cancel_runs()
+            await scheduler.abort_runs()
         await scheduler.stop_timers()
         if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):

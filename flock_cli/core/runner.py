@@ -343,6 +343,21 @@ class RunExecutor:
         await self._dead_letter(agent, delivery, run, error, attempt, outputs_published=False)
         self._scheduler.resolve_direct(delivery.id, error=error)
 
+    async def leave(self, agent: str, delivery: Delivery, run: ReadyRun) -> None:
+        """A run the flock stopped before it started: a durable board keeps its delivery pending
+        for the next flock; otherwise it becomes a dead letter (``reason="stopped"``) that
+        ``retry_dead_letter`` can run."""
+        self._collector.not_started += 1
+        message = "not started: the flock stopped before this run's turn"
+        if not self._flock.store.durable:
+            await self._keep(
+                agent, delivery.artifact_ids, "stopped", run.subscription, message=message,
+                delivery_id=delivery.id, bury=True,
+            )  # fmt: skip
+        self._scheduler.resolve_direct(
+            delivery.id, error=AgentRunError(agent, "stopped", RuntimeError(message))
+        )
+
     async def keep_embargoed(
         self, artifact: Artifact, subscription: Subscription, lifts_at: datetime
     ) -> None:

@@ -56,6 +56,8 @@ class Scheduler:
         self.active = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
+        self._progress = asyncio.Event()  # set whenever a unit of work ends or waits in a queue
+        self._stopping = asyncio.Event()  # set when the flock starts no new runs
         self._route_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.Task[Any]] = set()
@@ -70,6 +72,7 @@ class Scheduler:
         first = self._loop is None
         self._loop = loop
         self._idle = asyncio.Event()
+        self._progress, self._stopping = asyncio.Event(), asyncio.Event()
         self._route_lock = asyncio.Lock()
         self._tasks, self._timers = set(), set()
         if self.active:
@@ -104,8 +107,52 @@ class Scheduler:
     def release(self) -> None:
         """One unit of work finished."""
         self.active -= 1
+        self._progress.set()
         if self.active == 0:
             self._idle.set()
+
+    async def stop_starting(self, flush_trigger: str) -> None:
+        """Start no new runs: flush partial batches (their runs wait like the others), wait until
+        every run in flight is over, then leave the waiting runs (``RunExecutor.leave``)."""
+        self.dispatcher.paused = True
+        self._stopping.set()
+        while True:
+            if any(b.units for b in self.router.batchers.values()):
+                await self.flush_all(flush_trigger)
+            if self.active <= self.dispatcher.queued:  # everything left is waiting for a slot
+                break
+            self._progress.clear()
+            await self._progress.wait()
+        await self.leave_queued()
+
+    async def abort_runs(self) -> None:
+        """Cancel every run in flight and leave the waiting ones (a shutdown that timed out)."""
+        self.dispatcher.paused = True  # cancelled runs free slots: nothing may take them
+        self._stopping.set()
+        await self.cancel_runs()
+        await self.leave_queued()
+
+    async def leave_queued(self) -> None:
+        """Hand every queued run to ``RunExecutor.leave``: kept on a durable board, else a dead letter."""
+        executor = self._flock._executor
+        for job in self.dispatcher.take_queued():
+            delivery, run, _ = job.payload
+            try:
+                await executor.leave(job.agent or run.subscription.agent, delivery, run)
+            finally:
+                self.release()
+
+    async def backoff(self, seconds: float) -> None:
+        """Sleep before a retry, cut short when the flock stops (the retry then waits in the queue)."""
+        if self._stopping.is_set():
+            return
+        sleeper = asyncio.ensure_future(self._flock.clock.sleep(seconds))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
 
     async def settle(self, flush_trigger: str) -> None:
         """Wait until nothing is queued, running or backing off; flush partial batches on the way."""
@@ -400,9 +447,10 @@ class Scheduler:
             finally:
                 self.dispatcher.finished(agent.name)
             if retry_in is not None:
-                await self._flock.clock.sleep(retry_in)  # back-off without holding a slot
+                await self.backoff(retry_in)  # without holding a slot
                 self.dispatcher.submit(job)
                 resubmitted = True  # the job stays counted as active work
+                self._progress.set()
         except asyncio.CancelledError:
             await executor.abandon(agent, delivery, run, "cancelled at shutdown")
             raise

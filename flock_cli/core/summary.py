@@ -102,6 +102,11 @@ class RunSummary(BaseModel):
     predicate_errors: list[PredicateError] = Field(default_factory=list)
     pending_groups: list[PendingGroup] = Field(default_factory=list)
     pending_embargoes: list[PendingEmbargo] = Field(default_factory=list)
+    not_started: int = Field(
+        default=0,
+        description="runs that were waiting when the flock stopped starting work: still pending on a"
+        " durable board (the next flock runs them), dead letters (reason 'stopped') otherwise",
+    )
     released: int = Field(
         default=0,
         description="runs interrupted at shutdown whose deliveries went back to the durable board"
@@ -151,6 +156,7 @@ class SummaryCollector:
         self.filtered: Counter[str] = Counter()
         self.predicate_errors: list[PredicateError] = []
         self.released = 0
+        self.not_started = 0
 
     def live(self, running_by_agent: dict[str, int], queued_by_agent: dict[str, int]) -> LiveStatus:
         """The counters so far, with what is running and queued now."""
@@ -184,4 +190,5 @@ class SummaryCollector:
             pending_groups=pending,
             pending_embargoes=embargoes,
             released=self.released,
+            not_started=self.not_started,
         )

@@ -108,7 +108,7 @@ class Delivery:
     subscription: int = 0
 
 
-DeadLetterReason = Literal["failed", "breaker", "embargoed"]
+DeadLetterReason = Literal["failed", "breaker", "embargoed", "stopped"]
 
 
 class DeadLetter(BaseModel):

@@ -1,0 +1,121 @@
+"""What ``flock run`` prints at the end: the artifacts that came out, and the summary."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from flock_cli.cli.common import console, emit_json
+
+if TYPE_CHECKING:
+    from flock_cli.cli.run_session import Outcome
+    from flock_cli.core.artifact import Artifact
+    from flock_cli.core.summary import RunSummary
+    from flock_cli.recipe.loader import Recipe
+
+__all__ = ["plural", "report"]
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {word if n == 1 else many or word + 's'}"
+
+
+def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
+    """Print the outcome as text, or as one JSON object with ``--json``."""
+    summary = outcome.summary
+    final_types = {t for t in recipe.graph.types if not recipe.graph.consumers(t)}
+    produced = [a for a in outcome.artifacts if a.produced_by != "external"]
+    final = [a for a in produced if a.type in final_types]
+    if as_json:
+        emit_json(
+            {
+                "ok": _ok(outcome),
+                "interrupted": outcome.interrupted > 0,
+                "aborted": outcome.interrupted > 1,
+                "summary": summary.model_dump(mode="json"),
+                "final_artifacts": [a.model_dump(mode="json") for a in final or produced],
+                "artifacts": [a.model_dump(mode="json") for a in outcome.artifacts],
+            }
+        )
+        return
+    if final:
+        _print_artifacts("final artifacts", final)
+    elif produced:  # every type is consumed again (a loop): show what the run made
+        _print_artifacts("artifacts produced", produced)
+    else:
+        console().print("no artifacts were produced")
+    _print_summary(outcome)
+
+
+def _ok(outcome: Outcome) -> bool:
+    return outcome.summary.ok and not outcome.timed_out and outcome.interrupted < 2
+
+
+def _print_artifacts(title: str, artifacts: list[Artifact]) -> None:
+    from rich.markup import escape
+
+    out = console()
+    out.print(f"[bold]{title} ({len(artifacts)})[/]")
+    for a in artifacts:
+        payload = json.dumps(dict(a.payload), default=str, ensure_ascii=False)
+        out.print(
+            f"  [cyan]{escape(a.type)}[/] {str(a.id)[:8]} from {escape(a.produced_by)}: {escape(payload)}"
+        )
+
+
+def _print_summary(outcome: Outcome) -> None:
+    from rich.markup import escape
+
+    summary: RunSummary = outcome.summary
+    out = console()
+    runs = ", ".join(f"{agent} {n}" for agent, n in sorted(summary.runs_by_agent.items())) or "none"
+    out.print(
+        f"[bold]summary[/]: {plural(summary.agent_runs, 'run')} ({runs});"
+        f" {plural(summary.artifacts_published, 'artifact')} published"
+    )
+    where = "left on the board" if outcome.durable else "lost with this in-memory board"
+    details = [
+        (summary.retries, "retry", "retries"),
+        (summary.visibility_denials, "visibility denial", None),
+        (
+            sum(summary.filtered.values()),
+            "artifact filtered out by where/from/channels",
+            "artifacts filtered out by where/from/channels",
+        ),
+        (summary.released, "interrupted run returned to the board", "interrupted runs returned to the board"),
+        (summary.not_started, f"queued run not started ({where})", f"queued runs not started ({where})"),
+    ]
+    extra = "; ".join(plural(n, word, many) for n, word, many in details if n)
+    if extra:
+        out.print(f"  {extra}")
+    for predicate in summary.predicate_errors:
+        out.print(f"  [yellow]where failed[/] for {escape(predicate.agent)}: {escape(predicate.error)}")
+    for group in summary.expired_groups:
+        out.print(
+            f"  [yellow]join expired[/] for {escape(group.agent)}: missing {escape(', '.join(group.missing))}"
+        )
+    for pending in summary.pending_groups:
+        missing = escape(", ".join(pending.missing))
+        kept = " (kept on the board)" if outcome.durable else ""
+        out.print(f"  [yellow]join waiting[/] for {escape(pending.agent)}: missing {missing}{kept}")
+    for failure in summary.failures:
+        tries = f", after {failure.attempts} attempts" if failure.attempts > 1 else ""
+        error = failure.error.splitlines()[0] if failure.error else ""
+        out.print(
+            f"  [red]failed[/] {escape(failure.agent)} in {escape(failure.stage)}{tries}:"
+            f" {escape(failure.error_type)}: {escape(error)}"
+        )
+    for trip in summary.breaker_trips:
+        out.print(
+            f"  [red]circuit breaker[/] tripped for {escape(trip.agent)} after {plural(trip.limit, 'run')}"
+        )
+    if summary.dead_letters:
+        kept = "kept on the board (flock board dead)" if outcome.durable else "(in memory: lost at exit)"
+        out.print(f"  [red]{plural(len(summary.dead_letters), 'dead letter')}[/] {kept}")
+    if outcome.interrupted > 1:
+        out.print("[bold red]aborted[/]")
+    elif outcome.interrupted:
+        out.print("[yellow]stopped[/]" + (" [green]ok[/]" if _ok(outcome) else " [bold red]failed[/]"))
+    else:
+        out.print("[green]ok[/]" if _ok(outcome) else "[bold red]failed[/]")
