@@ -58,3 +58,10 @@ async def test_default_location_is_dot_flock(tmp_path: Path, monkeypatch: pytest
     assert (tmp_path / ".flock" / "board.db").exists()
     journal = sqlite3.connect(tmp_path / ".flock" / "board.db").execute("PRAGMA journal_mode").fetchone()
     assert journal == ("wal",)
+
+
+async def test_a_write_after_close_fails_cleanly(tmp_path: Path) -> None:
+    store = SQLiteBlackboardStore(tmp_path / "b.db")
+    await store.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="is closed"):
+        await store.release_leases("nobody")

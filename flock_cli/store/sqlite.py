@@ -59,6 +59,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     durable = True
 
     def __init__(self, path: str | Path = DEFAULT_BOARD, *, busy_timeout: float = 10.0) -> None:
+        self._closed = False
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(
@@ -88,6 +89,9 @@ class SQLiteBlackboardStore(BlackboardStore):
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:  # a straggler (a cancelled run's last write): fail it, never touch the file
+            future.set_exception(sqlite3.ProgrammingError(f"the board {self.path} is closed"))
+            return future
         self._queue.append((write, single, future))
         if len(self._queue) == 1:
             loop.call_soon(self._flush)
@@ -130,6 +134,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         with contextlib.suppress(Exception):
             await self.sync()
         self._flush()
+        self._closed = True
         self._conn.close()
 
     # -- artifacts -------------------------------------------------------------------------------
