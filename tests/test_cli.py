@@ -474,3 +474,12 @@ def test_ctrl_c_flushes_a_partial_batch_onto_the_board(tmp_path: Path) -> None:
     resumed = cli("run", recipe, "--engine", "test", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "summariser 1" in resumed.stdout
+
+
+def test_a_misspelt_payload_key_is_an_error_not_lost(tmp_path: Path) -> None:
+    result = flock(
+        "publish", "Idea", "-", "--recipe", RECIPES / "pipeline.yaml", "--board", tmp_path / "b.db",
+        input='{"topic": "queues", "audiance": "managers"}',
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "Invalid payload for type 'Idea': audiance: Extra inputs are not permitted" in result.stderr

@@ -174,8 +174,8 @@ def test_documented_check_findings(folder: Path) -> None:
     findings = _recipe(folder, "visibility-example").findings
     warnings = [d.message for d in findings if d.severity == "warning"]
     assert warnings == [
-        "agent 'press' can never receive 'Escalation': the visibility acme_analyst publish it with"
-        " does not include this agent"
+        "agent 'press' can never receive 'Escalation': the visibility it is published with"
+        " (by acme_analyst) does not include this agent"
     ]
 
 

@@ -164,7 +164,7 @@ def _never_delivered(
     visible = [p for p in candidates if _may_see(agent, _visibility_of(p, type_name))]
     if not visible:
         names = ", ".join(p.name for p in candidates)
-        return f"the visibility {names} publish it with does not include this agent"
+        return f"the visibility it is published with (by {names}) does not include this agent"
     return ""
 
 

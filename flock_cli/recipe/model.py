@@ -43,7 +43,7 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -53,7 +53,7 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION.match(value)
         if match is None:
             raise ValueError(f"'{value}' is not a duration; write a number of seconds or e.g. 30s, 5m, 2h")
-        return float(match.group(1)) * _UNITS[match.group(2)]
+        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
     return value
 
 
@@ -62,7 +62,7 @@ def _seconds_schema(bound: dict[str, float]) -> WithJsonSchema:
         {
             "anyOf": [
                 {"type": "number", **bound},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
             ],
             "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
         }

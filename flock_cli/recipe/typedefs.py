@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from flock_cli.core.registry import flock_type
 from flock_cli.errors import did_you_mean
@@ -71,7 +71,13 @@ def build_types(
                 problems.append(problem)
                 fields[field_name] = (Any, None)
         visiting.pop()
-        model = create_model(name, __doc__=spec.description or None, __module__=__name__, **fields)
+        model = create_model(
+            name,
+            __doc__=spec.description or None,
+            __module__=__name__,
+            __config__=ConfigDict(extra="forbid"),  # a misspelt payload key is an error, not lost
+            **fields,
+        )
         built[name] = flock_type(name=name)(model)
         return built[name]
 
