@@ -483,3 +483,30 @@ def test_a_misspelt_payload_key_is_an_error_not_lost(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2
     assert "Invalid payload for type 'Idea': audiance: Extra inputs are not permitted" in result.stderr
+
+
+def test_publish_checks_private_agent_names(tmp_path: Path) -> None:
+    result = flock(
+        "publish", "Idea", "-", "--recipe", RECIPES / "pipeline.yaml", "--board", tmp_path / "b.db",
+        "--visibility", "private:writr", input='{"topic": "queues"}',
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "the recipe has no agent 'writr'. Did you mean 'writer'?" in result.stderr
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_run_with_nothing_to_do_on_a_board_says_so(tmp_path: Path) -> None:
+    result = flock("run", RECIPES / "pipeline.yaml", "--engine=test", "--board", tmp_path / "b.db")
+    assert result.exit_code == 2
+    assert "nothing to run: pass --input TYPE=FILE (the recipe starts from Idea)" in result.stderr
+
+
+def test_unknown_types_are_named_in_command_line_terms() -> None:
+    result = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine=test", "--board=:memory:", "-i", "Idae=-", input="{}"
+    )
+    assert result.exit_code == 2
+    assert (
+        "has no type 'Idae'. Did you mean 'Idea'? Its types: Article, Draft, Idea, Outline." in result.stderr
+    )
+    assert "flock_type" not in result.stderr

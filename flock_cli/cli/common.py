@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from rich.console import Console
 
     from flock_cli.recipe.loader import Recipe
@@ -29,6 +30,7 @@ __all__ = [
     "fail",
     "load",
     "open_board",
+    "recipe_type",
     "reports_errors",
 ]
 
@@ -102,6 +104,20 @@ def load(path: Path) -> Recipe:
 
 
 BOARD_DIR = Path(".flock")
+
+
+def recipe_type(recipe: Recipe, type_name: str) -> type[BaseModel]:
+    """The artifact type ``type_name`` of ``recipe``, or a usage error naming the types it has."""
+    model = recipe.resolved.types.get(type_name)
+    if model is None:
+        from flock_cli.errors import UsageError, did_you_mean
+
+        known = sorted(recipe.definition.types) + sorted(n for n in recipe.resolved.types if "." not in n)
+        names = ", ".join(dict.fromkeys(known)) or "none"
+        raise UsageError(
+            f"{recipe.path} has no type '{type_name}'.{did_you_mean(type_name, known)} Its types: {names}."
+        )
+    return model
 
 
 def board_path(option: str | None, recipe: Recipe | None) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flock_cli.cli.common import board_path, console, emit_json, fail, load, reports_errors
+from flock_cli.cli.common import board_path, console, emit_json, fail, load, recipe_type, reports_errors
 from flock_cli.cli.inputs import read_payloads
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def publish(
     from pydantic import ValidationError
 
     from flock_cli.core.orchestrator import Flock
-    from flock_cli.errors import InvalidPayloadError, UnknownTypeError
+    from flock_cli.errors import InvalidPayloadError
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
@@ -63,16 +63,14 @@ def publish(
             f"publish needs the recipe that declares {type_name}: pass --recipe FILE (no {recipe_path} here)"
         )
     loaded = load(recipe_path)
-    model_cls = loaded.resolved.types.get(type_name)
-    if model_cls is None:
-        raise UnknownTypeError(type_name, loaded.resolved.types)
+    model_cls = recipe_type(loaded, type_name)
     correlation = None
     if correlation_id is not None:
         try:
             correlation = UUID(correlation_id)
         except ValueError:
             fail(f"--correlation-id must be a UUID, got {correlation_id!r}")
-    vis = parse_visibility(visibility) if visibility else None
+    vis = parse_visibility(visibility, agents=list(loaded.definition.agents)) if visibility else None
     models = []
     for item in read_payloads(payload, label=f"publish {type_name}"):
         try:
@@ -101,11 +99,14 @@ def publish(
         emit_json([a.model_dump(mode="json") for a in stored])
         return
     for a in stored:
-        console().print(f"published {a.type} {a.id} (correlation {a.correlation_id}) to {path}")
+        console().print(
+            f"published {a.type} {a.id} (correlation {a.correlation_id}) to {Path(path).resolve()}"
+        )
 
 
-def parse_visibility(text: str) -> Visibility:
-    """``public``, ``private:a,b``, ``labelled:x,y``, ``tenant:acme`` or ``after:5m``."""
+def parse_visibility(text: str, *, agents: list[str]) -> Visibility:
+    """``public``, ``private:a,b``, ``labelled:x,y``, ``tenant:acme`` or ``after:5m``; the agents
+    of ``private`` must be among ``agents``."""
     from datetime import timedelta
 
     from flock_cli.core.visibility import (
@@ -126,6 +127,11 @@ def parse_visibility(text: str) -> Visibility:
     if kind in ("private", "labelled", "tenant", "after") and not names:
         raise UsageError(f"--visibility {kind} needs a value: {kind}:...")
     if kind == "private":
+        for name in names:
+            if name not in agents:
+                raise UsageError(
+                    f"--visibility private: the recipe has no agent '{name}'.{did_you_mean(name, agents)}"
+                )
         return PrivateVisibility(agents=frozenset(names))
     if kind == "labelled":
         return LabelledVisibility(required_labels=frozenset(names))

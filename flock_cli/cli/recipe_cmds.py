@@ -16,6 +16,7 @@ from flock_cli.cli.common import (
     err_console,
     fail,
     load,
+    recipe_type,
     reports_errors,
 )
 
@@ -152,7 +153,7 @@ def schema(
         if recipe is None:
             fail("a type's schema needs --recipe RECIPE (the file that declares the type)")
         loaded = _load_or_report(recipe, False)
-        model = _type_of(loaded, type_name)
+        model = recipe_type(loaded, type_name)
         text = json.dumps(model.model_json_schema(), indent=2) + "\n"
     if output is None:
         typer.echo(text, nl=False)
@@ -160,15 +161,6 @@ def schema(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text, encoding="utf-8")
         err_console().print(f"wrote {output}")
-
-
-def _type_of(loaded: Any, type_name: str) -> Any:
-    from flock_cli.errors import UnknownTypeError
-
-    model = loaded.resolved.types.get(type_name)
-    if model is None:
-        raise UnknownTypeError(type_name, loaded.resolved.types)
-    return model
 
 
 _TEMPLATE = """\

@@ -14,6 +14,7 @@ from flock_cli.cli.common import (
     board_path,
     err_console,
     fail,
+    recipe_type,
     reports_errors,
 )
 from flock_cli.cli.inputs import parse_input_option, read_payloads
@@ -78,14 +79,17 @@ def run(
     pending = _validated_inputs(loaded, inputs or [])
     store = _store(board_path(board, loaded))
     flock = loaded.build(store=store, model=model, engine_override=engine.value if engine else None)
+    if not loaded.definition.agents:
+        fail(f"{recipe} declares no agents: nothing can run")
     if not pending and not watch and not store.durable:
-        entry = ", ".join(loaded.graph.entry_types()) or "a consumed type"
-        fail(f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch")
+        fail(_nothing_to_run(loaded))
     import asyncio
 
     from flock_cli.cli.run_session import RunSession
 
-    outcome = asyncio.run(RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json).run())
+    session = RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json)
+    session.nothing_to_run = _nothing_to_run(loaded)
+    outcome = asyncio.run(session.run())
     from flock_cli.cli.run_report import report
 
     report(outcome, loaded, as_json)
@@ -101,15 +105,12 @@ def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
     """Every input validated before anything runs, so a bad payload loses nothing."""
     from pydantic import ValidationError
 
-    from flock_cli.errors import InvalidPayloadError, UnknownTypeError
+    from flock_cli.errors import InvalidPayloadError
 
     models: list[BaseModel] = []
-    types = loaded.resolved.types
     for option in options:
         type_name, source = parse_input_option(option)
-        model_cls = types.get(type_name)
-        if model_cls is None:
-            raise UnknownTypeError(type_name, types)
+        model_cls = recipe_type(loaded, type_name)
         for payload in read_payloads(source, label=f"--input {type_name}"):
             try:
                 models.append(model_cls.model_validate(payload))
@@ -126,3 +127,8 @@ def _store(path: str) -> Any:
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     return SQLiteBlackboardStore(path)
+
+
+def _nothing_to_run(recipe: Recipe) -> str:
+    entry = ", ".join(recipe.graph.entry_types()) or "a consumed type"
+    return f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch"

@@ -58,6 +58,7 @@ class RunSession:
         self.force = force
         self.quiet = quiet
         self.interrupts = 0
+        self.nothing_to_run = "nothing to run"  # the message when there are no inputs and no work left
         self.stop = asyncio.Event()
         self.abort = asyncio.Event()
 
@@ -86,6 +87,12 @@ class RunSession:
             raise ResumeRefusedError(
                 f"{exc} From the command line: flock run --force, or choose another --board."
             ) from None
+        if not (self.inputs or self.watch or any(flock.resumed.values())):
+            from flock_cli.errors import UsageError
+
+            await flock.shutdown()
+            await flock.store.close()
+            raise UsageError(self.nothing_to_run)
         started = flock.clock.now()
         for model in self.inputs:
             await flock.publish(model)
