@@ -26,9 +26,14 @@ board_app = typer.Typer(
     no_args_is_help=True,
 )
 BoardOpt = Annotated[
-    str | None, typer.Option("--board", help="Board file (default: the one board in .flock/, or --recipe's).")
+    str | None,
+    typer.Option(
+        "--board", metavar="PATH", help="Board file (default: the one board in .flock/, or --recipe's)."
+    ),
 ]
-RecipeOpt = Annotated[Path | None, typer.Option("--recipe", "-r", help="Use this recipe's board.")]
+RecipeOpt = Annotated[
+    Path | None, typer.Option("--recipe", "-r", metavar="FILE", help="Use this recipe's board.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="An artifact id, or a unique prefix of one.")]
 
@@ -55,18 +60,21 @@ def list_artifacts(
     board: BoardOpt = None,
     recipe: RecipeOpt = None,
     types: Annotated[
-        list[str] | None, typer.Option("--type", "-t", help="Only this type (repeatable).")
+        list[str] | None, typer.Option("--type", "-t", metavar="TYPE", help="Only this type (repeatable).")
     ] = None,
     produced_by: Annotated[
-        list[str] | None, typer.Option("--from", help="Only from this agent (repeatable).")
+        list[str] | None, typer.Option("--from", metavar="AGENT", help="Only from this agent (repeatable).")
     ] = None,
     correlation_id: Annotated[
-        str | None, typer.Option("--correlation-id", help="Only this correlation id.")
+        str | None, typer.Option("--correlation-id", metavar="UUID", help="Only this correlation id.")
     ] = None,
     tags: Annotated[
-        list[str] | None, typer.Option("--tag", help="Only artifacts with this tag (repeatable).")
+        list[str] | None,
+        typer.Option("--tag", metavar="TAG", help="Only artifacts with this tag (repeatable)."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many (newest).")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many (newest).")
+    ] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List artifacts, newest first, with their type, producer, correlation and payload."""

@@ -22,25 +22,35 @@ DEFAULT_RECIPE = "recipe.yaml"
 @reports_errors
 def publish(
     type_name: Annotated[str, typer.Argument(metavar="TYPE", help="The artifact type.", show_default=False)],
-    payload: Annotated[str, typer.Argument(help="JSON/YAML file (one object or a list), or - for stdin.")],
+    payload: Annotated[
+        str, typer.Argument(metavar="PAYLOAD", help="JSON/YAML file (one object or a list), or - for stdin.")
+    ],
     recipe: Annotated[
         Path | None,
         typer.Option(
-            "--recipe", "-r", help="Recipe declaring TYPE (default: $FLOCK_RECIPE or ./recipe.yaml)."
+            "--recipe",
+            "-r",
+            metavar="FILE",
+            help="Recipe declaring TYPE (default: $FLOCK_RECIPE or ./recipe.yaml).",
         ),
     ] = None,
     board: Annotated[
         str | None,
-        typer.Option("--board", help="Board file (default: settings.board or .flock/<recipe name>.db)."),
+        typer.Option(
+            "--board", metavar="PATH", help="Board file (default: settings.board or .flock/<recipe name>.db)."
+        ),
     ] = None,
     correlation_id: Annotated[
-        str | None, typer.Option("--correlation-id", help="Correlation id (a UUID).")
+        str | None, typer.Option("--correlation-id", metavar="UUID", help="Correlation id (a UUID).")
     ] = None,
-    tags: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="A tag (repeatable).")
+    ] = None,
     visibility: Annotated[
         str | None,
         typer.Option(
             "--visibility",
+            metavar="RULE",
             help="public, private:AGENT[,AGENT], labelled:LABEL[,LABEL], tenant:ID or after:DURATION.",
         ),
     ] = None,

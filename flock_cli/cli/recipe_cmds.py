@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-RecipeArg = Annotated[Path, typer.Argument(help="The recipe file (YAML).", show_default=False)]
+RecipeArg = Annotated[
+    Path, typer.Argument(metavar="RECIPE", help="The recipe file (YAML).", show_default=False)
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -120,7 +122,8 @@ def check(
 def graph(
     recipe: RecipeArg,
     fmt: Annotated[
-        GraphFormat, typer.Option("--format", "-f", help="tree, mermaid or json.")
+        GraphFormat,
+        typer.Option("--format", "-f", metavar="tree|mermaid|json", help="tree, mermaid or json."),
     ] = GraphFormat.tree,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,10 +140,17 @@ def graph(
 @reports_errors
 def schema(
     type_name: Annotated[
-        str | None, typer.Argument(help="An artifact type of --recipe (default: the recipe format itself).")
+        str | None,
+        typer.Argument(
+            metavar="[TYPE]", help="An artifact type of --recipe (default: the recipe format itself)."
+        ),
     ] = None,
-    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="Recipe declaring the type.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", "-r", metavar="FILE", help="Recipe declaring the type.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write to this file.")
+    ] = None,
 ) -> None:
     """Print the JSON Schema of the recipe format, or of one artifact type of a recipe."""
     import json
@@ -199,7 +209,9 @@ agents:
 
 @reports_errors
 def init(
-    path: Annotated[Path, typer.Argument(help="Recipe file to create.")] = Path("recipe.yaml"),
+    path: Annotated[Path, typer.Argument(metavar="[PATH]", help="Recipe file to create.")] = Path(
+        "recipe.yaml"
+    ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Create a starter recipe (and its JSON Schema for editor completion) that runs as is."""

@@ -35,20 +35,28 @@ class EngineOverride(StrEnum):
 
 @reports_errors
 def run(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file (YAML).", show_default=False)],
+    recipe: Annotated[
+        Path, typer.Argument(metavar="RECIPE", help="The recipe file (YAML).", show_default=False)
+    ],
     inputs: Annotated[
         list[str] | None,
         typer.Option(
-            "--input", "-i", help="TYPE=FILE (JSON or YAML, one object or a list) or TYPE=- for stdin."
+            "--input",
+            "-i",
+            metavar="TYPE=FILE",
+            help="TYPE=FILE (JSON or YAML, one object or a list) or TYPE=- for stdin.",
         ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Model for dspy engines (overrides the recipe).")
+        str | None,
+        typer.Option("--model", metavar="MODEL", help="Model for dspy engines (overrides the recipe)."),
     ] = None,
     board: Annotated[
         str | None,
         typer.Option(
-            "--board", help="Board file (default: settings.board or .flock/<recipe name>.db); :memory:."
+            "--board",
+            metavar="PATH",
+            help="Board file (default: settings.board or .flock/<recipe name>.db); :memory:.",
         ),
     ] = None,
     watch: Annotated[
@@ -56,10 +64,10 @@ def run(
     ] = False,
     engine: Annotated[
         EngineOverride | None,
-        typer.Option("--engine", help="test: run dspy agents on the offline test engine."),
+        typer.Option("--engine", metavar="test", help="test: run dspy agents on the offline test engine."),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Give up after this many seconds.")
+        float | None, typer.Option("--timeout", metavar="SECONDS", help="Give up after this many seconds.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Resume a board left by another workflow.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
