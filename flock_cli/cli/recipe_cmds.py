@@ -176,7 +176,7 @@ def schema(
 _TEMPLATE = """\
 # yaml-language-server: $schema={schema}
 # A Flock-Flow recipe: declare types and agents; agents subscribe to types.
-# Reference: docs/recipes.md. Check it: flock check {name}
+# Every key is in the recipe reference (docs/recipes.md of Flock-Flow). Check it: flock check {name}
 name: {stem}
 description: An idea becomes a draft; a reviewer scores the draft.
 
@@ -219,12 +219,12 @@ def init(
 
     if path.exists() and not force:
         fail(f"{path} already exists (use --force to overwrite it)")
-    schema_file = path.parent / ".flock" / "recipe.schema.json"
+    schema_file = path.parent / "schemas" / "recipe.schema.json"  # where editors find it (see header)
     schema_file.parent.mkdir(parents=True, exist_ok=True)
     schema_file.write_text(schema_text(), encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        _TEMPLATE.format(schema=".flock/recipe.schema.json", name=path, stem=path.stem), encoding="utf-8"
+        _TEMPLATE.format(schema="schemas/recipe.schema.json", name=path, stem=path.stem), encoding="utf-8"
     )
     console().print(f"created {path} (and {schema_file})")
-    console().print(f'next: flock run {path} --input Idea=- <<< \'{{"topic": "blackboards"}}\'')
+    console().print(f'next: echo \'{{"topic": "blackboards"}}\' | flock run {path} --input Idea=-')
