@@ -128,9 +128,9 @@ def test_init_scaffolds_a_recipe_that_runs(tmp_path: Path, monkeypatch: pytest.M
     assert (
         Path("recipe.yaml")
         .read_text()
-        .startswith("# yaml-language-server: $schema=.flock/recipe.schema.json")
+        .startswith("# yaml-language-server: $schema=schemas/recipe.schema.json")
     )
-    assert Path(".flock/recipe.schema.json").exists()
+    assert Path("schemas/recipe.schema.json").exists()
     assert flock("check", "recipe.yaml", "-q").exit_code == 0
     result = flock("run", "recipe.yaml", "--input", "Idea=-", "--json", input='{"topic": "blackboards"}')
     assert result.exit_code == 0, result.output
