@@ -110,6 +110,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
           3 |     fields: {x: str
           4 | agents: {}
             |       ^
+          hint: a { or [ is not closed, or a value inside holds a bracket or comma: quote it, "list[str]"
         """
     )
     assert codes(error) == ["yaml-syntax"]
@@ -1348,10 +1349,11 @@ def test_where_syntax_error(tmp_path: Path) -> None:
     error = load_error(write(tmp_path, WHERE % '"score >= "'))
     assert rendered(error, tmp_path) == golden(
         """\
-        recipe.yaml:8:16: error: invalid where expression: unexpected 'end of template' at agents.a.consumes[0].where
+        recipe.yaml:8:16: error: invalid where expression: it ends too early at agents.a.consumes[0].where
           7 |       - types: Draft
           8 |         where: "score >= "
             |                ^^^^^^^^^^^
+          hint: finish the comparison, e.g. score > 3
         """
     )
     assert codes(error) == ["expression"]
@@ -1669,10 +1671,10 @@ agents:
     # No engine key to point at: the error names the agent and points at its first key.
     assert rendered(excinfo.value, tmp_path) == golden(
         """\
-        recipe.yaml:8:5: error: agent 'a' uses the dspy engine, which this release does not include yet at agents.a
+        recipe.yaml:7:3: error: agent 'a' uses the dspy engine, which this release does not include yet at agents.a
+          6 | agents:
           7 |   a:
-          8 |     consumes: A
-            |     ^
+            |   ^
           hint: run with --engine test to use the offline test engine for model-backed agents
         """
     )

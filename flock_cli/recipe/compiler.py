@@ -101,12 +101,14 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, pro
             if override == "test":
                 engines.append(TestEngine())
             else:
+                declared = "engine" in spec.model_fields_set  # else the default engine: point at the agent
                 problems.append(
                     Problem(
-                        ("agents", agent.name, "engine", i),
+                        ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
                         f"agent '{agent.name}' uses the dspy engine, which this release does not include yet",
                         hint="run with --engine test to use the offline test engine for model-backed agents",
                         code="engine-unavailable",
+                        key=not declared,
                     )
                 )
     if engines:  # empty only when an engine was reported as a problem above

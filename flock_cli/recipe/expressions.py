@@ -94,7 +94,8 @@ def compile_expression(
         compiled = env.compile_expression(source, undefined_to_none=False)
         tree = env.parse("{{ " + source + " }}")
     except TemplateSyntaxError as exc:
-        raise ExpressionError(f"invalid {purpose} expression: {exc.message}") from None
+        message, hint = _explain(exc.message or "")
+        raise ExpressionError(f"invalid {purpose} expression: {message}", hint=hint) from None
     _reject_private_attributes(tree, source, purpose)
     known = {*names, "payload"}
     for name in sorted(meta.find_undeclared_variables(tree)):
@@ -116,6 +117,18 @@ def compile_expression(
     evaluate.__name__ = f"{purpose}({source})"
     evaluate.__qualname__ = evaluate.__name__
     return evaluate
+
+
+def _explain(message: str) -> tuple[str, str]:
+    """Jinja's parser messages, in the words of an expression language; with a hint."""
+    message = message.rstrip(".")
+    if message == "unexpected 'end of template'":
+        return "it ends too early", "finish the comparison, e.g. score > 3"
+    if message.startswith("No filter named"):
+        return message, f"filters: {', '.join(sorted(_SAFE_FILTERS))}"
+    if "chunk after expression" in message or "end of print statement" in message:
+        return "unexpected text after the expression", "compare with == (not =), combine with and / or"
+    return message, ""
 
 
 def _reject_private_attributes(tree: Any, source: str, purpose: str) -> None:

@@ -73,6 +73,8 @@ def parse_yaml(text: str, file: str) -> Document:
         node = yaml.compose(text, Loader=loader_cls)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark is not None and "end of stream" in (exc.problem or ""):
+            mark = exc.context_mark  # an unclosed quote or bracket: point where it opened
         where = None
         if mark is not None:
             lines = text.splitlines() or [""]
@@ -81,8 +83,13 @@ def parse_yaml(text: str, file: str) -> Document:
             where = Mark(file, line, column)
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
+        hint = ""
+        if "expected ',' or '}'" in problem or "expected ',' or ']'" in problem:
+            hint = 'a { or [ is not closed, or a value inside holds a bracket or comma: quote it, "list[str]"'
+        elif "end of stream" in problem:
+            hint = "a quote or bracket opened here is never closed"
         raise RecipeError(
-            [Diagnostic(f"YAML syntax error: {problem}{context}", where, code="yaml-syntax")]
+            [Diagnostic(f"YAML syntax error: {problem}{context}", where, hint=hint, code="yaml-syntax")]
         ) from None
     except yaml.YAMLError as exc:
         raise RecipeError([Diagnostic(f"YAML error: {exc}", Mark(file, 1, 1), code="yaml-syntax")]) from None

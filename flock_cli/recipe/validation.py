@@ -17,6 +17,7 @@ from flock_cli.recipe.source import Document
 __all__ = ["diagnose"]
 
 _QUOTED = re.compile(r"'([^']*)'")
+_INSTANCE_OF = re.compile(r" or instance of \w+")
 
 
 def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
@@ -58,6 +59,9 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
             message = str(ctx["error"])
         elif kind == "string_pattern_mismatch":
             message = _pattern_message(str(ctx.get("pattern", "")), item["input"], on_key)
+        message = _INSTANCE_OF.sub("", message)  # "... or instance of ConsumeDef" names our classes
+        if isinstance(item.get("input"), bool) and not hint:
+            hint = "YAML reads yes, no, on, off, true and false as booleans: put the value in quotes"
         mark, _ = doc.locate(loc, key=point_at_key)
         out.append(Diagnostic(message, mark, format_path(data_path), hint=hint, code=f"schema:{kind}"))
     return out
