@@ -510,3 +510,50 @@ def test_unknown_types_are_named_in_command_line_terms() -> None:
         "has no type 'Idae'. Did you mean 'Idea'? Its types: Article, Draft, Idea, Outline." in result.stderr
     )
     assert "flock_type" not in result.stderr
+
+
+def test_the_inputs_of_one_run_share_a_correlation_id_so_they_join(tmp_path: Path) -> None:
+    recipe = write(
+        tmp_path / "join.yaml",
+        """
+        types:
+          Payment: {fields: {amount: float}}
+          Shipment: {fields: {carrier: str}}
+          Match: {fields: {note: str}}
+        agents:
+          matcher:
+            consumes: [{types: [Payment, Shipment], join: {within: 1m}}]
+            publishes: Match
+            engine: test
+        """,
+    )
+    write(tmp_path / "p.json", '{"amount": 9.5}')
+    write(tmp_path / "s.json", '{"carrier": "dhl"}')
+    result = flock(
+        "run",
+        recipe,
+        "--board=:memory:",
+        "-i",
+        f"Payment={tmp_path / 'p.json'}",
+        "-i",
+        f"Shipment={tmp_path / 's.json'}",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["summary"]["runs_by_agent"] == {"matcher": 1}
+    assert len({a["correlation_id"] for a in data["artifacts"]}) == 1
+    given = "5b8e6a52-41d4-4f7a-9a8e-000000000001"
+    again = flock(
+        "run",
+        recipe,
+        "--board=:memory:",
+        "-i",
+        f"Payment={tmp_path / 'p.json'}",
+        "--correlation-id",
+        given,
+        "--json",
+    )
+    waiting = json.loads(again.stdout)
+    assert {a["correlation_id"] for a in waiting["artifacts"]} == {given}
+    assert [g["missing"] for g in waiting["summary"]["pending_groups"]] == [["Shipment"]]

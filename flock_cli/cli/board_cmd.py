@@ -101,8 +101,8 @@ def list_artifacts(
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    type_width = min(24, max((len(a.type) for a in page.items), default=4))
-    from_width = min(20, max((len(a.produced_by) for a in page.items), default=4))
+    type_width = min(24, max([4, *(len(a.type) for a in page.items)]))  # at least the header
+    from_width = min(20, max([4, *(len(a.produced_by) for a in page.items)]))
     widths = {"id": 8, "created": 8, "type": type_width, "from": from_width, "corr": 8}
     if console().width < 110:  # a narrow terminal: keep room for the payload
         del widths["created"], widths["corr"]

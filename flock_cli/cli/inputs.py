@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import UsageError
 
-__all__ = ["parse_input_option", "read_payloads"]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["parse_input_option", "read_payloads", "validated_payloads"]
 
 
 def parse_input_option(option: str) -> tuple[str, str]:
@@ -56,3 +59,24 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"{name}: invalid JSON or YAML: {exc}") from None
+
+
+def validated_payloads(model: type[BaseModel], type_name: str, source: str, *, label: str) -> list[BaseModel]:
+    """Every payload in ``source`` validated into ``model``; the first invalid one is an error
+    naming the type, the field and, in a list, which item (so nothing is published)."""
+    from pydantic import ValidationError
+
+    from flock_cli.errors import InvalidPayloadError
+
+    items = read_payloads(source, label=label)
+    models = []
+    for i, item in enumerate(items):
+        try:
+            models.append(model.model_validate(item))
+        except ValidationError as exc:
+            error = InvalidPayloadError(type_name, exc)
+            if len(items) > 1:
+                where = "standard input" if source == "-" else source
+                error.args = (f"item {i + 1} of {len(items)} in {where}: {error}",)
+            raise error from None
+    return models

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flock_cli.cli.common import board_path, console, emit_json, fail, load, recipe_type, reports_errors
-from flock_cli.cli.inputs import read_payloads
+from flock_cli.cli.inputs import validated_payloads
 
 if TYPE_CHECKING:
     from flock_cli.core.visibility import Visibility
@@ -61,10 +61,7 @@ def publish(
     import asyncio
     from uuid import UUID
 
-    from pydantic import ValidationError
-
     from flock_cli.core.orchestrator import Flock
-    from flock_cli.errors import InvalidPayloadError
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
@@ -81,12 +78,7 @@ def publish(
         except ValueError:
             fail(f"--correlation-id must be a UUID, got {correlation_id!r}")
     vis = parse_visibility(visibility, agents=list(loaded.definition.agents)) if visibility else None
-    models = []
-    for item in read_payloads(payload, label=f"publish {type_name}"):
-        try:
-            models.append(model_cls.model_validate(item))
-        except ValidationError as exc:
-            raise InvalidPayloadError(type_name, exc) from None
+    models = validated_payloads(model_cls, type_name, payload, label=f"publish {type_name}")
     path = board_path(board, loaded)
     if path == ":memory:":
         fail("publish writes to a durable board; ':memory:' would lose the artifact")

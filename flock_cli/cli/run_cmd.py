@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID, uuid4
 
 import typer
 
@@ -17,7 +18,7 @@ from flock_cli.cli.common import (
     recipe_type,
     reports_errors,
 )
-from flock_cli.cli.inputs import parse_input_option, read_payloads
+from flock_cli.cli.inputs import parse_input_option, validated_payloads
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -70,6 +71,14 @@ def run(
         float | None, typer.Option("--timeout", metavar="SECONDS", help="Give up after this many seconds.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Resume a board left by another workflow.")] = False,
+    correlation_id: Annotated[
+        str | None,
+        typer.Option(
+            "--correlation-id",
+            metavar="UUID",
+            help="Correlation id of the inputs (default: one new id for all).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
 ) -> None:
@@ -96,6 +105,7 @@ def run(
     from flock_cli.cli.run_session import RunSession
 
     session = RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json)
+    session.correlation_id = _correlation(correlation_id)
     session.nothing_to_run = _nothing_to_run(loaded)
     outcome = asyncio.run(session.run())
     from flock_cli.cli.run_report import report
@@ -111,19 +121,12 @@ def run(
 
 def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
     """Every input validated before anything runs, so a bad payload loses nothing."""
-    from pydantic import ValidationError
-
-    from flock_cli.errors import InvalidPayloadError
 
     models: list[BaseModel] = []
     for option in options:
         type_name, source = parse_input_option(option)
         model_cls = recipe_type(loaded, type_name)
-        for payload in read_payloads(source, label=f"--input {type_name}"):
-            try:
-                models.append(model_cls.model_validate(payload))
-            except ValidationError as exc:
-                raise InvalidPayloadError(type_name, exc) from None
+        models += validated_payloads(model_cls, type_name, source, label=f"--input {type_name}")
     return models
 
 
@@ -140,3 +143,14 @@ def _store(path: str) -> Any:
 def _nothing_to_run(recipe: Recipe) -> str:
     entry = ", ".join(recipe.graph.entry_types()) or "a consumed type"
     return f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch"
+
+
+def _correlation(text: str | None) -> UUID:
+    """All inputs of one ``flock run`` are one workflow: they share a correlation id (so joins
+    by correlation id pair them), new unless ``--correlation-id`` continues an existing one."""
+    if text is None:
+        return uuid4()
+    try:
+        return UUID(text)
+    except ValueError:
+        fail(f"--correlation-id must be a UUID, got {text!r}")

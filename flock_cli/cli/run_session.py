@@ -12,6 +12,7 @@ import contextlib
 import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from flock_cli.cli.common import err_console
 
@@ -58,6 +59,7 @@ class RunSession:
         self.force = force
         self.quiet = quiet
         self.interrupts = 0
+        self.correlation_id: UUID | None = None  # of the inputs (None: each gets its own)
         self.nothing_to_run = "nothing to run"  # the message when there are no inputs and no work left
         self.stop = asyncio.Event()
         self.abort = asyncio.Event()
@@ -95,7 +97,7 @@ class RunSession:
             raise UsageError(self.nothing_to_run)
         started = flock.clock.now()
         for model in self.inputs:
-            await flock.publish(model)
+            await flock.publish(model, correlation_id=self.correlation_id)
         timed_out = False
         summaries: list[RunSummary] = []
         with LiveProgress(flock, enabled=not self.quiet, title=self.recipe.name) as progress:
