@@ -45,6 +45,61 @@ class ExpressionError(Exception):
         return self.message
 
 
+# Methods an expression may call on payload values; they read, and their results are no
+# larger than the value itself. Anything else (str.center, str.format, int.to_bytes, ...) is
+# refused: several of them can build gigabytes from a short expression.
+_METHODS: dict[type, frozenset[str]] = {
+    str: frozenset(
+        {
+            "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "title",
+            "capitalize", "casefold", "count", "find", "rfind", "isalpha", "isdigit", "isalnum",
+            "isspace", "islower", "isupper", "isnumeric", "split", "rsplit", "splitlines",
+        }
+    ),
+    dict: frozenset({"get", "keys", "values", "items"}),
+    list: frozenset({"count", "index"}),
+    tuple: frozenset({"count", "index"}),
+}  # fmt: skip
+_CALLABLE_NAMES = frozenset().union(*_METHODS.values())
+# Names the expression language reads as literals or keywords: a field cannot be called that.
+RESERVED_NAMES = frozenset(
+    {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else", "self"}
+)
+
+
+def _too_big() -> Exception:
+    from jinja2.exceptions import SecurityError
+
+    return SecurityError(f"the result would exceed {_MAX_SIZE} items")
+
+
+def _replace(value: Any, old: Any, new: Any, count: int | None = None) -> str:
+    text, old, new = str(value), str(old), str(new)
+    hits = text.count(old) if old else len(text) + 1
+    if count is not None:
+        hits = min(hits, max(count, 0))
+    if len(text) + hits * (len(new) - len(old)) > _MAX_SIZE:
+        raise _too_big()
+    return text.replace(old, new, -1 if count is None else count)
+
+
+def _join(value: Any, d: str = "") -> str:
+    items = [str(v) for v in value]
+    if sum(map(len, items)) + len(d) * len(items) > _MAX_SIZE:
+        raise _too_big()
+    return str(d).join(items)
+
+
+def _sum(value: Any, start: Any = 0) -> Any:
+    from jinja2.exceptions import SecurityError
+
+    items = list(value)
+    numbers = [start, *items]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
+        raise SecurityError("sum adds numbers only")
+    return sum(items, start)
+
+
 @cache
 def _environment() -> Any:
     from jinja2 import StrictUndefined
@@ -52,9 +107,17 @@ def _environment() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     class Sandbox(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**"})
+        intercepted_binops = frozenset({"*", "**", "%"})
+
+        def call(self, context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+            owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
+            if name not in _METHODS.get(type(owner), ()):
+                raise SecurityError(f"calling {name or type(obj).__name__} is not allowed in an expression")
+            return super().call(context, obj, *args, **kwargs)
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "%" and isinstance(left, str | bytes):
+                raise SecurityError("string formatting with % is not allowed; build strings with ~")
             if operator == "**" and isinstance(right, int | float):
                 if abs(right) > _MAX_EXPONENT:
                     raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
@@ -66,14 +129,15 @@ def _environment() -> Any:
                     raise SecurityError(f"the result would exceed {_MAX_BITS} bits")
             if operator == "*":
                 for seq, times in ((left, right), (right, left)):
-                    sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+                    sized = isinstance(seq, str | bytes | list | tuple) and isinstance(times, int)
                     if sized and len(seq) * times > _MAX_SIZE:
-                        raise SecurityError(f"the result would exceed {_MAX_SIZE} items")
+                        raise _too_big()
             return super().call_binop(context, operator, left, right)
 
     env = Sandbox(undefined=StrictUndefined, autoescape=False)
     env.globals.clear()
     env.filters = {k: v for k, v in env.filters.items() if k in _SAFE_FILTERS}
+    env.filters.update(replace=_replace, join=_join, sum=_sum)  # size-checked versions
     return env
 
 
@@ -96,7 +160,10 @@ def compile_expression(
     except TemplateSyntaxError as exc:
         message, hint = _explain(exc.message or "")
         raise ExpressionError(f"invalid {purpose} expression: {message}", hint=hint) from None
+    except RecursionError:
+        raise ExpressionError(f"the {purpose} expression is nested too deeply") from None
     _reject_private_attributes(tree, source, purpose)
+    _reject_calls(tree, source, purpose)
     known = {*names, "payload"}
     for name in sorted(meta.find_undeclared_variables(tree)):
         if name not in known:
@@ -112,7 +179,7 @@ def compile_expression(
 
     def evaluate(model: BaseModel) -> Any:
         payload = model.model_dump()
-        return compiled(payload=payload, **payload)
+        return compiled({**payload, "payload": payload})  # one mapping: any field name is safe
 
     evaluate.__name__ = f"{purpose}({source})"
     evaluate.__qualname__ = evaluate.__name__
@@ -141,6 +208,20 @@ def _reject_private_attributes(tree: Any, source: str, purpose: str) -> None:
                 f"the {purpose} expression reads '{attr}'; private and dunder attributes are not allowed",
                 column=_column_of(source, attr),
                 token=attr,
+            )
+
+
+def _reject_calls(tree: Any, source: str, purpose: str) -> None:
+    from jinja2 import nodes
+
+    for node in tree.find_all(nodes.Call):
+        name = node.node.attr if isinstance(node.node, nodes.Getattr) else getattr(node.node, "name", "")
+        if name not in _CALLABLE_NAMES:
+            raise ExpressionError(
+                f"the {purpose} expression calls '{name or 'something'}', which expressions cannot call",
+                column=_column_of(source, name) if name else 0,
+                token=name,
+                hint="methods allowed: " + ", ".join(sorted(_CALLABLE_NAMES)),
             )
 
 

@@ -103,6 +103,16 @@ def build_types(
 def _check_field_name(name: str, path: tuple[str | int, ...]) -> None:
     """Names that would shadow Pydantic's own attributes, or ``payload`` (which expressions use
     for the whole payload), cannot be field names."""
+    from flock_cli.recipe.expressions import RESERVED_NAMES
+
+    if name in RESERVED_NAMES:
+        raise Problem(
+            path,
+            f"'{name}' cannot be a field name: expressions read it as a keyword or literal",
+            hint="rename the field",
+            code="reserved-name",
+            key=True,
+        )
     if name == "payload" or name.startswith(("_", "model_")) or hasattr(BaseModel, name):
         raise Problem(
             path,
