@@ -557,3 +557,29 @@ def test_the_inputs_of_one_run_share_a_correlation_id_so_they_join(tmp_path: Pat
     waiting = json.loads(again.stdout)
     assert {a["correlation_id"] for a in waiting["artifacts"]} == {given}
     assert [g["missing"] for g in waiting["summary"]["pending_groups"]] == [["Shipment"]]
+
+
+def test_ctrl_c_while_publishing_inputs_stops_cleanly_and_says_what_was_not_published(tmp_path: Path) -> None:
+    write(tmp_path / "ideas.json", json.dumps([{"topic": f"topic {n}"} for n in range(3000)]))
+    proc = spawn("run", RECIPES / "pipeline.yaml", "--engine", "test", "-i", "Idea=ideas.json", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / ".flock" / "pipeline.db").exists())
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "summary:" in out
+    listed = json.loads(cli("board", "list", "--type", "Idea", "--json", "-n", "1", cwd=tmp_path).stdout)
+    unpublished = 3000 - listed["total"]
+    if unpublished:  # the usual case: the run was still publishing
+        assert f"{unpublished} inputs not published" in out
+
+
+def test_watch_with_a_timeout_serves_that_long(slow_recipe: Path) -> None:
+    start = time.monotonic()
+    done = cli("run", slow_recipe, "--watch", "--timeout", "1", cwd=slow_recipe.parent)
+    assert done.returncode == 0, done.stderr
+    assert 1.0 <= time.monotonic() - start < 15
+    assert "summary: 0 runs" in done.stdout

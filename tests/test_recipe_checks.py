@@ -35,7 +35,9 @@ def error_codes(path: Path) -> list[str]:
     return [d.code for d in caught.value.diagnostics]
 
 
-@pytest.mark.parametrize("name", ["payload", "_x", "model_dump", "model_config", "json", "schema", "none", "self"])
+@pytest.mark.parametrize(
+    "name", ["payload", "_x", "model_dump", "model_config", "json", "schema", "none", "self"]
+)
 def test_reserved_field_names_are_refused_at_their_key(tmp_path: Path, name: str) -> None:
     path = write(tmp_path / "r.yaml", f"types:\n  A:\n    fields:\n      {name}: str\n")
     with pytest.raises(RecipeError) as caught:

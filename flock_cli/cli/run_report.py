@@ -33,6 +33,7 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
                 "ok": _ok(outcome),
                 "interrupted": outcome.interrupted > 0,
                 "aborted": outcome.interrupted > 1,
+                "unpublished_inputs": outcome.unpublished,
                 "summary": summary.model_dump(mode="json"),
                 "final_artifacts": [a.model_dump(mode="json") for a in final or produced],
                 "artifacts": [a.model_dump(mode="json") for a in outcome.artifacts],
@@ -74,6 +75,10 @@ def _print_summary(outcome: Outcome) -> None:
         f"[bold]summary[/]: {plural(summary.agent_runs, 'run')} ({runs});"
         f" {plural(summary.artifacts_published, 'artifact')} published"
     )
+    if outcome.unpublished:
+        out.print(
+            f"  [yellow]{plural(outcome.unpublished, 'input')} not published[/] (stopped before their turn)"
+        )
     where = "left on the board" if outcome.durable else "lost with this in-memory board"
     details = [
         (summary.retries, "retry", "retries"),

@@ -36,6 +36,7 @@ class Outcome:
     interrupted: int  # Ctrl-C (or SIGTERM) count
     timed_out: bool
     durable: bool  # the board outlives the process
+    unpublished: int = 0  # inputs not published because Ctrl-C came first
 
 
 class RunSession:
@@ -77,33 +78,39 @@ class RunSession:
 
     async def run(self) -> Outcome:
         from flock_cli.cli.progress import LiveProgress
+        from flock_cli.core.session import ResumeRefusedError
         from flock_cli.errors import IdleTimeoutError
 
         flock = self.flock
         loop = asyncio.get_running_loop()
-        from flock_cli.core.session import ResumeRefusedError
-
-        try:
-            await flock.attach(force=self.force)
-        except ResumeRefusedError as exc:
-            raise ResumeRefusedError(
-                f"{exc} From the command line: flock run --force, or choose another --board."
-            ) from None
-        if not (self.inputs or self.watch or any(flock.resumed.values())):
-            from flock_cli.errors import UsageError
-
-            await flock.shutdown()
-            await flock.store.close()
-            raise UsageError(self.nothing_to_run)
-        started = flock.clock.now()
-        for model in self.inputs:
-            await flock.publish(model, correlation_id=self.correlation_id)
         timed_out = False
         summaries: list[RunSummary] = []
+        published = 0
         with LiveProgress(flock, enabled=not self.quiet, title=self.recipe.name) as progress:
+            # Signals first: agents start running while the inputs are still being published.
             for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (kill, systemd) stops like Ctrl-C
                 loop.add_signal_handler(sig, self.on_sigint, progress)
             try:
+                try:
+                    await flock.attach(force=self.force)
+                except ResumeRefusedError as exc:
+                    raise ResumeRefusedError(
+                        f"{exc} From the command line: flock run --force, or choose another --board."
+                    ) from None
+                if not (self.inputs or self.watch or any(flock.resumed.values())):
+                    from flock_cli.errors import UsageError
+
+                    await flock.shutdown()
+                    await flock.store.close()
+                    raise UsageError(self.nothing_to_run)
+                started = flock.clock.now()
+                for model in self.inputs:
+                    if self.stop.is_set():
+                        break  # Ctrl-C while publishing: the rest is not published (and reported)
+                    await flock.publish(model, correlation_id=self.correlation_id)
+                    published += 1
+                if self.watch and self.timeout is not None:  # serve for that long, then stop
+                    loop.call_later(self.timeout, self.stop.set)
                 work = asyncio.ensure_future(
                     flock.watch(stop=self.stop) if self.watch else flock.run_until_idle(self.timeout)
                 )
@@ -129,7 +136,14 @@ class RunSession:
                     loop.remove_signal_handler(sig)
         artifacts = await _produced_since(flock, started)
         await flock.store.close()
-        return Outcome(_merge(summaries), artifacts, self.interrupts, timed_out, flock.store.durable)
+        return Outcome(
+            _merge(summaries),
+            artifacts,
+            self.interrupts,
+            timed_out,
+            flock.store.durable,
+            unpublished=len(self.inputs) - published,
+        )
 
     async def _shutdown(self, timed_out: bool) -> RunSummary:
         if timed_out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from flock_cli.core.components import Context
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import BreakerTrip, Failure
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
-from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery
+from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery, StaleLeaseError
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -334,6 +335,13 @@ class RunExecutor:
         error = AgentRunError(agent.name, "cancelled", cause)
         error.__cause__ = cause
         attempt = self._holding.pop(delivery.id, 0)  # 0: cancelled while backing off, no lease held
+        # StaleLeaseError: the run's completion was queued and committed first; nothing to keep.
+        with contextlib.suppress(StaleLeaseError):
+            await self._abandon(agent, delivery, run, error, attempt)
+
+    async def _abandon(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, error: AgentRunError, attempt: int
+    ) -> None:
         flock = self._flock
         if flock._release_interrupted and flock.store.durable and attempt:
             await flock.store.release(delivery.id, attempt)
