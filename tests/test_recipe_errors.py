@@ -438,13 +438,13 @@ def test_wrong_value_type(tmp_path: Path) -> None:
     error = load_error(path)
     assert rendered(error, tmp_path) == golden(
         """\
-        recipe.yaml:8:19: error: Input should be a valid integer, unable to parse string as an integer at agents.a.consumes[0].priority
+        recipe.yaml:8:19: error: Input should be a valid integer at agents.a.consumes[0].priority
           7 |       - types: A
           8 |         priority: high
             |                   ^^^^
         """
     )
-    assert codes(error) == ["schema:int_parsing"]
+    assert codes(error) == ["schema:int_type"]
 
 
 def test_unknown_engine_kind(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "open_board",
     "recipe_type",
     "reports_errors",
+    "sqlite_board",
 ]
 
 EXIT_OK = 0
@@ -150,10 +151,21 @@ def _slug(name: str) -> str:
 
 def open_board(path: str, *, must_exist: bool) -> SQLiteBlackboardStore:
     """Open a durable board; with ``must_exist`` a missing file is a usage error, not a new board."""
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     if path == ":memory:":
         fail("':memory:' has no board to inspect; use a board file")
     if must_exist and not Path(path).exists():
         fail(f"no board at {path} (run a recipe first, or pass --board PATH)")
-    return SQLiteBlackboardStore(path)
+    return sqlite_board(path)
+
+
+def sqlite_board(path: str) -> SQLiteBlackboardStore:
+    """Open (or create) the SQLite board at ``path``; a file that cannot be one is a usage error."""
+    import sqlite3
+
+    from flock_cli.store.sqlite import SQLiteBlackboardStore
+
+    try:
+        return SQLiteBlackboardStore(path)
+    except (sqlite3.Error, OSError) as exc:
+        fail(f"cannot open the board {path}: {exc} (is it a directory, another kind of file, or read-only?)")

@@ -53,12 +53,16 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith(("{", "[")) or not text.strip():
                 raise UsageError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, 100,000 nested lists
+            raise UsageError(f"{name}: cannot read this JSON: {exc}") from None
     import yaml
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UsageError(f"{name}: invalid JSON or YAML: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # !!int abc, 2024-02-30
+        raise UsageError(f"{name}: cannot read this YAML: {exc}") from None
 
 
 def validated_payloads(model: type[BaseModel], type_name: str, source: str, *, label: str) -> list[BaseModel]:

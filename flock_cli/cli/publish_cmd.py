@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from flock_cli.cli.common import board_path, console, emit_json, fail, load, recipe_type, reports_errors
+from flock_cli.cli.common import (
+    board_path,
+    console,
+    emit_json,
+    fail,
+    load,
+    recipe_type,
+    reports_errors,
+    sqlite_board,
+)
 from flock_cli.cli.inputs import validated_payloads
 
 if TYPE_CHECKING:
@@ -62,7 +71,6 @@ def publish(
     from uuid import UUID
 
     from flock_cli.core.orchestrator import Flock
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
     if recipe is None and not recipe_path.exists():
@@ -82,7 +90,7 @@ def publish(
     path = board_path(board, loaded)
     if path == ":memory:":
         fail("publish writes to a durable board; ':memory:' would lose the artifact")
-    flock = Flock(store=SQLiteBlackboardStore(path), role="publisher")
+    flock = Flock(store=sqlite_board(path), role="publisher")
     for type_model in dict.fromkeys(loaded.resolved.types.values()):
         flock.register_type(type_model)
 
@@ -119,7 +127,7 @@ def parse_visibility(text: str, *, agents: list[str]) -> Visibility:
         TenantVisibility,
     )
     from flock_cli.errors import UsageError, did_you_mean
-    from flock_cli.recipe.model import parse_duration
+    from flock_cli.recipe.model import MAX_SECONDS, parse_duration
 
     kind, _, arg = text.partition(":")
     names = [n.strip() for n in arg.split(",") if n.strip()]
@@ -144,5 +152,9 @@ def parse_visibility(text: str, *, agents: list[str]) -> Visibility:
             seconds = float(parse_duration(arg.strip()))
         except ValueError as exc:
             raise UsageError(f"--visibility after: {exc}") from None
+        if not 0 < seconds <= MAX_SECONDS:
+            raise UsageError(
+                f"--visibility after: the embargo must last more than 0 s and at most {MAX_SECONDS} s"
+            )
         return AfterVisibility(ttl=timedelta(seconds=seconds))
     raise UsageError(f"unknown visibility {text!r}; use {', '.join(kinds)}.{did_you_mean(kind, kinds)}")

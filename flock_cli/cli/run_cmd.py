@@ -17,6 +17,7 @@ from flock_cli.cli.common import (
     fail,
     recipe_type,
     reports_errors,
+    sqlite_board,
 )
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
 
@@ -135,9 +136,7 @@ def _store(path: str) -> Any:
         from flock_cli.store.memory import InMemoryBlackboardStore
 
         return InMemoryBlackboardStore()
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
-
-    return SQLiteBlackboardStore(path)
+    return sqlite_board(path)
 
 
 def _nothing_to_run(recipe: Recipe) -> str:

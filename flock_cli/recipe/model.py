@@ -69,8 +69,18 @@ def _seconds_schema(bound: dict[str, float]) -> WithJsonSchema:
     )
 
 
-Duration = Annotated[float, Field(gt=0), _seconds_schema({"exclusiveMinimum": 0})]
-Delay = Annotated[float, Field(ge=0), _seconds_schema({"minimum": 0})]
+MAX_SECONDS = 10 * 365 * 86400  # ten years: longer is a mistake, and overflows date arithmetic
+Duration = Annotated[
+    float,
+    Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False),
+    _seconds_schema({"exclusiveMinimum": 0, "maximum": MAX_SECONDS}),
+]
+Delay = Annotated[
+    float,
+    Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False),
+    _seconds_schema({"minimum": 0, "maximum": MAX_SECONDS}),
+]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 ImportRef = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"),
@@ -82,7 +92,8 @@ Scalar = str | int | float | bool
 
 
 class _Raw(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: "3" is not a number and "yes" is not a bool, exactly as the JSON Schema says
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 def _kind_shorthand(value: Any) -> Any:
@@ -183,7 +194,7 @@ class ConsumeDef(_Raw):
     delivery: Literal["exclusive", "shared"] = "exclusive"
     group: str | None = None
     mode: Literal["events", "direct", "both"] = "both"
-    priority: int = 0
+    priority: Int32 = 0
 
     @field_validator("types", "where", "from_agents", "channels", mode="before")
     @classmethod

@@ -16,6 +16,7 @@ from flock_cli.recipe.diagnostics import Diagnostic, Mark, RecipeError, format_p
 __all__ = ["Document", "Path", "parse_yaml"]
 
 Path = tuple[str | int, ...]
+MAX_VALUES = 200_000  # far above any real recipe; a guard against alias bombs
 
 
 @dataclass
@@ -109,6 +110,8 @@ class _Builder:
         self.doc = doc
         self.constructor = constructor
         self.problems: list[Diagnostic] = []
+        self.count = 0
+        self.open: set[int] = set()  # mapping and list nodes being built (an alias cycle meets one)
 
     def mark(self, node: Any) -> Mark:
         start, end = node.start_mark, node.end_mark
@@ -118,41 +121,65 @@ class _Builder:
     def build(self, node: Any, path: Path) -> Any:
         import yaml
 
+        self.count += 1
+        if self.count > MAX_VALUES:  # YAML aliases can expand a small file into billions of values
+            raise RecipeError(
+                [Diagnostic(f"the recipe expands to more than {MAX_VALUES:,} values (through YAML aliases?)",
+                            self.mark(node), format_path(path), code="yaml-size")]
+            )  # fmt: skip
         self.doc.values.setdefault(path, self.mark(node))
-        if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = (
-                    self.constructor.construct_object(key_node)
-                    if isinstance(key_node, yaml.ScalarNode)
-                    else None
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if id(node) in self.open:
+                self.problem("a YAML alias refers to a value that contains it", node, path, "yaml-alias")
+                return None
+            self.open.add(id(node))
+            try:
+                if isinstance(node, yaml.SequenceNode):
+                    return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+                return self.mapping(node, path)
+            finally:
+                self.open.discard(id(node))
+        return self.scalar(node, path)
+
+    def mapping(self, node: Any, path: Path) -> dict[str, Any]:
+        import yaml
+
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                shown = repr(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
+                self.problem(
+                    f"keys must be plain strings, got {shown}",
+                    key_node,
+                    path,
+                    "yaml-key",
+                    hint="YAML reads yes, no, on, off, true and false as booleans: put the key in quotes"
+                    if isinstance(key, bool)
+                    else "",
                 )
-                if not isinstance(key, str):
-                    self.problems.append(
-                        Diagnostic(
-                            f"keys must be plain strings, got {key_node.value!r}",
-                            self.mark(key_node),
-                            format_path(path),
-                            code="yaml-key",
-                        )
-                    )
-                    continue
-                child = (*path, key)
-                if key in result:
-                    first = self.doc.keys[child]
-                    self.problems.append(
-                        Diagnostic(
-                            f"duplicate key '{key}'",
-                            self.mark(key_node),
-                            format_path(child),
-                            hint=f"it is first set on line {first.line}; a YAML key may appear once",
-                            code="duplicate-key",
-                        )
-                    )
-                    continue
-                self.doc.keys[child] = self.mark(key_node)
-                result[key] = self.build(value_node, child)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self.constructor.construct_object(node)
+                continue
+            child = (*path, key)
+            if key in result:
+                first = self.doc.keys[child]
+                self.problem(
+                    f"duplicate key '{key}'",
+                    key_node,
+                    child,
+                    "duplicate-key",
+                    hint=f"it is first set on line {first.line}; a YAML key may appear once",
+                )
+                continue
+            self.doc.keys[child] = self.mark(key_node)
+            result[key] = self.build(value_node, child)
+        return result
+
+    def scalar(self, node: Any, path: Path) -> Any:
+        try:
+            return self.constructor.construct_object(node)
+        except Exception as exc:  # !!int abc, an impossible date, an unknown !tag
+            self.problem(f"cannot read this value: {str(exc).splitlines()[0]}", node, path, "yaml-value")
+            return None
+
+    def problem(self, message: str, node: Any, path: Path, code: str, *, hint: str = "") -> None:
+        self.problems.append(Diagnostic(message, self.mark(node), format_path(path), hint=hint, code=code))
