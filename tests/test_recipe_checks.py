@@ -216,3 +216,50 @@ def test_imports_resolve_next_to_an_included_file(tmp_path: Path) -> None:
     )
     path = write(tmp_path / "r.yaml", "include: shared/agents.yaml\n")
     assert load_recipe(path).resolved.agents["a"].engines[0][1] is not None
+
+
+BASE = """
+types: {A: {fields: {n: int}}}
+imports: {tools: ["mytypes:three", "os.path:join", "posixpath:join"]}
+agents:
+  a:
+    consumes: A
+    publishes: A
+"""
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        ('    engine: {kind: function, function: "mytypes:VALUE"}', "'mytypes:VALUE' is not callable"),
+        ('    engine: {kind: function, function: "mytypes:three"}', "'mytypes:three' takes 3 argument(s)"),
+        ("    engine: test\n    calls: mytypes:three", "the calls function is called with 1"),
+        ('    engine: test\n    best_of: {n: 2, score: "mytypes:VALUE"}', "'mytypes:VALUE' is not callable"),
+        (
+            '    engine: test\n    utilities: [{use: "mytypes:Audit", with: {lable: x}}]',
+            "has no option 'lable'",
+        ),
+    ],
+)
+def test_functions_must_be_callable_with_the_right_arguments(tmp_path: Path, tail: str, message: str) -> None:
+    write(
+        tmp_path / "mytypes.py",
+        """
+        from flock_cli import AgentComponent
+
+        VALUE = 42
+
+        def three(a, b, c):
+            return None
+
+        class Audit(AgentComponent):
+            label: str = "x"
+        """,
+    )
+    path = tmp_path / "r.yaml"
+    path.write_text(BASE.lstrip() + tail + "\n")
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    text = str(caught.value)
+    assert message in text, text
+    assert "two imported tools are both named 'join'" in text

@@ -107,10 +107,19 @@ def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
                         code="import",
                     )
                 )
-    tools: dict[str, Callable[..., Any]] = {
-        ref.rsplit(":", 1)[1].rsplit(".", 1)[-1]: tool  # a tool is named as its reference ends
-        for ref, tool in _imports(recipe.imports.tools, "tools", callable, "callable", problems)
-    }
+    tools: dict[str, Callable[..., Any]] = {}
+    for ref, tool in _imports(recipe.imports.tools, "tools", callable, "callable", problems):
+        name = ref.rsplit(":", 1)[1].rsplit(".", 1)[-1]  # a tool is named as its reference ends
+        if name in tools:
+            problems.append(
+                Problem(
+                    ("imports", "tools", recipe.imports.tools.index(ref)),
+                    f"two imported tools are both named '{name}'",
+                    hint="import one of them under another module or name",
+                    code="import",
+                )
+            )
+        tools[name] = tool
     declared = build_types(recipe.types, imported, problems)
     types = {**imported, **declared}
     agents: dict[str, ResolvedAgent] = {}
@@ -202,7 +211,9 @@ class _AgentResolver:
         for i, engine in enumerate(spec.engine):
             fn = None
             if isinstance(engine, FunctionEngineDef):
-                fn = self.attempt(import_object, engine.function, (*base, "engine", i, "function"), "engine")
+                fn = self.attempt(
+                    self.function, engine.function, (*base, "engine", i, "function"), "engine", (1, 2)
+                )
             out.engines.append((engine, fn))
         for i, utility in enumerate(spec.utilities):
             component = self.attempt(self.utility, i, utility.use, utility.options)
@@ -221,13 +232,11 @@ class _AgentResolver:
                     )
                 )
         if spec.calls is not None:
-            out.calls = self.attempt(
-                lambda: import_object(spec.calls or "", (*base, "calls"), "calls function")
-            )
+            out.calls = self.attempt(self.function, spec.calls, (*base, "calls"), "calls function", (1,))
         if spec.best_of is not None:
             best = spec.best_of
             out.best_of_score = self.attempt(
-                lambda: import_object(best.score, (*base, "best_of", "score"), "score")
+                self.function, best.score, (*base, "best_of", "score"), "score", (1,)
             )
         if spec.retry is not None:
             out.retry = self.attempt(self.retry_policy)
@@ -285,11 +294,46 @@ class _AgentResolver:
         then = self.visibility(spec.then, (*loc, "then"))
         return AfterVisibility(ttl=timedelta(seconds=spec.ttl), then=then)
 
+    def function(self, ref: str, loc: Loc, what: str, arities: tuple[int, ...]) -> Callable[..., Any]:
+        """Import ``ref`` and check it can be called with one of ``arities`` positional arguments."""
+        import inspect
+
+        fn: Callable[..., Any] = import_object(ref, loc, what)
+        if not callable(fn):
+            raise Problem(loc, f"'{ref}' is not callable (the {what} must be a function)", code="import")
+        try:
+            params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            return fn  # a builtin without a signature: trust it
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            return fn
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p for p in positional if p.default is p.empty]
+        if not any(len(required) <= n <= len(positional) for n in arities):
+            takes = " or ".join(str(n) for n in arities)
+            raise Problem(
+                loc,
+                f"'{ref}' takes {len(required)} argument(s); the {what} is called with {takes}",
+                code="import",
+            )
+        return fn
+
     def utility(self, i: int, ref: str, options: dict[str, Any]) -> AgentComponent:
         loc = (*self.base, "utilities", i)
         cls = import_object(ref, (*loc, "use"), "utility")
         if not (isinstance(cls, type) and issubclass(cls, AgentComponent)):
             raise Problem((*loc, "use"), f"'{ref}' is not an AgentComponent class", code="utility")
+        for key in options:
+            if key not in cls.model_fields:  # components ignore unknown options; a recipe may not
+                options_known = [k for k in cls.model_fields if not k.startswith("_")]
+                raise Problem(
+                    (*loc, "with", key),
+                    f"'{ref}' has no option '{key}'",
+                    hint=did_you_mean(key, options_known).strip()
+                    or f"options: {', '.join(options_known) or 'none'}",
+                    code="utility",
+                    key=True,
+                )
         try:
             return cls(**options)
         except Exception as exc:
