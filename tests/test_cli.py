@@ -106,7 +106,7 @@ def test_graph_as_tree_mermaid_and_json() -> None:
     assert tree.splitlines()[0] == "CodeSubmission"
     assert "└─> lead_reviewer  [join]" in tree
     mermaid = flock("graph", RECIPES / "code_review.yaml", "--format", "mermaid").stdout
-    assert mermaid.startswith("flowchart LR") and "A_bug_detector --> T_BugAnalysis" in mermaid
+    assert mermaid.startswith("flowchart LR") and 'A0["bug_detector"]' in mermaid and "A0 --> T1" in mermaid
     data = json.loads(flock("graph", RECIPES / "code_review.yaml", "--json").stdout)
     assert {"kind": "publishes", "agent": "lead_reviewer", "type": "CodeReview", "label": ""} in data["edges"]
 

@@ -263,3 +263,17 @@ def test_functions_must_be_callable_with_the_right_arguments(tmp_path: Path, tai
     text = str(caught.value)
     assert message in text, text
     assert "two imported tools are both named 'join'" in text
+
+
+def test_contradictory_counts_are_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "r.yaml",
+        """
+        types: {A: {fields: {n: int}}, B: {fields: {n: int}}}
+        agents:
+          a: {consumes: A, publishes: [{type: B, count: 1}], engine: {kind: test, count: 2}}
+        """,
+    )
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert "the test engine makes 2 'B' per run, but publishes declares count 1" in str(caught.value)

@@ -73,6 +73,9 @@ class LiveProgress:
                 str(status.runs_by_agent.get(name, 0)),
             )
         parts: list[Any] = [header, table]
+        for name, count in status.queued_by_agent.items():
+            if name.startswith("group "):  # waiting for whichever member of the group is free
+                table.add_row(f"[dim]{name}[/]", "", str(count), "")
         if self.note:
             parts.append(Text(self.note, style="yellow"))
         return Group(*parts)

@@ -158,6 +158,9 @@ def schema(
     if type_name is None:
         from flock_cli.recipe.schema import schema_text
 
+        if recipe is not None:
+            fail("--recipe needs a TYPE: flock schema TYPE --recipe FILE (without both: the recipe format)")
+
         text = schema_text()
     else:
         if recipe is None:
@@ -168,8 +171,7 @@ def schema(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
+        _write(output, text)
         err_console().print(f"wrote {output}")
 
 
@@ -220,11 +222,18 @@ def init(
     if path.exists() and not force:
         fail(f"{path} already exists (use --force to overwrite it)")
     schema_file = path.parent / "schemas" / "recipe.schema.json"  # where editors find it (see header)
-    schema_file.parent.mkdir(parents=True, exist_ok=True)
-    schema_file.write_text(schema_text(), encoding="utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        _TEMPLATE.format(schema="schemas/recipe.schema.json", name=path, stem=path.stem), encoding="utf-8"
+    _write(schema_file, schema_text())
+    _write(
+        path,
+        _TEMPLATE.format(schema="schemas/recipe.schema.json", name=path, stem=path.stem),
     )
     console().print(f"created {path} (and {schema_file})")
     console().print(f'next: echo \'{{"topic": "blackboards"}}\' | flock run {path} --input Idea=-')
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")

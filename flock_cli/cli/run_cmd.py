@@ -94,13 +94,17 @@ def run(
             "note: --model is for dspy engines, which this release does not run yet"
             " (--engine test replaces them); it has no effect on this run"
         )
-    pending = _validated_inputs(loaded, inputs or [])
-    store = _store(board_path(board, loaded))
-    flock = loaded.build(store=store, model=model, engine_override=engine.value if engine else None)
+    if timeout is not None and not 0 < timeout < float("inf"):
+        fail(f"--timeout must be a positive number of seconds, got {timeout}")
     if not loaded.definition.agents:
         fail(f"{recipe} declares no agents: nothing can run")
-    if not pending and not watch and not store.durable:
+    pending = _validated_inputs(loaded, inputs or [])
+    override = engine.value if engine else None
+    loaded.build(model=model, engine_override=override)  # compile errors first: no board is created for them
+    path = board_path(board, loaded)
+    if not pending and not watch and path == ":memory:":
         fail(_nothing_to_run(loaded))
+    flock = loaded.build(store=_store(path), model=model, engine_override=override)
     import asyncio
 
     from flock_cli.cli.run_session import RunSession
@@ -122,11 +126,14 @@ def run(
 
 def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
     """Every input validated before anything runs, so a bad payload loses nothing."""
+    from flock_cli.core.registry import canonical_name
 
     models: list[BaseModel] = []
     for option in options:
         type_name, source = parse_input_option(option)
         model_cls = recipe_type(loaded, type_name)
+        if not loaded.graph.consumers(canonical_name(model_cls)):
+            err_console().print(f"note: no agent consumes {type_name}; it is stored and nothing runs on it")
         models += validated_payloads(model_cls, type_name, source, label=f"--input {type_name}")
     return models
 

@@ -56,6 +56,10 @@ class Dispatcher:
         """Runs waiting for a slot."""
         return sum(len(q) for q in self._queues.values())
 
+    def queued_by_queue(self) -> dict[str, int]:
+        """Waiting runs per queue (an agent's name, or an exclusive group's)."""
+        return {name: len(queue) for name, queue in self._queues.items() if queue}
+
     def queued_for(self, agent: str) -> int:
         """Runs waiting in the agent's own queue."""
         return len(self._queues.get(agent, ()))

@@ -213,6 +213,9 @@ class Scheduler:
     def status(self) -> LiveStatus:
         """What runs and waits now, and the counters of the current summary period."""
         queued = {name: self.dispatcher.queued_for(name) for name in self._flock._agents}
+        for name, count in self.dispatcher.queued_by_queue().items():
+            if name not in queued:  # runs waiting for any member of an exclusive group
+                queued[f"group {name}"] = count
         return self.collector.live(dict(self.dispatcher.running_by_agent), queued)
 
     def pending_embargoes(self) -> list[PendingEmbargo]:

@@ -93,7 +93,7 @@ def fingerprint(flock: Flock) -> str:
                     }
                     for s in agent.subscriptions
                 ],
-                "outputs": [[o.type_name, _describe(o.visibility)] for o in agent.outputs],
+                "outputs": [[o.type_name, _describe(o.visibility), o.count] for o in agent.outputs],
                 "engines": _describe(agent.engines),
                 "utilities": _describe(agent.utilities),
                 "best_of": [agent.best_of_n, _describe(agent.best_of_score)],

@@ -212,6 +212,8 @@ def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Pr
                         code="engine-outputs",
                     )
                 )
+        if isinstance(engine, TestEngineDef) and engine.count is not None:
+            found.extend(_count_conflicts(agent, engine, loc, short))
         if isinstance(engine, FunctionEngineDef) and fn is not None:
             returned = _returned_types(fn)
             if returned is not None:
@@ -236,6 +238,34 @@ def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Pr
                             code="engine-outputs",
                         )
                     )
+    return found
+
+
+def _count_conflicts(
+    agent: ResolvedAgent, engine: TestEngineDef, loc: tuple[str | int, ...], short: dict[str, str]
+) -> list[Problem]:
+    """A test engine count that differs from the count ``publishes`` fixes fails every run."""
+    found = []
+    counts = engine.count if isinstance(engine.count, dict) else None
+    for output in agent.outputs:
+        if output.count is None:
+            continue
+        name = canonical_name(output.model)
+        if counts is None:
+            made = engine.count
+        else:
+            made = next((n for key, n in counts.items() if short.get(key, key) == name), 0)
+        if made != output.count:
+            found.append(
+                Problem(
+                    (*loc, "count"),
+                    f"the test engine makes {made} '{name}' per run,"
+                    f" but publishes declares count {output.count}",
+                    hint="every run would fail; make the two counts agree",
+                    severity="error",
+                    code="engine-outputs",
+                )
+            )
     return found
 
 

@@ -114,7 +114,8 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, pro
     if engines:  # empty only when an engine was reported as a problem above
         builder.with_engines(*engines)
     if agent.utilities:
-        builder.with_utilities(*agent.utilities)
+        # a fresh copy per flock: components may keep state, and two builds must not share it
+        builder.with_utilities(*(u.model_copy(deep=True) for u in agent.utilities))
     if agent.tools:
         builder.with_tools(agent.tools)
     if agent.calls is not None:

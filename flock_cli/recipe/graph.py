@@ -111,18 +111,17 @@ class SubscriptionGraph:
 
     def mermaid(self) -> str:
         """A Mermaid flowchart: types as rounded boxes, agents as rectangles."""
+        type_ids = {t: f"T{i}" for i, t in enumerate(self.types)}
+        agent_ids = {a: f"A{i}" for i, a in enumerate(self.agents)}
         lines = ["flowchart LR"]
-        for t in self.types:
-            lines.append(f'    T_{_ident(t)}(["{t}"])')
-        for a in self.agents:
-            lines.append(f'    A_{_ident(a)}["{a}"]')
+        lines += [f'    {type_ids[t]}(["{_text(t)}"])' for t in self.types]
+        lines += [f'    {agent_ids[a]}["{_text(a)}"]' for a in self.agents]
         for e in self.edges:
-            text = e.label.replace('"', "#quot;")
-            label = f'|"{text}"|' if e.label else ""
+            label = f'|"{_text(e.label)}"|' if e.label else ""
             if e.kind == "consumes":
-                lines.append(f"    T_{_ident(e.type_name)} -->{label} A_{_ident(e.agent)}")
+                lines.append(f"    {type_ids[e.type_name]} -->{label} {agent_ids[e.agent]}")
             else:
-                lines.append(f"    A_{_ident(e.agent)} --> T_{_ident(e.type_name)}")
+                lines.append(f"    {agent_ids[e.agent]} --> {type_ids[e.type_name]}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
@@ -175,5 +174,6 @@ def _unique(items: object) -> list[str]:
     return list(dict.fromkeys(items))  # type: ignore[call-overload]
 
 
-def _ident(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name)
+def _text(text: str) -> str:
+    """Text inside a Mermaid label: one line, quotes as entities."""
+    return " ".join(text.split()).replace('"', "#quot;")

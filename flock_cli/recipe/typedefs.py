@@ -75,7 +75,8 @@ def build_types(
             name,
             __doc__=spec.description or None,
             __module__=__name__,
-            __config__=ConfigDict(extra="forbid"),  # a misspelt payload key is an error, not lost
+            # a misspelt payload key is an error, not lost; NaN and infinity are not JSON
+            __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
             **fields,
         )
         built[name] = flock_type(name=name)(model)
@@ -209,11 +210,18 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
         annotation = annotation | None
     if field.description:
         kwargs["description"] = field.description
+    for low, high in (("ge", "le"), ("gt", "lt"), ("ge", "lt"), ("gt", "le"), ("min_length", "max_length")):
+        if kwargs.get(low) is not None and kwargs.get(high) is not None and kwargs[low] > kwargs[high]:
+            raise Problem(
+                (*path, low),
+                f"no value can meet {low}: {kwargs[low]} and {high}: {kwargs[high]}",
+                code="constraint",
+            )
     try:  # Pydantic's validators are stricter than Python's re (no look-arounds, for one)
         adapter: TypeAdapter[Any] = TypeAdapter(Annotated[annotation, Field(**kwargs)])
     except Exception as exc:
         key = "pattern" if field.pattern is not None else "type"
-        reason = str(exc).splitlines()[0]
+        reason = " ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
         raise Problem((*path, key), f"this field cannot be built: {reason}", code="constraint") from None
     has_default = "default" in field.model_fields_set
     if has_default:
