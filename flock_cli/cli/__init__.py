@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 the command ran and found failures (failed runs, dead letters,
 breaker trips, warnings from ``flock check``); 2 a usage mistake (bad recipe, payload, option
-or file), reported as one message without a traceback; 130 a run aborted by a second Ctrl-C.
+or file), reported as one message without a traceback; 130 a run stopped by Ctrl-C
+before it finished (one Ctrl-C ending a ``--watch`` run is a normal stop).
 """
 
 from __future__ import annotations
