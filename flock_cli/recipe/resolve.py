@@ -150,6 +150,10 @@ def _imports(
     return found
 
 
+class _Reported(Exception):
+    """Problems were added to the list already; the item they belong to is dropped."""
+
+
 class _AgentResolver:
     def __init__(
         self,
@@ -174,6 +178,8 @@ class _AgentResolver:
         except Problem as problem:
             self.problems.append(problem)
             return None
+        except _Reported:
+            return None
 
     def type_named(self, type_name: str, loc: Loc) -> type[BaseModel]:
         model = self.types.get(type_name)
@@ -187,7 +193,7 @@ class _AgentResolver:
             )
         return model
 
-    def agent_named(self, agent: str, loc: Loc, *, allow_external: bool = False) -> str:
+    def agent_named(self, agent: str, loc: Loc, allow_external: bool = False) -> str:
         known = self.agent_names | ({"external"} if allow_external else set())
         if agent not in known:
             raise Problem(
@@ -243,29 +249,38 @@ class _AgentResolver:
         return out
 
     def consume(self, i: int, consume: ConsumeDef) -> ResolvedConsume:
+        """One subscription; every independent mistake in it is reported, not just the first."""
         loc = (*self.base, "consumes", i)
         models = [self.type_named(t, (*loc, "types", j)) for j, t in enumerate(consume.types)]
         common = set.intersection(*(set(m.model_fields) for m in models))
+        before = len(self.problems)
         where = [
-            self.expression(text, common, (*loc, "where", j), "where") for j, text in enumerate(consume.where)
+            self.attempt(self.expression, text, common, (*loc, "where", j), "where")
+            for j, text in enumerate(consume.where)
         ]
         join_by = None
         if consume.join is not None:
             if len(models) < 2:
-                raise Problem(
-                    (*loc, "join"),
-                    "join correlates several artifacts; consume at least two types (or one type twice)",
-                    code="join",
-                    key=True,
+                self.problems.append(
+                    Problem(
+                        (*loc, "join"),
+                        "join correlates several artifacts; consume at least two types (or one type twice)",
+                        code="join",
+                        key=True,
+                    )
                 )
-            if consume.join.by != "correlation_id":
-                join_by = self.expression(consume.join.by, common, (*loc, "join", "by"), "join key")
+            elif consume.join.by != "correlation_id":
+                join_by = self.attempt(
+                    self.expression, consume.join.by, common, (*loc, "join", "by"), "join key"
+                )
         for j, agent in enumerate(consume.from_agents or []):
-            self.agent_named(agent, (*loc, "from", j), allow_external=True)
+            self.attempt(self.agent_named, agent, (*loc, "from", j), True)
         if consume.group is not None and consume.delivery != "exclusive":
-            raise Problem(
-                (*loc, "group"), "group only applies to delivery: exclusive", code="group", key=True
+            self.problems.append(
+                Problem((*loc, "group"), "group only applies to delivery: exclusive", code="group", key=True)
             )
+        if len(self.problems) > before:
+            raise _Reported()
         return ResolvedConsume(consume, models, where, join_by)
 
     def expression(self, text: str, names: set[str], loc: Loc, purpose: str) -> Callable[[BaseModel], Any]:
