@@ -11,25 +11,25 @@ from collections.abc import Iterable
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
 from flock_cli.core.agent import Agent, AgentBuilder
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.board import BoardView
+from flock_cli.core.envelope import build_artifact, model_payload
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
-from flock_cli.core.visibility import PublicVisibility, Visibility
+from flock_cli.core.visibility import Visibility
 from flock_cli.errors import (
     DuplicateAgentError,
     FlockClosedError,
     IdleTimeoutError,
     InvalidDeclarationError,
-    InvalidPayloadError,
     UnknownAgentError,
     UsageError,
 )
@@ -243,7 +243,7 @@ class Flock:
         built = [
             self._build(
                 type(obj),
-                _model_payload(obj, "publish"),
+                model_payload(obj, "publish"),
                 produced_by="external",
                 correlation_id=correlation_id,
                 partition_key=partition_key,
@@ -268,27 +268,19 @@ class Flock:
         artifact_id: UUID | None = None,
         fresh_correlation: bool = True,
     ) -> Artifact:
-        type_name = self.registry.name_of(model)
-        _check_envelope(visibility, correlation_id, partition_key)
-        tag_set = _tag_set(tags)
-        try:
-            validated = model.model_validate(payload)
-        except ValidationError as exc:
-            raise InvalidPayloadError(type_name, exc) from None
-        now = self.clock.now()
-        if correlation_id is None and fresh_correlation:
-            correlation_id = self._new_id()
-        return Artifact.trusted(
-            id=artifact_id or self._new_id(),
-            type=type_name,
-            payload=validated.model_dump(mode="json"),
+        return build_artifact(
+            self.registry.name_of(model),
+            model,
+            payload,
+            new_id=self._new_id,
+            artifact_id=artifact_id,
+            fresh_correlation=fresh_correlation,
+            now=self.clock.now(),
             produced_by=produced_by,
             correlation_id=correlation_id,
             partition_key=partition_key,
-            tags=tag_set,
-            visibility=(visibility or PublicVisibility()).bind(now),
-            created_at=now,
-            version=1,
+            tags=tags,
+            visibility=visibility,
         )
 
     async def _publish_built(self, artifacts: list[Artifact]) -> None:
@@ -474,7 +466,7 @@ class Flock:
         correlation = self._new_id()
         built = [
             self._build(
-                type(obj), _model_payload(obj, "arun"), produced_by="external", correlation_id=correlation
+                type(obj), model_payload(obj, "arun"), produced_by="external", correlation_id=correlation
             )
             for obj in inputs
         ]
@@ -556,35 +548,3 @@ class Flock:
                 await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery")])
         finally:
             scheduler.release()
-
-
-def _model_payload(obj: Any, call: str) -> dict[str, Any]:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump()
-    if isinstance(obj, type) and issubclass(obj, BaseModel):
-        raise UsageError(
-            f"{call}() takes a model instance, got the class {obj.__name__}; instantiate it first"
-        )
-    raise UsageError(
-        f"{call}() takes pydantic model instances, got {type(obj).__name__};"
-        " use publish_external(type_name, payload) for dicts"
-    )
-
-
-def _check_envelope(visibility: Any, correlation_id: Any, partition_key: Any) -> None:
-    if visibility is not None and not isinstance(visibility, Visibility):
-        raise UsageError(
-            "visibility must be a Visibility (PublicVisibility(), only_for('agent'), ...),"
-            f" got {visibility!r}"
-        )
-    if correlation_id is not None and not isinstance(correlation_id, UUID):
-        raise UsageError(f"correlation_id must be a UUID, got {correlation_id!r}")
-    if partition_key is not None and not isinstance(partition_key, str):
-        raise UsageError(f"partition_key must be a string, got {partition_key!r}")
-
-
-def _tag_set(tags: Iterable[str] | str | None) -> frozenset[str]:
-    found = frozenset([tags] if isinstance(tags, str) else tags or ())
-    if not all(isinstance(t, str) and t for t in found):
-        raise UsageError(f"tags must be non-empty strings, got {sorted(map(repr, found))}")
-    return found
