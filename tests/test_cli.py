@@ -583,3 +583,11 @@ def test_watch_with_a_timeout_serves_that_long(slow_recipe: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert 1.0 <= time.monotonic() - start < 15
     assert "summary: 0 runs" in done.stdout
+
+
+def test_graph_shows_visibility_and_who_cannot_see() -> None:
+    tree = flock("graph", RECIPES / "multi_tenant.yaml").stdout
+    assert "        Case  (Tenant(acme))\n            └─> acme_analyst\n" in tree
+    assert "            └─x globex_analyst  (cannot see it)\n" in tree
+    edges = json.loads(flock("graph", RECIPES / "multi_tenant.yaml", "--json").stdout)["edges"]
+    assert {"kind": "publishes", "agent": "acme_support", "type": "Case", "label": "Tenant(acme)"} in edges

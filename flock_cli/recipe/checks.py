@@ -15,10 +15,6 @@ from pydantic import BaseModel
 
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import (
-    AfterVisibility,
-    LabelledVisibility,
-    PrivateVisibility,
-    TenantVisibility,
     Visibility,
 )
 from flock_cli.recipe.diagnostics import Problem
@@ -161,7 +157,7 @@ def _never_delivered(
             return "only the agent itself publishes it and self_trigger is off"
         if not candidates:
             return "only the agent itself publishes it and self_trigger is off"
-    visible = [p for p in candidates if _may_see(agent, _visibility_of(p, type_name))]
+    visible = [p for p in candidates if agent.may_see(_visibility_of(p, type_name))]
     if not visible:
         names = ", ".join(p.name for p in candidates)
         return f"the visibility it is published with (by {names}) does not include this agent"
@@ -170,18 +166,6 @@ def _never_delivered(
 
 def _visibility_of(producer: ResolvedAgent, type_name: str) -> Visibility | None:
     return next((o.visibility for o in producer.outputs if canonical_name(o.model) == type_name), None)
-
-
-def _may_see(agent: ResolvedAgent, visibility: Visibility | None) -> bool:
-    if isinstance(visibility, AfterVisibility):  # visible once the embargo lifts, to whom `then` allows
-        return _may_see(agent, visibility.then)
-    if isinstance(visibility, PrivateVisibility):
-        return agent.name in visibility.agents
-    if isinstance(visibility, LabelledVisibility):
-        return visibility.required_labels <= set(agent.spec.labels)
-    if isinstance(visibility, TenantVisibility):
-        return visibility.tenant_id == agent.spec.tenant
-    return True  # public
 
 
 def _engine_checks(agent: ResolvedAgent, base: tuple[str | int, ...]) -> list[Problem]:

@@ -32,6 +32,7 @@ class SubscriptionGraph:
     agents: list[str] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     self_triggering: set[str] = field(default_factory=set)  # agents that may consume their own outputs
+    hidden: set[tuple[str, str, str]] = field(default_factory=set)  # (producer, type, consumer) it cannot see
 
     def consumers(self, type_name: str) -> list[str]:
         """Agents subscribed to ``type_name``, in declaration order, without repeats."""
@@ -48,6 +49,17 @@ class SubscriptionGraph:
     def inputs(self, agent: str) -> list[str]:
         """Types ``agent`` consumes."""
         return _unique(e.type_name for e in self.edges if e.kind == "consumes" and e.agent == agent)
+
+    def visibility_of(self, agent: str, type_name: str) -> str:
+        """How ``agent`` restricts who sees its ``type_name`` artifacts ("" when public)."""
+        return next(
+            (
+                e.label
+                for e in self.edges
+                if e.kind == "publishes" and e.agent == agent and e.type_name == type_name
+            ),
+            "",
+        )
 
     def entry_types(self) -> list[str]:
         """Consumed types no agent publishes: what a user publishes to start the workflow."""
@@ -83,8 +95,10 @@ class SubscriptionGraph:
         lines: list[str] = []
         roots = self.entry_types() or [t for t in self.types if not self.producers(t)] or self.types[:1]
 
-        def type_line(type_name: str, depth: int, seen: frozenset[str]) -> None:
-            lines.append(f"{'    ' * depth}{type_name}")
+        def type_line(
+            type_name: str, depth: int, seen: frozenset[str], note: str = "", producer: str | None = None
+        ) -> None:
+            lines.append(f"{'    ' * depth}{type_name}{f'  ({note})' if note else ''}")
             for agent in self.consumers(type_name):
                 label = next(
                     (
@@ -95,12 +109,15 @@ class SubscriptionGraph:
                     "",
                 )
                 suffix = f"  [{label}]" if label else ""
+                if producer is not None and (producer, type_name, agent) in self.hidden:
+                    lines.append(f"{'    ' * (depth + 1)}└─x {agent}  (cannot see it)")
+                    continue
                 if agent in seen:
                     lines.append(f"{'    ' * (depth + 1)}└─> {agent}{suffix}  (cycle)")
                     continue
                 lines.append(f"{'    ' * (depth + 1)}└─> {agent}{suffix}")
                 for out in self.outputs(agent):
-                    type_line(out, depth + 2, seen | {agent})
+                    type_line(out, depth + 2, seen | {agent}, self.visibility_of(agent, out), agent)
 
         for root in roots:
             type_line(root, 0, frozenset())
@@ -121,7 +138,8 @@ class SubscriptionGraph:
             if e.kind == "consumes":
                 lines.append(f"    {type_ids[e.type_name]} -->{label} {agent_ids[e.agent]}")
             else:
-                lines.append(f"    {agent_ids[e.agent]} --> {type_ids[e.type_name]}")
+                label = f'|"{_text(e.label)}"|' if e.label else ""
+                lines.append(f"    {agent_ids[e.agent]} -->{label} {type_ids[e.type_name]}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, object]:
@@ -150,7 +168,14 @@ def build_graph(recipe: ResolvedRecipe) -> SubscriptionGraph:
                 graph.edges.append(Edge("consumes", agent.name, canonical_name(model), label))
         for output in agent.outputs:
             names.append(canonical_name(output.model))
-            graph.edges.append(Edge("publishes", agent.name, canonical_name(output.model)))
+            vis = output.visibility
+            label = "" if vis is None or vis.kind == "Public" else vis.describe()  # who may see it
+            graph.edges.append(Edge("publishes", agent.name, canonical_name(output.model), label))
+    for producer in recipe.agents.values():
+        for output in producer.outputs:
+            for consumer in recipe.agents.values():
+                if not consumer.may_see(output.visibility):
+                    graph.hidden.add((producer.name, canonical_name(output.model), consumer.name))
     declared = [canonical_name(m) for m in recipe.types.values()]
     graph.types = _unique([*names, *declared])
     graph.edges = list(dict.fromkeys(graph.edges))

@@ -77,6 +77,18 @@ class ResolvedAgent:
     best_of_score: Callable[..., float] | None = None
     retry: RetryPolicy | None = None
 
+    def may_see(self, visibility: Visibility | None) -> bool:
+        """Whether this agent can ever see an artifact with ``visibility`` (after any embargo)."""
+        if isinstance(visibility, AfterVisibility):  # once the embargo lifts, `then` decides
+            return self.may_see(visibility.then)
+        if isinstance(visibility, PrivateVisibility):
+            return self.name in visibility.agents
+        if isinstance(visibility, LabelledVisibility):
+            return visibility.required_labels <= set(self.spec.labels)
+        if isinstance(visibility, TenantVisibility):
+            return visibility.tenant_id == self.spec.tenant
+        return True  # public
+
 
 @dataclass
 class ResolvedRecipe:
