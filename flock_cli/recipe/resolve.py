@@ -111,26 +111,14 @@ def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
         for name in (obj.__name__, canonical_name(obj)):
             other = imported.setdefault(name, obj)
             if other is not obj:
-                problems.append(
-                    Problem(
-                        ("imports", "types", recipe.imports.types.index(ref)),
-                        f"two imported types are both named '{name}'",
-                        hint="give one of them another name with @flock_type(name=...)",
-                        code="import",
-                    )
-                )
+                hint = "give one of them another name with @flock_type(name=...)"
+                problems.append(_clash("types", recipe.imports.types.index(ref), name, hint))
     tools: dict[str, Callable[..., Any]] = {}
     for ref, tool in _imports(recipe.imports.tools, "tools", callable, "callable", problems):
         name = ref.rsplit(":", 1)[1].rsplit(".", 1)[-1]  # a tool is named as its reference ends
         if name in tools:
-            problems.append(
-                Problem(
-                    ("imports", "tools", recipe.imports.tools.index(ref)),
-                    f"two imported tools are both named '{name}'",
-                    hint="import one of them under another module or name",
-                    code="import",
-                )
-            )
+            hint = "import one of them under another module or name"
+            problems.append(_clash("tools", recipe.imports.tools.index(ref), name, hint))
         tools[name] = tool
     declared = build_types(recipe.types, imported, problems)
     types = {**imported, **declared}
@@ -138,6 +126,12 @@ def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
     for name, spec in recipe.agents.items():
         agents[name] = _AgentResolver(name, spec, types, tools, set(recipe.agents), problems).resolve()
     return ResolvedRecipe(definition=recipe, types=types, agents=agents)
+
+
+def _clash(kind: str, index: int, name: str, hint: str) -> Problem:
+    return Problem(
+        ("imports", kind, index), f"two imported {kind} are both named '{name}'", hint=hint, code="import"
+    )
 
 
 def _is_model(obj: Any) -> bool:
