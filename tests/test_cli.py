@@ -591,3 +591,14 @@ def test_graph_shows_visibility_and_who_cannot_see() -> None:
     assert "            └─x globex_analyst  (cannot see it)\n" in tree
     edges = json.loads(flock("graph", RECIPES / "multi_tenant.yaml", "--json").stdout)["edges"]
     assert {"kind": "publishes", "agent": "acme_support", "type": "Case", "label": "Tenant(acme)"} in edges
+
+
+def test_json_commands_answer_errors_in_json_too(tmp_path: Path) -> None:
+    missing = flock("board", "list", "--board", tmp_path / "nope.db", "--json")
+    assert missing.exit_code == 2
+    assert json.loads(missing.stdout) == {
+        "ok": False,
+        "error": f"no board at {tmp_path / 'nope.db'} (run a recipe first, or pass --board PATH)",
+        "exit_code": 2,
+    }
+    assert "error: no board at" in missing.stderr

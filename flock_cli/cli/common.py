@@ -59,11 +59,27 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class CommandFailed(Exception):
+    """Raised by :func:`fail`; :func:`reports_errors` prints it and exits with ``code``."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code`` (no traceback)."""
+    """Stop the command: ``error: message`` on stderr (and, with ``--json``, a JSON error object
+    on stdout), exit ``code``, no traceback."""
+    raise CommandFailed(message, code)
+
+
+def _stop(message: str, code: int, as_json: bool) -> NoReturn:
     from rich.markup import escape
 
     err_console().print(f"[bold red]error:[/] {escape(message)}")
+    if as_json:  # scripts reading stdout get an answer too
+        emit_json({"ok": False, "error": message, "exit_code": code})
     raise typer.Exit(code)
 
 
@@ -76,17 +92,24 @@ def reports_errors(fn: F) -> F:
         from flock_cli.errors import RunError, UserError
         from flock_cli.recipe.diagnostics import RecipeError
 
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
+        except CommandFailed as exc:
+            _stop(exc.message, exc.code, as_json)
         except RecipeError as exc:  # already "file:line:col: error: ..." lines
             from rich.markup import escape
 
             err_console().print(escape(str(exc)))
+            if as_json:
+                emit_json(
+                    {"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics], "exit_code": 2}
+                )
             raise typer.Exit(EXIT_USAGE) from None
         except UserError as exc:
-            fail(str(exc), EXIT_USAGE)
+            _stop(str(exc), EXIT_USAGE, as_json)
         except RunError as exc:
-            fail(str(exc), EXIT_FAILED)
+            _stop(str(exc), EXIT_FAILED, as_json)
 
     return wrapper  # type: ignore[return-value]
 
