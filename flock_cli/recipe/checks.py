@@ -28,6 +28,12 @@ __all__ = ["static_checks"]
 def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Problem]:
     """Every finding, in a stable order."""
     found: list[Problem] = []
+    if not recipe.agents:
+        found.append(
+            Problem(
+                (), "the recipe declares no agents, so nothing can run", severity="warning", code="no-agents"
+            )
+        )
     for t in graph.types:
         if graph.producers(t) and not graph.consumers(t):
             found.append(
