@@ -277,3 +277,23 @@ def test_contradictory_counts_are_refused(tmp_path: Path) -> None:
     with pytest.raises(RecipeError) as caught:
         load_recipe(path)
     assert "the test engine makes 2 'B' per run, but publishes declares count 1" in str(caught.value)
+
+
+def test_an_agent_fed_only_from_outside_is_no_never_fires_warning(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "r.yaml",
+        "types: {A: {fields: {n: int}}}\nagents:\n  a: {consumes: A, publishes: A, engine: test}\n",
+    )
+    assert ("never-fires", "warning") not in findings(path)
+    only_self = write(
+        tmp_path / "s.yaml",
+        "types: {A: {fields: {n: int}}}\n"
+        "agents:\n  a: {consumes: [{types: A, from: [a]}], publishes: A, engine: test}\n",
+    )
+    assert ("never-fires", "warning") in findings(only_self)
+
+
+def test_type_names_are_ascii(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.yaml", "types: {Café: {fields: {n: int}}}\n")
+    with pytest.raises(RecipeError):
+        load_recipe(path)

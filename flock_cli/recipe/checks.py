@@ -159,8 +159,8 @@ def _never_delivered(
         candidates = producers
     if not agent.spec.self_trigger:
         candidates = [p for p in candidates if p.name != agent.name]
-        if not candidates and from_agents is None and producers:
-            return "only the agent itself publishes it and self_trigger is off"
+        if not candidates and from_agents is None:
+            return ""  # only itself: it still receives what is published from outside
         if not candidates:
             return "only the agent itself publishes it and self_trigger is off"
     visible = [p for p in candidates if agent.may_see(_visibility_of(p, type_name))]

@@ -86,7 +86,7 @@ ImportRef = Annotated[
     StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"),
     Field(description="a Python object as 'package.module:Name'"),
 ]
-TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*$")]
+TypeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")]
 AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
 Scalar = str | int | float | bool
 
