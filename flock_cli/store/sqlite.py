@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -22,10 +21,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from pydantic import TypeAdapter
-
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import AgentIdentity, VisibilitySpec
+from flock_cli.core.visibility import AgentIdentity
 from flock_cli.store.contract import (
     EXTERNAL,
     ArtifactQuery,
@@ -41,16 +38,24 @@ from flock_cli.store.contract import (
     visible,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
-from flock_cli.store.sqlite_codec import from_micros, pack_ids, to_micros, unpack_ids, where_clause
+from flock_cli.store.sqlite_codec import (
+    ARTIFACT_COLUMNS,
+    DELIVERY_COLUMNS,
+    artifact_from_row,
+    artifact_row,
+    delivery_from_row,
+    delivery_row,
+    from_micros,
+    pack_ids,
+    to_micros,
+    unpack_ids,
+    where_clause,
+)
 from flock_cli.store.sqlite_schema import migrate
 
 __all__ = ["DEFAULT_BOARD", "SQLiteBlackboardStore"]
 
 DEFAULT_BOARD = Path(".flock") / "board.db"
-_VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
-_ARTIFACT_COLUMNS = (
-    "id, type, payload, produced_by, correlation_id, partition_key, tags, visibility, created_at, version"
-)
 
 
 class SQLiteBlackboardStore(BlackboardStore):
@@ -139,45 +144,14 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     # -- artifacts -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _artifact_row(a: Artifact) -> tuple[Any, ...]:
-        return (
-            a.id.bytes,
-            a.type,
-            json.dumps(a.payload, separators=(",", ":")),
-            a.produced_by,
-            a.correlation_id.bytes if a.correlation_id else None,
-            a.partition_key,
-            json.dumps(sorted(a.tags)),
-            a.visibility.model_dump_json(),
-            to_micros(a.created_at),
-            a.version,
-        )
-
-    @staticmethod
-    def _artifact(row: Sequence[Any]) -> Artifact:
-        return Artifact.trusted(
-            id=UUID(bytes=row[0]),
-            type=row[1],
-            payload=json.loads(row[2]),
-            produced_by=row[3],
-            correlation_id=UUID(bytes=row[4]) if row[4] else None,
-            partition_key=row[5],
-            tags=frozenset(json.loads(row[6])),
-            visibility=_VISIBILITY.validate_json(row[7]),
-            created_at=from_micros(row[8]),
-            version=row[9],
-        )
-
     def _insert_artifacts(
         self, conn: sqlite3.Connection, artifacts: Sequence[Artifact], produced_in: UUID | None = None
     ) -> None:
         for artifact in artifacts:
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}, produced_in)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (*self._artifact_row(artifact), produced_in.bytes if produced_in else None),
+                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (*artifact_row(artifact), produced_in.bytes if produced_in else None),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"artifact {artifact.id} already exists") from None
@@ -214,9 +188,9 @@ class SQLiteBlackboardStore(BlackboardStore):
         where, params = where_clause(query)
         order = "DESC" if query.newest_first else "ASC"
         rows = self._conn.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq {order}", params
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq {order}", params
         ).fetchall()
-        shown = await self._filter_visible([self._artifact(r) for r in rows], viewer, self.now(now))
+        shown = await self._filter_visible([artifact_from_row(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
@@ -228,10 +202,10 @@ class SQLiteBlackboardStore(BlackboardStore):
             return []
         keys = [i.bytes for i in artifact_ids]
         rows = self._conn.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id IN ({','.join('?' * len(keys))})", keys
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE id IN ({','.join('?' * len(keys))})", keys
         ).fetchall()
         by_id = {row[0]: row for row in rows}
-        found = [self._artifact(by_id[k]) for k in keys if k in by_id]
+        found = [artifact_from_row(by_id[k]) for k in keys if k in by_id]
         return await self._filter_visible(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
@@ -258,48 +232,11 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     # -- deliveries ------------------------------------------------------------------------------
 
-    _DELIVERY_COLUMNS = (
-        "id, agent, artifact_ids, created_at, status, attempts, lease_owner, lease_expires_at,"
-        " priority, trigger, batch_trigger, group_sizes, subscription"
-    )
-
-    @staticmethod
-    def _delivery(row: Sequence[Any]) -> Delivery:
-        return Delivery(
-            id=UUID(bytes=row[0]),
-            agent=row[1],
-            artifact_ids=unpack_ids(row[2]),
-            created_at=from_micros(row[3]),
-            status=DeliveryStatus(row[4]),
-            attempts=row[5],
-            lease_owner=row[6],
-            lease_expires_at=from_micros(row[7]) if row[7] else None,
-            priority=row[8],
-            trigger=row[9],
-            batch_trigger=row[10],
-            group_sizes=tuple(json.loads(row[11])),
-            subscription=row[12],
-        )
-
     def _insert_delivery(self, conn: sqlite3.Connection, d: Delivery) -> None:
         try:
             conn.execute(
-                f"INSERT INTO deliveries ({self._DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    d.id.bytes,
-                    d.agent,
-                    pack_ids(d.artifact_ids),
-                    to_micros(d.created_at),
-                    d.status.value,
-                    d.attempts,
-                    d.lease_owner,
-                    to_micros(d.lease_expires_at) if d.lease_expires_at else None,
-                    d.priority,
-                    d.trigger,
-                    d.batch_trigger,
-                    json.dumps(list(d.group_sizes)),
-                    d.subscription,
-                ),
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                delivery_row(d),
             )
         except sqlite3.IntegrityError:
             raise ValueError(f"delivery {d.id} already exists") from None
@@ -319,12 +256,12 @@ class SQLiteBlackboardStore(BlackboardStore):
                 "UPDATE deliveries SET status = 'leased', attempts = attempts + 1, lease_owner = ?,"
                 " lease_expires_at = ? WHERE id = ? AND (status = 'pending'"
                 " OR (status = 'leased' AND lease_expires_at <= ?))"
-                f" RETURNING {self._DELIVERY_COLUMNS}",
+                f" RETURNING {DELIVERY_COLUMNS}",
                 (owner, to_micros(now + timedelta(seconds=ttl)), delivery_id.bytes, to_micros(now)),
             ).fetchone(),
             single=True,
         )
-        return self._delivery(row) if row else None
+        return delivery_from_row(row) if row else None
 
     def _fenced_update(self, conn: sqlite3.Connection, delivery_id: UUID, attempt: int, status: str) -> None:
         cursor = conn.execute(
@@ -381,18 +318,18 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """One delivery row."""
         row = self._conn.execute(
-            f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id.bytes,)
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id.bytes,)
         ).fetchone()
-        return self._delivery(row) if row else None
+        return delivery_from_row(row) if row else None
 
     async def deliveries(self, *, status: DeliveryStatus | None = None) -> builtins.list[Delivery]:
         """Oldest first."""
-        sql = f"SELECT {self._DELIVERY_COLUMNS} FROM deliveries"
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries"
         params: tuple[Any, ...] = ()
         if status is not None:
             sql += " WHERE status = ?"
             params = (status.value,)
-        return [self._delivery(r) for r in self._conn.execute(sql + " ORDER BY seq", params)]
+        return [delivery_from_row(r) for r in self._conn.execute(sql + " ORDER BY seq", params)]
 
     async def release_leases(self, owner: str) -> int:
         """One UPDATE: the dead owner's leases become pending (attempts kept for fencing)."""
@@ -458,9 +395,9 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
         """Uses the partial index of unrouted artifacts."""
         rows = self._conn.execute(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE routed = 0 ORDER BY seq LIMIT ?", (limit,)
+            f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE routed = 0 ORDER BY seq LIMIT ?", (limit,)
         ).fetchall()
-        return [self._artifact(r) for r in rows]
+        return [artifact_from_row(r) for r in rows]
 
     async def gate_entries(self) -> builtins.list[GateEntry]:
         """Arrival order."""

@@ -3,14 +3,40 @@ microseconds since the epoch (UTC), both cheaper to index and compare than their
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from flock_cli.store.contract import ArtifactQuery
+from pydantic import TypeAdapter
 
-__all__ = ["from_micros", "pack_ids", "to_micros", "unpack_ids", "where_clause"]
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.visibility import VisibilitySpec
+from flock_cli.store.contract import ArtifactQuery, Delivery, DeliveryStatus
+
+__all__ = [
+    "ARTIFACT_COLUMNS",
+    "DELIVERY_COLUMNS",
+    "artifact_from_row",
+    "artifact_row",
+    "delivery_from_row",
+    "delivery_row",
+    "from_micros",
+    "pack_ids",
+    "to_micros",
+    "unpack_ids",
+    "where_clause",
+]
+
+ARTIFACT_COLUMNS = (
+    "id, type, payload, produced_by, correlation_id, partition_key, tags, visibility, created_at, version"
+)
+DELIVERY_COLUMNS = (
+    "id, agent, artifact_ids, created_at, status, attempts, lease_owner, lease_expires_at,"
+    " priority, trigger, batch_trigger, group_sizes, subscription"
+)
+_VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -60,3 +86,73 @@ def where_clause(query: ArtifactQuery) -> tuple[str, list[Any]]:
         clauses.append("seq IN (SELECT artifact_seq FROM artifact_tags WHERE tag = ?)")
         params.append(tag)
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def artifact_row(a: Artifact) -> tuple[Any, ...]:
+    """The ``ARTIFACT_COLUMNS`` values of an artifact."""
+    return (
+        a.id.bytes,
+        a.type,
+        json.dumps(a.payload, separators=(",", ":")),
+        a.produced_by,
+        a.correlation_id.bytes if a.correlation_id else None,
+        a.partition_key,
+        json.dumps(sorted(a.tags)),
+        a.visibility.model_dump_json(),
+        to_micros(a.created_at),
+        a.version,
+    )
+
+
+def artifact_from_row(row: Sequence[Any]) -> Artifact:
+    """An artifact from its ``ARTIFACT_COLUMNS`` values (already validated when written)."""
+    return Artifact.trusted(
+        id=UUID(bytes=row[0]),
+        type=row[1],
+        payload=json.loads(row[2]),
+        produced_by=row[3],
+        correlation_id=UUID(bytes=row[4]) if row[4] else None,
+        partition_key=row[5],
+        tags=frozenset(json.loads(row[6])),
+        visibility=_VISIBILITY.validate_json(row[7]),
+        created_at=from_micros(row[8]),
+        version=row[9],
+    )
+
+
+def delivery_row(d: Delivery) -> tuple[Any, ...]:
+    """The ``DELIVERY_COLUMNS`` values of a delivery."""
+    return (
+        d.id.bytes,
+        d.agent,
+        pack_ids(d.artifact_ids),
+        to_micros(d.created_at),
+        d.status.value,
+        d.attempts,
+        d.lease_owner,
+        to_micros(d.lease_expires_at) if d.lease_expires_at else None,
+        d.priority,
+        d.trigger,
+        d.batch_trigger,
+        json.dumps(list(d.group_sizes)),
+        d.subscription,
+    )
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    """A delivery from its ``DELIVERY_COLUMNS`` values."""
+    return Delivery(
+        id=UUID(bytes=row[0]),
+        agent=row[1],
+        artifact_ids=unpack_ids(row[2]),
+        created_at=from_micros(row[3]),
+        status=DeliveryStatus(row[4]),
+        attempts=row[5],
+        lease_owner=row[6],
+        lease_expires_at=from_micros(row[7]) if row[7] else None,
+        priority=row[8],
+        trigger=row[9],
+        batch_trigger=row[10],
+        group_sizes=tuple(json.loads(row[11])),
+        subscription=row[12],
+    )
