@@ -10,7 +10,16 @@ from uuid import UUID
 
 import typer
 
-from flock_cli.cli.common import board_path, console, emit_json, fail, load, open_board, reports_errors
+from flock_cli.cli.common import (
+    board_path,
+    console,
+    emit_json,
+    fail,
+    load,
+    open_board,
+    parse_uuid,
+    reports_errors,
+)
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
@@ -83,7 +92,7 @@ def list_artifacts(
     query = ArtifactQuery(
         types=frozenset(types) if types else None,
         produced_by=frozenset(produced_by) if produced_by else None,
-        correlation_id=_uuid(correlation_id, "--correlation-id") if correlation_id else None,
+        correlation_id=parse_uuid(correlation_id, "--correlation-id") if correlation_id else None,
         tags=frozenset(tags) if tags else None,
         limit=limit,
         newest_first=True,
@@ -235,13 +244,6 @@ async def _find(store: SQLiteBlackboardStore, text: str) -> Artifact:
     if len(matches) > 1:
         fail(f"{len(matches)} artifacts start with {text}; give more digits")
     return matches[0]
-
-
-def _uuid(text: str, option: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        fail(f"{option} must be a UUID, got {text!r}")
 
 
 def _plain(value: Any) -> Any:

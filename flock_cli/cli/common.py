@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import typer
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from pydantic import BaseModel
     from rich.console import Console
 
@@ -30,6 +32,7 @@ __all__ = [
     "fail",
     "load",
     "open_board",
+    "parse_uuid",
     "recipe_type",
     "reports_errors",
     "sqlite_board",
@@ -127,6 +130,16 @@ def load(path: Path) -> Recipe:
     return load_recipe(path)
 
 
+def parse_uuid(text: str, option: str) -> UUID:
+    """``text`` as a UUID, or a usage error naming ``option``."""
+    from uuid import UUID
+
+    try:
+        return UUID(text)
+    except ValueError:
+        fail(f"{option} must be a UUID, got {text!r}")
+
+
 BOARD_DIR = Path(".flock")
 
 
@@ -136,8 +149,8 @@ def recipe_type(recipe: Recipe, type_name: str) -> type[BaseModel]:
     if model is None:
         from flock_cli.errors import UsageError, did_you_mean
 
-        known = sorted(recipe.definition.types) + sorted(n for n in recipe.resolved.types if "." not in n)
-        names = ", ".join(dict.fromkeys(known)) or "none"
+        known = sorted(n for n in recipe.resolved.types if "." not in n)  # bare names, not module paths
+        names = ", ".join(known) or "none"
         raise UsageError(
             f"{recipe.path} has no type '{type_name}'.{did_you_mean(type_name, known)} Its types: {names}."
         )

@@ -14,6 +14,7 @@ from flock_cli.cli.common import (
     emit_json,
     fail,
     load,
+    parse_uuid,
     recipe_type,
     reports_errors,
     sqlite_board,
@@ -68,9 +69,9 @@ def publish(
     """Validate PAYLOAD against TYPE and write it to the durable board; a `flock run --watch` on
     that board picks it up. Nothing is written unless every payload is valid."""
     import asyncio
-    from uuid import UUID
 
     from flock_cli.core.orchestrator import Flock
+    from flock_cli.recipe.compiler import register_types
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
     if recipe is None and not recipe_path.exists():
@@ -79,20 +80,14 @@ def publish(
         )
     loaded = load(recipe_path)
     model_cls = recipe_type(loaded, type_name)
-    correlation = None
-    if correlation_id is not None:
-        try:
-            correlation = UUID(correlation_id)
-        except ValueError:
-            fail(f"--correlation-id must be a UUID, got {correlation_id!r}")
+    correlation = parse_uuid(correlation_id, "--correlation-id") if correlation_id is not None else None
     vis = parse_visibility(visibility, agents=list(loaded.definition.agents)) if visibility else None
     models = validated_payloads(model_cls, type_name, payload, label=f"publish {type_name}")
     path = board_path(board, loaded)
     if path == ":memory:":
         fail("publish writes to a durable board; ':memory:' would lose the artifact")
     flock = Flock(store=sqlite_board(path), role="publisher")
-    for type_model in dict.fromkeys(loaded.resolved.types.values()):
-        flock.register_type(type_model)
+    register_types(flock, loaded)
 
     async def write() -> list[Any]:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import typer
 
@@ -15,6 +15,7 @@ from flock_cli.cli.common import (
     board_path,
     err_console,
     fail,
+    parse_uuid,
     recipe_type,
     reports_errors,
     sqlite_board,
@@ -22,6 +23,8 @@ from flock_cli.cli.common import (
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from pydantic import BaseModel
 
     from flock_cli.recipe.loader import Recipe
@@ -100,7 +103,7 @@ def run(
         fail(f"{recipe} declares no agents: nothing can run")
     pending = _validated_inputs(loaded, inputs or [])
     override = engine.value if engine else None
-    loaded.build(model=model, engine_override=override)  # compile errors first: no board is created for them
+    loaded.check_compilable(override)  # before the board is opened: no file is created for a refused recipe
     path = board_path(board, loaded)
     if not pending and not watch and path == ":memory:":
         fail(_nothing_to_run(loaded))
@@ -109,9 +112,17 @@ def run(
 
     from flock_cli.cli.run_session import RunSession
 
-    session = RunSession(flock, loaded, pending, watch, timeout, force, quiet or as_json)
-    session.correlation_id = _correlation(correlation_id)
-    session.nothing_to_run = _nothing_to_run(loaded)
+    session = RunSession(
+        flock,
+        loaded,
+        pending,
+        watch=watch,
+        timeout=timeout,
+        force=force,
+        quiet=quiet or as_json,
+        correlation_id=_correlation(correlation_id),
+        nothing_to_run=_nothing_to_run(loaded),
+    )
     outcome = asyncio.run(session.run())
     from flock_cli.cli.run_report import report
 
@@ -154,9 +165,4 @@ def _nothing_to_run(recipe: Recipe) -> str:
 def _correlation(text: str | None) -> UUID:
     """All inputs of one ``flock run`` are one workflow: they share a correlation id (so joins
     by correlation id pair them), new unless ``--correlation-id`` continues an existing one."""
-    if text is None:
-        return uuid4()
-    try:
-        return UUID(text)
-    except ValueError:
-        fail(f"--correlation-id must be a UUID, got {text!r}")
+    return uuid4() if text is None else parse_uuid(text, "--correlation-id")

@@ -47,10 +47,13 @@ class RunSession:
         flock: Flock,
         recipe: Recipe,
         inputs: list[BaseModel],
+        *,
         watch: bool,
         timeout: float | None,
         force: bool,
         quiet: bool,
+        correlation_id: UUID | None,
+        nothing_to_run: str,
     ) -> None:
         self.flock = flock
         self.recipe = recipe
@@ -59,9 +62,9 @@ class RunSession:
         self.timeout = timeout
         self.force = force
         self.quiet = quiet
+        self.correlation_id = correlation_id  # of the inputs (None: each gets its own)
+        self.nothing_to_run = nothing_to_run  # the message when there are no inputs and no work left
         self.interrupts = 0
-        self.correlation_id: UUID | None = None  # of the inputs (None: each gets its own)
-        self.nothing_to_run = "nothing to run"  # the message when there are no inputs and no work left
         self.stop = asyncio.Event()
         self.abort = asyncio.Event()
 

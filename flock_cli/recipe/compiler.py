@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from flock_cli.recipe.loader import Recipe
     from flock_cli.store.contract import BlackboardStore
 
-__all__ = ["ENGINE_OVERRIDES", "compile_recipe"]
+__all__ = ["ENGINE_OVERRIDES", "check_compilable", "compile_recipe", "register_types"]
 
 ENGINE_OVERRIDES = ("test",)
 
@@ -43,12 +43,7 @@ def compile_recipe(
     """
     from flock_cli.core.orchestrator import Flock
 
-    if engine_override is not None and engine_override not in ENGINE_OVERRIDES:
-        from flock_cli.errors import UsageError
-
-        raise UsageError(
-            f"unknown engine override '{engine_override}'; choose from: {', '.join(ENGINE_OVERRIDES)}"
-        )
+    check_compilable(recipe, engine_override)
     settings = recipe.definition.settings
     options: dict[str, Any] = {
         "max_agent_iterations": settings.max_agent_iterations,
@@ -57,17 +52,48 @@ def compile_recipe(
         **flock_options,
     }
     flock = Flock(model or recipe.definition.model, store=store, **options)
-    for type_model in dict.fromkeys(recipe.resolved.types.values()):
-        flock.register_type(type_model)
-    problems: list[Problem] = []
+    register_types(flock, recipe)
     for agent in recipe.resolved.agents.values():
-        _compile_agent(flock, agent, engine_override, problems)
-    if problems:
-        raise RecipeError([recipe.diagnostic(p) for p in problems])
+        _compile_agent(flock, agent)
     return flock
 
 
-def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, problems: list[Problem]) -> None:
+def register_types(flock: Flock, recipe: Recipe) -> None:
+    """Make every type of the recipe (declared and imported) known to ``flock``."""
+    for type_model in dict.fromkeys(recipe.resolved.types.values()):
+        flock.register_type(type_model)
+
+
+def check_compilable(recipe: Recipe, engine_override: str | None) -> None:
+    """Raise what :func:`compile_recipe` would refuse, without building anything: an unknown
+    override, or dspy engines (not in this release) without ``engine_override="test"``."""
+    if engine_override is not None and engine_override not in ENGINE_OVERRIDES:
+        from flock_cli.errors import UsageError
+
+        raise UsageError(
+            f"unknown engine override '{engine_override}'; choose from: {', '.join(ENGINE_OVERRIDES)}"
+        )
+    if engine_override == "test":
+        return
+    problems: list[Problem] = []
+    for agent in recipe.resolved.agents.values():
+        for i, (engine, _) in enumerate(agent.engines):
+            if isinstance(engine, DSPyEngineDef):
+                declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
+                problems.append(
+                    Problem(
+                        ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
+                        f"agent '{agent.name}' uses the dspy engine, which this release does not include yet",
+                        hint="run with --engine test to use the offline test engine for model-backed agents",
+                        code="engine-unavailable",
+                        key=not declared,
+                    )
+                )
+    if problems:
+        raise RecipeError([recipe.diagnostic(p) for p in problems])
+
+
+def _compile_agent(flock: Flock, agent: ResolvedAgent) -> None:
     spec = agent.spec
     builder = flock.agent(agent.name).description(spec.description)
     for consume in agent.consumes:
@@ -91,28 +117,15 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent, override: str | None, pro
     for output in agent.outputs:
         builder.publishes(output.model, visibility=output.visibility, count=output.count)
     engines: list[EngineComponent] = []
-    for i, (engine, fn) in enumerate(agent.engines):
-        if isinstance(engine, TestEngineDef):
-            engines.append(TestEngine(seed=engine.seed, count=engine.count))
-        elif isinstance(engine, FunctionEngineDef):
+    for engine, fn in agent.engines:
+        if isinstance(engine, FunctionEngineDef):
             assert fn is not None  # resolve() reported a failed import already
             engines.append(FunctionEngine(fn))
-        elif isinstance(engine, DSPyEngineDef):
-            if override == "test":
-                engines.append(TestEngine())
-            else:
-                declared = "engine" in spec.model_fields_set  # else the default engine: point at the agent
-                problems.append(
-                    Problem(
-                        ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
-                        f"agent '{agent.name}' uses the dspy engine, which this release does not include yet",
-                        hint="run with --engine test to use the offline test engine for model-backed agents",
-                        code="engine-unavailable",
-                        key=not declared,
-                    )
-                )
-    if engines:  # empty only when an engine was reported as a problem above
-        builder.with_engines(*engines)
+        elif isinstance(engine, TestEngineDef):
+            engines.append(TestEngine(seed=engine.seed, count=engine.count))
+        else:  # dspy: check_compilable() let it through only with engine_override="test"
+            engines.append(TestEngine())
+    builder.with_engines(*engines)
     if agent.utilities:
         # a fresh copy per flock: components may keep state, and two builds must not share it
         builder.with_utilities(*(u.model_copy(deep=True) for u in agent.utilities))

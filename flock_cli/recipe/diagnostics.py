@@ -19,7 +19,7 @@ from typing import Literal
 
 from flock_cli.errors import UserError
 
-__all__ = ["Diagnostic", "Mark", "Problem", "RecipeError", "format_path", "remember_source"]
+__all__ = ["Diagnostic", "Mark", "Problem", "RecipeError", "format_path", "remember_source", "source_lines"]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -109,13 +109,19 @@ def remember_source(file: str, text: str) -> None:
     _SOURCES[file] = text.splitlines()
 
 
-def _snippet(mark: Mark) -> list[str]:
-    lines = _SOURCES.get(mark.file)
+def source_lines(file: str) -> list[str]:
+    """The lines of ``file`` as the loader read it (or as it is on disk now; [] if unreadable)."""
+    lines = _SOURCES.get(file)
     if lines is None:
         try:
-            lines = Path(mark.file).read_text(encoding="utf-8").splitlines()
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
         except OSError:
             return []
+    return lines
+
+
+def _snippet(mark: Mark) -> list[str]:
+    lines = source_lines(mark.file)
     if not 1 <= mark.line <= len(lines):
         return []
     first = max(1, mark.line - 1)

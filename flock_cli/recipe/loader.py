@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from flock_cli.recipe.checks import static_checks
-from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path
+from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path, source_lines
 from flock_cli.recipe.graph import SubscriptionGraph, build_graph
 from flock_cli.recipe.model import RecipeDef
 from flock_cli.recipe.resolve import ResolvedRecipe, resolve
@@ -74,6 +74,12 @@ class Recipe:
         return compile_recipe(
             self, store=store, model=model, engine_override=engine_override, **flock_options
         )
+
+    def check_compilable(self, engine_override: str | None = None) -> None:
+        """Raise what :meth:`build` would refuse, without building anything."""
+        from flock_cli.recipe.compiler import check_compilable
+
+        check_compilable(self, engine_override)
 
     def diagnostic(self, problem: Problem) -> Diagnostic:
         """Place a problem found after loading (for example by the compiler) in its file."""
@@ -209,9 +215,7 @@ def _inside_scalar(mark: Mark, problem: Problem) -> Mark:
 
 
 def _line(file: str, number: int) -> str:
-    from flock_cli.recipe.diagnostics import _SOURCES
-
-    lines = _SOURCES.get(file, [])
+    lines = source_lines(file)
     return lines[number - 1] if 0 < number <= len(lines) else ""
 
 
