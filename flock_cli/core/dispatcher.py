@@ -60,10 +60,6 @@ class Dispatcher:
         """Waiting runs per queue (an agent's name, or an exclusive group's)."""
         return {name: len(queue) for name, queue in self._queues.items() if queue}
 
-    def queued_for(self, agent: str) -> int:
-        """Runs waiting in the agent's own queue."""
-        return len(self._queues.get(agent, ()))
-
     def _free(self, agent: str) -> bool:
         limit = self._limits.get(agent)
         return limit is None or self.running_by_agent.get(agent, 0) < limit

@@ -212,10 +212,10 @@ class Scheduler:
 
     def status(self) -> LiveStatus:
         """What runs and waits now, and the counters of the current summary period."""
-        queued = {name: self.dispatcher.queued_for(name) for name in self._flock._agents}
-        for name, count in self.dispatcher.queued_by_queue().items():
-            if name not in queued:  # runs waiting for any member of an exclusive group
-                queued[f"group {name}"] = count
+        by_queue = self.dispatcher.queued_by_queue()
+        queued = {name: by_queue.pop(name, 0) for name in self._flock._agents}
+        # what is left waits for any member of an exclusive group
+        queued.update((f"group {name}", count) for name, count in by_queue.items())
         return self.collector.live(dict(self.dispatcher.running_by_agent), queued)
 
     def pending_embargoes(self) -> list[PendingEmbargo]:

@@ -47,11 +47,6 @@ class ResolvedConsume:
     where: list[Callable[[BaseModel], Any]]
     join_by: Callable[[BaseModel], Any] | None
 
-    @property
-    def type_names(self) -> list[str]:
-        """The consumed types' names."""
-        return [m.__name__ if _declared(m) else canonical_name(m) for m in self.models]
-
 
 @dataclass
 class ResolvedOutput:
@@ -97,10 +92,6 @@ class ResolvedRecipe:
     definition: RecipeDef
     types: dict[str, type[BaseModel]]
     agents: dict[str, ResolvedAgent]
-
-
-def _declared(model: type[BaseModel]) -> bool:
-    return model.__module__ == "flock_cli.recipe.typedefs"
 
 
 def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
