@@ -117,13 +117,9 @@ class RunSession:
                 work = asyncio.ensure_future(
                     flock.watch(stop=self.stop) if self.watch else flock.run_until_idle(self.timeout)
                 )
-                stopped = asyncio.ensure_future(self.stop.wait())
-                await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
+                await _until(work, self.stop)
                 if self.watch:  # watch() returns soon after the stop with its summary
-                    aborted = asyncio.ensure_future(self.abort.wait())
-                    await asyncio.wait({work, aborted}, return_when=asyncio.FIRST_COMPLETED)
-                    aborted.cancel()
+                    await _until(work, self.abort)
                 if work.done():
                     try:
                         summaries.append(work.result())
@@ -153,13 +149,20 @@ class RunSession:
             return await self.flock.shutdown(timeout=0, release_interrupted=True)
         # After a Ctrl-C no new run starts; otherwise everything still queued runs to the end.
         graceful = asyncio.ensure_future(self.flock.shutdown(drain=not self.stop.is_set()))
-        aborted = asyncio.ensure_future(self.abort.wait())
-        await asyncio.wait({graceful, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        aborted.cancel()
+        await _until(graceful, self.abort)
         if graceful.done():
             return graceful.result()
         await _cancel(graceful)
         return await self.flock.shutdown(timeout=0, release_interrupted=True)
+
+
+async def _until(task: asyncio.Future[Any], event: asyncio.Event) -> None:
+    """Wait until ``task`` is done or ``event`` is set, whichever comes first."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 async def _cancel(task: asyncio.Future[Any]) -> None:
