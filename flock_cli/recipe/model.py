@@ -9,6 +9,7 @@ expanded by ``before`` validators, so later phases see one shape. The JSON Schem
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,6 +23,8 @@ from pydantic import (
 )
 
 __all__ = [
+    "ENGINE_KINDS",
+    "VISIBILITY_KINDS",
     "AgentDef",
     "BatchDef",
     "BestOfDef",
@@ -274,6 +277,16 @@ class DSPyEngineDef(_Raw):
 
 
 EngineDef = Annotated[TestEngineDef | FunctionEngineDef | DSPyEngineDef, Field(discriminator="kind")]
+
+
+def _kinds(union: Any) -> tuple[str, ...]:
+    """The ``kind`` tags of a discriminated union, in declaration order."""
+    members = typing.get_args(typing.get_args(union)[0])
+    return tuple(typing.get_args(m.model_fields["kind"].annotation)[0] for m in members)
+
+
+ENGINE_KINDS = _kinds(EngineDef)
+VISIBILITY_KINDS = _kinds(VisibilityDef)
 
 
 class UtilityDef(_Raw):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flock_cli.recipe.model import RecipeDef
+from flock_cli.recipe.model import ENGINE_KINDS, RecipeDef
 
 __all__ = ["recipe_json_schema", "schema_text"]
 
 _STRING = {"type": "string"}
-_KINDS = {"enum": ["test", "function", "dspy"]}
+_KINDS = {"enum": list(ENGINE_KINDS)}
 _VISIBILITY_KINDS = {"enum": ["public"]}
 # (model, key) -> the short form accepted for one item; "list" keys also take a single item
 _SHORT_ITEMS: dict[tuple[str, str], dict[str, Any]] = {

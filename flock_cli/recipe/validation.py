@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from flock_cli.errors import did_you_mean
 from flock_cli.recipe.diagnostics import Diagnostic, format_path
-from flock_cli.recipe.model import RecipeDef
+from flock_cli.recipe.model import ENGINE_KINDS, VISIBILITY_KINDS, RecipeDef
 from flock_cli.recipe.source import Document
 
 __all__ = ["diagnose"]
@@ -53,7 +53,7 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
         elif kind == "union_tag_not_found":
             message = "missing 'kind'"
             owner = next((p for p in reversed(loc) if isinstance(p, str) and p in _KINDS), "")
-            hint = _listing("kinds", _KINDS.get(owner, []))
+            hint = _listing("kinds", list(_KINDS.get(owner, ())))
             point_at_key = True
         elif kind == "value_error" and "error" in ctx:
             message = str(ctx["error"])
@@ -84,12 +84,9 @@ def _data_path(loc: tuple[Any, ...], doc: Document) -> tuple[str | int, ...]:
     return path[:-1] if path and path[-1] in _TAGS and path[-1] != loc[-1] else path
 
 
-_KINDS = {
-    "engine": ["test", "function", "dspy"],
-    "visibility": ["public", "private", "labelled", "tenant", "after"],
-    "then": ["public", "private", "labelled", "tenant", "after"],
-}
-_TAGS = frozenset({"test", "function", "dspy", "public", "private", "labelled", "tenant", "after"})
+# the key a discriminated union sits under -> its kinds ("then" is an embargo's visibility)
+_KINDS = {"engine": ENGINE_KINDS, "visibility": VISIBILITY_KINDS, "then": VISIBILITY_KINDS}
+_TAGS = frozenset(ENGINE_KINDS + VISIBILITY_KINDS)
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
