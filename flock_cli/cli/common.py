@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from flock_cli.recipe.diagnostics import Diagnostic
     from flock_cli.recipe.loader import Recipe
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
@@ -31,8 +32,10 @@ __all__ = [
     "err_console",
     "fail",
     "load",
+    "load_or_report",
     "open_board",
     "parse_uuid",
+    "print_diagnostics",
     "recipe_type",
     "reports_errors",
     "sqlite_board",
@@ -100,10 +103,8 @@ def reports_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except CommandFailed as exc:
             _stop(exc.message, exc.code, as_json)
-        except RecipeError as exc:  # already "file:line:col: error: ..." lines
-            from rich.markup import escape
-
-            err_console().print(escape(str(exc)))
+        except RecipeError as exc:  # a recipe that fails to compile (loading reports itself)
+            print_diagnostics(exc.diagnostics)
             if as_json:
                 emit_json(
                     {"ok": False, "diagnostics": [d.to_json() for d in exc.diagnostics], "exit_code": 2}
@@ -128,6 +129,34 @@ def load(path: Path) -> Recipe:
     from flock_cli.recipe import load_recipe
 
     return load_recipe(path)
+
+
+def load_or_report(path: Path, as_json: bool) -> Recipe:
+    """Load a recipe; on errors print them (or ``{"valid": false, "diagnostics": [...]}`` with
+    ``--json``), each with its place and hint, and exit 2."""
+    from flock_cli.recipe import RecipeError
+
+    try:
+        return load(path)
+    except RecipeError as exc:
+        if as_json:
+            emit_json({"valid": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
+        else:
+            print_diagnostics(exc.diagnostics)
+            count = len(exc.diagnostics)
+            err_console().print(f"[bold red]{path}: {count} error{'s' if count != 1 else ''}[/]")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    """Each diagnostic on stderr as the loader renders it, its severity in colour."""
+    from rich.markup import escape
+
+    colors = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+    for d in diagnostics:
+        head, _, rest = d.render().partition("\n")
+        text = escape(head).replace(f"{d.severity}:", f"[{colors[d.severity]}]{d.severity}:[/]", 1)
+        err_console().print(text + ("\n" + escape(rest) if rest else ""))
 
 
 def parse_uuid(text: str, option: str) -> UUID:

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flock_cli.cli.common import (
     EXIT_FAILED,
-    EXIT_USAGE,
     console,
     emit_json,
     err_console,
     fail,
-    load,
+    load_or_report,
+    print_diagnostics,
     recipe_type,
     reports_errors,
 )
 
 if TYPE_CHECKING:
-    from flock_cli.recipe.diagnostics import Diagnostic
+    pass
 
 __all__ = ["register"]
 
@@ -48,35 +48,10 @@ def register(app: typer.Typer) -> None:
     app.command("init", short_help="Create a starter recipe that runs as is.")(init)
 
 
-def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
-    from rich.markup import escape
-
-    colors = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-    for d in diagnostics:
-        head, _, rest = d.render().partition("\n")
-        text = escape(head).replace(f"{d.severity}:", f"[{colors[d.severity]}]{d.severity}:[/]", 1)
-        err_console().print(text + ("\n" + escape(rest) if rest else ""))
-
-
-def _load_or_report(path: Path, as_json: bool) -> Any:
-    from flock_cli.recipe import RecipeError
-
-    try:
-        return load(path)
-    except RecipeError as exc:
-        if as_json:
-            emit_json({"valid": False, "diagnostics": [d.to_json() for d in exc.diagnostics]})
-        else:
-            _print_diagnostics(exc.diagnostics)
-            count = len(exc.diagnostics)
-            err_console().print(f"[bold red]{path}: {count} error{'s' if count != 1 else ''}[/]")
-        raise typer.Exit(EXIT_USAGE) from None
-
-
 @reports_errors
 def validate(recipe: RecipeArg, as_json: JsonOpt = False) -> None:
     """Load a recipe through every phase and report its errors (exit 2) or a short summary."""
-    loaded = _load_or_report(recipe, as_json)
+    loaded = load_or_report(recipe, as_json)
     definition = loaded.definition
     info = {
         "valid": True,
@@ -105,13 +80,13 @@ def check(
 ) -> None:
     """Static analysis: unreachable subscriptions, unbounded cycles, impossible visibility, engines
     that do not produce the declared types, unused outputs. Exit 1 when there are warnings."""
-    loaded = _load_or_report(recipe, as_json)
+    loaded = load_or_report(recipe, as_json)
     findings = [d for d in loaded.findings if not (quiet and d.severity == "info")]
     warnings = [d for d in findings if d.severity == "warning"]
     if as_json:
         emit_json({"valid": True, "findings": [d.to_json() for d in findings]})
     else:
-        _print_diagnostics(findings)
+        print_diagnostics(findings)
         verdict = f"[yellow]{len(warnings)} warning(s)[/]" if warnings else "[green]no warnings[/]"
         console().print(f"{recipe}: {verdict}")
     if warnings:
@@ -128,7 +103,7 @@ def graph(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the subscription graph (type -> agent -> type) as a tree, Mermaid or JSON."""
-    loaded = _load_or_report(recipe, as_json)
+    loaded = load_or_report(recipe, as_json)
     if as_json or fmt is GraphFormat.json:
         emit_json(loaded.graph.to_json())
     elif fmt is GraphFormat.mermaid:
@@ -165,7 +140,7 @@ def schema(
     else:
         if recipe is None:
             fail("a type's schema needs --recipe RECIPE (the file that declares the type)")
-        loaded = _load_or_report(recipe, False)
+        loaded = load_or_report(recipe, False)
         model = recipe_type(loaded, type_name)
         text = json.dumps(model.model_json_schema(), indent=2) + "\n"
     if output is None:

@@ -15,6 +15,7 @@ from flock_cli.cli.common import (
     board_path,
     err_console,
     fail,
+    load_or_report,
     parse_uuid,
     recipe_type,
     reports_errors,
@@ -89,9 +90,7 @@ def run(
     """Run a recipe: publish the --input artifacts, run agents until nothing is left to do, print
     the final artifacts and a summary. Exit 1 when a run failed, something went to the dead
     letters or a circuit breaker tripped. Ctrl-C stops gracefully; a second Ctrl-C aborts."""
-    from flock_cli.cli.recipe_cmds import _load_or_report
-
-    loaded = _load_or_report(recipe, as_json)
+    loaded = load_or_report(recipe, as_json)
     if model is not None:  # say so rather than let an accepted option do nothing silently
         err_console().print(
             "note: --model is for dspy engines, which this release does not run yet"
