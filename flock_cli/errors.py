@@ -16,11 +16,13 @@ The CLI maps the first family to exit code 2 and the second to exit code 1.
     │   ├── UnknownAgentError
     │   ├── InvalidDeclarationError
     │   ├── UsageError
-    │   └── FlockClosedError
+    │   ├── FlockClosedError
+    │   └── TraceStoreError
     └── RunError
         ├── AgentRunError
         ├── OutputError
-        └── IdleTimeoutError
+        ├── IdleTimeoutError
+        └── TraceStoreBusyError
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ __all__ = [
     "InvalidPayloadError",
     "OutputError",
     "RunError",
+    "TraceStoreBusyError",
+    "TraceStoreError",
     "TypeConflictError",
     "TypeRegistryError",
     "UnknownAgentError",
@@ -142,6 +146,10 @@ class FlockClosedError(UserError):
     """Work was submitted after ``Flock.shutdown()``."""
 
 
+class TraceStoreError(UserError):
+    """A trace store path that cannot be used: a directory, not a DuckDB file, a run id that is not there."""
+
+
 class AgentRunError(RunError):
     """An agent run failed; ``agent`` and ``stage`` say where, ``__cause__`` says why."""
 
@@ -162,3 +170,7 @@ class IdleTimeoutError(RunError):
         self.timeout = timeout
         self.summary = summary
         super().__init__(f"The flock did not become idle within {timeout} s.")
+
+
+class TraceStoreBusyError(RunError):
+    """The trace store stayed locked by other processes for longer than the wait allowed."""

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import AgentIdentity
+from flock_cli.tracing.run_trace import NO_TRACE, RunTrace
 
 if TYPE_CHECKING:
     from flock_cli.core.agent import Agent
@@ -75,6 +76,8 @@ class Context:
     batch_trigger: BatchTrigger | None = None
     trigger: Literal["event", "direct"] = "event"
     state: dict[str, Any] = field(default_factory=dict)
+    trace: RunTrace = NO_TRACE
+    """Tracing for this run: ``usage`` (model, tokens, cost), ``stream`` (live text), ``event``."""
 
 
 class AgentComponent(BaseModel):

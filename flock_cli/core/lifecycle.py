@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,15 +35,26 @@ def components_of(agent: Agent) -> list[AgentComponent]:
 
 
 class staged:
-    """Wrap any exception raised inside in an AgentRunError naming the stage."""
+    """Wrap any exception raised inside in an AgentRunError naming the stage, and trace the stage
+    as a span of the run (unless ``traced`` is False: a stage with no hook to run is not traced)."""
 
-    def __init__(self, agent: Agent, stage: str) -> None:
+    __slots__ = ("agent", "ctx", "stage", "start_ns")
+
+    def __init__(self, agent: Agent, stage: str, ctx: Context | None = None, *, traced: bool = True) -> None:
         self.agent, self.stage = agent, stage
+        self.ctx = ctx if traced else None
+        self.start_ns = 0
 
     def __enter__(self) -> None:
-        return None
+        if self.ctx is not None:
+            self.start_ns = time.time_ns()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.ctx is not None:
+            if exc is None:
+                self.ctx.trace.stage(self.stage, self.start_ns)
+            else:
+                self.ctx.trace.stage(self.stage, self.start_ns, "error", f"{type(exc).__name__}: {exc}")
         if isinstance(exc, Exception) and not isinstance(exc, AgentRunError):
             raise AgentRunError(self.agent.name, self.stage, exc) from exc
 
@@ -55,19 +67,20 @@ async def evaluate(
     Returns the result and the exceptions of ``best_of`` tries that failed while others succeeded.
     """
     components = components_of(agent)
-    with staged(agent, "initialize"):
+    utilities = bool(agent.utilities)
+    with staged(agent, "initialize", ctx, traced=utilities):
         for component in components:
             await component.on_initialize(agent, ctx)
-    with staged(agent, "pre_consume"):
+    with staged(agent, "pre_consume", ctx, traced=utilities):
         for utility in agent.utilities:
             artifacts = await utility.on_pre_consume(agent, ctx, artifacts)
     inputs = EvalInputs(artifacts=list(artifacts), state={}, groups=groups)
-    with staged(agent, "pre_evaluate"):
+    with staged(agent, "pre_evaluate", ctx, traced=utilities):
         for utility in agent.utilities:
             inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
-    with staged(agent, "evaluate"):
+    with staged(agent, "evaluate", ctx):
         result, failed_tries = await _best_of(agent, ctx, inputs, wrap)
-    with staged(agent, "post_evaluate"):
+    with staged(agent, "post_evaluate", ctx, traced=utilities):
         for utility in agent.utilities:
             result = await utility.on_post_evaluate(agent, ctx, inputs, result)
     return result, failed_tries
@@ -83,11 +96,17 @@ async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap)
     logs: list[str] = []
     metrics: dict[str, Any] = {}
     for engine in agent.engines:
-        current = await engine.on_pre_evaluate(agent, ctx, current)
-        result = await engine.evaluate(agent, ctx, current)
-        if not isinstance(result, EvalResult):
-            raise TypeError(f"{type(engine).__name__}.evaluate must return an EvalResult, got {result!r}")
-        result = await engine.on_post_evaluate(agent, ctx, current, result)
+        started = time.time_ns()
+        try:
+            current = await engine.on_pre_evaluate(agent, ctx, current)
+            result = await engine.evaluate(agent, ctx, current)
+            if not isinstance(result, EvalResult):
+                raise TypeError(f"{type(engine).__name__}.evaluate must return an EvalResult, got {result!r}")
+            result = await engine.on_post_evaluate(agent, ctx, current, result)
+        except Exception as exc:
+            ctx.trace.engine_call(type(engine).__name__, started, {}, exc)
+            raise
+        ctx.trace.engine_call(type(engine).__name__, started, result.metrics)
         logs.extend(result.logs)
         metrics.update(result.metrics)
         # The next engine sees this engine's outputs (or the same inputs if it produced none),
@@ -129,19 +148,19 @@ async def _best_of(
 
 async def post_publish(agent: Agent, ctx: Context, outputs: list[Artifact]) -> None:
     """Stage 8: let utilities react to each published artifact."""
-    with staged(agent, "post_publish"):
+    with staged(agent, "post_publish", ctx, traced=bool(agent.utilities)):
         for artifact in outputs:
             for utility in agent.utilities:
                 await utility.on_post_publish(agent, ctx, artifact)
 
 
-async def invoke_calls(agent: Agent, outputs: list[Artifact]) -> None:
+async def invoke_calls(agent: Agent, ctx: Context, outputs: list[Artifact]) -> None:
     """Stage 9: call ``agent.calls_func`` once per output (typed) whose type fits its first parameter."""
     func = agent.calls_func
     if func is None:
         return
     wanted = _first_param_type(func)
-    with staged(agent, "calls"):
+    with staged(agent, "calls", ctx):
         for artifact in outputs:
             decl = agent.output_for(artifact.type)
             assert decl is not None  # outputs were checked against the declarations

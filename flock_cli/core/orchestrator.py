@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import random
 import re
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
+from flock_cli.core.snapshot import threadsafe_status
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.visibility import Visibility
@@ -36,6 +38,9 @@ from flock_cli.errors import (
 from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RoutingTx, RunRecord
+from flock_cli.tracing.records import Span, StatusRecord
+from flock_cli.tracing.setup import TracesOption, build_tracer
+from flock_cli.tracing.tracer import RunScope
 
 __all__ = ["Flock"]
 
@@ -63,6 +68,9 @@ class Flock:
         role: ``"orchestrator"`` (the default) runs agents; ``"publisher"`` only appends to the
             board, leaving the routing and running to the orchestrator watching that board
             (``Flock.watch``), as ``flock publish`` does next to a running ``flock run --watch``.
+        traces: where spans, events and status snapshots go: a DuckDB file path, ``False`` for
+            none, or ``None`` (the default) for ``$FLOCK_TRACES`` or ``.flock/traces.duckdb``.
+            ``OTEL_EXPORTER_OTLP_*`` variables add an OTLP export (see ``flock_cli.tracing.otlp``).
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class Flock:
         rng: random.Random | None = None,
         lease_ttl: float = 300.0,
         role: Literal["orchestrator", "publisher"] = "orchestrator",
+        traces: TracesOption = None,
     ) -> None:
         if role not in ("orchestrator", "publisher"):
             raise InvalidDeclarationError(f"role must be 'orchestrator' or 'publisher', got {role!r}")
@@ -102,6 +111,9 @@ class Flock:
         self._views: dict[str, BoardView] = {}
         self._closed = False
         self._release_interrupted = False
+        self._run_scopes: list[RunScope] = []
+        self.tracer = build_tracer(traces, snapshot=self._status_record)
+        """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
         self._scheduler = Scheduler(self, max_concurrency)
         self._executor = RunExecutor(self)
         self._session = BoardSession(self)
@@ -287,7 +299,8 @@ class Flock:
         if self.role == "publisher":
             if self._closed:
                 raise FlockClosedError("This flock was shut down; it takes no new work.")
-            await self.store.append(artifacts)  # the orchestrator watching the board routes them
+            with self.tracer.publishing(artifacts) as span:
+                await self._append(artifacts, span)  # the orchestrator watching the board routes them
             self._scheduler.collector.published += len(artifacts)
             return
         await self._ready()
@@ -295,12 +308,38 @@ class Flock:
         scheduler.hold()
         try:
             scheduler.in_flight.update(a.id for a in artifacts)
-            await self.store.append(artifacts)
-            scheduler.collector.published += len(artifacts)
-            await scheduler.route(artifacts)
+            with self.tracer.publishing(artifacts) as span:
+                await self._append(artifacts, span)
+                scheduler.collector.published += len(artifacts)
+                await scheduler.route(artifacts)
         finally:
             scheduler.in_flight.difference_update(a.id for a in artifacts)
             scheduler.release()
+
+    async def _append(self, artifacts: list[Artifact], span: Span) -> None:
+        started = time.time_ns()
+        try:
+            await self.store.append(artifacts)
+        except BaseException as exc:
+            self.tracer.record(span, "store.append", started, time.time_ns(), "error", str(exc))
+            raise
+        self.tracer.record(span, "store.append", started, time.time_ns())
+
+    @contextlib.asynccontextmanager
+    async def traced_run(self, name: str = "workflow", **attributes: Any) -> AsyncIterator[RunScope]:
+        """Group a workflow into one trace: every publish inside the block, and every agent run
+        those publishes cause, joins a run named ``name`` (``flock trace list`` shows it)."""
+        if not isinstance(name, str) or not name.strip():
+            raise UsageError("traced_run() needs a non-empty name")
+        async with self.tracer.traced_run(name, attributes) as scope:
+            self._run_scopes.append(scope)
+            try:
+                yield scope
+            finally:
+                self._run_scopes.remove(scope)
+
+    def _status_record(self) -> StatusRecord | None:
+        return threadsafe_status(self)
 
     async def _ready(self) -> None:
         await self.attach()  # binds to the running loop; a no-op once attached
@@ -448,7 +487,9 @@ class Flock:
                 await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
         scheduler.embargoes.clear()
         await self._session.finish()
-        return self._take_summary()
+        summary = self._take_summary()
+        await asyncio.to_thread(self.tracer.close)
+        return summary
 
     # -- direct invocation and dead letters ------------------------------------------------------
 
@@ -483,13 +524,16 @@ class Flock:
         scheduler.hold()
         try:
             scheduler.in_flight.update(a.id for a in built)
-            await self.store.append(built)
-            scheduler.collector.published += len(built)
-            tx = RoutingTx(routed=[a.id for a in built], claims=[(a.id, target.name) for a in built])
-            job = scheduler.plan(ReadyRun(sub, built, [built] if sub.gathers else []), tx, trigger="direct")
-            delivery = job.payload[0]
-            scheduler.direct[delivery.id] = done
-            await scheduler.commit(tx, [job])
+            with self.tracer.publishing(built) as span:
+                await self._append(built, span)
+                scheduler.collector.published += len(built)
+                tx = RoutingTx(routed=[a.id for a in built], claims=[(a.id, target.name) for a in built])
+                job = scheduler.plan(
+                    ReadyRun(sub, built, [built] if sub.gathers else []), tx, trigger="direct"
+                )
+                delivery = job.payload[0]
+                scheduler.direct[delivery.id] = done
+                await scheduler.commit(tx, [job])
         finally:
             scheduler.in_flight.difference_update(a.id for a in built)
             scheduler.release()

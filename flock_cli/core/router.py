@@ -21,6 +21,7 @@ from flock_cli.core.summary import ExpiredGroup, PendingGroup, PredicateError, S
 from flock_cli.core.visibility import AfterVisibility
 from flock_cli.errors import InvalidDeclarationError
 from flock_cli.store.records import BatchEntry, GateEntry, RoutingTx
+from flock_cli.tracing.tracer import Tracer
 
 __all__ = ["NO_KEY", "Router", "sub_key", "typed_loader"]
 
@@ -33,9 +34,10 @@ def sub_key(sub: Subscription) -> str:
 class Router:
     """Index of subscriptions plus the gathering state of every gated or batched subscription."""
 
-    def __init__(self, agents: dict[str, Agent], collector: SummaryCollector) -> None:
+    def __init__(self, agents: dict[str, Agent], collector: SummaryCollector, tracer: Tracer) -> None:
         self._agents = agents
         self._collector = collector
+        self._tracer = tracer
         self._by_type: dict[str, list[Subscription]] = {}
         self._group_members: dict[str, dict[str, Subscription]] = {}
         self.gates: dict[Subscription, Gate] = {}
@@ -182,6 +184,12 @@ class Router:
         if join.by is None:
             if artifact.correlation_id is None:
                 self._collector.filtered["no_correlation_id"] += 1
+                self._tracer.event(
+                    "subscription.filtered",
+                    agent=sub.agent,
+                    artifact_id=artifact.id,
+                    reason="no_correlation_id",
+                )
                 return NO_KEY
             return artifact.correlation_id
         try:
@@ -193,6 +201,12 @@ class Router:
         return key
 
     def _predicate_error(self, sub: Subscription, artifact: Artifact, exc: Exception, what: str = "") -> None:
+        self._tracer.event(
+            "predicate.error",
+            agent=sub.agent,
+            artifact_id=artifact.id,
+            error=f"{what}{type(exc).__name__}: {exc}",
+        )
         self._collector.predicate_errors.append(
             PredicateError(
                 agent=sub.agent,
@@ -205,6 +219,11 @@ class Router:
     def record_expired(self, sub: Subscription, group: OpenGroup, reason: str, tx: RoutingTx) -> None:
         """Report an expired join group in the summary; the store forgets its entries in ``tx``."""
         tx.gate_removes.extend((sub_key(sub), a.id) for a in group.artifacts())
+        artifact_ids = [str(a.id) for a in group.artifacts()]
+        self._tracer.event(
+            "join.expired", agent=sub.agent, artifact_id=artifact_ids[0] if artifact_ids else None,
+            reason=reason, key=str(group.key), artifacts=artifact_ids, missing=group.missing(sub),
+        )  # fmt: skip
         self._collector.expired.append(
             ExpiredGroup(
                 agent=sub.agent,

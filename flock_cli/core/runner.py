@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import BreakerTrip, Failure
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
 from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery, StaleLeaseError
+from flock_cli.tracing.records import Span
+from flock_cli.tracing.run_trace import RunTrace
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -72,6 +75,40 @@ class RunExecutor:
     async def _leased_attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int
     ) -> float | None:
+        """One leased attempt inside its ``agent.run`` span (which its stages and outputs join)."""
+        tracer = self._flock.tracer
+        span = tracer.start_for(
+            "agent.run",
+            run.artifacts,
+            agent=agent.name,
+            attributes={
+                "flock.attempt": attempt,
+                "flock.delivery": str(delivery.id),
+                "flock.subscription": run.subscription.index,
+                "flock.trigger": delivery.trigger,
+            },
+        )
+        span.inputs = [str(a.id) for a in run.artifacts]
+        tracer.metrics.run_started(agent.name)
+        token = tracer.enter(span)
+        outcome = "cancelled"
+        try:
+            delay = await self._traced_attempt(agent, delivery, run, attempt, span)
+            outcome = span.attributes.setdefault("flock.outcome", "ok")
+            return delay
+        except BaseException as exc:
+            span.status, span.message = "error", f"{type(exc).__name__}: {exc}"
+            outcome = "failed" if isinstance(exc, Exception) else "cancelled"
+            span.attributes["flock.outcome"] = outcome
+            raise
+        finally:
+            tracer.leave(token)
+            tracer.end(span, "ok" if span.status == "unset" else span.status, span.message)
+            tracer.metrics.run_finished(agent.name, outcome, (span.end_ns - span.start_ns) / 1e9)
+
+    async def _traced_attempt(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int, span: Span
+    ) -> float | None:
         flock, store = self._flock, self._flock.store
         artifacts = list(run.artifacts)
         ctx = Context(
@@ -84,6 +121,7 @@ class RunExecutor:
             is_batch=run.subscription.batch is not None,
             batch_trigger=run.batch_trigger,  # type: ignore[arg-type]
             trigger="direct" if delivery.trigger == "direct" else "event",
+            trace=RunTrace(flock.tracer, span),
         )
         self._collector.runs[agent.name] += 1
         try:
@@ -96,29 +134,45 @@ class RunExecutor:
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts, wrap)
                     self._scheduler.in_flight.update(o.id for o in outputs)
+                    flock.tracer.adopt(outputs, span)
+                    started = time.time_ns()
                     try:
                         await store.complete(delivery.id, attempt, outputs)
-                    except BaseException:
+                    except BaseException as exc:
                         self._scheduler.in_flight.difference_update(o.id for o in outputs)
+                        flock.tracer.record(
+                            span, "store.complete", started, time.time_ns(), "error", str(exc)
+                        )
                         raise
+                    flock.tracer.record(span, "store.complete", started, time.time_ns())
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 cause = _cause(exc)
+                span.status, span.message = "error", f"{type(cause).__name__}: {cause}"
                 if agent.retry_policy.should_retry(cause, attempt):
                     self._collector.retries += 1
+                    delay = agent.retry_policy.delay(attempt, flock._rng)
+                    span.attributes["flock.outcome"] = "retry"
+                    flock.tracer.event(
+                        "run.retry", agent=agent.name, attempt=attempt, delay_s=delay, error=span.message
+                    )
                     await store.release(delivery.id, attempt)
-                    return agent.retry_policy.delay(attempt, flock._rng)
+                    return delay
+                span.attributes["flock.outcome"] = "failed"
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)
                 self._scheduler.resolve_direct(delivery.id, error=_as_run_error(agent, exc))
                 return None
             self._collector.published += len(outputs)
+            flock.tracer.published(outputs, span)
             self._scheduler.resolve_direct(delivery.id, outputs=outputs)
             await self._scheduler.route(outputs)
             try:
                 await lifecycle.post_publish(agent, ctx, outputs)
-                await lifecycle.invoke_calls(agent, outputs)
+                await lifecycle.invoke_calls(agent, ctx, outputs)
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
+                span.status, span.message = "error", f"{type(_cause(exc)).__name__}: {_cause(exc)}"
+                span.attributes["flock.outcome"] = "failed"
                 await self._dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
         finally:
             await self._hooks_on_terminate(agent, ctx)
@@ -275,6 +329,10 @@ class RunExecutor:
         else:
             await self._flock.store.add_dead_letter(letter)
         self._collector.dead.append(letter)
+        self._flock.tracer.event(
+            "dead_letter", agent=agent, artifact_id=artifact_ids[0] if artifact_ids else None,
+            reason=reason, error=letter.error, stage=stage, letter=str(letter.id),
+        )  # fmt: skip
         return letter
 
     async def _dead_letter(
@@ -312,6 +370,8 @@ class RunExecutor:
             agent.name, BreakerTrip(agent=agent.name, limit=flock.max_agent_iterations)
         )
         trip.held += 1
+        if trip.held == 1:
+            flock.tracer.event("breaker.trip", agent=agent.name, limit=flock.max_agent_iterations)
         message = f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
         await self._keep(
             agent.name,

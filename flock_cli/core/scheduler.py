@@ -47,7 +47,8 @@ class Scheduler:
     def __init__(self, flock: Flock, max_concurrency: int | None) -> None:
         self._flock = flock
         self.collector = SummaryCollector()
-        self.router = Router(flock._agents, self.collector)
+        self.tracer = flock.tracer
+        self.router = Router(flock._agents, self.collector, flock.tracer)
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
         self.iterations: Counter[str] = Counter()
         self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
@@ -231,12 +232,21 @@ class Scheduler:
         """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
         step per artifact, then start the runs that became ready."""
         jobs: list[Job] = []
+        span = self.tracer.start("flock.schedule", attributes={"flock.artifacts": len(artifacts)})
         try:
             async with self._route_lock:
                 for artifact in artifacts:
                     fresh = only is None and artifact.id in self.in_flight
                     jobs += await self._route_one(artifact, only, fresh=fresh)
             await self._start_after_sync(jobs)
+        except BaseException as exc:
+            self.tracer.end(span, "error", f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            span.attributes["flock.deliveries"] = len(jobs)
+            if jobs:
+                span.attributes["flock.agents"] = sorted({job.queue for job in jobs})
+            self.tracer.end(span)
         finally:
             # Only now are the routing steps committed: until then a poll of the board would
             # still see these artifacts as unrouted and must leave them alone.
@@ -250,9 +260,11 @@ class Scheduler:
             async with self._route_lock:
                 found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
                 self.in_flight.update(a.id for a in found)
-                for artifact in found:
-                    self.collector.published += 1
-                    jobs += await self._route_one(artifact, None, fresh=True)
+                if found:
+                    with self.tracer.publishing(found, "flock.adopt"):
+                        for artifact in found:
+                            self.collector.published += 1
+                            jobs += await self._route_one(artifact, None, fresh=True)
             await self._start_after_sync(jobs)
         finally:
             self.in_flight.difference_update(a.id for a in found)
@@ -303,6 +315,9 @@ class Scheduler:
             reason = router.screen(artifact, sub, typed, now)
             if reason is not None:
                 self.collector.filtered[reason] += 1
+                self.tracer.event(
+                    "subscription.filtered", agent=sub.agent, artifact_id=artifact.id, reason=reason
+                )
                 continue
             if consumers is None:
                 consumers = await store.consumers_of(artifact.id)
@@ -340,6 +355,10 @@ class Scheduler:
         tx.denials.append(denial(artifact, agent.identity, now, "schedule"))
         self.collector.denials += 1
         lifts = self.router.embargo_lift(artifact, agent, now)
+        self.tracer.event(
+            "visibility.denied", agent=agent.name, artifact_id=artifact.id,
+            visibility=artifact.visibility.describe(), embargoed_until=lifts.isoformat() if lifts else None,
+        )  # fmt: skip
         if lifts is None:
             return
         key = (artifact.id, sub.index, sub.agent)

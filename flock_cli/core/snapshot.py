@@ -1,0 +1,76 @@
+"""Status snapshots for the trace store: what a flock is doing right now.
+
+``flock top`` shows them for a run in another process: runs going and queued per agent, the
+concurrency in use, breaker counts, and the joins and batches still gathering. The trace writer
+asks for one before each batch, from its own thread, so the snapshot is taken on the flock's
+event loop (where that state lives) and handed back.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.tracing.records import StatusRecord
+
+if TYPE_CHECKING:
+    from flock_cli.core.orchestrator import Flock
+
+__all__ = ["status_snapshot", "threadsafe_status"]
+
+
+def status_snapshot(flock: Flock) -> dict[str, Any]:
+    """The flock's state now, as JSON-ready data (call on the flock's event loop)."""
+    scheduler = flock._scheduler
+    dispatcher = scheduler.dispatcher
+    queued = dispatcher.queued_by_queue()
+    agents = {
+        name: {
+            "running": dispatcher.running_by_agent.get(name, 0),
+            "queued": queued.pop(name, 0),
+            "limit": dispatcher._limits.get(name),
+            "iterations": scheduler.iterations.get(name, 0),
+        }
+        for name in flock._agents
+    }
+    batches = [
+        {"agent": sub.agent, "subscription": sub.index, "items": len(batcher.units),
+         "size": sub.batch.size if sub.batch else None}
+        for sub, batcher in scheduler.router.batchers.items()
+        if batcher.units
+    ]  # fmt: skip
+    return {
+        "agents": agents,
+        "groups_queued": queued,  # exclusive groups' queues
+        "running": dispatcher.running,
+        "max_concurrency": dispatcher.global_limit,
+        "max_agent_iterations": flock.max_agent_iterations,
+        "pending_groups": [g.model_dump(mode="json") for g in scheduler.router.pending()],
+        "batches": batches,
+        "embargoed": len(scheduler.embargoes),
+        "closed": flock.closed,
+    }
+
+
+def threadsafe_status(flock: Flock, timeout: float = 0.5) -> StatusRecord | None:
+    """A snapshot taken on the flock's loop, for another thread; None when the loop is not running."""
+    loop = flock._scheduler._loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return None
+    result: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+    def take() -> None:
+        try:
+            result.set_result(status_snapshot(flock))
+        except Exception as exc:
+            result.set_exception(exc)
+
+    try:
+        loop.call_soon_threadsafe(take)
+        snapshot = result.result(timeout)
+    except (RuntimeError, concurrent.futures.TimeoutError):
+        return None  # the loop closed meanwhile, or is too busy: the next batch tries again
+    scope = flock._run_scopes[-1] if flock._run_scopes else None
+    return StatusRecord(scope.trace_id if scope else None, time.time_ns(), os.getpid(), snapshot)

@@ -1,0 +1,86 @@
+"""Opening the DuckDB trace store without ever showing its lock to a user.
+
+DuckDB lets one process hold a database file for writing, and while it does, no other process can
+open the file at all, not even read-only (research/backend.md, §5). So nobody keeps the file open:
+the writer opens it for each batch (about 50 ms every half second) and readers open it for each
+query. Whoever finds it locked waits a little and tries again; the waits are short because every
+holder lets go within milliseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.errors import TraceStoreBusyError, TraceStoreError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["DEFAULT_TRACE_PATH", "check_trace_path", "connect", "is_lock_error"]
+
+DEFAULT_TRACE_PATH = Path(".flock") / "traces.duckdb"
+
+_LOCK_MARKERS = ("lock", "different configuration", "already open")
+_MAGIC = b"DUCK"
+
+
+def check_trace_path(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse paths that cannot hold a trace store, before any thread or DuckDB import.
+
+    Raises TraceStoreError for a directory, a file that is not a DuckDB database, or (with
+    ``must_exist``) a missing file.
+    """
+    if path.is_dir():
+        raise TraceStoreError(f"trace store {path} is a directory; give a file path")
+    if not path.exists():
+        if must_exist:
+            raise TraceStoreError(f"no trace store at {path}: run a recipe first, or pass --traces")
+        return
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(12)
+    except OSError as exc:
+        raise TraceStoreError(f"trace store {path} cannot be read: {exc.strerror or exc}") from exc
+    if head and head[8:12] != _MAGIC:
+        raise TraceStoreError(f"{path} is not a DuckDB trace store")
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """True when DuckDB refused a connection because another connection holds the file."""
+    import duckdb
+
+    if not isinstance(exc, duckdb.IOException | duckdb.ConnectionException):
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in _LOCK_MARKERS)
+
+
+def connect(
+    path: Path, *, read_only: bool, wait: float, config: dict[str, Any] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the store, waiting up to ``wait`` seconds while others hold it.
+
+    Raises TraceStoreBusyError when the wait runs out, TraceStoreError when the file is unusable.
+    """
+    import duckdb
+
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise TraceStoreError(f"trace store {path} cannot be opened: {_first_line(exc)}") from exc
+            if time.monotonic() >= deadline:
+                raise TraceStoreBusyError(
+                    f"trace store {path} stayed busy for {wait:g} s (other flock processes hold it)"
+                ) from exc
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,170 @@
+"""Prometheus metrics of a flock, in the Prometheus text exposition format (version 0.0.4).
+
+The counters live in memory and cost a dict update each; ``flock run --metrics-port`` serves them
+over HTTP while a run goes on, and ``flock trace metrics`` renders the same families from the
+trace store for runs that are over.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["LATENCY_BUCKETS", "Family", "Histogram", "Metrics", "render"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Upper bounds (seconds) of the agent-run latency histogram; +Inf is implied."""
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Histogram:
+    """Bucket counts (cumulative only when rendered), sum and count of observed values."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        """Count one value."""
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.total += value
+        self.count += 1
+
+
+@dataclass
+class Family:
+    """One metric family: its samples by label set (histograms keep a Histogram per label set)."""
+
+    name: str
+    kind: str  # "counter" | "gauge" | "histogram"
+    help: str
+    samples: dict[Labels, float | Histogram] = field(default_factory=dict)
+
+
+class Metrics:
+    """The metrics of one flock.
+
+    Updated on the event loop; ``render`` may run on another thread (the HTTP server): it copies
+    each dict first, which CPython does without letting another thread in.
+    """
+
+    def __init__(self) -> None:
+        self.published: dict[str, int] = {}
+        self.runs: dict[tuple[str, str], int] = {}
+        self.latency: dict[str, Histogram] = {}
+        self.in_progress: dict[str, int] = {}
+        self.events: dict[str, int] = {}
+        self.pending: Callable[[], dict[str, int]] | None = None
+
+    def artifact_published(self, type_name: str) -> None:
+        """Count one published artifact."""
+        self.published[type_name] = self.published.get(type_name, 0) + 1
+
+    def run_started(self, agent: str) -> None:
+        """An agent run (attempt) began."""
+        self.in_progress[agent] = self.in_progress.get(agent, 0) + 1
+
+    def run_finished(self, agent: str, status: str, seconds: float) -> None:
+        """An agent run (attempt) ended with ``status`` after ``seconds``."""
+        self.in_progress[agent] = self.in_progress.get(agent, 1) - 1
+        key = (agent, status)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        histogram = self.latency.get(agent)
+        if histogram is None:
+            histogram = self.latency[agent] = Histogram()
+        histogram.observe(seconds)
+
+    def event(self, kind: str) -> None:
+        """Count one runtime event (retry, dead letter, breaker trip, ...)."""
+        self.events[kind] = self.events.get(kind, 0) + 1
+
+    def families(self) -> list[Family]:
+        """Every family, with the current values."""
+        pending = self.pending() if self.pending is not None else {}
+        return [
+            Family(
+                "flock_artifacts_published_total",
+                "counter",
+                "Artifacts published, by type.",
+                {(("type", t),): float(n) for t, n in sorted(self.published.copy().items())},
+            ),
+            Family(
+                "flock_agent_runs_total",
+                "counter",
+                "Agent runs (attempts) that ended, by agent and status.",
+                {(("agent", a), ("status", s)): float(n) for (a, s), n in sorted(self.runs.copy().items())},
+            ),
+            Family(
+                "flock_agent_run_duration_seconds",
+                "histogram",
+                "Duration of agent runs (attempts), by agent.",
+                {(("agent", a),): h for a, h in sorted(self.latency.copy().items())},
+            ),
+            Family(
+                "flock_agent_runs_in_progress",
+                "gauge",
+                "Agent runs in progress now (active agents), by agent.",
+                {(("agent", a),): float(n) for a, n in sorted(self.in_progress.copy().items())},
+            ),
+            Family(
+                "flock_deliveries_pending",
+                "gauge",
+                "Deliveries waiting for a concurrency slot, by agent.",
+                {(("agent", a),): float(n) for a, n in sorted(pending.items())},
+            ),
+            Family(
+                "flock_events_total",
+                "counter",
+                "Runtime events (retries, dead letters, breaker trips, denials...), by kind.",
+                {(("kind", k),): float(n) for k, n in sorted(self.events.copy().items())},
+            ),
+        ]
+
+    def render(self) -> str:
+        """The metrics in the Prometheus text format."""
+        return render(self.families())
+
+
+def render(families: Iterable[Family]) -> str:
+    """Render families in the Prometheus text exposition format."""
+    lines: list[str] = []
+    for family in families:
+        lines.append(f"# HELP {family.name} {family.help}")
+        lines.append(f"# TYPE {family.name} {family.kind}")
+        for labels, value in family.samples.items():
+            if isinstance(value, Histogram):
+                cumulative = 0
+                for bound, count in zip(LATENCY_BUCKETS, value.counts, strict=True):
+                    cumulative += count
+                    lines.append(_sample(f"{family.name}_bucket", (*labels, ("le", _num(bound))), cumulative))
+                lines.append(_sample(f"{family.name}_bucket", (*labels, ("le", "+Inf")), value.count))
+                lines.append(_sample(f"{family.name}_sum", labels, value.total))
+                lines.append(_sample(f"{family.name}_count", labels, value.count))
+            else:
+                lines.append(_sample(family.name, labels, value))
+    return "\n".join(lines) + "\n"
+
+
+def _sample(name: str, labels: Labels, value: float) -> str:
+    if not labels:
+        return f"{name} {_num(value)}"
+    body = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return f"{name}{{{body}}} {_num(value)}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float) -> str:
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))

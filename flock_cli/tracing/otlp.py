@@ -1,0 +1,280 @@
+"""OTLP: the OpenTelemetry wire format, as JSON (``http/json``), for export files and collectors.
+
+``encode`` turns spans into an OTLP ``ExportTraceServiceRequest`` document; ``flock trace export
+--format otlp`` writes it and :class:`OtlpExporter` posts it to a collector while a flock runs,
+configured by the standard environment variables:
+
+* ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
+  base URL; ``/v1/traces`` is appended). Without either, nothing is exported.
+* ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`` (``key=value,...``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
+  (milliseconds), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (only ``http/json`` is spoken; anything
+  else is refused with a message rather than ignored).
+* ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``,
+  ``OTEL_TRACES_EXPORTER=none``, ``OTEL_BSP_SCHEDULE_DELAY`` (milliseconds between posts).
+
+It needs no OpenTelemetry package: the JSON encoding is part of the OTLP specification.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flock_cli.errors import UsageError
+from flock_cli.tracing.records import EventRecord, Record, Span
+
+__all__ = ["OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
+
+_KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
+_STATUS = {"unset": 0, "ok": 1, "error": 2}
+
+SpanData = dict[str, Any]
+"""A span as plain data: trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status,
+message, attributes (dict) and events (list of (ts_ns, name, attributes))."""
+
+
+def span_data(span: Span, events: Iterable[EventRecord] = ()) -> SpanData:
+    """A live span as :data:`SpanData`."""
+    attributes = dict(span.attributes)
+    if span.agent is not None:
+        attributes["flock.agent"] = span.agent
+    if span.inputs:
+        attributes["flock.inputs"] = list(span.inputs)
+    if span.outputs:
+        attributes["flock.outputs"] = list(span.outputs)
+    return {
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_id": span.parent_id,
+        "name": span.name,
+        "kind": span.kind,
+        "start_ns": span.start_ns,
+        "end_ns": span.end_ns,
+        "status": span.status,
+        "message": span.message,
+        "attributes": attributes,
+        "events": [(e.ts_ns, e.kind, {**e.attributes, **_event_refs(e)}) for e in events],
+    }
+
+
+def _event_refs(event: EventRecord) -> dict[str, Any]:
+    refs: dict[str, Any] = {}
+    if event.agent is not None:
+        refs["flock.agent"] = event.agent
+    if event.artifact_id is not None:
+        refs["flock.artifact_id"] = event.artifact_id
+    return refs
+
+
+def encode(
+    spans: Iterable[SpanData], service: str, resource: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An OTLP/JSON ``ExportTraceServiceRequest`` holding ``spans``."""
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attributes({"service.name": service, **(resource or {})})},
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "flock-flow"},
+                        "spans": [_span(s) for s in spans],
+                    }
+                ],
+            }
+        ]
+    }
+
+
+def _span(s: SpanData) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "traceId": s["trace_id"],
+        "spanId": s["span_id"],
+        "name": s["name"],
+        "kind": _KINDS.get(s["kind"], 1),
+        "startTimeUnixNano": str(s["start_ns"]),
+        "endTimeUnixNano": str(s["end_ns"]),
+        "attributes": _attributes(s["attributes"]),
+        "status": {"code": _STATUS.get(s["status"], 0)},
+    }
+    if s.get("parent_id"):
+        out["parentSpanId"] = s["parent_id"]
+    if s.get("message"):
+        out["status"]["message"] = s["message"]
+    if s.get("events"):
+        out["events"] = [
+            {"timeUnixNano": str(ts), "name": name, "attributes": _attributes(attrs)}
+            for ts, name, attrs in s["events"]
+        ]
+    return out
+
+
+def _attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": _value(value)} for key, value in values.items() if value is not None]
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list | tuple):
+        return {"arrayValue": {"values": [_value(v) for v in value]}}
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return {"stringValue": json.dumps(value, default=str)}
+
+
+# -- the exporter ----------------------------------------------------------------------------------
+
+
+def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = None) -> OtlpExporter | None:
+    """An exporter configured by the ``OTEL_*`` variables, or None when they ask for none."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}")
+        return value.strip() if value and value.strip() else None
+
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+        return None
+    url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if not url:
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        if not base:
+            return None
+        url = base.rstrip("/") + "/v1/traces"
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UsageError(f"OTLP endpoint {url!r} is not an http:// or https:// URL")
+    protocol = get("PROTOCOL") or "http/json"
+    if protocol != "http/json":
+        raise UsageError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: flock exports OTLP as"
+            " http/json (a collector's HTTP port, usually 4318, accepts it)"
+        )
+    headers = _pairs(get("HEADERS") or "", "OTEL_EXPORTER_OTLP_HEADERS")
+    timeout = _millis(get("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)
+    delay = _millis(env.get("OTEL_BSP_SCHEDULE_DELAY"), "OTEL_BSP_SCHEDULE_DELAY", 5_000)
+    resource = _pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
+    name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "") or service
+    return OtlpExporter(
+        url, service=name, headers=headers, timeout=timeout, interval=delay, resource=resource
+    )
+
+
+def _pairs(text: str, variable: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{variable}: {item!r} is not key=value")
+        pairs[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return pairs
+
+
+def _millis(text: str | None, variable: str, default: int) -> float:
+    if text is None or not text.strip():
+        return default / 1000
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{variable}={text!r} is not a number of milliseconds") from None
+    if not value > 0:
+        raise UsageError(f"{variable} must be a positive number of milliseconds")
+    return value / 1000
+
+
+class OtlpExporter:
+    """Posts finished spans (with their events) to an OTLP/HTTP collector from a thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        service: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        interval: float = 5.0,
+        resource: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url, self.service, self.timeout, self.interval = url, service, timeout, interval
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.resource = dict(resource or {})
+        self.exported = 0
+        self._queue: deque[Record | threading.Event] = deque()
+        self._events: dict[str, list[EventRecord]] = {}
+        self._problems: list[str] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="flock-otlp-exporter", daemon=True)
+        self._thread.start()
+
+    @property
+    def problems(self) -> list[str]:
+        """Export failures, one line each."""
+        return list(self._problems)
+
+    def put(self, record: Record) -> None:
+        """Queue a record; spans and their events are exported, the rest is ignored."""
+        if isinstance(record, Span | EventRecord):
+            self._queue.append(record)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Post everything queued so far."""
+        done = threading.Event()
+        self._queue.append(done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Post what is queued, then stop."""
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            stopping = self._stopping
+            spans: list[SpanData] = []
+            markers: list[threading.Event] = []
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                elif isinstance(item, EventRecord):
+                    if item.span_id is not None:
+                        self._events.setdefault(item.span_id, []).append(item)
+                elif isinstance(item, Span):
+                    spans.append(span_data(item, self._events.pop(item.span_id, ())))
+            if len(self._events) > 10_000:  # events of spans that never ended (a crashed run)
+                self._events.clear()
+            if spans:
+                self._post(spans)
+            for marker in markers:
+                marker.set()
+            if stopping:
+                return
+
+    def _post(self, spans: list[SpanData]) -> None:
+        body = json.dumps(encode(spans, self.service, self.resource)).encode()
+        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+            self.exported += len(spans)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            message = f"OTLP export to {self.url} failed: {exc}"
+            if message not in self._problems:
+                self._problems.append(message)

@@ -1,0 +1,83 @@
+"""``ctx.trace``: the tracing handle of one agent run, for the lifecycle and for components.
+
+Engines report what only they know through it: the model and its token counts and cost
+(``usage``), text as it streams from the model (``stream``, shown live by ``flock top``) and any
+event of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flock_cli.tracing.records import Span, SpanStatus
+from flock_cli.tracing.tracer import Tracer
+
+__all__ = ["NO_TRACE", "RunTrace"]
+
+_STREAM_CHUNK = 4096  # longer streamed text is split into several events
+
+
+class RunTrace:
+    """Tracing for one agent run; a no-op when the run is not traced (``NO_TRACE``)."""
+
+    __slots__ = ("span", "tracer")
+
+    def __init__(self, tracer: Tracer | None = None, span: Span | None = None) -> None:
+        self.tracer, self.span = tracer, span
+
+    def stage(self, name: str, start_ns: int, status: SpanStatus = "ok", message: str | None = None) -> None:
+        """Record a lifecycle stage that began at ``start_ns`` and ends now."""
+        if self.tracer is not None and self.span is not None:
+            self.tracer.record(self.span, f"stage.{name}", start_ns, time.time_ns(), status, message)
+
+    def engine_call(
+        self, engine: str, start_ns: int, metrics: dict[str, Any], error: BaseException | None = None
+    ) -> None:
+        """Record one engine's evaluation, with the model and token figures it reported."""
+        if self.tracer is None or self.span is None:
+            return
+        attributes: dict[str, Any] = {"flock.engine": engine}
+        for key in ("model", "input_tokens", "output_tokens", "tokens", "cost"):
+            if key in metrics and isinstance(metrics[key], str | int | float):
+                attributes[f"llm.{key}"] = metrics[key]
+        status: SpanStatus = "ok" if error is None else "error"
+        message = None if error is None else f"{type(error).__name__}: {error}"
+        self.tracer.record(self.span, "engine.call", start_ns, time.time_ns(), status, message, attributes)
+
+    def usage(
+        self,
+        *,
+        model: str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost: float | None = None,
+    ) -> None:
+        """Add an LLM call's usage to this run (summed over calls; shown by ``flock trace list``)."""
+        if self.span is None:
+            return
+        attrs = self.span.attributes
+        if model is not None:
+            attrs["llm.model"] = model
+        attrs["llm.input_tokens"] = attrs.get("llm.input_tokens", 0) + input_tokens
+        attrs["llm.output_tokens"] = attrs.get("llm.output_tokens", 0) + output_tokens
+        if cost is not None:
+            attrs["llm.cost"] = attrs.get("llm.cost", 0.0) + cost
+
+    def stream(self, text: str) -> None:
+        """Text as the model produces it (``flock top`` shows it live)."""
+        if self.tracer is None or self.span is None or not text:
+            return
+        for i in range(0, len(text), _STREAM_CHUNK):
+            self.tracer.event(
+                "engine.stream", agent=self.span.agent, span=self.span, text=text[i : i + _STREAM_CHUNK]
+            )
+
+    def event(self, kind: str, **attributes: Any) -> None:
+        """Record an event of the component's own within this run."""
+        if self.tracer is not None and self.span is not None:
+            self.tracer.event(kind, agent=self.span.agent, span=self.span, **attributes)
+
+
+NO_TRACE = RunTrace()
+"""The handle of an untraced run: every method does nothing."""

@@ -1,0 +1,298 @@
+"""The tracer: what the runtime reports to while it works.
+
+Every call is cheap and never blocks: a span is a slotted object, and ending it appends it to the
+sinks' queues (the DuckDB writer, optionally the OTLP exporter), which write from their own
+threads. With no sink, spans are still made (metrics need their timings) but go nowhere.
+
+Where a span belongs:
+
+* inside ``Flock.traced_run(name)`` every span joins that run's trace;
+* an agent run continues the trace of the artifact that woke it (its first input), so a workflow
+  started by one publish stays one trace even outside ``traced_run``;
+* a publish outside both starts a new trace.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from flock_cli.tracing.metrics import Metrics
+from flock_cli.tracing.records import (
+    ArtifactRecord,
+    EventRecord,
+    Record,
+    RunEnd,
+    RunStart,
+    Span,
+    SpanStatus,
+    new_span_id,
+    new_trace_id,
+)
+
+if TYPE_CHECKING:
+    from flock_cli.core.artifact import Artifact
+
+__all__ = ["RunScope", "Sink", "Tracer", "current_span"]
+
+_ORIGINS_KEPT = 200_000  # artifact -> span entries kept for parenting; the oldest are dropped
+
+
+class Sink(Protocol):
+    """Where finished records go (a writer thread's queue)."""
+
+    def put(self, record: Record) -> None:
+        """Queue one record; must not block."""
+
+    def flush(self, timeout: float) -> bool:
+        """Write what is queued; False if that did not finish in time."""
+
+    def close(self, timeout: float) -> None:
+        """Write what is queued and stop."""
+
+    @property
+    def problems(self) -> list[str]:
+        """Errors the sink met (reported, never raised into the runtime)."""
+
+
+@dataclass(slots=True, frozen=True)
+class RunScope:
+    """The trace of one ``traced_run``: its id, root span and name."""
+
+    trace_id: str
+    span_id: str
+    name: str
+
+
+_RUN: ContextVar[RunScope | None] = ContextVar("flock_run", default=None)
+_SPAN: ContextVar[Span | None] = ContextVar("flock_span", default=None)
+
+
+def current_span() -> Span | None:
+    """The span the current task works inside (a publish or an agent run), if any."""
+    return _SPAN.get()
+
+
+class Tracer:
+    """Makes spans and events for one flock and hands them to its sinks."""
+
+    def __init__(self, sinks: Sequence[Sink] = (), *, service: str = "flock") -> None:
+        self.sinks = list(sinks)
+        self.service = service
+        self.metrics = Metrics()
+        self._origins: dict[str, tuple[str, str]] = {}  # artifact id -> (trace id, span id)
+        self._put = [sink.put for sink in self.sinks]
+
+    @property
+    def enabled(self) -> bool:
+        """True when spans are kept somewhere."""
+        return bool(self.sinks)
+
+    # -- spans -----------------------------------------------------------------------------------
+
+    def start(
+        self,
+        name: str,
+        *,
+        parent: Span | None = None,
+        agent: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        kind: str = "internal",
+    ) -> Span:
+        """Start a span under ``parent``, else the current span, else the current run, else a new trace."""
+        if parent is None:
+            parent = _SPAN.get()
+        if parent is not None:
+            trace_id, parent_id = parent.trace_id, parent.span_id
+        else:
+            scope = _RUN.get()
+            if scope is not None:
+                trace_id, parent_id = scope.trace_id, scope.span_id
+            else:
+                trace_id, parent_id = new_trace_id(), None
+        return Span(trace_id, new_span_id(), parent_id, name, time.time_ns(), kind, agent, attributes or {})
+
+    def start_for(
+        self, name: str, artifacts: Iterable[Artifact], *, agent: str, attributes: dict[str, Any]
+    ) -> Span:
+        """Start the span of work caused by ``artifacts``: it continues the first one's trace."""
+        origin = None
+        for artifact in artifacts:
+            origin = self._origins.get(str(artifact.id))
+            if origin is not None:
+                break
+        if origin is None:
+            return self.start(name, agent=agent, attributes=attributes, kind="consumer")
+        return Span(origin[0], new_span_id(), origin[1], name, time.time_ns(), "consumer", agent, attributes)
+
+    def end(self, span: Span, status: SpanStatus = "ok", message: str | None = None) -> None:
+        """End a span and queue it."""
+        span.end_ns = time.time_ns()
+        span.status = status
+        span.message = message
+        for put in self._put:
+            put(span)
+
+    def record(
+        self, parent: Span, name: str, start_ns: int, end_ns: int, status: SpanStatus = "ok",
+        message: str | None = None, attributes: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """Queue a finished child span of ``parent`` that was timed by the caller (a stage)."""
+        if not self._put:
+            return
+        span = Span(
+            parent.trace_id, new_span_id(), parent.span_id, name, start_ns, "internal", parent.agent,
+            attributes or {}, end_ns, status, message,
+        )  # fmt: skip
+        for put in self._put:
+            put(span)
+
+    def enter(self, span: Span) -> Any:
+        """Make ``span`` the current span of this task; returns the token for :meth:`leave`."""
+        return _SPAN.set(span)
+
+    def leave(self, token: Any) -> None:
+        """Undo :meth:`enter`."""
+        _SPAN.reset(token)
+
+    # -- artifacts and events --------------------------------------------------------------------
+
+    def publishing(self, artifacts: Sequence[Artifact], name: str = "flock.publish") -> Publishing:
+        """A ``with`` block around storing and routing ``artifacts``: one producer span, current
+        inside the block, whose trace the runs they cause continue."""
+        return Publishing(self, artifacts, name)
+
+    def published(self, artifacts: Iterable[Artifact], span: Span) -> None:
+        """Record artifacts that ``span`` published (when the block that stored them succeeded)."""
+        metrics, trace_id, span_id = self.metrics, span.trace_id, span.span_id
+        for artifact in artifacts:
+            metrics.artifact_published(artifact.type)
+            for put in self._put:
+                put(ArtifactRecord(trace_id, span_id, artifact))
+
+    def adopt(self, artifacts: Iterable[Artifact], span: Span) -> None:
+        """Work caused by ``artifacts`` joins ``span``'s trace."""
+        origins, origin = self._origins, (span.trace_id, span.span_id)
+        for artifact in artifacts:
+            key = str(artifact.id)
+            origins[key] = origin
+            span.outputs.append(key)
+        if len(origins) > _ORIGINS_KEPT:
+            for key in list(origins)[: len(origins) - _ORIGINS_KEPT]:
+                del origins[key]
+
+    def event(
+        self,
+        kind: str,
+        *,
+        agent: str | None = None,
+        artifact_id: Any = None,
+        span: Span | None = None,
+        **attributes: Any,
+    ) -> None:
+        """Record a runtime event (``visibility.denied``, ``run.retry``, ``dead_letter``, ...)."""
+        self.metrics.event(kind)
+        if not self._put:
+            return
+        if span is None:
+            span = _SPAN.get()
+        origin = None
+        if span is not None:
+            origin = (span.trace_id, span.span_id)
+        elif artifact_id is not None:
+            origin = self._origins.get(str(artifact_id))
+        if origin is None:
+            scope = _RUN.get()
+            origin = (scope.trace_id, scope.span_id) if scope else None
+        trace_id, span_id = origin if origin is not None else (None, None)
+        record = EventRecord(
+            trace_id,
+            span_id,
+            time.time_ns(),
+            kind,
+            agent,
+            None if artifact_id is None else str(artifact_id),
+            attributes,
+        )
+        for put in self._put:
+            put(record)
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def traced_run(
+        self, name: str, attributes: dict[str, Any] | None = None
+    ) -> AsyncIterator[RunScope]:
+        """Group every span made inside (and every run those spans cause) into one trace."""
+        scope = RunScope(new_trace_id(), new_span_id(), name)
+        root = Span(scope.trace_id, scope.span_id, None, name, time.time_ns(), "internal", None,
+                    {"flock.run": name, **(attributes or {})})  # fmt: skip
+        for put in self._put:
+            put(RunStart(scope.trace_id, scope.span_id, name, root.start_ns, os.getpid(),
+                         socket.gethostname(), dict(root.attributes)))  # fmt: skip
+        token = _RUN.set(scope)
+        status: SpanStatus = "ok"
+        message = None
+        try:
+            yield scope
+        except BaseException as exc:
+            status, message = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            _RUN.reset(token)
+            self.end(root, status, message)
+            for put in self._put:
+                put(RunEnd(scope.trace_id, root.end_ns, "failed" if status == "error" else "ok"))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write everything queued so far; False if a sink did not finish within ``timeout``."""
+        return all(sink.flush(timeout) for sink in self.sinks)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and stop the sinks."""
+        for sink in self.sinks:
+            sink.close(timeout)
+        self._put = []
+
+    @property
+    def problems(self) -> list[str]:
+        """Errors the sinks met, for the caller to report."""
+        return [p for sink in self.sinks for p in sink.problems]
+
+
+class Publishing:
+    """See :meth:`Tracer.publishing`."""
+
+    __slots__ = ("artifacts", "name", "span", "token", "tracer")
+
+    def __init__(self, tracer: Tracer, artifacts: Sequence[Artifact], name: str) -> None:
+        self.tracer, self.artifacts, self.name = tracer, artifacts, name
+        self.span: Span | None = None
+        self.token: Any = None
+
+    def __enter__(self) -> Span:
+        tracer = self.tracer
+        span = self.span = tracer.start(
+            self.name, kind="producer", attributes={"flock.artifacts": len(self.artifacts)}
+        )
+        tracer.adopt(self.artifacts, span)
+        self.token = _SPAN.set(span)
+        return span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        _SPAN.reset(self.token)
+        span = self.span
+        assert span is not None
+        if exc is None:
+            self.tracer.published(self.artifacts, span)
+            self.tracer.end(span)
+        else:
+            self.tracer.end(span, "error", f"{type(exc).__name__}: {exc}")
