@@ -1,9 +1,10 @@
 """Two-stage pipeline benchmark: N seeds -> stage one -> stage two.
 
-    python bench/pipeline.py --seeds 10000 --repeat 3 [--engine function] [--store sqlite]
+    python bench/pipeline.py --seeds 10000 --repeat 3 [--engine function] [--store sqlite] [--traces both]
 
 Prints artifacts/second (every artifact published, seeds included, divided by the wall time from
-the first publish to idle) and writes a JSON line per run with --json.
+the first publish to idle) and writes a JSON line per run with --json. With tracing on, the time
+also includes writing the last spans to the trace store (the tracer's close).
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ class Stage2(BaseModel):
     summary: str
 
 
-def build(engine: str, seeds: int, board: str | None = None) -> Flock:
+def build(engine: str, seeds: int, board: str | None = None, traces: str | None = None) -> Flock:
     """The pipeline with TestEngine (schema sampling) or FunctionEngine (a trivial transform)."""
     store = SQLiteBlackboardStore(board) if board else None
-    flock = Flock(max_agent_iterations=seeds + 1, store=store)
+    flock = Flock(max_agent_iterations=seeds + 1, store=store, traces=traces or False)
     if engine == "test":
         first, second = TestEngine(), TestEngine()
     else:
@@ -55,22 +56,23 @@ def build(engine: str, seeds: int, board: str | None = None) -> Flock:
     return flock
 
 
-async def one_run(engine: str, seeds: int, store: str = "memory") -> dict[str, float]:
-    board = None
-    if store == "sqlite":
-        folder = tempfile.mkdtemp(prefix="flock-bench-")
-        board = os.path.join(folder, "board.db")
-    flock = build(engine, seeds, board)
+async def one_run(engine: str, seeds: int, store: str = "memory", traced: bool = False) -> dict[str, float]:
+    folder = tempfile.mkdtemp(prefix="flock-bench-")
+    board = os.path.join(folder, "board.db") if store == "sqlite" else None
+    flock = build(engine, seeds, board, os.path.join(folder, "traces.duckdb") if traced else None)
     items = [Seed(n=i, text="x" * 40) for i in range(seeds)]
     start = time.perf_counter()
-    await flock.publish_many(items)
-    summary = await flock.run_until_idle()
+    async with flock.traced_run("bench"):
+        await flock.publish_many(items)
+        summary = await flock.run_until_idle()
+    await asyncio.to_thread(flock.tracer.close)
     elapsed = time.perf_counter() - start
     if not summary.ok or summary.agent_runs != 2 * seeds:
         raise SystemExit(f"benchmark run was not clean: {summary}")
+    if flock.tracer.problems:
+        raise SystemExit(f"tracing reported problems: {flock.tracer.problems}")
     await flock.store.close()
-    if board:
-        shutil.rmtree(os.path.dirname(board))
+    shutil.rmtree(folder)
     return {
         "seconds": elapsed,
         "artifacts": summary.artifacts_published,
@@ -89,24 +91,40 @@ def main(argv: list[str] | None = None) -> int:
         default="memory",
         help="'both' alternates memory and SQLite runs and prints the ratio of their medians",
     )
+    parser.add_argument(
+        "--traces",
+        choices=["off", "on", "both"],
+        default="off",
+        help="trace into a DuckDB file; 'both' alternates untraced and traced runs and prints the"
+        " overhead ratio (the target is at most 1.5x)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per run")
     args = parser.parse_args(argv)
     stores = ["memory", "sqlite"] if args.store == "both" else [args.store]
-    rates: dict[str, list[float]] = {store: [] for store in stores}
+    tracings = {"off": [False], "on": [True], "both": [False, True]}[args.traces]
+    variants = [(store, traced) for store in stores for traced in tracings]
+    rates: dict[tuple[str, bool], list[float]] = {variant: [] for variant in variants}
     for _ in range(args.repeat):
-        for store in stores:  # alternate, so drift on a noisy machine hits both alike
-            result = asyncio.run(one_run(args.engine, args.seeds, store))
-            rates[store].append(result["artifacts_per_second"])
+        for store, traced in variants:  # alternate, so drift on a noisy machine hits all alike
+            result = asyncio.run(one_run(args.engine, args.seeds, store, traced))
+            rates[store, traced].append(result["artifacts_per_second"])
             if args.json:
-                print(json.dumps({"engine": args.engine, "store": store, "seeds": args.seeds, **result}))
-    for store, values in rates.items():
+                print(json.dumps({"engine": args.engine, "store": store, "traced": traced,
+                                  "seeds": args.seeds, **result}))  # fmt: skip
+    for (store, traced), values in rates.items():
         print(
-            f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, {store} store: "
-            f"median {statistics.median(values):,.0f} artifacts/s over {args.repeat} runs"
+            f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, {store} store,"
+            f" tracing {'on' if traced else 'off'}:"
+            f" median {statistics.median(values):,.0f} artifacts/s over {args.repeat} runs"
         )
+    median = {variant: statistics.median(values) for variant, values in rates.items()}
     if len(stores) == 2:
-        ratio = statistics.median(rates["memory"]) / statistics.median(rates["sqlite"])
+        ratio = median["memory", tracings[0]] / median["sqlite", tracings[0]]
         print(f"durable pipeline is {ratio:.1f}x slower than in memory")
+    if len(tracings) == 2:
+        for store in stores:
+            ratio = median[store, False] / median[store, True]
+            print(f"tracing overhead, {store} store: {ratio:.2f}x the untraced time (target: at most 1.5x)")
     return 0
 
 

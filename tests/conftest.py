@@ -16,3 +16,15 @@ def clock() -> ManualClock:
 def flock(clock: ManualClock) -> Flock:
     """A flock on a manual clock with deterministic ids and jitter."""
     return Flock(clock=clock, id_factory=SequentialIds(), rng=random.Random(7))
+
+
+@pytest.fixture(autouse=True)
+def _traces_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests write no traces unless they test tracing (each traced flock starts an ingest process).
+
+    The whole suite also passes with tracing on: run it with FLOCK_TEST_TRACES=1.
+    """
+    import os
+
+    if not os.environ.get("FLOCK_TEST_TRACES"):
+        monkeypatch.setenv("FLOCK_TRACES", "off")

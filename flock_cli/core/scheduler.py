@@ -9,6 +9,7 @@ does on every call, and re-arms the timers that were lost with the old loop.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -232,7 +233,7 @@ class Scheduler:
         """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
         step per artifact, then start the runs that became ready."""
         jobs: list[Job] = []
-        span = self.tracer.start("flock.schedule", attributes={"flock.artifacts": len(artifacts)})
+        started = time.time_ns()
         try:
             async with self._route_lock:
                 for artifact in artifacts:
@@ -240,13 +241,13 @@ class Scheduler:
                     jobs += await self._route_one(artifact, only, fresh=fresh)
             await self._start_after_sync(jobs)
         except BaseException as exc:
-            self.tracer.end(span, "error", f"{type(exc).__name__}: {exc}")
+            self.tracer.child("flock.schedule", started, "error", f"{type(exc).__name__}: {exc}")
             raise
         else:
-            span.attributes["flock.deliveries"] = len(jobs)
+            attributes: dict[str, Any] = {"flock.artifacts": len(artifacts), "flock.deliveries": len(jobs)}
             if jobs:
-                span.attributes["flock.agents"] = sorted({job.queue for job in jobs})
-            self.tracer.end(span)
+                attributes["flock.agents"] = sorted({job.queue for job in jobs})
+            self.tracer.child("flock.schedule", started, attributes=attributes)
         finally:
             # Only now are the routing steps committed: until then a poll of the board would
             # still see these artifacts as unrouted and must leave them alone.

@@ -40,8 +40,8 @@ SpanData = dict[str, Any]
 message, attributes (dict) and events (list of (ts_ns, name, attributes))."""
 
 
-def span_data(span: Span, events: Iterable[EventRecord] = ()) -> SpanData:
-    """A live span as :data:`SpanData`."""
+def span_data(span: Span, events: Iterable[EventRecord] = ()) -> list[SpanData]:
+    """A live span, and its children, as :data:`SpanData`."""
     attributes = dict(span.attributes)
     if span.agent is not None:
         attributes["flock.agent"] = span.agent
@@ -49,7 +49,7 @@ def span_data(span: Span, events: Iterable[EventRecord] = ()) -> SpanData:
         attributes["flock.inputs"] = list(span.inputs)
     if span.outputs:
         attributes["flock.outputs"] = list(span.outputs)
-    return {
+    own = {
         "trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_id": span.parent_id,
@@ -62,6 +62,23 @@ def span_data(span: Span, events: Iterable[EventRecord] = ()) -> SpanData:
         "attributes": attributes,
         "events": [(e.ts_ns, e.kind, {**e.attributes, **_event_refs(e)}) for e in events],
     }
+    children: list[SpanData] = [
+        {
+            "trace_id": span.trace_id,
+            "span_id": span_id,
+            "parent_id": span.span_id,
+            "name": name,
+            "kind": "internal",
+            "start_ns": start,
+            "end_ns": end,
+            "status": status,
+            "message": message,
+            "attributes": {**(attrs or {}), **({"flock.agent": span.agent} if span.agent else {})},
+            "events": [],
+        }
+        for span_id, name, start, end, status, message, attrs in span.children
+    ]
+    return [own, *children]
 
 
 def _event_refs(event: EventRecord) -> dict[str, Any]:
@@ -257,7 +274,7 @@ class OtlpExporter:
                     if item.span_id is not None:
                         self._events.setdefault(item.span_id, []).append(item)
                 elif isinstance(item, Span):
-                    spans.append(span_data(item, self._events.pop(item.span_id, ())))
+                    spans.extend(span_data(item, self._events.pop(item.span_id, ())))
             if len(self._events) > 10_000:  # events of spans that never ended (a crashed run)
                 self._events.clear()
             if spans:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
 
 __all__ = [
-    "ArtifactRecord",
+    "Child",
     "EventRecord",
     "Record",
     "RunEnd",
@@ -45,7 +45,11 @@ def new_span_id() -> str:
 
 @dataclass(slots=True, eq=False)
 class Span:
-    """One timed operation. ``end_ns`` is 0 while it runs."""
+    """One timed operation. ``end_ns`` is 0 while it runs.
+
+    A top-level span (a publish, an agent run, a traced run) carries its children and the
+    artifacts it published, so the hot path makes one object per run rather than one per step.
+    """
 
     trace_id: str
     span_id: str
@@ -58,21 +62,16 @@ class Span:
     end_ns: int = 0
     status: SpanStatus = "unset"
     message: str | None = None
-    inputs: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
+    inputs: list[Any] = field(default_factory=list)  # artifact ids (UUIDs; strings once written)
+    outputs: list[Any] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    published: list[Artifact] = field(default_factory=list)
 
 
-@dataclass(slots=True, frozen=True)
-class ArtifactRecord:
-    """An artifact as it was published, with the span that published it.
-
-    It keeps the (immutable) artifact itself: turning it into columns is the writer's work, done
-    off the event loop.
-    """
-
-    trace_id: str
-    span_id: str
-    artifact: Artifact
+Child = tuple[str, str, int, int, str, "str | None", "dict[str, Any] | None"]
+"""A finished child span kept inside its parent: (span id, name, start, end, status, message,
+attributes). Stages, engine calls, store writes and schedule decisions are children of the run or
+publish they belong to; the writer turns them into rows of their own, in SQL."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -84,7 +83,7 @@ class EventRecord:
     ts_ns: int
     kind: str
     agent: str | None
-    artifact_id: str | None
+    artifact_id: Any  # a UUID or its string, or None
     attributes: dict[str, Any]
 
 
@@ -120,4 +119,4 @@ class StatusRecord:
     snapshot: dict[str, Any]
 
 
-Record = Span | ArtifactRecord | EventRecord | RunStart | RunEnd | StatusRecord
+Record = Span | EventRecord | RunStart | RunEnd | StatusRecord

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from flock_cli.tracing.metrics import Metrics
 from flock_cli.tracing.records import (
-    ArtifactRecord,
     EventRecord,
     Record,
     RunEnd,
@@ -86,7 +85,7 @@ class Tracer:
         self.sinks = list(sinks)
         self.service = service
         self.metrics = Metrics()
-        self._origins: dict[str, tuple[str, str]] = {}  # artifact id -> (trace id, span id)
+        self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
         self._put = [sink.put for sink in self.sinks]
 
     @property
@@ -124,7 +123,7 @@ class Tracer:
         """Start the span of work caused by ``artifacts``: it continues the first one's trace."""
         origin = None
         for artifact in artifacts:
-            origin = self._origins.get(str(artifact.id))
+            origin = self._origins.get(artifact.id)
             if origin is not None:
                 break
         if origin is None:
@@ -143,15 +142,28 @@ class Tracer:
         self, parent: Span, name: str, start_ns: int, end_ns: int, status: SpanStatus = "ok",
         message: str | None = None, attributes: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
-        """Queue a finished child span of ``parent`` that was timed by the caller (a stage)."""
+        """Add a finished child span, timed by the caller (a stage, a store write), to ``parent``."""
         if not self._put:
             return
-        span = Span(
-            parent.trace_id, new_span_id(), parent.span_id, name, start_ns, "internal", parent.agent,
-            attributes or {}, end_ns, status, message,
-        )  # fmt: skip
-        for put in self._put:
-            put(span)
+        children = parent.children
+        n = len(children)
+        # Children's ids extend their parent's: unique within it, and no random draw per child.
+        span_id = f"{parent.span_id[:12]}{n:04x}" if n < 0x10000 else new_span_id()
+        children.append((span_id, name, start_ns, end_ns, status, message, attributes))
+
+    def child(
+        self, name: str, start_ns: int, status: SpanStatus = "ok", message: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        """A step that began at ``start_ns`` ends now: a child of the current span, or a span of
+        its own when there is none (a schedule decision made outside any publish or run)."""
+        parent = _SPAN.get()
+        if parent is not None:
+            self.record(parent, name, start_ns, time.time_ns(), status, message, attributes)
+            return
+        span = self.start(name, attributes=attributes)
+        span.start_ns = start_ns
+        self.end(span, status, message)
 
     def enter(self, span: Span) -> Any:
         """Make ``span`` the current span of this task; returns the token for :meth:`leave`."""
@@ -170,17 +182,17 @@ class Tracer:
 
     def published(self, artifacts: Iterable[Artifact], span: Span) -> None:
         """Record artifacts that ``span`` published (when the block that stored them succeeded)."""
-        metrics, trace_id, span_id = self.metrics, span.trace_id, span.span_id
+        metrics = self.metrics
         for artifact in artifacts:
             metrics.artifact_published(artifact.type)
-            for put in self._put:
-                put(ArtifactRecord(trace_id, span_id, artifact))
+        if self._put:
+            span.published.extend(artifacts)
 
     def adopt(self, artifacts: Iterable[Artifact], span: Span) -> None:
         """Work caused by ``artifacts`` joins ``span``'s trace."""
         origins, origin = self._origins, (span.trace_id, span.span_id)
         for artifact in artifacts:
-            key = str(artifact.id)
+            key = artifact.id
             origins[key] = origin
             span.outputs.append(key)
         if len(origins) > _ORIGINS_KEPT:
@@ -206,7 +218,7 @@ class Tracer:
         if span is not None:
             origin = (span.trace_id, span.span_id)
         elif artifact_id is not None:
-            origin = self._origins.get(str(artifact_id))
+            origin = self._origins.get(artifact_id)
         if origin is None:
             scope = _RUN.get()
             origin = (scope.trace_id, scope.span_id) if scope else None
@@ -217,7 +229,7 @@ class Tracer:
             time.time_ns(),
             kind,
             agent,
-            None if artifact_id is None else str(artifact_id),
+            artifact_id,
             attributes,
         )
         for put in self._put:
