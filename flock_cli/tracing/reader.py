@@ -1,0 +1,331 @@
+"""Reading the trace store from any process, while flocks write to it.
+
+Every query opens the store read-only, runs and closes it again (see ``duck.py`` for why), waiting
+briefly whenever a writer holds it. Results are plain dataclasses, ready for the CLI, ``--json``
+and the dashboard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.errors import TraceStoreError
+from flock_cli.tracing.duck import check_trace_path, connect
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["ArtifactRow", "EventRow", "RunRow", "SpanRow", "TraceReader"]
+
+_RUN_SUMMARY = """
+WITH s AS (
+    SELECT trace_id, min(start_ns) AS first_ns, max(end_ns) AS last_ns,
+           arg_min(name, start_ns) AS first_name,
+           count(*) FILTER (WHERE name = 'agent.run') AS agent_runs,
+           count(*) FILTER (WHERE name = 'agent.run' AND status = 'error') AS failed_attempts,
+           coalesce(sum(CAST(attributes->>'$."llm.input_tokens"' AS BIGINT))
+               + sum(CAST(attributes->>'$."llm.output_tokens"' AS BIGINT)), 0) AS tokens,
+           sum(CAST(attributes->>'$."llm.cost"' AS DOUBLE)) AS cost
+    FROM spans WHERE parent_id IS NULL OR name = 'agent.run' GROUP BY trace_id
+),
+a AS (SELECT trace_id, count(DISTINCT artifact_id) AS artifacts, arg_min(type, created_ns) AS first_type
+      FROM artifacts GROUP BY trace_id),
+d AS (SELECT trace_id, count(*) AS dead FROM events WHERE kind = 'dead_letter' GROUP BY trace_id)
+SELECT coalesce(r.trace_id, s.trace_id) AS trace_id, r.name, s.first_name, a.first_type,
+       coalesce(r.started_ns, s.first_ns) AS started_ns, coalesce(r.ended_ns, CASE WHEN r.trace_id IS NULL
+       THEN s.last_ns END) AS ended_ns, r.status, r.pid, r.host, r.attributes,
+       coalesce(a.artifacts, 0), coalesce(s.agent_runs, 0), coalesce(s.failed_attempts, 0),
+       coalesce(d.dead, 0), coalesce(s.tokens, 0), s.cost
+FROM s FULL OUTER JOIN runs r ON r.trace_id = s.trace_id
+LEFT JOIN a ON a.trace_id = coalesce(r.trace_id, s.trace_id)
+LEFT JOIN d ON d.trace_id = coalesce(r.trace_id, s.trace_id)
+"""
+
+
+@dataclass
+class RunRow:
+    """One run (one trace): a ``traced_run``/``flock run``, or a publish outside any run."""
+
+    run_id: str
+    name: str
+    started_ns: int
+    ended_ns: int | None
+    status: str  # running | ok | failed | interrupted
+    artifacts: int
+    agent_runs: int
+    failed_attempts: int
+    dead_letters: int
+    tokens: int
+    cost: float | None
+    pid: int | None = None
+    host: str | None = None
+    recipe: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to end (None while running)."""
+        return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready data."""
+        return {**asdict(self), "duration_s": self.duration_s}
+
+
+@dataclass
+class SpanRow:
+    """A span as stored."""
+
+    span_id: str
+    parent_id: str | None
+    name: str
+    agent: str | None
+    start_ns: int
+    end_ns: int
+    status: str
+    message: str | None
+    attributes: dict[str, Any]
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float:
+        """Milliseconds the span took."""
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass
+class ArtifactRow:
+    """An artifact as it was published in a run."""
+
+    artifact_id: str
+    type: str
+    produced_by: str
+    correlation_id: str | None
+    created_ns: int
+    visibility: str
+    tags: list[str]
+    payload: Any
+    span_id: str
+    trace_id: str = ""
+
+
+@dataclass
+class EventRow:
+    """A runtime event: denial, filter, retry, dead letter, breaker trip, expired join, stream."""
+
+    ts_ns: int
+    kind: str
+    agent: str | None
+    artifact_id: str | None
+    attributes: dict[str, Any]
+    span_id: str | None = None
+
+
+class TraceReader:
+    """Queries one trace store. ``wait``: seconds to wait for a writer to let go of the file."""
+
+    def __init__(self, path: Path, *, wait: float = 10.0) -> None:
+        self.path = path
+        self.wait = wait
+
+    @contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection for one query; external files and extensions are off."""
+        check_trace_path(self.path, must_exist=True)
+        con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        import duckdb
+
+        with self.connection() as con:
+            try:
+                return con.execute(sql, params or []).fetchall()
+            except duckdb.CatalogException:
+                return []  # a store created but not written to yet has no tables
+
+    # -- runs ------------------------------------------------------------------------------------
+
+    def runs(self, limit: int | None = 20) -> list[RunRow]:
+        """Runs, newest first."""
+        sql = _RUN_SUMMARY + " ORDER BY started_ns DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        return [_run_row(row) for row in self._rows(sql)]
+
+    def run(self, ref: str | None) -> RunRow:
+        """The run ``ref`` names (a run id or a unique prefix), or the newest run when None.
+
+        Raises TraceStoreError when no run, or several, match.
+        """
+        if ref is None:
+            runs = self.runs(limit=1)
+            if not runs:
+                raise TraceStoreError(f"the trace store {self.path} holds no runs yet")
+            return runs[0]
+        ref = ref.strip().lower()
+        rows = self._rows(
+            _RUN_SUMMARY + " WHERE coalesce(r.trace_id, s.trace_id) LIKE ? ORDER BY started_ns DESC LIMIT 6",
+            [ref.replace("%", "").replace("_", "") + "%"],
+        )
+        if not rows:
+            raise TraceStoreError(f"no run with id '{ref}' in {self.path} (flock trace list shows the runs)")
+        if len(rows) > 1:
+            ids = ", ".join(row[0][:12] for row in rows[:5])
+            raise TraceStoreError(f"run id '{ref}' is ambiguous: {ids}... give more characters")
+        return _run_row(rows[0])
+
+    # -- what a run holds ------------------------------------------------------------------------
+
+    def spans(self, run_id: str) -> list[SpanRow]:
+        """Every span of a run, in start order."""
+        rows = self._rows(
+            "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
+            " inputs, outputs FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
+            [run_id],
+        )
+        return [
+            SpanRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+                r[7],
+                _json(r[8]),
+                list(r[9] or []),
+                list(r[10] or []),
+            )
+            for r in rows
+        ]
+
+    def artifacts(self, run_id: str | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
+        """Artifacts of a run (or of every run), in publish order; each artifact once."""
+        where = "WHERE trace_id = ?" if run_id else ""
+        sql = (
+            "SELECT artifact_id, any_value(type), any_value(produced_by), any_value(correlation_id),"
+            " min(created_ns), any_value(visibility), any_value(tags), any_value(payload),"
+            " any_value(span_id), any_value(trace_id)"
+            f" FROM artifacts {where} GROUP BY artifact_id ORDER BY min(created_ns), artifact_id"
+        )
+        if limit:
+            sql = f"SELECT * FROM ({sql}) ORDER BY 5 DESC LIMIT {int(limit)}"
+        rows = self._rows(sql, [run_id] if run_id else [])
+        artifacts = [
+            ArtifactRow(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6] or []), _json(r[7]), r[8], r[9])
+            for r in rows
+        ]
+        return sorted(artifacts, key=lambda a: (a.created_ns, a.artifact_id))
+
+    def events(self, run_id: str, kinds: tuple[str, ...] = ()) -> list[EventRow]:
+        """Events of a run, oldest first (only ``kinds`` when given)."""
+        sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id FROM events WHERE trace_id = ?"
+        params: list[Any] = [run_id]
+        if kinds:
+            sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            params.extend(kinds)
+        rows = self._rows(sql + " ORDER BY ts_ns", params)
+        return [EventRow(r[0], r[1], r[2], r[3], _json(r[4]), r[5]) for r in rows]
+
+    def status(self, run_id: str) -> dict[str, Any] | None:
+        """The latest status snapshot a flock wrote for this run, or None."""
+        rows = self._rows(
+            "SELECT snapshot, ts_ns FROM status WHERE trace_id = ? ORDER BY ts_ns DESC LIMIT 1", [run_id]
+        )
+        if not rows:
+            return None
+        return {**_json(rows[0][0]), "taken_ns": rows[0][1]}
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a read-only query: the column names and rows. DuckDB's errors are UserErrors."""
+        import duckdb
+
+        with self.connection() as con:
+            try:
+                result = con.execute(query)
+                columns = [d[0] for d in result.description or []]
+                return columns, result.fetchall()
+            except duckdb.Error as exc:
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise TraceStoreError(f"query failed: {message}") from None
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune(self, older_than_s: float, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete runs that started more than ``older_than_s`` seconds ago (running ones are
+        kept). Returns the rows deleted (or that would be) per table."""
+        check_trace_path(self.path, must_exist=True)
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
+        old = [r.run_id for r in self.runs(limit=None) if r.started_ns < cutoff and r.status != "running"]
+        counts = {"runs": len(old)}
+        if not old:
+            return {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
+        con = connect(self.path, read_only=False, wait=self.wait)
+        try:
+            con.execute("CREATE TEMP TABLE doomed (trace_id VARCHAR)")
+            con.executemany("INSERT INTO doomed VALUES (?)", [[run_id] for run_id in old])
+            con.execute("BEGIN TRANSACTION")
+            for table in ("spans", "artifacts", "events", "status", "runs"):
+                found = con.execute(
+                    f"SELECT count(*) FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)"
+                ).fetchall()[0][0]
+                if table != "runs":
+                    counts[table] = int(found)
+                if not dry_run:
+                    con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)")
+            con.execute("ROLLBACK" if dry_run else "COMMIT")
+            if not dry_run:
+                con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        counts.pop("status", None)
+        return counts
+
+
+def _json(value: Any) -> Any:
+    if value is None:
+        return {}
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _run_row(row: tuple[Any, ...]) -> RunRow:
+    (run_id, name, first_name, first_type, started, ended, status, pid, host, attributes, artifacts,
+     agent_runs, failed_attempts, dead, tokens, cost) = row  # fmt: skip
+    attrs = _json(attributes)
+    if name is None:  # a publish outside any traced run
+        name = f"publish {first_type}" if first_type else (first_name or "?")
+    if status == "running":
+        status = "running" if _alive(pid, host) else "interrupted"
+    elif dead or status == "failed":
+        status = "failed"
+    else:
+        status = "ok"
+    return RunRow(
+        run_id, name, int(started), None if ended is None else int(ended), status, int(artifacts),
+        int(agent_runs), int(failed_attempts), int(dead), int(tokens or 0), cost, pid, host,
+        attrs.get("recipe"),
+    )  # fmt: skip
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    """Whether the process that writes a run still lives (assumed so for other hosts)."""
+    if pid is None or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
