@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flock_cli.cli import board_cmd, publish_cmd, recipe_cmds, run_cmd
+from flock_cli.cli import board_cmd, publish_cmd, recipe_cmds, run_cmd, trace_cmd
 
 __all__ = ["app"]
 
@@ -45,3 +45,4 @@ app.command("publish", short_help="Validate an artifact and write it to the dura
 )
 recipe_cmds.register(app)
 app.add_typer(board_cmd.board_app)
+app.add_typer(trace_cmd.trace_app)

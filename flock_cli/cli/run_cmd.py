@@ -86,6 +86,23 @@ def run(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
+    traces: Annotated[
+        Path | None,
+        typer.Option(
+            "--traces", metavar="PATH", help="Trace store (default: $FLOCK_TRACES or .flock/traces.duckdb)."
+        ),
+    ] = None,
+    no_traces: Annotated[bool, typer.Option("--no-traces", help="Write no traces for this run.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run goes on.",
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe: publish the --input artifacts, run agents until nothing is left to do, print
     the final artifacts and a summary. Exit 1 when a run failed, something went to the dead
@@ -106,7 +123,11 @@ def run(
     path = board_path(board, loaded)
     if not pending and not watch and path == ":memory:":
         fail(_nothing_to_run(loaded))
-    flock = loaded.build(store=_store(path), model=model, engine_override=override)
+    if traces is not None and no_traces:
+        fail("give --traces PATH or --no-traces, not both")
+    flock = loaded.build(
+        store=_store(path), model=model, engine_override=override, traces=False if no_traces else traces
+    )
     import asyncio
 
     from flock_cli.cli.run_session import RunSession
@@ -121,8 +142,19 @@ def run(
         quiet=quiet or as_json,
         correlation_id=_correlation(correlation_id),
         nothing_to_run=_nothing_to_run(loaded),
+        trace_attributes={"recipe": str(recipe), "board": path},
     )
-    outcome = asyncio.run(session.run())
+    server = None
+    if metrics_port is not None:
+        from flock_cli.tracing.metrics_server import MetricsServer
+
+        server = MetricsServer(flock.tracer.metrics, metrics_port)
+        err_console().print(f"metrics: http://127.0.0.1:{server.port}/metrics")
+    try:
+        outcome = asyncio.run(session.run())
+    finally:
+        if server is not None:
+            server.close()
     from flock_cli.cli.run_report import report
 
     report(outcome, loaded, as_json)

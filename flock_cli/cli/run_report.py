@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from flock_cli.cli.common import console, emit_json
+from flock_cli.cli.common import console, emit_json, err_console
 
 if TYPE_CHECKING:
     from flock_cli.cli.run_session import Outcome
@@ -37,8 +37,11 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
                 "summary": summary.model_dump(mode="json"),
                 "final_artifacts": [a.model_dump(mode="json") for a in final or produced],
                 "artifacts": [a.model_dump(mode="json") for a in outcome.artifacts],
+                "trace_run": outcome.trace_run,
+                "trace_problems": outcome.trace_problems,
             }
         )
+        _print_trace_problems(outcome)
         return
     if final:
         _print_artifacts("final artifacts", final)
@@ -47,6 +50,16 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
     else:
         console().print("no artifacts were produced")
     _print_summary(outcome)
+    if outcome.trace_run:
+        console().print(f"[dim]trace: flock trace show {outcome.trace_run[:12]}[/]")
+    _print_trace_problems(outcome)
+
+
+def _print_trace_problems(outcome: Outcome) -> None:
+    from rich.markup import escape
+
+    for problem in outcome.trace_problems:  # the run itself is unaffected: say so, not fail
+        err_console().print(f"[yellow]warning:[/] traces: {escape(problem)}")
 
 
 def _ok(outcome: Outcome) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -37,6 +37,8 @@ class Outcome:
     timed_out: bool
     durable: bool  # the board outlives the process
     unpublished: int = 0  # inputs not published because Ctrl-C came first
+    trace_run: str | None = None  # the run's id in the trace store (None: tracing off)
+    trace_problems: list[str] = field(default_factory=list)
 
 
 class RunSession:
@@ -54,6 +56,7 @@ class RunSession:
         quiet: bool,
         correlation_id: UUID | None,
         nothing_to_run: str,
+        trace_attributes: dict[str, Any] | None = None,
     ) -> None:
         self.flock = flock
         self.recipe = recipe
@@ -64,6 +67,7 @@ class RunSession:
         self.quiet = quiet
         self.correlation_id = correlation_id  # of the inputs (None: each gets its own)
         self.nothing_to_run = nothing_to_run  # the message when there are no inputs and no work left
+        self.trace_attributes = trace_attributes or {}
         self.interrupts = 0
         self.stop = asyncio.Event()
         self.abort = asyncio.Event()
@@ -80,6 +84,14 @@ class RunSession:
             self.abort.set()
 
     async def run(self) -> Outcome:
+        """The whole run, as one traced run named after the recipe."""
+        async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
+            outcome = await self._run()
+        outcome.trace_run = scope.trace_id if self.flock.tracer.enabled else None
+        outcome.trace_problems = self.flock.tracer.problems
+        return outcome
+
+    async def _run(self) -> Outcome:
         from flock_cli.cli.progress import LiveProgress
         from flock_cli.core.session import ResumeRefusedError
         from flock_cli.errors import IdleTimeoutError

@@ -23,7 +23,7 @@ from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
-from flock_cli.core.snapshot import threadsafe_status
+from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.visibility import Visibility
@@ -113,6 +113,7 @@ class Flock:
         self._release_interrupted = False
         self._run_scopes: list[RunScope] = []
         self.tracer = build_tracer(traces, snapshot=self._status_record)
+        self.tracer.metrics.pending = lambda: pending_by_agent(self)
         """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
         self._scheduler = Scheduler(self, max_concurrency)
         self._executor = RunExecutor(self)
@@ -337,6 +338,8 @@ class Flock:
                 yield scope
             finally:
                 self._run_scopes.remove(scope)
+        if self._closed and not self._run_scopes:  # shutdown inside the block left this to us
+            await asyncio.to_thread(self.tracer.close)
 
     def _status_record(self) -> StatusRecord | None:
         return threadsafe_status(self)
@@ -488,7 +491,8 @@ class Flock:
         scheduler.embargoes.clear()
         await self._session.finish()
         summary = self._take_summary()
-        await asyncio.to_thread(self.tracer.close)
+        if not self._run_scopes:  # else the traced run closes the tracer when its block ends
+            await asyncio.to_thread(self.tracer.close)
         return summary
 
     # -- direct invocation and dead letters ------------------------------------------------------

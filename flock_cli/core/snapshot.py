@@ -18,7 +18,7 @@ from flock_cli.tracing.records import StatusRecord
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
 
-__all__ = ["status_snapshot", "threadsafe_status"]
+__all__ = ["pending_by_agent", "status_snapshot", "threadsafe_status"]
 
 
 def status_snapshot(flock: Flock) -> dict[str, Any]:
@@ -52,6 +52,12 @@ def status_snapshot(flock: Flock) -> dict[str, Any]:
         "embargoed": len(scheduler.embargoes),
         "closed": flock.closed,
     }
+
+
+def pending_by_agent(flock: Flock) -> dict[str, int]:
+    """Runs waiting for a slot per queue; safe from any thread (it reads a copy of the queues)."""
+    queues = dict(flock._scheduler.dispatcher._queues)  # one C-level copy: no resize mid-read
+    return {name: len(queue) for name, queue in queues.items() if queue}
 
 
 def threadsafe_status(flock: Flock, timeout: float = 0.5) -> StatusRecord | None:

@@ -1,0 +1,258 @@
+"""``flock trace list|show|timeline|audit|sql|export|metrics|prune``: read the DuckDB trace store.
+
+Every command works while flocks write to the store: each query opens it read-only for a moment
+(``tracing/duck.py`` explains the locking).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from flock_cli.cli.common import console, emit_json, fail, reports_errors
+
+if TYPE_CHECKING:
+    from flock_cli.tracing.reader import RunRow, TraceReader
+
+__all__ = ["trace_app", "trace_store"]
+
+trace_app = typer.Typer(
+    name="trace",
+    help="Inspect traces: runs, the causal tree, timelines, audits, SQL, exports, retention.",
+    no_args_is_help=True,
+)
+TracesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--traces", metavar="PATH", help="Trace store (default: $FLOCK_TRACES, else .flock/traces.duckdb)."
+    ),
+]
+RunArg = Annotated[
+    str | None,
+    typer.Argument(metavar="[RUN]", help="A run id or a unique prefix of one (default: the newest run)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def trace_store(option: Path | None) -> Path:
+    """The trace store a command reads: ``--traces``, else ``$FLOCK_TRACES``, else the default."""
+    from flock_cli.tracing.duck import DEFAULT_TRACE_PATH
+    from flock_cli.tracing.setup import TRACES_ENV, trace_path
+
+    if option is not None:
+        return option
+    path = trace_path(None)
+    if path is None:
+        fail(
+            f"tracing is off (${TRACES_ENV}={os.environ.get(TRACES_ENV)}); pass --traces PATH to read a store"
+        )
+    return path or DEFAULT_TRACE_PATH
+
+
+def _reader(option: Path | None) -> TraceReader:
+    from flock_cli.tracing.reader import TraceReader
+
+    return TraceReader(trace_store(option))
+
+
+def _width() -> int:
+    return max(60, console().width)
+
+
+@trace_app.command("list")
+@reports_errors
+def list_runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs, newest first.")] = 20,
+    traces: TracesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Runs with time, name, status, counts, duration, tokens and cost."""
+    from flock_cli.cli.trace_render import run_table
+
+    runs = _reader(traces).runs(limit=limit)
+    if as_json:
+        emit_json([run.to_json() for run in runs])
+    elif not runs:
+        console().print("no runs in the trace store yet")
+    else:
+        console().print(run_table(runs))
+
+
+@trace_app.command("show")
+@reports_errors
+def show(run: RunArg = None, traces: TracesOpt = None, as_json: JsonOpt = False) -> None:
+    """A run as a tree: artifact -> agent run -> artifacts, with timings, statuses and errors."""
+    from flock_cli.cli.trace_render import run_tree
+    from flock_cli.tracing.analysis import build_tree, runs_of
+
+    reader = _reader(traces)
+    row = reader.run(run)
+    spans = reader.spans(row.run_id)
+    roots, orphans = build_tree(reader.artifacts(row.run_id), spans, reader.events(row.run_id))
+    if as_json:
+        emit_json(
+            {
+                "run": row.to_json(),
+                "tree": [r.to_json() for r in roots],
+                "outside": [o.to_json() for o in orphans],
+            }
+        )
+        return
+    console().print(run_tree(row, roots, orphans, runs_of(spans)))
+
+
+@trace_app.command("timeline")
+@reports_errors
+def timeline(
+    run: RunArg = None,
+    width: Annotated[
+        int | None, typer.Option("--width", min=40, help="Columns (default: the terminal's).")
+    ] = None,
+    traces: TracesOpt = None,
+) -> None:
+    """A Gantt chart of the run's agent runs: concurrency and the critical path."""
+    from flock_cli.cli.trace_render import timeline as render
+
+    reader = _reader(traces)
+    row = reader.run(run)
+    console().print(f"{row.name}  {row.run_id[:12]}  {row.status}")
+    console().print(render(reader.spans(row.run_id), width or _width()))
+
+
+@trace_app.command("audit")
+@reports_errors
+def audit(
+    run: RunArg = None,
+    artifact: Annotated[
+        str | None, typer.Option("--artifact", metavar="ID", help="Only this artifact (or prefix).")
+    ] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
+    traces: TracesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Who saw each artifact of a run, and who was denied or filtered from it."""
+    from rich.table import Table
+
+    from flock_cli.tracing.analysis import audit as audit_run
+
+    reader = _reader(traces)
+    row = reader.run(run)
+    entries = audit_run(reader.artifacts(row.run_id), reader.spans(row.run_id), reader.events(row.run_id))
+    if artifact:
+        entries = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
+    if agent:
+        entries = [e for e in entries if e.agent == agent]
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("artifact", "type", "agent", "outcome", "detail"):
+        table.add_column(column)
+    style = {"consumed": "green", "denied": "red", "embargoed": "yellow", "filtered": "yellow"}
+    for e in entries:
+        table.add_row(e.artifact_id[:8], e.type, e.agent, f"[{style[e.outcome]}]{e.outcome}[/]", e.detail)
+    console().print(table if entries else "nothing to audit in this run")
+
+
+@trace_app.command("sql")
+@reports_errors
+def sql(
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="A read-only SQL query (DuckDB dialect).")],
+    traces: TracesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a read-only query. Tables: runs, spans, artifacts, events, status."""
+    from rich.table import Table
+
+    columns, rows = _reader(traces).sql(query)
+    if as_json:
+        emit_json([dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    console().print(table)
+    console().print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
+
+
+@trace_app.command("export")
+@reports_errors
+def export(
+    run: RunArg = None,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every run in the store.")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", metavar="jsonl|otlp", help="JSON lines or OTLP/JSON.")
+    ] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout.")
+    ] = None,
+    traces: TracesOpt = None,
+) -> None:
+    """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request."""
+    from flock_cli.cli.trace_export import export_lines
+
+    if fmt not in ("jsonl", "otlp"):
+        fail(f"--format must be 'jsonl' or 'otlp', not '{fmt}'")
+    if all_runs and run is not None:
+        fail("give a RUN or --all, not both")
+    reader = _reader(traces)
+    runs: list[RunRow] = reader.runs(limit=None) if all_runs else [reader.run(run)]
+    lines = export_lines(reader, runs, fmt)
+    if output is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    try:
+        with output.open("w", encoding="utf-8") as handle:
+            count = sum(handle.write(line + "\n") > 0 for line in lines)
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror or exc}")
+    console().print(
+        f"wrote {count} line{'s' if count != 1 else ''} ({fmt}) for {len(runs)} run(s) to {output}"
+    )
+
+
+@trace_app.command("metrics")
+@reports_errors
+def metrics(run: RunArg = None, traces: TracesOpt = None) -> None:
+    """Prometheus text-format metrics of a run, from the trace store."""
+    from flock_cli.cli.trace_export import run_metrics
+
+    reader = _reader(traces)
+    typer.echo(run_metrics(reader, reader.run(run)), nl=False)
+
+
+@trace_app.command("prune")
+@reports_errors
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Delete runs started longer ago: 90s, 30m, 12h, 7d, 2w."
+        ),
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing.")] = False,
+    traces: TracesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old runs (their spans, artifacts and events); running runs are kept."""
+    match = _AGE.match(older_than)
+    if match is None:
+        fail(f"--older-than takes an age like 90s, 30m, 12h, 7d or 2w, not '{older_than}'")
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    counts = _reader(traces).prune(seconds, dry_run=dry_run)
+    if as_json:
+        emit_json({"dry_run": dry_run, "deleted": counts})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    parts = ", ".join(f"{n} {table}" for table, n in counts.items())
+    console().print(f"{verb} {parts}")

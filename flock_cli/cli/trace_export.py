@@ -1,0 +1,122 @@
+"""``flock trace export`` and ``flock trace metrics``: runs out of the store as JSON lines, OTLP/JSON
+or Prometheus text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flock_cli.tracing.reader import RunRow, SpanRow, TraceReader
+
+__all__ = ["export_lines", "run_metrics"]
+
+
+def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[str]:
+    """``jsonl``: one record per line (run, span, artifact, event), each with a ``record`` key.
+    ``otlp``: one line holding an OTLP/JSON ExportTraceServiceRequest per run."""
+    from flock_cli.tracing.otlp import encode
+
+    for run in runs:
+        spans = reader.spans(run.run_id)
+        events = reader.events(run.run_id)
+        if fmt == "otlp":
+            by_span: dict[str | None, list[Any]] = defaultdict(list)
+            for e in events:
+                by_span[e.span_id].append(
+                    (
+                        e.ts_ns,
+                        e.kind,
+                        {**e.attributes, "flock.agent": e.agent, "flock.artifact_id": e.artifact_id},
+                    )
+                )
+            data = [_span_data(run.run_id, s, by_span.get(s.span_id, [])) for s in spans]
+            yield json.dumps(encode(data, "flock", {"flock.run": run.name}), default=str)
+            continue
+        yield json.dumps({"record": "run", **run.to_json()}, default=str)
+        for s in spans:
+            yield json.dumps({"record": "span", "trace_id": run.run_id, **s.__dict__}, default=str)
+        for a in reader.artifacts(run.run_id):
+            yield json.dumps({"record": "artifact", **a.__dict__}, default=str)
+        for e in events:
+            yield json.dumps({"record": "event", "trace_id": run.run_id, **e.__dict__}, default=str)
+
+
+def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any]:
+    attributes = dict(span.attributes)
+    if span.agent:
+        attributes["flock.agent"] = span.agent
+    if span.inputs:
+        attributes["flock.inputs"] = span.inputs
+    if span.outputs:
+        attributes["flock.outputs"] = span.outputs
+    kind = (
+        "consumer" if span.name == "agent.run" else "producer" if span.name == "flock.publish" else "internal"
+    )
+    return {
+        "trace_id": trace_id, "span_id": span.span_id, "parent_id": span.parent_id, "name": span.name,
+        "kind": kind, "start_ns": span.start_ns, "end_ns": span.end_ns, "status": span.status,
+        "message": span.message, "attributes": attributes, "events": events,
+    }  # fmt: skip
+
+
+def run_metrics(reader: TraceReader, run: RunRow) -> str:
+    """The run's metrics in the Prometheus text format (the families ``flock run --metrics-port``
+    serves live; the gauges come from the run's latest status snapshot)."""
+    from flock_cli.tracing.metrics import Family, Histogram, render
+
+    spans = reader.spans(run.run_id)
+    published = Counter(a.type for a in reader.artifacts(run.run_id))
+    runs: Counter[tuple[str, str]] = Counter()
+    latency: dict[str, Histogram] = {}
+    for s in spans:
+        if s.name != "agent.run":
+            continue
+        agent = s.agent or "?"
+        runs[agent, str(s.attributes.get("flock.outcome", s.status))] += 1
+        latency.setdefault(agent, Histogram()).observe(s.duration_ms / 1000)
+    events = Counter(e.kind for e in reader.events(run.run_id) if e.kind != "engine.stream")
+    status = reader.status(run.run_id) if run.status == "running" else None
+    agents = (status or {}).get("agents", {})
+    return render(
+        [
+            Family(
+                "flock_artifacts_published_total",
+                "counter",
+                "Artifacts published, by type.",
+                {(("type", t),): float(n) for t, n in sorted(published.items())},
+            ),
+            Family(
+                "flock_agent_runs_total",
+                "counter",
+                "Agent runs (attempts) that ended, by agent and status.",
+                {(("agent", a), ("status", s)): float(n) for (a, s), n in sorted(runs.items())},
+            ),
+            Family(
+                "flock_agent_run_duration_seconds",
+                "histogram",
+                "Duration of agent runs (attempts), by agent.",
+                {(("agent", a),): h for a, h in sorted(latency.items())},
+            ),
+            Family(
+                "flock_agent_runs_in_progress",
+                "gauge",
+                "Agent runs in progress now (active agents), by agent.",
+                {(("agent", a),): float(v.get("running", 0)) for a, v in sorted(agents.items())},
+            ),
+            Family(
+                "flock_deliveries_pending",
+                "gauge",
+                "Deliveries waiting for a concurrency slot, by agent.",
+                {(("agent", a),): float(v.get("queued", 0)) for a, v in sorted(agents.items())},
+            ),
+            Family(
+                "flock_events_total",
+                "counter",
+                "Runtime events (retries, dead letters, breaker trips, denials...), by kind.",
+                {(("kind", k),): float(n) for k, n in sorted(events.items())},
+            ),
+        ]
+    )
