@@ -162,7 +162,7 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
     start = min(a.start_ns for a in attempts)
     end = max(a.end_ns for a in attempts)
     labels = [_attempt_label(a) for a in attempts]
-    label_width = min(28, max(len(label) for label in labels))
+    label_width = min(28, max(len(label) for label in [*labels, "in progress"]))
     columns = max(10, width - label_width - 12)
     span = max(1, end - start)
     out = Text()

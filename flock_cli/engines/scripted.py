@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
@@ -24,7 +25,9 @@ class TestEngine(EngineComponent):
     Values depend only on ``seed``, the agent's name, the output type and the input payloads, so
     the same inputs give the same outputs in every run. ``count`` is one number for every type or
     a mapping from type name (canonical or bare class name) to a number; when it is None (the
-    default) each type gets the ``count`` its ``publishes`` declared, or one.
+    default) each type gets the ``count`` its ``publishes`` declared, or one. ``latency`` makes
+    each evaluation take that many seconds, so offline runs pace like real ones (to watch with
+    ``flock top``, or to exercise timeouts and concurrency limits).
     """
 
     __test__: ClassVar[bool] = False  # not a pytest test class
@@ -32,6 +35,7 @@ class TestEngine(EngineComponent):
     seed: int = 0
     count: int | dict[str, int] | None = None
     attempts: int = Field(default=20, ge=1)
+    latency: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
     def _count_for(self, decl: OutputDecl) -> int:
         if self.count is None:
@@ -42,7 +46,9 @@ class TestEngine(EngineComponent):
         return self.count.get(decl.type_name, self.count.get(short, 0))
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
-        """Sample each declared output type."""
+        """Sample each declared output type (after ``latency`` seconds)."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
         fingerprint = json.dumps([a.payload for a in inputs.artifacts], sort_keys=True, default=str)
         outputs: list[BaseModel] = []
         for decl in agent.outputs:

@@ -122,7 +122,7 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent) -> None:
             assert fn is not None  # resolve() reported a failed import already
             engines.append(FunctionEngine(fn))
         elif isinstance(engine, TestEngineDef):
-            engines.append(TestEngine(seed=engine.seed, count=engine.count))
+            engines.append(TestEngine(seed=engine.seed, count=engine.count, latency=engine.latency))
         else:  # dspy: check_compilable() let it through only with engine_override="test"
             engines.append(TestEngine())
     builder.with_engines(*engines)

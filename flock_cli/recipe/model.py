@@ -255,6 +255,8 @@ class TestEngineDef(_Raw):
     kind: Literal["test"]
     seed: int = 0
     count: int | dict[str, int] | None = None
+    latency: Delay = 0.0
+    _latency = field_validator("latency", mode="before")(parse_duration)
 
 
 class FunctionEngineDef(_Raw):

@@ -135,16 +135,31 @@ class TraceReader:
     def __init__(self, path: Path, *, wait: float = 10.0) -> None:
         self.path = path
         self.wait = wait
+        self._session: duckdb.DuckDBPyConnection | None = None
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-only connection for one query; external files and extensions are off."""
+        """A read-only connection for one query (or the open session's); external files and
+        extensions are off."""
+        if self._session is not None:
+            yield self._session
+            return
         check_trace_path(self.path, must_exist=True)
         con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
         try:
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def session(self) -> Iterator[TraceReader]:
+        """Several queries on one connection (one consistent view, one open/close)."""
+        with self.connection() as con:
+            self._session = con
+            try:
+                yield self
+            finally:
+                self._session = None
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         import duckdb
@@ -246,6 +261,10 @@ class TraceReader:
         if not rows:
             return None
         return {**_json(rows[0][0]), "taken_ns": rows[0][1]}
+
+    def sql_rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of one of Flock-Flow's own queries (an empty store gives no rows)."""
+        return self._rows(sql, params)
 
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a read-only query: the column names and rows. DuckDB's errors are UserErrors."""

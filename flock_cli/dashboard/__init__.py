@@ -1,0 +1,1 @@
+"""``flock top``: a live terminal dashboard over the trace store (Textual)."""
