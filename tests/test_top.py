@@ -1,0 +1,119 @@
+"""flock top: the dashboard, driven headless with Textual's Pilot and compared with snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, Static, TabbedContent
+
+from flock_cli.dashboard.app import ArtifactScreen, FlockTop
+from flock_cli.tracing.reader import TraceReader
+from tests.trace_seed import NOW, seed
+
+SIZE = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Times on screen are local: pin the zone so snapshots match on every machine."""
+    import time
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield seed(tmp_path_factory.mktemp("top") / "traces.duckdb")
+
+
+def _app(store: Path, run: str | None = None) -> FlockTop:
+    return FlockTop(TraceReader(store), run, poll_interval=None, now_ns=lambda: NOW)
+
+
+def _cells(app: FlockTop, table: str) -> list[list[str]]:
+    widget = app.query_one(table, DataTable)
+    return [[str(cell) for cell in widget.get_row_at(i)] for i in range(widget.row_count)]
+
+
+async def test_agents_panel_shows_state_counts_and_concurrency(store: Path) -> None:
+    app = _app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        summary = str(app.query_one("#summary", Static).render())
+        assert summary.startswith("live-demo 7e570000 running  6.5s  art 5  runs 4  fail 2  live 1/4")
+        rows = {row[0]: row for row in _cells(app, "#agents-table")}
+        assert rows["researcher"][:7] == ["researcher", "running", "1/2", "0", "2", "0", "1"]
+        assert rows["critic"][:6] == ["critic", "idle", "0", "0", "0", "1"]
+        assert rows["editor"][1] == "idle"
+
+
+async def test_keys_switch_panels_and_the_board_filters_by_type(store: Path) -> None:
+    app = _app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        assert app.query_one(TabbedContent).active == "board"
+        board = _cells(app, "#board-table")
+        assert [row[1] for row in board] == ["Notes", "Notes", "Topic", "Topic", "Topic"]  # newest first
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"notes", "enter")
+        assert [row[1] for row in _cells(app, "#board-table")] == ["Notes", "Notes"]
+        await pilot.press("escape")
+        assert len(_cells(app, "#board-table")) == 5
+        await pilot.press("3")
+        assert _cells(app, "#gathering-table") == [["batch", "editor", "2 item(s)", "4 for a full batch"]]
+        await pilot.press("5")
+        kinds = [row[1] for row in _cells(app, "#events-table")]
+        assert kinds == ["dead_letter", "run.retry", "visibility.denied"]
+        await pilot.press("4")
+        stream = str(app.query_one("#stream", Static).render())
+        assert "researcher: Tides rise twice a day;" in stream
+
+
+async def test_enter_opens_an_artifact_with_payload_and_lineage(store: Path) -> None:
+    app = _app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2", "enter")  # the newest artifact: the second Notes
+        assert isinstance(app.screen, ArtifactScreen)
+        text = " ".join(str(w.render()) for w in app.screen.query(Static))
+        assert '"title": "soil"' in text
+        assert "made by researcher from Topic a0000002" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ArtifactScreen)
+
+
+async def test_a_missing_store_waits_and_an_unknown_run_says_so(tmp_path: Path, store: Path) -> None:
+    app = _app(tmp_path / "nothing.duckdb")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "no trace store at" in str(app.query_one("#summary", Static).render())
+    app = _app(store, run="ffff")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "no run with id 'ffff'" in str(app.query_one("#summary", Static).render())
+
+
+async def test_a_finished_run_can_be_browsed(store: Path) -> None:
+    app = _app(store, run="01d0")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert str(app.query_one("#summary", Static).render()).startswith("code-review 01d00000 ok  1.0s")
+        assert _cells(app, "#agents-table")[0][:5] == ["bug_detector", "idle", "0", "0", "1"]
+
+
+def test_snapshot_agents(snap_compare, store: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_app(store), terminal_size=SIZE)
+
+
+def test_snapshot_board(snap_compare, store: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_app(store), terminal_size=SIZE, press=["2"])
+
+
+def test_snapshot_artifact(snap_compare, store: Path) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(_app(store), terminal_size=SIZE, press=["2", "down", "down", "enter"])
