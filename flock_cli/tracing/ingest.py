@@ -62,6 +62,10 @@ class Ingest:
         if not self.pending:
             return None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the folder of trace store {self.path}: {exc.strerror or exc}"
+        try:
             con = connect(self.path, read_only=False, wait=wait, config={"threads": 1})
         except TraceStoreBusyError:
             return "busy"

@@ -242,7 +242,8 @@ class TraceWriter:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  # open for the process's whole life
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "flock_cli.tracing.ingest", str(self.path)],
+                # absolute: the flock's process may change directory, the ingest process does not
+                [sys.executable, "-m", "flock_cli.tracing.ingest", str(self.path.absolute())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self._stderr,
