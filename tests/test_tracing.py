@@ -137,10 +137,9 @@ con.close()
 
 async def test_a_store_locked_by_another_process_delays_traces_but_loses_none(tmp_path: Path) -> None:
     store = tmp_path / "t.duckdb"
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(store), "2.5"], stdout=subprocess.PIPE, text=True
-    )
-    try:
+    ) as holder:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         flock = Flock(traces=store)
         flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
@@ -149,8 +148,6 @@ async def test_a_store_locked_by_another_process_delays_traces_but_loses_none(tm
                 await flock.publish(Idea(topic=str(i)))
             await flock.run_until_idle()
         await flock.shutdown()  # waits for the holder to let go, then writes
-    finally:
-        holder.wait(10)
     assert flock.tracer.problems == []
     reader = TraceReader(store, wait=5)
     run = reader.run(None)
