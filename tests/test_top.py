@@ -10,7 +10,7 @@ from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from flock_cli.dashboard.app import ArtifactScreen, FlockTop
 from flock_cli.tracing.reader import TraceReader
-from tests.trace_seed import NOW, seed
+from tests.trace_seed import NOW, aid, seed
 
 SIZE = (80, 24)
 
@@ -83,7 +83,7 @@ async def test_enter_opens_an_artifact_with_payload_and_lineage(store: Path) -> 
         assert isinstance(app.screen, ArtifactScreen)
         text = " ".join(str(w.render()) for w in app.screen.query(Static))
         assert '"title": "soil"' in text
-        assert "made by researcher from Topic a0000002" in text
+        assert f"made by researcher from Topic {aid(2)[:8]}" in text
         await pilot.press("escape")
         assert not isinstance(app.screen, ArtifactScreen)
 

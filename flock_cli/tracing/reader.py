@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -135,14 +136,15 @@ class TraceReader:
     def __init__(self, path: Path, *, wait: float = 10.0) -> None:
         self.path = path
         self.wait = wait
-        self._session: duckdb.DuckDBPyConnection | None = None
+        self._local = threading.local()  # each thread's open session (a connection is not shared)
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-only connection for one query (or the open session's); external files and
         extensions are off."""
-        if self._session is not None:
-            yield self._session
+        session: duckdb.DuckDBPyConnection | None = getattr(self._local, "session", None)
+        if session is not None:
+            yield session
             return
         check_trace_path(self.path, must_exist=True)
         con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
@@ -155,11 +157,11 @@ class TraceReader:
     def session(self) -> Iterator[TraceReader]:
         """Several queries on one connection (one consistent view, one open/close)."""
         with self.connection() as con:
-            self._session = con
+            self._local.session = con
             try:
                 yield self
             finally:
-                self._session = None
+                self._local.session = None
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         import duckdb
@@ -169,6 +171,8 @@ class TraceReader:
                 return con.execute(sql, params or []).fetchall()
             except duckdb.CatalogException:
                 return []  # a store created but not written to yet has no tables
+            except duckdb.Error as exc:
+                raise TraceStoreError(f"reading trace store {self.path} failed: {exc}") from exc
 
     # -- runs ------------------------------------------------------------------------------------
 

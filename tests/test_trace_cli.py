@@ -1,0 +1,277 @@
+"""`flock trace ...`, `flock run` tracing and `flock top`, through Typer's runner and as real
+processes reading a store while another process writes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from flock_cli.cli.app import app
+from flock_cli.tracing.reader import TraceReader
+from tests.trace_seed import aid, seed
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = ROOT / "recipes"
+runner = CliRunner()
+
+
+def flock(*args: str | Path) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return seed(tmp_path / "traces.duckdb")
+
+
+def test_list_shows_runs_newest_first_in_80_columns(store: Path) -> None:
+    result = flock("trace", "list", "--traces", store)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["run", "started", "name", "status", "arts", "runs", "fail", "time"]
+    assert lines[1].split()[0] == "7e570000" and "live-demo" in lines[1] and "running" in lines[1]
+    assert lines[2].split()[0] == "01d00000" and "code-review" in lines[2] and lines[2].endswith("1.0 s")
+    assert max(len(line) for line in lines) <= 80
+    data = json.loads(flock("trace", "list", "--traces", store, "--json").output)
+    assert [(r["name"], r["status"], r["agent_runs"], r["failed_attempts"]) for r in data] == [
+        ("live-demo", "running", 4, 2),
+        ("code-review", "ok", 1, 0),
+    ]
+
+
+def test_show_draws_the_causal_tree_with_errors_retries_and_denials(store: Path) -> None:
+    result = flock("trace", "show", "7e57", "--traces", store)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index(f"Topic {aid(1)[:8]}") < out.index("researcher  ok") < out.index(f"Notes {aid(11)[:8]}")
+    assert "critic  failed" in out and "ValueError: score out of range" in out
+    assert "(2 attempts)" in out and "run.retry TimeoutError: model slow" in out
+    assert "denied to auditor (Private(to=editor))" in out
+    tree = json.loads(flock("trace", "show", "7e57", "--traces", store, "--json").output)
+    topic = tree["tree"][0]
+    assert topic["type"] == "Topic" and topic["runs"][0]["agent"] == "researcher"
+    assert topic["runs"][0]["outputs"][0]["runs"][0]["outcome"] == "failed"
+
+
+def test_timeline_marks_the_critical_path_and_concurrency(store: Path) -> None:
+    result = flock("trace", "timeline", "7e57", "--traces", store, "--width", "80")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    bars = [line for line in lines if "│" in line and not line.startswith("in progress")]
+    assert [line.split()[0] for line in bars] == ["researcher", "researcher", "critic", "researcher"]
+    assert "#2" in bars[3] and "█" in bars[3]  # the retried researcher ended last: critical
+    assert "x" in bars[1]  # the failed first attempt
+    assert any(line.startswith("in progress") and "max 3" in line for line in lines)
+    assert max(len(line) for line in lines) <= 80
+
+
+def test_audit_lists_consumers_and_denials(store: Path) -> None:
+    data = json.loads(flock("trace", "audit", "--traces", store, "--json").output)
+    assert [(e["type"], e["agent"], e["outcome"]) for e in data] == [
+        ("Topic", "researcher", "consumed"),
+        ("Topic", "researcher", "consumed"),
+        ("Topic", "auditor", "denied"),
+        ("Notes", "critic", "consumed"),
+    ]
+    only = json.loads(flock("trace", "audit", "--traces", store, "--artifact", aid(3)[:8], "--json").output)
+    assert [e["agent"] for e in only] == ["auditor"]
+
+
+def test_sql_is_read_only(store: Path) -> None:
+    result = flock("trace", "sql", "SELECT agent, count(*) AS n FROM spans WHERE name = 'agent.run'"
+                   " GROUP BY agent ORDER BY n DESC", "--traces", store, "--json")  # fmt: skip
+    assert json.loads(result.output)[0] == {"agent": "researcher", "n": 3}
+    for statement in ("DELETE FROM spans", "COPY spans TO '/tmp/x.csv'", "ATTACH 'other.db'", "SELEC 1"):
+        refused = flock("trace", "sql", statement, "--traces", store)
+        assert refused.exit_code == 2, statement
+        assert refused.output.startswith("error: query failed:") and "Traceback" not in refused.output
+    assert TraceReader(store).run(None).agent_runs == 4  # nothing was deleted
+
+
+def test_export_writes_json_lines_and_otlp(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    result = flock("trace", "export", "7e57", "--traces", store, "-o", out)
+    assert result.exit_code == 0 and "for 1 run(s)" in result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[0]["record"] == "run" and records[0]["name"] == "live-demo"
+    assert {r["record"] for r in records} == {"run", "span", "artifact", "event"}
+    otlp = json.loads(flock("trace", "export", "7e57", "--traces", store, "--format", "otlp").output)
+    spans = otlp["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert all(len(s["traceId"]) == 32 and len(s["spanId"]) == 16 for s in spans)
+    failed = next(s for s in spans if s["spanId"] == "c000000000000004")
+    assert failed["status"] == {"code": 2, "message": "ValueError: score out of range"}
+    every = flock("trace", "export", "--all", "--traces", store).output.splitlines()
+    assert sum(json.loads(line)["record"] == "run" for line in every) == 2
+
+
+def test_metrics_renders_prometheus_text_from_the_store(store: Path) -> None:
+    text = flock("trace", "metrics", "7e57", "--traces", store).output
+    assert 'flock_artifacts_published_total{type="Topic"} 3' in text
+    assert 'flock_agent_runs_total{agent="researcher",status="retry"} 1' in text
+    assert 'flock_agent_runs_in_progress{agent="researcher"} 1' in text
+    assert 'flock_events_total{kind="dead_letter"} 1' in text
+
+
+def test_prune_deletes_old_runs_only(store: Path) -> None:
+    dry = json.loads(
+        flock("trace", "prune", "--older-than", "1d", "--dry-run", "--traces", store, "--json").output
+    )
+    assert dry == {"dry_run": True, "deleted": {"runs": 1, "spans": 1, "artifacts": 0, "events": 0}}
+    assert len(TraceReader(store).runs()) == 2
+    result = flock("trace", "prune", "--older-than", "1d", "--traces", store)
+    assert result.exit_code == 0 and result.output.startswith("deleted 1 runs, 1 spans")
+    assert [r.name for r in TraceReader(store).runs()] == ["live-demo"]  # running runs stay
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trace", "show", "ffff"], "no run with id 'ffff'"),
+        (["trace", "prune", "--older-than", "soon"], "--older-than takes an age like"),
+        (["trace", "export", "--format", "xml"], "--format must be 'jsonl' or 'otlp'"),
+        (["trace", "export", "7e57", "--all"], "give a RUN or --all, not both"),
+    ],
+)
+def test_mistakes_exit_2_with_one_line(store: Path, args: list[str], message: str) -> None:
+    result = flock(*args, "--traces", store)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"error: {result.output.strip()[7:]}"]
+    assert message in result.output
+
+
+def test_unusable_stores_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "no trace store at" in flock("trace", "list", "--traces", tmp_path / "none.duckdb").output
+    assert "is a directory" in flock("trace", "list", "--traces", tmp_path).output
+    (tmp_path / "x.txt").write_text("plain text")
+    bad = flock("trace", "show", "--traces", tmp_path / "x.txt")
+    assert bad.exit_code == 2 and "is not a DuckDB trace store" in bad.output
+    monkeypatch.setenv("FLOCK_TRACES", "off")
+    off = flock("trace", "list")
+    assert off.exit_code == 2 and "tracing is off" in off.output
+
+
+def test_flock_run_traces_into_the_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOCK_TRACES")
+    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "-q",
+                   "-i", f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = TraceReader(tmp_path / ".flock" / "traces.duckdb").run(None)
+    assert (run.name, run.status, run.agent_runs, run.artifacts) == ("code-review", "ok", 3, 4)
+    assert f"trace: flock trace show {run.run_id[:12]}" in result.output
+    assert run.recipe == str(RECIPES / "code_review.yaml")
+    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "-q", "--no-traces", "--board", ":memory:",
+                   "-i", f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}")  # fmt: skip
+    assert result.exit_code == 0 and "trace:" not in result.output
+    assert len(TraceReader(tmp_path / ".flock" / "traces.duckdb").runs()) == 1
+
+
+# -- real processes: readers while a run writes ----------------------------------------------------
+
+
+def _env(store: Path) -> dict[str, str]:
+    return {**os.environ, "FLOCK_TRACES": str(store)}
+
+
+_TOP_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    from flock_cli.dashboard.app import FlockTop
+    from flock_cli.tracing.reader import TraceReader
+
+    async def main():
+        app = FlockTop(TraceReader(Path(sys.argv[1])), poll_interval=0.2)
+        seen = set()
+        async with app.run_test(size=(80, 24)) as pilot:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await pilot.pause(0.2)
+                run = app.snapshot.run
+                if run is not None:
+                    seen.add(run.status)
+                    states = {a.name: a.state for a in app.snapshot.agents}
+                    if states.get("researcher") == "running":
+                        seen.add("researcher running")
+                    if run.status == "ok" and run.agent_runs == 18:
+                        break
+        print(" | ".join(sorted(seen)))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_readers_work_while_a_run_writes(tmp_path: Path) -> None:
+    store = tmp_path / "traces.duckdb"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flock_cli", "run", str(RECIPES / "live_demo.yaml"), "-q", "--board", ":memory:",
+         "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}"],
+        cwd=tmp_path, env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    top = subprocess.Popen([sys.executable, "-c", _TOP_SCRIPT, str(store)], cwd=ROOT, env=_env(store),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    shows: list[subprocess.CompletedProcess[str]] = []
+    while run.poll() is None:
+        shows.append(subprocess.run([sys.executable, "-m", "flock_cli", "trace", "show"], cwd=tmp_path,
+                                    env=_env(store), capture_output=True, text=True))  # fmt: skip
+    out, err = run.communicate(timeout=60)
+    top_out, top_err = top.communicate(timeout=90)
+    assert run.returncode == 0, err
+    readable = [s for s in shows if s.returncode == 0]
+    assert all("Traceback" not in s.stderr and "lock" not in s.stderr.lower() for s in shows), shows
+    assert any("running" in s.stdout.splitlines()[0] for s in readable), [s.stdout for s in shows]
+    assert top.returncode == 0, top_err
+    assert top_out.strip() == "ok | researcher running | running"
+    final = TraceReader(store).run(None)
+    assert (final.status, final.agent_runs, final.artifacts) == ("ok", 18, 26)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_run_serves_prometheus_metrics_while_it_goes(tmp_path: Path) -> None:
+    port = _free_port()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flock_cli", "run", str(RECIPES / "live_demo.yaml"), "-q", "--no-traces",
+         "--board", ":memory:", "--metrics-port", str(port), "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    scrapes = []
+    while run.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                scrapes.append(response.read().decode())
+        except OSError:
+            pass  # not serving yet, or already stopped
+        time.sleep(0.3)
+    out, err = run.communicate()
+    assert run.returncode == 0, err
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in err
+    assert any('flock_agent_runs_in_progress{agent="researcher"} 2' in s for s in scrapes), scrapes[-1:]
+    assert any('flock_artifacts_published_total{type="Notes"}' in s for s in scrapes)
+
+
+def test_metrics_port_in_use_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = flock("run", RECIPES / "live_demo.yaml", "-q", "--no-traces", "--board", ":memory:",
+                       "--metrics-port", str(port), "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}")  # fmt: skip
+    assert result.exit_code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in result.output
