@@ -89,8 +89,14 @@ def test_audit_lists_consumers_and_denials(store: Path) -> None:
 
 
 def test_sql_is_read_only(store: Path) -> None:
-    result = flock("trace", "sql", "SELECT agent, count(*) AS n FROM spans WHERE name = 'agent.run'"
-                   " GROUP BY agent ORDER BY n DESC", "--traces", store, "--json")  # fmt: skip
+    result = flock(
+        "trace",
+        "sql",
+        "SELECT agent, count(*) AS n FROM spans WHERE name = 'agent.run' GROUP BY agent ORDER BY n DESC",
+        "--traces",
+        store,
+        "--json",
+    )
     assert json.loads(result.output)[0] == {"agent": "researcher", "n": 3}
     for statement in ("DELETE FROM spans", "COPY spans TO '/tmp/x.csv'", "ATTACH 'other.db'", "SELEC 1"):
         refused = flock("trace", "sql", statement, "--traces", store)
@@ -164,15 +170,32 @@ def test_unusable_stores_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_flock_run_traces_into_the_default_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FLOCK_TRACES")
-    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "-q",
-                   "-i", f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}")  # fmt: skip
+    result = flock(
+        "run",
+        RECIPES / "code_review.yaml",
+        "--engine",
+        "test",
+        "-q",
+        "-i",
+        f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}",
+    )
     assert result.exit_code == 0, result.output
     run = TraceReader(tmp_path / ".flock" / "traces.duckdb").run(None)
     assert (run.name, run.status, run.agent_runs, run.artifacts) == ("code-review", "ok", 3, 4)
     assert f"trace: flock trace show {run.run_id[:12]}" in result.output
     assert run.recipe == str(RECIPES / "code_review.yaml")
-    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "-q", "--no-traces", "--board", ":memory:",
-                   "-i", f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}")  # fmt: skip
+    result = flock(
+        "run",
+        RECIPES / "code_review.yaml",
+        "--engine",
+        "test",
+        "-q",
+        "--no-traces",
+        "--board",
+        ":memory:",
+        "-i",
+        f"CodeSubmission={RECIPES / 'inputs' / 'code_submission.json'}",
+    )
     assert result.exit_code == 0 and "trace:" not in result.output
     assert len(TraceReader(tmp_path / ".flock" / "traces.duckdb").runs()) == 1
 
@@ -216,17 +239,44 @@ _TOP_SCRIPT = textwrap.dedent(
 def test_readers_work_while_a_run_writes(tmp_path: Path) -> None:
     store = tmp_path / "traces.duckdb"
     run = subprocess.Popen(
-        [sys.executable, "-m", "flock_cli", "run", str(RECIPES / "live_demo.yaml"), "-q", "--board", ":memory:",
-         "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}"],
-        cwd=tmp_path, env=_env(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    top = subprocess.Popen([sys.executable, "-c", _TOP_SCRIPT, str(store)], cwd=ROOT, env=_env(store),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flock_cli",
+            "run",
+            str(RECIPES / "live_demo.yaml"),
+            "-q",
+            "--board",
+            ":memory:",
+            "-i",
+            f"Topic={RECIPES / 'inputs' / 'topics.json'}",
+        ],
+        cwd=tmp_path,
+        env=_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    top = subprocess.Popen(
+        [sys.executable, "-c", _TOP_SCRIPT, str(store)],
+        cwd=ROOT,
+        env=_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     shows: list[subprocess.CompletedProcess[str]] = []
     while run.poll() is None:
-        shows.append(subprocess.run([sys.executable, "-m", "flock_cli", "trace", "show"], cwd=tmp_path,
-                                    env=_env(store), capture_output=True, text=True))  # fmt: skip
-    out, err = run.communicate(timeout=60)
+        shows.append(
+            subprocess.run(
+                [sys.executable, "-m", "flock_cli", "trace", "show"],
+                cwd=tmp_path,
+                env=_env(store),
+                capture_output=True,
+                text=True,
+            )
+        )
+    _, err = run.communicate(timeout=60)
     top_out, top_err = top.communicate(timeout=90)
     assert run.returncode == 0, err
     readable = [s for s in shows if s.returncode == 0]
@@ -247,10 +297,26 @@ def _free_port() -> int:
 def test_run_serves_prometheus_metrics_while_it_goes(tmp_path: Path) -> None:
     port = _free_port()
     run = subprocess.Popen(
-        [sys.executable, "-m", "flock_cli", "run", str(RECIPES / "live_demo.yaml"), "-q", "--no-traces",
-         "--board", ":memory:", "--metrics-port", str(port), "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flock_cli",
+            "run",
+            str(RECIPES / "live_demo.yaml"),
+            "-q",
+            "--no-traces",
+            "--board",
+            ":memory:",
+            "--metrics-port",
+            str(port),
+            "-i",
+            f"Topic={RECIPES / 'inputs' / 'topics.json'}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     scrapes = []
     while run.poll() is None:
         try:
@@ -260,7 +326,7 @@ def test_run_serves_prometheus_metrics_while_it_goes(tmp_path: Path) -> None:
         except OSError:
             pass  # not serving yet, or already stopped
         time.sleep(0.3)
-    out, err = run.communicate()
+    _, err = run.communicate()
     assert run.returncode == 0, err
     assert f"metrics: http://127.0.0.1:{port}/metrics" in err
     assert any('flock_agent_runs_in_progress{agent="researcher"} 2' in s for s in scrapes), scrapes[-1:]
@@ -272,6 +338,16 @@ def test_metrics_port_in_use_exits_2(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = flock("run", RECIPES / "live_demo.yaml", "-q", "--no-traces", "--board", ":memory:",
-                       "--metrics-port", str(port), "-i", f"Topic={RECIPES / 'inputs' / 'topics.json'}")  # fmt: skip
+        result = flock(
+            "run",
+            RECIPES / "live_demo.yaml",
+            "-q",
+            "--no-traces",
+            "--board",
+            ":memory:",
+            "--metrics-port",
+            str(port),
+            "-i",
+            f"Topic={RECIPES / 'inputs' / 'topics.json'}",
+        )
     assert result.exit_code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in result.output
