@@ -20,6 +20,7 @@ INPUTS: dict[str, list[tuple[str, str]]] = {
     "feedback_loop.yaml": [("Brief", "brief.json")],
     "multi_tenant.yaml": [("SupportRequest", "tenant_requests.json")],
     "batch_summary.yaml": [("LogEvent", "log_events.json")],
+    "live_demo.yaml": [("Topic", "topics.json")],
 }
 
 
@@ -59,6 +60,19 @@ async def run_example(name: str) -> tuple[Any, Any, list[Any]]:
 
 def by_type(artifacts: list[Any], type_name: str) -> list[Any]:
     return [a for a in artifacts if a.type == type_name]
+
+
+async def test_live_demo_paces_runs_with_latency_and_concurrency() -> None:
+    import time
+
+    started = time.monotonic()
+    _, summary, artifacts = await run_example("live_demo.yaml")
+    assert summary.ok
+    assert (summary.runs_by_agent["researcher"], summary.runs_by_agent["critic"]) == (8, 8)
+    # every note reaches the editor in some batch (the test clock may flush a batch early)
+    assert summary.runs_by_agent["editor"] == len(by_type(artifacts, "Digest")) >= 2
+    # eight 1 s researcher runs, two at a time, then a critic and an editor after the last
+    assert time.monotonic() - started >= 4.5
 
 
 async def test_pipeline_runs_each_step_once() -> None:
