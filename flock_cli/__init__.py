@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         only_for,
     )
     from flock_cli.engines import FunctionEngine, TestEngine
+    from flock_cli.tracing.reader import TraceReader
     from flock_cli.errors import (
         AgentRunError,
         AmbiguousTypeError,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         InvalidPayloadError,
         OutputError,
         RunError,
+        TraceStoreBusyError,
+        TraceStoreError,
         TypeConflictError,
         TypeRegistryError,
         UnknownAgentError,
@@ -89,6 +92,9 @@ _EXPORTS: dict[str, str] = {
     "SystemClock": "flock_cli.clock",
     "TenantVisibility": "flock_cli.core.visibility",
     "TestEngine": "flock_cli.engines",
+    "TraceReader": "flock_cli.tracing.reader",
+    "TraceStoreBusyError": "flock_cli.errors",
+    "TraceStoreError": "flock_cli.errors",
     "TypeConflictError": "flock_cli.errors",
     "TypeRegistryError": "flock_cli.errors",
     "UnknownAgentError": "flock_cli.errors",
@@ -139,6 +145,9 @@ __all__ = [
     "SystemClock",
     "TenantVisibility",
     "TestEngine",
+    "TraceReader",
+    "TraceStoreBusyError",
+    "TraceStoreError",
     "TypeConflictError",
     "TypeRegistryError",
     "UnknownAgentError",
