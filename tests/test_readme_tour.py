@@ -39,7 +39,9 @@ def tour_script() -> str:
 
 def environment() -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "100"}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "100"}
+    env.pop("FLOCK_TRACES", None)  # the tour traces into .flock/traces.duckdb, as a user's would
+    return env
 
 
 def test_tour_commands_run_in_order(tmp_path: Path) -> None:
@@ -51,6 +53,7 @@ def test_tour_commands_run_in_order(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, f"{done.stderr}\n{done.stdout}"
     assert "Resolution" in done.stdout  # the watching run served what `flock publish` wrote
+    assert "researcher" in done.stdout and "critical path" in done.stdout  # trace show, timeline
 
 
 def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
