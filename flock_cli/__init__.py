@@ -30,7 +30,6 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         only_for,
     )
     from flock_cli.engines import FunctionEngine, TestEngine
-    from flock_cli.tracing.reader import TraceReader
     from flock_cli.errors import (
         AgentRunError,
         AmbiguousTypeError,
@@ -51,6 +50,7 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         UsageError,
         UserError,
     )
+    from flock_cli.tracing.reader import TraceReader
 
 __version__ = "0.1.0"
 

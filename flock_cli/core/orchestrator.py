@@ -18,13 +18,14 @@ from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
 from flock_cli.core.agent import Agent, AgentBuilder
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.board import BoardView
+from flock_cli.core.direct import retry_letter, run_direct
 from flock_cli.core.envelope import build_artifact, model_payload
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
-from flock_cli.core.subscription import ReadyRun, Subscription
+from flock_cli.core.subscription import Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.visibility import Visibility
 from flock_cli.errors import (
@@ -37,7 +38,7 @@ from flock_cli.errors import (
 )
 from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
-from flock_cli.store.records import RoutingTx, RunRecord
+from flock_cli.store.records import RunRecord
 from flock_cli.tracing.records import Span, StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
 from flock_cli.tracing.tracer import RunScope
@@ -522,31 +523,7 @@ class Flock:
                 f"agent '{target.name}' has no subscription with mode 'direct' or 'both' consuming"
                 f" {', '.join(sorted(types))}"
             )
-        await self._ready()
-        scheduler = self._scheduler
-        done: asyncio.Future[list[Artifact]] = asyncio.get_running_loop().create_future()
-        scheduler.hold()
-        try:
-            scheduler.in_flight.update(a.id for a in built)
-            with self.tracer.publishing(built) as span:
-                await self._append(built, span)
-                scheduler.collector.published += len(built)
-                tx = RoutingTx(routed=[a.id for a in built], claims=[(a.id, target.name) for a in built])
-                job = scheduler.plan(
-                    ReadyRun(sub, built, [built] if sub.gathers else []), tx, trigger="direct"
-                )
-                delivery = job.payload[0]
-                scheduler.direct[delivery.id] = done
-                await scheduler.commit(tx, [job])
-        finally:
-            scheduler.in_flight.difference_update(a.id for a in built)
-            scheduler.release()
-        try:
-            outputs = await done
-        finally:
-            scheduler.direct.pop(delivery.id, None)
-        await scheduler.settle("idle")
-        return outputs
+        return await run_direct(self, target, sub, built)
 
     def run(self, agent: AgentBuilder | Agent | str, *inputs: BaseModel) -> list[Artifact]:
         """Synchronous :meth:`arun` (must not be called from a running event loop)."""
@@ -568,31 +545,4 @@ class Flock:
 
         Visibility is checked again, so an embargoed letter waits for its embargo once more.
         """
-        letters = {letter.id: letter for letter in await self.store.dead_letters()}
-        letter = letters.get(letter_id)
-        if letter is None:
-            raise UsageError(f"No dead letter with id {letter_id}")
-        agent = self.get_agent(letter.agent)
-        index = letter.subscription if letter.subscription is not None else 0
-        if index >= len(agent.subscriptions):
-            raise UsageError(
-                f"Dead letter {letter_id} names subscription #{index} that '{agent.name}' no longer has"
-            )
-        sub = agent.subscriptions[index]
-        artifacts = await self.store.get_many(letter.artifact_ids, viewer=UNRESTRICTED)
-        if len(artifacts) != len(letter.artifact_ids):
-            raise UsageError(f"Dead letter {letter_id} refers to artifacts that are no longer on the board")
-        await self._ready()
-        if await self.store.take_dead_letter(letter_id) is None:
-            raise UsageError(f"Dead letter {letter_id} was taken by someone else")
-        scheduler = self._scheduler
-        scheduler.hold()
-        try:
-            if letter.reason == "embargoed":
-                await scheduler.route(artifacts, sub)
-            else:
-                tx = RoutingTx()
-                run = ReadyRun(sub, artifacts, [artifacts] if sub.gathers else [])
-                await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery")])
-        finally:
-            scheduler.release()
+        await retry_letter(self, letter_id)
