@@ -92,7 +92,7 @@ async def test_a_missing_store_waits_and_an_unknown_run_says_so(tmp_path: Path, 
     app = _app(tmp_path / "nothing.duckdb")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        assert "no trace store at" in str(app.query_one("#summary", Static).render())
+        assert "waiting for a run in" in str(app.query_one("#summary", Static).render())
     app = _app(store, run="ffff")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()

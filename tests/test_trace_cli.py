@@ -39,7 +39,7 @@ def test_list_shows_runs_newest_first_in_80_columns(store: Path) -> None:
     result = flock("trace", "list", "--traces", store)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["run", "started", "name", "status", "arts", "runs", "fail", "time"]
+    assert lines[0].split() == ["run", "started", "name", "status", "arts", "runs", "dead", "time"]
     assert lines[1].split()[0] == "7e570000" and "live-demo" in lines[1] and "running" in lines[1]
     assert lines[2].split()[0] == "01d00000" and "code-review" in lines[2] and lines[2].endswith("1.0 s")
     assert max(len(line) for line in lines) <= 80
@@ -72,7 +72,7 @@ def test_timeline_marks_the_critical_path_and_concurrency(store: Path) -> None:
     assert [line.split()[0] for line in bars] == ["researcher", "researcher", "critic", "researcher"]
     assert "#2" in bars[3] and "█" in bars[3]  # the retried researcher ended last: critical
     assert "x" in bars[1]  # the failed first attempt
-    assert any(line.startswith("in progress") and "max 3" in line for line in lines)
+    assert any(line.startswith("in progress") and "max 2" in line for line in lines)
     assert max(len(line) for line in lines) <= 80
 
 
@@ -351,3 +351,95 @@ def test_metrics_port_in_use_exits_2(tmp_path: Path) -> None:
             f"Topic={RECIPES / 'inputs' / 'topics.json'}",
         )
     assert result.exit_code == 2 and f"cannot serve metrics on 127.0.0.1:{port}" in result.output
+
+
+def test_helper_findings_stay_fixed(store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ids are hex: LIKE wildcards are not prefixes
+    for ref in ("%", "7e5_"):
+        result = flock("trace", "show", ref, "--traces", store)
+        assert result.exit_code == 2 and "is not a run id" in result.output
+    # an empty query is a usage mistake, not a traceback
+    empty = flock("trace", "sql", "  ", "--traces", store)
+    assert empty.exit_code == 2 and "the query is empty" in empty.output
+    # a 0-byte file and a missing folder are not "busy": the first fails at once, the second is made
+    (tmp_path / "zero.duckdb").write_bytes(b"")
+    started = time.monotonic()
+    zero = flock("trace", "list", "--traces", tmp_path / "zero.duckdb")
+    assert zero.exit_code == 2 and time.monotonic() - started < 5
+    monkeypatch.chdir(tmp_path)
+    result = flock(
+        "run",
+        RECIPES / "pipeline.yaml",
+        "--engine",
+        "test",
+        "-q",
+        "--board",
+        ":memory:",
+        "--traces",
+        "sub/dir/t.duckdb",
+        "-i",
+        f"Idea={RECIPES / 'inputs' / 'idea.json'}",
+    )
+    assert result.exit_code == 0, result.output
+    assert "trace: flock trace show" in result.output and "--traces sub/dir/t.duckdb" in result.output
+    assert "warning" not in result.output
+    assert TraceReader(tmp_path / "sub" / "dir" / "t.duckdb").run(None).name == "pipeline"
+    # the whole OTLP export is one JSON document
+    every = flock("trace", "export", "--all", "--format", "otlp", "--traces", store).output
+    assert len(json.loads(every)["resourceSpans"]) == 2
+    # an unknown agent in an audit is named
+    nobody = flock("trace", "audit", "--agent", "nobody", "--traces", store)
+    assert nobody.exit_code == 2 and "no agent 'nobody'" in nobody.output
+    # flock top refuses an unknown run before it starts
+    top = flock("top", "ffff", "--traces", store)
+    assert top.exit_code == 2 and "no run with id 'ffff'" in top.output
+
+
+def test_a_run_stopped_by_ctrl_c_is_recorded_as_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    store = tmp_path / "traces.duckdb"
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flock_cli",
+            "run",
+            str(RECIPES / "live_demo.yaml"),
+            "-q",
+            "--board",
+            ":memory:",
+            "-i",
+            f"Topic={RECIPES / 'inputs' / 'topics.json'}",
+        ],
+        cwd=tmp_path,
+        env=_env(store),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    recorded = TraceReader(store).run(None)
+    assert recorded.status == "interrupted"
+    assert 0 < recorded.agent_runs < 18
+
+
+async def test_a_nested_traced_run_is_a_span_of_the_outer_run(tmp_path: Path) -> None:
+    from flock_cli import Flock, TestEngine
+    from tests.models import Idea, Movie
+
+    flock = Flock(traces=tmp_path / "t.duckdb")
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    async with flock.traced_run("outer"), flock.traced_run("inner"):
+        await flock.publish(Idea(topic="a"))
+        await flock.run_until_idle()
+    await flock.shutdown()
+    reader = TraceReader(tmp_path / "t.duckdb")
+    [run] = reader.runs()
+    assert (run.name, run.agent_runs) == ("outer", 1)
+    spans = {s.name: s for s in reader.spans(run.run_id)}
+    assert spans["inner"].parent_id == spans["outer"].span_id
+    assert spans["flock.publish"].parent_id == spans["inner"].span_id

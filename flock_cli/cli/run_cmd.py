@@ -157,7 +157,7 @@ def run(
             server.close()
     from flock_cli.cli.run_report import report
 
-    report(outcome, loaded, as_json)
+    report(outcome, loaded, as_json, traces_option=traces)
     # Ctrl-C is how a --watch run ends, so one Ctrl-C there is a normal stop; anywhere else the
     # run did not finish, and a second Ctrl-C aborts.
     if outcome.interrupted > 1 or (outcome.interrupted and not watch):

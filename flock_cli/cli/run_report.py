@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rich.markup import escape
 
 from flock_cli.cli.common import console, emit_json, err_console
 
@@ -21,8 +25,9 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else many or word + 's'}"
 
 
-def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
-    """Print the outcome as text, or as one JSON object with ``--json``."""
+def report(outcome: Outcome, recipe: Recipe, as_json: bool, traces_option: Path | None = None) -> None:
+    """Print the outcome as text, or as one JSON object with ``--json``. ``traces_option`` is the
+    ``--traces`` path, repeated in the hint so that the command it prints works as is."""
     summary = outcome.summary
     final_types = {t for t in recipe.graph.types if not recipe.graph.consumers(t)}
     produced = [a for a in outcome.artifacts if a.produced_by != "external"]
@@ -51,7 +56,8 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool) -> None:
         console().print("no artifacts were produced")
     _print_summary(outcome)
     if outcome.trace_run:
-        console().print(f"[dim]trace: flock trace show {outcome.trace_run[:12]}[/]")
+        store = f" --traces {shlex.quote(str(traces_option))}" if traces_option is not None else ""
+        console().print(f"[dim]trace: flock trace show {outcome.trace_run[:12]}{escape(store)}[/]")
     _print_trace_problems(outcome)
 
 

@@ -87,7 +87,12 @@ class RunSession:
         """The whole run, as one traced run named after the recipe."""
         async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
             outcome = await self._run()
-        outcome.trace_run = scope.trace_id if self.flock.tracer.enabled else None
+            # one Ctrl-C is how a --watch run ends; anywhere else the run did not finish
+            if outcome.interrupted > 1:
+                scope.outcome = "aborted"
+            elif outcome.interrupted and not self.watch:
+                scope.outcome = "interrupted"
+        outcome.trace_run = scope.trace_id if self.flock.tracer.writes_store else None
         outcome.trace_problems = self.flock.tracer.problems
         return outcome
 

@@ -40,4 +40,9 @@ def top(
     from flock_cli.dashboard.app import FlockTop
     from flock_cli.tracing.reader import TraceReader
 
-    FlockTop(TraceReader(path), run, poll_interval=interval).run()
+    reader = TraceReader(path)
+    if run is not None:
+        if not path.exists():
+            fail(f"no trace store at {path}: without one, run {run} cannot be shown")
+        run = reader.run(run).run_id  # an unknown or ambiguous id stops here, not in the dashboard
+    FlockTop(reader, run, poll_interval=interval).run()

@@ -73,7 +73,8 @@ def list_runs(
     traces: TracesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Runs with time, name, status, counts, duration, tokens and cost."""
+    """Runs, newest first: start, name, status, artifacts, agent runs, dead letters and duration
+    (tokens and cost too when some run has them; --json has every figure)."""
     from flock_cli.cli.trace_render import run_table
 
     runs = _reader(traces).runs(limit=limit)
@@ -96,16 +97,20 @@ def show(run: RunArg = None, traces: TracesOpt = None, as_json: JsonOpt = False)
     row = reader.run(run)
     spans = reader.spans(row.run_id)
     roots, orphans = build_tree(reader.artifacts(row.run_id), spans, reader.events(row.run_id))
+    status = reader.status(row.run_id) if row.status == "running" else None
+    running = {a: int(v.get("running", 0)) for a, v in (status or {}).get("agents", {}).items()}
+    in_progress = {a: n for a, n in running.items() if n}
     if as_json:
         emit_json(
             {
                 "run": row.to_json(),
                 "tree": [r.to_json() for r in roots],
                 "outside": [o.to_json() for o in orphans],
+                "in_progress": in_progress,
             }
         )
         return
-    console().print(run_tree(row, roots, orphans, runs_of(spans)))
+    console().print(run_tree(row, roots, orphans, runs_of(spans), in_progress))
 
 
 @trace_app.command("timeline")
@@ -148,6 +153,10 @@ def audit(
     if artifact:
         entries = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
     if agent:
+        known = {e.agent for e in entries}
+        if agent not in known:
+            agents = ", ".join(sorted(known)) or "none"
+            fail(f"no agent '{agent}' in the audit of run {row.run_id[:12]} (agents: {agents})")
         entries = [e for e in entries if e.agent == agent]
     if as_json:
         emit_json([e.to_json() for e in entries])

@@ -16,9 +16,10 @@ __all__ = ["export_lines", "run_metrics"]
 
 def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[str]:
     """``jsonl``: one record per line (run, span, artifact, event), each with a ``record`` key.
-    ``otlp``: one line holding an OTLP/JSON ExportTraceServiceRequest per run."""
+    ``otlp``: one OTLP/JSON ExportTraceServiceRequest holding every run (one resource each)."""
     from flock_cli.tracing.otlp import encode
 
+    resources: list[Any] = []
     for run in runs:
         spans = reader.spans(run.run_id)
         events = reader.events(run.run_id)
@@ -33,7 +34,7 @@ def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[
                     )
                 )
             data = [_span_data(run.run_id, s, by_span.get(s.span_id, [])) for s in spans]
-            yield json.dumps(encode(data, "flock", {"flock.run": run.name}), default=str)
+            resources += encode(data, "flock", {"flock.run": run.name})["resourceSpans"]
             continue
         yield json.dumps({"record": "run", **run.to_json()}, default=str)
         for s in spans:
@@ -42,6 +43,8 @@ def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[
             yield json.dumps({"record": "artifact", **a.__dict__}, default=str)
         for e in events:
             yield json.dumps({"record": "event", "trace_id": run.run_id, **e.__dict__}, default=str)
+    if fmt == "otlp":
+        yield json.dumps({"resourceSpans": resources}, default=str)
 
 
 def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any]:

@@ -11,7 +11,14 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from flock_cli.tracing.analysis import ArtifactNode, RunNode, concurrency, critical_path, runs_of
+from flock_cli.tracing.analysis import (
+    ArtifactNode,
+    RunNode,
+    concurrency,
+    critical_path,
+    peak_concurrency,
+    runs_of,
+)
 
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow
@@ -61,7 +68,7 @@ def run_table(runs: list[RunRow]) -> Table:
     table.add_column("started", no_wrap=True)
     table.add_column("name", no_wrap=True, overflow="ellipsis", max_width=24)
     table.add_column("status", no_wrap=True)
-    for column in ("arts", "runs", "fail"):
+    for column in ("arts", "runs", "dead"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("time", justify="right", no_wrap=True)
     if tokens:
@@ -77,7 +84,7 @@ def run_table(runs: list[RunRow]) -> Table:
             f"[{style}]{run.status}[/]" if style else run.status,
             str(run.artifacts),
             str(run.agent_runs),
-            str(run.failed_attempts),
+            str(run.dead_letters),
             duration(run.duration_s),
         ]
         if tokens:
@@ -117,16 +124,26 @@ def _artifact_label(node: ArtifactNode) -> Text:
     label.append(f"  {preview(a.payload)}", style="dim")
     for note in node.notes:
         reason = note.attributes.get("reason") or note.attributes.get("visibility") or ""
-        verb = "denied to" if note.kind == "visibility.denied" else "filtered for"
+        verb = {"visibility.denied": "denied to", "subscription.filtered": "filtered for"}.get(
+            note.kind, f"{note.kind} for"
+        )
         label.append(f"\n  ✗ {verb} {note.agent} ({reason})", style="yellow")
     return label
 
 
-def run_tree(run: RunRow, roots: list[ArtifactNode], orphans: list[RunNode], all_runs: list[RunNode]) -> Tree:
-    """``flock trace show``: artifact -> agent run -> artifacts."""
+def run_tree(
+    run: RunRow,
+    roots: list[ArtifactNode],
+    orphans: list[RunNode],
+    all_runs: list[RunNode],
+    in_progress: dict[str, int] | None = None,
+) -> Tree:
+    """``flock trace show``: artifact -> agent run -> artifacts; for a running run, also what is
+    in progress (runs appear in the tree when they end)."""
     critical = {id(r) for r in critical_path(all_runs)}
     style = _STATUS_STYLE.get(run.status, "")
-    summary = f"  {duration(run.duration_s)}  {run.artifacts} artifacts, {run.agent_runs} agent runs"
+    counts = f"{_count(run.artifacts, 'artifact')}, {_count(run.agent_runs, 'agent run')}"
+    summary = f"  {duration(run.duration_s)}  {counts}"
     tree = Tree(Text.assemble((run.name, "bold"), f"  {run.run_id[:12]}  ", (run.status, style), summary))
     seen: set[int] = set()
 
@@ -142,6 +159,9 @@ def run_tree(run: RunRow, roots: list[ArtifactNode], orphans: list[RunNode], all
 
     for root in roots:
         add_artifact(tree, root)
+    if in_progress:
+        going = ", ".join(f"{agent} x{n}" for agent, n in sorted(in_progress.items()))
+        tree.add(Text(f"in progress now: {going}", style="yellow"))
     if orphans:
         outside = tree.add(Text("runs on artifacts from outside this run", style="dim"))
         for orphan in orphans:
@@ -183,7 +203,7 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
     counts = concurrency(spans, start, end, columns)
     out.append(f"{'in progress':<{label_width}} │", style="dim")
     out.append("".join(str(c) if c < 10 else "+" for c in counts), style="dim")
-    out.append(f"│ max {max(counts)}\n", style="dim")
+    out.append(f"│ max {peak_concurrency(spans)}\n", style="dim")
     axis_end = duration((end - start) / 1e9)
     out.append(f"{'':<{label_width}} └0{'─' * max(0, columns - len(axis_end) - 1)}{axis_end}┘\n", style="dim")
     out.append(f"{'':<{label_width}}  █ critical path  ▒ other runs  x failed attempt", style="dim")
@@ -193,3 +213,7 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
 def _attempt_label(span: SpanRow) -> str:
     attempt = span.attributes.get("flock.attempt", 1)
     return f"{span.agent or '?'}{'' if attempt == 1 else f' #{attempt}'}"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"

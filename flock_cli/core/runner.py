@@ -97,8 +97,10 @@ class RunExecutor:
             outcome = span.attributes.setdefault("flock.outcome", "ok")
             return delay
         except BaseException as exc:
-            span.status, span.message = "error", f"{type(exc).__name__}: {exc}"
-            outcome = "failed" if isinstance(exc, Exception) else "cancelled"
+            cancelled = not isinstance(exc, Exception)
+            span.status = "error"
+            span.message = "cancelled: the flock was stopped" if cancelled else f"{type(exc).__name__}: {exc}"
+            outcome = "cancelled" if cancelled else "failed"
             span.attributes["flock.outcome"] = outcome
             raise
         finally:

@@ -38,6 +38,8 @@ def _ms(value: float | None) -> str:
 
 
 def _elapsed(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, rest = divmod(int(seconds), 60)
@@ -153,6 +155,8 @@ class FlockTop(App[None]):
     # -- reading ---------------------------------------------------------------------------------
 
     def _read(self) -> Snapshot:
+        if not self.reader.path.exists():
+            return Snapshot(run=None)  # the summary says it waits for the first run
         try:
             return load_snapshot(self.reader, self.run_ref, self.now_ns)
         except FlockError as exc:
@@ -188,7 +192,7 @@ class FlockTop(App[None]):
     def _tick(self) -> None:
         snap, summary = self.snapshot, self.query_one("#summary", Static)
         if snap.run is None:
-            summary.update(Text(snap.error or f"waiting for traces in {self.reader.path}…", style="yellow"))
+            summary.update(Text(snap.error or f"waiting for a run in {self.reader.path}…", style="yellow"))
             return
         run = snap.run
         end = run.ended_ns if run.ended_ns is not None else self.now_ns()

@@ -17,6 +17,7 @@ __all__ = [
     "build_tree",
     "concurrency",
     "critical_path",
+    "peak_concurrency",
     "runs_of",
 ]
 
@@ -92,10 +93,13 @@ def build_tree(
     runs = runs_of(spans)
     by_span = {attempt.span_id: run for run in runs for attempt in run.attempts}
     for event in events:
-        if event.span_id in by_span and event.kind not in ("engine.stream",):
-            by_span[event.span_id].events.append(event)
-        elif event.artifact_id in nodes and event.kind in ("visibility.denied", "subscription.filtered"):
-            nodes[event.artifact_id].notes.append(event)
+        if event.kind == "engine.stream":
+            continue
+        run = by_span.get(event.span_id or "")
+        if run is not None and event.agent == run.final.agent:
+            run.events.append(event)  # the run's own retry or dead letter
+        elif event.artifact_id in nodes:
+            nodes[event.artifact_id].notes.append(event)  # a denial, filter or hold of another agent
     produced: set[str] = set()
     orphans: list[RunNode] = []
     for run in runs:
@@ -132,17 +136,23 @@ def critical_path(runs: list[RunNode]) -> list[RunNode]:
 
 
 def concurrency(spans: list[SpanRow], start_ns: int, end_ns: int, columns: int) -> list[int]:
-    """Agent runs in progress in each of ``columns`` equal slices of [start_ns, end_ns]."""
+    """Agent runs in progress at the middle of each of ``columns`` equal slices of [start_ns, end_ns]."""
     width = max(1, end_ns - start_ns)
-    counts = [0] * columns
-    for span in spans:
-        if span.name != "agent.run":
-            continue
-        first = int((span.start_ns - start_ns) * columns / width)
-        last = int((max(span.end_ns - 1, span.start_ns) - start_ns) * columns / width)
-        for column in range(max(0, first), min(columns - 1, last) + 1):
-            counts[column] += 1
-    return counts
+    runs = [(s.start_ns, s.end_ns) for s in spans if s.name == "agent.run"]
+    moments = [start_ns + (column + 0.5) * width / columns for column in range(columns)]
+    return [sum(1 for begin, end in runs if begin <= t < end) for t in moments]
+
+
+def peak_concurrency(spans: list[SpanRow]) -> int:
+    """The most agent runs in progress at any one moment."""
+    edges = sorted(
+        edge for s in spans if s.name == "agent.run" for edge in ((s.start_ns, 1), (s.end_ns, -1))
+    )  # at equal times, an end (-1) sorts before a start: touching runs do not overlap
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
 
 
 @dataclass

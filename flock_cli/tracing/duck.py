@@ -22,7 +22,9 @@ __all__ = ["DEFAULT_TRACE_PATH", "check_trace_path", "connect", "is_lock_error"]
 
 DEFAULT_TRACE_PATH = Path(".flock") / "traces.duckdb"
 
-_LOCK_MARKERS = ("lock", "different configuration", "already open")
+# DuckDB's own wording: another process holds the file, or this process opened it differently.
+# (A bare "lock" would also match paths like ".flock/traces.duckdb" in unrelated errors.)
+_LOCK_MARKERS = ("could not set lock", "conflicting lock", "different configuration")
 _MAGIC = b"DUCK"
 
 

@@ -7,6 +7,7 @@ trace store for runs that are over.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,10 +30,9 @@ class Histogram:
 
     def observe(self, value: float) -> None:
         """Count one value."""
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if value <= bound:
-                self.counts[i] += 1
-                break
+        index = bisect.bisect_left(LATENCY_BUCKETS, value)
+        if index < len(LATENCY_BUCKETS):
+            self.counts[index] += 1
         self.total += value
         self.count += 1
 
@@ -167,4 +167,4 @@ def _num(value: float) -> str:
         return "+Inf" if value > 0 else "-Inf"
     if float(value).is_integer():
         return str(int(value))
-    return repr(float(value))
+    return repr(round(float(value), 9))  # nanosecond precision; no float noise in the text

@@ -157,9 +157,14 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
     """An exporter configured by the ``OTEL_*`` variables, or None when they ask for none."""
     env = os.environ if environ is None else environ
 
+    def variable(name: str) -> str:
+        """The variable that sets ``name``: the traces-specific one wins."""
+        specific = f"OTEL_EXPORTER_OTLP_TRACES_{name}"
+        return specific if env.get(specific, "").strip() else f"OTEL_EXPORTER_OTLP_{name}"
+
     def get(name: str) -> str | None:
-        value = env.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or env.get(f"OTEL_EXPORTER_OTLP_{name}")
-        return value.strip() if value and value.strip() else None
+        value = env.get(variable(name), "").strip()
+        return value or None
 
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -176,11 +181,11 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
     protocol = get("PROTOCOL") or "http/json"
     if protocol != "http/json":
         raise UsageError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: flock exports OTLP as"
+            f"{variable('PROTOCOL')}={protocol} is not supported: flock exports OTLP as"
             " http/json (a collector's HTTP port, usually 4318, accepts it)"
         )
-    headers = _pairs(get("HEADERS") or "", "OTEL_EXPORTER_OTLP_HEADERS")
-    timeout = _millis(get("TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)
+    headers = _pairs(get("HEADERS") or "", variable("HEADERS"))
+    timeout = _millis(get("TIMEOUT"), variable("TIMEOUT"), 10_000)
     delay = _millis(env.get("OTEL_BSP_SCHEDULE_DELAY"), "OTEL_BSP_SCHEDULE_DELAY", 5_000)
     resource = _pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
     name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "") or service

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     import duckdb
 
 __all__ = ["ArtifactRow", "EventRow", "RunRow", "SpanRow", "TraceReader"]
+
+_RUN_ID = re.compile(r"[0-9a-f]{1,32}")
 
 _RUN_SUMMARY = """
 WITH s AS (
@@ -192,9 +195,11 @@ class TraceReader:
                 raise TraceStoreError(f"the trace store {self.path} holds no runs yet")
             return runs[0]
         ref = ref.strip().lower()
+        if not _RUN_ID.fullmatch(ref):
+            raise TraceStoreError(f"'{ref}' is not a run id: run ids are hex (flock trace list shows them)")
         rows = self._rows(
             _RUN_SUMMARY + " WHERE coalesce(r.trace_id, s.trace_id) LIKE ? ORDER BY started_ns DESC LIMIT 6",
-            [ref.replace("%", "").replace("_", "") + "%"],
+            [ref + "%"],
         )
         if not rows:
             raise TraceStoreError(f"no run with id '{ref}' in {self.path} (flock trace list shows the runs)")
@@ -274,10 +279,14 @@ class TraceReader:
         """Run a read-only query: the column names and rows. DuckDB's errors are UserErrors."""
         import duckdb
 
+        if not query.strip():
+            raise TraceStoreError("the query is empty: give a SELECT statement")
         with self.connection() as con:
             try:
                 result = con.execute(query)
-                columns = [d[0] for d in result.description or []]
+                if result is None or result.description is None:
+                    raise TraceStoreError("the query returned no rows or columns: give a SELECT statement")
+                columns = [d[0] for d in result.description]
                 return columns, result.fetchall()
             except duckdb.Error as exc:
                 message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -330,6 +339,8 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
         name = f"publish {first_type}" if first_type else (first_name or "?")
     if status == "running":
         status = "running" if _alive(pid, host) else "interrupted"
+    elif status in ("interrupted", "aborted"):
+        pass  # stopped by Ctrl-C or SIGTERM before it finished
     elif dead or status == "failed":
         status = "failed"
     else:

@@ -60,13 +60,15 @@ class Sink(Protocol):
         """Errors the sink met (reported, never raised into the runtime)."""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class RunScope:
-    """The trace of one ``traced_run``: its id, root span and name."""
+    """The trace of one ``traced_run``: its id, root span and name. Setting ``outcome`` (for
+    example ``"interrupted"``) records how the run ended when the block exits normally."""
 
     trace_id: str
     span_id: str
     name: str
+    outcome: str | None = None
 
 
 _RUN: ContextVar[RunScope | None] = ContextVar("flock_run", default=None)
@@ -92,6 +94,11 @@ class Tracer:
     def enabled(self) -> bool:
         """True when spans are kept somewhere."""
         return bool(self.sinks)
+
+    @property
+    def writes_store(self) -> bool:
+        """True when spans go to a trace store (``flock trace`` can show them), not only to OTLP."""
+        return any(hasattr(sink, "path") for sink in self.sinks)
 
     # -- spans -----------------------------------------------------------------------------------
 
@@ -241,7 +248,24 @@ class Tracer:
     async def traced_run(
         self, name: str, attributes: dict[str, Any] | None = None
     ) -> AsyncIterator[RunScope]:
-        """Group every span made inside (and every run those spans cause) into one trace."""
+        """Group every span made inside (and every run those spans cause) into one trace.
+
+        Inside another traced run, the block is a span of that run rather than a run of its own.
+        """
+        outer = _RUN.get()
+        if outer is not None:
+            span = self.start(name, attributes={"flock.run": name, **(attributes or {})})
+            span_token = _SPAN.set(span)
+            try:
+                yield RunScope(span.trace_id, span.span_id, name)
+            except BaseException as exc:
+                self.end(span, "error", f"{type(exc).__name__}: {exc}")
+                raise
+            else:
+                self.end(span)
+            finally:
+                _SPAN.reset(span_token)
+            return
         scope = RunScope(new_trace_id(), new_span_id(), name)
         root = Span(scope.trace_id, scope.span_id, None, name, time.time_ns(), "internal", None,
                     {"flock.run": name, **(attributes or {})})  # fmt: skip
@@ -259,8 +283,9 @@ class Tracer:
         finally:
             _RUN.reset(token)
             self.end(root, status, message)
+            outcome = "failed" if status == "error" else scope.outcome or "ok"
             for put in self._put:
-                put(RunEnd(scope.trace_id, root.end_ns, "failed" if status == "error" else "ok"))
+                put(RunEnd(scope.trace_id, root.end_ns, outcome))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
