@@ -88,7 +88,7 @@ class RunExecutor:
                 "flock.trigger": delivery.trigger,
             },
         )
-        span.inputs = [a.id for a in run.artifacts]
+        span.inputs = tuple(a.id for a in run.artifacts)
         tracer.metrics.run_started(agent.name)
         token = tracer.enter(span)
         outcome = "cancelled"

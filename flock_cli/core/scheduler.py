@@ -246,7 +246,7 @@ class Scheduler:
         else:
             attributes: dict[str, Any] = {"flock.artifacts": len(artifacts), "flock.deliveries": len(jobs)}
             if jobs:
-                attributes["flock.agents"] = sorted({job.queue for job in jobs})
+                attributes["flock.agents"] = ",".join(sorted({job.queue for job in jobs}))
             self.tracer.child("flock.schedule", started, attributes=attributes)
         finally:
             # Only now are the routing steps committed: until then a poll of the board would

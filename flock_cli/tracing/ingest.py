@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Ingest", "main"]
 
 _RETRY_EVERY = 0.25  # seconds between attempts while the store is busy
+_WRITE_EVERY = 0.5  # seconds between writes (each opens and closes the store)
 _FINAL_WAIT = 30.0  # at the end of input, how long a busy store is waited for
 
 
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m flock_cli.tracing.ingest TRACE_STORE", file=sys.stderr)
         return 2
     ingest = Ingest(Path(args[0]))
-    frames: queue.Queue[tuple[int, list[tuple[Any, ...]]] | None] = queue.Queue()
+    frames: queue.Queue[tuple[int, bool, list[tuple[Any, ...]]] | None] = queue.Queue()
 
     def read() -> None:
         while (frame := read_frame(sys.stdin.buffer)) is not None:
@@ -131,25 +133,30 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read, name="flock-ingest-reader", daemon=True).start()
     problems: set[str] = set()
     acked = received = 0
-    ended = False
+    ended = urgent = False
+    last_write = time.monotonic()
     while not ended:
         try:
-            frame = frames.get(timeout=_RETRY_EVERY)
+            arrived = [frames.get(timeout=_RETRY_EVERY)]
         except queue.Empty:
-            frame = ()  # type: ignore[assignment]  # nothing new: retry a busy store
-        if frame is None:
-            ended = True
-        elif frame:
-            received, items = frame
+            arrived = []  # nothing new: a busy store is tried again
+        while arrived and arrived[-1] is not None and not frames.empty():
+            arrived.append(frames.get())  # take everything that has arrived into this one write
+        for frame in arrived:
+            if frame is None:
+                ended = True
+                break
+            received, wanted, items = frame
+            urgent = urgent or wanted
             ingest.add(items)
-            while not frames.empty():  # take everything that has arrived into this one write
-                more = frames.get()
-                if more is None:
-                    ended = True
-                    break
-                received, more_items = more
-                ingest.add(more_items)
+        # Writes are batched (each opens and closes the store): at most every WRITE_EVERY
+        # seconds, unless a flush is waiting or the input ended.
+        if not (ended or urgent or time.monotonic() - last_write >= _WRITE_EVERY):
+            continue
         outcome = ingest.write(wait=_FINAL_WAIT if ended else _RETRY_EVERY)
+        if outcome != "busy":
+            last_write = time.monotonic()
+            urgent = False
         if outcome == "busy" and ended:
             outcome = f"trace store {ingest.path} stayed busy for {_FINAL_WAIT:g} s; traces were not written"
         if outcome not in (None, "busy") and outcome not in problems:

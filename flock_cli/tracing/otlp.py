@@ -23,12 +23,13 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flock_cli.errors import UsageError
-from flock_cli.tracing.records import EventRecord, Record, Span
+from flock_cli.tracing.records import EventRecord, FlatSpan, Record
 
 __all__ = ["OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
 
@@ -40,45 +41,40 @@ SpanData = dict[str, Any]
 message, attributes (dict) and events (list of (ts_ns, name, attributes))."""
 
 
-def span_data(span: Span, events: Iterable[EventRecord] = ()) -> list[SpanData]:
-    """A live span, and its children, as :data:`SpanData`."""
-    attributes = dict(span.attributes)
-    if span.agent is not None:
-        attributes["flock.agent"] = span.agent
-    if span.inputs:
-        attributes["flock.inputs"] = list(span.inputs)
-    if span.outputs:
-        attributes["flock.outputs"] = list(span.outputs)
-    own = {
-        "trace_id": span.trace_id,
-        "span_id": span.span_id,
-        "parent_id": span.parent_id,
-        "name": span.name,
-        "kind": span.kind,
-        "start_ns": span.start_ns,
-        "end_ns": span.end_ns,
-        "status": span.status,
-        "message": span.message,
+def span_data(span: FlatSpan, events: Iterable[EventRecord] = ()) -> list[SpanData]:
+    """A finished span (``frames.flat_span``), and its children, as :data:`SpanData`."""
+    (_, trace_id, span_id, parent_id, name, kind, agent, start_ns, end_ns, status, message, attrs,
+     inputs, outputs, children, _artifacts) = span  # fmt: skip
+    attributes = dict(attrs)
+    if agent is not None:
+        attributes["flock.agent"] = agent
+    if inputs:
+        attributes["flock.inputs"] = [str(uuid.UUID(int=i)) for i in inputs]
+    if outputs:
+        attributes["flock.outputs"] = [str(uuid.UUID(int=o)) for o in outputs]
+    own: SpanData = {
+        "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id, "name": name, "kind": kind,
+        "start_ns": start_ns, "end_ns": end_ns, "status": status, "message": message,
         "attributes": attributes,
         "events": [(e.ts_ns, e.kind, {**e.attributes, **_event_refs(e)}) for e in events],
-    }
-    children: list[SpanData] = [
+    }  # fmt: skip
+    kids: list[SpanData] = [
         {
-            "trace_id": span.trace_id,
-            "span_id": span_id,
-            "parent_id": span.span_id,
-            "name": name,
+            "trace_id": trace_id,
+            "span_id": child_id,
+            "parent_id": span_id,
+            "name": child_name,
             "kind": "internal",
             "start_ns": start,
             "end_ns": end,
-            "status": status,
-            "message": message,
-            "attributes": {**(attrs or {}), **({"flock.agent": span.agent} if span.agent else {})},
+            "status": child_status,
+            "message": child_message,
+            "attributes": {**(child_attrs or {}), **({"flock.agent": agent} if agent else {})},
             "events": [],
         }
-        for span_id, name, start, end, status, message, attrs in span.children
+        for child_id, child_name, start, end, child_status, child_message, child_attrs in children
     ]
-    return [own, *children]
+    return [own, *kids]
 
 
 def _event_refs(event: EventRecord) -> dict[str, Any]:
@@ -248,7 +244,7 @@ class OtlpExporter:
 
     def put(self, record: Record) -> None:
         """Queue a record; spans and their events are exported, the rest is ignored."""
-        if isinstance(record, Span | EventRecord):
+        if isinstance(record, EventRecord) or (isinstance(record, tuple) and record[0] == "S"):
             self._queue.append(record)
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -278,8 +274,8 @@ class OtlpExporter:
                 elif isinstance(item, EventRecord):
                     if item.span_id is not None:
                         self._events.setdefault(item.span_id, []).append(item)
-                elif isinstance(item, Span):
-                    spans.extend(span_data(item, self._events.pop(item.span_id, ())))
+                elif isinstance(item, tuple):
+                    spans.extend(span_data(item, self._events.pop(item[2], ())))
             if len(self._events) > 10_000:  # events of spans that never ended (a crashed run)
                 self._events.clear()
             if spans:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Child",
     "EventRecord",
+    "FlatSpan",
     "Record",
     "RunEnd",
     "RunStart",
@@ -62,10 +63,12 @@ class Span:
     end_ns: int = 0
     status: SpanStatus = "unset"
     message: str | None = None
-    inputs: list[Any] = field(default_factory=list)  # artifact ids (UUIDs; strings once written)
-    outputs: list[Any] = field(default_factory=list)
-    children: list[Child] = field(default_factory=list)
-    published: list[Artifact] = field(default_factory=list)
+    # Filled only when there is something to hold: a span lives as long as its run, and with
+    # thousands of runs in flight every empty list would be one more object for the GC to walk.
+    inputs: tuple[Any, ...] = ()  # artifact ids (UUIDs; strings once written)
+    outputs: list[Any] | None = None
+    children: list[Child] | None = None
+    published: list[Artifact] | None = None
 
 
 Child = tuple[str, str, int, int, str, "str | None", "dict[str, Any] | None"]
@@ -119,4 +122,9 @@ class StatusRecord:
     snapshot: dict[str, Any]
 
 
-Record = Span | EventRecord | RunStart | RunEnd | StatusRecord
+FlatSpan = tuple[Any, ...]
+"""A finished span as the tagged tuple ``("S", trace_id, span_id, parent_id, name, kind, agent,
+start_ns, end_ns, status, message, attributes, inputs, outputs, children, artifacts)`` (see
+``frames.flat_span``)."""
+
+Record = Span | FlatSpan | EventRecord | RunStart | RunEnd | StatusRecord

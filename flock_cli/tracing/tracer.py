@@ -23,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flock_cli.tracing.frames import flat_span
 from flock_cli.tracing.metrics import Metrics
 from flock_cli.tracing.records import (
     EventRecord,
@@ -142,8 +143,10 @@ class Tracer:
         span.end_ns = time.time_ns()
         span.status = status
         span.message = message
-        for put in self._put:
-            put(span)
+        if self._put:
+            flat = flat_span(span)
+            for put in self._put:
+                put(flat)
 
     def record(
         self, parent: Span, name: str, start_ns: int, end_ns: int, status: SpanStatus = "ok",
@@ -153,6 +156,8 @@ class Tracer:
         if not self._put:
             return
         children = parent.children
+        if children is None:
+            children = parent.children = []
         n = len(children)
         # Children's ids extend their parent's: unique within it, and no random draw per child.
         span_id = f"{parent.span_id[:12]}{n:04x}" if n < 0x10000 else new_span_id()
@@ -193,6 +198,8 @@ class Tracer:
         for artifact in artifacts:
             metrics.artifact_published(artifact.type)
         if self._put:
+            if span.published is None:
+                span.published = []
             span.published.extend(artifacts)
 
     def adopt(self, artifacts: Iterable[Artifact], span: Span) -> None:
@@ -201,6 +208,8 @@ class Tracer:
         for artifact in artifacts:
             key = artifact.id
             origins[key] = origin
+            if span.outputs is None:
+                span.outputs = []
             span.outputs.append(key)
         if len(origins) > _ORIGINS_KEPT:
             for key in list(origins)[: len(origins) - _ORIGINS_KEPT]:

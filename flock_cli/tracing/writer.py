@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -34,7 +35,8 @@ from flock_cli.tracing.records import Record, StatusRecord
 
 __all__ = ["TraceWriter"]
 
-_QUIET_TURNS = 6  # turns with nothing to send before the thread ends (3 s at the default interval)
+_QUIET_SECONDS = 3.0  # with nothing to send for this long, the thread ends (the next record restarts it)
+_SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while the flock works
 _LIVE: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
 
 
@@ -60,7 +62,8 @@ class TraceWriter:
 
     Args:
         path: the DuckDB file (created with its parent folder when missing).
-        interval: seconds between frames.
+        interval: seconds between frames. Short, so that records leave the flock's process young:
+            objects that survive a few garbage collections make every full collection longer.
         max_pending: records kept while the ingest process is not there to take them.
         snapshot: called on the writer thread before each frame; returns a status record or None.
     """
@@ -69,7 +72,7 @@ class TraceWriter:
         self,
         path: Path,
         *,
-        interval: float = 0.5,
+        interval: float = 0.05,
         max_pending: int = 500_000,
         snapshot: Callable[[], StatusRecord | None] | None = None,
     ) -> None:
@@ -163,19 +166,20 @@ class TraceWriter:
                 self._thread.start()
 
     def _run(self) -> None:
-        quiet = 0
+        last_snapshot = last_activity = time.monotonic()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             stopping = self._stopping
-            if self.snapshot is not None and not stopping and quiet < _QUIET_TURNS:
-                self._add_snapshot()
+            now = time.monotonic()
+            if self.snapshot is not None and not stopping and now - last_snapshot >= _SNAPSHOT_EVERY:
+                last_snapshot = now
+                if now - last_activity < _QUIET_SECONDS:
+                    self._add_snapshot()
             if self._queue:
-                quiet = 0
-                self._send_queued()
-            else:
-                quiet += 1
-            if stopping or (quiet >= _QUIET_TURNS and self._leave()):
+                last_activity = now
+                self._send_queued(urgent=stopping)
+            if stopping or (now - last_activity >= _QUIET_SECONDS and self._leave()):
                 return
 
     def _leave(self) -> bool:
@@ -195,7 +199,7 @@ class TraceWriter:
         if record is not None:
             self._queue.append(record)
 
-    def _send_queued(self) -> None:
+    def _send_queued(self, *, urgent: bool = False) -> None:
         records: list[Record] = []
         markers: list[_Flush] = []
         queue = self._queue
@@ -209,9 +213,10 @@ class TraceWriter:
         if excess > 0:
             del records[:excess]
             self.dropped += excess
-        if records and self._ensure_process():
+        urgent = urgent or bool(markers)
+        if (records or (markers and self._process is not None)) and self._ensure_process():
             self._sent += 1
-            frame = encode_frame(self._sent, flatten(records))
+            frame = encode_frame(self._sent, flatten(records), urgent=urgent)
             try:
                 assert self._process is not None and self._process.stdin is not None
                 self._process.stdin.write(frame)
