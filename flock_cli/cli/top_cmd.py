@@ -26,7 +26,7 @@ def top(
     ] = None,
     interval: Annotated[
         float, typer.Option("--interval", metavar="SECONDS", help="Seconds between reads of the store.")
-    ] = 0.5,
+    ] = 0.25,
 ) -> None:
     """Watch a run live: agents, the blackboard, pending joins and batches, streamed output and
     events. Works while `flock run` writes in another terminal, and on finished runs."""

@@ -113,7 +113,7 @@ class FlockTop(App[None]):
         reader: TraceReader,
         run: str | None = None,
         *,
-        poll_interval: float | None = 0.5,
+        poll_interval: float | None = 0.25,
         now_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         super().__init__()
