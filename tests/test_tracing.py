@@ -160,9 +160,10 @@ async def test_a_dead_ingest_process_is_reported(tmp_path: Path) -> None:
     await flock.publish(Idea(topic="a"))
     writer = flock.tracer.sinks[0]
     assert writer.flush(20)
-    writer._process.kill()  # type: ignore[attr-defined]  # the ingest process dies mid-run
-    writer._process.wait()  # type: ignore[attr-defined]
+    writer._process.popen.kill()  # type: ignore[attr-defined]  # the ingest process dies mid-run
+    writer._process.popen.wait()  # type: ignore[attr-defined]
     await flock.publish(Idea(topic="b"))
+    assert not writer.flush(5)  # its records cannot be written now, and flush says so
     await flock.shutdown()
     problems = " ".join(flock.tracer.problems)
     assert "trace ingest process exited" in problems or "dropped" in problems

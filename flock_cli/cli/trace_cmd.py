@@ -143,6 +143,7 @@ def audit(
     as_json: JsonOpt = False,
 ) -> None:
     """Who saw each artifact of a run, and who was denied or filtered from it."""
+    from rich.markup import escape
     from rich.table import Table
 
     from flock_cli.tracing.analysis import audit as audit_run
@@ -166,7 +167,8 @@ def audit(
         table.add_column(column)
     style = {"consumed": "green", "denied": "red", "embargoed": "yellow", "filtered": "yellow"}
     for e in entries:
-        table.add_row(e.artifact_id[:8], e.type, e.agent, f"[{style[e.outcome]}]{e.outcome}[/]", e.detail)
+        outcome = f"[{style[e.outcome]}]{e.outcome}[/]"
+        table.add_row(e.artifact_id[:8], escape(e.type), escape(e.agent), outcome, escape(e.detail))
     console().print(table if entries else "nothing to audit in this run")
 
 
@@ -179,6 +181,7 @@ def sql(
 ) -> None:
     """Run a read-only query. Tables: runs, spans, artifacts, events, status."""
     from rich.table import Table
+    from rich.text import Text
 
     columns, rows = _reader(traces).sql(query)
     if as_json:
@@ -186,9 +189,9 @@ def sql(
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column)
+        table.add_column(Text(column))  # Text: values are shown as they are, never read as markup
     for row in rows:
-        table.add_row(*("NULL" if v is None else str(v) for v in row))
+        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
     console().print(table)
     console().print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
 

@@ -333,14 +333,16 @@ class Flock:
         those publishes cause, joins a run named ``name`` (``flock trace list`` shows it)."""
         if not isinstance(name, str) or not name.strip():
             raise UsageError("traced_run() needs a non-empty name")
-        async with self.tracer.traced_run(name, attributes) as scope:
-            self._run_scopes.append(scope)
-            try:
-                yield scope
-            finally:
-                self._run_scopes.remove(scope)
-        if self._closed and not self._run_scopes:  # shutdown inside the block left this to us
-            await asyncio.to_thread(self.tracer.close)
+        try:
+            async with self.tracer.traced_run(name, attributes) as scope:
+                self._run_scopes.append(scope)
+                try:
+                    yield scope
+                finally:
+                    self._run_scopes.remove(scope)
+        finally:
+            if self._closed and not self._run_scopes:  # shutdown inside the block left this to us
+                await asyncio.to_thread(self.tracer.close)
 
     def _status_record(self) -> StatusRecord | None:
         return threadsafe_status(self)

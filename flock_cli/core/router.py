@@ -219,9 +219,10 @@ class Router:
     def record_expired(self, sub: Subscription, group: OpenGroup, reason: str, tx: RoutingTx) -> None:
         """Report an expired join group in the summary; the store forgets its entries in ``tx``."""
         tx.gate_removes.extend((sub_key(sub), a.id) for a in group.artifacts())
-        artifact_ids = [str(a.id) for a in group.artifacts()]
+        members = group.artifacts()
+        artifact_ids = [str(a.id) for a in members]
         self._tracer.event(
-            "join.expired", agent=sub.agent, artifact_id=artifact_ids[0] if artifact_ids else None,
+            "join.expired", agent=sub.agent, artifact_id=members[0].id if members else None,
             reason=reason, key=str(group.key), artifacts=artifact_ids, missing=group.missing(sub),
         )  # fmt: skip
         self._collector.expired.append(

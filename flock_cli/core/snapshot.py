@@ -65,18 +65,18 @@ def threadsafe_status(flock: Flock, timeout: float = 0.5) -> StatusRecord | None
     loop = flock._scheduler._loop
     if loop is None or loop.is_closed() or not loop.is_running():
         return None
-    result: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+    result: concurrent.futures.Future[tuple[str | None, dict[str, Any]]] = concurrent.futures.Future()
 
     def take() -> None:
         try:
-            result.set_result(status_snapshot(flock))
+            scopes = flock._run_scopes  # read on the loop, which is the only place they change
+            result.set_result((scopes[-1].trace_id if scopes else None, status_snapshot(flock)))
         except Exception as exc:
             result.set_exception(exc)
 
     try:
         loop.call_soon_threadsafe(take)
-        snapshot = result.result(timeout)
+        trace_id, snapshot = result.result(timeout)
     except (RuntimeError, concurrent.futures.TimeoutError):
         return None  # the loop closed meanwhile, or is too busy: the next batch tries again
-    scope = flock._run_scopes[-1] if flock._run_scopes else None
-    return StatusRecord(scope.trace_id if scope else None, time.time_ns(), os.getpid(), snapshot)
+    return StatusRecord(trace_id, time.time_ns(), os.getpid(), snapshot)

@@ -101,9 +101,16 @@ def read_frame(stream: BinaryIO) -> tuple[int, bool, list[tuple[Any, ...]]] | No
     return seq, urgent, items
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready data made of plain containers (tuples become lists)."""
-    return json.loads(json.dumps(value, default=str))
+def _plain(value: Any, depth: int = 0) -> Any:
+    """JSON-ready data made of plain containers (tuples become lists). What JSON cannot hold
+    (keys that are tuples, a container holding itself) is made to fit rather than refused: a
+    dict's keys become strings, anything else its ``repr``."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError):
+        if isinstance(value, dict) and depth < 8:
+            return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+        return repr(value)
 
 
 _PLAIN = (str, int, float, bool, type(None))

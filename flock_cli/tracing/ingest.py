@@ -36,7 +36,7 @@ __all__ = ["Ingest", "main"]
 
 _RETRY_EVERY = 0.25  # seconds between attempts while the store is busy
 _WRITE_EVERY = 0.5  # seconds between writes (each opens and closes the store)
-_FINAL_WAIT = 30.0  # at the end of input, how long a busy store is waited for
+_FINAL_WAIT = 8.0  # at the end of input, how long a busy store is waited for (the flock's close waits 10 s)
 
 
 class Ingest:
@@ -47,7 +47,6 @@ class Ingest:
         self.max_pending = max_pending
         self.pending: list[tuple[Any, ...]] = []
         self.dropped = 0
-        self._schema_ready = False
         self._scratch = Path(tempfile.mkdtemp(prefix="flock-traces-"))
 
     def add(self, items: list[tuple[Any, ...]]) -> None:
@@ -76,6 +75,10 @@ class Ingest:
         try:
             self._insert(con, self.pending)
         except Exception as exc:
+            # Not a busy store, so trying the same batch again would fail again and hold up every
+            # later one: it is dropped, and the drop reported.
+            self.dropped += len(self.pending)
+            self.pending = []
             return f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
         finally:
             con.close()
@@ -90,15 +93,17 @@ class Ingest:
         batch = to_rows(items)
         con.execute("BEGIN TRANSACTION")
         try:
-            if not self._schema_ready:
-                for statement in schema.ddl():
-                    con.execute(statement)
-                if not con.execute("SELECT count(*) FROM meta WHERE key = 'schema'").fetchall()[0][0]:
-                    con.execute("INSERT INTO meta VALUES ('schema', ?)", [str(schema.SCHEMA_VERSION)])
+            # Every time, not once: the store may have been deleted (or pruned to nothing) since.
+            for statement in schema.ddl():
+                con.execute(statement)
+            if not con.execute("SELECT count(*) FROM meta WHERE key = 'schema'").fetchall()[0][0]:
+                con.execute("INSERT INTO meta VALUES ('schema', ?)", [str(schema.SCHEMA_VERSION)])
             for table, rows in batch.rows.items():
                 if rows:
                     scratch = self._scratch / f"{table}.json"
-                    scratch.write_text(batch.dumps(table), encoding="utf-8")
+                    # "replace": a lone surrogate (from a payload decoded with surrogateescape, say)
+                    # has no UTF-8 form; it becomes "?" rather than failing the whole batch.
+                    scratch.write_bytes(batch.dumps(table).encode("utf-8", "replace"))
                     for statement in insert_statements(table):
                         con.execute(statement, [str(scratch)])
             if batch.run_ends:
@@ -113,7 +118,6 @@ class Ingest:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        self._schema_ready = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     threading.Thread(target=read, name="flock-ingest-reader", daemon=True).start()
     problems: set[str] = set()
-    acked = received = 0
+    acked = received = reported_dropped = 0
     ended = urgent = False
     last_write = time.monotonic()
     while not ended:
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             _say({"problem": outcome})
         if outcome != "busy" and received > acked:
             acked = received
-            _say({"ack": acked, "dropped": ingest.dropped})
+            _say({"ack": acked, "dropped": ingest.dropped - reported_dropped})  # new drops only
+            reported_dropped = ingest.dropped
     ingest.close()
     return 0
 

@@ -224,8 +224,11 @@ class OtlpExporter:
         timeout: float = 10.0,
         interval: float = 5.0,
         resource: Mapping[str, Any] | None = None,
+        max_pending: int = 200_000,
     ) -> None:
         self.url, self.service, self.timeout, self.interval = url, service, timeout, interval
+        self.max_pending = max_pending
+        self.dropped = 0
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.resource = dict(resource or {})
         self.exported = 0
@@ -240,12 +243,18 @@ class OtlpExporter:
     @property
     def problems(self) -> list[str]:
         """Export failures, one line each."""
-        return list(self._problems)
+        problems = list(self._problems)
+        if self.dropped:
+            problems.append(f"{self.dropped} spans were not exported: the OTLP collector did not keep up")
+        return problems
 
     def put(self, record: Record) -> None:
         """Queue a record; spans and their events are exported, the rest is ignored."""
         if isinstance(record, EventRecord) or (isinstance(record, tuple) and record[0] == "S"):
-            self._queue.append(record)
+            if len(self._queue) < self.max_pending:  # a slow or absent collector must not cost memory
+                self._queue.append(record)
+            else:
+                self.dropped += 1
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Post everything queued so far."""

@@ -181,7 +181,9 @@ class TraceReader:
 
     def runs(self, limit: int | None = 20) -> list[RunRow]:
         """Runs, newest first."""
-        sql = _RUN_SUMMARY + " ORDER BY started_ns DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        sql = (
+            _RUN_SUMMARY + " ORDER BY started_ns DESC" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        )
         return [_run_row(row) for row in self._rows(sql)]
 
     def run(self, ref: str | None) -> RunRow:

@@ -14,6 +14,7 @@ Where a span belongs:
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -39,7 +40,7 @@ from flock_cli.tracing.records import (
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
 
-__all__ = ["RunScope", "Sink", "Tracer", "current_span"]
+__all__ = ["RunScope", "Sink", "Tracer"]
 
 _ORIGINS_KEPT = 200_000  # artifact -> span entries kept for parenting; the oldest are dropped
 
@@ -72,15 +73,6 @@ class RunScope:
     outcome: str | None = None
 
 
-_RUN: ContextVar[RunScope | None] = ContextVar("flock_run", default=None)
-_SPAN: ContextVar[Span | None] = ContextVar("flock_span", default=None)
-
-
-def current_span() -> Span | None:
-    """The span the current task works inside (a publish or an agent run), if any."""
-    return _SPAN.get()
-
-
 class Tracer:
     """Makes spans and events for one flock and hands them to its sinks."""
 
@@ -90,6 +82,15 @@ class Tracer:
         self.metrics = Metrics()
         self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
         self._put = [sink.put for sink in self.sinks]
+        # Context variables of this tracer's own: two flocks in one task (a flock driving another)
+        # must not take each other's runs and spans for their own. A flock makes one tracer, so
+        # these are few and live as long as it does.
+        self._run: ContextVar[RunScope | None] = ContextVar(f"flock_run_{id(self):x}", default=None)
+        self._span: ContextVar[Span | None] = ContextVar(f"flock_span_{id(self):x}", default=None)
+
+    def current(self) -> Span | None:
+        """The span the current task works inside (a publish or an agent run), if any."""
+        return self._span.get()
 
     @property
     def enabled(self) -> bool:
@@ -114,11 +115,11 @@ class Tracer:
     ) -> Span:
         """Start a span under ``parent``, else the current span, else the current run, else a new trace."""
         if parent is None:
-            parent = _SPAN.get()
+            parent = self._span.get()
         if parent is not None:
             trace_id, parent_id = parent.trace_id, parent.span_id
         else:
-            scope = _RUN.get()
+            scope = self._run.get()
             if scope is not None:
                 trace_id, parent_id = scope.trace_id, scope.span_id
             else:
@@ -140,7 +141,10 @@ class Tracer:
 
     def end(self, span: Span, status: SpanStatus = "ok", message: str | None = None) -> None:
         """End a span and queue it."""
-        span.end_ns = time.time_ns()
+        self._finish(span, time.time_ns(), status, message)
+
+    def _finish(self, span: Span, end_ns: int, status: SpanStatus, message: str | None) -> None:
+        span.end_ns = end_ns
         span.status = status
         span.message = message
         if self._put:
@@ -155,12 +159,21 @@ class Tracer:
         """Add a finished child span, timed by the caller (a stage, a store write), to ``parent``."""
         if not self._put:
             return
+        if parent.end_ns:
+            # The parent is written already (a timer or a task outlived the publish it started
+            # in): the step becomes a span of its own under it rather than being lost.
+            late = Span(parent.trace_id, new_span_id(), parent.span_id, name, start_ns, "internal",
+                        parent.agent, attributes or {})  # fmt: skip
+            self._finish(late, end_ns, status, message)
+            return
         children = parent.children
         if children is None:
             children = parent.children = []
         n = len(children)
         # Children's ids extend their parent's: unique within it, and no random draw per child.
         span_id = f"{parent.span_id[:12]}{n:04x}" if n < 0x10000 else new_span_id()
+        if span_id == parent.span_id:  # the parent's own id ends in these four digits
+            span_id = new_span_id()
         children.append((span_id, name, start_ns, end_ns, status, message, attributes))
 
     def child(
@@ -169,7 +182,7 @@ class Tracer:
     ) -> None:  # fmt: skip
         """A step that began at ``start_ns`` ends now: a child of the current span, or a span of
         its own when there is none (a schedule decision made outside any publish or run)."""
-        parent = _SPAN.get()
+        parent = self._span.get()
         if parent is not None:
             self.record(parent, name, start_ns, time.time_ns(), status, message, attributes)
             return
@@ -179,11 +192,11 @@ class Tracer:
 
     def enter(self, span: Span) -> Any:
         """Make ``span`` the current span of this task; returns the token for :meth:`leave`."""
-        return _SPAN.set(span)
+        return self._span.set(span)
 
     def leave(self, token: Any) -> None:
         """Undo :meth:`enter`."""
-        _SPAN.reset(token)
+        self._span.reset(token)
 
     # -- artifacts and events --------------------------------------------------------------------
 
@@ -211,9 +224,8 @@ class Tracer:
             if span.outputs is None:
                 span.outputs = []
             span.outputs.append(key)
-        if len(origins) > _ORIGINS_KEPT:
-            for key in list(origins)[: len(origins) - _ORIGINS_KEPT]:
-                del origins[key]
+        if len(origins) > _ORIGINS_KEPT:  # keep the newer half: one copy per _ORIGINS_KEPT/2 adopted
+            self._origins = dict(itertools.islice(origins.items(), len(origins) - _ORIGINS_KEPT // 2, None))
 
     def event(
         self,
@@ -229,14 +241,14 @@ class Tracer:
         if not self._put:
             return
         if span is None:
-            span = _SPAN.get()
+            span = self._span.get()
         origin = None
         if span is not None:
             origin = (span.trace_id, span.span_id)
         elif artifact_id is not None:
             origin = self._origins.get(artifact_id)
         if origin is None:
-            scope = _RUN.get()
+            scope = self._run.get()
             origin = (scope.trace_id, scope.span_id) if scope else None
         trace_id, span_id = origin if origin is not None else (None, None)
         record = EventRecord(
@@ -261,10 +273,10 @@ class Tracer:
 
         Inside another traced run, the block is a span of that run rather than a run of its own.
         """
-        outer = _RUN.get()
+        outer = self._run.get()
         if outer is not None:
             span = self.start(name, attributes={"flock.run": name, **(attributes or {})})
-            span_token = _SPAN.set(span)
+            span_token = self._span.set(span)
             try:
                 yield RunScope(span.trace_id, span.span_id, name)
             except BaseException as exc:
@@ -273,7 +285,7 @@ class Tracer:
             else:
                 self.end(span)
             finally:
-                _SPAN.reset(span_token)
+                self._span.reset(span_token)
             return
         scope = RunScope(new_trace_id(), new_span_id(), name)
         root = Span(scope.trace_id, scope.span_id, None, name, time.time_ns(), "internal", None,
@@ -281,7 +293,7 @@ class Tracer:
         for put in self._put:
             put(RunStart(scope.trace_id, scope.span_id, name, root.start_ns, os.getpid(),
                          socket.gethostname(), dict(root.attributes)))  # fmt: skip
-        token = _RUN.set(scope)
+        token = self._run.set(scope)
         status: SpanStatus = "ok"
         message = None
         try:
@@ -290,7 +302,7 @@ class Tracer:
             status, message = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            _RUN.reset(token)
+            self._run.reset(token)
             self.end(root, status, message)
             outcome = "failed" if status == "error" else scope.outcome or "ok"
             for put in self._put:
@@ -330,11 +342,11 @@ class Publishing:
             self.name, kind="producer", attributes={"flock.artifacts": len(self.artifacts)}
         )
         tracer.adopt(self.artifacts, span)
-        self.token = _SPAN.set(span)
+        self.token = tracer._span.set(span)
         return span
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        _SPAN.reset(self.token)
+        self.tracer._span.reset(self.token)
         span = self.span
         assert span is not None
         if exc is None:

@@ -7,8 +7,10 @@ machine that keeps tracing within 1.5x of an untraced pipeline, where doing the 
 thread of the flock's process (sharing its GIL) cost about 1.9x (bench/results/tracing.md).
 
 Nothing here raises into the runtime: problems (the store cannot be written, the ingest process
-died) are kept in ``problems`` for whoever closes the tracer to report. Memory stays bounded: past
-``max_pending`` records the oldest are dropped, and the drop is reported too.
+died, a record could not be encoded) are kept in ``problems`` for whoever closes the tracer to
+report. Memory stays bounded: past ``max_pending`` records the oldest are dropped, and the drop is
+reported too. After a quiet spell the thread ends and the ingest process is let go (it writes what
+it holds and exits), so an idle flock, or one never shut down, holds neither.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import flock_cli
 from flock_cli.tracing.duck import check_trace_path
@@ -48,13 +50,93 @@ def _close_at_exit() -> None:
 
 
 class _Flush:
-    """A marker in the queue: set once everything queued before it is written."""
+    """A marker in the queue: set once everything queued before it is written (or given up on,
+    in which case ``lost`` is set too)."""
 
-    __slots__ = ("done", "seq")
+    __slots__ = ("done", "lost", "seq")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.lost = False
         self.seq = 0
+
+
+class _IngestProcess:
+    """One ``python -m flock_cli.tracing.ingest`` process, its stderr, and the thread reading its
+    answers. ``last_sent`` is the sequence number of the last frame it was given."""
+
+    def __init__(self, path: Path, on_answer: Callable[[_IngestProcess, dict[str, Any]], None]) -> None:
+        root = str(Path(flock_cli.__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  # open for the process's whole life
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "flock_cli.tracing.ingest", str(path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                env=env,
+                start_new_session=True,  # a Ctrl-C meant for the flock must not cut its traces short
+            )
+        except OSError:
+            self.stderr.close()
+            raise
+        self.last_sent = 0
+        self.answered = threading.Event()  # set when its answers end (it exited)
+        self._on_answer = on_answer
+        threading.Thread(target=self._read_answers, name="flock-trace-acks", daemon=True).start()
+
+    def send(self, seq: int, frame: bytes) -> None:
+        """Write one frame (OSError when the process is gone)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(frame)
+        self.popen.stdin.flush()
+        self.last_sent = seq
+
+    def end_input(self) -> None:
+        """End of input: the process writes what it holds and exits."""
+        if self.popen.stdin is not None:
+            # OSError: it is gone already; whoever waits for it reports how it ended.
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+
+    def finish(self, timeout: float) -> list[str]:
+        """Wait for the process to end (killing it after ``timeout``); what went wrong, if anything."""
+        problems = []
+        try:
+            self.popen.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            problems.append(f"trace ingest did not finish within {timeout:g} s; some traces were not written")
+        self.answered.wait(5)
+        problems.extend(self.exit_problems())
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        self.stderr.close()
+        return problems
+
+    def exit_problems(self) -> list[str]:
+        """How the process ended, when that was not cleanly."""
+        code = self.popen.poll()
+        if code in (None, 0):
+            return []
+        detail = ""
+        with contextlib.suppress(ValueError):  # stderr closed already
+            self.stderr.seek(0)
+            lines = self.stderr.read().decode(errors="replace").strip().splitlines()
+            detail = f": {lines[-1]}" if lines else ""
+        return [f"the trace ingest process exited with status {code}{detail}"]
+
+    def _read_answers(self) -> None:
+        assert self.popen.stdout is not None
+        try:
+            for line in self.popen.stdout:
+                self._on_answer(self, json.loads(line))
+        finally:
+            self.answered.set()
+            self._on_answer(self, {"ended": True})
 
 
 class TraceWriter:
@@ -65,7 +147,8 @@ class TraceWriter:
         interval: seconds between frames. Short, so that records leave the flock's process young:
             objects that survive a few garbage collections make every full collection longer.
         max_pending: records kept while the ingest process is not there to take them.
-        snapshot: called on the writer thread before each frame; returns a status record or None.
+        snapshot: called on the writer thread before each frame while the flock is busy; returns
+            a status record or None.
     """
 
     def __init__(
@@ -77,7 +160,7 @@ class TraceWriter:
         snapshot: Callable[[], StatusRecord | None] | None = None,
     ) -> None:
         check_trace_path(path)
-        self.path = path
+        self.path = path.absolute()  # the flock's process may change directory before the first write
         self.interval = interval
         self.max_pending = max_pending
         self.snapshot = snapshot
@@ -88,11 +171,11 @@ class TraceWriter:
         self._stopping = False
         self._problems: list[str] = []
         self._thread: threading.Thread | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._process: _IngestProcess | None = None
+        self._retired: list[_IngestProcess] = []  # let go after a quiet spell, maybe still writing
         self._sent = 0  # sequence number of the last frame sent
-        self._acked = 0  # ... and of the last one the ingest process has written
-        self._acks = threading.Condition()
+        self._acked = 0  # ... and of the last one an ingest process has written
+        self._acks = threading.Condition()  # guards _acked, _waiting and dropped
         self._waiting: list[_Flush] = []
         _LIVE.add(self)
 
@@ -113,14 +196,17 @@ class TraceWriter:
         return problems
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything queued so far; False when that took longer than ``timeout``."""
+        """Write everything queued so far; False when that took longer than ``timeout`` or some
+        of it could not be written (``problems`` says why)."""
+        dropped = self.dropped
         marker = _Flush()
         self.put(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and not marker.lost and self.dropped == dropped
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued, let the ingest process write it (up to ``timeout`` seconds), stop."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._stopping = True
             thread = self._thread
@@ -130,30 +216,15 @@ class TraceWriter:
             thread.join(timeout)
         elif self._queue:
             self._send_queued()
-        process = self._process
-        if process is not None:
-            if process.stdin is not None:
-                # End of input: the ingest process writes what it holds. OSError: it is gone
-                # already, and the wait below reports how it ended.
-                with contextlib.suppress(OSError):
-                    process.stdin.close()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                self._problem(
-                    f"trace ingest did not finish within {timeout:g} s; some traces were not written"
-                )
-            self._reader_done.wait(5)
-            self._check_exit(process)
-            if process.stdout is not None:
-                process.stdout.close()
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-        for marker in self._waiting:
-            marker.done.set()
+        with self._lock:
+            if self._process is not None:
+                self._retire(self._process)
+                self._process = None
+            retired, self._retired = self._retired, []
+        for process in retired:
+            for problem in process.finish(deadline - time.monotonic()):
+                self._problem(problem)
+        self._release_waiting(lost=True)
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -166,29 +237,47 @@ class TraceWriter:
                 self._thread.start()
 
     def _run(self) -> None:
+        try:
+            self._work()
+        except Exception as exc:  # a bug here must cost traces, never the flock: report it
+            self._problem(f"the trace writer failed: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self._thread = None
+            self._discard_queued()
+
+    def _work(self) -> None:
         last_snapshot = last_activity = time.monotonic()
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
             stopping = self._stopping
             now = time.monotonic()
+            if self._queue:  # the flock's own records; the status snapshots below do not count
+                last_activity = now
             if self.snapshot is not None and not stopping and now - last_snapshot >= _SNAPSHOT_EVERY:
                 last_snapshot = now
                 if now - last_activity < _QUIET_SECONDS:
                     self._add_snapshot()
             if self._queue:
-                last_activity = now
                 self._send_queued(urgent=stopping)
             if stopping or (now - last_activity >= _QUIET_SECONDS and self._leave()):
                 return
 
     def _leave(self) -> bool:
-        """End the thread after a quiet spell, unless something arrived meanwhile."""
+        """End the thread after a quiet spell, unless something arrived meanwhile; the ingest
+        process is let go too (the next record starts a new one)."""
         with self._lock:
             if self._queue or self._stopping:
                 return False
             self._thread = None
+            if self._process is not None:
+                self._retire(self._process)
+                self._process = None
             return True
+
+    def _retire(self, process: _IngestProcess) -> None:
+        process.end_input()
+        self._retired.append(process)
 
     def _add_snapshot(self) -> None:
         try:
@@ -198,6 +287,20 @@ class TraceWriter:
             return
         if record is not None:
             self._queue.append(record)
+
+    def _discard_queued(self) -> None:
+        markers = []
+        dropped = 0
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _Flush):
+                item.lost = True
+                markers.append(item)
+            else:
+                dropped += 1
+        self._drop(dropped)
+        for marker in markers:
+            marker.done.set()
 
     def _send_queued(self, *, urgent: bool = False) -> None:
         records: list[Record] = []
@@ -212,85 +315,91 @@ class TraceWriter:
         excess = len(records) - self.max_pending
         if excess > 0:
             del records[:excess]
-            self.dropped += excess
+            self._drop(excess)
         urgent = urgent or bool(markers)
-        if (records or (markers and self._process is not None)) and self._ensure_process():
-            self._sent += 1
-            frame = encode_frame(self._sent, flatten(records), urgent=urgent)
+        frame = b""
+        if records or (markers and self._process is not None):
             try:
-                assert self._process is not None and self._process.stdin is not None
-                self._process.stdin.write(frame)
-                self._process.stdin.flush()
+                frame = encode_frame(self._sent + 1, flatten(records), urgent=urgent)
+            except Exception as exc:  # one bad record must not stop the others: drop its batch
+                self._problem(f"trace records could not be encoded: {type(exc).__name__}: {exc}")
+                self._drop(len(records))
+        process = self._live_process() if frame else None
+        if process is not None:
+            try:
+                process.send(self._sent + 1, frame)
+                self._sent += 1
             except OSError:
-                self.dropped += len(records)
-                if self._process is not None:
-                    self._check_exit(self._process)
-        elif records:
-            self.dropped += len(records)
+                self._drop(len(records))
+                self._problems.extend(p for p in process.exit_problems() if p not in self._problems)
+        elif frame:
+            self._drop(len(records))
+        with self._lock:
+            answering = [
+                p for p in (self._process, *self._retired) if p is not None and not p.answered.is_set()
+            ]
         with self._acks:
             for marker in markers:
                 marker.seq = self._sent
-                if self._acked >= marker.seq or self._process is None:
+                if self._acked >= marker.seq:
                     marker.done.set()
-                else:
+                elif any(p.last_sent >= marker.seq for p in answering):
                     self._waiting.append(marker)
+                else:  # what it waits for went to a process that ended without writing it
+                    marker.lost = True
+                    marker.done.set()
+        self._reap_retired()
 
-    # -- the ingest process ----------------------------------------------------------------------
+    # -- the ingest processes --------------------------------------------------------------------
 
-    def _ensure_process(self) -> bool:
+    def _live_process(self) -> _IngestProcess | None:
         process = self._process
         if process is not None:
-            return process.poll() is None
-        root = str(Path(flock_cli.__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  # open for the process's whole life
+            return process if process.popen.poll() is None else None
         try:
-            self._process = subprocess.Popen(
-                # absolute: the flock's process may change directory, the ingest process does not
-                [sys.executable, "-m", "flock_cli.tracing.ingest", str(self.path.absolute())],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self._stderr,
-                env=env,
-                start_new_session=True,  # a Ctrl-C meant for the flock must not cut its traces short
-            )
+            self._process = _IngestProcess(self.path, self._on_answer)
         except OSError as exc:
             self._problem(f"could not start the trace ingest process: {exc}")
-            return False
-        self._reader_done = threading.Event()
-        threading.Thread(target=self._read_answers, name="flock-trace-acks", daemon=True).start()
-        return True
+            return None
+        return self._process
 
-    def _read_answers(self) -> None:
-        process = self._process
-        assert process is not None and process.stdout is not None
-        try:
-            for line in process.stdout:
-                message: dict[str, Any] = json.loads(line)
-                if "problem" in message:
-                    self._problem(str(message["problem"]))
-                if "ack" in message:
-                    self.dropped = max(self.dropped, int(message.get("dropped", 0)))
-                    with self._acks:
-                        self._acked = int(message["ack"])
-                        done = [m for m in self._waiting if m.seq <= self._acked]
-                        self._waiting = [m for m in self._waiting if m.seq > self._acked]
-                    for marker in done:
-                        marker.done.set()
-        finally:
-            self._reader_done.set()
+    def _reap_retired(self) -> None:
+        """Report how let-go ingest processes ended, once they have."""
+        with self._lock:
+            ended = [p for p in self._retired if p.popen.poll() is not None and p.answered.is_set()]
+            self._retired = [p for p in self._retired if p not in ended]
+        for process in ended:
+            for problem in process.finish(0):
+                self._problem(problem)
 
-    def _check_exit(self, process: subprocess.Popen[bytes]) -> None:
-        code = process.poll()
-        if code in (None, 0):
-            return
-        detail = ""
-        if self._stderr is not None:
-            self._stderr.seek(0)
-            lines = self._stderr.read().decode(errors="replace").strip().splitlines()
-            detail = f": {lines[-1]}" if lines else ""
-        self._problem(f"the trace ingest process exited with status {code}{detail}")
+    def _on_answer(self, process: _IngestProcess, message: dict[str, Any]) -> None:
+        """An answer from an ingest process (on its reader thread)."""
+        if "problem" in message:
+            self._problem(str(message["problem"]))
+        if "ack" in message:
+            with self._acks:
+                self.dropped += int(message.get("dropped", 0))  # its drops since its last ack
+                self._acked = max(self._acked, int(message["ack"]))
+                done = [m for m in self._waiting if m.seq <= self._acked]
+                self._waiting = [m for m in self._waiting if m.seq > self._acked]
+            for marker in done:
+                marker.done.set()
+        if message.get("ended"):
+            # Whatever it was given and did not acknowledge will not be written now.
+            self._release_waiting(lost=True, up_to=process.last_sent)
+
+    def _release_waiting(self, *, lost: bool, up_to: int | None = None) -> None:
+        with self._acks:
+            released = [m for m in self._waiting if up_to is None or m.seq <= up_to]
+            self._waiting = [m for m in self._waiting if m not in released]
+        for marker in released:
+            marker.lost = lost and marker.seq > self._acked
+            marker.done.set()
+
+    def _drop(self, count: int) -> None:
+        if count:
+            with self._acks:
+                self.dropped += count
 
     def _problem(self, message: str) -> None:
         if message not in self._problems:
