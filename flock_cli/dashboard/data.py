@@ -59,7 +59,6 @@ class Snapshot:
     """One refresh worth of data."""
 
     run: RunRow | None
-    runs: list[RunRow] = field(default_factory=list)
     agents: list[AgentLine] = field(default_factory=list)
     artifacts: list[ArtifactRow] = field(default_factory=list)
     gathering: list[dict[str, Any]] = field(default_factory=list)
@@ -80,10 +79,13 @@ def load_snapshot(
 
 
 def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], artifacts: int) -> Snapshot:
-    runs = reader.runs(limit=20)
-    if not runs:
-        return Snapshot(run=None)
-    run = reader.run(run_ref) if run_ref else runs[0]
+    if run_ref is None:
+        newest = reader.runs(limit=1)
+        if not newest:
+            return Snapshot(run=None)
+        run = newest[0]
+    else:
+        run = reader.run(run_ref)
     status = reader.status(run.run_id) if run.status == "running" else None
     stats = {row[0]: row for row in reader.sql_rows(_AGENT_STATS, [run.run_id])}
     live = (status or {}).get("agents", {})
@@ -110,7 +112,6 @@ def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], a
     events = reader.events(run.run_id, _EVENT_KINDS)
     return Snapshot(
         run=run,
-        runs=runs,
         agents=agents,
         artifacts=reader.artifacts(run.run_id, limit=artifacts),
         gathering=gathering,
