@@ -176,6 +176,8 @@ class FlockTop(App[None]):
     def apply(self, snapshot: Snapshot) -> None:
         """Show a snapshot in every panel (keeping each table's cursor)."""
         self.snapshot = snapshot
+        if not self._showing():
+            return
         self._tick()
         self._fill("#agents-table", self._agent_rows())
         self._fill("#board-table", self._board_rows())
@@ -189,7 +191,13 @@ class FlockTop(App[None]):
             stream if snapshot.stream else Text("no streamed output", style="dim")
         )
 
+    def _showing(self) -> bool:
+        """False once the app is closing: a timer or a poll finishing then finds no panels."""
+        return bool(self.query("#summary"))
+
     def _tick(self) -> None:
+        if not self._showing():
+            return
         snap, summary = self.snapshot, self.query_one("#summary", Static)
         if snap.run is None:
             summary.update(Text(snap.error or f"waiting for a run in {self.reader.path}…", style="yellow"))
