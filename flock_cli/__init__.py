@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         Visibility,
         only_for,
     )
-    from flock_cli.engines import FunctionEngine, TestEngine
+    from flock_cli.engines import DSPyEngine, FunctionEngine, TestEngine
+    from flock_cli.engines.models import block_model_calls
     from flock_cli.errors import (
         AgentRunError,
         AmbiguousTypeError,
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         IdleTimeoutError,
         InvalidDeclarationError,
         InvalidPayloadError,
+        ModelCallsBlockedError,
+        ModelNotConfiguredError,
         OutputError,
         RunError,
         TraceStoreBusyError,
@@ -93,6 +96,10 @@ _EXPORTS: dict[str, str] = {
     "TenantVisibility": "flock_cli.core.visibility",
     "TestEngine": "flock_cli.engines",
     "TraceReader": "flock_cli.tracing.reader",
+    "DSPyEngine": "flock_cli.engines",
+    "ModelCallsBlockedError": "flock_cli.errors",
+    "ModelNotConfiguredError": "flock_cli.errors",
+    "block_model_calls": "flock_cli.engines.models",
     "TraceStoreBusyError": "flock_cli.errors",
     "TraceStoreError": "flock_cli.errors",
     "TypeConflictError": "flock_cli.errors",
@@ -120,6 +127,7 @@ __all__ = [
     "BatchSpec",
     "BoardBusyError",
     "Context",
+    "DSPyEngine",
     "DuplicateAgentError",
     "EngineComponent",
     "EvalInputs",
@@ -134,6 +142,8 @@ __all__ = [
     "JoinSpec",
     "LabelledVisibility",
     "ManualClock",
+    "ModelCallsBlockedError",
+    "ModelNotConfiguredError",
     "OutputError",
     "PrivateVisibility",
     "PublicVisibility",
@@ -155,6 +165,7 @@ __all__ = [
     "UsageError",
     "UserError",
     "Visibility",
+    "block_model_calls",
     "flock_tool",
     "flock_type",
     "only_for",

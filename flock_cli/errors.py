@@ -43,6 +43,8 @@ __all__ = [
     "IdleTimeoutError",
     "InvalidDeclarationError",
     "InvalidPayloadError",
+    "ModelCallsBlockedError",
+    "ModelNotConfiguredError",
     "OutputError",
     "RunError",
     "TraceStoreBusyError",
@@ -174,3 +176,11 @@ class IdleTimeoutError(RunError):
 
 class TraceStoreBusyError(RunError):
     """The trace store stayed locked by other processes for longer than the wait allowed."""
+
+
+class ModelNotConfiguredError(UserError):
+    """A dspy engine has no model to call: none was given anywhere it may be given."""
+
+
+class ModelCallsBlockedError(UserError):
+    """A real model call was attempted while model calls are blocked (tests, ``FLOCK_BLOCK_MODEL_CALLS``)."""

@@ -28,3 +28,12 @@ def _traces_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     if not os.environ.get("FLOCK_TEST_TRACES"):
         monkeypatch.setenv("FLOCK_TRACES", "off")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches a real model: the block switch is on, and a developer's own model
+    settings do not leak in. Tests inject DSPy's DummyLM or a scripted LM instead."""
+    monkeypatch.setenv("FLOCK_BLOCK_MODEL_CALLS", "1")
+    for name in ("FLOCK_MODEL", "DEFAULT_MODEL"):
+        monkeypatch.delenv(name, raising=False)

@@ -174,13 +174,32 @@ def test_run_exits_1_when_the_breaker_trips() -> None:
     assert data["ok"] is False and data["summary"]["breaker_trips"][0]["agent"] == "writer"
 
 
-def test_run_refuses_dspy_agents_without_an_engine_override() -> None:
+def test_run_refuses_dspy_agents_without_a_model() -> None:
     result = flock(
         "run", RECIPES / "pipeline.yaml", "--board=:memory:", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
     )
     assert result.exit_code == 2
-    assert "uses the dspy engine, which this release does not include yet" in result.stderr
-    assert "--engine test" in result.stderr
+    assert "agent 'planner' uses the dspy engine but no model is configured" in result.stderr
+    for way in ("--model MODEL", "FLOCK_MODEL", "--engine test"):
+        assert way in result.stderr
+
+
+def test_a_blocked_model_call_fails_the_run_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOCK_MODEL", "openai/gpt-4o-mini")  # a model is configured, calls are blocked
+    result = flock(
+        "run", RECIPES / "pipeline.yaml", "--board=:memory:", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
+    )
+    assert result.exit_code == 1
+    assert "a real call to model 'openai/gpt-4o-mini' was blocked" in result.output
+
+
+def test_model_flag_says_when_it_has_no_effect() -> None:
+    result = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine", "test", "--model", "openai/x", "--board=:memory:",
+        "-i", f"Idea={RECIPES / 'inputs/idea.json'}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "note: --model has no effect on this run: --engine test replaces the dspy engines" in result.stderr
 
 
 def test_invalid_input_names_type_and_field_and_writes_nothing(tmp_path: Path) -> None:

@@ -179,10 +179,12 @@ def test_documented_check_findings(folder: Path) -> None:
     ]
 
 
-def test_dspy_needs_the_engine_override(folder: Path) -> None:
+def test_the_recipe_model_reaches_its_dspy_engines(folder: Path) -> None:
     recipe = _recipe(folder, "settings-example")
     assert recipe.definition.settings.lease_ttl == 600
-    with pytest.raises(RecipeError) as caught:
-        recipe.build()  # answerer has no engine: dspy, which this release does not include
-    assert [d.code for d in caught.value.diagnostics] == ["engine-unavailable"]
-    assert recipe.build(engine_override="test").agents
+    flock = recipe.build()  # answerer has no engine: the default dspy engine, on the recipe's model
+    [agent] = flock.agents
+    assert flock.model == "openai/gpt-4o-mini"
+    assert [type(e).__name__ for e in agent.engines] == ["DSPyEngine"]
+    offline = recipe.build(engine_override="test")
+    assert [type(e).__name__ for e in offline.agents[0].engines] == ["TestEngine"]

@@ -1621,14 +1621,14 @@ def test_dspy_engine_in_a_chain_fails_at_build(tmp_path: Path) -> None:
         recipe.build()
     assert rendered(excinfo.value, tmp_path) == golden(
         """\
-        recipe.yaml:10:20: error: agent 'a' uses the dspy engine, which this release does not include yet at agents.a.engine[1]
+        recipe.yaml:10:20: error: agent 'a' uses the dspy engine but no model is configured at agents.a.engine[1]
            9 |     publishes: B
           10 |     engine: [test, dspy]
              |                    ^^^^
-          hint: run with --engine test to use the offline test engine for model-backed agents
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
         """
     )
-    assert codes(excinfo.value) == ["engine-unavailable"]
+    assert codes(excinfo.value) == ["model-missing"]
 
 
 def test_dspy_engine_builds_with_the_test_override(tmp_path: Path) -> None:
@@ -1645,11 +1645,11 @@ def test_dspy_only_engine_fails_at_build_with_a_recipe_error(tmp_path: Path) -> 
         recipe.build()
     assert rendered(excinfo.value, tmp_path) == golden(
         """\
-        recipe.yaml:10:13: error: agent 'a' uses the dspy engine, which this release does not include yet at agents.a.engine
+        recipe.yaml:10:13: error: agent 'a' uses the dspy engine but no model is configured at agents.a.engine
            9 |     publishes: B
           10 |     engine: dspy
              |             ^^^^
-          hint: run with --engine test to use the offline test engine for model-backed agents
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
         """
     )
 
@@ -1671,11 +1671,11 @@ agents:
     # No engine key to point at: the error names the agent and points at its first key.
     assert rendered(excinfo.value, tmp_path) == golden(
         """\
-        recipe.yaml:7:3: error: agent 'a' uses the dspy engine, which this release does not include yet at agents.a
+        recipe.yaml:7:3: error: agent 'a' uses the dspy engine but no model is configured at agents.a
           6 | agents:
           7 |   a:
             |   ^
-          hint: run with --engine test to use the offline test engine for model-backed agents
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
         """
     )
 

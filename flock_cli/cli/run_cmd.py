@@ -108,18 +108,21 @@ def run(
     the final artifacts and a summary. Exit 1 when a run failed, something went to the dead
     letters or a circuit breaker tripped. Ctrl-C stops gracefully; a second Ctrl-C aborts."""
     loaded = load_or_report(recipe, as_json)
-    if model is not None:  # say so rather than let an accepted option do nothing silently
-        err_console().print(
-            "note: --model is for dspy engines, which this release does not run yet"
-            " (--engine test replaces them); it has no effect on this run"
-        )
     if timeout is not None and not 0 < timeout < float("inf"):
         fail(f"--timeout must be a positive number of seconds, got {timeout}")
     if not loaded.definition.agents:
         fail(f"{recipe} declares no agents: nothing can run")
     pending = _validated_inputs(loaded, inputs or [])
     override = engine.value if engine else None
-    loaded.check_compilable(override)  # before the board is opened: no file is created for a refused recipe
+    # before the board is opened: no file is created for a refused recipe
+    loaded.check_compilable(override, model)
+    if model is not None and (override == "test" or not loaded.uses_dspy):
+        why = (
+            "--engine test replaces the dspy engines"
+            if override == "test"
+            else "no agent uses the dspy engine"
+        )
+        err_console().print(f"note: --model has no effect on this run: {why}")
     path = board_path(board, loaded)
     if not pending and not watch and path == ":memory:":
         fail(_nothing_to_run(loaded))

@@ -78,6 +78,8 @@ class Context:
     state: dict[str, Any] = field(default_factory=dict)
     trace: RunTrace = NO_TRACE
     """Tracing for this run: ``usage`` (model, tokens, cost), ``stream`` (live text), ``event``."""
+    model: str | None = None
+    """The flock's default model, for engines that call one and were given none of their own."""
 
 
 class AgentComponent(BaseModel):

@@ -124,6 +124,7 @@ class RunExecutor:
             batch_trigger=run.batch_trigger,  # type: ignore[arg-type]
             trigger="direct" if delivery.trigger == "direct" else "event",
             trace=RunTrace(flock.tracer, span),
+            model=flock.model,
         )
         self._collector.runs[agent.name] += 1
         try:

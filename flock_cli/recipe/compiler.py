@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from flock_cli.core.components import EngineComponent
 from flock_cli.core.specs import BatchSpec, JoinSpec
 from flock_cli.engines import FunctionEngine, TestEngine
+from flock_cli.engines.dspy_engine import DSPyEngine
+from flock_cli.engines.models import MODEL_ENVS
 from flock_cli.recipe.diagnostics import Problem, RecipeError
 from flock_cli.recipe.model import DSPyEngineDef, FunctionEngineDef, TestEngineDef
 from flock_cli.recipe.resolve import ResolvedAgent
@@ -43,7 +45,7 @@ def compile_recipe(
     """
     from flock_cli.core.orchestrator import Flock
 
-    check_compilable(recipe, engine_override)
+    check_compilable(recipe, engine_override, model)
     settings = recipe.definition.settings
     options: dict[str, Any] = {
         "max_agent_iterations": settings.max_agent_iterations,
@@ -54,7 +56,7 @@ def compile_recipe(
     flock = Flock(model or recipe.definition.model, store=store, **options)
     register_types(flock, recipe)
     for agent in recipe.resolved.agents.values():
-        _compile_agent(flock, agent)
+        _compile_agent(flock, agent, model_override=model, engine_override=engine_override)
     return flock
 
 
@@ -64,9 +66,9 @@ def register_types(flock: Flock, recipe: Recipe) -> None:
         flock.register_type(type_model)
 
 
-def check_compilable(recipe: Recipe, engine_override: str | None) -> None:
+def check_compilable(recipe: Recipe, engine_override: str | None, model: str | None = None) -> None:
     """Raise what :func:`compile_recipe` would refuse, without building anything: an unknown
-    override, or dspy engines (not in this release) without ``engine_override="test"``."""
+    override, or a dspy engine with no model to call (``model`` is the CLI's ``--model``)."""
     if engine_override is not None and engine_override not in ENGINE_OVERRIDES:
         from flock_cli.errors import UsageError
 
@@ -75,17 +77,22 @@ def check_compilable(recipe: Recipe, engine_override: str | None) -> None:
         )
     if engine_override == "test":
         return
+    import os
+
+    if model or recipe.definition.model or any(os.environ.get(name, "").strip() for name in MODEL_ENVS):
+        return
     problems: list[Problem] = []
     for agent in recipe.resolved.agents.values():
         for i, (engine, _) in enumerate(agent.engines):
-            if isinstance(engine, DSPyEngineDef):
+            if isinstance(engine, DSPyEngineDef) and not engine.model:
                 declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
                 problems.append(
                     Problem(
                         ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
-                        f"agent '{agent.name}' uses the dspy engine, which this release does not include yet",
-                        hint="run with --engine test to use the offline test engine for model-backed agents",
-                        code="engine-unavailable",
+                        f"agent '{agent.name}' uses the dspy engine but no model is configured",
+                        hint="give one with --model MODEL, `model:` on the engine or at the top of the"
+                        f" recipe, or {' / '.join(MODEL_ENVS)}; or run offline with --engine test",
+                        code="model-missing",
                         key=not declared,
                     )
                 )
@@ -93,7 +100,9 @@ def check_compilable(recipe: Recipe, engine_override: str | None) -> None:
         raise RecipeError([recipe.diagnostic(p) for p in problems])
 
 
-def _compile_agent(flock: Flock, agent: ResolvedAgent) -> None:
+def _compile_agent(
+    flock: Flock, agent: ResolvedAgent, *, model_override: str | None, engine_override: str | None
+) -> None:
     spec = agent.spec
     builder = flock.agent(agent.name).description(spec.description)
     for consume in agent.consumes:
@@ -123,8 +132,19 @@ def _compile_agent(flock: Flock, agent: ResolvedAgent) -> None:
             engines.append(FunctionEngine(fn))
         elif isinstance(engine, TestEngineDef):
             engines.append(TestEngine(seed=engine.seed, count=engine.count, latency=engine.latency))
-        else:  # dspy: check_compilable() let it through only with engine_override="test"
+        elif engine_override == "test":
             engines.append(TestEngine())
+        else:
+            engines.append(
+                DSPyEngine(
+                    model=model_override or engine.model,  # --model wins over the agent's own
+                    temperature=engine.temperature,
+                    max_tokens=engine.max_tokens,
+                    adapter=engine.adapter or "json",
+                    cache=bool(engine.cache),
+                    retries=2 if engine.retries is None else engine.retries,
+                )
+            )
     builder.with_engines(*engines)
     if agent.utilities:
         # a fresh copy per flock: components may keep state, and two builds must not share it

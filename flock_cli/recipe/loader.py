@@ -75,11 +75,22 @@ class Recipe:
             self, store=store, model=model, engine_override=engine_override, **flock_options
         )
 
-    def check_compilable(self, engine_override: str | None = None) -> None:
+    @property
+    def uses_dspy(self) -> bool:
+        """True when some agent has a dspy engine (the ones ``--model`` applies to)."""
+        from flock_cli.recipe.model import DSPyEngineDef
+
+        return any(
+            isinstance(engine, DSPyEngineDef)
+            for a in self.resolved.agents.values()
+            for engine, _ in a.engines
+        )
+
+    def check_compilable(self, engine_override: str | None = None, model: str | None = None) -> None:
         """Raise what :meth:`build` would refuse, without building anything."""
         from flock_cli.recipe.compiler import check_compilable
 
-        check_compilable(self, engine_override)
+        check_compilable(self, engine_override, model)
 
     def diagnostic(self, problem: Problem) -> Diagnostic:
         """Place a problem found after loading (for example by the compiler) in its file."""

@@ -1,0 +1,176 @@
+"""DSPyEngine: an agent run as one DSPy call (``Predict``, or ``ReAct`` when the agent has tools).
+
+The signature comes from the agent (``signature.py``); the answer is parsed by DSPy's adapter
+into the declared Pydantic types. An answer that does not parse or validate is tried again with
+the problem shown to the model, up to ``retries`` times, and then reported as an
+:class:`~flock_cli.errors.OutputError` (which the agent's retry policy and dead letters handle
+like any failed run).
+
+The language model is either injected (``DSPyEngine(lm=...)``: DSPy's ``DummyLM``, a scripted
+one, any ``dspy.LM``) or built from the resolved model string (``models.py``), which the block
+switch guards. DSPy is imported on first use: the command line starts without it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
+from flock_cli.engines.models import check_model_calls_allowed, resolve_model
+from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
+from flock_cli.errors import OutputError
+
+if TYPE_CHECKING:
+    from flock_cli.core.agent import Agent
+
+__all__ = ["DSPyEngine"]
+
+_PROBLEM_CHARS = 1500  # of a parse error and the answer it was about, shown to the model again
+
+
+class DSPyEngine(EngineComponent):
+    """Calls a language model through DSPy to turn the run's inputs into its declared outputs.
+
+    Args:
+        model: a DSPy/LiteLLM model string (``openai/gpt-4o-mini``, ``ollama_chat/llama3.2``);
+            None: the flock's default, then ``FLOCK_MODEL``/``DEFAULT_MODEL``.
+        temperature, max_tokens: sampling options passed to the model.
+        adapter: ``json`` (a JSON object, the reliable choice for small models) or ``chat``
+            (DSPy's field-marker format, without its silent JSON fallback).
+        cache: let DSPy cache identical calls.
+        retries: how many times an answer that does not validate is asked for again, with the
+            problem shown to the model.
+        max_iters: tool-use steps for agents with tools (ReAct).
+        lm: a language model to use instead of building one from ``model``.
+    """
+
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    adapter: Literal["chat", "json"] = "json"
+    cache: bool = False
+    retries: int = Field(default=2, ge=0)
+    max_iters: int = Field(default=5, ge=1)
+    lm: Any = Field(default=None, exclude=True)
+
+    async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
+        """Ask the model for the agent's outputs, validating and retrying as configured."""
+        import dspy
+
+        plan = build_signature(agent, ctx, inputs)
+        lm = self.language_model(agent=agent.name, default_model=ctx.model)
+        model_name = str(getattr(lm, "model", type(lm).__name__))
+        if self.adapter == "json":
+            adapter: Any = dspy.JSONAdapter()
+        else:  # without the fallback: one call per attempt, and a parse failure is shown, not hidden
+            adapter = dspy.ChatAdapter(use_json_adapter_fallback=False)
+        kwargs = dict(plan.inputs)
+        signature = plan.signature
+        problem: str | None = None
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            if problem is not None:
+                signature = plan.with_feedback()
+                kwargs[FEEDBACK_FIELD] = problem
+                ctx.trace.event("engine.invalid_output", attempt=attempt - 1, problem=problem)
+            program = self._program(agent, signature)
+            try:
+                with dspy.context(lm=lm, adapter=adapter, track_usage=True):
+                    prediction = await program.acall(**kwargs)
+            except dspy.AdapterParseError as exc:
+                problem = _parse_problem(exc)
+                continue
+            self._record_usage(ctx, prediction, model_name)
+            outputs, problem = _collect(plan, prediction)
+            if problem is None:
+                return EvalResult(artifacts=outputs, metrics={"model_attempts": attempt})
+        raise OutputError(
+            f"agent '{agent.name}': the model's answer did not validate in {attempts} attempt"
+            f"{'s' if attempts != 1 else ''}: {problem}"
+        )
+
+    def language_model(self, *, agent: str = "agent", default_model: str | None = None) -> Any:
+        """The language model this engine calls: the injected one, else a ``dspy.LM`` for the
+        resolved model string with this engine's options (building it makes no call).
+
+        Raises ModelNotConfiguredError when no model is named anywhere, and
+        ModelCallsBlockedError while model calls are blocked.
+        """
+        if self.lm is not None:
+            return self.lm
+        model = resolve_model(self.model, default_model, agent=agent)
+        check_model_calls_allowed(model)
+        # LiteLLM (behind some DSPy model strings) would otherwise fetch its price list from the
+        # internet on import: slow, and failing offline.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import dspy
+
+        options: dict[str, Any] = {"cache": self.cache}
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            options["max_tokens"] = self.max_tokens
+        return dspy.LM(model, **options)
+
+    def _program(self, agent: Agent, signature: Any) -> Any:
+        import dspy
+
+        if not agent.tools:
+            return dspy.Predict(signature)
+        return dspy.ReAct(signature, tools=[_tool(f) for f in agent.tools], max_iters=self.max_iters)
+
+    @staticmethod
+    def _record_usage(ctx: Context, prediction: Any, model_name: str) -> None:
+        usage = prediction.get_lm_usage() or {}
+        if not usage:
+            return
+        for model, counts in usage.items():
+            ctx.trace.usage(
+                model=str(model or model_name),
+                input_tokens=int(counts.get("prompt_tokens") or 0),
+                output_tokens=int(counts.get("completion_tokens") or 0),
+                cost=counts.get("cost"),
+            )
+
+
+def _tool(func: Any) -> Any:
+    import dspy
+
+    from flock_cli.core.registry import tool_schema
+
+    schema = tool_schema(func)
+    return dspy.Tool(func, name=schema["name"], desc=schema["description"] or None)
+
+
+def _parse_problem(exc: Exception) -> str:
+    """What to tell the model about an answer DSPy could not parse into the signature's types."""
+    message = str(getattr(exc, "message", None) or exc).split("\n\nAdapter ", 1)[0]
+    answer = getattr(exc, "lm_response", None)
+    # pydantic's links to its documentation are noise to a model
+    text = "\n".join(line for line in message.strip().splitlines() if "errors.pydantic.dev" not in line)
+    if answer:
+        text += f"\nYour answer was: {str(answer)[:_PROBLEM_CHARS]}"
+    return text[: 2 * _PROBLEM_CHARS]
+
+
+def _collect(plan: SignaturePlan, prediction: Any) -> tuple[list[BaseModel], str | None]:
+    """The prediction's outputs as declared models, or the problem that makes them unusable."""
+    outputs: list[BaseModel] = []
+    for out in plan.outputs:
+        value = getattr(prediction, out.name, None)
+        if out.count is not None and (not isinstance(value, list) or len(value) != out.count):
+            got = len(value) if isinstance(value, list) else type(value).__name__
+            wanted = f"a list of exactly {out.count} {out.decl.type_name} objects"
+            return [], f"`{out.name}` must be {wanted}, got {got}"
+        items: list[Any] = value if isinstance(value, list) and out.count is not None else [value]
+        for item in items:
+            try:
+                outputs.append(
+                    item if isinstance(item, out.decl.model) else out.decl.model.model_validate(item)
+                )
+            except ValidationError as exc:
+                return [], f"`{out.name}` is not a valid {out.decl.type_name}: {exc}"
+    return outputs, None

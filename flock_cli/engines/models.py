@@ -1,0 +1,75 @@
+"""Which model a dspy engine calls, and the switch that blocks real model calls.
+
+The order, first found wins: the CLI's ``--model`` (applied to every dspy engine when a recipe is
+compiled), the engine's own ``model``, the flock's default (a recipe's ``model:``,
+``Flock(model=...)``), ``FLOCK_MODEL``, ``DEFAULT_MODEL``. With none of them a run refuses to
+start with an error that lists them all.
+
+Tests must never reach a real model by accident: with ``FLOCK_BLOCK_MODEL_CALLS=1`` (the test
+suite sets it) or inside :func:`block_model_calls`, building a model client from a model string
+raises :class:`ModelCallsBlockedError`. Language models injected into an engine (DSPy's
+``DummyLM``, a scripted one) are the caller's choice and are not blocked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from flock_cli.errors import ModelCallsBlockedError, ModelNotConfiguredError
+
+__all__ = [
+    "BLOCK_ENV",
+    "MODEL_ENVS",
+    "block_model_calls",
+    "check_model_calls_allowed",
+    "model_calls_blocked",
+    "resolve_model",
+]
+
+MODEL_ENVS = ("FLOCK_MODEL", "DEFAULT_MODEL")
+BLOCK_ENV = "FLOCK_BLOCK_MODEL_CALLS"
+_BLOCKED: ContextVar[bool] = ContextVar("flock_model_calls_blocked", default=False)
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def resolve_model(engine_model: str | None, flock_model: str | None, *, agent: str) -> str:
+    """The model string a dspy engine of ``agent`` calls; raises ModelNotConfiguredError when
+    nothing names one."""
+    for candidate in (engine_model, flock_model, *(os.environ.get(name) for name in MODEL_ENVS)):
+        if candidate is not None and candidate.strip():
+            return candidate.strip()
+    raise ModelNotConfiguredError(
+        f"agent '{agent}' uses the dspy engine but no model is configured. Give one with any of:"
+        " `flock run --model MODEL`; `model:` on the agent's engine; `model:` at the top of the"
+        f" recipe (or Flock(model=...)); the {' or '.join(MODEL_ENVS)} environment variable."
+        " Any DSPy/LiteLLM model string works (openai/gpt-4o-mini, ollama_chat/llama3.2, ...);"
+        " or run offline with `--engine test`."
+    )
+
+
+def model_calls_blocked() -> bool:
+    """True inside :func:`block_model_calls` or when ``FLOCK_BLOCK_MODEL_CALLS`` is set."""
+    return _BLOCKED.get() or os.environ.get(BLOCK_ENV, "").strip().lower() not in _FALSE
+
+
+def check_model_calls_allowed(model: str) -> None:
+    """Raise ModelCallsBlockedError when a real call to ``model`` is not allowed now."""
+    if model_calls_blocked():
+        raise ModelCallsBlockedError(
+            f"a real call to model '{model}' was blocked: model calls are off here"
+            f" ({BLOCK_ENV} or block_model_calls()). Inject a language model into the engine"
+            " (DSPyEngine(lm=...)) or use the test engine."
+        )
+
+
+@contextlib.contextmanager
+def block_model_calls() -> Iterator[None]:
+    """Within the block (this task and the tasks it starts), no real model call is made."""
+    token = _BLOCKED.set(True)
+    try:
+        yield
+    finally:
+        _BLOCKED.reset(token)
