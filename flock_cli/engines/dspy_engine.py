@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
 from flock_cli.engines.models import check_model_calls_allowed, resolve_model
+from flock_cli.engines.recording import ModelCall, Recording, call_key, replay_lm
 from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
 from flock_cli.errors import OutputError
 
@@ -45,6 +46,8 @@ class DSPyEngine(EngineComponent):
             problem shown to the model.
         max_iters: tool-use steps for agents with tools (ReAct).
         lm: a language model to use instead of building one from ``model``.
+        replay: recorded answers to give instead of calling a model (``flock run --replay``);
+            a call the recording does not hold fails the run with ReplayMissError.
     """
 
     model: str | None = None
@@ -55,14 +58,38 @@ class DSPyEngine(EngineComponent):
     retries: int = Field(default=2, ge=0)
     max_iters: int = Field(default=5, ge=1)
     lm: Any = Field(default=None, exclude=True)
+    replay: Recording | None = Field(default=None, exclude=True)
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Ask the model for the agent's outputs, validating and retrying as configured."""
+
         import dspy
 
         plan = build_signature(agent, ctx, inputs)
-        lm = self.language_model(agent=agent.name, default_model=ctx.model)
-        model_name = str(getattr(lm, "model", type(lm).__name__))
+        key = call_key(agent.name, plan.describe(), plan.input_values(), self._answer_options(agent))
+        if self.replay is not None:
+            recorded = self.replay.take(key, agent.name, self.model or ctx.model)
+            lm, model_name = replay_lm(recorded), recorded.model
+        else:
+            lm = self.language_model(agent=agent.name, default_model=ctx.model)
+            model_name = str(getattr(lm, "model", type(lm).__name__))
+        recorder = _Recorder()
+        try:
+            with dspy.track_usage() as usage:  # every call's tokens, failed attempts included
+                try:
+                    return await self._ask(agent, ctx, plan, lm, recorder)
+                finally:
+                    recorder.usage = self._record_usage(ctx, usage.get_total_tokens(), model_name)
+        finally:
+            if recorder.answers:  # kept even when the answers did not validate: a replay fails alike
+                call = ModelCall(key, agent.name, model_name, recorder.answers, recorder.usage)
+                ctx.trace.event("model.call", **call.event_attributes())
+
+    async def _ask(
+        self, agent: Agent, ctx: Context, plan: SignaturePlan, lm: Any, recorder: _Recorder
+    ) -> EvalResult:
+        import dspy
+
         if self.adapter == "json":
             adapter: Any = dspy.JSONAdapter()
         else:  # without the fallback: one call per attempt, and a parse failure is shown, not hidden
@@ -78,12 +105,11 @@ class DSPyEngine(EngineComponent):
                 ctx.trace.event("engine.invalid_output", attempt=attempt - 1, problem=problem)
             program = self._program(agent, signature)
             try:
-                with dspy.context(lm=lm, adapter=adapter, track_usage=True):
+                with dspy.context(lm=lm, adapter=adapter, callbacks=[recorder]):
                     prediction = await program.acall(**kwargs)
             except dspy.AdapterParseError as exc:
                 problem = _parse_problem(exc)
                 continue
-            self._record_usage(ctx, prediction, model_name)
             outputs, problem = _collect(plan, prediction)
             if problem is None:
                 return EvalResult(artifacts=outputs, metrics={"model_attempts": attempt})
@@ -122,18 +148,58 @@ class DSPyEngine(EngineComponent):
             return dspy.Predict(signature)
         return dspy.ReAct(signature, tools=[_tool(f) for f in agent.tools], max_iters=self.max_iters)
 
+    def _answer_options(self, agent: Agent) -> dict[str, Any]:
+        """The options that shape the model's answer (part of a recording's key)."""
+        options: dict[str, Any] = {"adapter": self.adapter, "temperature": self.temperature,
+                                   "max_tokens": self.max_tokens}  # fmt: skip
+        if agent.tools:
+            from flock_cli.core.registry import tool_schema
+
+            options["tools"] = [tool_schema(f) for f in agent.tools]
+            options["max_iters"] = self.max_iters
+        return options
+
     @staticmethod
-    def _record_usage(ctx: Context, prediction: Any, model_name: str) -> None:
-        usage = prediction.get_lm_usage() or {}
-        if not usage:
-            return
+    def _record_usage(ctx: Context, usage: dict[str, dict[str, Any]], model_name: str) -> dict[str, int]:
+        totals = {"input_tokens": 0, "output_tokens": 0}
         for model, counts in usage.items():
+            used_in, used_out = (
+                int(counts.get("prompt_tokens") or 0),
+                int(counts.get("completion_tokens") or 0),
+            )
             ctx.trace.usage(
                 model=str(model or model_name),
-                input_tokens=int(counts.get("prompt_tokens") or 0),
-                output_tokens=int(counts.get("completion_tokens") or 0),
+                input_tokens=used_in,
+                output_tokens=used_out,
                 cost=counts.get("cost"),
             )
+            totals["input_tokens"] += used_in
+            totals["output_tokens"] += used_out
+        return totals
+
+
+class _Recorder:
+    """A DSPy callback keeping the model's raw answers of one engine call, in order."""
+
+    def __init__(self) -> None:
+        self.answers: list[str] = []
+        self.usage: dict[str, int] = {}
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        for output in outputs or ():
+            text = output.get("text") if isinstance(output, dict) else output
+            if isinstance(text, str):
+                self.answers.append(text)
+
+    def __getattr__(self, name: str) -> Any:
+        # DSPy calls every on_* hook of a callback; the others have nothing to keep.
+        if name.startswith("on_"):
+            return _ignore
+        raise AttributeError(name)
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    return None
 
 
 def _tool(func: Any) -> Any:

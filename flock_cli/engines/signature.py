@@ -44,6 +44,23 @@ class SignaturePlan:
     instructions: str
     input_specs: dict[str, str] = field(default_factory=dict)  # field -> type shown, for the record key
 
+    def describe(self) -> dict[str, Any]:
+        """The signature as plain data (a recording key's part): instructions, fields, types and
+        the output types' JSON schemas, so a changed constraint makes a new key."""
+        return {
+            "instructions": self.instructions,
+            "inputs": self.input_specs,
+            "outputs": [
+                {"name": o.name, "type": o.decl.type_name, "count": o.count,
+                 "schema": o.decl.model.model_json_schema()}
+                for o in self.outputs
+            ],
+        }  # fmt: skip
+
+    def input_values(self) -> dict[str, Any]:
+        """The input values as JSON-ready data."""
+        return {name: _plain(value) for name, value in self.inputs.items()}
+
     def with_feedback(self) -> Any:
         """The signature with one more input: what was wrong with the previous answer."""
         import dspy
@@ -56,6 +73,14 @@ class SignaturePlan:
             ),
             str,
         )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def field_name(type_name: str) -> str:

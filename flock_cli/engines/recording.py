@@ -1,0 +1,221 @@
+"""Recorded model answers: what makes a run with the DSPy engine repeatable with no model.
+
+Every model-backed run is one *call* of the engine, keyed by what determines its answer: the
+agent, the signature (instructions, fields, and the output types' JSON schemas), the inputs and
+the options that shape the answer (adapter, temperature, max_tokens, tool steps). The model's
+raw answers during that call (one per attempt or tool step) are kept in order, with the model
+that gave them. The model string is kept beside the key rather than in it, so a recording
+replays without naming a model; ``--model`` at replay time picks that model's answers when the
+recording holds several.
+
+A recording is a JSON-lines file (``flock trace export RUN --format recording``) or the
+``model.call`` events of a run in the trace store (``flock run --replay RUN``). Replaying feeds
+the recorded answers to DSPy through its supported engine interface
+(``dspy.LM(..., engine=...)``), so parsing, validation and retries run exactly as they did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flock_cli.errors import RunError, UserError
+
+__all__ = [
+    "ModelCall",
+    "Recording",
+    "RecordingError",
+    "ReplayMissError",
+    "call_key",
+    "replay_lm",
+]
+
+
+class RecordingError(UserError):
+    """A recording file that cannot be read or holds something that is not a model call."""
+
+
+class ReplayMissError(RunError):
+    """A run asked for an answer the recording does not hold (its inputs or prompt changed)."""
+
+
+def call_key(agent: str, signature: dict[str, Any], inputs: dict[str, Any], options: dict[str, Any]) -> str:
+    """The key of one engine call: a sha256 over its canonical JSON."""
+    blob = json.dumps(
+        {"agent": agent, "signature": signature, "inputs": inputs, "options": options},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class ModelCall:
+    """One recorded engine call: its key, who made it, the model and its answers in order."""
+
+    key: str
+    agent: str
+    model: str
+    answers: list[str]
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (one line of a recording file)."""
+        return {"key": self.key, "agent": self.agent, "model": self.model, "answers": self.answers,
+                "usage": self.usage}  # fmt: skip
+
+    def event_attributes(self) -> dict[str, Any]:
+        """The attributes of its ``model.call`` trace event (the event carries the agent)."""
+        data = self.to_json()
+        del data["agent"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> ModelCall:
+        """Read one recorded call; RecordingError names ``where`` when it is not one."""
+        if not isinstance(data, dict):
+            raise RecordingError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        try:
+            key, agent, model, answers = data["key"], data["agent"], data["model"], data["answers"]
+        except KeyError as exc:
+            raise RecordingError(f"{where}: a recorded model call needs '{exc.args[0]}'") from None
+        if not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
+            raise RecordingError(f"{where}: 'answers' must be a list of strings")
+        usage = data.get("usage") or {}
+        return cls(str(key), str(agent), str(model), list(answers), dict(usage))
+
+
+class Recording:
+    """Recorded calls by key; the same key asked again gets the next recorded call, then the last."""
+
+    def __init__(self, calls: Iterable[ModelCall] = (), *, source: str = "a recording") -> None:
+        self.source = source
+        self._calls: dict[str, list[ModelCall]] = {}
+        self._used: dict[tuple[str, str | None], int] = {}
+        for call in calls:
+            self._calls.setdefault(call.key, []).append(call)
+
+    def __len__(self) -> int:
+        return sum(len(calls) for calls in self._calls.values())
+
+    def __iter__(self) -> Iterator[ModelCall]:
+        for calls in self._calls.values():
+            yield from calls
+
+    @classmethod
+    def from_file(cls, path: Path) -> Recording:
+        """Read a JSON-lines recording; RecordingError names the file and line of a bad one."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RecordingError(f"cannot read recording {path}: {exc.strerror or exc}") from None
+        calls = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordingError(f"{path}:{number}:{exc.colno}: not JSON: {exc.msg}") from None
+            calls.append(ModelCall.from_json(data, f"{path}:{number}"))
+        return cls(calls, source=str(path))
+
+    @classmethod
+    def from_trace(cls, store: Path, run: str | None) -> Recording:
+        """The model calls recorded in run ``run`` (an id or unique prefix; None: the newest) of
+        the trace store at ``store``."""
+        from flock_cli.tracing.reader import TraceReader
+
+        reader = TraceReader(store)
+        row = reader.run(run)
+        events = reader.events(row.run_id, ("model.call",))
+        where = f"run {row.run_id[:12]} of {store}"
+        calls = [
+            ModelCall.from_json({**e.attributes, "agent": e.agent}, f"{where}, event {i}")
+            for i, e in enumerate(events, 1)
+        ]
+        return cls(calls, source=f"the recording of {where}")
+
+    def take(self, key: str, agent: str, model: str | None) -> ModelCall:
+        """The recorded call for ``key`` (of ``model`` when given and recorded); ReplayMissError
+        when there is none."""
+        calls = self._calls.get(key, [])
+        if model is not None and any(c.model == model for c in calls):
+            calls = [c for c in calls if c.model == model]
+        if not calls:
+            raise ReplayMissError(
+                f"{self.source} holds no recorded answer for agent '{agent}' on these inputs"
+                f" (call {key[:12]}): its inputs, description, types or options changed since it was"
+                " recorded. Run with a model (--model) to make a new recording."
+            )
+        used = self._used.get((key, model), 0)
+        self._used[(key, model)] = used + 1
+        return calls[min(used, len(calls) - 1)]
+
+
+def replay_lm(call: ModelCall) -> Any:
+    """A ``dspy.LM`` that gives ``call``'s answers in order, through DSPy's engine interface."""
+    import dspy
+
+    engine = _ReplayEngine(call)
+    return dspy.LM(
+        f"replay/{call.model}", engine=engine, async_engine=_AsyncReplayEngine(engine), cache=False
+    )
+
+
+class _ReplayEngine:
+    """DSPy engine (``complete(Request) -> Response``) answering from a recorded call."""
+
+    supports_response_schema = False
+
+    def __init__(self, call: ModelCall) -> None:
+        self.call = call
+        self._next = 0
+
+    def complete(self, request: Any) -> Any:
+        from dspy import lm15
+
+        if self._next >= len(self.call.answers):
+            raise ReplayMissError(
+                f"the recording of agent '{self.call.agent}' (call {self.call.key[:12]}) holds"
+                f" {len(self.call.answers)} answer(s) and a further one was asked for"
+            )
+        text = self.call.answers[self._next]
+        self._next += 1
+        return lm15.Response(
+            id=f"replay-{self.call.key[:12]}-{self._next}",
+            model=self.call.model,
+            message=lm15.Message.assistant([lm15.TextPart(text)]),
+            finish_reason="stop",
+            usage=lm15.Usage(input_tokens=0, output_tokens=0, total_tokens=0),
+        )
+
+    def stream(self, request: Any) -> Any:
+        from dspy import lm15
+
+        return lm15.response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _AsyncReplayEngine:
+    """The async side DSPy asks for when a program is awaited."""
+
+    def __init__(self, engine: _ReplayEngine) -> None:
+        self.engine = engine
+
+    async def complete(self, request: Any) -> Any:
+        return self.engine.complete(request)
+
+    async def stream(self, request: Any) -> Any:
+        for event in self.engine.stream(request):
+            yield event
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
