@@ -1625,7 +1625,7 @@ def test_dspy_engine_in_a_chain_fails_at_build(tmp_path: Path) -> None:
            9 |     publishes: B
           10 |     engine: [test, dspy]
              |                    ^^^^
-          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or replay recorded answers (`recording:`, --replay RUN); or run offline with --engine test
         """
     )
     assert codes(excinfo.value) == ["model-missing"]
@@ -1649,7 +1649,7 @@ def test_dspy_only_engine_fails_at_build_with_a_recipe_error(tmp_path: Path) -> 
            9 |     publishes: B
           10 |     engine: dspy
              |             ^^^^
-          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or replay recorded answers (`recording:`, --replay RUN); or run offline with --engine test
         """
     )
 
@@ -1675,7 +1675,7 @@ agents:
           6 | agents:
           7 |   a:
             |   ^
-          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or run offline with --engine test
+          hint: give one with --model MODEL, `model:` on the engine or at the top of the recipe, or FLOCK_MODEL / DEFAULT_MODEL; or replay recorded answers (`recording:`, --replay RUN); or run offline with --engine test
         """
     )
 

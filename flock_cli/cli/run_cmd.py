@@ -57,6 +57,22 @@ def run(
         str | None,
         typer.Option("--model", metavar="MODEL", help="Model for dspy engines (overrides the recipe)."),
     ] = None,
+    replay: Annotated[
+        str | None,
+        typer.Option(
+            "--replay",
+            metavar="RUN",
+            help="Give dspy agents the model answers recorded in RUN of the trace store; no model is called.",
+        ),
+    ] = None,
+    replay_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay-from",
+            metavar="FILE",
+            help="Give dspy agents the answers in a recording file (flock trace export --format recording).",
+        ),
+    ] = None,
     board: Annotated[
         str | None,
         typer.Option(
@@ -114,8 +130,9 @@ def run(
         fail(f"{recipe} declares no agents: nothing can run")
     pending = _validated_inputs(loaded, inputs or [])
     override = engine.value if engine else None
+    recording = _recording(replay, replay_from, override, traces)
     # before the board is opened: no file is created for a refused recipe
-    loaded.check_compilable(override, model)
+    loaded.check_compilable(override, model, recording)
     if model is not None and (override == "test" or not loaded.uses_dspy):
         why = (
             "--engine test replaces the dspy engines"
@@ -129,7 +146,11 @@ def run(
     if traces is not None and no_traces:
         fail("give --traces PATH or --no-traces, not both")
     flock = loaded.build(
-        store=_store(path), model=model, engine_override=override, traces=False if no_traces else traces
+        store=_store(path),
+        model=model,
+        engine_override=override,
+        replay=recording,
+        traces=False if no_traces else traces,
     )
     import asyncio
 
@@ -200,3 +221,24 @@ def _correlation(text: str | None) -> UUID:
     """All inputs of one ``flock run`` are one workflow: they share a correlation id (so joins
     by correlation id pair them), new unless ``--correlation-id`` continues an existing one."""
     return uuid4() if text is None else parse_uuid(text, "--correlation-id")
+
+
+def _recording(
+    replay: str | None, replay_from: Path | None, override: str | None, traces: Path | None
+) -> Any:
+    """The recording ``--replay``/``--replay-from`` name, read before anything runs."""
+    if replay is None and replay_from is None:
+        return None
+    if replay is not None and replay_from is not None:
+        fail("give --replay RUN or --replay-from FILE, not both")
+    if override == "test":
+        fail("--engine test replaces the dspy engines: there is nothing to replay")
+    from flock_cli.engines.recording import Recording
+    from flock_cli.tracing.setup import trace_path
+
+    if replay_from is not None:
+        return Recording.from_file(replay_from)
+    store = traces if traces is not None else trace_path(None)
+    if store is None:
+        fail("--replay reads the trace store, and tracing is off (FLOCK_TRACES): give --traces PATH")
+    return Recording.from_trace(store, replay)

@@ -202,7 +202,13 @@ def export(
     run: RunArg = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every run in the store.")] = False,
     fmt: Annotated[
-        str, typer.Option("--format", "-f", metavar="jsonl|otlp", help="JSON lines or OTLP/JSON.")
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            metavar="jsonl|otlp|recording",
+            help="JSON lines, OTLP/JSON, or the run's model answers (for flock run --replay-from).",
+        ),
     ] = "jsonl",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout.")
@@ -212,8 +218,8 @@ def export(
     """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request."""
     from flock_cli.cli.trace_export import export_lines
 
-    if fmt not in ("jsonl", "otlp"):
-        fail(f"--format must be 'jsonl' or 'otlp', not '{fmt}'")
+    if fmt not in ("jsonl", "otlp", "recording"):
+        fail(f"--format must be 'jsonl', 'otlp' or 'recording', not '{fmt}'")
     if all_runs and run is not None:
         fail("give a RUN or --all, not both")
     reader = _reader(traces)

@@ -16,7 +16,11 @@ __all__ = ["export_lines", "run_metrics"]
 
 def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[str]:
     """``jsonl``: one record per line (run, span, artifact, event), each with a ``record`` key.
-    ``otlp``: one OTLP/JSON ExportTraceServiceRequest holding every run (one resource each)."""
+    ``otlp``: one OTLP/JSON ExportTraceServiceRequest holding every run (one resource each).
+    ``recording``: one recorded model call per line, for ``flock run --replay-from``."""
+    if fmt == "recording":
+        yield from _recording_lines(reader, runs)
+        return
     from flock_cli.tracing.otlp import encode
 
     resources: list[Any] = []
@@ -123,3 +127,15 @@ def run_metrics(reader: TraceReader, run: RunRow) -> str:
             ),
         ]
     )
+
+
+def _recording_lines(reader: TraceReader, runs: list[RunRow]) -> Iterator[str]:
+    """One line per recorded model call: a file ``flock run --replay-from`` reads."""
+    from flock_cli.engines.recording import ModelCall
+
+    for run in runs:
+        for i, event in enumerate(reader.events(run.run_id, ("model.call",)), 1):
+            call = ModelCall.from_json(
+                {**event.attributes, "agent": event.agent}, f"run {run.run_id[:12]} event {i}"
+            )
+            yield json.dumps(call.to_json(), sort_keys=True)

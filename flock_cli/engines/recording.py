@@ -139,6 +139,8 @@ class Recording:
             ModelCall.from_json({**e.attributes, "agent": e.agent}, f"{where}, event {i}")
             for i, e in enumerate(events, 1)
         ]
+        if not calls:
+            raise RecordingError(f"{where} recorded no model calls: there is nothing to replay")
         return cls(calls, source=f"the recording of {where}")
 
     def take(self, key: str, agent: str, model: str | None) -> ModelCall:

@@ -12,6 +12,7 @@ from flock_cli.core.specs import BatchSpec, JoinSpec
 from flock_cli.engines import FunctionEngine, TestEngine
 from flock_cli.engines.dspy_engine import DSPyEngine
 from flock_cli.engines.models import MODEL_ENVS
+from flock_cli.engines.recording import Recording
 from flock_cli.recipe.diagnostics import Problem, RecipeError
 from flock_cli.recipe.model import DSPyEngineDef, FunctionEngineDef, TestEngineDef
 from flock_cli.recipe.resolve import ResolvedAgent
@@ -32,6 +33,7 @@ def compile_recipe(
     store: BlackboardStore | None = None,
     model: str | None = None,
     engine_override: str | None = None,
+    replay: Recording | None = None,
     **flock_options: Any,
 ) -> Flock:
     """Build the flock a recipe declares.
@@ -41,11 +43,14 @@ def compile_recipe(
         model: overrides the recipe's ``model:`` (the CLI's ``--model``).
         engine_override: ``"test"`` runs every model-backed (dspy) engine on the offline test
             engine instead; function and test engines are kept.
+        replay: recorded answers every dspy engine gives instead of calling a model (the CLI's
+            ``--replay``/``--replay-from``). Without it, a dspy engine with no model configured
+            replays the recipe's own ``recording:``.
         flock_options: passed to :class:`~flock_cli.Flock` (``clock``, ``id_factory``, ...).
     """
     from flock_cli.core.orchestrator import Flock
 
-    check_compilable(recipe, engine_override, model)
+    check_compilable(recipe, engine_override, model, replay)
     settings = recipe.definition.settings
     options: dict[str, Any] = {
         "max_agent_iterations": settings.max_agent_iterations,
@@ -55,9 +60,40 @@ def compile_recipe(
     }
     flock = Flock(model or recipe.definition.model, store=store, **options)
     register_types(flock, recipe)
+    recordings = _Recordings(recipe, replay)
     for agent in recipe.resolved.agents.values():
-        _compile_agent(flock, agent, model_override=model, engine_override=engine_override)
+        _compile_agent(
+            flock, agent, model_override=model, engine_override=engine_override, recordings=recordings
+        )
     return flock
+
+
+def _model_configured(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
+    """True when a dspy engine has a model to call: --model, its own, the recipe's, or the env."""
+    import os
+
+    if model or engine.model or recipe.definition.model:
+        return True
+    return any(os.environ.get(name, "").strip() for name in MODEL_ENVS)
+
+
+class _Recordings:
+    """The recording each dspy engine replays: the one given, else the recipe's own for engines
+    with no model (read once, when the first of them needs it)."""
+
+    def __init__(self, recipe: Recipe, replay: Recording | None) -> None:
+        self.recipe, self.replay = recipe, replay
+        self._own: Recording | None = None
+
+    def for_engine(self, model: str | None, engine: DSPyEngineDef) -> Recording | None:
+        if self.replay is not None:
+            return self.replay
+        path = self.recipe.recording_path
+        if path is None or _model_configured(self.recipe, model, engine):
+            return None
+        if self._own is None:
+            self._own = Recording.from_file(path)
+        return self._own
 
 
 def register_types(flock: Flock, recipe: Recipe) -> None:
@@ -66,32 +102,48 @@ def register_types(flock: Flock, recipe: Recipe) -> None:
         flock.register_type(type_model)
 
 
-def check_compilable(recipe: Recipe, engine_override: str | None, model: str | None = None) -> None:
+def check_compilable(
+    recipe: Recipe, engine_override: str | None, model: str | None = None, replay: Recording | None = None
+) -> None:
     """Raise what :func:`compile_recipe` would refuse, without building anything: an unknown
-    override, or a dspy engine with no model to call (``model`` is the CLI's ``--model``)."""
+    override, a missing ``recording:`` file, or a dspy engine with neither a model to call nor a
+    recording to replay (``model`` is the CLI's ``--model``)."""
     if engine_override is not None and engine_override not in ENGINE_OVERRIDES:
         from flock_cli.errors import UsageError
 
         raise UsageError(
             f"unknown engine override '{engine_override}'; choose from: {', '.join(ENGINE_OVERRIDES)}"
         )
-    if engine_override == "test":
-        return
-    import os
-
-    if model or recipe.definition.model or any(os.environ.get(name, "").strip() for name in MODEL_ENVS):
+    if engine_override == "test" or replay is not None:
         return
     problems: list[Problem] = []
+    recording = recipe.recording_path
+    if recording is not None and not recording.is_file():
+        problems.append(
+            Problem(
+                ("recording",),
+                f"recording '{recipe.definition.recording}' not found (looked for {recording})",
+                hint="record one with `flock run --model MODEL`, then"
+                " `flock trace export RUN --format recording -o FILE`",
+                code="recording-missing",
+            )
+        )
+        raise RecipeError([recipe.diagnostic(p) for p in problems])  # the agents' model errors would be noise
     for agent in recipe.resolved.agents.values():
         for i, (engine, _) in enumerate(agent.engines):
-            if isinstance(engine, DSPyEngineDef) and not engine.model:
+            if (
+                isinstance(engine, DSPyEngineDef)
+                and recording is None
+                and not _model_configured(recipe, model, engine)
+            ):
                 declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
                 problems.append(
                     Problem(
                         ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
                         f"agent '{agent.name}' uses the dspy engine but no model is configured",
                         hint="give one with --model MODEL, `model:` on the engine or at the top of the"
-                        f" recipe, or {' / '.join(MODEL_ENVS)}; or run offline with --engine test",
+                        f" recipe, or {' / '.join(MODEL_ENVS)}; or replay recorded answers (`recording:`,"
+                        " --replay RUN); or run offline with --engine test",
                         code="model-missing",
                         key=not declared,
                     )
@@ -101,7 +153,12 @@ def check_compilable(recipe: Recipe, engine_override: str | None, model: str | N
 
 
 def _compile_agent(
-    flock: Flock, agent: ResolvedAgent, *, model_override: str | None, engine_override: str | None
+    flock: Flock,
+    agent: ResolvedAgent,
+    *,
+    model_override: str | None,
+    engine_override: str | None,
+    recordings: _Recordings,
 ) -> None:
     spec = agent.spec
     builder = flock.agent(agent.name).description(spec.description)
@@ -143,6 +200,7 @@ def _compile_agent(
                     adapter=engine.adapter or "json",
                     cache=bool(engine.cache),
                     retries=2 if engine.retries is None else engine.retries,
+                    replay=recordings.for_engine(model_override, engine),
                 )
             )
     builder.with_engines(*engines)

@@ -34,12 +34,13 @@ from flock_cli.recipe.validation import diagnose
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
+    from flock_cli.engines.recording import Recording
     from flock_cli.store.contract import BlackboardStore
 
 __all__ = ["PHASES", "Recipe", "load_recipe"]
 
 PHASES = ("read", "parse", "validate", "merge", "resolve", "graph", "check", "compile")
-_ROOT_ONLY = ("name", "description", "model", "settings")
+_ROOT_ONLY = ("name", "description", "model", "recording", "settings")
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Recipe:
         store: BlackboardStore | None = None,
         model: str | None = None,
         engine_override: str | None = None,
+        replay: Recording | None = None,
         **flock_options: Any,
     ) -> Flock:
         """Compile into a :class:`~flock_cli.Flock` (phase 8); see
@@ -72,8 +74,14 @@ class Recipe:
         from flock_cli.recipe.compiler import compile_recipe
 
         return compile_recipe(
-            self, store=store, model=model, engine_override=engine_override, **flock_options
+            self, store=store, model=model, engine_override=engine_override, replay=replay, **flock_options
         )
+
+    @property
+    def recording_path(self) -> Path | None:
+        """The file of the recipe's ``recording:`` (relative to the recipe), if it names one."""
+        recording = self.definition.recording
+        return None if recording is None else (self.path.parent / recording)
 
     @property
     def uses_dspy(self) -> bool:
@@ -86,11 +94,13 @@ class Recipe:
             for engine, _ in a.engines
         )
 
-    def check_compilable(self, engine_override: str | None = None, model: str | None = None) -> None:
+    def check_compilable(
+        self, engine_override: str | None = None, model: str | None = None, replay: Recording | None = None
+    ) -> None:
         """Raise what :meth:`build` would refuse, without building anything."""
         from flock_cli.recipe.compiler import check_compilable
 
-        check_compilable(self, engine_override, model)
+        check_compilable(self, engine_override, model, replay)
 
     def diagnostic(self, problem: Problem) -> Diagnostic:
         """Place a problem found after loading (for example by the compiler) in its file."""

@@ -397,6 +397,11 @@ class RecipeDef(_Raw):
     include: list[str] = Field(default_factory=list, description="recipe files merged into this one")
     imports: ImportsDef = Field(default_factory=ImportsDef)
     model: str | None = Field(default=None, description="default model of dspy engines")
+    recording: str | None = Field(
+        default=None,
+        description="recorded model answers (JSON lines, relative to this file) that dspy engines"
+        " replay when no model is configured",
+    )
     settings: SettingsDef = Field(default_factory=SettingsDef)
     types: dict[TypeName, TypeDef] = Field(default_factory=dict)
     agents: dict[AgentName, AgentDef] = Field(default_factory=dict)

@@ -1,0 +1,144 @@
+"""Record and replay: a recipe run on a model once (DSPy's DummyLM injected into its engines),
+then replayed from the trace store and from an exported file by the CLI, with no model at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dspy
+import pytest
+from dspy.utils import DummyLM
+from typer.testing import CliRunner
+
+from flock_cli import DSPyEngine
+from flock_cli.cli.app import app
+from flock_cli.engines.recording import Recording
+from flock_cli.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "recipes" / "pipeline.yaml"
+IDEA = ROOT / "recipes" / "inputs" / "idea.json"
+runner = CliRunner()
+
+ANSWERS = {
+    "planner": [{"outline": {"title": "Blackboards", "sections": ["Why", "How"]}}],
+    "writer": [
+        {"draft": {"title": "Blackboards", "body": "short"}},  # too short: asked again
+        {"draft": {"title": "Blackboards", "body": "Agents that share a board need no call graph."}},
+    ],
+    "editor": [
+        {"article": {"title": "Blackboards", "body": "Agents that share a board need no call graph.",
+                     "reading_minutes": 2}}
+    ],
+}  # fmt: skip
+
+
+def flock(*args: str | Path) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+async def record(store: Path) -> tuple[str, list[dict[str, Any]]]:
+    """Run the pipeline recipe on scripted models, traced into ``store``: the run id and outputs."""
+    recipe = load_recipe(PIPELINE)
+    flock_ = recipe.build(model="scripted/model", traces=store)
+    for agent in flock_.agents:
+        [engine] = agent.engines
+        assert isinstance(engine, DSPyEngine)
+        engine.lm = DummyLM(ANSWERS[agent.name], adapter=dspy.JSONAdapter())
+    Idea = recipe.resolved.types["Idea"]
+    async with flock_.traced_run("record") as scope:
+        await flock_.publish(Idea.model_validate(json.loads(IDEA.read_text())))
+        summary = await flock_.run_until_idle()
+    await flock_.shutdown()
+    assert summary.ok and flock_.tracer.problems == []
+    outputs = [a.payload for a in await flock_.store.list() if a.type != "Idea"]
+    return scope.trace_id, outputs
+
+
+def replayed_payloads(result: Any) -> list[dict[str, Any]]:
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    return [a["payload"] for a in data["artifacts"] if a["type"] != "Idea"]
+
+
+@pytest.fixture
+def recorded(tmp_path: Path) -> tuple[Path, str, list[dict[str, Any]]]:
+    import asyncio
+
+    store = tmp_path / "traces.duckdb"
+    run_id, outputs = asyncio.run(record(store))
+    return store, run_id, outputs
+
+
+def test_a_run_replays_from_the_trace_store_with_identical_artifacts(recorded: Any) -> None:
+    store, run_id, outputs = recorded
+    assert [c.agent for c in Recording.from_trace(store, run_id)] == ["planner", "writer", "editor"]
+    args = ("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--replay", run_id[:8],
+            "--traces", store, "--json")  # fmt: skip
+    first, second = replayed_payloads(flock(*args)), replayed_payloads(flock(*args))
+    assert first == second == outputs
+    assert outputs[-1]["reading_minutes"] == 2
+
+
+def test_an_exported_recording_replays_and_names_its_calls(recorded: Any, tmp_path: Path) -> None:
+    store, run_id, outputs = recorded
+    file = tmp_path / "pipeline.jsonl"
+    result = flock("trace", "export", run_id, "--format", "recording", "-o", file, "--traces", store)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in file.read_text().splitlines()]
+    assert [(c["agent"], len(c["answers"])) for c in lines] == [("planner", 1), ("writer", 2), ("editor", 1)]
+    result = flock(
+        "run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--replay-from", file, "--json"
+    )
+    assert replayed_payloads(result) == outputs
+
+
+def test_changed_inputs_miss_the_recording_and_say_so(recorded: Any, tmp_path: Path) -> None:
+    store, run_id, _ = recorded
+    other = tmp_path / "idea.json"
+    other.write_text('{"topic": "A different idea entirely"}')
+    result = flock(
+        "run", PIPELINE, "-i", f"Idea={other}", "--board", ":memory:", "--replay", run_id, "--traces", store
+    )
+    assert result.exit_code == 1
+    assert "holds no recorded answer for agent 'planner' on these inputs" in result.output
+
+
+def test_a_recipe_recording_is_replayed_when_no_model_is_configured(recorded: Any, tmp_path: Path) -> None:
+    store, run_id, outputs = recorded
+    folder = tmp_path / "recipe"
+    (folder / "recordings").mkdir(parents=True)
+    flock(
+        "trace",
+        "export",
+        run_id,
+        "--format",
+        "recording",
+        "-o",
+        folder / "recordings" / "p.jsonl",
+        "--traces",
+        store,
+    )
+    recipe = folder / "pipeline.yaml"
+    recipe.write_text(PIPELINE.read_text() + "\nrecording: recordings/p.jsonl\n")
+    result = flock("run", recipe, "-i", f"Idea={IDEA}", "--board", ":memory:", "--json")
+    assert replayed_payloads(result) == outputs  # model calls are blocked in tests: nothing was called
+
+
+def test_recording_mistakes_are_clear_errors(tmp_path: Path) -> None:
+    recipe = tmp_path / "pipeline.yaml"
+    recipe.write_text(PIPELINE.read_text() + "\nrecording: recordings/missing.jsonl\n")
+    result = flock("run", recipe, "-i", f"Idea={IDEA}", "--board", ":memory:")
+    assert result.exit_code == 2
+    assert "pipeline.yaml:44:12: error: recording 'recordings/missing.jsonl' not found" in result.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "k", "agent": "a", "model": "m", "answers": ["x"]}\n{"key": "k"}\n')
+    result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--replay-from", bad)
+    assert result.exit_code == 2
+    assert f"{bad}:2: a recorded model call needs 'agent'" in result.stderr
+    result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--replay", "abc", "--replay-from", bad)
+    assert result.exit_code == 2 and "give --replay RUN or --replay-from FILE, not both" in result.stderr
+    result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--engine", "test", "--replay-from", bad)
+    assert result.exit_code == 2 and "nothing to replay" in result.stderr
