@@ -145,7 +145,7 @@ def test_prune_deletes_old_runs_only(store: Path) -> None:
     [
         (["trace", "show", "ffff"], "no run with id 'ffff'"),
         (["trace", "prune", "--older-than", "soon"], "--older-than takes an age like"),
-        (["trace", "export", "--format", "xml"], "--format must be 'jsonl' or 'otlp'"),
+        (["trace", "export", "--format", "xml"], "--format must be 'jsonl', 'otlp' or 'recording'"),
         (["trace", "export", "7e57", "--all"], "give a RUN or --all, not both"),
     ],
 )
