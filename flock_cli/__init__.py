@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
     from flock_cli.core.orchestrator import Flock
     from flock_cli.core.registry import flock_tool, flock_type
     from flock_cli.core.session import BoardBusyError, ResumeRefusedError
-    from flock_cli.core.specs import BatchSpec, JoinSpec, RetryPolicy
+    from flock_cli.core.specs import BatchSpec, Budget, JoinSpec, RetryPolicy
     from flock_cli.core.summary import RunSummary
     from flock_cli.core.visibility import (
         AfterVisibility,
@@ -96,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "TenantVisibility": "flock_cli.core.visibility",
     "TestEngine": "flock_cli.engines",
     "TraceReader": "flock_cli.tracing.reader",
+    "Budget": "flock_cli.core.specs",
     "DSPyEngine": "flock_cli.engines",
     "ModelCallsBlockedError": "flock_cli.errors",
     "ModelNotConfiguredError": "flock_cli.errors",
@@ -126,6 +127,7 @@ __all__ = [
     "Artifact",
     "BatchSpec",
     "BoardBusyError",
+    "Budget",
     "Context",
     "DSPyEngine",
     "DuplicateAgentError",

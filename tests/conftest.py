@@ -35,5 +35,6 @@ def _no_real_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches a real model: the block switch is on, and a developer's own model
     settings do not leak in. Tests inject DSPy's DummyLM or a scripted LM instead."""
     monkeypatch.setenv("FLOCK_BLOCK_MODEL_CALLS", "1")
+    monkeypatch.setenv("FLOCK_LOCAL_MODEL", "off")  # the same results with or without the [local] extra
     for name in ("FLOCK_MODEL", "DEFAULT_MODEL"):
         monkeypatch.delenv(name, raising=False)

@@ -13,6 +13,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "Artifact",
         "BatchSpec",
         "BoardBusyError",
+        "Budget",
         "Context",
         "DSPyEngine",
         "DuplicateAgentError",

@@ -264,7 +264,7 @@ def test_unknown_key_without_close_match_lists_the_valid_keys(tmp_path: Path) ->
           6 |     consumes: A
           7 |     zzzz: 1
             |     ^^^^
-          hint: valid keys: description, consumes, publishes, engine, utilities, tools, calls, labels, tenant, max_concurrency, best_of, retry, self_trigger
+          hint: valid keys: description, consumes, publishes, engine, utilities, tools, calls, labels, tenant, max_concurrency, budget, best_of, retry, self_trigger
         """
     )
 

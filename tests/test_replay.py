@@ -142,3 +142,56 @@ def test_recording_mistakes_are_clear_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "give --replay RUN or --replay-from FILE, not both" in result.stderr
     result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--engine", "test", "--replay-from", bad)
     assert result.exit_code == 2 and "nothing to replay" in result.stderr
+
+
+async def test_replayed_answers_stream_to_listeners_one_run_at_a_time(recorded: Any) -> None:
+    from rich.console import Console
+
+    from flock_cli.cli.stream_view import StreamView
+
+    store, run_id, _ = recorded
+    recording = Recording.from_trace(store, run_id)
+    flock_ = load_recipe(PIPELINE).build(replay=recording)
+    chunks: list[Any] = []
+    flock_.on_stream(chunks.append)
+    console = Console(record=True, width=100)
+    view = StreamView(console)
+    flock_.on_stream(view.on_chunk)
+    Idea = flock_.registry.resolve("Idea")
+    await flock_.publish(Idea.model_validate(json.loads(IDEA.read_text())))
+    assert (await flock_.run_until_idle()).ok
+    by_agent: dict[str, str] = {}
+    for chunk in chunks:
+        by_agent[chunk.agent] = by_agent.get(chunk.agent, "") + chunk.text
+    answers = {c.agent: "".join(c.answers) for c in recording}
+    assert by_agent == answers
+    assert [c.agent for c in chunks if c.done] == ["planner", "writer", "editor"]
+    printed = console.export_text()
+    assert printed.index("planner") < printed.index("writer") < printed.index("editor")
+    assert '"reading_minutes": 2' in printed
+
+
+def test_the_stream_view_shows_one_stream_live_and_queues_the_others() -> None:
+    from rich.console import Console
+
+    from flock_cli.cli.stream_view import StreamView
+    from flock_cli.tracing.tracer import StreamChunk
+
+    console = Console(record=True, width=80)
+    view = StreamView(console)
+    view.on_chunk(StreamChunk("first", "r1", "alpha "))
+    view.on_chunk(StreamChunk("second", "r2", "beta one"))
+    view.on_chunk(StreamChunk("second", "r2", "", done=True))  # done, but waits for the live one
+    assert console.export_text(clear=False) == ""
+    live = view.renderable()
+    assert "── first (1 more waiting)" in live.plain and "alpha" in live.plain
+    view.on_chunk(StreamChunk("first", "r1", "omega"))
+    view.on_chunk(StreamChunk("first", "r1", "", done=True))
+    printed = console.export_text()
+    assert (
+        printed.index("first")
+        < printed.index("alpha omega")
+        < printed.index("second")
+        < printed.index("beta one")
+    )
+    assert view.renderable() is None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from flock_cli.cli.common import err_console
 
 if TYPE_CHECKING:
+    from flock_cli.cli.stream_view import StreamView
     from flock_cli.core.orchestrator import Flock
 
 __all__ = ["LiveProgress"]
@@ -28,6 +29,12 @@ class LiveProgress:
         self._live: Any = None
         self.enabled = enabled and err_console().is_terminal
         self.note = ""
+        self.streams: StreamView | None = None
+        if self.enabled:
+            from flock_cli.cli.stream_view import StreamView
+
+            self.streams = StreamView(err_console())
+            flock.on_stream(self.streams.on_chunk)
 
     def __enter__(self) -> LiveProgress:
         if self.enabled:
@@ -44,6 +51,8 @@ class LiveProgress:
     ) -> None:
         if self._live is not None:
             self._live.stop()
+        if self.streams is not None:
+            self.streams.finish()
 
     def _render(self) -> Any:
         from rich.console import Group
@@ -76,6 +85,8 @@ class LiveProgress:
         for name, count in status.queued_by_agent.items():
             if name.startswith("group "):  # waiting for whichever member of the group is free
                 table.add_row(f"[dim]{name}[/]", "", str(count), "")
+        if self.streams is not None and (live := self.streams.renderable()) is not None:
+            parts.append(live)
         if self.note:
             parts.append(Text(self.note, style="yellow"))
         return Group(*parts)

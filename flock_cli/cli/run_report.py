@@ -134,6 +134,11 @@ def _print_summary(outcome: Outcome) -> None:
         out.print(
             f"  [red]circuit breaker[/] tripped for {escape(trip.agent)} after {plural(trip.limit, 'run')}"
         )
+    for hold in summary.budget_holds:
+        out.print(
+            f"  [red]{escape(hold.reason)}[/]: {plural(hold.held, 'run')} of {escape(hold.agent)} held as"
+            " dead letters (retry them with a larger budget)"
+        )
     if summary.dead_letters:
         kept = "kept on the board (flock board dead)" if outcome.durable else "(in memory: lost at exit)"
         out.print(f"  [red]{plural(len(summary.dead_letters), 'dead letter')}[/] {kept}")

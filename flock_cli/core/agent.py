@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from flock_cli.core.components import AgentComponent, EngineComponent, EvalResult
-from flock_cli.core.specs import NO_RETRY, BatchSpec, JoinSpec, RetryPolicy, coerce_spec
+from flock_cli.core.specs import NO_RETRY, BatchSpec, Budget, JoinSpec, RetryPolicy, coerce_spec
 from flock_cli.core.subscription import Predicate, Subscription
 from flock_cli.core.visibility import AgentIdentity, PrivateVisibility, Visibility
 from flock_cli.errors import InvalidDeclarationError
@@ -51,6 +51,7 @@ class Agent:
     tenant_id: str | None = None
     prevent_self_trigger: bool = True
     retry_policy: RetryPolicy = NO_RETRY
+    budget: Budget | None = None
 
     _identity: AgentIdentity | None = field(default=None, init=False, repr=False)
 
@@ -251,6 +252,11 @@ class AgentBuilder:
             raise InvalidDeclarationError(f"agent '{self.name}': max_concurrency must be an int >= 1")
         self.agent.max_concurrency = n
         self._flock._set_agent_limit(self.name, n)
+        return self
+
+    def budget(self, budget: Budget | dict[str, Any]) -> AgentBuilder:
+        """Limit this agent's model usage (tokens, cost, calls); see :class:`Budget`."""
+        self.agent.budget = coerce_spec(Budget, budget, "budget")
         return self
 
     def calls(self, func: Callable[..., Any | Awaitable[Any]]) -> AgentBuilder:

@@ -8,7 +8,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Literal
 from uuid import UUID
 
@@ -25,8 +25,10 @@ from flock_cli.core.runner import RunExecutor
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
+from flock_cli.core.specs import Budget, coerce_spec
 from flock_cli.core.subscription import Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
+from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
 from flock_cli.errors import (
     DuplicateAgentError,
@@ -41,7 +43,7 @@ from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
 from flock_cli.tracing.records import Span, StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
-from flock_cli.tracing.tracer import RunScope
+from flock_cli.tracing.tracer import RunScope, StreamChunk
 
 __all__ = ["Flock"]
 
@@ -72,6 +74,8 @@ class Flock:
         traces: where spans, events and status snapshots go: a DuckDB file path, ``False`` for
             none, or ``None`` (the default) for ``$FLOCK_TRACES`` or ``.flock/traces.duckdb``.
             ``OTEL_EXPORTER_OTLP_*`` variables add an OTLP export (see ``flock_cli.tracing.otlp``).
+        budget: limits on the model usage of all agents together (:class:`Budget`); agents may
+            have their own (``agent(...).budget(...)``).
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Flock:
         lease_ttl: float = 300.0,
         role: Literal["orchestrator", "publisher"] = "orchestrator",
         traces: TracesOption = None,
+        budget: Budget | dict[str, Any] | None = None,
     ) -> None:
         if role not in ("orchestrator", "publisher"):
             raise InvalidDeclarationError(f"role must be 'orchestrator' or 'publisher', got {role!r}")
@@ -97,6 +102,7 @@ class Flock:
         if not lease_ttl > 0:
             raise InvalidDeclarationError("lease_ttl must be > 0 seconds")
         self.model = model
+        self.budget: Budget | None = coerce_spec(Budget, budget, "budget")
         self.role = role
         self.store: BlackboardStore = store if store is not None else InMemoryBlackboardStore()
         self.registry = TypeRegistry()
@@ -326,6 +332,16 @@ class Flock:
             self.tracer.record(span, "store.append", started, time.time_ns(), "error", str(exc))
             raise
         self.tracer.record(span, "store.append", started, time.time_ns())
+
+    @property
+    def usage(self) -> UsageLedger:
+        """What the agents' model calls used so far: ``usage.total`` and ``usage.of(agent)``."""
+        return self.tracer.usage
+
+    def on_stream(self, listener: Callable[[StreamChunk], None]) -> None:
+        """Call ``listener`` on the event loop with each piece of model text an engine streams
+        (``StreamChunk(agent, run, text, done)``); ``flock run`` prints them this way."""
+        self.tracer.stream_listeners.append(listener)
 
     @contextlib.asynccontextmanager
     async def traced_run(self, name: str = "workflow", **attributes: Any) -> AsyncIterator[RunScope]:

@@ -57,6 +57,10 @@ class RunExecutor:
             if self._scheduler.iterations[agent.name] > flock.max_agent_iterations:
                 await self._hold_by_breaker(agent, delivery, run)
                 return None
+        exhausted = self._budget_exhausted(agent)
+        if exhausted is not None:
+            await self._hold_by_budget(agent, delivery, run, *exhausted)
+            return None
         leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
         if leased is None:
             return None  # someone else holds it, or it is finished
@@ -366,6 +370,45 @@ class RunExecutor:
             attempt=attempts or None,
         )
         self._failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
+
+    def _budget_exhausted(self, agent: Agent) -> tuple[str, str] | None:
+        """(scope, reason) when a budget covering ``agent`` is used up, else None."""
+        flock = self._flock
+        usage = flock.usage
+        stopped = self._scheduler.budget_stop
+        if stopped is not None:
+            return stopped
+        checks = (("agent", agent.budget, usage.of(agent.name)), ("run", flock.budget, usage.total))
+        for scope, budget, used in checks:
+            if budget is None:
+                continue
+            reason = budget.exhausted_by(used.tokens, used.cost, used.calls)
+            if reason is not None:
+                where = f"agent '{agent.name}'" if scope == "agent" else "the run"
+                found = (scope, f"budget of {where} exhausted: {reason}")
+                if budget.on_exhausted == "stop":
+                    self._scheduler.budget_stop = found  # no run of any agent starts from now on
+                return found
+        return None
+
+    async def _hold_by_budget(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, scope: str, reason: str
+    ) -> None:
+        from flock_cli.core.summary import BudgetHold
+
+        holds = self._collector.budget_holds
+        hold = holds.get((agent.name, scope))
+        if hold is None:
+            hold = holds[(agent.name, scope)] = BudgetHold(agent=agent.name, scope=scope, reason=reason)
+            self._flock.tracer.event("budget.exhausted", agent=agent.name, scope=scope, reason=reason)
+        hold.held += 1
+        await self._keep(
+            agent.name, delivery.artifact_ids, "budget", run.subscription, message=reason,
+            delivery_id=delivery.id, bury=True,  # still pending: held before any lease
+        )  # fmt: skip
+        self._scheduler.resolve_direct(
+            delivery.id, error=AgentRunError(agent.name, "budget", RuntimeError(reason))
+        )
 
     async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
         flock = self._flock

@@ -52,6 +52,7 @@ class Scheduler:
         self.router = Router(flock._agents, self.collector, flock.tracer)
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
         self.iterations: Counter[str] = Counter()
+        self.budget_stop: tuple[str, str] | None = None  # set when a budget with on_exhausted="stop" ran out
         self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
         self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet

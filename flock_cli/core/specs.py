@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flock_cli.errors import InvalidDeclarationError
 
-__all__ = ["BatchSpec", "JoinSpec", "RetryPolicy", "coerce_spec"]
+__all__ = ["BatchSpec", "Budget", "JoinSpec", "RetryPolicy", "coerce_spec"]
 
 
 def _seconds(value: Any) -> Any:
@@ -127,3 +127,30 @@ def coerce_spec(spec_type: type[Any], value: Any, option: str) -> Any:
     raise InvalidDeclarationError(
         f"{option}= takes a {spec_type.__name__} or a dict, got {type(value).__name__}"
     )
+
+
+class Budget(_Spec):
+    """Limits on what model calls may use: tokens (input + output), cost and model calls.
+
+    A budget is checked before each run starts: once any limit is reached no further run starts,
+    so the run that crosses it finishes (and may go over). ``on_exhausted="pause"`` holds the
+    runs the budget covers as ``budget`` dead letters (retry them after raising the budget);
+    ``"stop"`` holds every run of the flock from then on.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens: int | None = Field(default=None, ge=1)
+    cost: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    calls: int | None = Field(default=None, ge=1)
+    on_exhausted: Literal["pause", "stop"] = "pause"
+
+    def exhausted_by(self, tokens: int, cost: float, calls: int) -> str | None:
+        """Which limit ``tokens``, ``cost`` and ``calls`` reach, described; None when none is."""
+        if self.tokens is not None and tokens >= self.tokens:
+            return f"{tokens} of {self.tokens} tokens used"
+        if self.cost is not None and cost >= self.cost:
+            return f"cost {cost:.4f} of {self.cost:.4f} spent"
+        if self.calls is not None and calls >= self.calls:
+            return f"{calls} of {self.calls} model calls made"
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -12,6 +13,7 @@ from flock_cli.store.contract import DeadLetter
 
 __all__ = [
     "BreakerTrip",
+    "BudgetHold",
     "ExpiredGroup",
     "Failure",
     "PendingEmbargo",
@@ -40,6 +42,16 @@ class BreakerTrip(BaseModel):
 
     agent: str
     limit: int
+    held: int = 0
+
+
+class BudgetHold(BaseModel):
+    """A budget ran out: ``held`` runs it covers went to the dead letters (reason ``budget``)
+    instead of starting. ``scope`` is ``run`` (the flock's budget) or ``agent``."""
+
+    agent: str
+    scope: Literal["run", "agent"]
+    reason: str
     held: int = 0
 
 
@@ -94,6 +106,7 @@ class RunSummary(BaseModel):
     failures: list[Failure] = Field(default_factory=list)
     retries: int = 0
     breaker_trips: list[BreakerTrip] = Field(default_factory=list)
+    budget_holds: list[BudgetHold] = Field(default_factory=list)
     expired_groups: list[ExpiredGroup] = Field(default_factory=list)
     dead_letters: list[DeadLetter] = Field(default_factory=list)
     visibility_denials: int = 0
@@ -115,8 +128,8 @@ class RunSummary(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """No failure, no dead letter, no breaker trip."""
-        return not (self.failures or self.dead_letters or self.breaker_trips)
+        """No failure, no dead letter, no breaker trip, no run held by a budget."""
+        return not (self.failures or self.dead_letters or self.breaker_trips or self.budget_holds)
 
 
 class LiveStatus(BaseModel):
@@ -149,6 +162,7 @@ class SummaryCollector:
         self.failures: list[Failure] = []
         self.retries = 0
         self.trips: dict[str, BreakerTrip] = {}
+        self.budget_holds: dict[tuple[str, str], BudgetHold] = {}
         self.expired: list[ExpiredGroup] = []
         self.dead: list[DeadLetter] = []
         self.denials = 0
@@ -181,6 +195,7 @@ class SummaryCollector:
             failures=list(self.failures),
             retries=self.retries,
             breaker_trips=list(self.trips.values()),
+            budget_holds=list(self.budget_holds.values()),
             expired_groups=list(self.expired),
             dead_letters=list(self.dead),
             visibility_denials=self.denials,

@@ -13,7 +13,10 @@ switch guards. DSPy is imported on first use: the command line starts without it
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -22,6 +25,7 @@ from flock_cli.core.components import Context, EngineComponent, EvalInputs, Eval
 from flock_cli.engines.models import check_model_calls_allowed, resolve_model
 from flock_cli.engines.recording import ModelCall, Recording, call_key, replay_lm
 from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
+from flock_cli.engines.streaming import StreamSink, streaming_to
 from flock_cli.errors import OutputError
 
 if TYPE_CHECKING:
@@ -42,6 +46,9 @@ class DSPyEngine(EngineComponent):
         adapter: ``json`` (a JSON object, the reliable choice for small models) or ``chat``
             (DSPy's field-marker format, without its silent JSON fallback).
         cache: let DSPy cache identical calls.
+        stream: pass the model's text on as it is produced (to ``flock top``, ``flock run`` and
+            ``Flock.on_stream`` listeners) when the model client can stream (the local model,
+            replayed answers).
         retries: how many times an answer that does not validate is asked for again, with the
             problem shown to the model.
         max_iters: tool-use steps for agents with tools (ReAct).
@@ -55,6 +62,7 @@ class DSPyEngine(EngineComponent):
     max_tokens: int | None = Field(default=None, ge=1)
     adapter: Literal["chat", "json"] = "json"
     cache: bool = False
+    stream: bool = True
     retries: int = Field(default=2, ge=0)
     max_iters: int = Field(default=5, ge=1)
     lm: Any = Field(default=None, exclude=True)
@@ -66,23 +74,25 @@ class DSPyEngine(EngineComponent):
         import dspy
 
         plan = build_signature(agent, ctx, inputs)
-        key = call_key(agent.name, plan.describe(), plan.input_values(), self._answer_options(agent))
+        keys = call_key(agent.name, plan.describe(), plan.input_values(), self._answer_options(agent))
         if self.replay is not None:
-            recorded = self.replay.take(key, agent.name, self.model or ctx.model)
+            recorded = self.replay.take(keys, agent.name, self.model or ctx.model)
             lm, model_name = replay_lm(recorded), recorded.model
         else:
             lm = self.language_model(agent=agent.name, default_model=ctx.model)
             model_name = str(getattr(lm, "model", type(lm).__name__))
         recorder = _Recorder()
         try:
-            with dspy.track_usage() as usage:  # every call's tokens, failed attempts included
+            with dspy.track_usage() as usage, self._streaming(ctx):  # usage: failed attempts too
                 try:
                     return await self._ask(agent, ctx, plan, lm, recorder)
                 finally:
-                    recorder.usage = self._record_usage(ctx, usage.get_total_tokens(), model_name)
+                    recorder.usage = self._record_usage(
+                        ctx, usage.get_total_tokens(), model_name, len(recorder.answers)
+                    )
         finally:
             if recorder.answers:  # kept even when the answers did not validate: a replay fails alike
-                call = ModelCall(key, agent.name, model_name, recorder.answers, recorder.usage)
+                call = ModelCall(keys[0], agent.name, model_name, recorder.answers, recorder.usage, keys[1])
                 ctx.trace.event("model.call", **call.event_attributes())
 
     async def _ask(
@@ -118,6 +128,17 @@ class DSPyEngine(EngineComponent):
             f"{'s' if attempts != 1 else ''}: {problem}"
         )
 
+    @contextlib.contextmanager
+    def _streaming(self, ctx: Context) -> Iterator[None]:
+        if not self.stream:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        with streaming_to(StreamSink(ctx.trace.stream, loop)) as sink:
+            yield
+        if sink.streamed:
+            loop.call_soon(ctx.trace.stream_end)  # after the text still on its way to the loop
+
     def language_model(self, *, agent: str = "agent", default_model: str | None = None) -> Any:
         """The language model this engine calls: the injected one, else a ``dspy.LM`` for the
         resolved model string with this engine's options (building it makes no call).
@@ -129,6 +150,10 @@ class DSPyEngine(EngineComponent):
             return self.lm
         model = resolve_model(self.model, default_model, agent=agent)
         check_model_calls_allowed(model)
+        from flock_cli.engines.local import is_local_model, local_lm
+
+        if is_local_model(model):
+            return local_lm(model, temperature=self.temperature, max_tokens=self.max_tokens, cache=self.cache)
         # LiteLLM (behind some DSPy model strings) would otherwise fetch its price list from the
         # internet on import: slow, and failing offline.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -160,8 +185,12 @@ class DSPyEngine(EngineComponent):
         return options
 
     @staticmethod
-    def _record_usage(ctx: Context, usage: dict[str, dict[str, Any]], model_name: str) -> dict[str, int]:
+    def _record_usage(
+        ctx: Context, usage: dict[str, dict[str, Any]], model_name: str, calls: int
+    ) -> dict[str, int]:
         totals = {"input_tokens": 0, "output_tokens": 0}
+        if not usage:  # a model that reports no usage still made its calls
+            ctx.trace.usage(model=model_name, calls=calls)
         for model, counts in usage.items():
             used_in, used_out = (
                 int(counts.get("prompt_tokens") or 0),
@@ -172,7 +201,9 @@ class DSPyEngine(EngineComponent):
                 input_tokens=used_in,
                 output_tokens=used_out,
                 cost=counts.get("cost"),
+                calls=calls,
             )
+            calls = 0  # counted once
             totals["input_tokens"] += used_in
             totals["output_tokens"] += used_out
         return totals

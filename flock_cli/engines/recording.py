@@ -2,7 +2,9 @@
 
 Every model-backed run is one *call* of the engine, keyed by what determines its answer: the
 agent, the signature (instructions, fields, and the output types' JSON schemas), the inputs and
-the options that shape the answer (adapter, temperature, max_tokens, tool steps). The model's
+the options that shape the answer (adapter, temperature, max_tokens, tool steps). A second key
+leaves the agent out: agents that share a signature (the members of an exclusive group) may take
+each other's recorded work, since which of them gets an artifact depends on timing. The model's
 raw answers during that call (one per attempt or tool step) are kept in order, with the model
 that gave them. The model string is kept beside the key rather than in it, so a recording
 replays without naming a model; ``--model`` at replay time picks that model's answers when the
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flock_cli.engines.streaming import emit
 from flock_cli.errors import RunError, UserError
 
 __all__ = [
@@ -43,15 +46,18 @@ class ReplayMissError(RunError):
     """A run asked for an answer the recording does not hold (its inputs or prompt changed)."""
 
 
-def call_key(agent: str, signature: dict[str, Any], inputs: dict[str, Any], options: dict[str, Any]) -> str:
-    """The key of one engine call: a sha256 over its canonical JSON."""
+def call_key(
+    agent: str, signature: dict[str, Any], inputs: dict[str, Any], options: dict[str, Any]
+) -> tuple[str, str]:
+    """The keys of one engine call, sha256 over canonical JSON: (with the agent, without it)."""
     blob = json.dumps(
-        {"agent": agent, "signature": signature, "inputs": inputs, "options": options},
+        {"signature": signature, "inputs": inputs, "options": options},
         sort_keys=True,
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    prompt_key = hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(f"{agent}\0{prompt_key}".encode()).hexdigest(), prompt_key
 
 
 @dataclass
@@ -63,11 +69,12 @@ class ModelCall:
     model: str
     answers: list[str]
     usage: dict[str, int] = field(default_factory=dict)
+    prompt_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of a recording file)."""
-        return {"key": self.key, "agent": self.agent, "model": self.model, "answers": self.answers,
-                "usage": self.usage}  # fmt: skip
+        return {"key": self.key, "prompt_key": self.prompt_key, "agent": self.agent, "model": self.model,
+                "answers": self.answers, "usage": self.usage}  # fmt: skip
 
     def event_attributes(self) -> dict[str, Any]:
         """The attributes of its ``model.call`` trace event (the event carries the agent)."""
@@ -87,7 +94,9 @@ class ModelCall:
         if not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
             raise RecordingError(f"{where}: 'answers' must be a list of strings")
         usage = data.get("usage") or {}
-        return cls(str(key), str(agent), str(model), list(answers), dict(usage))
+        prompt_key = data.get("prompt_key")
+        return cls(str(key), str(agent), str(model), list(answers), dict(usage),
+                   None if prompt_key is None else str(prompt_key))  # fmt: skip
 
 
 class Recording:
@@ -96,9 +105,12 @@ class Recording:
     def __init__(self, calls: Iterable[ModelCall] = (), *, source: str = "a recording") -> None:
         self.source = source
         self._calls: dict[str, list[ModelCall]] = {}
+        self._by_prompt: dict[str, list[ModelCall]] = {}
         self._used: dict[tuple[str, str | None], int] = {}
         for call in calls:
             self._calls.setdefault(call.key, []).append(call)
+            if call.prompt_key is not None:
+                self._by_prompt.setdefault(call.prompt_key, []).append(call)
 
     def __len__(self) -> int:
         return sum(len(calls) for calls in self._calls.values())
@@ -143,16 +155,20 @@ class Recording:
             raise RecordingError(f"{where} recorded no model calls: there is nothing to replay")
         return cls(calls, source=f"the recording of {where}")
 
-    def take(self, key: str, agent: str, model: str | None) -> ModelCall:
-        """The recorded call for ``key`` (of ``model`` when given and recorded); ReplayMissError
-        when there is none."""
+    def take(self, keys: tuple[str, str], agent: str, model: str | None) -> ModelCall:
+        """The recorded call for ``keys`` (this agent's own, else another agent's with the same
+        prompt; of ``model`` when given and recorded); ReplayMissError when there is none."""
+        key = keys[0]
         calls = self._calls.get(key, [])
+        if not calls:
+            key = keys[1]
+            calls = self._by_prompt.get(key, [])
         if model is not None and any(c.model == model for c in calls):
             calls = [c for c in calls if c.model == model]
         if not calls:
             raise ReplayMissError(
                 f"{self.source} holds no recorded answer for agent '{agent}' on these inputs"
-                f" (call {key[:12]}): its inputs, description, types or options changed since it was"
+                f" (call {keys[0][:12]}): its inputs, description, types or options changed since it was"
                 " recorded. Run with a model (--model) to make a new recording."
             )
         used = self._used.get((key, model), 0)
@@ -189,6 +205,7 @@ class _ReplayEngine:
             )
         text = self.call.answers[self._next]
         self._next += 1
+        emit(text)  # a replayed answer streams too, in one piece
         return lm15.Response(
             id=f"replay-{self.call.key[:12]}-{self._next}",
             model=self.call.model,

@@ -11,6 +11,7 @@ from flock_cli.core.components import EngineComponent
 from flock_cli.core.specs import BatchSpec, JoinSpec
 from flock_cli.engines import FunctionEngine, TestEngine
 from flock_cli.engines.dspy_engine import DSPyEngine
+from flock_cli.engines.local import local_model_installed
 from flock_cli.engines.models import MODEL_ENVS
 from flock_cli.engines.recording import Recording
 from flock_cli.recipe.diagnostics import Problem, RecipeError
@@ -58,6 +59,9 @@ def compile_recipe(
         "lease_ttl": settings.lease_ttl,
         **flock_options,
     }
+    budget = recipe.definition.budget
+    if budget is not None:
+        options.setdefault("budget", budget.model_dump())
     flock = Flock(model or recipe.definition.model, store=store, **options)
     register_types(flock, recipe)
     recordings = _Recordings(recipe, replay)
@@ -68,8 +72,9 @@ def compile_recipe(
     return flock
 
 
-def _model_configured(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
-    """True when a dspy engine has a model to call: --model, its own, the recipe's, or the env."""
+def _model_named(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
+    """True when a model is named for a dspy engine: --model, its own, the recipe's, or the env.
+    A named model wins over the recipe's recording; the recording wins over the local model."""
     import os
 
     if model or engine.model or recipe.definition.model:
@@ -89,7 +94,7 @@ class _Recordings:
         if self.replay is not None:
             return self.replay
         path = self.recipe.recording_path
-        if path is None or _model_configured(self.recipe, model, engine):
+        if path is None or _model_named(self.recipe, model, engine):
             return None
         if self._own is None:
             self._own = Recording.from_file(path)
@@ -134,7 +139,8 @@ def check_compilable(
             if (
                 isinstance(engine, DSPyEngineDef)
                 and recording is None
-                and not _model_configured(recipe, model, engine)
+                and not _model_named(recipe, model, engine)
+                and not local_model_installed()
             ):
                 declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
                 problems.append(
@@ -217,6 +223,8 @@ def _compile_agent(
         builder.tenant(spec.tenant)
     if spec.max_concurrency is not None:
         builder.max_concurrency(spec.max_concurrency)
+    if spec.budget is not None:
+        builder.budget(spec.budget.model_dump())
     if spec.best_of is not None and agent.best_of_score is not None:
         builder.best_of(spec.best_of.n, agent.best_of_score)
     if agent.retry is not None:

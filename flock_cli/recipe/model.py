@@ -28,6 +28,7 @@ __all__ = [
     "AgentDef",
     "BatchDef",
     "BestOfDef",
+    "BudgetDef",
     "ConsumeDef",
     "DSPyEngineDef",
     "EngineDef",
@@ -320,6 +321,17 @@ class RetryDef(_Raw):
     _seconds = field_validator("initial_delay", "max_delay", mode="before")(parse_duration)
 
 
+class BudgetDef(_Raw):
+    """Limits on model usage; checked before each run starts (the run that crosses one finishes)."""
+
+    tokens: int | None = Field(default=None, ge=1, description="input and output tokens")
+    cost: float | None = Field(default=None, gt=0, description="cost as the model reports it")
+    calls: int | None = Field(default=None, ge=1, description="model calls")
+    on_exhausted: Literal["pause", "stop"] = Field(
+        default="pause", description="pause: hold the runs it covers; stop: hold every run from then on"
+    )
+
+
 def _default_engine() -> list[EngineDef]:
     return [DSPyEngineDef(kind="dspy")]
 
@@ -340,6 +352,7 @@ class AgentDef(_Raw):
     labels: list[str] = Field(default_factory=list)
     tenant: str | None = None
     max_concurrency: int | None = Field(default=None, ge=1)
+    budget: BudgetDef | None = None
     best_of: BestOfDef | None = None
     retry: RetryDef | None = None
     self_trigger: bool = Field(default=False, description="may consume its own outputs")
@@ -397,6 +410,7 @@ class RecipeDef(_Raw):
     include: list[str] = Field(default_factory=list, description="recipe files merged into this one")
     imports: ImportsDef = Field(default_factory=ImportsDef)
     model: str | None = Field(default=None, description="default model of dspy engines")
+    budget: BudgetDef | None = Field(default=None, description="limits on the model usage of all agents")
     recording: str | None = Field(
         default=None,
         description="recorded model answers (JSON lines, relative to this file) that dspy engines"

@@ -108,7 +108,7 @@ class Delivery:
     subscription: int = 0
 
 
-DeadLetterReason = Literal["failed", "breaker", "embargoed", "stopped"]
+DeadLetterReason = Literal["failed", "breaker", "budget", "embargoed", "stopped"]
 
 
 class DeadLetter(BaseModel):

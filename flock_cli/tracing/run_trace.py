@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 from flock_cli.tracing.records import Span, SpanStatus
-from flock_cli.tracing.tracer import Tracer
+from flock_cli.tracing.tracer import StreamChunk, Tracer
 
-__all__ = ["NO_TRACE", "RunTrace"]
+__all__ = ["NO_TRACE", "RunTrace", "StreamChunk"]
 
 _STREAM_CHUNK = 4096  # longer streamed text is split into several events
 
@@ -52,10 +52,14 @@ class RunTrace:
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost: float | None = None,
+        calls: int = 0,
     ) -> None:
-        """Add an LLM call's usage to this run (summed over calls; shown by ``flock trace list``)."""
+        """Add model usage to this run (summed; shown by ``flock trace list``, counted against
+        budgets): tokens, cost when known, and how many model calls it took."""
         if self.span is None:
             return
+        if self.tracer is not None:
+            self.tracer.usage.add(self.span.agent or "", input_tokens, output_tokens, cost, calls)
         attrs = self.span.attributes
         if model is not None:
             attrs["llm.model"] = model
@@ -63,15 +67,27 @@ class RunTrace:
         attrs["llm.output_tokens"] = attrs.get("llm.output_tokens", 0) + output_tokens
         if cost is not None:
             attrs["llm.cost"] = attrs.get("llm.cost", 0.0) + cost
+        if calls:
+            attrs["llm.calls"] = attrs.get("llm.calls", 0) + calls
 
     def stream(self, text: str) -> None:
-        """Text as the model produces it (``flock top`` shows it live)."""
+        """Text as the model produces it: to the trace store (``flock top`` shows it live) and to
+        the flock's stream listeners (``flock run`` prints it)."""
         if self.tracer is None or self.span is None or not text:
             return
+        for listener in self.tracer.stream_listeners:
+            listener(StreamChunk(self.span.agent or "", self.span.span_id, text, done=False))
         for i in range(0, len(text), _STREAM_CHUNK):
             self.tracer.event(
                 "engine.stream", agent=self.span.agent, span=self.span, text=text[i : i + _STREAM_CHUNK]
             )
+
+    def stream_end(self) -> None:
+        """The model's streamed answer is complete (listeners show the next one)."""
+        if self.tracer is None or self.span is None:
+            return
+        for listener in self.tracer.stream_listeners:
+            listener(StreamChunk(self.span.agent or "", self.span.span_id, "", done=True))
 
     def event(self, kind: str, **attributes: Any) -> None:
         """Record an event of the component's own within this run."""

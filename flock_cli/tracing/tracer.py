@@ -18,12 +18,13 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flock_cli.core.usage import UsageLedger
 from flock_cli.tracing.frames import flat_span
 from flock_cli.tracing.metrics import Metrics
 from flock_cli.tracing.records import (
@@ -40,7 +41,7 @@ from flock_cli.tracing.records import (
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
 
-__all__ = ["RunScope", "Sink", "Tracer"]
+__all__ = ["RunScope", "Sink", "StreamChunk", "Tracer"]
 
 _ORIGINS_KEPT = 200_000  # artifact -> span entries kept for parenting; the oldest are dropped
 
@@ -60,6 +61,16 @@ class Sink(Protocol):
     @property
     def problems(self) -> list[str]:
         """Errors the sink met (reported, never raised into the runtime)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """Streamed model text of one agent run (``run`` is its span id); ``done`` ends the stream."""
+
+    agent: str
+    run: str
+    text: str
+    done: bool = False
 
 
 @dataclass(slots=True)
@@ -82,6 +93,10 @@ class Tracer:
         self.metrics = Metrics()
         self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
         self._put = [sink.put for sink in self.sinks]
+        self.usage = UsageLedger()
+        """What the flock's model calls used, per agent and in all (budgets read it)."""
+        self.stream_listeners: list[Callable[[StreamChunk], None]] = []
+        """Called on the event loop with each piece of streamed model text (``Flock.on_stream``)."""
         # Context variables of this tracer's own: two flocks in one task (a flock driving another)
         # must not take each other's runs and spans for their own. A flock makes one tracer, so
         # these are few and live as long as it does.
