@@ -144,3 +144,30 @@ async def test_batch_summary_runs_once_per_batch() -> None:
     digests = by_type(artifacts, "Digest")
     alerts = by_type(artifacts, "Alert")
     assert len(alerts) == sum(1 for d in digests if d.payload["errors"] > 0)
+
+
+MODEL_RECIPES = sorted(name for name in INPUTS if load_recipe(RECIPES / name).uses_dspy)
+
+
+@pytest.mark.parametrize("name", MODEL_RECIPES)
+def test_model_recipes_replay_their_recording_offline_and_identically(name: str) -> None:
+    """With no model configured (and real model calls blocked), each recipe with dspy agents
+    replays the answers recorded from the local model: every artifact validates into its type on
+    publish, and two runs give the same artifacts."""
+    from typer.testing import CliRunner
+
+    from flock_cli.cli.app import app
+
+    recipe = load_recipe(RECIPES / name)
+    assert recipe.recording_path is not None and recipe.recording_path.is_file()
+    args = ["run", str(RECIPES / name), "--board", ":memory:", "--json", "-q"]
+    for type_name, file in INPUTS[name]:
+        args += ["-i", f"{type_name}={RECIPES / 'inputs' / file}"]
+    runs = []
+    for _ in range(2):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["ok"] and data["summary"]["agent_runs"] > 0
+        runs.append(sorted(json.dumps(a["payload"], sort_keys=True) for a in data["artifacts"]))
+    assert runs[0] == runs[1]
