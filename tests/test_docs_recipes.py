@@ -188,3 +188,12 @@ def test_the_recipe_model_reaches_its_dspy_engines(folder: Path) -> None:
     assert [type(e).__name__ for e in agent.engines] == ["DSPyEngine"]
     offline = recipe.build(engine_override="test")
     assert [type(e).__name__ for e in offline.agents[0].engines] == ["TestEngine"]
+
+
+def test_the_budget_example_reaches_the_flock_and_its_agent(folder: Path) -> None:
+    flock = _recipe(folder, "budget-example").build()
+    [agent] = flock.agents
+    assert (flock.budget.cost, flock.budget.on_exhausted) == (0.5, "stop")
+    assert (agent.budget.tokens, agent.budget.calls, agent.budget.on_exhausted) == (20000, 50, "pause")
+    [engine] = agent.engines
+    assert (engine.temperature, engine.retries, engine.adapter) == (0.2, 1, "json")
