@@ -196,4 +196,4 @@ def test_the_budget_example_reaches_the_flock_and_its_agent(folder: Path) -> Non
     assert (flock.budget.cost, flock.budget.on_exhausted) == (0.5, "stop")
     assert (agent.budget.tokens, agent.budget.calls, agent.budget.on_exhausted) == (20000, 50, "pause")
     [engine] = agent.engines
-    assert (engine.temperature, engine.retries, engine.adapter) == (0.2, 1, "json")
+    assert (engine.temperature, engine.retries, engine.max_tokens, engine.adapter) == (0.2, 1, 300, "json")

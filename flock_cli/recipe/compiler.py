@@ -15,7 +15,7 @@ from flock_cli.engines.local import local_model_installed
 from flock_cli.engines.models import MODEL_ENVS
 from flock_cli.engines.recording import Recording
 from flock_cli.recipe.diagnostics import Problem, RecipeError
-from flock_cli.recipe.model import DSPyEngineDef, FunctionEngineDef, TestEngineDef
+from flock_cli.recipe.model import DSPyEngineDef, DSPyOptionsDef, FunctionEngineDef, TestEngineDef
 from flock_cli.recipe.resolve import ResolvedAgent
 
 if TYPE_CHECKING:
@@ -70,6 +70,18 @@ def compile_recipe(
             flock, agent, model_override=model, engine_override=engine_override, recordings=recordings
         )
     return flock
+
+
+def _dspy_options(engine: DSPyEngineDef, defaults: DSPyOptionsDef) -> dict[str, Any]:
+    """The engine's options: its own, else the recipe's ``dspy:`` defaults, else DSPyEngine's."""
+    options = {}
+    for name in DSPyOptionsDef.model_fields:
+        value = getattr(engine, name)
+        if value is None:
+            value = getattr(defaults, name)
+        if value is not None:
+            options[name] = value
+    return options
 
 
 def _model_named(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
@@ -198,15 +210,12 @@ def _compile_agent(
         elif engine_override == "test":
             engines.append(TestEngine())
         else:
+            options = _dspy_options(engine, recordings.recipe.definition.dspy)
             engines.append(
                 DSPyEngine(
                     model=model_override or engine.model,  # --model wins over the agent's own
-                    temperature=engine.temperature,
-                    max_tokens=engine.max_tokens,
-                    adapter=engine.adapter or "json",
-                    cache=bool(engine.cache),
-                    retries=2 if engine.retries is None else engine.retries,
                     replay=recordings.for_engine(model_override, engine),
+                    **options,
                 )
             )
     builder.with_engines(*engines)

@@ -31,6 +31,7 @@ __all__ = [
     "BudgetDef",
     "ConsumeDef",
     "DSPyEngineDef",
+    "DSPyOptionsDef",
     "EngineDef",
     "FieldDef",
     "FunctionEngineDef",
@@ -267,16 +268,21 @@ class FunctionEngineDef(_Raw):
     function: ImportRef
 
 
-class DSPyEngineDef(_Raw):
-    """An LLM call through DSPy."""
+class DSPyOptionsDef(_Raw):
+    """Options of dspy engines: each engine's own, or the recipe's defaults for all of them."""
 
-    kind: Literal["dspy"]
-    model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     adapter: Literal["chat", "json"] | None = None
     cache: bool | None = None
     retries: int | None = Field(default=None, ge=0)
+
+
+class DSPyEngineDef(DSPyOptionsDef):
+    """An LLM call through DSPy."""
+
+    kind: Literal["dspy"]
+    model: str | None = None
 
 
 EngineDef = Annotated[TestEngineDef | FunctionEngineDef | DSPyEngineDef, Field(discriminator="kind")]
@@ -410,6 +416,9 @@ class RecipeDef(_Raw):
     include: list[str] = Field(default_factory=list, description="recipe files merged into this one")
     imports: ImportsDef = Field(default_factory=ImportsDef)
     model: str | None = Field(default=None, description="default model of dspy engines")
+    dspy: DSPyOptionsDef = Field(
+        default_factory=DSPyOptionsDef, description="defaults for every dspy engine's options"
+    )
     budget: BudgetDef | None = Field(default=None, description="limits on the model usage of all agents")
     recording: str | None = Field(
         default=None,
