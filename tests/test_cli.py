@@ -174,10 +174,12 @@ def test_run_exits_1_when_the_breaker_trips() -> None:
     assert data["ok"] is False and data["summary"]["breaker_trips"][0]["agent"] == "writer"
 
 
-def test_run_refuses_dspy_agents_without_a_model() -> None:
-    result = flock(
-        "run", RECIPES / "pipeline.yaml", "--board=:memory:", "-i", f"Idea={RECIPES / 'inputs/idea.json'}"
+def test_run_refuses_dspy_agents_without_a_model_or_recording(tmp_path: Path) -> None:
+    recipe = tmp_path / "pipeline.yaml"  # the example without its recording
+    recipe.write_text(
+        (RECIPES / "pipeline.yaml").read_text().replace("recording: recordings/pipeline.jsonl", "")
     )
+    result = flock("run", recipe, "--board=:memory:", "-i", f"Idea={RECIPES / 'inputs/idea.json'}")
     assert result.exit_code == 2
     assert "agent 'planner' uses the dspy engine but no model is configured" in result.stderr
     for way in ("--model MODEL", "FLOCK_MODEL", "--engine test"):

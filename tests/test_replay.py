@@ -122,17 +122,19 @@ def test_a_recipe_recording_is_replayed_when_no_model_is_configured(recorded: An
         store,
     )
     recipe = folder / "pipeline.yaml"
-    recipe.write_text(PIPELINE.read_text() + "\nrecording: recordings/p.jsonl\n")
+    recipe.write_text(PIPELINE.read_text().replace("recordings/pipeline.jsonl", "recordings/p.jsonl"))
     result = flock("run", recipe, "-i", f"Idea={IDEA}", "--board", ":memory:", "--json")
     assert replayed_payloads(result) == outputs  # model calls are blocked in tests: nothing was called
 
 
 def test_recording_mistakes_are_clear_errors(tmp_path: Path) -> None:
     recipe = tmp_path / "pipeline.yaml"
-    recipe.write_text(PIPELINE.read_text() + "\nrecording: recordings/missing.jsonl\n")
+    text = PIPELINE.read_text().replace("recordings/pipeline.jsonl", "recordings/missing.jsonl")
+    recipe.write_text(text)
+    line = text.splitlines().index("recording: recordings/missing.jsonl") + 1
     result = flock("run", recipe, "-i", f"Idea={IDEA}", "--board", ":memory:")
     assert result.exit_code == 2
-    assert "pipeline.yaml:44:12: error: recording 'recordings/missing.jsonl' not found" in result.stderr
+    assert f"pipeline.yaml:{line}:12: error: recording 'recordings/missing.jsonl' not found" in result.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"key": "k", "agent": "a", "model": "m", "answers": ["x"]}\n{"key": "k"}\n')
     result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--replay-from", bad)

@@ -85,11 +85,14 @@ class DSPyEngine(EngineComponent):
         try:
             with dspy.track_usage() as usage, self._streaming(ctx):  # usage: failed attempts too
                 try:
-                    return await self._ask(agent, ctx, plan, lm, recorder)
+                    result = await self._ask(agent, ctx, plan, lm, recorder)
                 finally:
                     recorder.usage = self._record_usage(
                         ctx, usage.get_total_tokens(), model_name, len(recorder.answers)
                     )
+            # the engine-call span of the trace shows these
+            result.metrics.update(model=model_name, calls=len(recorder.answers), **recorder.usage)
+            return result
         finally:
             if recorder.answers:  # kept even when the answers did not validate: a replay fails alike
                 call = ModelCall(keys[0], agent.name, model_name, recorder.answers, recorder.usage, keys[1])

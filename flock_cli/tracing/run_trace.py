@@ -38,7 +38,7 @@ class RunTrace:
         if self.tracer is None or self.span is None:
             return
         attributes: dict[str, Any] = {"flock.engine": engine}
-        for key in ("model", "input_tokens", "output_tokens", "tokens", "cost"):
+        for key in ("model", "input_tokens", "output_tokens", "tokens", "cost", "calls"):
             if key in metrics and isinstance(metrics[key], str | int | float):
                 attributes[f"llm.{key}"] = metrics[key]
         status: SpanStatus = "ok" if error is None else "error"
