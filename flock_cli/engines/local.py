@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flock_cli.engines.lm_engine import LMEngine, language_model, text_response
 from flock_cli.engines.streaming import emit, streaming
 from flock_cli.errors import ModelNotConfiguredError, RunError, UserError
 
@@ -170,33 +171,27 @@ def _llama(path: Path) -> tuple[Any, threading.Lock]:
 
 def local_lm(model: str, *, temperature: float | None, max_tokens: int | None, cache: bool) -> Any:
     """A ``dspy.LM`` running ``model`` (``local``, ``local:PATH``, ``*.gguf``) in this process."""
-    import dspy
-
     path = local_model_path(model)
-    engine = _LlamaEngine(path)
-    name = f"local/{path.stem}"
-    return dspy.LM(
-        name,
-        engine=engine,
-        async_engine=_AsyncLlamaEngine(engine),
+    return language_model(
+        f"local/{path.stem}",
+        _LlamaEngine(path),
         cache=cache,
         temperature=0.0 if temperature is None else temperature,
         max_tokens=max_tokens or _DEFAULT_MAX_TOKENS,
     )
 
 
-class _LlamaEngine:
+class _LlamaEngine(LMEngine):
     """DSPy engine (``complete(Request) -> Response``) over llama-cpp-python's chat completion."""
 
     supports_response_schema = True
+    threaded = True
     supported_params = frozenset({"response_format", "temperature", "max_tokens", "stop", "seed", "top_p"})
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def complete(self, request: Any) -> Any:
-        from dspy import lm15
-
         llama, lock = _llama(self.path)
         config = request.config
         options: dict[str, Any] = {"repeat_penalty": 1.1}
@@ -225,47 +220,15 @@ class _LlamaEngine:
         if tokens is not None:
             tokens.finish(choice["message"].get("content") or "")
         usage = result.get("usage") or {}
-        return lm15.Response(
-            id=str(result.get("id", "local")),
-            model=f"local/{self.path.stem}",
-            message=lm15.Message.assistant([lm15.TextPart(choice["message"].get("content") or "")]),
+        return text_response(
+            str(result.get("id", "local")),
+            f"local/{self.path.stem}",
+            choice["message"].get("content") or "",
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            usage=lm15.Usage(
-                input_tokens=usage.get("prompt_tokens"),
-                output_tokens=usage.get("completion_tokens"),
-                total_tokens=usage.get("total_tokens"),
-            ),
+            input_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+            total_tokens=usage.get("total_tokens"),
         )
-
-    def stream(self, request: Any) -> Any:
-        from dspy import lm15
-
-        return lm15.response_to_events(self.complete(request))
-
-    def close(self) -> None:
-        """The model stays loaded for the process's other calls."""
-
-
-class _AsyncLlamaEngine:
-    """Runs the engine on a worker thread, so the event loop goes on while the model thinks."""
-
-    def __init__(self, engine: _LlamaEngine) -> None:
-        self.engine = engine
-
-    async def complete(self, request: Any) -> Any:
-        import asyncio
-
-        return await asyncio.to_thread(self.engine.complete, request)
-
-    async def stream(self, request: Any) -> Any:
-        for event in (await self.complete(request),):
-            from dspy import lm15
-
-            for item in lm15.response_to_events(event):
-                yield item
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
 
 class _TokenStream:

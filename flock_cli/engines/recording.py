@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flock_cli.engines.lm_engine import LMEngine, language_model, text_response
 from flock_cli.engines.streaming import emit
 from flock_cli.errors import RunError, UserError
 
@@ -178,26 +179,17 @@ class Recording:
 
 def replay_lm(call: ModelCall) -> Any:
     """A ``dspy.LM`` that gives ``call``'s answers in order, through DSPy's engine interface."""
-    import dspy
-
-    engine = _ReplayEngine(call)
-    return dspy.LM(
-        f"replay/{call.model}", engine=engine, async_engine=_AsyncReplayEngine(engine), cache=False
-    )
+    return language_model(f"replay/{call.model}", _ReplayEngine(call), cache=False)
 
 
-class _ReplayEngine:
+class _ReplayEngine(LMEngine):
     """DSPy engine (``complete(Request) -> Response``) answering from a recorded call."""
-
-    supports_response_schema = False
 
     def __init__(self, call: ModelCall) -> None:
         self.call = call
         self._next = 0
 
     def complete(self, request: Any) -> Any:
-        from dspy import lm15
-
         if self._next >= len(self.call.answers):
             raise ReplayMissError(
                 f"the recording of agent '{self.call.agent}' (call {self.call.key[:12]}) holds"
@@ -206,35 +198,4 @@ class _ReplayEngine:
         text = self.call.answers[self._next]
         self._next += 1
         emit(text)  # a replayed answer streams too, in one piece
-        return lm15.Response(
-            id=f"replay-{self.call.key[:12]}-{self._next}",
-            model=self.call.model,
-            message=lm15.Message.assistant([lm15.TextPart(text)]),
-            finish_reason="stop",
-            usage=lm15.Usage(input_tokens=0, output_tokens=0, total_tokens=0),
-        )
-
-    def stream(self, request: Any) -> Any:
-        from dspy import lm15
-
-        return lm15.response_to_events(self.complete(request))
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class _AsyncReplayEngine:
-    """The async side DSPy asks for when a program is awaited."""
-
-    def __init__(self, engine: _ReplayEngine) -> None:
-        self.engine = engine
-
-    async def complete(self, request: Any) -> Any:
-        return self.engine.complete(request)
-
-    async def stream(self, request: Any) -> Any:
-        for event in self.engine.stream(request):
-            yield event
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
+        return text_response(f"replay-{self.call.key[:12]}-{self._next}", self.call.model, text)
