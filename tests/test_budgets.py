@@ -103,3 +103,17 @@ def test_recipe_budgets_are_enforced_by_flock_run(tmp_path: Any) -> None:
         "budget of the run exhausted: 2 of 2 model calls made: 1 run of writer held as dead letters"
         in result.output
     )
+
+
+async def test_runs_in_flight_count_against_a_calls_budget_and_a_stop_budget_stops_everyone() -> None:
+    lm = DummyLM([{"tagline": {"line": f"line {i}"}} for i in range(6)], adapter=dspy.JSONAdapter())
+    flock = Flock()
+    flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(DSPyEngine(lm=lm)).budget(
+        {"calls": 1, "on_exhausted": "stop"}
+    )
+    flock.agent("other").consumes(Idea).with_engines(FunctionEngine(lambda inputs: None))
+    for topic in ("a", "b", "c"):
+        await flock.publish(Idea(topic=topic))  # three runs start at once: only one may call
+    summary = await flock.run_until_idle()
+    assert summary.runs_by_agent.get("writer") == 1 and len(lm.history) == 1
+    assert {h.agent for h in summary.budget_holds} >= {"writer", "other"}  # stop holds every agent

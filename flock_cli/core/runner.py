@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ class RunExecutor:
         self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
         self._scheduler = flock._scheduler
         self._collector = flock._scheduler.collector
+        self._admitted: Counter[str] = Counter()  # model-calling runs past the budget check, not done
 
     async def attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool
@@ -51,7 +53,7 @@ class RunExecutor:
 
         ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
         """
-        flock, store = self._flock, self._flock.store
+        flock = self._flock
         if count_run:
             self._scheduler.iterations[agent.name] += 1
             if self._scheduler.iterations[agent.name] > flock.max_agent_iterations:
@@ -61,6 +63,17 @@ class RunExecutor:
         if exhausted is not None:
             await self._hold_by_budget(agent, delivery, run, *exhausted)
             return None
+        calls_models = _calls_models(flock, agent.name)
+        if calls_models:
+            self._admitted[agent.name] += 1
+        try:
+            return await self._attempt_leased(agent, delivery, run)
+        finally:
+            if calls_models:
+                self._admitted[agent.name] -= 1
+
+    async def _attempt_leased(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
+        flock, store = self._flock, self._flock.store
         leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
         if leased is None:
             return None  # someone else holds it, or it is finished
@@ -372,19 +385,31 @@ class RunExecutor:
         self._failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
 
     def _budget_exhausted(self, agent: Agent) -> tuple[str, str] | None:
-        """(scope, reason) when a budget covering ``agent`` is used up, else None."""
+        """(scope, reason) when a budget covering ``agent`` is used up, else None.
+
+        A ``stop`` budget of any agent stops every agent. Runs of model-calling agents admitted
+        and not finished count as one model call each against a ``calls`` limit, so runs started
+        at the same moment cannot all slip under it.
+        """
         flock = self._flock
-        usage = flock.usage
         stopped = self._scheduler.budget_stop
         if stopped is not None:
             return stopped
-        checks = (("agent", agent.budget, usage.of(agent.name)), ("run", flock.budget, usage.total))
-        for scope, budget, used in checks:
+        usage = flock.usage
+        in_flight = self._admitted
+        checks = [
+            ("agent", agent.name, agent.budget, usage.of(agent.name), in_flight.get(agent.name, 0)),
+            ("run", None, flock.budget, usage.total, sum(in_flight.values())),
+        ]
+        for other in flock._agents.values():
+            if other is not agent and other.budget is not None and other.budget.on_exhausted == "stop":
+                checks.append(("agent", other.name, other.budget, usage.of(other.name), 0))
+        for scope, owner, budget, used, pending in checks:
             if budget is None:
                 continue
-            reason = budget.exhausted_by(used.tokens, used.cost, used.calls)
+            reason = budget.exhausted_by(used.tokens, used.cost, used.calls + max(0, pending))
             if reason is not None:
-                where = f"agent '{agent.name}'" if scope == "agent" else "the run"
+                where = f"agent '{owner}'" if scope == "agent" else "the run"
                 found = (scope, f"budget of {where} exhausted: {reason}")
                 if budget.on_exhausted == "stop":
                     self._scheduler.budget_stop = found  # no run of any agent starts from now on
@@ -497,3 +522,9 @@ def _as_run_error(agent: Agent, error: Exception) -> AgentRunError:
     wrapped = AgentRunError(agent.name, "evaluate", error)
     wrapped.__cause__ = error
     return wrapped
+
+
+def _calls_models(flock: Flock, agent: str) -> bool:
+    """True when ``agent`` has an engine that calls a language model."""
+    declared = flock._agents.get(agent)
+    return declared is not None and any(getattr(e, "calls_models", False) for e in declared.engines)

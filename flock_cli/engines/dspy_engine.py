@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -57,6 +57,8 @@ class DSPyEngine(EngineComponent):
             a call the recording does not hold fails the run with ReplayMissError.
     """
 
+    calls_models: ClassVar[bool] = True  # budgets count its runs in flight as model calls
+
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -70,7 +72,6 @@ class DSPyEngine(EngineComponent):
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Ask the model for the agent's outputs, validating and retrying as configured."""
-
         import dspy
 
         plan = build_signature(agent, ctx, inputs)
@@ -82,13 +83,18 @@ class DSPyEngine(EngineComponent):
             lm = self.language_model(agent=agent.name, default_model=ctx.model)
             model_name = str(getattr(lm, "model", type(lm).__name__))
         recorder = _Recorder()
+        seen = len(getattr(lm, "history", ()))  # DSPy keeps each call's cost in the LM's history
         try:
-            with dspy.track_usage() as usage, self._streaming(ctx):  # usage: failed attempts too
-                try:
+            with dspy.track_usage() as usage, self._streaming(ctx):
+                try:  # usage counts failed attempts too
                     result = await self._ask(agent, ctx, plan, lm, recorder)
                 finally:
                     recorder.usage = self._record_usage(
-                        ctx, usage.get_total_tokens(), model_name, len(recorder.answers)
+                        ctx,
+                        usage.get_total_tokens(),
+                        model_name,
+                        len(recorder.answers),
+                        _cost_since(lm, seen),
                     )
             # the engine-call span of the trace shows these
             result.metrics.update(model=model_name, calls=len(recorder.answers), **recorder.usage)
@@ -137,10 +143,13 @@ class DSPyEngine(EngineComponent):
             yield
             return
         loop = asyncio.get_running_loop()
-        with streaming_to(StreamSink(ctx.trace.stream, loop)) as sink:
-            yield
-        if sink.streamed:
-            loop.call_soon(ctx.trace.stream_end)  # after the text still on its way to the loop
+        sink = StreamSink(ctx.trace.stream, loop)
+        try:
+            with streaming_to(sink):
+                yield
+        finally:  # a failed or cancelled call ends its stream too, or the ones after it would wait
+            if sink.streamed:
+                loop.call_soon(ctx.trace.stream_end)  # after the text still on its way to the loop
 
     def language_model(self, *, agent: str = "agent", default_model: str | None = None) -> Any:
         """The language model this engine calls: the injected one, else a ``dspy.LM`` for the
@@ -189,9 +198,11 @@ class DSPyEngine(EngineComponent):
 
     @staticmethod
     def _record_usage(
-        ctx: Context, usage: dict[str, dict[str, Any]], model_name: str, calls: int
+        ctx: Context, usage: dict[str, dict[str, Any]], model_name: str, calls: int, cost: float | None
     ) -> dict[str, int]:
         totals = {"input_tokens": 0, "output_tokens": 0}
+        if cost is not None:
+            ctx.trace.usage(model=model_name, cost=cost)
         if not usage:  # a model that reports no usage still made its calls
             ctx.trace.usage(model=model_name, calls=calls)
         for model, counts in usage.items():
@@ -203,7 +214,6 @@ class DSPyEngine(EngineComponent):
                 model=str(model or model_name),
                 input_tokens=used_in,
                 output_tokens=used_out,
-                cost=counts.get("cost"),
                 calls=calls,
             )
             calls = 0  # counted once
@@ -234,6 +244,17 @@ class _Recorder:
 
 def _ignore(*args: Any, **kwargs: Any) -> None:
     return None
+
+
+def _cost_since(lm: Any, seen: int) -> float | None:
+    """The cost of the calls ``lm`` made after its first ``seen`` history entries, if it reports
+    any. (An LM built for one engine call has only that call's entries; an injected LM shared by
+    concurrent runs may count another run's calls here too.)"""
+    costs = [
+        entry.get("cost") for entry in list(getattr(lm, "history", ()))[seen:] if isinstance(entry, dict)
+    ]
+    known = [float(c) for c in costs if isinstance(c, int | float)]
+    return sum(known) if known else None
 
 
 def _tool(func: Any) -> Any:

@@ -234,8 +234,11 @@ class _LlamaEngine(LMEngine):
 class _TokenStream:
     """Passes generated tokens on as text while llama.cpp works. A logits processor is called
     before each next token is chosen, with every token so far: the one place a chat completion
-    shows its tokens without giving up its usage figures. The last token is never followed by
-    another call, so :meth:`finish` passes on whatever the final text holds beyond what was sent."""
+    shows its tokens without giving up its usage figures. (It cannot stop generation: llama.cpp
+    calls it through ctypes, which prints and ignores exceptions; a cancelled call's thread
+    finishes its answer, bounded by max_tokens, into a closed sink.) The last token is never
+    followed by another call, so :meth:`finish` passes on what the final text holds beyond
+    what was sent."""
 
     def __init__(self, llama: Any) -> None:
         import codecs

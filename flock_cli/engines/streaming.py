@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -29,24 +30,31 @@ class StreamSink:
         self._pending: list[str] = []
         self._size = 0
         self._last = time.monotonic()
+        self._lock = threading.Lock()  # the model's thread writes while the loop may close
         self.streamed = False
+        self.closed = False
 
     def write(self, text: str) -> None:
-        """Take a piece of text (from any thread)."""
+        """Take a piece of text (from any thread); dropped once the sink is closed."""
         if not text:
             return
-        self.streamed = True
-        self._pending.append(text)
-        self._size += len(text)
-        now = time.monotonic()
-        if self._size >= _PIECE_CHARS or "\n" in text or now - self._last >= _PIECE_SECONDS:
-            self._last = now
-            self._send()
+        with self._lock:
+            if self.closed:
+                return
+            self.streamed = True
+            self._pending.append(text)
+            self._size += len(text)
+            now = time.monotonic()
+            if self._size >= _PIECE_CHARS or "\n" in text or now - self._last >= _PIECE_SECONDS:
+                self._last = now
+                self._send()
 
-    def flush(self) -> None:
-        """Pass on what is held (called when the model's answer is complete)."""
-        if self._pending:
-            self._send()
+    def close(self) -> None:
+        """Pass on what is held and take no more (the engine call is over)."""
+        with self._lock:
+            self.closed = True
+            if self._pending:
+                self._send()
 
     def _send(self) -> None:
         text, self._pending, self._size = "".join(self._pending), [], 0
@@ -74,4 +82,4 @@ def streaming_to(sink: StreamSink) -> Iterator[StreamSink]:
         yield sink
     finally:
         _SINK.reset(token)
-        sink.flush()
+        sink.close()
