@@ -217,3 +217,44 @@ async def test_block_model_calls_blocks_within_its_block(monkeypatch: pytest.Mon
     assert (lm.model, lm.kwargs["temperature"], lm.kwargs["max_tokens"]) == ("openai/gpt-4o-mini", 0.3, 50)
     with block_model_calls(), pytest.raises(ModelCallsBlockedError, match="'openai/gpt-4o-mini' was blocked"):
         engine.language_model(agent="writer")
+
+
+async def test_types_that_share_a_short_name_each_get_a_field() -> None:
+    @flock_type(name="review.Note")
+    class ReviewNote(BaseModel):
+        text: str
+
+    @flock_type(name="audit.Note")
+    class AuditNote(BaseModel):
+        text: str
+
+    lm = scripted({"tagline": {"line": "both seen"}})
+    flock = Flock()
+    flock.agent("merger").consumes(ReviewNote, AuditNote).publishes(Tagline).with_engines(DSPyEngine(lm=lm))
+    await flock.publish(ReviewNote(text="REVIEW"))
+    await flock.publish(AuditNote(text="AUDIT"))
+    assert (await flock.run_until_idle()).ok
+    sent = prompt(lm)
+    assert "`note` (ReviewNote)" in sent and "`note_2` (AuditNote)" in sent
+    assert "REVIEW" in sent and "AUDIT" in sent
+
+
+async def test_a_failed_call_still_ends_its_stream() -> None:
+    from flock_cli.engines.lm_engine import LMEngine, language_model, text_response
+    from flock_cli.engines.streaming import emit
+
+    class Streaming(LMEngine):
+        def complete(self, request: Any) -> Any:
+            emit('{"tagline": "not an object"}')
+            return text_response("r", "m", '{"tagline": "not an object"}')
+
+    flock = Flock()
+    flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(
+        DSPyEngine(lm=language_model("streaming", Streaming(), cache=False), retries=0)
+    )
+    chunks: list[Any] = []
+    flock.on_stream(chunks.append)
+    await flock.publish(Idea(topic="a"))
+    summary = await flock.run_until_idle()
+    assert [f.error_type for f in summary.failures] == ["OutputError"]
+    assert [(c.text, c.done) for c in chunks] == [('{"tagline": "not an object"}', False), ("", True)]

@@ -16,6 +16,7 @@ from flock_cli import DSPyEngine
 from flock_cli.cli.app import app
 from flock_cli.engines.recording import Recording
 from flock_cli.recipe import load_recipe
+from tests.models import Tagline
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "recipes" / "pipeline.yaml"
@@ -197,3 +198,60 @@ def test_the_stream_view_shows_one_stream_live_and_queues_the_others() -> None:
         < printed.index("beta one")
     )
     assert view.renderable() is None
+
+
+def test_a_recipe_naming_a_model_does_not_need_its_recording(tmp_path: Path) -> None:
+    recipe = tmp_path / "pipeline.yaml"  # its recordings/ folder is not there
+    recipe.write_text(PIPELINE.read_text())
+    result = flock(
+        "run", recipe, "-i", f"Idea={IDEA}", "--board", ":memory:", "--model", "openai/gpt-4o-mini"
+    )
+    assert "recording" not in result.output
+    assert result.exit_code == 1 and "a real call to model 'openai/gpt-4o-mini' was blocked" in result.output
+
+
+def test_the_key_follows_the_prompt_not_the_arrival_order(tmp_path: Path) -> None:
+    import asyncio
+
+    async def keys(order: list[str], brief_doc: str) -> Any:
+        from pydantic import BaseModel
+
+        from flock_cli import Flock, flock_type
+
+        @flock_type(name="Brief")
+        class Brief(BaseModel):
+            topic: str
+
+        Brief.__doc__ = brief_doc
+        lm = DummyLM([{"tagline": {"line": "x"}}], adapter=dspy.JSONAdapter())
+        flock_ = Flock(traces=tmp_path / f"{len(brief_doc)}{''.join(order)}.duckdb")
+        flock_.agent("summary").consumes(Brief, batch={"size": 2}).publishes(Tagline).with_engines(
+            DSPyEngine(lm=lm)
+        )
+
+        async with flock_.traced_run("keys"):
+            for topic in order:
+                await flock_.publish(Brief(topic=topic))
+            assert (await flock_.run_until_idle()).ok
+        await flock_.shutdown()
+        return [c.key for c in Recording.from_trace(flock_.tracer.sinks[0].path, None)]
+
+    first = asyncio.run(keys(["a", "b"], "A brief."))
+    assert asyncio.run(keys(["b", "a"], "A brief.")) == first  # a batch's order does not matter
+    assert asyncio.run(keys(["a", "b"], "Answer in French.")) != first  # its type's description does
+
+
+def test_a_recording_with_bad_usage_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "k", "agent": "a", "model": "m", "answers": ["x"], "usage": [1]}\n')
+    result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--replay-from", bad)
+    assert result.exit_code == 2 and f"{bad}:1: 'usage' must map names to numbers" in result.stderr
+
+
+def test_local_model_names_that_cannot_work_exit_2(tmp_path: Path) -> None:
+    for model, message in (
+        (f"local:{tmp_path / 'nope.gguf'}", "nope.gguf not found"),
+        ("local/llama-70b", "unknown local model 'local/llama-70b'"),
+    ):
+        result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--model", model)
+        assert result.exit_code == 2 and message in result.stderr

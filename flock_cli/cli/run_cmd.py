@@ -131,6 +131,10 @@ def run(
     pending = _validated_inputs(loaded, inputs or [])
     override = engine.value if engine else None
     recording = _recording(replay, replay_from, override, traces)
+    if model is not None and override != "test":
+        from flock_cli.engines.local import check_local_model
+
+        check_local_model(model)  # a missing model file is a usage mistake: exit 2 before running
     # before the board is opened: no file is created for a refused recipe
     loaded.check_compilable(override, model, recording)
     if model is not None and (override == "test" or not loaded.uses_dspy):

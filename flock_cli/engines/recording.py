@@ -95,6 +95,8 @@ class ModelCall:
         if not (isinstance(answers, list) and all(isinstance(a, str) for a in answers)):
             raise RecordingError(f"{where}: 'answers' must be a list of strings")
         usage = data.get("usage") or {}
+        if not (isinstance(usage, dict) and all(isinstance(v, int | float) for v in usage.values())):
+            raise RecordingError(f"{where}: 'usage' must map names to numbers")
         prompt_key = data.get("prompt_key")
         return cls(str(key), str(agent), str(model), list(answers), dict(usage),
                    None if prompt_key is None else str(prompt_key))  # fmt: skip

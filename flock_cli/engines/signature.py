@@ -43,6 +43,7 @@ class SignaturePlan:
     outputs: list[OutputField]
     instructions: str
     input_specs: dict[str, str] = field(default_factory=dict)  # field -> type shown, for the record key
+    input_schemas: dict[str, Any] = field(default_factory=dict)  # field -> its type's JSON schema
 
     def describe(self) -> dict[str, Any]:
         """The signature as plain data (a recording key's part): instructions, fields, types and
@@ -50,6 +51,7 @@ class SignaturePlan:
         return {
             "instructions": self.instructions,
             "inputs": self.input_specs,
+            "input_schemas": self.input_schemas,  # their descriptions are in the prompt too
             "outputs": [
                 {"name": o.name, "type": o.decl.type_name, "count": o.count,
                  "schema": o.decl.model.model_json_schema()}
@@ -117,11 +119,16 @@ def build_signature(agent: Agent, ctx: Context, inputs: EvalInputs) -> Signature
     fields: dict[str, tuple[Any, Any]] = {}
     values: dict[str, Any] = {}
     specs: dict[str, str] = {}
+    schemas: dict[str, Any] = {}
     for type_name, artifacts in by_type.items():
         model = models.get(type_name)
         many = ctx.is_batch or len(artifacts) > 1
-        name = _plural(field_name(type_name)) if many else field_name(type_name)
+        name = _unique(_plural(field_name(type_name)) if many else field_name(type_name), fields)
+        # In payload order, not arrival order: which artifact of a batch came first depends on
+        # timing, and a replay must see the same prompt.
+        artifacts = sorted(artifacts, key=_canonical_payload) if many else artifacts
         items = [a.as_model(model) if model is not None else dict(a.payload) for a in artifacts]
+        schemas[name] = model.model_json_schema() if model is not None else None
         kind: Any = model if model is not None else dict
         desc = _describe_type(model) if model is not None else f"a {type_name} artifact"
         if many:
@@ -138,7 +145,7 @@ def build_signature(agent: Agent, ctx: Context, inputs: EvalInputs) -> Signature
         if count is not None:
             name = _plural(name)
         if name in taken:  # the agent consumes and publishes the same type (a revision)
-            name = f"new_{name}"
+            name = _unique(f"new_{name}", taken)
         taken.add(name)
         out_kind: Any = decl.model if count is None else list[decl.model]  # type: ignore[name-defined]
         desc = _describe_type(decl.model) or decl.type_name
@@ -148,7 +155,23 @@ def build_signature(agent: Agent, ctx: Context, inputs: EvalInputs) -> Signature
         outputs.append(OutputField(name, decl, count))
     instructions = agent.description.strip() or _default_instructions(list(specs.values()), outputs)
     signature = dspy.make_signature(fields, instructions, signature_name=_class_name(agent.name))
-    return SignaturePlan(signature, values, outputs, instructions, specs)
+    return SignaturePlan(signature, values, outputs, instructions, specs, schemas)
+
+
+def _unique(name: str, taken: Any) -> str:
+    """``name``, or ``name_2``, ``name_3``... when two types share a short name (``a.Report``,
+    ``b.Report``): each keeps a field of its own."""
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    return candidate
+
+
+def _canonical_payload(artifact: Any) -> str:
+    import json
+
+    return json.dumps(artifact.payload, sort_keys=True, default=str)
 
 
 def _default_instructions(inputs: list[str], outputs: list[OutputField]) -> str:

@@ -135,6 +135,14 @@ def check_compilable(
         return
     problems: list[Problem] = []
     recording = recipe.recording_path
+    unnamed = [  # dspy engines with no model named: they replay the recording (or need a model)
+        (agent, i, engine)
+        for agent in recipe.resolved.agents.values()
+        for i, (engine, _) in enumerate(agent.engines)
+        if isinstance(engine, DSPyEngineDef) and not _model_named(recipe, model, engine)
+    ]
+    if not unnamed:
+        return
     if recording is not None and not recording.is_file():
         problems.append(
             Problem(
@@ -146,26 +154,21 @@ def check_compilable(
             )
         )
         raise RecipeError([recipe.diagnostic(p) for p in problems])  # the agents' model errors would be noise
-    for agent in recipe.resolved.agents.values():
-        for i, (engine, _) in enumerate(agent.engines):
-            if (
-                isinstance(engine, DSPyEngineDef)
-                and recording is None
-                and not _model_named(recipe, model, engine)
-                and not local_model_installed()
-            ):
-                declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
-                problems.append(
-                    Problem(
-                        ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
-                        f"agent '{agent.name}' uses the dspy engine but no model is configured",
-                        hint="give one with --model MODEL, `model:` on the engine or at the top of the"
-                        f" recipe, or {' / '.join(MODEL_ENVS)}; or replay recorded answers (`recording:`,"
-                        " --replay RUN); or run offline with --engine test",
-                        code="model-missing",
-                        key=not declared,
-                    )
-                )
+    if recording is not None or local_model_installed():
+        return
+    for agent, i, _engine in unnamed:
+        declared = "engine" in agent.spec.model_fields_set  # else the default: point at the agent
+        problems.append(
+            Problem(
+                ("agents", agent.name, "engine", i) if declared else ("agents", agent.name),
+                f"agent '{agent.name}' uses the dspy engine but no model is configured",
+                hint="give one with --model MODEL, `model:` on the engine or at the top of the"
+                f" recipe, or {' / '.join(MODEL_ENVS)}; or replay recorded answers (`recording:`,"
+                " --replay RUN); or run offline with --engine test",
+                code="model-missing",
+                key=not declared,
+            )
+        )
     if problems:
         raise RecipeError([recipe.diagnostic(p) for p in problems])
 
