@@ -255,3 +255,14 @@ def test_local_model_names_that_cannot_work_exit_2(tmp_path: Path) -> None:
     ):
         result = flock("run", PIPELINE, "-i", f"Idea={IDEA}", "--board", ":memory:", "--model", model)
         assert result.exit_code == 2 and message in result.stderr
+
+
+def test_exporting_a_run_without_model_calls_as_a_recording_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "t.duckdb"
+    submission = f"CodeSubmission={ROOT / 'recipes/inputs/code_submission.json'}"
+    recipe = ROOT / "recipes" / "code_review.yaml"
+    ran = flock("run", recipe, "--engine", "test", "--board", ":memory:", "-i", submission, "--traces", store)
+    assert ran.exit_code == 0, ran.output
+    result = flock("trace", "export", "--format", "recording", "-o", tmp_path / "r.jsonl", "--traces", store)
+    assert result.exit_code == 2 and "made no model calls: there is no recording to export" in result.output
+    assert not (tmp_path / "r.jsonl").exists()

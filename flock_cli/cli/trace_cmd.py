@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -224,7 +225,12 @@ def export(
         fail("give a RUN or --all, not both")
     reader = _reader(traces)
     runs: list[RunRow] = reader.runs(limit=None) if all_runs else [reader.run(run)]
-    lines = export_lines(reader, runs, fmt)
+    lines: Iterable[str] = export_lines(reader, runs, fmt)
+    if fmt == "recording":  # an empty recording would only fail later, at replay: say so now
+        lines = list(lines)
+        if not lines:
+            ids = ", ".join(r.run_id[:12] for r in runs)
+            fail(f"run {ids} made no model calls: there is no recording to export")
     if output is None:
         for line in lines:
             typer.echo(line)
