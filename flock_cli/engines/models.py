@@ -27,6 +27,7 @@ __all__ = [
     "block_model_calls",
     "check_model_calls_allowed",
     "model_calls_blocked",
+    "named_model",
     "resolve_model",
 ]
 
@@ -36,12 +37,21 @@ _BLOCKED: ContextVar[bool] = ContextVar("flock_model_calls_blocked", default=Fal
 _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
-def resolve_model(engine_model: str | None, flock_model: str | None, *, agent: str) -> str:
-    """The model string a dspy engine of ``agent`` calls; raises ModelNotConfiguredError when
-    nothing names one."""
+def named_model(engine_model: str | None, flock_model: str | None) -> str | None:
+    """The model named for a dspy engine: its own, the flock's (a recipe's ``model:``), then
+    ``FLOCK_MODEL`` and ``DEFAULT_MODEL``; None when nothing names one."""
     for candidate in (engine_model, flock_model, *(os.environ.get(name) for name in MODEL_ENVS)):
         if candidate is not None and candidate.strip():
             return candidate.strip()
+    return None
+
+
+def resolve_model(engine_model: str | None, flock_model: str | None, *, agent: str) -> str:
+    """The model string a dspy engine of ``agent`` calls: the named one, else the local model
+    when installed; raises ModelNotConfiguredError when there is neither."""
+    named = named_model(engine_model, flock_model)
+    if named is not None:
+        return named
     from flock_cli.engines.local import LOCAL_MODEL, local_model_installed
 
     if local_model_installed():

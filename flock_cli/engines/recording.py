@@ -23,11 +23,14 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flock_cli.engines.lm_engine import LMEngine, language_model, text_response
 from flock_cli.engines.streaming import emit
 from flock_cli.errors import RunError, UserError
+
+if TYPE_CHECKING:
+    from flock_cli.tracing.reader import TraceReader
 
 __all__ = [
     "ModelCall",
@@ -35,6 +38,7 @@ __all__ = [
     "RecordingError",
     "ReplayMissError",
     "call_key",
+    "recorded_calls",
     "replay_lm",
 ]
 
@@ -148,12 +152,8 @@ class Recording:
 
         reader = TraceReader(store)
         row = reader.run(run)
-        events = reader.events(row.run_id, ("model.call",))
         where = f"run {row.run_id[:12]} of {store}"
-        calls = [
-            ModelCall.from_json({**e.attributes, "agent": e.agent}, f"{where}, event {i}")
-            for i, e in enumerate(events, 1)
-        ]
+        calls = recorded_calls(reader, row.run_id, where)
         if not calls:
             raise RecordingError(f"{where} recorded no model calls: there is nothing to replay")
         return cls(calls, source=f"the recording of {where}")
@@ -177,6 +177,16 @@ class Recording:
         used = self._used.get((key, model), 0)
         self._used[(key, model)] = used + 1
         return calls[min(used, len(calls) - 1)]
+
+
+def recorded_calls(reader: TraceReader, run_id: str, where: str) -> list[ModelCall]:
+    """The model calls a run recorded in the trace store, oldest first (``where`` names the run
+    in errors)."""
+    events = reader.events(run_id, ("model.call",))
+    return [
+        ModelCall.from_json({**e.attributes, "agent": e.agent}, f"{where}, event {i}")
+        for i, e in enumerate(events, 1)
+    ]
 
 
 def replay_lm(call: ModelCall) -> Any:

@@ -12,7 +12,7 @@ from flock_cli.core.specs import BatchSpec, JoinSpec
 from flock_cli.engines import FunctionEngine, TestEngine
 from flock_cli.engines.dspy_engine import DSPyEngine
 from flock_cli.engines.local import local_model_installed
-from flock_cli.engines.models import MODEL_ENVS
+from flock_cli.engines.models import MODEL_ENVS, named_model
 from flock_cli.engines.recording import Recording
 from flock_cli.recipe.diagnostics import Problem, RecipeError
 from flock_cli.recipe.model import DSPyEngineDef, DSPyOptionsDef, FunctionEngineDef, TestEngineDef
@@ -85,13 +85,9 @@ def _dspy_options(engine: DSPyEngineDef, defaults: DSPyOptionsDef) -> dict[str, 
 
 
 def _model_named(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
-    """True when a model is named for a dspy engine: --model, its own, the recipe's, or the env.
-    A named model wins over the recipe's recording; the recording wins over the local model."""
-    import os
-
-    if model or engine.model or recipe.definition.model:
-        return True
-    return any(os.environ.get(name, "").strip() for name in MODEL_ENVS)
+    """True when a model is named for a dspy engine (--model first). A named model wins over the
+    recipe's recording; the recording wins over the local model."""
+    return named_model(model or engine.model, recipe.definition.model) is not None
 
 
 class _Recordings:

@@ -331,7 +331,8 @@ class TraceWriter:
                 self._sent += 1
             except OSError:
                 self._drop(len(records))
-                self._problems.extend(p for p in process.exit_problems() if p not in self._problems)
+                for problem in process.exit_problems():
+                    self._problem(problem)
         elif frame:
             self._drop(len(records))
         with self._lock:
