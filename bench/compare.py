@@ -276,7 +276,7 @@ def markdown(report: dict[str, Any]) -> str:
 def default_sizes() -> dict[str, int]:
     """The full sizes, as the scenario runners define them (read from ours to keep one copy)."""
     sys.path.insert(0, str(BENCH))
-    from ours_scenarios import SCENARIOS as RUNNERS  # noqa: PLC0415 - imports the runtime
+    from ours_scenarios import SCENARIOS as RUNNERS
 
     return {name: size for name, (_, size) in RUNNERS.items()}
 

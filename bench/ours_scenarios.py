@@ -25,10 +25,10 @@ from pydantic import BaseModel, create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pipeline  # noqa: E402 - the two-stage pipeline is shared with bench/pipeline.py
+import pipeline
 
-from flock_cli import BatchSpec, Flock, FunctionEngine, JoinSpec, flock_type  # noqa: E402
-from flock_cli.core.components import EvalInputs  # noqa: E402
+from flock_cli import BatchSpec, Flock, FunctionEngine, JoinSpec, flock_type
+from flock_cli.core.components import EvalInputs
 
 SYSTEM = "flock-flow"
 
