@@ -523,4 +523,4 @@ def _as_run_error(agent: Agent, error: Exception) -> AgentRunError:
 def _calls_models(flock: Flock, agent: str) -> bool:
     """True when ``agent`` has an engine that calls a language model."""
     declared = flock._agents.get(agent)
-    return declared is not None and any(getattr(e, "calls_models", False) for e in declared.engines)
+    return declared is not None and any(getattr(type(e), "calls_models", False) for e in declared.engines)

@@ -28,6 +28,8 @@ from flock_cli.store.contract import Delivery, denial
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from flock_cli.core.orchestrator import Flock
 
 __all__ = ["Embargo", "Scheduler"]
@@ -306,6 +308,7 @@ class Scheduler:
         consumers: set[str] | None = set() if fresh else None
         taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
         group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
+        loaders: dict[type[BaseModel], Callable[[], BaseModel]] = {}  # one validation per model
         for sub in subs:
             if not sub.accepts_events or sub.agent in taken:
                 continue
@@ -313,7 +316,8 @@ class Scheduler:
             if not artifact.visibility.allows(agent.identity, now=now):
                 self._deny(artifact, sub, agent, now, tx)
                 continue
-            typed = typed_loader(artifact, sub.models[artifact.type])
+            model = sub.models[artifact.type]
+            typed = loaders.get(model) or loaders.setdefault(model, typed_loader(artifact, model))
             reason = router.screen(artifact, sub, typed, now)
             if reason is not None:
                 self.collector.filtered[reason] += 1

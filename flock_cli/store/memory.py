@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -132,9 +131,8 @@ class InMemoryBlackboardStore(BlackboardStore):
             and current.lease_expires_at > now
         ):
             return None
-        leased = replace(
-            current,
-            status=DeliveryStatus.LEASED,
+        leased = current.moved(
+            DeliveryStatus.LEASED,
             attempts=current.attempts + 1,
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=ttl),
@@ -163,17 +161,13 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._parents[output.id] = current.artifact_ids
         for input_id in current.artifact_ids:
             self._children.setdefault(input_id, []).extend(o.id for o in outputs)
-        self._deliveries[delivery_id] = replace(
-            current, status=DeliveryStatus.DONE, lease_owner=None, lease_expires_at=None
-        )
+        self._deliveries[delivery_id] = current.moved(DeliveryStatus.DONE)
 
     async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
         """Back to pending, or dead."""
         current = self._fenced(delivery_id, attempt)
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        self._deliveries[delivery_id] = replace(
-            current, status=status, lease_owner=None, lease_expires_at=None
-        )
+        self._deliveries[delivery_id] = current.moved(status)
 
     async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:
         """Check, then mark dead and keep the letter (no await in between: atomic)."""
@@ -182,9 +176,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             current = self._fenced(delivery_id, attempt)
         elif current is None or current.status != DeliveryStatus.PENDING:
             raise StaleLeaseError(f"delivery {delivery_id} is not pending")
-        self._deliveries[delivery_id] = replace(
-            current, status=DeliveryStatus.DEAD, lease_owner=None, lease_expires_at=None
-        )
+        self._deliveries[delivery_id] = current.moved(DeliveryStatus.DEAD)
         self._dead[letter.id] = letter
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
@@ -203,9 +195,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             if d.status == DeliveryStatus.LEASED and d.lease_owner == owner
         ]
         for d in mine:
-            self._deliveries[d.id] = replace(
-                d, status=DeliveryStatus.PENDING, lease_owner=None, lease_expires_at=None
-            )
+            self._deliveries[d.id] = d.moved(DeliveryStatus.PENDING)
         return len(mine)
 
     # -- routing state ---------------------------------------------------------------------------
