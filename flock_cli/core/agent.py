@@ -257,6 +257,7 @@ class AgentBuilder:
     def budget(self, budget: Budget | dict[str, Any]) -> AgentBuilder:
         """Limit this agent's model usage (tokens, cost, calls); see :class:`Budget`."""
         self.agent.budget = coerce_spec(Budget, budget, "budget")
+        self._flock._budgeted[self.name] = self.agent
         return self
 
     def calls(self, func: Callable[..., Any | Awaitable[Any]]) -> AgentBuilder:

@@ -51,10 +51,13 @@ def build_artifact(
         correlation_id=correlation_id,
         partition_key=partition_key,
         tags=tag_set,
-        visibility=(visibility or PublicVisibility()).bind(now),
+        visibility=(visibility or _PUBLIC).bind(now),
         created_at=now,
         version=1,
     )
+
+
+_PUBLIC = PublicVisibility()  # frozen, so every public artifact can share one
 
 
 def model_payload(obj: Any, call: str) -> dict[str, Any]:

@@ -115,6 +115,7 @@ class Flock:
         self._lease_ttl = lease_ttl
         self._owner = f"flock-{uuid.uuid4().hex[:8]}"
         self._agents: dict[str, Agent] = {}
+        self._budgeted: dict[str, Agent] = {}  # agents given a budget (checked before each run)
         self._views: dict[str, BoardView] = {}
         self._closed = False
         self._release_interrupted = False

@@ -401,7 +401,7 @@ class RunExecutor:
             ("agent", agent.name, agent.budget, usage.of(agent.name), in_flight.get(agent.name, 0)),
             ("run", None, flock.budget, usage.total, sum(in_flight.values())),
         ]
-        for other in flock._agents.values():
+        for other in flock._budgeted.values():  # not every agent: a run must not cost O(agents)
             if other is not agent and other.budget is not None and other.budget.on_exhausted == "stop":
                 checks.append(("agent", other.name, other.budget, usage.of(other.name), 0))
         for scope, owner, budget, used, pending in checks:

@@ -55,7 +55,7 @@ def flatten(records: list[Record]) -> list[tuple[Any, ...]]:
     """Records as tagged tuples: S(pan, already flat), E(vent), R(un start), X (run end), T (status)."""
     items: list[tuple[Any, ...]] = []
     for record in records:
-        if isinstance(record, tuple):
+        if isinstance(record, tuple | bytes):  # flat, or flat and marshalled
             items.append(record)
         elif isinstance(record, Span):
             items.append(flat_span(record))
@@ -98,7 +98,7 @@ def read_frame(stream: BinaryIO) -> tuple[int, bool, list[tuple[Any, ...]]] | No
     if len(body) < size:
         return None
     seq, urgent, items = marshal.loads(body)
-    return seq, urgent, items
+    return seq, urgent, [marshal.loads(item) if type(item) is bytes else item for item in items]
 
 
 def _plain(value: Any, depth: int = 0) -> Any:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import marshal
 import os
 import subprocess
 import sys
@@ -183,6 +184,11 @@ class TraceWriter:
 
     def put(self, record: Record | _Flush) -> None:
         """Queue a record (called on the event loop; never blocks)."""
+        if type(record) is tuple:  # a finished span, already flat
+            with contextlib.suppress(ValueError):  # marshal refuses it: the thread makes it plain
+                # As bytes it is invisible to the garbage collector while it waits: queued tuples
+                # survived into the old generation and lengthened every full collection.
+                record = marshal.dumps(record)  # type: ignore[assignment]
         self._queue.append(record)
         if self._thread is None:
             self._start()
