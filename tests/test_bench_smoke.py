@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,39 @@ def test_pipeline_bench_runs_for_both_stores() -> None:
     assert done.returncode == 0, done.stderr
     assert '"store": "sqlite"' in done.stdout and '"store": "memory"' in done.stdout
     assert "slower than in memory" in done.stdout
+
+
+def test_side_by_side_harness_runs_our_side_on_tiny_sizes(tmp_path: Path) -> None:
+    """Every scenario of bench/compare.py runs and lands in both result files (the peer needs its
+    own virtual environment, so .ci/run checks the two systems together)."""
+    done = subprocess.run(
+        [sys.executable, "bench/compare.py", "--scale", "tiny", "--no-peer", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "side_by_side.json").read_text())
+    measured = {(row["scenario"], row["metric"]) for row in report["rows"]}
+    assert ("pipeline_memory", "artifacts_per_second") in measured
+    assert ("concurrency", "efficiency") in measured
+    assert len(measured) == 13
+    assert all(row["flock-flow"]["median"] > 0 for row in report["rows"])
+    table = (tmp_path / "side_by_side.md").read_text()
+    assert "| memory per stored artifact (300-byte payload) |" in table
+    assert "CLI cold start, seconds (ours)" in table
+
+
+def test_a_scenario_that_does_the_wrong_work_fails_loudly() -> None:
+    """A runner exits 1 with one line when its checks fail (here: a batch size that leaves a partial batch)."""
+    done = subprocess.run(
+        [sys.executable, "bench/ours_scenarios.py", "batch", "--size", "150"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("batch: wrong result:"), done.stderr
+    assert "Traceback" not in done.stderr
