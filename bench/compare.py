@@ -20,6 +20,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,11 +98,21 @@ class System:
         command = [str(self.python), str(self.runner), scenario, "--latency", str(latency)]
         if size:
             command += ["--size", str(size)]
-        done = subprocess.run(
-            command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **self.env}, timeout=3600
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"{self.name} {scenario} failed: {done.stderr.strip()[-2000:]}")
+        # stderr goes to a file: the peer's default tracing logs about 135 MB per 10,000 seeds.
+        with tempfile.TemporaryFile() as log:
+            done = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+                timeout=3600,
+            )
+            if done.returncode != 0:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 2000))
+                tail = log.read().decode(errors="replace").strip()
+                raise SystemExit(f"{self.name} {scenario} failed: {tail}")
         metrics: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])["metrics"]
         return metrics
 
@@ -156,7 +167,12 @@ def ensure_peer(venv: Path) -> None:
 
 
 def measure(
-    systems: list[System], scenarios: list[str], repeat: int, sizes: dict[str, int], latency: float
+    systems: list[System],
+    scenarios: list[str],
+    repeat: int,
+    sizes: dict[str, int],
+    latency: float,
+    cold_rounds: int = 5,
 ) -> dict[str, dict[str, list[dict[str, float]]]]:
     """Every scenario ``repeat`` times per system, alternating which system goes first."""
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -165,7 +181,7 @@ def measure(
         if scenario.startswith("cold_"):
             for system in systems:  # one untimed run warms the OS file cache for both alike
                 system.run(scenario, None, latency)
-        rounds = max(repeat, 5) if scenario.startswith("cold_") else repeat
+        rounds = max(repeat, cold_rounds) if scenario.startswith("cold_") else repeat
         for round_no in range(rounds):
             order = systems if round_no % 2 == 0 else list(reversed(systems))
             for system in order:
@@ -251,8 +267,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"# Side by side: {' vs '.join(systems)}",
         "",
         f"{report['date']}, {report['machine']}; `{report['command']}`.",
-        f"Medians of {report['repeat']} alternating runs per system (cold start: at least 5), each"
-        " run a fresh process. Sizes and definitions: bench/scenarios.md.",
+        f"Medians of {report['repeat']} alternating runs per system (cold start: at least 5 at full"
+        " scale), each run a fresh process. Sizes and definitions: bench/scenarios.md.",
         "",
         f"| scenario | {' | '.join(systems)} | unit | ours/peer | better |",
         f"|---|{'---:|' * len(systems)}---|---:|---|",
@@ -304,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_peer(args.peer_venv.resolve())
         systems.append(peer(args.peer_venv.resolve()))
     scenarios = args.only or SCENARIOS
-    raw = measure(systems, scenarios, repeat, sizes, latency)
+    raw = measure(systems, scenarios, repeat, sizes, latency, cold_rounds=1 if tiny else 5)
     rows = summarise(raw, systems)
     report = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -132,4 +132,13 @@ def random_uuid4() -> uuid.UUID:
     About twice as fast as :func:`uuid.uuid4`, which makes a system call per id. Ids only need to be
     unique, not unpredictable: 122 random bits make a collision practically impossible.
     """
-    return uuid.UUID(int=(_id_rng.getrandbits(128) & _CLEAR) | _VERSION_4)
+    # What UUID(int=...) does, minus its argument checks (the value is in range by construction):
+    # three ids per agent run made the checks about 2 % of a no-LLM pipeline's time.
+    made = _new_object(uuid.UUID)
+    _set_attribute(made, "int", (_id_rng.getrandbits(128) & _CLEAR) | _VERSION_4)
+    _set_attribute(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
+
+
+_new_object = object.__new__
+_set_attribute = object.__setattr__
