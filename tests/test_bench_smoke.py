@@ -46,7 +46,7 @@ def test_side_by_side_harness_runs_our_side_on_tiny_sizes(tmp_path: Path) -> Non
 
 
 def test_a_scenario_that_does_the_wrong_work_fails_loudly() -> None:
-    """A runner exits 1 with one line when its checks fail (here: a batch size that leaves a partial batch)."""
+    """A runner exits 1 with one line when its checks fail (here: 150 items leave a partial batch)."""
     done = subprocess.run(
         [sys.executable, "bench/ours_scenarios.py", "batch", "--size", "150"],
         cwd=ROOT,
@@ -57,3 +57,19 @@ def test_a_scenario_that_does_the_wrong_work_fails_loudly() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("batch: wrong result:"), done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_only_and_repeat_pick_the_scenarios_and_runs(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/compare.py", "--scale", "tiny", "--no-peer", "--only", "memory",
+         "--only", "batch", "--repeat", "2", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "side_by_side.json").read_text())
+    assert [row["scenario"] for row in report["rows"]] == ["batch", "memory"]
+    assert all(len(row["flock-flow"]["runs"]) == 2 for row in report["rows"])
+    assert report["targets"] == []  # none of the targets' figures was measured
