@@ -7,6 +7,7 @@ review; all go through the public API and a real DuckDB store.
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import threading
 import time
@@ -66,6 +67,26 @@ async def test_event_attributes_json_cannot_hold_are_kept_in_a_form_it_can(tmp_p
     assert events["odd"]["loop"]["self"]["self"]  # cut off some levels down, as its repr
     assert events["fine"] == {"n": 1}
     assert run.artifacts == 2
+
+
+async def test_a_span_marshal_refuses_does_not_cost_the_spans_sent_with_it(tmp_path: Path) -> None:
+    class Model(enum.StrEnum):  # a str subclass: engine metrics accept it, marshal does not
+        SMALL = "small"
+
+    class Reporting(EngineComponent):
+        async def evaluate(self, agent: Any, ctx: Context, inputs: EvalInputs) -> EvalResult:
+            return EvalResult(artifacts=[Tagline(line="ok")], metrics={"model": Model.SMALL})
+
+    store = tmp_path / "t.duckdb"
+    flock = Flock(traces=store)
+    flock.agent("odd").consumes(Idea).publishes(Tagline).with_engines(Reporting())
+    flock.agent("plain").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    await flock.publish_many([Idea(topic=str(n)) for n in range(5)])  # their spans share frames
+    await flock.shutdown()
+    assert flock.tracer.problems == []
+    reader = TraceReader(store)
+    runs = [s.agent for s in reader.spans(reader.run(None).run_id) if s.name == "agent.run"]
+    assert sorted(runs) == ["odd"] * 5 + ["plain"] * 5
 
 
 async def test_a_payload_with_a_lone_surrogate_does_not_block_later_traces(tmp_path: Path) -> None:

@@ -80,11 +80,12 @@ def flatten(records: list[Record]) -> list[tuple[Any, ...]]:
 def encode_frame(seq: int, items: list[tuple[Any, ...]], *, urgent: bool = False) -> bytes:
     """One length-prefixed frame; ``urgent`` asks the ingest process to write at once (a flush).
     Anything marshal refuses (a value a component put in an attribute, say) is turned into plain
-    JSON data first."""
+    JSON data first; records already marshalled (``bytes``) travel as they are."""
     try:
         body = marshal.dumps((seq, urgent, items))
     except ValueError:
-        body = marshal.dumps((seq, urgent, [_plain(item) for item in items]))
+        plain = [item if type(item) is bytes else _plain(item) for item in items]
+        body = marshal.dumps((seq, urgent, plain))
     return _HEADER.pack(len(body)) + body
 
 
