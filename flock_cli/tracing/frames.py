@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from flock_cli.tracing.records import EventRecord, FlatSpan, Record, RunEnd, RunStart, Span
 
-__all__ = ["FlatSpan", "encode_frame", "flat_span", "flatten", "read_frame"]
+__all__ = ["FlatSpan", "Item", "encode_frame", "flat_span", "flatten", "read_frame"]
 _HEADER = struct.Struct(">I")
 
 
@@ -51,9 +51,14 @@ def flat_span(span: Span) -> FlatSpan:
     )  # fmt: skip
 
 
-def flatten(records: list[Record]) -> list[tuple[Any, ...]]:
-    """Records as tagged tuples: S(pan, already flat), E(vent), R(un start), X (run end), T (status)."""
-    items: list[tuple[Any, ...]] = []
+Item = tuple[Any, ...] | bytes
+"""A record in a frame: a tagged tuple, or a finished span already marshalled (``TraceWriter.put``)."""
+
+
+def flatten(records: list[Record | bytes]) -> list[Item]:
+    """Records as tagged tuples: S(pan, already flat), E(vent), R(un start), X (run end), T (status);
+    marshalled spans are kept as they are (``read_frame`` unmarshals them)."""
+    items: list[Item] = []
     for record in records:
         if isinstance(record, tuple | bytes):  # flat, or flat and marshalled
             items.append(record)
@@ -77,7 +82,7 @@ def flatten(records: list[Record]) -> list[tuple[Any, ...]]:
     return items
 
 
-def encode_frame(seq: int, items: list[tuple[Any, ...]], *, urgent: bool = False) -> bytes:
+def encode_frame(seq: int, items: list[Item], *, urgent: bool = False) -> bytes:
     """One length-prefixed frame; ``urgent`` asks the ingest process to write at once (a flush).
     Anything marshal refuses (a value a component put in an attribute, say) is turned into plain
     JSON data first; records already marshalled (``bytes``) travel as they are."""

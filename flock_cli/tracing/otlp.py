@@ -23,13 +23,12 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flock_cli.errors import UsageError
-from flock_cli.tracing.records import EventRecord, FlatSpan, Record
+from flock_cli.tracing.records import EventRecord, FlatSpan, Record, id_text
 
 __all__ = ["OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
 
@@ -49,9 +48,9 @@ def span_data(span: FlatSpan, events: Iterable[EventRecord] = ()) -> list[SpanDa
     if agent is not None:
         attributes["flock.agent"] = agent
     if inputs:
-        attributes["flock.inputs"] = [str(uuid.UUID(int=i)) for i in inputs]
+        attributes["flock.inputs"] = [id_text(i) for i in inputs]
     if outputs:
-        attributes["flock.outputs"] = [str(uuid.UUID(int=o)) for o in outputs]
+        attributes["flock.outputs"] = [id_text(o) for o in outputs]
     own: SpanData = {
         "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id, "name": name, "kind": kind,
         "start_ns": start_ns, "end_ns": end_ns, "status": status, "message": message,

@@ -25,6 +25,7 @@ __all__ = [
     "Span",
     "SpanStatus",
     "StatusRecord",
+    "id_text",
     "new_span_id",
     "new_trace_id",
 ]
@@ -42,6 +43,14 @@ def new_trace_id() -> str:
 def new_span_id() -> str:
     """A random 64-bit span id in lower-case hex (16 characters)."""
     return f"{_random.getrandbits(64):016x}"
+
+
+def id_text(value: int) -> str:
+    """The canonical text of an artifact id that a flat record carries as its 128-bit int:
+    ``str(UUID(int=value))``, formatted directly (the UUID object cost about 6 µs an id, 0.7 s of
+    ingest time per 10,000-seed run)."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(slots=True, eq=False)

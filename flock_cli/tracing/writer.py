@@ -166,7 +166,7 @@ class TraceWriter:
         self.max_pending = max_pending
         self.snapshot = snapshot
         self.dropped = 0
-        self._queue: deque[Record | _Flush] = deque()
+        self._queue: deque[Record | _Flush | bytes] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stopping = False
@@ -184,12 +184,13 @@ class TraceWriter:
 
     def put(self, record: Record | _Flush) -> None:
         """Queue a record (called on the event loop; never blocks)."""
+        queued: Record | _Flush | bytes = record
         if type(record) is tuple:  # a finished span, already flat
             with contextlib.suppress(ValueError):  # marshal refuses it: the thread makes it plain
                 # As bytes it is invisible to the garbage collector while it waits: queued tuples
                 # survived into the old generation and lengthened every full collection.
-                record = marshal.dumps(record)  # type: ignore[assignment]
-        self._queue.append(record)
+                queued = marshal.dumps(record)
+        self._queue.append(queued)
         if self._thread is None:
             self._start()
 
@@ -309,7 +310,7 @@ class TraceWriter:
             marker.done.set()
 
     def _send_queued(self, *, urgent: bool = False) -> None:
-        records: list[Record] = []
+        records: list[Record | bytes] = []
         markers: list[_Flush] = []
         queue = self._queue
         while queue:
