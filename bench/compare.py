@@ -28,6 +28,10 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from scenario_kit import SIZES  # noqa: E402 - the scenarios' sizes, shared with both runners
+
 ROOT = BENCH.parent
 PEER_VERSION = "0.5.7"
 
@@ -294,14 +298,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_sizes() -> dict[str, int]:
-    """The full sizes, as the scenario runners define them (read from ours to keep one copy)."""
-    sys.path.insert(0, str(BENCH))
-    from ours_scenarios import SCENARIOS as RUNNERS
-
-    return {name: size for name, (_, size) in RUNNERS.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["full", "tiny"], default="full")
@@ -319,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = args.scale == "tiny"
     repeat = args.repeat or (1 if tiny else 3)
     latency = args.latency or (0.05 if tiny else 0.5)
-    sizes = TINY if tiny else default_sizes()
+    sizes = TINY if tiny else SIZES
     systems = [ours()]
     if not args.no_peer:
         ensure_peer(args.peer_venv.resolve())

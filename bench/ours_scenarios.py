@@ -10,7 +10,6 @@ scenario does exactly what bench/scenarios.md says, the contract the peer's runn
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import json
@@ -26,6 +25,21 @@ from pydantic import BaseModel, create_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline
+from scenario_kit import (
+    L1,
+    L2,
+    L3,
+    Doc,
+    Left,
+    Out,
+    Right,
+    WrongResult,
+    check,
+    doc,
+    parse_args,
+    percentile,
+    rss_bytes,
+)
 
 from flock_cli import BatchSpec, Flock, FunctionEngine, JoinSpec, flock_type
 from flock_cli.core.components import EvalInputs
@@ -33,51 +47,9 @@ from flock_cli.core.components import EvalInputs
 SYSTEM = "flock-flow"
 
 
-class WrongResult(Exception):
-    """The run finished but did not do the scenario's work."""
-
-
-@flock_type(name="Left")
-class Left(BaseModel):
-    key: int
-
-
-@flock_type(name="Right")
-class Right(BaseModel):
-    key: int
-
-
-@flock_type(name="Out")
-class Out(BaseModel):
-    n: int
-    summary: str
-
-
-@flock_type(name="L1")
-class L1(BaseModel):
-    lane: int
-
-
-@flock_type(name="L2")
-class L2(BaseModel):
-    lane: int
-
-
-@flock_type(name="L3")
-class L3(BaseModel):
-    lane: int
-
-
-@flock_type(name="Doc")
-class Doc(BaseModel):
-    id: int
-    title: str
-    body: str
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise WrongResult(message)
+# Seed is bench/pipeline.py's (registered there); the contract's other types are registered here.
+for _model in (Out, Left, Right, L1, L2, L3, Doc):
+    flock_type(name=_model.__name__)(_model)
 
 
 def quiet_flock(**options: Any) -> Flock:
@@ -237,21 +209,6 @@ async def concurrency(size: int, latency: float) -> dict[str, float]:
     return {"makespan_s": makespan, "critical_path_s": critical, "efficiency": makespan / critical}
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise WrongResult("no VmRSS in /proc/self/status")
-
-
-def doc(n: int) -> Doc:
-    """A Doc whose JSON payload is exactly 300 bytes."""
-    title = f"document {n}".ljust(40, ".")
-    body_length = 300 - len(json.dumps({"id": n, "title": title, "body": ""}))
-    return Doc(id=n, title=title, body="b" * body_length)
-
-
 async def memory(size: int, latency: float) -> dict[str, float]:
     flock = quiet_flock()
     check(len(json.dumps(doc(12345).model_dump())) == 300, "the payload is not 300 bytes")
@@ -272,40 +229,28 @@ async def memory(size: int, latency: float) -> dict[str, float]:
     }
 
 
-def percentile(values: list[float], pct: float) -> float:
-    """The value below which ``pct`` percent of ``values`` lie (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
-
-
-SCENARIOS: dict[str, tuple[Callable[[int, float], Awaitable[dict[str, float]]], int]] = {
-    "pipeline_memory": (pipeline_memory, 10_000),
-    "pipeline_traced": (pipeline_traced, 10_000),
-    "pipeline_durable": (pipeline_durable, 10_000),
-    "fanout": (fanout, 20),
-    "and_gate": (and_gate, 1000),
-    "join": (join, 1000),
-    "batch": (batch, 10_000),
-    "publish_latency": (publish_latency, 1000),
-    "concurrency": (concurrency, 100),
-    "memory": (memory, 100_000),
+SCENARIOS: dict[str, Callable[[int, float], Awaitable[dict[str, float]]]] = {
+    "pipeline_memory": pipeline_memory,
+    "pipeline_traced": pipeline_traced,
+    "pipeline_durable": pipeline_durable,
+    "fanout": fanout,
+    "and_gate": and_gate,
+    "join": join,
+    "batch": batch,
+    "publish_latency": publish_latency,
+    "concurrency": concurrency,
+    "memory": memory,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
-    parser.add_argument("--size", type=int, help="the scenario's size (default: bench/scenarios.md)")
-    parser.add_argument("--latency", type=float, default=0.5, help="simulated model latency (concurrency)")
-    args = parser.parse_args(argv)
-    run, default_size = SCENARIOS[args.scenario]
-    size = args.size or default_size
+    scenario, size, latency = parse_args(__doc__.splitlines()[0], argv)
     try:
-        metrics = asyncio.run(run(size, args.latency))
+        metrics = asyncio.run(SCENARIOS[scenario](size, latency))
     except WrongResult as exc:
-        print(f"{args.scenario}: wrong result: {exc}", file=sys.stderr)
+        print(f"{scenario}: wrong result: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"system": SYSTEM, "scenario": args.scenario, "size": size, "metrics": metrics}))
+    print(json.dumps({"system": SYSTEM, "scenario": scenario, "size": size, "metrics": metrics}))
     return 0
 
 

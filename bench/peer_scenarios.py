@@ -34,7 +34,6 @@ of one agent interleave at the board's awaits.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import inspect
@@ -55,6 +54,24 @@ from types import SimpleNamespace
 from typing import Any, TextIO
 
 from pydantic import BaseModel, create_model
+from scenario_kit import (
+    L1,
+    L2,
+    L3,
+    TYPES,
+    Left,
+    Mid,
+    Out,
+    Right,
+    Seed,
+    WrongResult,
+    check,
+    doc,
+    parse_args,
+    percentile,
+    rss_bytes,
+    seed,
+)
 
 TRACED_SCENARIO = "pipeline_traced"
 # Environment variables that configure the peer's tracing; pipeline_traced runs with none of them.
@@ -68,64 +85,6 @@ TRACING_VARIABLES = (
     "FLOCK_DISABLE_TELEMETRY_AUTOSETUP",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
-
-
-class WrongResult(Exception):
-    """The run finished but did not do the scenario's work."""
-
-
-class Seed(BaseModel):
-    n: int
-    text: str
-
-
-class Mid(BaseModel):
-    n: int
-    text: str
-
-
-class Out(BaseModel):
-    n: int
-    summary: str
-
-
-class Left(BaseModel):
-    key: int
-
-
-class Right(BaseModel):
-    key: int
-
-
-class L1(BaseModel):
-    lane: int
-
-
-class L2(BaseModel):
-    lane: int
-
-
-class L3(BaseModel):
-    lane: int
-
-
-class Doc(BaseModel):
-    id: int
-    title: str
-    body: str
-
-
-# Registered with the peer's type decorator under their bare names once flock is imported.
-TYPES = (Seed, Mid, Out, Left, Right, L1, L2, L3, Doc)
-
-
-def check(condition: bool, message: str) -> None:
-    if not condition:
-        raise WrongResult(message)
-
-
-def seed(n: int) -> Seed:
-    return Seed(n=n, text="x" * 40)
 
 
 # The peer, imported late ---------------------------------------------------------------------------
@@ -263,12 +222,6 @@ def flush_traces() -> None:
     flush = getattr(trace.get_tracer_provider(), "force_flush", None)
     if flush is not None:
         flush()
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """The value below which ``pct`` percent of ``values`` lie (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 # Scenarios (bench/scenarios.md) ------------------------------------------------------------------------
@@ -465,21 +418,6 @@ async def concurrency(peer: SimpleNamespace, size: int, latency: float) -> dict[
     return {"makespan_s": makespan, "critical_path_s": critical, "efficiency": makespan / critical}
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise WrongResult("no VmRSS in /proc/self/status")
-
-
-def doc(n: int) -> Doc:
-    """A Doc whose JSON payload is exactly 300 bytes."""
-    title = f"document {n}".ljust(40, ".")
-    body_length = 300 - len(json.dumps({"id": n, "title": title, "body": ""}))
-    return Doc(id=n, title=title, body="b" * body_length)
-
-
 async def memory(peer: SimpleNamespace, size: int, latency: float) -> dict[str, float]:
     """Resident memory per artifact on the in-memory board, no agents."""
     bench = Bench(peer)
@@ -502,43 +440,37 @@ async def memory(peer: SimpleNamespace, size: int, latency: float) -> dict[str, 
 
 
 Scenario = Callable[[SimpleNamespace, int, float], Awaitable[dict[str, float]]]
-SCENARIOS: dict[str, tuple[Scenario, int]] = {
-    "pipeline_memory": (pipeline_memory, 10_000),
-    "pipeline_traced": (pipeline_traced, 10_000),
-    "pipeline_durable": (pipeline_durable, 10_000),
-    "fanout": (fanout, 20),
-    "and_gate": (and_gate, 1000),
-    "join": (join, 1000),
-    "batch": (batch, 10_000),
-    "publish_latency": (publish_latency, 1000),
-    "concurrency": (concurrency, 100),
-    "memory": (memory, 100_000),
+SCENARIOS: dict[str, Scenario] = {
+    "pipeline_memory": pipeline_memory,
+    "pipeline_traced": pipeline_traced,
+    "pipeline_durable": pipeline_durable,
+    "fanout": fanout,
+    "and_gate": and_gate,
+    "join": join,
+    "batch": batch,
+    "publish_latency": publish_latency,
+    "concurrency": concurrency,
+    "memory": memory,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", choices=sorted(SCENARIOS))
-    parser.add_argument("--size", type=int, help="the scenario's size (default: bench/scenarios.md)")
-    parser.add_argument("--latency", type=float, default=0.5, help="simulated model latency (concurrency)")
-    args = parser.parse_args(argv)
-    run, default_size = SCENARIOS[args.scenario]
-    size = args.size or default_size
-    configure_tracing(args.scenario == TRACED_SCENARIO)
+    scenario, size, latency = parse_args(__doc__.splitlines()[0], argv)
+    configure_tracing(scenario == TRACED_SCENARIO)
     stdout = divert_stdout()
     try:
         peer = load_peer()
-        metrics = asyncio.run(run(peer, size, args.latency))
+        metrics = asyncio.run(SCENARIOS[scenario](peer, size, latency))
     except WrongResult as exc:
-        print(f"{args.scenario}: wrong result: {exc}", file=sys.stderr)
+        print(f"{scenario}: wrong result: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         # With tracing on, the peer replaces sys.excepthook with one that prints nothing.
         traceback.print_exc()
-        print(f"{args.scenario}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{scenario}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     sys.stdout.flush()  # anything the peer left buffered goes to stderr, not after the JSON line
-    result = {"system": f"flock-core {peer.version}", "scenario": args.scenario, "size": size}
+    result = {"system": f"flock-core {peer.version}", "scenario": scenario, "size": size}
     print(json.dumps({**result, "metrics": metrics}), file=stdout, flush=True)
     return 0
 
