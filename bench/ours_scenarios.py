@@ -33,12 +33,14 @@ from scenario_kit import (
     Left,
     Out,
     Right,
+    Seed,
     WrongResult,
     check,
     doc,
     parse_args,
     percentile,
     rss_bytes,
+    seed,
 )
 
 from flock_cli import BatchSpec, Flock, FunctionEngine, JoinSpec, flock_type
@@ -47,8 +49,8 @@ from flock_cli.core.components import EvalInputs
 SYSTEM = "flock-flow"
 
 
-# Seed is bench/pipeline.py's (registered there); the contract's other types are registered here.
-for _model in (Out, Left, Right, L1, L2, L3, Doc):
+# bench/pipeline.py registers Seed, Mid and Out; the contract's other types are registered here.
+for _model in (Left, Right, L1, L2, L3, Doc):
     flock_type(name=_model.__name__)(_model)
 
 
@@ -79,12 +81,12 @@ async def fanout(size: int, latency: float) -> dict[str, float]:
     flock = quiet_flock()
     for i in range(100):
         engine = FunctionEngine(lambda inputs: Out(n=inputs.artifacts[0].payload["n"], summary="ok"))
-        flock.agent(f"fan_{i}").consumes(pipeline.Seed).publishes(Out).with_engines(engine)
+        flock.agent(f"fan_{i}").consumes(Seed).publishes(Out).with_engines(engine)
     rounds: list[float] = []
     runs = 0
     for n in range(size):
         start = time.perf_counter()
-        await flock.publish(pipeline.Seed(n=n, text="x" * 40))
+        await flock.publish(seed(n))
         summary = await flock.run_until_idle()
         rounds.append((time.perf_counter() - start) * 1000)
         check(summary.ok and summary.agent_runs == 100, f"round {n}: {summary.agent_runs} runs, expected 100")
@@ -141,10 +143,8 @@ async def batch(size: int, latency: float) -> dict[str, float]:
         return Out(n=len(inputs.artifacts), summary="batch")
 
     spec = BatchSpec(size=100, within=3600)
-    flock.agent("batcher").consumes(pipeline.Seed, batch=spec).publishes(Out).with_engines(
-        FunctionEngine(count)
-    )
-    items = [pipeline.Seed(n=n, text="x" * 40) for n in range(size)]
+    flock.agent("batcher").consumes(Seed, batch=spec).publishes(Out).with_engines(FunctionEngine(count))
+    items = [seed(n) for n in range(size)]
     start = time.perf_counter()
     await flock.publish_many(items)
     summary = await flock.run_until_idle()
@@ -192,14 +192,14 @@ async def concurrency(size: int, latency: float) -> dict[str, float]:
     rest = (size - first) // 2
     for i in range(first):
         engine = FunctionEngine(slow(lambda lane: L1(lane=lane), i))
-        flock.agent(f"l1_{i}").consumes(pipeline.Seed).publishes(L1).with_engines(engine)
+        flock.agent(f"l1_{i}").consumes(Seed).publishes(L1).with_engines(engine)
     for j in range(rest):
         engine = FunctionEngine(slow(lambda lane: L2(lane=lane), j))
         flock.agent(f"l2_{j}").consumes(L1, where=lane_is(j)).publishes(L2).with_engines(engine)
         engine = FunctionEngine(slow(lambda lane: L3(lane=lane), j))
         flock.agent(f"l3_{j}").consumes(L2, where=lane_is(j)).publishes(L3).with_engines(engine)
     start = time.perf_counter()
-    await flock.publish(pipeline.Seed(n=0, text="go"))
+    await flock.publish(seed(0))
     summary = await flock.run_until_idle()
     makespan = time.perf_counter() - start
     agents = first + 2 * rest

@@ -18,28 +18,14 @@ import statistics
 import tempfile
 import time
 
-from pydantic import BaseModel
+from scenario_kit import Mid, Out, Seed, seed
 
 from flock_cli import Flock, FunctionEngine, TestEngine, flock_type
 from flock_cli.store import SQLiteBlackboardStore
 
-
-@flock_type(name="Seed")
-class Seed(BaseModel):
-    n: int
-    text: str
-
-
-@flock_type(name="Stage1")
-class Stage1(BaseModel):
-    n: int
-    text: str
-
-
-@flock_type(name="Stage2")
-class Stage2(BaseModel):
-    n: int
-    summary: str
+# The contract's types (bench/scenarios.md), shared with the side-by-side runners.
+for _model in (Seed, Mid, Out):
+    flock_type(name=_model.__name__)(_model)
 
 
 def build(engine: str, seeds: int, board: str | None = None, traces: str | None = None) -> Flock:
@@ -49,10 +35,10 @@ def build(engine: str, seeds: int, board: str | None = None, traces: str | None 
     if engine == "test":
         first, second = TestEngine(), TestEngine()
     else:
-        first = FunctionEngine(lambda i: Stage1(**i.artifacts[0].payload))
-        second = FunctionEngine(lambda i: Stage2(n=i.artifacts[0].payload["n"], summary="ok"))
-    flock.agent("stage_one").consumes(Seed).publishes(Stage1).with_engines(first)
-    flock.agent("stage_two").consumes(Stage1).publishes(Stage2).with_engines(second)
+        first = FunctionEngine(lambda i: Mid(**i.artifacts[0].payload))
+        second = FunctionEngine(lambda i: Out(n=i.artifacts[0].payload["n"], summary="ok"))
+    flock.agent("stage_one").consumes(Seed).publishes(Mid).with_engines(first)
+    flock.agent("stage_two").consumes(Mid).publishes(Out).with_engines(second)
     return flock
 
 
@@ -60,7 +46,7 @@ async def one_run(engine: str, seeds: int, store: str = "memory", traced: bool =
     folder = tempfile.mkdtemp(prefix="flock-bench-")
     board = os.path.join(folder, "board.db") if store == "sqlite" else None
     flock = build(engine, seeds, board, os.path.join(folder, "traces.duckdb") if traced else None)
-    items = [Seed(n=i, text="x" * 40) for i in range(seeds)]
+    items = [seed(i) for i in range(seeds)]
     start = time.perf_counter()
     async with flock.traced_run("bench"):
         await flock.publish_many(items)
