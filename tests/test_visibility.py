@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from flock_cli import (
     AfterVisibility,
     AgentIdentity,
@@ -15,6 +17,7 @@ from flock_cli import (
     TestEngine,
     only_for,
 )
+from flock_cli.errors import UsageError
 from flock_cli.store import UNRESTRICTED
 from tests.models import Idea, Movie, Task
 
@@ -116,3 +119,32 @@ async def test_embargoed_artifact_is_delivered_when_the_embargo_lifts(
     await clock.advance(3600)
     await flock.run_until_idle()
     assert got == [7]
+
+
+async def test_a_run_whose_agent_may_no_longer_see_its_input_is_refused_and_kept(flock: Flock) -> None:
+    """The last line of defence: whatever handed a delivery over, an agent that may not see its
+    input never runs on it; the delivery is kept as a ``denied`` dead letter."""
+    import asyncio
+
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    async def handle(inputs, ctx):
+        seen.append(inputs.first_as(Task).n)
+        await gate.wait()
+
+    desk = flock.agent("desk").tenant("acme").max_concurrency(1).consumes(Task)
+    desk.with_engines(FunctionEngine(handle))
+    await flock.publish(Task(n=1), visibility=TenantVisibility(tenant_id="acme"))
+    await flock.publish(Task(n=2), visibility=TenantVisibility(tenant_id="acme"))  # queued behind n=1
+    await asyncio.sleep(0)
+    desk.tenant("globex")  # the agent changes tenant while its second run waits for a slot
+    gate.set()
+    summary = await flock.run_until_idle()
+    assert seen == [1]
+    assert [letter.reason for letter in summary.dead_letters] == ["denied"]
+    assert "'desk' may not see" in (summary.dead_letters[0].error or "")
+    assert not summary.ok
+    with pytest.raises(UsageError, match="may see its artifacts"):
+        await flock.retry_dead_letter(summary.dead_letters[0].id)  # still refused, and kept
+    assert [letter.id for letter in await flock.dead_letters()] == [summary.dead_letters[0].id]

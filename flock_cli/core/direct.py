@@ -49,25 +49,49 @@ async def run_direct(flock: Flock, target: Agent, sub: Subscription, built: list
 
 
 async def retry_letter(flock: Flock, letter_id: UUID) -> None:
-    """Offer a dead letter's artifacts to its agent again; the letter is removed."""
+    """Offer a dead letter's artifacts to its agent again; the letter is removed.
+
+    Visibility is checked as routing checks it: a letter of an exclusive group shared by several
+    agents goes back to the members that may see (and accept) its artifacts; a letter of one
+    agent is refused, and kept, if that agent may not see them now. Embargoed letters are routed
+    again, so they wait for their embargo once more.
+    """
     letters = {letter.id: letter for letter in await flock.store.dead_letters()}
     letter = letters.get(letter_id)
     if letter is None:
         raise UsageError(f"No dead letter with id {letter_id}")
-    agent = flock.get_agent(letter.agent)
+    scheduler = flock._scheduler
+    router = scheduler.router
     index = letter.subscription if letter.subscription is not None else 0
-    if index >= len(agent.subscriptions):
-        raise UsageError(
-            f"Dead letter {letter_id} names subscription #{index} that '{agent.name}' no longer has"
-        )
-    sub = agent.subscriptions[index]
+    if letter.agent.startswith("group:"):
+        members = router.group_members(letter.agent.removeprefix("group:"))
+        if not members:
+            raise UsageError(f"Dead letter {letter_id} names {letter.agent}, which this flock does not have")
+    else:
+        agent = flock.get_agent(letter.agent)
+        if index >= len(agent.subscriptions):
+            raise UsageError(
+                f"Dead letter {letter_id} names subscription #{index} that '{agent.name}' no longer has"
+            )
+        own = agent.subscriptions[index]
+        claim = router.claim_key(own)
+        members = router.group_members(own.group or "") if claim != agent.name else {agent.name: own}
     artifacts = await flock.store.get_many(letter.artifact_ids, viewer=UNRESTRICTED)
     if len(artifacts) != len(letter.artifact_ids):
         raise UsageError(f"Dead letter {letter_id} refers to artifacts that are no longer on the board")
     await flock._ready()
+    sub = next(iter(members.values()))
+    if letter.reason != "embargoed":
+        allowed = router.eligible(artifacts, members, flock.clock.now())
+        if not allowed:
+            hidden = {a.id: a.visibility.describe() for a in artifacts}
+            raise UsageError(
+                f"Dead letter {letter_id}: no agent of {', '.join(members)} may see its artifacts now"
+                f" ({', '.join(f'{i} {v}' for i, v in hidden.items())}); it is kept"
+            )
+        members, sub = allowed, next(iter(allowed.values()))
     if await flock.store.take_dead_letter(letter_id) is None:
         raise UsageError(f"Dead letter {letter_id} was taken by someone else")
-    scheduler = flock._scheduler
     scheduler.hold()
     try:
         if letter.reason == "embargoed":
@@ -75,6 +99,7 @@ async def retry_letter(flock: Flock, letter_id: UUID) -> None:
         else:
             tx = RoutingTx()
             run = ReadyRun(sub, artifacts, [artifacts] if sub.gathers else [])
-            await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery")])
+            queue = router.claim_key(sub)
+            await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery", queue=queue, members=members)])
     finally:
         scheduler.release()

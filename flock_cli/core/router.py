@@ -7,7 +7,7 @@ objects to the orchestrator, which stores and dispatches them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -84,24 +84,51 @@ class Router:
     def screen(
         self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel], now: datetime
     ) -> str | None:
-        """Why ``sub`` does not take ``artifact`` ("self", "denied", "from_agents", "channels",
-        "where", "predicate_error"), or None when it does. Visibility is checked by the caller."""
+        """Why ``sub`` does not take ``artifact`` ("self", "from_agents", "channels", "where",
+        "predicate_error"), or None when it does. Visibility is checked by the caller."""
+        reason, error = self._rejection(artifact, sub, typed)
+        if error is not None:  # a failing predicate means "no match", and is recorded
+            self._predicate_error(sub, artifact, error)
+        return reason
+
+    def _rejection(
+        self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel]
+    ) -> tuple[str | None, Exception | None]:
         agent = self._agents[sub.agent]
         if agent.prevent_self_trigger and artifact.produced_by == agent.name:
-            return "self"
+            return "self", None
         reason = sub.header_rejection(artifact)
         if reason is not None:
-            return reason
+            return reason, None
         if sub.where:
             try:
                 model = typed()
                 for predicate in sub.where:
                     if not predicate(model):
-                        return "where"
-            except Exception as exc:  # a failing predicate means "no match", and is recorded
-                self._predicate_error(sub, artifact, exc)
-                return "predicate_error"
-        return None
+                        return "where", None
+            except Exception as exc:
+                return "predicate_error", exc
+        return None, None
+
+    def eligible(
+        self, artifacts: Sequence[Artifact], members: dict[str, Subscription], now: datetime
+    ) -> dict[str, Subscription]:
+        """The agents among ``members`` that may take a stored delivery of ``artifacts`` (after a
+        restart, or a dead letter offered again): each must see every artifact now, and a member
+        of an exclusive group must accept the artifact as routing would have (``where``, producer,
+        channels). Nothing is recorded: this repeats a decision routing already reported."""
+        chosen: dict[str, Subscription] = {}
+        for name, sub in members.items():
+            identity = self._agents[name].identity
+            if not all(a.visibility.allows(identity, now=now) for a in artifacts):
+                continue
+            if len(members) > 1 and any(
+                self._rejection(a, sub, typed_loader(a, sub.models[a.type]))[0] is not None
+                for a in artifacts
+            ):
+                continue
+            chosen[name] = sub
+        return chosen
 
     @staticmethod
     def embargo_lift(artifact: Artifact, agent: Agent, now: datetime) -> datetime | None:

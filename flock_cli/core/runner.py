@@ -20,7 +20,7 @@ from flock_cli.core.components import Context
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import BreakerTrip, Failure
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
-from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery, StaleLeaseError
+from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery, StaleLeaseError, denial
 from flock_cli.tracing.records import Span
 from flock_cli.tracing.run_trace import RunTrace
 
@@ -54,6 +54,11 @@ class RunExecutor:
         ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
         """
         flock = self._flock
+        now = flock.clock.now()
+        hidden = [a for a in run.artifacts if not a.visibility.allows(agent.identity, now=now)]
+        if hidden:  # the last line of defence: every path that hands over a delivery checks this
+            await self._refuse(agent, delivery, run, hidden, now)
+            return None
         if count_run:
             self._scheduler.iterations[agent.name] += 1
             if self._scheduler.iterations[agent.name] > flock.max_agent_iterations:
@@ -415,6 +420,22 @@ class RunExecutor:
                     self._scheduler.budget_stop = found  # no run of any agent starts from now on
                 return found
         return None
+
+    async def _refuse(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, hidden: list[Artifact], now: datetime
+    ) -> None:
+        """Never run ``agent`` on artifacts it may not see: record the denials and keep the
+        delivery as a ``denied`` dead letter (nothing is lost, nothing leaks)."""
+        denials = [denial(a, agent.identity, now, "schedule") for a in hidden]
+        await self._flock.store.record_denials(denials)
+        self._collector.denials += len(denials)
+        for artifact in hidden:
+            self._flock.tracer.event(
+                "visibility.denied", agent=agent.name, artifact_id=artifact.id,
+                visibility=artifact.visibility.describe(), embargoed_until=None,
+            )  # fmt: skip
+        shown = ", ".join(f"{a.id} ({a.visibility.describe()})" for a in hidden)
+        await self._hold(agent, delivery, run, "denied", f"'{agent.name}' may not see {shown}")
 
     async def _hold_by_budget(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, scope: str, reason: str

@@ -439,14 +439,19 @@ class Scheduler:
             await self._flock.store.commit_routing(tx)
         await self._start_after_sync(jobs)
 
-    def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> None:
-        """Dispatch a delivery found pending in the store (after a restart)."""
+    def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> bool:
+        """Dispatch a delivery found pending in the store (after a restart) to the agents that may
+        take it: for an exclusive group, only the members that can see its artifacts and accept
+        them, as when it was routed. False when no agent may take it (nothing is dispatched)."""
         agent_subs: dict[str, Subscription] = {}
         if delivery.agent.startswith("group:"):
             agent_subs = dict(self.router.group_members(delivery.agent.removeprefix("group:")))
         else:
             agent = self._flock.get_agent(delivery.agent)
             agent_subs = {agent.name: agent.subscriptions[delivery.subscription]}
+        agent_subs = self.router.eligible(artifacts, agent_subs, self._flock.clock.now())
+        if not agent_subs:
+            return False
         first = next(iter(agent_subs.values()))
         groups, at = [], 0
         for size in delivery.group_sizes:
@@ -454,6 +459,7 @@ class Scheduler:
             at += size
         run = ReadyRun(first, artifacts, groups, delivery.batch_trigger)
         self._start(self._job(delivery, run, agent_subs))
+        return True
 
     def _start_job(self, job: Job) -> None:
         self.spawn(self._run_job(job))

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from flock_cli.core.router import NO_KEY, sub_key, typed_loader
 from flock_cli.core.visibility import AfterVisibility
 from flock_cli.errors import UserError
-from flock_cli.store.contract import UNRESTRICTED, DeadLetter, Delivery, DeliveryStatus
+from flock_cli.store.contract import UNRESTRICTED, DeadLetter, DeadLetterReason, Delivery, DeliveryStatus
 from flock_cli.store.records import RunRecord
 
 if TYPE_CHECKING:
@@ -235,11 +235,15 @@ class BoardSession:
         artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
         for delivery in pending:
             if not self._runnable(delivery):
-                await self._orphan(delivery)
+                await self._orphan(delivery, "the resumed definition no longer has this agent or subscription")
                 continue
-            scheduler.resume_delivery(
-                delivery, [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
-            )
+            inputs = [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
+            if not scheduler.resume_delivery(delivery, inputs):
+                await self._orphan(
+                    delivery,
+                    "no agent that may take this delivery can see all of its artifacts now",
+                    reason="denied",
+                )
         scheduler.rearm_timers()
         routed = 0
         while found := await scheduler.poll_board():  # a page at a time, until none is left
@@ -264,15 +268,16 @@ class BoardSession:
         agent = agents.get(delivery.agent)
         return agent is not None and delivery.subscription < len(agent.subscriptions)
 
-    async def _orphan(self, delivery: Delivery) -> None:
-        """A pending delivery whose agent or subscription the new definition dropped: keep it."""
+    async def _orphan(self, delivery: Delivery, why: str, reason: DeadLetterReason = "failed") -> None:
+        """A pending delivery the resumed definition cannot run (its agent or subscription was
+        dropped, or no agent that may see its artifacts can take it): keep it as a dead letter."""
         flock, store = self._flock, self._flock.store
         letter = DeadLetter(
             id=flock._new_id(),
             agent=delivery.agent,
             artifact_ids=delivery.artifact_ids,
-            reason="failed",
-            error="the resumed definition no longer has this agent or subscription",
+            reason=reason,
+            error=why,
             stage="resume",
             created_at=flock.clock.now(),
             delivery_id=delivery.id,

@@ -137,12 +137,13 @@ class Delivery:
         )
 
 
-DeadLetterReason = Literal["failed", "breaker", "budget", "embargoed", "stopped"]
+DeadLetterReason = Literal["failed", "breaker", "budget", "embargoed", "stopped", "denied"]
 
 
 class DeadLetter(BaseModel):
-    """A run that failed for good, work a circuit breaker held back, or a delivery that was still
-    waiting for an embargo when the flock shut down."""
+    """A run that failed for good, work a circuit breaker or budget held back, a delivery that was
+    still waiting for an embargo when the flock shut down, or one that no agent allowed to see its
+    artifacts could take (``denied``: kept, never run by an agent that may not see it)."""
 
     model_config = ConfigDict(frozen=True)
 
