@@ -83,7 +83,7 @@ async def test_kill_while_a_tenant_run_holds_its_lease_resumes_on_a_permitted_me
         proc.send_signal(signal.SIGKILL)
         finish(proc, killable=True)
         finish(worker(board, log))
-        found, runs = await violations(board, log)
+        found, _ = await violations(board, log)
         assert found == []
         agents = [json.loads(line)["agent"] for line in log.read_text().splitlines()]
         desks = [agent for agent in agents if agent.endswith("_desk")]
@@ -119,7 +119,8 @@ def test_property_no_agent_consumes_what_it_may_not_see_across_crashes(
     args = ["--publish", "12", "--seed", str(seed), "--crash-at", str(at)]
     finish(worker(board, log, *args, *(["--crash-after"] if after else [])), killable=True)
     for at, after in rest:
-        finish(worker(board, log, "--crash-at", str(at), *(["--crash-after"] if after else [])), killable=True)
+        again = ["--crash-at", str(at), *(["--crash-after"] if after else [])]
+        finish(worker(board, log, *again), killable=True)
     finish(worker(board, log))
     found, _ = asyncio.run(violations(board, log))
     assert found == []

@@ -99,7 +99,7 @@ async def retry_letter(flock: Flock, letter_id: UUID) -> None:
         else:
             tx = RoutingTx()
             run = ReadyRun(sub, artifacts, [artifacts] if sub.gathers else [])
-            queue = router.claim_key(sub)
-            await scheduler.commit(tx, [scheduler.plan(run, tx, trigger="redelivery", queue=queue, members=members)])
+            job = scheduler.plan(run, tx, trigger="redelivery", queue=router.claim_key(sub), members=members)
+            await scheduler.commit(tx, [job])
     finally:
         scheduler.release()

@@ -123,8 +123,7 @@ class Router:
             if not all(a.visibility.allows(identity, now=now) for a in artifacts):
                 continue
             if len(members) > 1 and any(
-                self._rejection(a, sub, typed_loader(a, sub.models[a.type]))[0] is not None
-                for a in artifacts
+                self._rejection(a, sub, typed_loader(a, sub.models[a.type]))[0] is not None for a in artifacts
             ):
                 continue
             chosen[name] = sub

@@ -235,7 +235,9 @@ class BoardSession:
         artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
         for delivery in pending:
             if not self._runnable(delivery):
-                await self._orphan(delivery, "the resumed definition no longer has this agent or subscription")
+                await self._orphan(
+                    delivery, "the resumed definition no longer has this agent or subscription"
+                )
                 continue
             inputs = [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
             if not scheduler.resume_delivery(delivery, inputs):
