@@ -109,7 +109,9 @@ async def pairs(size: int, join: bool) -> dict[str, float]:
             mismatched.append((left.key, right.key))
         return Out(n=left.key, summary=f"{left.key}-{right.key}")
 
-    spec = JoinSpec(by=lambda item: item.key, window=3600) if join else None
+    # The contract's AND gate pairs first in, first out across publishes (the peer's only kind);
+    # ours gathers per correlation id unless told so.
+    spec = JoinSpec(by=lambda item: item.key, window=3600) if join else JoinSpec(by="arrival")
     name = "joiner" if join else "gate"
     flock.agent(name).consumes(Left, Right, join=spec).publishes(Out).with_engines(FunctionEngine(pair))
     if join:

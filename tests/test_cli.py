@@ -533,7 +533,10 @@ def test_unknown_types_are_named_in_command_line_terms() -> None:
     assert "flock_type" not in result.stderr
 
 
-def test_the_inputs_of_one_run_share_a_correlation_id_so_they_join(tmp_path: Path) -> None:
+def test_each_input_is_its_own_workflow_unless_the_run_shares_one(tmp_path: Path) -> None:
+    """Inputs of one run are separate workflows by default (a join never pairs one input's
+    artifacts with another's); --shared-correlation makes them one; --correlation-id continues
+    an existing one. A gate left waiting for what nothing can still produce fails the run."""
     recipe = write(
         tmp_path / "join.yaml",
         """
@@ -550,34 +553,36 @@ def test_the_inputs_of_one_run_share_a_correlation_id_so_they_join(tmp_path: Pat
     )
     write(tmp_path / "p.json", '{"amount": 9.5}')
     write(tmp_path / "s.json", '{"carrier": "dhl"}')
-    result = flock(
-        "run",
-        recipe,
-        "--board=:memory:",
-        "-i",
-        f"Payment={tmp_path / 'p.json'}",
-        "-i",
-        f"Shipment={tmp_path / 's.json'}",
-        "--json",
-    )
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    inputs = ["-i", f"Payment={tmp_path / 'p.json'}", "-i", f"Shipment={tmp_path / 's.json'}"]
+    apart = flock("run", recipe, "--board=:memory:", *inputs, "--json")
+    assert apart.exit_code == 1, apart.output
+    data = json.loads(apart.stdout)
+    assert data["ok"] is False and data["summary"]["runs_by_agent"] == {}
+    assert len({a["correlation_id"] for a in data["artifacts"]}) == 2
+    waiting = data["summary"]["pending_groups"]
+    assert sorted(g["missing"][0] for g in waiting) == ["Payment", "Shipment"]
+    assert {g["status"] for g in waiting} == {"stuck"}
+    assert "no agent publishes Shipment: publish one with correlation id" in str(waiting)
+    text = flock("run", recipe, "--board=:memory:", *inputs)
+    assert "stuck matcher's gate" in text.stdout and text.stdout.rstrip().endswith("failed")
+
+    together = flock("run", recipe, "--board=:memory:", *inputs, "--shared-correlation", "--json")
+    assert together.exit_code == 0, together.output
+    data = json.loads(together.stdout)
     assert data["summary"]["runs_by_agent"] == {"matcher": 1}
     assert len({a["correlation_id"] for a in data["artifacts"]}) == 1
+
     given = "5b8e6a52-41d4-4f7a-9a8e-000000000001"
     again = flock(
-        "run",
-        recipe,
-        "--board=:memory:",
-        "-i",
-        f"Payment={tmp_path / 'p.json'}",
-        "--correlation-id",
-        given,
-        "--json",
+        "run", recipe, "--board=:memory:", inputs[0], inputs[1], "--correlation-id", given, "--json"
     )
     waiting = json.loads(again.stdout)
     assert {a["correlation_id"] for a in waiting["artifacts"]} == {given}
     assert [g["missing"] for g in waiting["summary"]["pending_groups"]] == [["Shipment"]]
+    both = flock(
+        "run", recipe, "--board=:memory:", *inputs, "--correlation-id", given, "--shared-correlation"
+    )
+    assert both.exit_code == 2 and "not both" in both.output
 
 
 def test_ctrl_c_while_publishing_inputs_stops_cleanly_and_says_what_was_not_published(tmp_path: Path) -> None:

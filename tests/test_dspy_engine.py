@@ -7,6 +7,8 @@ with a previous answer) and what the flock publishes from the answers.
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 from typing import Any
 
 import dspy
@@ -71,8 +73,9 @@ async def test_a_joined_run_sees_each_consumed_artifact_as_a_field() -> None:
     flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(
         DSPyEngine(lm=lm)
     )
-    await flock.publish(BugReport(bugs=["off by one"], severity="Low"))
-    await flock.publish(SecurityReport(vulnerabilities=["none"], risk="Low"))
+    one = uuid4()  # one submission's two reports
+    await flock.publish(BugReport(bugs=["off by one"], severity="Low"), correlation_id=one)
+    await flock.publish(SecurityReport(vulnerabilities=["none"], risk="Low"), correlation_id=one)
     summary = await flock.run_until_idle()
     assert summary.ok and summary.agent_runs == 1
     sent = prompt(lm)
@@ -231,8 +234,7 @@ async def test_types_that_share_a_short_name_each_get_a_field() -> None:
     lm = scripted({"tagline": {"line": "both seen"}})
     flock = Flock()
     flock.agent("merger").consumes(ReviewNote, AuditNote).publishes(Tagline).with_engines(DSPyEngine(lm=lm))
-    await flock.publish(ReviewNote(text="REVIEW"))
-    await flock.publish(AuditNote(text="AUDIT"))
+    await flock.publish_many([ReviewNote(text="REVIEW"), AuditNote(text="AUDIT")], correlation_id=uuid4())
     assert (await flock.run_until_idle()).ok
     sent = prompt(lm)
     assert "`note` (ReviewNote)" in sent and "`note_2` (AuditNote)" in sent

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from uuid import uuid4
 
 import pytest
 
@@ -16,11 +17,12 @@ def collecting(store: list) -> FunctionEngine:
 async def test_and_gate_waits_for_all_types_in_any_order(flock: Flock) -> None:
     runs: list = []
     flock.agent("reviewer").consumes(BugReport, SecurityReport).with_engines(collecting(runs))
-    await flock.publish(SecurityReport(vulnerabilities=["x"], risk="Low"))
+    one = uuid4()  # one submission's reports
+    await flock.publish(SecurityReport(vulnerabilities=["x"], risk="Low"), correlation_id=one)
     summary = await flock.run_until_idle()
     assert runs == [] and summary.agent_runs == 0
     assert summary.pending_groups[0].missing == ["BugReport"]
-    await flock.publish(BugReport(bugs=["b"], severity="High"))
+    await flock.publish(BugReport(bugs=["b"], severity="High"), correlation_id=one)
     await flock.run_until_idle()
     assert [sorted(t for t, _ in run) for run in runs] == [["BugReport", "SecurityReport"]]
 
@@ -28,22 +30,55 @@ async def test_and_gate_waits_for_all_types_in_any_order(flock: Flock) -> None:
 async def test_and_gate_does_not_reuse_artifacts_across_completions(flock: Flock) -> None:
     runs: list = []
     flock.agent("reviewer").consumes(BugReport, SecurityReport).with_engines(collecting(runs))
-    await flock.publish(BugReport(bugs=["1"], severity="High"))
-    await flock.publish(BugReport(bugs=["2"], severity="High"))
-    await flock.publish(SecurityReport(vulnerabilities=[], risk="Low"))
+    one = uuid4()
+    await flock.publish(BugReport(bugs=["1"], severity="High"), correlation_id=one)
+    await flock.publish(BugReport(bugs=["2"], severity="High"), correlation_id=one)
+    await flock.publish(SecurityReport(vulnerabilities=[], risk="Low"), correlation_id=one)
     summary = await flock.run_until_idle()
     assert summary.agent_runs == 1
     assert runs[0][0] == ("BugReport", {"bugs": ["1"], "severity": "High"})
     assert summary.pending_groups[0].missing == ["SecurityReport"]
 
 
+async def test_and_gate_never_pairs_artifacts_of_different_workflows(flock: Flock) -> None:
+    """The design's headline gate, three submissions at once: each review gets its own
+    submission's two reports, whatever order the reports arrive in."""
+    runs: list = []
+    flock.agent("reviewer").consumes(BugReport, SecurityReport).with_engines(collecting(runs))
+    a, b, c = uuid4(), uuid4(), uuid4()
+    await flock.publish(BugReport(bugs=["a"], severity="Low"), correlation_id=a)
+    await flock.publish(BugReport(bugs=["b"], severity="Low"), correlation_id=b)
+    await flock.publish(SecurityReport(vulnerabilities=["c"], risk="Low"), correlation_id=c)
+    await flock.publish(SecurityReport(vulnerabilities=["b"], risk="Low"), correlation_id=b)
+    await flock.publish(BugReport(bugs=["c"], severity="Low"), correlation_id=c)
+    summary = await flock.run_until_idle()
+    pairs = [{p.get("bugs", p.get("vulnerabilities"))[0] for _, p in run} for run in runs]
+    assert pairs == [{"b"}, {"c"}]
+    assert [g.missing for g in summary.pending_groups] == [["SecurityReport"]]
+
+
+async def test_join_by_arrival_pairs_across_workflows_first_in_first_out(flock: Flock) -> None:
+    runs: list = []
+    flock.agent("reviewer").consumes(BugReport, SecurityReport, join={"by": "arrival"}).with_engines(
+        collecting(runs)
+    )
+    await flock.publish(BugReport(bugs=["1"], severity="High"))
+    await flock.publish(BugReport(bugs=["2"], severity="High"))
+    await flock.publish(SecurityReport(vulnerabilities=["x"], risk="Low"))
+    summary = await flock.run_until_idle()
+    assert summary.agent_runs == 1
+    assert runs[0][0] == ("BugReport", {"bugs": ["1"], "severity": "High"})
+
+
 async def test_count_gate_needs_the_repeated_count(flock: Flock) -> None:
     runs: list = []
     flock.agent("pair").consumes(Task, Task).with_engines(collecting(runs))
-    await flock.publish(Task(n=1))
+    one = uuid4()
+    await flock.publish(Task(n=1), correlation_id=one)
     assert (await flock.run_until_idle()).agent_runs == 0
-    await flock.publish(Task(n=2))
-    await flock.publish(Task(n=3))
+    await flock.publish(Task(n=9))  # another workflow: never counted with the others
+    await flock.publish(Task(n=2), correlation_id=one)
+    await flock.publish(Task(n=3), correlation_id=one)
     summary = await flock.run_until_idle()
     assert summary.agent_runs == 1
     assert [p["n"] for _, p in runs[0]] == [1, 2]

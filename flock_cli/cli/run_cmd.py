@@ -97,9 +97,17 @@ def run(
         typer.Option(
             "--correlation-id",
             metavar="UUID",
-            help="Correlation id of the inputs (default: one new id for all).",
+            help="One correlation id for all inputs (continue an existing workflow). Default: each"
+            " input item is a workflow of its own, with its own new correlation id.",
         ),
     ] = None,
+    shared_correlation: Annotated[
+        bool,
+        typer.Option(
+            "--shared-correlation",
+            help="All inputs share one new correlation id: one workflow (joins pair them).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
     traces: Annotated[
@@ -168,7 +176,7 @@ def run(
         timeout=timeout,
         force=force,
         quiet=quiet or as_json,
-        correlation_id=_correlation(correlation_id),
+        correlation_id=_correlation(correlation_id, shared_correlation),
         nothing_to_run=_nothing_to_run(loaded),
         trace_attributes={"recipe": str(recipe), "board": path},
     )
@@ -183,14 +191,14 @@ def run(
     finally:
         if server is not None:
             server.close()
-    from flock_cli.cli.run_report import report
+    from flock_cli.cli.run_report import ok, report
 
     report(outcome, loaded, as_json, traces_option=traces)
     # Ctrl-C is how a --watch run ends, so one Ctrl-C there is a normal stop; anywhere else the
     # run did not finish, and a second Ctrl-C aborts.
     if outcome.interrupted > 1 or (outcome.interrupted and not watch):
         raise typer.Exit(EXIT_INTERRUPTED)
-    if not outcome.summary.ok or outcome.timed_out:
+    if not ok(outcome):
         raise typer.Exit(EXIT_FAILED)
 
 
@@ -221,10 +229,16 @@ def _nothing_to_run(recipe: Recipe) -> str:
     return f"nothing to run: pass --input TYPE=FILE (the recipe starts from {entry}), or use --watch"
 
 
-def _correlation(text: str | None) -> UUID:
-    """All inputs of one ``flock run`` are one workflow: they share a correlation id (so joins
-    by correlation id pair them), new unless ``--correlation-id`` continues an existing one."""
-    return uuid4() if text is None else parse_uuid(text, "--correlation-id")
+def _correlation(text: str | None, shared: bool) -> UUID | None:
+    """The correlation id all inputs share, or None: each input item is then a workflow of its own
+    (three submissions, three reviews: gates and joins never pair one's analyses with another's).
+    ``--correlation-id`` continues an existing workflow; ``--shared-correlation`` makes the inputs
+    one new workflow."""
+    if text is not None:
+        if shared:
+            fail("give --correlation-id UUID or --shared-correlation, not both")
+        return parse_uuid(text, "--correlation-id")
+    return uuid4() if shared else None
 
 
 def _recording(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
-__all__ = ["plural", "report"]
+__all__ = ["ok", "plural", "report"]
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -35,7 +35,7 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool, traces_option: Path 
     if as_json:
         emit_json(
             {
-                "ok": _ok(outcome),
+                "ok": ok(outcome),
                 "interrupted": outcome.interrupted > 0,
                 "aborted": outcome.interrupted > 1,
                 "unpublished_inputs": outcome.unpublished,
@@ -68,8 +68,11 @@ def _print_trace_problems(outcome: Outcome) -> None:
         err_console().print(f"[yellow]warning:[/] traces: {escape(problem)}")
 
 
-def _ok(outcome: Outcome) -> bool:
-    return outcome.summary.ok and not outcome.timed_out and outcome.interrupted < 2
+def ok(outcome: Outcome) -> bool:
+    """The run did what it was asked: no failure, and (without ``--watch``) no workflow left
+    waiting in a gate that nothing left can complete."""
+    incomplete = bool(outcome.summary.stuck_groups) and not outcome.watch
+    return outcome.summary.ok and not incomplete and not outcome.timed_out and outcome.interrupted < 2
 
 
 def _print_artifacts(title: str, artifacts: list[Artifact]) -> None:
@@ -119,10 +122,7 @@ def _print_summary(outcome: Outcome) -> None:
         out.print(
             f"  [yellow]join expired[/] for {escape(group.agent)}: missing {escape(', '.join(group.missing))}"
         )
-    for pending in summary.pending_groups:
-        missing = escape(", ".join(pending.missing))
-        kept = " (kept on the board)" if outcome.durable else ""
-        out.print(f"  [yellow]join waiting[/] for {escape(pending.agent)}: missing {missing}{kept}")
+    _print_waiting(outcome)
     for failure in summary.failures:
         tries = f", after {failure.attempts} attempts" if failure.attempts > 1 else ""
         error = failure.error.splitlines()[0] if failure.error else ""
@@ -145,6 +145,35 @@ def _print_summary(outcome: Outcome) -> None:
     if outcome.interrupted > 1:
         out.print("[bold red]aborted[/]")
     elif outcome.interrupted:
-        out.print("[yellow]stopped[/]" + (" [green]ok[/]" if _ok(outcome) else " [bold red]failed[/]"))
+        out.print("[yellow]stopped[/]" + (" [green]ok[/]" if ok(outcome) else " [bold red]failed[/]"))
     else:
-        out.print("[green]ok[/]" if _ok(outcome) else "[bold red]failed[/]")
+        out.print("[green]ok[/]" if ok(outcome) else "[bold red]failed[/]")
+
+
+def _print_waiting(outcome: Outcome) -> None:
+    """Gates still open and deliveries held by embargoes: what is waiting, and for what."""
+    from rich.markup import escape
+
+    summary, out = outcome.summary, console()
+    kept = " (kept on the board)" if outcome.durable else ""
+    for pending in summary.pending_groups:
+        if pending.status == "waiting" or (outcome.watch and pending.status == "stuck"):
+            label = "[yellow]waiting[/]"
+        else:
+            label = "[red]deadlock[/]" if pending.status == "deadlock" else "[red]stuck[/]"
+        key = f" (key {escape(pending.key[:36])})" if pending.key else ""
+        out.print(
+            f"  {label} {escape(pending.agent)}'s gate{key} needs {escape(', '.join(pending.missing))}:"
+            f" {escape(pending.reason)}{kept}"
+        )
+    if summary.pending_embargoes:
+        last = max(e.lifts_at for e in summary.pending_embargoes)
+        where = (
+            "the next flock run on this board delivers them"
+            if outcome.durable
+            else "lost with this in-memory board"
+        )
+        out.print(
+            f"  [yellow]{plural(len(summary.pending_embargoes), 'delivery', 'deliveries')} waiting for an"
+            f" embargo[/] (the last lifts {last.isoformat(timespec='seconds')}; {where})"
+        )

@@ -37,6 +37,7 @@ class Outcome:
     timed_out: bool
     durable: bool  # the board outlives the process
     unpublished: int = 0  # inputs not published because Ctrl-C came first
+    watch: bool = False  # a --watch run: pending groups may still fill from later publishes
     trace_run: str | None = None  # the run's id in the trace store (None: tracing off)
     trace_problems: list[str] = field(default_factory=list)
 
@@ -65,7 +66,7 @@ class RunSession:
         self.timeout = timeout
         self.force = force
         self.quiet = quiet
-        self.correlation_id = correlation_id  # of the inputs (None: each gets its own)
+        self.correlation_id = correlation_id  # shared by the inputs (None: each its own workflow)
         self.nothing_to_run = nothing_to_run  # the message when there are no inputs and no work left
         self.trace_attributes = trace_attributes or {}
         self.interrupts = 0
@@ -159,6 +160,7 @@ class RunSession:
             timed_out,
             flock.store.durable,
             unpublished=len(self.inputs) - published,
+            watch=self.watch,
         )
 
     async def _shutdown(self, timed_out: bool) -> RunSummary:

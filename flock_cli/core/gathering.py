@@ -38,9 +38,10 @@ class OpenGroup:
 class Gate:
     """An AND gate (several types), a count gate (a repeated type) or a join (with a key).
 
-    Without a join every artifact goes to one group (key None) and the gate fires whenever each
-    type has its count, using the oldest waiting artifacts first; used artifacts never count again.
-    With a join, artifacts are grouped by key and each group fires on its own.
+    Artifacts are grouped by the key the router gives them (the correlation id unless the
+    subscription's join says otherwise; one group, key None, for ``by="arrival"``) and each group
+    fires on its own whenever each type has its count, using its oldest waiting artifacts first;
+    used artifacts never count again.
     """
 
     def __init__(self, subscription: Subscription) -> None:

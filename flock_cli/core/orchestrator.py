@@ -26,6 +26,7 @@ from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
 from flock_cli.core.specs import Budget, coerce_spec
+from flock_cli.core.stall import explain_pending
 from flock_cli.core.subscription import Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.usage import UsageLedger
@@ -473,7 +474,11 @@ class Flock:
 
     def _take_summary(self) -> RunSummary:
         scheduler = self._scheduler
-        summary = scheduler.collector.build(scheduler.router.pending(), scheduler.pending_embargoes())
+        embargoes = scheduler.pending_embargoes()
+        pending = explain_pending(
+            scheduler.router.pending(), self._agents, embargoes, in_flight=scheduler.active > 0
+        )
+        summary = scheduler.collector.build(pending, embargoes)
         scheduler.collector.reset()
         scheduler.iterations.clear()
         return summary
@@ -508,9 +513,10 @@ class Flock:
         if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):
                 await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
-        scheduler.embargoes.clear()
+            scheduler.embargoes.clear()
         await self._session.finish()
-        summary = self._take_summary()
+        summary = self._take_summary()  # on a durable board it lists what still waits for an embargo
+        scheduler.embargoes.clear()
         if not self._run_scopes:  # else the traced run closes the tracer when its block ends
             await asyncio.to_thread(self.tracer.close)
         return summary

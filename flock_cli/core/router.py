@@ -203,11 +203,16 @@ class Router:
         return [self.batch_run(b, b.take(), trigger, tx) for b in self.batchers.values() if b.units]
 
     def join_key(self, artifact: Artifact, sub: Subscription, typed: Callable[[], BaseModel]) -> Any:
-        """The group key of ``artifact`` for ``sub``'s join (None without a join; NO_KEY if it has none)."""
-        join = sub.join
-        if join is None:
+        """The group key of ``artifact`` in ``sub``'s gate (NO_KEY when it has none).
+
+        A gate never mixes workflows unless asked to: without a join, or with ``by`` unset, the
+        key is the artifact's correlation id; ``by="arrival"`` puts every artifact in one group
+        (first in, first out); a function of the payload gives any other key.
+        """
+        by = sub.join.by if sub.join is not None else None
+        if by == "arrival":
             return None
-        if join.by is None:
+        if by is None or by == "correlation_id":
             if artifact.correlation_id is None:
                 self._collector.filtered["no_correlation_id"] += 1
                 self._tracer.event(
@@ -219,7 +224,7 @@ class Router:
                 return NO_KEY
             return artifact.correlation_id
         try:
-            key: Hashable = join.by(typed())
+            key: Hashable = by(typed())
             hash(key)
         except Exception as exc:
             self._predicate_error(sub, artifact, exc, what="join key: ")

@@ -358,9 +358,10 @@ class Scheduler:
     def _deny(
         self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime, tx: RoutingTx
     ) -> None:
-        tx.denials.append(denial(artifact, agent.identity, now, "schedule"))
-        self.collector.denials += 1
+        tx.denials.append(denial(artifact, agent.identity, now, "schedule"))  # audit keeps both kinds
         lifts = self.router.embargo_lift(artifact, agent, now)
+        if lifts is None:  # an embargo is work waiting, counted in ``embargoed``, not a denial
+            self.collector.denials += 1
         self.tracer.event(
             "visibility.denied", agent=agent.name, artifact_id=artifact.id,
             visibility=artifact.visibility.describe(), embargoed_until=lifts.isoformat() if lifts else None,

@@ -38,11 +38,14 @@ def _problems(exc: ValidationError, option: str) -> str:
 class JoinSpec(_Spec):
     """Correlate the artifacts of an AND gate into groups.
 
-    Artifacts are grouped by ``correlation_id`` unless ``by`` is given (a function of the typed
-    payload returning the key). A group fires when it holds every consumed type. A group that is
+    Artifacts are grouped by ``correlation_id`` (``by=None``, the default, or
+    ``by="correlation_id"``), so one run never mixes two workflows; ``by`` may instead be a
+    function of the typed payload returning the key, or ``"arrival"`` to pair artifacts of any
+    workflows first in, first out. A group fires when it holds every consumed type. A group that is
     still incomplete ``window`` seconds after its first artifact, or after ``count_window`` later
     artifacts arrived for this join without completing it, expires: it is reported in the run
-    summary and never silently dropped.
+    summary and never silently dropped. An AND gate declared without a join gathers as
+    ``JoinSpec()`` does: by correlation id, with no window.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -50,7 +53,7 @@ class JoinSpec(_Spec):
     kind: Literal["all_of"] = "all_of"
     window: float | None = Field(default=None, gt=0)
     count_window: int | None = Field(default=None, ge=1)
-    by: Callable[[Any], Hashable] | None = None
+    by: Literal["correlation_id", "arrival"] | Callable[[Any], Hashable] | None = None
 
     _seconds = field_validator("window", mode="before")(_seconds)
 

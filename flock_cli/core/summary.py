@@ -68,13 +68,21 @@ class ExpiredGroup(BaseModel):
 
 
 class PendingGroup(BaseModel):
-    """An AND gate or join group still waiting for artifacts when the flock went idle."""
+    """An AND gate or join group still waiting for artifacts when the summary was taken.
+
+    ``status`` says whether anything left in the flock can complete it: ``waiting`` (runs in
+    flight, or a delivery held by an embargo, may still produce what is missing), ``stuck``
+    (nothing left can: it needs new input from outside) or ``deadlock`` (what is missing only
+    ever comes from this agent's own outputs: the gate can never fill). ``reason`` explains it.
+    """
 
     agent: str
     subscription: int
     key: str | None
     artifact_ids: list[UUID]
     missing: list[str]
+    status: Literal["waiting", "stuck", "deadlock"] = "waiting"
+    reason: str = ""
 
 
 class PendingEmbargo(BaseModel):
@@ -109,8 +117,14 @@ class RunSummary(BaseModel):
     budget_holds: list[BudgetHold] = Field(default_factory=list)
     expired_groups: list[ExpiredGroup] = Field(default_factory=list)
     dead_letters: list[DeadLetter] = Field(default_factory=list)
-    visibility_denials: int = 0
-    embargoed: int = 0
+    visibility_denials: int = Field(
+        default=0, description="deliveries refused because the agent may not see the artifact"
+    )
+    embargoed: int = Field(
+        default=0,
+        description="deliveries held by an embargo (AfterVisibility): not denials, they run when it"
+        " lifts (pending_embargoes lists those still waiting)",
+    )
     filtered: dict[str, int] = Field(default_factory=dict)
     predicate_errors: list[PredicateError] = Field(default_factory=list)
     pending_groups: list[PendingGroup] = Field(default_factory=list)
@@ -128,8 +142,17 @@ class RunSummary(BaseModel):
 
     @property
     def ok(self) -> bool:
-        """No failure, no dead letter, no breaker trip, no run held by a budget."""
-        return not (self.failures or self.dead_letters or self.breaker_trips or self.budget_holds)
+        """No failure, no dead letter, no breaker trip, no run held by a budget, no gate that can
+        never fill (a ``deadlock`` pending group)."""
+        deadlocked = any(g.status == "deadlock" for g in self.pending_groups)
+        held = self.breaker_trips or self.budget_holds
+        return not (self.failures or self.dead_letters or held or deadlocked)
+
+    @property
+    def stuck_groups(self) -> list[PendingGroup]:
+        """Pending groups nothing left in the flock can complete (``stuck`` or ``deadlock``):
+        at the end of a closed run (``flock run`` without ``--watch``) a workflow did not finish."""
+        return [g for g in self.pending_groups if g.status != "waiting"]
 
 
 class LiveStatus(BaseModel):

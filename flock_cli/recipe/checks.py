@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from flock_cli.core.liveness import AgentShape, Liveness
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import (
     Visibility,
@@ -56,6 +57,7 @@ def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Prob
     for agent in recipe.agents.values():
         found.extend(_agent_checks(agent, recipe, graph))
     found.extend(_shared_group_checks(recipe))
+    found.extend(_liveness_checks(recipe))
     for cycle in graph.cycles():
         stoppers = [a for a in cycle[:-1] if any(c.where for c in recipe.agents[a].consumes)]
         if not stoppers:
@@ -281,3 +283,76 @@ def _returned_types(fn: Any) -> set[str] | None:
                 return None  # Any, EvalResult or something else we cannot read
             stack.extend(args)
     return models
+
+
+def _liveness_checks(recipe: ResolvedRecipe) -> list[Problem]:
+    """Subscriptions that can never fire under ``flock run``: a gate waiting for a type that only
+    its own agent's outputs lead to (a deadlock), and agents that only serve direct calls."""
+    graph = Liveness(
+        AgentShape(
+            name=agent.name,
+            subscriptions=tuple(
+                frozenset(canonical_name(m) for m in c.models) if c.spec.mode != "direct" else None
+                for c in agent.consumes
+            ),
+            outputs=frozenset(canonical_name(o.model) for o in agent.outputs),
+            self_trigger=agent.spec.self_trigger,
+        )
+        for agent in recipe.agents.values()
+    )
+    found: list[Problem] = []
+    blocked: list[str] = []  # agents already reported: what only they lead to is not reported again
+    ordered = sorted(recipe.agents.values(), key=lambda a: not any(len(c.models) > 1 for c in a.consumes))
+    for agent in ordered:  # gates first: a deadlocked gate is the cause, what follows from it is not
+        if agent.consumes and all(c.spec.mode == "direct" for c in agent.consumes):
+            found.append(
+                Problem(
+                    ("agents", agent.name, "consumes"),
+                    f"agent '{agent.name}' only serves direct calls (mode: direct), so flock run never"
+                    " runs it",
+                    hint="use mode: both (the default) or events to run it on published artifacts;"
+                    " direct calls come from the Python API (Flock.arun)",
+                    severity="warning",
+                    code="direct-only",
+                    key=True,
+                )
+            )
+        for i, consume in enumerate(agent.consumes):
+            if consume.spec.mode == "direct":
+                continue
+            names = list(dict.fromkeys(canonical_name(m) for m in consume.models))
+            for name in names:
+                if not graph.deadlocked(agent.name, i, name) or any(
+                    graph.path(b, agent.name) for b in blocked
+                ):
+                    continue
+                blocked.append(agent.name)
+                chain = next(
+                    (
+                        c
+                        for p in graph.producers(name)
+                        if p != agent.name and (c := graph.path(agent.name, p))
+                    ),
+                    [],
+                )
+                via = f" ({' -> '.join([*chain, name])})" if chain else ""
+                gate = len(consume.models) > 1
+                what = "this AND gate can never fill" if gate else "this subscription can never fire"
+                hint = (
+                    "an AND gate takes one artifact of each type per run; for an agent that runs on"
+                    f" either type, list them as alternatives: consumes: [{', '.join(names)}]"
+                    if gate
+                    else "give the workflow an entry point: a type published from outside starts it"
+                )
+                found.append(
+                    Problem(
+                        ("agents", agent.name, "consumes", i),
+                        f"agent '{agent.name}' waits for '{name}', which only comes after '{agent.name}'"
+                        f" itself has run{via}: {what}",
+                        hint=hint,
+                        severity="warning",
+                        code="never-fills",
+                        key=True,
+                    )
+                )
+    return found

@@ -183,7 +183,8 @@ def _compile_agent(
         c = consume.spec
         join = None
         if c.join is not None:
-            join = JoinSpec(window=c.join.within, count_window=c.join.count_window, by=consume.join_by)
+            by = "arrival" if c.join.by == "arrival" else consume.join_by
+            join = JoinSpec(window=c.join.within, count_window=c.join.count_window, by=by)
         batch = BatchSpec(size=c.batch.size, within=c.batch.within) if c.batch is not None else None
         builder.consumes(
             *consume.models,

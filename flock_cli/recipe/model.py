@@ -162,7 +162,8 @@ class JoinDef(_Raw):
 
     by: str = Field(
         default="correlation_id",
-        description="correlation_id, or an expression over the payload giving the key",
+        description="correlation_id (one workflow per group), arrival (first in, first out across"
+        " workflows), or an expression over the payload giving the key",
     )
     within: Duration | None = Field(
         default=None, description="a group expires this long after its first artifact"

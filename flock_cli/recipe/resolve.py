@@ -266,7 +266,7 @@ class _AgentResolver:
                         key=True,
                     )
                 )
-            elif consume.join.by != "correlation_id":
+            elif consume.join.by not in ("correlation_id", "arrival"):
                 join_by = self.attempt(
                     self.expression, consume.join.by, common, (*loc, "join", "by"), "join key"
                 )
