@@ -7,9 +7,8 @@ with a previous answer) and what the flock publishes from the answers.
 
 from __future__ import annotations
 
-from uuid import uuid4
-
 from typing import Any
+from uuid import uuid4
 
 import dspy
 import pytest
