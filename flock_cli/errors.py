@@ -64,6 +64,13 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
+def suggest(name: str, candidates: Iterable[str], listing: str) -> str:
+    """``"Did you mean 'x'?"`` for the closest candidate, else ``"<listing>: a, b, c"`` ('' when
+    there are none): what the recipe loader and the Python API say after an unknown name."""
+    names = list(candidates)
+    return did_you_mean(name, names).strip() or (f"{listing}: {', '.join(names)}" if names else "")
+
+
 class FlockError(Exception):
     """Root of every error Flock-Flow raises on purpose."""
 
