@@ -58,10 +58,23 @@ __all__ = [
 ]
 
 
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to ``name``, if one is close enough to be a likely misspelling."""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
-    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
-    return f" Did you mean '{close[0]}'?" if close else ""
+    close = closest(name, candidates)
+    return f" Did you mean '{close}'?" if close else ""
+
+
+def suggest(name: str, candidates: Iterable[str], listing: str) -> str:
+    """``"Did you mean 'x'?"`` for the closest candidate, else ``"<listing>: a, b, c"`` ('' when
+    there are none): what the recipe loader and the Python API say after an unknown name."""
+    names = list(candidates)
+    return did_you_mean(name, names).strip() or (f"{listing}: {', '.join(names)}" if names else "")
 
 
 class FlockError(Exception):

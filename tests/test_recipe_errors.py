@@ -195,6 +195,34 @@ def test_file_not_found(tmp_path: Path) -> None:
     assert codes(error) == ["not-found"]
 
 
+def test_file_not_found_suggests_the_closest_recipe(tmp_path: Path) -> None:
+    write(tmp_path, TWO_TYPES, "recipes/code_review.yaml")
+    error = load_error(tmp_path / "recipes" / "code_reveiw.yaml")
+    assert rendered(error, tmp_path) == golden(
+        """\
+        error: recipe file not found: recipes/code_reveiw.yaml
+          hint: Did you mean 'recipes/code_review.yaml'?
+        """
+    )
+    assert codes(error) == ["not-found"]
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        pytest.param("recipes/code_review.yml", "recipes/code_review.yaml", id="other-suffix"),
+        pytest.param("recipe/code_review.yaml", "recipes/code_review.yaml", id="misspelt-folder"),
+        pytest.param("recipes/other.yaml", None, id="nothing-close"),
+    ],
+)
+def test_file_not_found_suggestion(tmp_path: Path, typed: str, meant: str | None) -> None:
+    write(tmp_path, TWO_TYPES, "recipes/code_review.yaml")
+    write(tmp_path, TWO_TYPES, "recipes/notes.txt")
+    [diagnostic] = load_error(tmp_path / typed).diagnostics
+    expected = f"Did you mean '{tmp_path / meant}'?" if meant else ""
+    assert diagnostic.hint == expected
+
+
 # -- phase 3: validate against the recipe model -------------------------------------------------
 
 
@@ -342,6 +370,189 @@ def test_unknown_key_in_engine(tmp_path: Path) -> None:
           7 |     engine: {kind: test, sed: 1}
             |                          ^^^
           hint: Did you mean 'seed'?
+        """
+    )
+
+
+@pytest.mark.parametrize(
+    ("visibility", "line", "column", "within"),
+    [
+        pytest.param("visibility: {kind: tenant, tenant: acme, labels: [x]}", 11, 50, "", id="flow"),
+        pytest.param(
+            "visibility:\n          kind: tenant\n          tenant: acme\n          labels: [x]",
+            14,
+            11,
+            "",
+            id="block",
+        ),
+        pytest.param(
+            "visibility: {kind: after, ttl: 5s, then: {kind: tenant, tenant: acme, labels: [x]}}",
+            11,
+            79,
+            ".then",
+            id="embargo-then",
+        ),
+    ],
+)
+def test_unknown_key_in_a_kind_whose_tag_is_also_a_key(
+    tmp_path: Path, visibility: str, line: int, column: int, within: str
+) -> None:
+    # TenantDef's tag 'tenant' is also its key 'tenant': the tag Pydantic puts in the error's
+    # location is not a step of the YAML, so it must not lead into the 'tenant:' value.
+    path = write(
+        tmp_path,
+        TWO_TYPES
+        + "agents:\n  a:\n    consumes: A\n    publishes:\n      - type: B\n        "
+        + visibility
+        + "\n    engine: test\n",
+    )
+    error = load_error(path)
+    [diagnostic] = error.diagnostics
+    assert diagnostic.message == "unknown key 'labels'"
+    assert diagnostic.path == f"agents.a.publishes[0].visibility{within}"
+    assert diagnostic.hint == "valid keys: kind, tenant"
+    assert diagnostic.mark is not None and (diagnostic.mark.line, diagnostic.mark.column) == (line, column)
+    assert path.read_text().splitlines()[line - 1][column - 1 :].startswith("labels: [x]")
+    assert codes(error) == ["schema:extra_forbidden"]
+
+
+def test_unknown_key_in_a_tenant_visibility_golden(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TWO_TYPES
+        + """\
+agents:
+  a:
+    consumes: A
+    publishes:
+      - type: B
+        visibility: {kind: tenant, tenant: acme, labels: [x]}
+    engine: test
+""",
+    )
+    assert rendered(load_error(path), tmp_path) == golden(
+        """\
+        recipe.yaml:11:50: error: unknown key 'labels' at agents.a.publishes[0].visibility
+          10 |       - type: B
+          11 |         visibility: {kind: tenant, tenant: acme, labels: [x]}
+             |                                                  ^^^^^^
+          hint: valid keys: kind, tenant
+        """
+    )
+
+
+@pytest.mark.parametrize("value", ["B", "[B]"])
+def test_deindented_key_read_as_an_agent_name(tmp_path: Path, value: str) -> None:
+    path = write(
+        tmp_path,
+        TWO_TYPES
+        + f"""\
+agents:
+  x:
+    consumes: A
+    engine: test
+  publishes: {value}
+""",
+    )
+    error = load_error(path)
+    got = "a list" if value.startswith("[") else "a string"
+    assert rendered(error, tmp_path) == golden(
+        f"""\
+        recipe.yaml:10:3: error: expected a mapping of keys, got {got} at agents.publishes
+           9 |     engine: test
+          10 |   publishes: {value}
+             |   ^^^^^^^^^
+          hint: 'publishes' is read as an agent name here; did you mean to indent it under agent 'x'?
+        """
+    )
+    assert codes(error) == ["schema:model_type"]
+
+
+def test_deindented_mapping_read_as_an_agent(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TWO_TYPES
+        + """\
+agents:
+  x:
+    consumes: A
+    engine: test
+  retry:
+    max_attempts: 3
+""",
+    )
+    assert rendered(load_error(path), tmp_path) == golden(
+        """\
+        recipe.yaml:11:5: error: unknown key 'max_attempts' at agents.retry
+          10 |   retry:
+          11 |     max_attempts: 3
+             |     ^^^^^^^^^^^^
+          hint: 'retry' is read as an agent name here; did you mean to indent it under agent 'x'?
+        """
+    )
+
+
+def test_deindented_key_before_any_agent_and_in_types(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        types:
+          A:
+            fields: {x: str}
+          description: an A
+        agents:
+          publishes: A
+          x:
+            consumes: A
+        """,
+    )
+    assert [d.hint for d in load_error(path).diagnostics] == [
+        "'description' is read as a type name here; did you mean to indent it under type 'A'?",
+        "'publishes' is read as an agent name here; an agent's keys go indented under its name",
+    ]
+
+
+def test_key_deindented_out_of_a_mapping(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        types:
+          A:
+            fields: {x: str}
+        agents:
+          x:
+            consumes:
+              - types: A
+            where: "x == 'a'"
+            engine: {kind: test}
+            seed: 3
+        """,
+    )
+    assert rendered(load_error(path), tmp_path) == golden(
+        """\
+        recipe.yaml:8:5: error: unknown key 'where' at agents.x
+          7 |       - types: A
+          8 |     where: "x == 'a'"
+            |     ^^^^^
+          hint: 'where' is a key of 'consumes' (line 6); did you mean to indent it under 'consumes'?
+        recipe.yaml:10:5: error: unknown key 'seed' at agents.x
+           9 |     engine: {kind: test}
+          10 |     seed: 3
+             |     ^^^^
+          hint: 'seed' is a key of 'engine' (line 9); did you mean to indent it under 'engine'?
+        """
+    )
+
+
+def test_a_declaration_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_TYPES + "agents:\n  a: test\n")
+    error = load_error(path)
+    assert rendered(error, tmp_path) == golden(
+        """\
+        recipe.yaml:7:6: error: expected a mapping of keys, got a string at agents.a
+          6 | agents:
+          7 |   a: test
+            |      ^^^^
         """
     )
 
@@ -1421,6 +1632,39 @@ def test_where_caret_skips_string_literals(tmp_path: Path) -> None:
     assert line[diagnostic.mark.column - 1 :].startswith("scor >= 8")
 
 
+def test_where_with_c_style_and(tmp_path: Path) -> None:
+    error = load_error(write(tmp_path, WHERE % '"score > 1 && score < 9"'))
+    assert rendered(error, tmp_path) == golden(
+        """\
+        recipe.yaml:8:27: error: invalid where expression: '&&' is not an operator at agents.a.consumes[0].where
+          7 |       - types: Draft
+          8 |         where: "score > 1 && score < 9"
+            |                           ^^
+          hint: use 'and' (expressions use Python/Jinja operators: and, or, not)
+        """
+    )
+    assert codes(error) == ["expression"]
+
+
+@pytest.mark.parametrize(
+    ("where", "operator", "word"),
+    [
+        pytest.param("score > 1 || score < 9", "||", "or", id="or"),
+        pytest.param("!title", "!", "not", id="not"),
+        pytest.param("title != '&&' and !title", "!", "not", id="after-a-string-and-not-equal"),
+    ],
+)
+def test_where_with_c_style_operators(tmp_path: Path, where: str, operator: str, word: str) -> None:
+    path = write(tmp_path, WHERE % json.dumps(where))
+    [diagnostic] = load_error(path).diagnostics
+    assert diagnostic.message == f"invalid where expression: '{operator}' is not an operator"
+    assert diagnostic.hint == f"use '{word}' (expressions use Python/Jinja operators: and, or, not)"
+    assert diagnostic.mark is not None
+    line = path.read_text(encoding="utf-8").splitlines()[diagnostic.mark.line - 1]
+    assert line[diagnostic.mark.column - 1 : diagnostic.mark.end_column - 1] == operator
+    assert line[diagnostic.mark.column - 1 :].startswith(where[where.rindex(operator) :])
+
+
 def test_where_dunder_attribute(tmp_path: Path) -> None:
     error = load_error(write(tmp_path, WHERE % '"title.__class__"'))
     assert rendered(error, tmp_path) == golden(
@@ -1957,3 +2201,37 @@ def test_cli_validate_missing_file(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert result.stderr == f"error: recipe file not found: {path}\n{path}: 1 error\n"
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "check", "graph"])
+def test_cli_misspelt_recipe_file_suggests_the_closest(tmp_path: Path, command: str) -> None:
+    from flock_cli.cli.app import app
+
+    write(tmp_path, TWO_TYPES, "recipes/code_review.yaml")
+    typed = tmp_path / "recipes" / "code_reveiw.yaml"
+    result = CliRunner().invoke(app, [command, str(typed)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    meant = tmp_path / "recipes" / "code_review.yaml"
+    assert result.stderr == (
+        f"error: recipe file not found: {typed}\n  hint: Did you mean '{meant}'?\n{typed}: 1 error\n"
+    )
+
+
+def test_flock_validate_of_a_misspelt_relative_path_in_a_real_process(tmp_path: Path) -> None:
+    import subprocess
+
+    write(tmp_path, TWO_TYPES, "recipes/code_review.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "validate", "recipes/code_reveiw.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "error: recipe file not found: recipes/code_reveiw.yaml\n"
+        "  hint: Did you mean 'recipes/code_review.yaml'?\n"
+        "recipes/code_reveiw.yaml: 1 error\n"
+    )

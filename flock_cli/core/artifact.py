@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flock_cli.core.frozen import freeze
+from flock_cli.core.options import Options
 from flock_cli.core.visibility import PublicVisibility, Visibility, VisibilitySpec
 
 __all__ = ["Artifact"]
@@ -17,7 +18,7 @@ __all__ = ["Artifact"]
 M = TypeVar("M", bound=BaseModel)
 
 
-class Artifact(BaseModel):
+class Artifact(Options):
     """A published piece of data: a type name, a validated payload and its metadata.
 
     Artifacts are frozen: once published they never change (the blackboard is append-only).

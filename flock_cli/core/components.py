@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from flock_cli.core.artifact import Artifact
+from flock_cli.core.options import Options
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import AgentIdentity
 from flock_cli.tracing.run_trace import NO_TRACE, RunTrace
@@ -82,11 +83,12 @@ class Context:
     """The flock's default model, for engines that call one and were given none of their own."""
 
 
-class AgentComponent(BaseModel):
+class AgentComponent(Options):
     """A utility component: override any hook to observe or transform a run.
 
     Hooks run in ascending ``priority`` order. Every hook is async and may return a replacement
-    for its input (inputs, eval inputs, result).
+    for its input (inputs, eval inputs, result). Options are the declared fields, of this class
+    and of subclasses: an unknown one raises InvalidDeclarationError naming it.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

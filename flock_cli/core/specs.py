@@ -7,8 +7,9 @@ from collections.abc import Callable, Hashable
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from flock_cli.core.options import Options
 from flock_cli.errors import InvalidDeclarationError
 
 __all__ = ["BatchSpec", "Budget", "JoinSpec", "RetryPolicy", "coerce_spec"]
@@ -18,21 +19,8 @@ def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
-class _Spec(BaseModel):
+class _Spec(Options):
     """Specs raise InvalidDeclarationError (a UserError), never a bare pydantic ValidationError."""
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            problems = _problems(exc, "")
-            error = InvalidDeclarationError(f"Invalid {type(self).__name__}: {problems}")
-            error.problems = problems  # type: ignore[attr-defined]
-            raise error from None
-
-
-def _problems(exc: ValidationError, option: str) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or option}: {e['msg']}" for e in exc.errors())
 
 
 class JoinSpec(_Spec):

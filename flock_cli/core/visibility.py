@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from flock_cli.core.options import Options
 
 __all__ = [
     "AfterVisibility",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class AgentIdentity(BaseModel):
+class AgentIdentity(Options):
     """The identity visibility rules are checked against: a name, RBAC labels and a tenant."""
 
     model_config = ConfigDict(frozen=True)
@@ -36,7 +38,7 @@ class AgentIdentity(BaseModel):
     tenant_id: str | None = None
 
 
-class Visibility(BaseModel):
+class Visibility(Options):
     """Base of the visibility kinds. Subclasses implement :meth:`allows`."""
 
     model_config = ConfigDict(frozen=True)

@@ -41,7 +41,12 @@ class FunctionEngine(EngineComponent):
             raise InvalidDeclarationError(
                 f"FunctionEngine functions take (inputs) or (inputs, ctx); {fn!r} takes {len(positional)}"
             )
-        super().__init__(fn=fn, takes_ctx=len(positional) == 2, **data)
+        if "takes_ctx" in data:  # worked out from the function; a second value could contradict it
+            raise InvalidDeclarationError(
+                "FunctionEngine works out takes_ctx from the function's parameters; do not pass it"
+            )
+        options: dict[str, Any] = {**data, "fn": fn, "takes_ctx": len(positional) == 2}
+        super().__init__(**options)  # unknown options in ``data`` are refused there, by name
 
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Call the function and normalise what it returns."""

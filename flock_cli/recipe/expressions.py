@@ -158,6 +158,15 @@ def compile_expression(
         compiled = env.compile_expression(source, undefined_to_none=False)
         tree = env.parse("{{ " + source + " }}")
     except TemplateSyntaxError as exc:
+        c_style = _c_operator(source)  # && || ! from other languages: name the word to use
+        if c_style is not None:
+            column, token, word = c_style
+            raise ExpressionError(
+                f"invalid {purpose} expression: '{token}' is not an operator",
+                column=column,
+                token=token,
+                hint=f"use '{word}' (expressions use Python/Jinja operators: and, or, not)",
+            ) from None
         message, hint = _explain(exc.message or "")
         raise ExpressionError(f"invalid {purpose} expression: {message}", hint=hint) from None
     except RecursionError:
@@ -196,6 +205,20 @@ def _explain(message: str) -> tuple[str, str]:
     if "chunk after expression" in message or "end of print statement" in message:
         return "unexpected text after the expression", "compare with == (not =), combine with and / or"
     return message, ""
+
+
+_C_OPERATORS = {"&&": "and", "||": "or", "!": "not"}
+
+
+def _c_operator(source: str) -> tuple[int, str, str] | None:
+    """The first ``&&``, ``||`` or ``!`` (not ``!=``) outside string literals: its 1-based column,
+    the operator and the word that replaces it."""
+    import re
+
+    # a string literal is one match, so an operator inside one is never reported
+    tokens = re.finditer(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|&&|\|\||!(?!=)", source)
+    match = next((m for m in tokens if m.group() in _C_OPERATORS), None)
+    return None if match is None else (match.start() + 1, match.group(), _C_OPERATORS[match.group()])
 
 
 def _reject_private_attributes(tree: Any, source: str, purpose: str) -> None:

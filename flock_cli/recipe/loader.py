@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from flock_cli.errors import closest
 from flock_cli.recipe.checks import static_checks
 from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path, source_lines
 from flock_cli.recipe.graph import SubscriptionGraph, build_graph
@@ -146,9 +147,9 @@ def _read_all(root: Path) -> list[Document]:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise RecipeError(
-                [Diagnostic(f"recipe file not found: {path}", mark, code="not-found")]
-            ) from None
+            hint = _nearby_file(path)
+            missing = Diagnostic(f"recipe file not found: {path}", mark, hint=hint, code="not-found")
+            raise RecipeError([missing]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RecipeError([Diagnostic(f"cannot read {path}: {exc}", mark, code="read")]) from None
         doc = parse_yaml(text, str(path))
@@ -175,6 +176,28 @@ def _read_all(root: Path) -> list[Document]:
 
     read(root, None)
     return documents
+
+
+def _nearby_file(path: Path) -> str:
+    """ "Did you mean" for a misspelt recipe path: the closest YAML file in its folder, or in the
+    closest folder when the folder itself is misspelt (one level, so nothing large is scanned)."""
+    folder = path.parent
+    if not folder.is_dir():
+        near = closest(folder.name, _listing(folder.parent, Path.is_dir))
+        if near is None:
+            return ""
+        folder = folder.parent / near
+    files = _listing(folder, lambda p: p.suffix in (".yaml", ".yml") and p.is_file())
+    stems = {Path(name).stem: name for name in reversed(files)}  # compared without the suffix
+    stem = closest(path.stem, stems)
+    return f"Did you mean '{folder / stems[stem]}'?" if stem else ""
+
+
+def _listing(folder: Path, keep: Callable[[Path], bool]) -> list[str]:
+    try:
+        return sorted(p.name for p in folder.iterdir() if keep(p))
+    except OSError:
+        return []
 
 
 def _validate_all(documents: list[Document]) -> list[RecipeDef]:

@@ -26,7 +26,7 @@ from flock_cli.core.visibility import (
     TenantVisibility,
     Visibility,
 )
-from flock_cli.errors import did_you_mean
+from flock_cli.errors import did_you_mean, suggest
 from flock_cli.recipe.diagnostics import Problem
 from flock_cli.recipe.expressions import ExpressionError, compile_expression
 from flock_cli.recipe.imports import import_object
@@ -336,13 +336,12 @@ class _AgentResolver:
         if not (isinstance(cls, type) and issubclass(cls, AgentComponent)):
             raise Problem((*loc, "use"), f"'{ref}' is not an AgentComponent class", code="utility")
         for key in options:
-            if key not in cls.model_fields:  # components ignore unknown options; a recipe may not
+            if key not in cls.model_fields:  # the class would refuse it too; this names the line
                 options_known = [k for k in cls.model_fields if not k.startswith("_")]
                 raise Problem(
                     (*loc, "with", key),
                     f"'{ref}' has no option '{key}'",
-                    hint=did_you_mean(key, options_known).strip()
-                    or f"options: {', '.join(options_known) or 'none'}",
+                    hint=suggest(key, options_known, "valid options") or "it takes no options",
                     code="utility",
                     key=True,
                 )

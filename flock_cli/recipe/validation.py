@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-import types
-import typing
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from flock_cli.errors import did_you_mean
+from flock_cli.errors import suggest
 from flock_cli.recipe.diagnostics import Diagnostic, format_path
 from flock_cli.recipe.model import ENGINE_KINDS, VISIBILITY_KINDS, RecipeDef
+from flock_cli.recipe.model_paths import keys_at, keys_written_at, model_keys, node_at, step, text_path
 from flock_cli.recipe.source import Document
 
 __all__ = ["diagnose"]
@@ -29,14 +28,15 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
         on_key = loc[-1:] == ("[key]",)
         if on_key:
             loc = loc[:-1]
-        data_path = _data_path(loc, doc)
+        in_text = text_path(loc)  # the steps that are keys and items of the YAML
+        data_path = doc.display_path(in_text)
         key_name = data_path[-1] if data_path else ""
         message, hint, point_at_key = str(item["msg"]), "", on_key
         ctx = item.get("ctx") or {}
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(loc[:-1])
+            allowed = keys_at(loc[:-1])
             message = f"unknown key '{key_name}'"
-            hint = did_you_mean(str(key_name), allowed).strip() or _listing("valid keys", allowed)
+            hint = suggest(str(key_name), allowed, "valid keys")
             point_at_key = True
             data_path = data_path[:-1]
         elif kind == "missing":
@@ -45,11 +45,11 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
         elif kind == "literal_error":
             expected = _QUOTED.findall(str(ctx.get("expected", "")))
             message = f"{item['input']!r} is not allowed for '{key_name}'"
-            hint = did_you_mean(str(item["input"]), expected).strip() or _listing("expected", expected)
+            hint = suggest(str(item["input"]), expected, "expected")
         elif kind == "union_tag_invalid":
             expected = _QUOTED.findall(str(ctx.get("expected_tags", "")))
             message = f"unknown kind {ctx.get('tag')!r}"
-            hint = did_you_mean(str(ctx.get("tag")), expected).strip() or _listing("kinds", expected)
+            hint = suggest(str(ctx.get("tag")), expected, "kinds")
         elif kind == "union_tag_not_found":
             message = "missing 'kind'"
             owner = next((p for p in reversed(loc) if isinstance(p, str) and p in _KINDS), "")
@@ -59,10 +59,16 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
             message = str(ctx["error"])
         elif kind == "string_pattern_mismatch":
             message = _pattern_message(str(ctx.get("pattern", "")), item["input"], on_key)
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            message = f"expected a mapping of keys, got {_yaml_kind(item['input'])}"
+        unknown = kind == "extra_forbidden"
+        misplaced = _misplaced((*data_path, key_name) if unknown else data_path, doc, unknown=unknown)
+        if misplaced:  # an error on a declaration's whole value: point at the name, the misplaced key
+            hint, point_at_key = misplaced, point_at_key or len(data_path) == 2
         message = _INSTANCE_OF.sub("", message)  # "... or instance of ConsumeDef" names our classes
         if isinstance(item.get("input"), bool) and not hint:
             hint = "YAML reads yes, no, on, off, true and false as booleans: put the value in quotes"
-        mark, _ = doc.locate(loc, key=point_at_key)
+        mark, _ = doc.locate(in_text, key=point_at_key)
         out.append(Diagnostic(message, mark, format_path(data_path), hint=hint, code=f"schema:{kind}"))
     return out
 
@@ -78,67 +84,54 @@ def _listing(label: str, names: list[str]) -> str:
     return f"{label}: {', '.join(names)}" if names else ""
 
 
-def _data_path(loc: tuple[Any, ...], doc: Document) -> tuple[str | int, ...]:
-    """The parts of a Pydantic location that exist in the YAML (drops union tags and the like)."""
-    path = doc.display_path(loc)
-    return path[:-1] if path and path[-1] in _TAGS and path[-1] != loc[-1] else path
+def _yaml_kind(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a list" if isinstance(value, list) else "a string" if isinstance(value, str) else "a value"
+
+
+# the sections that map names to declarations: a key de-indented out of one becomes a name
+_NAMED = {"agents": "agent", "types": "type"}
+
+
+def _misplaced(path: tuple[Any, ...], doc: Document, *, unknown: bool) -> str:
+    """A hint when the key at (or above) ``path`` was probably meant one level deeper: a key
+    de-indented out of a declaration is read as a declaration's name, and one de-indented out
+    of a mapping is unknown where it stands but a key of the mapping written just before it."""
+    if len(path) >= 2 and path[0] in _NAMED and isinstance(path[1], str):
+        section, name = path[0], path[1]
+        noun = _NAMED[section]
+        article = "an" if noun == "agent" else "a"
+        if name in model_keys(step(step(RecipeDef, section), name)):
+            before = _siblings_before(doc, (section,), name)
+            fix = f"did you mean to indent it under {noun} '{before[0]}'?" if before else ""
+            return f"'{name}' is read as {article} {noun} name here; " + (
+                fix or f"{article} {noun}'s keys go indented under its name"
+            )
+    if unknown and path and isinstance(path[-1], str):
+        *parent, key = path
+        for sibling in _siblings_before(doc, tuple(parent), key):
+            if key in keys_written_at(doc, (*parent, sibling)):
+                line = doc.keys[(*parent, sibling)].line
+                return (
+                    f"'{key}' is a key of '{sibling}' (line {line});"
+                    f" did you mean to indent it under '{sibling}'?"
+                )
+    return ""
+
+
+def _siblings_before(doc: Document, parent: tuple[Any, ...], key: str) -> list[str]:
+    """The keys written before ``key`` in the mapping at ``parent``, nearest first."""
+    node = node_at(doc, parent)
+    if not isinstance(node, dict) or key not in node:
+        return []
+    keys = list(node)
+    return keys[: keys.index(key)][::-1]
 
 
 # the key a discriminated union sits under -> its kinds ("then" is an embargo's visibility)
 _KINDS = {"engine": ENGINE_KINDS, "visibility": VISIBILITY_KINDS, "then": VISIBILITY_KINDS}
-_TAGS = frozenset(ENGINE_KINDS + VISIBILITY_KINDS)
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Key names the model accepts at ``loc`` (for 'did you mean')."""
-    current: Any = RecipeDef
-    for part in loc:
-        current = _step(current, part)
-        if current is None:
-            return []
-    current = _unwrap(current, None)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return [f.alias or name for name, f in current.model_fields.items()]
-    return []
-
-
-def _step(annotation: Any, part: Any) -> Any:
-    if part in _TAGS:  # a discriminated union: the tag picks the member
-        chosen = _unwrap(annotation, part)
-        if _tag_of(chosen) == part:
-            return chosen
-    annotation = _unwrap(annotation, None)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        for name, field in annotation.model_fields.items():
-            if part in (name, field.alias):
-                return field.annotation
-        return None
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is list and isinstance(part, int):
-        return args[0]
-    if origin is dict:
-        return args[1]
-    return None
-
-
-def _unwrap(annotation: Any, tag: Any) -> Any:
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(annotation) if a is not type(None)]
-            chosen = next((m for m in members if _tag_of(m) == tag), None)
-            annotation = chosen or (members[0] if len(members) == 1 else annotation)
-            if chosen is None and len(members) != 1:
-                return annotation
-        else:
-            return annotation
-
-
-def _tag_of(model: Any) -> Any:
-    if isinstance(model, type) and issubclass(model, BaseModel) and "kind" in model.model_fields:
-        args = typing.get_args(model.model_fields["kind"].annotation)
-        return args[0] if args else None
-    return None
