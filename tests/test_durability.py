@@ -223,7 +223,7 @@ async def test_resume_routes_every_unrouted_artifact_not_just_a_page(tmp_path: P
     board = tmp_path / "board.db"
     await publish_seeds(board, 1200)
     flock = build(str(board))
-    flock.max_agent_iterations = 5000  # the default breaker (1,000 runs) would hold the rest
+    # 1,200 independent inputs: the breaker (1,000 runs of one agent per workflow) never trips
     summary = await flock.run_until_idle()
     assert flock.resumed["unrouted"] == 1200
     assert summary.runs_by_agent["drafter"] == 1200

@@ -60,9 +60,9 @@ class RunExecutor:
             await self._refuse(agent, delivery, run, hidden, now)
             return None
         if count_run:
-            self._scheduler.iterations[agent.name] += 1
-            if self._scheduler.iterations[agent.name] > flock.max_agent_iterations:
-                await self._hold_by_breaker(agent, delivery, run)
+            workflow = run.artifacts[0].correlation_id if run.artifacts else None
+            if self._scheduler.iterations.count(agent.name, workflow) > flock.max_agent_iterations:
+                await self._hold_by_breaker(agent, delivery, run, workflow)
                 return None
         exhausted = self._budget_exhausted(agent)
         if exhausted is not None:
@@ -450,15 +450,24 @@ class RunExecutor:
         hold.held += 1
         await self._hold(agent, delivery, run, "budget", reason)
 
-    async def _hold_by_breaker(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> None:
+    async def _hold_by_breaker(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, workflow: UUID | None
+    ) -> None:
         flock = self._flock
         trip = self._collector.trips.setdefault(
             agent.name, BreakerTrip(agent=agent.name, limit=flock.max_agent_iterations)
         )
         trip.held += 1
-        if trip.held == 1:
-            flock.tracer.event("breaker.trip", agent=agent.name, limit=flock.max_agent_iterations)
-        message = f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
+        if workflow not in trip.correlation_ids:
+            trip.correlation_ids.append(workflow)
+            flock.tracer.event(
+                "breaker.trip", agent=agent.name, limit=flock.max_agent_iterations,
+                correlation_id=str(workflow) if workflow else None,
+            )  # fmt: skip
+        message = (
+            f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
+            f" in workflow {workflow}"
+        )
         await self._hold(agent, delivery, run, "breaker", message)
 
     async def _hold(

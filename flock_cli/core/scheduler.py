@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from flock_cli.core.agent import Agent
+from flock_cli.core.breaker import BreakerCounts
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.dispatcher import Dispatcher, Job
 from flock_cli.core.gathering import Batcher, Gate
@@ -53,7 +53,7 @@ class Scheduler:
         self.tracer = flock.tracer
         self.router = Router(flock._agents, self.collector, flock.tracer)
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
-        self.iterations: Counter[str] = Counter()
+        self.iterations = BreakerCounts()  # runs per (agent, workflow), for the circuit breaker
         self.budget_stop: tuple[str, str] | None = None  # set when a budget with on_exhausted="stop" ran out
         self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
         self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}

@@ -26,12 +26,13 @@ def status_snapshot(flock: Flock) -> dict[str, Any]:
     scheduler = flock._scheduler
     dispatcher = scheduler.dispatcher
     queued = dispatcher.queued_by_queue()
+    highest = scheduler.iterations.highest_by_agent()  # the breaker counts per workflow
     agents = {
         name: {
             "running": dispatcher.running_by_agent.get(name, 0),
             "queued": queued.pop(name, 0),
             "limit": dispatcher._limits.get(name),
-            "iterations": scheduler.iterations.get(name, 0),
+            "iterations": highest.get(name, 0),
         }
         for name in flock._agents
     }

@@ -38,11 +38,13 @@ class Failure(BaseModel):
 
 
 class BreakerTrip(BaseModel):
-    """An agent hit ``max_agent_iterations``; ``held`` runs went to the dead letters instead."""
+    """An agent hit ``max_agent_iterations`` within one workflow (correlation id); ``held`` runs
+    went to the dead letters instead. ``correlation_ids`` names the workflows that tripped."""
 
     agent: str
     limit: int
     held: int = 0
+    correlation_ids: list[UUID | None] = Field(default_factory=list)
 
 
 class BudgetHold(BaseModel):
