@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from flock_cli import Flock, FunctionEngine, flock_type
 from flock_cli.core.breaker import BreakerCounts
-from tests.test_cli import cli, spawn, wait_for, write
 from tests.models import Task
+from tests.test_cli import cli, spawn, wait_for, write
 
 
 @flock_type(name="breaker.Draft")

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from flock_cli.core.agent import Agent
-from flock_cli.core.breaker import BreakerCounts
 from flock_cli.core.artifact import Artifact
+from flock_cli.core.breaker import BreakerCounts
 from flock_cli.core.dispatcher import Dispatcher, Job
 from flock_cli.core.gathering import Batcher, Gate
 from flock_cli.core.router import Router, typed_loader
