@@ -95,7 +95,7 @@ async def retry_letter(flock: Flock, letter_id: UUID) -> None:
     scheduler.hold()
     try:
         if letter.reason == "embargoed":
-            await scheduler.route(artifacts, sub)
+            await scheduler.route(artifacts, list(members.values()))
         else:
             tx = RoutingTx()
             run = ReadyRun(sub, artifacts, [artifacts] if sub.gathers else [])

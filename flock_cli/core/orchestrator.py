@@ -130,7 +130,8 @@ class Flock:
 
     @property
     def resumed(self) -> dict[str, int]:
-        """What attaching to the board restored: gate and batch entries, deliveries, unrouted artifacts."""
+        """What attaching to the board restored: gate and batch entries, deliveries, unrouted
+        artifacts, and embargoed work offered again (``embargoed``: started or still waiting)."""
         return dict(self._session.resumed)
 
     @property
@@ -512,7 +513,7 @@ class Flock:
         await scheduler.stop_timers()
         if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):
-                await self._executor.keep_embargoed(embargo.artifact, embargo.subscription, embargo.lifts_at)
+                await self._executor.keep_embargoed(embargo)
             scheduler.embargoes.clear()
         await self._session.finish()
         summary = self._take_summary()  # on a durable board it lists what still waits for an embargo

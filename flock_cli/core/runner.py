@@ -26,6 +26,7 @@ from flock_cli.tracing.run_trace import RunTrace
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.scheduler import Embargo
 
 __all__ = ["RunExecutor"]
 
@@ -523,16 +524,15 @@ class RunExecutor:
             delivery.id, error=AgentRunError(agent, "stopped", RuntimeError(message))
         )
 
-    async def keep_embargoed(
-        self, artifact: Artifact, subscription: Subscription, lifts_at: datetime
-    ) -> None:
-        """At shutdown: keep a delivery that was still waiting for its embargo."""
+    async def keep_embargoed(self, embargo: Embargo) -> None:
+        """At shutdown: keep a delivery that was still waiting for its embargo (for an exclusive
+        group, one letter for the group, which ``retry_dead_letter`` offers to its members)."""
         await self._keep(
-            subscription.agent,
-            (artifact.id,),
+            embargo.claim,
+            (embargo.artifact.id,),
             "embargoed",
-            subscription,
-            message=f"embargoed until {lifts_at.isoformat()} when the flock shut down",
+            embargo.subscriptions[0],
+            message=f"embargoed until {embargo.lifts_at.isoformat()} when the flock shut down",
         )
 
 

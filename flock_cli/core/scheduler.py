@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,10 +38,14 @@ __all__ = ["Embargo", "Scheduler"]
 
 @dataclass(eq=False)
 class Embargo:
-    """An artifact an agent will be offered when its embargo lifts."""
+    """An artifact that will be offered to ``claim`` (an agent, or an exclusive group shared by
+    several agents) when its embargo lifts, through ``subscriptions`` (every subscription of the
+    agent or its group's members that the embargo held back; they are offered together, in one
+    routing step, so the artifact is claimed once)."""
 
     artifact: Artifact
-    subscription: Subscription
+    claim: str
+    subscriptions: list[Subscription]
     lifts_at: datetime
 
 
@@ -55,7 +60,8 @@ class Scheduler:
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
         self.iterations = BreakerCounts()  # runs per (agent, workflow), for the circuit breaker
         self.budget_stop: tuple[str, str] | None = None  # set when a budget with on_exhausted="stop" ran out
-        self.embargoes: dict[tuple[UUID, int, str], Embargo] = {}
+        self.embargoes: dict[tuple[UUID, str], Embargo] = {}  # by (artifact, claim)
+        self._unsynced_claims: Counter[tuple[UUID, str]] = Counter()  # written, commit not awaited
         self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
         self.active = 0
@@ -224,25 +230,31 @@ class Scheduler:
         return self.collector.live(dict(self.dispatcher.running_by_agent), queued)
 
     def pending_embargoes(self) -> list[PendingEmbargo]:
-        """Deliveries waiting for an embargo to lift."""
+        """Deliveries waiting for an embargo to lift (one per artifact and agent or group)."""
         return [
-            PendingEmbargo(agent=e.subscription.agent, artifact_id=e.artifact.id, lifts_at=e.lifts_at)
+            PendingEmbargo(
+                agent=e.claim,
+                agents=list(dict.fromkeys(s.agent for s in e.subscriptions)),
+                artifact_id=e.artifact.id,
+                lifts_at=e.lifts_at,
+            )
             for e in self.embargoes.values()
         ]
 
     # -- routing ---------------------------------------------------------------------------------
 
-    async def route(self, artifacts: Sequence[Artifact], only: Subscription | None = None) -> None:
-        """Offer artifacts to every subscription of their type (or to ``only``), one atomic store
-        step per artifact, then start the runs that became ready."""
+    async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
+        """Offer artifacts to every subscription of their type (or only to ``only``), one atomic
+        store step per artifact, then start the runs that became ready."""
         jobs: list[Job] = []
+        claims: list[tuple[UUID, str]] = []
         started = time.time_ns()
         try:
             async with self._route_lock:
                 for artifact in artifacts:
                     fresh = only is None and artifact.id in self.in_flight
-                    jobs += await self._route_one(artifact, only, fresh=fresh)
-            await self._start_after_sync(jobs)
+                    jobs += await self._route_one(artifact, only, claims, fresh=fresh)
+            await self._start_after_sync(jobs, claims)
         except BaseException as exc:
             self.tracer.child("flock.schedule", started, "error", f"{type(exc).__name__}: {exc}")
             raise
@@ -259,6 +271,7 @@ class Scheduler:
     async def poll_board(self) -> int:
         """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
         jobs: list[Job] = []
+        claims: list[tuple[UUID, str]] = []
         found: list[Artifact] = []
         try:
             async with self._route_lock:
@@ -268,13 +281,13 @@ class Scheduler:
                     with self.tracer.publishing(found, "flock.adopt"):
                         for artifact in found:
                             self.collector.published += 1
-                            jobs += await self._route_one(artifact, None, fresh=True)
-            await self._start_after_sync(jobs)
+                            jobs += await self._route_one(artifact, None, claims, fresh=True)
+            await self._start_after_sync(jobs, claims)
         finally:
             self.in_flight.difference_update(a.id for a in found)
         return len(found)
 
-    async def _start_after_sync(self, jobs: list[Job]) -> None:
+    async def _start_after_sync(self, jobs: list[Job], claims: Sequence[tuple[UUID, str]] = ()) -> None:
         # Routing steps are written in order under the lock; their one shared commit happens
         # outside it, so concurrent routing (many runs finishing at once) shares a commit.
         try:
@@ -284,6 +297,9 @@ class Scheduler:
             # rebuild them from what the store actually holds, then let the caller see the error.
             await self._flock._session.reload_gathering()
             raise
+        finally:
+            self._unsynced_claims.subtract(claims)  # committed (or rolled back): the store knows
+            self._unsynced_claims += Counter()  # drops the zero counts
         for job in jobs:
             self._start(job)
 
@@ -292,19 +308,27 @@ class Scheduler:
         self.dispatcher.submit(job)
 
     async def _route_one(
-        self, artifact: Artifact, only: Subscription | None, *, fresh: bool = False
+        self,
+        artifact: Artifact,
+        only: Sequence[Subscription] | None,
+        claims: list[tuple[UUID, str]],
+        *,
+        fresh: bool = False,
     ) -> list[Job]:
-        """Write one artifact's routing step; returns the jobs to start once it is durable.
+        """Write one artifact's routing step; returns the jobs to start once it is durable (the
+        step's claims are added to ``claims``).
 
         ``fresh`` means the artifact was never routed, so nobody can have claimed it yet (claims are
         only written by routing steps, in the same commit that marks the artifact routed) and the
-        store need not be asked.
+        store need not be asked. Otherwise the store's claims are read, together with the claims
+        this scheduler wrote whose commit is still pending (a store may group commits, and an
+        earlier step of this loop turn must count).
         """
         router, store = self.router, self._flock.store
         now = self._flock.clock.now()
         tx = RoutingTx(routed=[artifact.id] if only is None else [])
         jobs: list[Job] = []
-        subs = [only] if only is not None else router.subscriptions_for(artifact.type)
+        subs = list(only) if only is not None else router.subscriptions_for(artifact.type)
         consumers: set[str] | None = set() if fresh else None
         taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
         group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
@@ -327,6 +351,7 @@ class Scheduler:
                 continue
             if consumers is None:
                 consumers = await store.consumers_of(artifact.id)
+                consumers.update(c for (a, c) in self._unsynced_claims if a == artifact.id)
             claim = router.claim_key(sub)
             if claim != sub.agent:  # an exclusive group shared by several agents
                 if claim in group_runs:
@@ -353,6 +378,8 @@ class Scheduler:
             jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members))
         if tx:
             await store.commit_routing(tx)
+            claims.extend(tx.claims)
+            self._unsynced_claims.update(tx.claims)
         return jobs
 
     def _deny(
@@ -368,16 +395,20 @@ class Scheduler:
         )  # fmt: skip
         if lifts is None:
             return
-        key = (artifact.id, sub.index, sub.agent)
-        if key not in self.embargoes:
+        claim = self.router.claim_key(sub)
+        embargo = self.embargoes.get((artifact.id, claim))
+        if embargo is None:
             self.collector.embargoed += 1
-            embargo = self.embargoes[key] = Embargo(artifact, sub, lifts)
+            embargo = self.embargoes[(artifact.id, claim)] = Embargo(artifact, claim, [sub], lifts)
             self.after((lifts - now).total_seconds(), self._lift, embargo)
+        elif sub not in embargo.subscriptions:
+            embargo.subscriptions.append(sub)
 
     async def _lift(self, embargo: Embargo) -> None:
-        key = (embargo.artifact.id, embargo.subscription.index, embargo.subscription.agent)
-        if self.embargoes.pop(key, None) is not None:
-            await self.route([embargo.artifact], embargo.subscription)
+        # Every subscription the embargo held is offered in one routing step: the artifact is
+        # claimed once for the agent or group, and a group offers it to all its members.
+        if self.embargoes.pop((embargo.artifact.id, embargo.claim), None) is not None:
+            await self.route([embargo.artifact], embargo.subscriptions)
 
     async def _expire_group(self, gate: Gate, key: Any, opened_at: datetime) -> None:
         group = gate.expire(key, opened_at)

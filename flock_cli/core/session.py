@@ -255,12 +255,15 @@ class BoardSession:
             for a in (await store.query(viewer=UNRESTRICTED)).items
             if isinstance(a.visibility, AfterVisibility)
         ]
+        before = scheduler.active
         await scheduler.route(embargoed)
         self.resumed = {
             "gate_entries": gates,
             "batch_entries": batches,
             "deliveries": len(pending),
             "unrouted": routed,
+            # embargoed work offered again: runs it started (the embargo lifted) or still waiting
+            "embargoed": scheduler.active - before + len(scheduler.embargoes),
         }
 
     def _runnable(self, delivery: Delivery) -> bool:

@@ -47,7 +47,7 @@ def explain_pending(
     if not groups:
         return groups
     graph = liveness_of(agents.values())
-    held = {e.agent for e in embargoes}
+    held = {name for e in embargoes for name in (e.agents or [e.agent])}
     explained = []
     for group in groups:
         status: Status = "waiting"

@@ -88,9 +88,11 @@ class PendingGroup(BaseModel):
 
 
 class PendingEmbargo(BaseModel):
-    """An artifact an agent will receive once its embargo lifts (``AfterVisibility``)."""
+    """An artifact an agent (or an exclusive group, ``group:<name>``) will receive once its
+    embargo lifts (``AfterVisibility``); ``agents`` are the agents that may then take it."""
 
     agent: str
+    agents: list[str] = Field(default_factory=list)
     artifact_id: UUID
     lifts_at: datetime
 
