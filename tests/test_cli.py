@@ -160,6 +160,27 @@ def test_run_prints_final_artifacts_and_summary(tmp_path: Path) -> None:
     assert listed["total"] == 4
 
 
+def test_three_submissions_in_one_run_give_three_reviews_each_from_its_own_analyses(tmp_path: Path) -> None:
+    """The reported mix-up: one `flock run` with a file of three submissions paired one
+    submission's bug analysis with another's security analysis. Each review now derives, through
+    its two analyses, from exactly one submission (checked on the board's lineage)."""
+    board = tmp_path / "board.db"
+    inputs = f"CodeSubmission={RECIPES / 'inputs' / 'code_submissions.json'}"
+    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "--board", board, "-i", inputs)
+    assert result.exit_code == 0, result.output
+    assert "final artifacts (3)" in result.stdout
+    listed = json.loads(flock("board", "list", "--board", board, "--type", "CodeReview", "--json").stdout)
+    assert listed["total"] == 3
+    sources = []
+    for review in listed["artifacts"]:
+        shown = flock("board", "lineage", review["id"], "--board", board, "--json")
+        parents = json.loads(shown.stdout)["parents"]
+        assert sorted(p["type"] for p in parents) == ["BugAnalysis", "CodeSubmission", "SecurityAnalysis"]
+        assert {p["correlation_id"] for p in parents} == {review["correlation_id"]}
+        sources += [p["id"] for p in parents if p["type"] == "CodeSubmission"]
+    assert len(set(sources)) == 3  # one review per submission
+
+
 def test_run_exits_1_when_the_breaker_trips() -> None:
     result = flock(
         "run",

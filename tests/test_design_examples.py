@@ -37,6 +37,53 @@ async def test_code_review_parallel_then_join() -> None:
     assert len(reviews) == 1 and reviews[0].decision in ("Approve", "Reject", "Needs Work")
 
 
+async def test_three_submissions_at_once_give_three_correct_reviews() -> None:
+    """The headline AND gate with no join, three submissions published together, the analyses
+    finishing in opposite orders: each review pairs its own submission's two reports, and the
+    code that calls exec() is rejected (first-in-first-out pairing approved it)."""
+    flock = Flock()
+    codes = [
+        "def unsafe(user_input): exec(user_input)",
+        "def add(a, b): return a + b",
+        "def mean(xs): return sum(xs) / len(xs)",
+    ]
+
+    async def bugs(inputs):
+        code = inputs.first_as(CodeSubmission).code
+        await asyncio.sleep(0.01 * (3 - codes.index(code)))  # the last submission's report first
+        return BugReport(bugs=[code], severity="High" if "len(xs)" in code else "Low")
+
+    async def security(inputs):
+        code = inputs.first_as(CodeSubmission).code
+        await asyncio.sleep(0.01 * codes.index(code))  # the first submission's report first
+        return SecurityReport(vulnerabilities=[code], risk="Critical" if "exec(" in code else "Low")
+
+    def review(inputs):
+        bug, sec = inputs.first_as(BugReport), inputs.first_as(SecurityReport)
+        decision = (
+            "Reject" if sec.risk == "Critical" else "Needs Work" if bug.severity == "High" else "Approve"
+        )
+        return FinalReview(decision=decision, summary=f"{bug.bugs[0]} | {sec.vulnerabilities[0]}")
+
+    flock.agent("bugs").consumes(CodeSubmission).publishes(BugReport).with_engines(FunctionEngine(bugs))
+    flock.agent("security").consumes(CodeSubmission).publishes(SecurityReport).with_engines(
+        FunctionEngine(security)
+    )
+    flock.agent("reviewer").consumes(BugReport, SecurityReport).publishes(FinalReview).with_engines(
+        FunctionEngine(review)
+    )
+    await flock.publish_many([CodeSubmission(code=code, language="python") for code in codes])
+    summary = await flock.run_until_idle()
+    assert summary.ok and summary.runs_by_agent == {"bugs": 3, "security": 3, "reviewer": 3}
+    reviews = {r.summary.split(" | ")[0]: r for r in await flock.store.get_by_type(FinalReview)}
+    assert all(r.summary == f"{code} | {code}" for code, r in reviews.items())  # never mixed
+    assert {code: r.decision for code, r in reviews.items()} == {
+        codes[0]: "Reject",
+        codes[1]: "Approve",
+        codes[2]: "Needs Work",
+    }
+
+
 @flock_type(name="Topic")
 class Topic(BaseModel):
     name: str
