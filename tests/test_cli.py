@@ -160,13 +160,17 @@ def test_run_prints_final_artifacts_and_summary(tmp_path: Path) -> None:
     assert listed["total"] == 4
 
 
-def test_three_submissions_in_one_run_give_three_reviews_each_from_its_own_analyses(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", [["--engine", "test"], []], ids=["test-engine", "recorded-model"])
+def test_three_submissions_in_one_run_give_three_reviews_each_from_its_own_analyses(
+    tmp_path: Path, engine: list[str]
+) -> None:
     """The reported mix-up: one `flock run` with a file of three submissions paired one
     submission's bug analysis with another's security analysis. Each review now derives, through
-    its two analyses, from exactly one submission (checked on the board's lineage)."""
+    its two analyses, from exactly one submission (checked on the board's lineage), on the test
+    engine and on the local model's recorded answers."""
     board = tmp_path / "board.db"
     inputs = f"CodeSubmission={RECIPES / 'inputs' / 'code_submissions.json'}"
-    result = flock("run", RECIPES / "code_review.yaml", "--engine", "test", "--board", board, "-i", inputs)
+    result = flock("run", RECIPES / "code_review.yaml", *engine, "--board", board, "-i", inputs)
     assert result.exit_code == 0, result.output
     assert "final artifacts (3)" in result.stdout
     listed = json.loads(flock("board", "list", "--board", board, "--type", "CodeReview", "--json").stdout)
