@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RunScope", "Sink", "StreamChunk", "Tracer"]
 
-_ORIGINS_KEPT = 200_000  # artifact -> span entries kept for parenting; the oldest are dropped
+# Artifact -> span entries kept for parenting (about 250 bytes each, so at most ~12 MB); the
+# oldest are dropped, and a run consuming an artifact older than that starts a trace of its own.
+_ORIGINS_KEPT = 50_000
 
 
 class Sink(Protocol):
@@ -232,6 +234,8 @@ class Tracer:
 
     def adopt(self, artifacts: Iterable[Artifact], span: Span) -> None:
         """Work caused by ``artifacts`` joins ``span``'s trace."""
+        if not self._put:  # no traces are written: nothing will ever ask whose trace it was
+            return
         origins, origin = self._origins, (span.trace_id, span.span_id)
         for artifact in artifacts:
             key = artifact.id
