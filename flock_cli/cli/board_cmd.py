@@ -171,7 +171,7 @@ def lineage(
         from flock_cli.store.contract import UNRESTRICTED
 
         artifact = await _find(store, artifact_id)
-        found = await store.lineage(artifact.id)
+        found = await store.lineage(artifact.id, viewer=UNRESTRICTED)
         parents = await store.get_many(found.parents, viewer=UNRESTRICTED)
         children = await store.get_many(found.children, viewer=UNRESTRICTED)
         return artifact, parents, children

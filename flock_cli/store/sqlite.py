@@ -447,7 +447,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         ).fetchall()
         return [UUID(bytes=r[0]) for r in rows]
 
-    async def lineage(self, artifact_id: UUID) -> Lineage:
+    async def _full_lineage(self, artifact_id: UUID) -> Lineage:
         """Walk produced_in / delivery_inputs in both directions."""
         return Lineage(
             artifact_id=artifact_id,
