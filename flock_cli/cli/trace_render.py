@@ -112,8 +112,7 @@ def _run_label(run: RunNode, critical: set[int]) -> Text:
         label.append(f"\n  {final.message}", style="red")
     metrics = metrics_of(final.attributes)
     if metrics:
-        shown = ", ".join(f"{name}={_metric(value)}" for name, value in metrics.items())
-        label.append(f"\n  metrics: {shown}", style="cyan")
+        label.append(_metric_lines(metrics), style="cyan")
     for event in run.events:
         if event.kind in ("dead_letter", "run.retry", "breaker.trip"):
             detail = event.attributes.get("reason") or event.attributes.get("error") or ""
@@ -218,6 +217,20 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
 def _attempt_label(span: SpanRow) -> str:
     attempt = span.attributes.get("flock.attempt", 1)
     return f"{span.agent or '?'}{'' if attempt == 1 else f' #{attempt}'}"
+
+
+def _metric_lines(metrics: dict[str, Any], width: int = 60) -> str:
+    """``metrics: a=1, b=2`` under a run, on more lines when long (the tree crops long lines)."""
+    lines: list[str] = []
+    line = ""
+    for name, value in metrics.items():
+        item = f"{name}={_metric(value)}"
+        if line and len(line) + len(item) + 2 > width:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {item}" if line else item
+    lines.append(line)
+    return "\n  metrics: " + "\n           ".join(lines)
 
 
 def _metric(value: Any) -> str:
