@@ -27,7 +27,7 @@ AsOpt = Annotated[
     typer.Option(
         "--as",
         metavar="NAME",
-        help="Read as the identity NAME, through the reads its agents' ctx.board makes: only what it"
+        help="Read as the identity NAME, with the checks an agent's ctx.board makes: only what NAME"
         " may see, embargoes included. With --recipe, an agent's tenant and labels come from the"
         " recipe. Without --as you read as the operator and see every artifact.",
     ),
