@@ -46,6 +46,7 @@ def environment() -> dict[str, str]:
 
 def test_tour_commands_run_in_order(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    recipes_before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "recipes").rglob("*"))
     script = tour_script()
     assert script.count("flock ") >= 10
     done = subprocess.run(
@@ -54,6 +55,9 @@ def test_tour_commands_run_in_order(tmp_path: Path) -> None:
     assert done.returncode == 0, f"{done.stderr}\n{done.stdout}"
     assert "Resolution" in done.stdout  # the watching run served what `flock publish` wrote
     assert "researcher" in done.stdout and "critical path" in done.stdout  # trace show, timeline
+    # The tour leaves nothing in the repository but what git ignores (.flock/).
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".flock", "recipes"]
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "recipes").rglob("*")) == recipes_before
 
 
 def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
@@ -67,9 +71,16 @@ def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
         text=True,
     )
     assert graph.stdout == graph_block
-    (tmp_path / "broken.yaml").write_text("agents:\n  critic:\n    consumes: Movie\n    engine: tst\n")
+    (tmp_path / ".flock").mkdir()
+    (tmp_path / ".flock" / "broken.yaml").write_text(
+        "agents:\n  critic:\n    consumes: Movie\n    engine: tst\n"
+    )
     broken = subprocess.run(
-        ["flock", "validate", "broken.yaml"], cwd=tmp_path, env=environment(), capture_output=True, text=True
+        ["flock", "validate", ".flock/broken.yaml"],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
     )
     assert broken.returncode == 2
     assert broken.stderr == error_block

@@ -246,6 +246,36 @@ async def test_lineage_and_summaries(store: BlackboardStore) -> None:
     assert summary.by_producer == {"external": 1, "a": 1, "b": 2}
 
 
+async def test_lineage_hides_what_the_viewer_may_not_see(store: BlackboardStore) -> None:
+    # seed (public) -> secret (only alice) -> leaf (public): a chain through a hidden artifact.
+    seed = art(0, produced_by="external")
+    await store.append([seed])
+    first = delivery("a", seed.id)
+    await store.add_delivery(first)
+    await store.lease(first.id, "p", now=T0, ttl=10)
+    secret = art(1, produced_by="a", visibility=only_for("alice"))
+    await store.complete(first.id, 1, [secret])
+    second = delivery("b", secret.id)
+    await store.add_delivery(second)
+    await store.lease(second.id, "p", now=T0, ttl=10)
+    leaf = art(2, produced_by="b")
+    await store.complete(second.id, 1, [leaf])
+    alice, bob = AgentIdentity(name="alice"), AgentIdentity(name="bob")
+
+    assert (await store.lineage(seed.id, viewer=alice)).children == [secret.id, leaf.id]
+    assert (await store.lineage(seed.id, viewer=UNRESTRICTED)).children == [secret.id, leaf.id]
+    # bob sees the leaf (public) but not the secret it came through; the default viewer neither.
+    assert (await store.lineage(seed.id, viewer=bob)).children == [leaf.id]
+    assert (await store.lineage(leaf.id, viewer=bob)).parents == [seed.id]
+    assert (await store.lineage(leaf.id)).parents == [seed.id]
+    # The lineage of an artifact the viewer may not see tells nothing about it.
+    hidden = await store.lineage(secret.id, viewer=bob)
+    assert hidden.parents == [] and hidden.children == []
+    assert (await store.lineage(secret.id, viewer=alice)).parents == [seed.id]
+    refused = {(d.viewer, d.artifact_id, d.where) for d in await store.denials()}
+    assert refused == {("bob", secret.id, "read"), ("external", secret.id, "read")}
+
+
 async def test_run_records(store: BlackboardStore) -> None:
     run = RunRecord(id=uuid4(), fingerprint="abc", owner="o", pid=1, host="h", started_at=T0, heartbeat_at=T0)
     await store.save_run(run)

@@ -1,4 +1,8 @@
-"""``flock board list|show|lineage``: read the durable blackboard (as an operator, seeing all)."""
+"""``flock board list|show|lineage|dead``: read the durable blackboard.
+
+As the operator by default, seeing every artifact (whoever holds the board file can read it all
+anyway); with ``--as NAME`` through the reads an agent's ``ctx.board`` makes (``viewer.py``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from uuid import UUID
 import typer
 
 from flock_cli.cli.common import (
+    EXIT_FAILED,
     board_path,
     console,
     emit_json,
@@ -20,9 +25,13 @@ from flock_cli.cli.common import (
     parse_uuid,
     reports_errors,
 )
+from flock_cli.cli.viewer import AsOpt, LabelOpt, TenantOpt, Who, viewer_json
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
+    from flock_cli.core.board import BoardView
+    from flock_cli.core.visibility import AgentIdentity
+    from flock_cli.store.contract import Page
     from flock_cli.store.sqlite import SQLiteBlackboardStore
 
 __all__ = ["board_app"]
@@ -31,7 +40,9 @@ T = TypeVar("T")
 
 board_app = typer.Typer(
     name="board",
-    help="Inspect the durable blackboard: artifacts, payloads, lineage, dead letters.",
+    help="Inspect the durable blackboard: artifacts, payloads, lineage, dead letters. Reads are"
+    " unrestricted (you see every artifact, whatever its visibility) unless --as NAME reads as an"
+    " agent or tenant would.",
     no_args_is_help=True,
 )
 BoardOpt = Annotated[
@@ -48,19 +59,40 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="An artifact id, or a u
 
 
 def _with_board(
-    path: str | None, recipe: Path | None, action: Callable[[SQLiteBlackboardStore], Awaitable[T]]
+    path: str | None,
+    recipe: Path | None,
+    action: Callable[[SQLiteBlackboardStore], Awaitable[T]],
 ) -> T:
+    return _reading(path, recipe, Who(None, None, None), lambda store, _: action(store))[1]
+
+
+def _reading(
+    path: str | None,
+    recipe: Path | None,
+    who: Who,
+    action: Callable[[SQLiteBlackboardStore, AgentIdentity | None], Awaitable[T]],
+) -> tuple[AgentIdentity | None, T]:
+    """Run ``action`` on the board with the identity ``who`` names (None: the operator's view)."""
     import asyncio
 
-    store = open_board(board_path(path, load(recipe) if recipe else None), must_exist=True)
+    loaded = load(recipe) if recipe else None
+    identity = who.identity(loaded)  # a bad --as is refused before the board is opened
+    store = open_board(board_path(path, loaded), must_exist=True)
 
     async def go() -> T:
         try:
-            return await action(store)
+            return await action(store, identity)
         finally:
             await store.close()
 
-    return asyncio.run(go())
+    return identity, asyncio.run(go())
+
+
+def _view(store: SQLiteBlackboardStore, identity: AgentIdentity) -> BoardView:
+    """The view an agent with ``identity`` gets as ``ctx.board`` ("now" is the store's clock)."""
+    from flock_cli.core.board import BoardView
+
+    return BoardView(store, identity, store.clock)
 
 
 @board_app.command("list")
@@ -84,9 +116,13 @@ def list_artifacts(
     limit: Annotated[
         int, typer.Option("--limit", "-n", metavar="N", min=1, help="At most this many (newest).")
     ] = 50,
+    as_name: AsOpt = None,
+    tenant: TenantOpt = None,
+    labels: LabelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List artifacts, newest first, with their type, producer, correlation and payload."""
+    """List artifacts, newest first, with their type, producer, correlation and payload: every
+    artifact, or with --as only those the identity may see."""
     from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
 
     query = ArtifactQuery(
@@ -97,15 +133,28 @@ def list_artifacts(
         limit=limit,
         newest_first=True,
     )
-    page = _with_board(board, recipe, lambda store: store.query(query, viewer=UNRESTRICTED))
+
+    async def read(store: SQLiteBlackboardStore, identity: AgentIdentity | None) -> Page:
+        if identity is None:
+            return await store.query(query, viewer=UNRESTRICTED)
+        return await _view(store, identity).query(query)
+
+    identity, page = _reading(board, recipe, Who(as_name, tenant, labels), read)
     if as_json:
-        emit_json({"total": page.total, "artifacts": [a.model_dump(mode="json") for a in page.items]})
+        emit_json(
+            {
+                "total": page.total,
+                "viewer": viewer_json(identity),
+                "artifacts": [a.model_dump(mode="json") for a in page.items],
+            }
+        )
         return
     from rich import box
     from rich.table import Table
 
+    seen = f" {identity.name} may see" if identity is not None else ""
     table = Table(
-        title=f"{len(page.items)} of {page.total} artifacts (newest first)",
+        title=f"{len(page.items)} of {page.total} artifacts{seen} (newest first)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
@@ -134,10 +183,21 @@ def list_artifacts(
 @board_app.command("show")
 @reports_errors
 def show(
-    artifact_id: IdArg, board: BoardOpt = None, recipe: RecipeOpt = None, as_json: JsonOpt = False
+    artifact_id: IdArg,
+    board: BoardOpt = None,
+    recipe: RecipeOpt = None,
+    as_name: AsOpt = None,
+    tenant: TenantOpt = None,
+    labels: LabelOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Show one artifact: every header field and the whole payload."""
-    artifact = _with_board(board, recipe, lambda store: _find(store, artifact_id))
+    """Show one artifact: every header field and the whole payload. With --as, an artifact the
+    identity may not see is an error (exit 1) that names its visibility."""
+
+    async def read(store: SQLiteBlackboardStore, identity: AgentIdentity | None) -> Artifact:
+        return await _find_as(store, artifact_id, identity)
+
+    artifact = _reading(board, recipe, Who(as_name, tenant, labels), read)[1]
     if as_json:
         emit_json(artifact.model_dump(mode="json"))
         return
@@ -163,23 +223,37 @@ def show(
 @board_app.command("lineage")
 @reports_errors
 def lineage(
-    artifact_id: IdArg, board: BoardOpt = None, recipe: RecipeOpt = None, as_json: JsonOpt = False
+    artifact_id: IdArg,
+    board: BoardOpt = None,
+    recipe: RecipeOpt = None,
+    as_name: AsOpt = None,
+    tenant: TenantOpt = None,
+    labels: LabelOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """What an artifact was derived from and what was derived from it."""
+    """What an artifact was derived from and what was derived from it. With --as, only what the
+    identity may see (an artifact it may not see is an error, exit 1)."""
 
-    async def collect(store: SQLiteBlackboardStore) -> tuple[Artifact, list[Artifact], list[Artifact]]:
+    async def collect(
+        store: SQLiteBlackboardStore, identity: AgentIdentity | None
+    ) -> tuple[Artifact, list[Artifact], list[Artifact]]:
         from flock_cli.store.contract import UNRESTRICTED
 
-        artifact = await _find(store, artifact_id)
-        found = await store.lineage(artifact.id)
-        parents = await store.get_many(found.parents, viewer=UNRESTRICTED)
-        children = await store.get_many(found.children, viewer=UNRESTRICTED)
-        return artifact, parents, children
+        artifact = await _find_as(store, artifact_id, identity)
+        if identity is None:
+            found = await store.lineage(artifact.id, viewer=UNRESTRICTED)
+            parents = await store.get_many(found.parents, viewer=UNRESTRICTED)
+            children = await store.get_many(found.children, viewer=UNRESTRICTED)
+            return artifact, parents, children
+        view = _view(store, identity)
+        found = await store.lineage(artifact.id, viewer=identity, now=store.clock.now())
+        return artifact, await view.get_many(found.parents), await view.get_many(found.children)
 
-    artifact, parents, children = _with_board(board, recipe, collect)
+    identity, (artifact, parents, children) = _reading(board, recipe, Who(as_name, tenant, labels), collect)
     if as_json:
         emit_json(
             {
+                "viewer": viewer_json(identity),
                 "artifact": artifact.model_dump(mode="json"),
                 "parents": [a.model_dump(mode="json") for a in parents],
                 "children": [a.model_dump(mode="json") for a in children],
@@ -221,6 +295,20 @@ def dead_letters(board: BoardOpt = None, recipe: RecipeOpt = None, as_json: Json
             f" {escape(letter.agent)} on {inputs}: {escape(str(why))}"
             + (f" (after {letter.attempts} attempts)" if letter.attempts > 1 else "")
         )
+
+
+async def _find_as(store: SQLiteBlackboardStore, text: str, identity: AgentIdentity | None) -> Artifact:
+    """The artifact ``text`` names, read as ``identity``. The id is resolved as the operator (who
+    may see every id anyway), so a prefix scan records no denials for the identity; then the one
+    artifact is read through the identity's view."""
+    artifact = await _find(store, text)
+    if identity is None:
+        return artifact
+    seen = await _view(store, identity).get(artifact.id)
+    if seen is None:
+        visibility = artifact.visibility.describe()
+        fail(f"{identity.name} may not see artifact {artifact.id} (visibility {visibility})", EXIT_FAILED)
+    return seen
 
 
 async def _find(store: SQLiteBlackboardStore, text: str) -> Artifact:

@@ -19,6 +19,7 @@ from flock_cli.tracing.analysis import (
     peak_concurrency,
     runs_of,
 )
+from flock_cli.tracing.run_metrics import metrics_of
 
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow
@@ -109,6 +110,9 @@ def _run_label(run: RunNode, critical: set[int]) -> Text:
         label.append(f"  + {len(run.also_consumed)} more input(s)", style="dim")
     if final.message:
         label.append(f"\n  {final.message}", style="red")
+    metrics = metrics_of(final.attributes)
+    if metrics:
+        label.append(_metric_lines(metrics), style="cyan")
     for event in run.events:
         if event.kind in ("dead_letter", "run.retry", "breaker.trip"):
             detail = event.attributes.get("reason") or event.attributes.get("error") or ""
@@ -213,6 +217,29 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
 def _attempt_label(span: SpanRow) -> str:
     attempt = span.attributes.get("flock.attempt", 1)
     return f"{span.agent or '?'}{'' if attempt == 1 else f' #{attempt}'}"
+
+
+def _metric_lines(metrics: dict[str, Any], width: int = 60) -> str:
+    """``metrics: a=1, b=2`` under a run, on more lines when long (the tree crops long lines)."""
+    lines: list[str] = []
+    line = ""
+    for name, value in metrics.items():
+        item = f"{name}={_metric(value)}"
+        if line and len(line) + len(item) + 2 > width:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {item}" if line else item
+    lines.append(line)
+    return "\n  metrics: " + "\n           ".join(lines)
+
+
+def _metric(value: Any) -> str:
+    """A metric as JSON writes it, floats to 6 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return str(value)
 
 
 def _count(n: int, word: str) -> str:

@@ -83,6 +83,11 @@ async def evaluate(
     with staged(agent, "post_evaluate", ctx, traced=utilities):
         for utility in agent.utilities:
             result = await utility.on_post_evaluate(agent, ctx, inputs, result)
+    # The run's metrics reach its agent.run span (flock.metric.<name>) here, once utilities had
+    # their say: the engines' (merged by _run_chain, a later engine's value winning a name),
+    # best_of's, and whatever utilities' post_evaluate added, changed or removed. Each engine's
+    # own metrics are already on its engine.call span (RunTrace.engine_call).
+    ctx.trace.metrics(result.metrics)
     return result, failed_tries
 
 

@@ -386,9 +386,33 @@ class BlackboardStore(ABC):
 
     # -- lineage and summaries -------------------------------------------------------------------
 
+    async def lineage(
+        self, artifact_id: UUID, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
+    ) -> Lineage:
+        """The artifacts ``artifact_id`` was derived from and those derived from it (transitively),
+        as ``viewer`` may see them, like every other read: ids it may not see are left out and the
+        refusals recorded. An artifact the viewer may not see has an empty lineage (its relatives
+        would tell what it is). A hidden artifact does not cut the walk: what was derived through
+        it is listed when the viewer may see that, as a query would show it anyway.
+        """
+        from flock_cli.store.records import Lineage
+
+        if isinstance(viewer, _Unrestricted):
+            return await self._full_lineage(artifact_id)
+        when = self.now(now)
+        if await self.get(artifact_id, viewer=viewer, now=when) is None:
+            return Lineage(artifact_id=artifact_id, parents=[], children=[])
+        full = await self._full_lineage(artifact_id)
+        shown = {a.id for a in await self.get_many([*full.parents, *full.children], viewer=viewer, now=when)}
+        return Lineage(
+            artifact_id=artifact_id,
+            parents=[i for i in full.parents if i in shown],
+            children=[i for i in full.children if i in shown],
+        )
+
     @abstractmethod
-    async def lineage(self, artifact_id: UUID) -> Lineage:
-        """The artifacts ``artifact_id`` was derived from and those derived from it (transitively)."""
+    async def _full_lineage(self, artifact_id: UUID) -> Lineage:
+        """:meth:`lineage` as the unrestricted viewer sees it: every ancestor and descendant."""
 
     async def summarize(
         self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None

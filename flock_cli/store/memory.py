@@ -246,7 +246,7 @@ class InMemoryBlackboardStore(BlackboardStore):
         """Oldest first."""
         return sorted(self._runs.values(), key=lambda r: r.started_at)
 
-    async def lineage(self, artifact_id: UUID) -> Lineage:
+    async def _full_lineage(self, artifact_id: UUID) -> Lineage:
         """Walk the parent and child maps."""
         return Lineage(
             artifact_id=artifact_id,

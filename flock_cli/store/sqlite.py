@@ -23,6 +23,7 @@ from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import AgentIdentity
+from flock_cli.private_files import create_private_file, make_private_dirs
 from flock_cli.store.contract import (
     EXTERNAL,
     ArtifactQuery,
@@ -59,14 +60,18 @@ DEFAULT_BOARD = Path(".flock") / "board.db"
 
 
 class SQLiteBlackboardStore(BlackboardStore):
-    """A durable board in one SQLite file (created with its folder if missing)."""
+    """A durable board in one SQLite file (created owner-only with its folder if missing)."""
 
     durable = True
 
     def __init__(self, path: str | Path = DEFAULT_BOARD, *, busy_timeout: float = 10.0) -> None:
         self._closed = False
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if os.fspath(path) != ":memory:":
+            # The board holds every payload, private and tenant ones too: a new board (and its
+            # folder) is owner-only, and SQLite gives its -wal and -shm files the board's mode.
+            make_private_dirs(self.path.parent)
+            create_private_file(self.path)
         self._conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
@@ -447,7 +452,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         ).fetchall()
         return [UUID(bytes=r[0]) for r in rows]
 
-    async def lineage(self, artifact_id: UUID) -> Lineage:
+    async def _full_lineage(self, artifact_id: UUID) -> Lineage:
         """Walk produced_in / delivery_inputs in both directions."""
         return Lineage(
             artifact_id=artifact_id,

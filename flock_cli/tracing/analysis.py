@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flock_cli.tracing.reader import ArtifactRow, EventRow, SpanRow
+from flock_cli.tracing.run_metrics import metrics_of
 
 __all__ = [
     "ArtifactNode",
@@ -24,7 +25,8 @@ __all__ = [
 
 @dataclass
 class RunNode:
-    """One delivery to an agent: its attempts (retries) and what the last one published."""
+    """One delivery to an agent: its attempts (retries) and what the last one published (its
+    metrics are the last attempt's)."""
 
     attempts: list[SpanRow]
     outputs: list[ArtifactNode] = field(default_factory=list)
@@ -47,6 +49,7 @@ class RunNode:
             "attempts": len(self.attempts),
             "duration_ms": round(final.duration_ms, 3),
             "error": final.message,
+            "metrics": metrics_of(final.attributes),
             "also_consumed": self.also_consumed,
             "events": [{"kind": e.kind, **e.attributes} for e in self.events],
             "outputs": [node.to_json() for node in self.outputs],

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import FlockError, TraceStoreBusyError
+from flock_cli.private_files import make_private_dirs, owner_only_umask
 from flock_cli.tracing import schema
 from flock_cli.tracing.duck import connect
 from flock_cli.tracing.frames import read_frame
@@ -47,7 +48,7 @@ class Ingest:
         self.max_pending = max_pending
         self.pending: list[tuple[Any, ...]] = []
         self.dropped = 0
-        self._scratch = Path(tempfile.mkdtemp(prefix="flock-traces-"))
+        self._scratch = Path(tempfile.mkdtemp(prefix="flock-traces-"))  # owner-only (0700), like the store
 
     def add(self, items: list[tuple[Any, ...]]) -> None:
         """Hold records until the next write; the oldest go when too many wait for a busy store."""
@@ -63,25 +64,28 @@ class Ingest:
         if not self.pending:
             return None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(self.path.parent)
         except OSError as exc:
             return f"cannot create the folder of trace store {self.path}: {exc.strerror or exc}"
-        try:
-            con = connect(self.path, read_only=False, wait=wait, config={"threads": 1})
-        except TraceStoreBusyError:
-            return "busy"
-        except FlockError as exc:
-            return str(exc)
-        try:
-            self._insert(con, self.pending)
-        except Exception as exc:
-            # Not a busy store, so trying the same batch again would fail again and hold up every
-            # later one: it is dropped, and the drop reported.
-            self.dropped += len(self.pending)
-            self.pending = []
-            return f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
-        finally:
-            con.close()
+        # The store keeps every payload: DuckDB creates it, its WAL and its temporary files while
+        # the connection is open, all owner-only under this umask.
+        with owner_only_umask():
+            try:
+                con = connect(self.path, read_only=False, wait=wait, config={"threads": 1})
+            except TraceStoreBusyError:
+                return "busy"
+            except FlockError as exc:
+                return str(exc)
+            try:
+                self._insert(con, self.pending)
+            except Exception as exc:
+                # Not a busy store, so trying the same batch again would fail again and hold up
+                # every later one: it is dropped, and the drop reported.
+                self.dropped += len(self.pending)
+                self.pending = []
+                return f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
+            finally:
+                con.close()
         self.pending = []
         return None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import TraceStoreError
+from flock_cli.private_files import owner_only_umask
 from flock_cli.tracing.duck import check_trace_path, connect
 
 if TYPE_CHECKING:
@@ -309,9 +310,13 @@ class TraceReader:
         check_trace_path(self.path, must_exist=True)
         cutoff = time.time_ns() - int(older_than_s * 1e9)
         old = [r.run_id for r in self.runs(limit=None) if r.started_ns < cutoff and r.status != "running"]
-        counts = {"runs": len(old)}
         if not old:
             return {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
+        with owner_only_umask():  # the WAL this write makes holds payloads too (private_files.py)
+            return self._prune(old, dry_run)
+
+    def _prune(self, old: list[str], dry_run: bool) -> dict[str, int]:
+        counts = {"runs": len(old)}
         con = connect(self.path, read_only=False, wait=self.wait)
         try:
             con.execute("CREATE TEMP TABLE doomed (trace_id VARCHAR)")

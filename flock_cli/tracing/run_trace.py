@@ -2,15 +2,17 @@
 
 Engines report what only they know through it: the model and its token counts and cost
 (``usage``), text as it streams from the model (``stream``, shown live by ``flock top``) and any
-event of their own.
+event of their own. The lifecycle records the metrics engines return (``metrics``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from flock_cli.tracing.records import Span, SpanStatus
+from flock_cli.tracing.run_metrics import metric_attributes
 from flock_cli.tracing.tracer import StreamChunk, Tracer
 
 __all__ = ["NO_TRACE", "RunTrace", "StreamChunk"]
@@ -41,9 +43,17 @@ class RunTrace:
         for key in ("model", "input_tokens", "output_tokens", "tokens", "cost", "calls"):
             if key in metrics and isinstance(metrics[key], str | int | float):
                 attributes[f"llm.{key}"] = metrics[key]
+        if metrics and self.tracer.enabled:  # this engine's own, whatever later engines return
+            attributes.update(metric_attributes(metrics))
         status: SpanStatus = "ok" if error is None else "error"
         message = None if error is None else f"{type(error).__name__}: {error}"
         self.tracer.record(self.span, "engine.call", start_ns, time.time_ns(), status, message, attributes)
+
+    def metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Put a run's metrics on its ``agent.run`` span as ``flock.metric.<name>`` attributes
+        (``run_metrics.py`` says how values are kept); a name given again replaces the value."""
+        if metrics and self.span is not None and self.tracer is not None and self.tracer.enabled:
+            self.span.attributes.update(metric_attributes(metrics))
 
     def usage(
         self,
