@@ -28,8 +28,8 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flock_cli import Flock, FunctionEngine, flock_type  # noqa: E402
-from flock_cli.store import UNRESTRICTED, ArtifactQuery, SQLiteBlackboardStore  # noqa: E402
+from flock_cli import Flock, FunctionEngine, flock_type
+from flock_cli.store import UNRESTRICTED, ArtifactQuery, SQLiteBlackboardStore
 
 
 @flock_type(name="bench.Request")
