@@ -38,6 +38,7 @@ class Liveness:
         self.shapes: dict[str, AgentShape] = {s.name: s for s in shapes}
         self._producers: dict[str, list[str]] = {}
         self._consumers: dict[str, list[str]] = {}
+        self._deadlocks: dict[tuple[str, int, str], bool] = {}
         for shape in self.shapes.values():
             for type_name in shape.outputs:
                 self._producers.setdefault(type_name, []).append(shape.name)
@@ -90,9 +91,13 @@ class Liveness:
         fired: that gate, waiting for it, can never fill from inside the flock."""
         if self.external(type_name):
             return False
-        live = self.live(drop=(agent, index))
-        own = self.shapes[agent].self_trigger
-        return not any(p in live and (p != agent or own) for p in self._producers[type_name])
+        known = self._deadlocks.get((agent, index, type_name))
+        if known is None:  # the graph never changes: many open groups of one gate ask once
+            live = self.live(drop=(agent, index))
+            own = self.shapes[agent].self_trigger
+            known = not any(p in live and (p != agent or own) for p in self._producers[type_name])
+            self._deadlocks[(agent, index, type_name)] = known
+        return known
 
     def path(self, start: str, goal: str) -> list[str]:
         """The shortest chain ``start -> Type -> agent -> ... -> goal`` through published types
