@@ -15,9 +15,11 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
-from flock_cli.core.agent import Agent, AgentBuilder
+from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.board import BoardView
+from flock_cli.core.builder import AgentBuilder
+from flock_cli.core.declarations import Declarations
 from flock_cli.core.direct import retry_letter, run_direct
 from flock_cli.core.envelope import build_artifact, model_payload
 from flock_cli.core.registry import TypeRegistry
@@ -27,7 +29,6 @@ from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
 from flock_cli.core.specs import Budget, coerce_spec
 from flock_cli.core.stall import explain_pending
-from flock_cli.core.subscription import Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
@@ -127,6 +128,9 @@ class Flock:
         self._scheduler = Scheduler(self, max_concurrency)
         self._executor = RunExecutor(self)
         self._session = BoardSession(self)
+        self._declarations = Declarations(
+            self.registry, self._scheduler.router, self._scheduler.dispatcher, self._budgeted
+        )
 
     @property
     def resumed(self) -> dict[str, int]:
@@ -157,7 +161,7 @@ class Flock:
             raise DuplicateAgentError(f"An agent named '{name}' already exists in this flock.")
         agent = Agent(name=name)
         self._agents[name] = agent
-        return AgentBuilder(self, agent)
+        return AgentBuilder(self._declarations, agent)
 
     @property
     def agents(self) -> list[Agent]:
@@ -174,16 +178,6 @@ class Flock:
     def register_type(self, model: type[BaseModel]) -> str:
         """Make a type known to this flock (so ``publish_external`` can name it); returns its name."""
         return self.registry.register(model)
-
-    def _resolve_model(self, t: type[BaseModel] | str) -> type[BaseModel]:
-        return self.registry.resolve(t) if isinstance(t, str) else t
-
-    def _add_subscription(self, agent: Agent, sub: Subscription) -> None:
-        self._scheduler.router.add(sub)
-        agent.subscriptions.append(sub)
-
-    def _set_agent_limit(self, agent: str, limit: int | None) -> None:
-        self._scheduler.dispatcher.set_agent_limit(agent, limit)
 
     def _view(self, agent: Agent) -> BoardView:
         view = self._views.get(agent.name)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from flock_cli.core import lifecycle
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.components import Context
+from flock_cli.core.context import Context
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import BreakerTrip, Failure
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
