@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import random
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Literal
@@ -17,13 +16,14 @@ from pydantic import BaseModel
 from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.board import BoardView
 from flock_cli.core.builder import AgentBuilder
 from flock_cli.core.declarations import Declarations
-from flock_cli.core.direct import retry_letter, run_direct
-from flock_cli.core.envelope import build_artifact, model_payload
+from flock_cli.core.direct import DirectRuns
+from flock_cli.core.envelope import model_payload
+from flock_cli.core.publishing import Publisher
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
+from flock_cli.core.runtime import Runtime
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
@@ -37,13 +37,12 @@ from flock_cli.errors import (
     FlockClosedError,
     IdleTimeoutError,
     InvalidDeclarationError,
-    UnknownAgentError,
     UsageError,
 )
 from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
-from flock_cli.tracing.records import Span, StatusRecord
+from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
 from flock_cli.tracing.tracer import RunScope, StreamChunk
 
@@ -113,24 +112,38 @@ class Flock:
         self.clock: Clock = clock or SystemClock()
         self.store.clock = self.clock  # reads without an explicit time follow the flock's clock
         self._new_id: IdFactory = id_factory or random_uuid4
-        self._rng = rng or random.Random()
+        rng = rng or random.Random()
         self._lease_ttl = lease_ttl
-        self._owner = f"flock-{uuid.uuid4().hex[:8]}"
+        owner = f"flock-{uuid.uuid4().hex[:8]}"
         self._agents: dict[str, Agent] = {}
-        self._budgeted: dict[str, Agent] = {}  # agents given a budget (checked before each run)
-        self._views: dict[str, BoardView] = {}
-        self._closed = False
-        self._release_interrupted = False
-        self._run_scopes: list[RunScope] = []
+        budgeted: dict[str, Agent] = {}
         self.tracer = build_tracer(traces, snapshot=self._status_record)
-        self.tracer.metrics.pending = lambda: pending_by_agent(self)
         """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
-        self._scheduler = Scheduler(self, max_concurrency)
-        self._executor = RunExecutor(self)
-        self._session = BoardSession(self)
-        self._declarations = Declarations(
-            self.registry, self._scheduler.router, self._scheduler.dispatcher, self._budgeted
+        # The services and configuration the collaborators share; they never see the Flock.
+        runtime = self._runtime = Runtime(
+            store=self.store,
+            tracer=self.tracer,
+            clock=self.clock,
+            new_id=self._new_id,
+            owner=owner,
+            registry=self.registry,
+            agents=self._agents,
+            budgeted=budgeted,
+            budget=self.budget,
+            rng=rng,
+            lease_ttl=lease_ttl,
+            max_agent_iterations=max_agent_iterations,
+            model=model,
         )
+        self._state = runtime.state
+        scheduler = self._scheduler = Scheduler(runtime, max_concurrency)
+        self.tracer.metrics.pending = lambda: pending_by_agent(scheduler)
+        self._executor = RunExecutor(runtime, scheduler)
+        self._session = BoardSession(runtime, scheduler)
+        scheduler.connect(self._executor, self._session.reload_gathering)
+        self._declarations = Declarations(self.registry, scheduler.router, scheduler.dispatcher, budgeted)
+        self._publisher = Publisher(runtime, scheduler, role, self._ready)
+        self._direct = DirectRuns(runtime, scheduler, self._publisher, self._ready)
 
     @property
     def resumed(self) -> dict[str, int]:
@@ -141,7 +154,7 @@ class Flock:
     @property
     def closed(self) -> bool:
         """True after :meth:`shutdown`."""
-        return self._closed
+        return self._state.closed
 
     # -- declaration -----------------------------------------------------------------------------
 
@@ -170,21 +183,11 @@ class Flock:
 
     def get_agent(self, name: str) -> Agent:
         """A declared agent by name."""
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise UnknownAgentError(name, self._agents) from None
+        return self._runtime.agent(name)
 
     def register_type(self, model: type[BaseModel]) -> str:
         """Make a type known to this flock (so ``publish_external`` can name it); returns its name."""
         return self.registry.register(model)
-
-    def _view(self, agent: Agent) -> BoardView:
-        view = self._views.get(agent.name)
-        identity = agent.identity
-        if view is None or view.identity is not identity:
-            view = self._views[agent.name] = BoardView(self.store, identity, self.clock)
-        return view
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -235,7 +238,7 @@ class Flock:
             )
         if not isinstance(payload, dict):
             raise UsageError(f"publish_external() takes the payload as a dict, got {type(payload).__name__}")
-        artifact = self._build(
+        artifact = self._runtime.build(
             self.registry.resolve(type_name),
             payload,
             produced_by=produced_by,
@@ -244,7 +247,7 @@ class Flock:
             tags=tags,
             visibility=visibility,
         )
-        await self._publish_built([artifact])
+        await self._publisher.publish([artifact])
         return artifact
 
     async def publish_many(
@@ -258,7 +261,7 @@ class Flock:
     ) -> list[Artifact]:
         """Publish several instances: all are validated first, so one invalid payload stores none."""
         built = [
-            self._build(
+            self._runtime.build(
                 type(obj),
                 model_payload(obj, "publish"),
                 produced_by="external",
@@ -269,66 +272,8 @@ class Flock:
             )
             for obj in objects
         ]
-        await self._publish_built(built)
+        await self._publisher.publish(built)
         return built
-
-    def _build(
-        self,
-        model: type[BaseModel],
-        payload: Any,
-        *,
-        produced_by: str,
-        correlation_id: UUID | None,
-        partition_key: str | None = None,
-        tags: Iterable[str] | None = None,
-        visibility: Visibility | None = None,
-        artifact_id: UUID | None = None,
-        fresh_correlation: bool = True,
-    ) -> Artifact:
-        return build_artifact(
-            self.registry.name_of(model),
-            model,
-            payload,
-            new_id=self._new_id,
-            artifact_id=artifact_id,
-            fresh_correlation=fresh_correlation,
-            now=self.clock.now(),
-            produced_by=produced_by,
-            correlation_id=correlation_id,
-            partition_key=partition_key,
-            tags=tags,
-            visibility=visibility,
-        )
-
-    async def _publish_built(self, artifacts: list[Artifact]) -> None:
-        if self.role == "publisher":
-            if self._closed:
-                raise FlockClosedError("This flock was shut down; it takes no new work.")
-            with self.tracer.publishing(artifacts) as span:
-                await self._append(artifacts, span)  # the orchestrator watching the board routes them
-            self._scheduler.collector.published += len(artifacts)
-            return
-        await self._ready()
-        scheduler = self._scheduler
-        scheduler.hold()
-        try:
-            scheduler.in_flight.update(a.id for a in artifacts)
-            with self.tracer.publishing(artifacts) as span:
-                await self._append(artifacts, span)
-                scheduler.collector.published += len(artifacts)
-                await scheduler.route(artifacts)
-        finally:
-            scheduler.in_flight.difference_update(a.id for a in artifacts)
-            scheduler.release()
-
-    async def _append(self, artifacts: list[Artifact], span: Span) -> None:
-        started = time.time_ns()
-        try:
-            await self.store.append(artifacts)
-        except BaseException as exc:
-            self.tracer.record(span, "store.append", started, time.time_ns(), "error", str(exc))
-            raise
-        self.tracer.record(span, "store.append", started, time.time_ns())
 
     @property
     def usage(self) -> UsageLedger:
@@ -348,17 +293,17 @@ class Flock:
             raise UsageError("traced_run() needs a non-empty name")
         try:
             async with self.tracer.traced_run(name, attributes) as scope:
-                self._run_scopes.append(scope)
+                self._state.run_scopes.append(scope)
                 try:
                     yield scope
                 finally:
-                    self._run_scopes.remove(scope)
+                    self._state.run_scopes.remove(scope)
         finally:
-            if self._closed and not self._run_scopes:  # shutdown inside the block left this to us
+            if self._state.closed and not self._state.run_scopes:  # shutdown inside the block left this to us
                 await asyncio.to_thread(self.tracer.close)
 
     def _status_record(self) -> StatusRecord | None:
-        return threadsafe_status(self)
+        return threadsafe_status(self._runtime, self._scheduler)
 
     async def _ready(self) -> None:
         await self.attach()  # binds to the running loop; a no-op once attached
@@ -371,7 +316,7 @@ class Flock:
         board, or when the unfinished work belongs to a different workflow definition, unless
         ``force=True``. Returns the record of this run.
         """
-        if self._closed:
+        if self._state.closed:
             raise FlockClosedError("This flock was shut down; it takes no new work.")
         self._orchestrator_only()
         self._scheduler.bind()
@@ -433,7 +378,7 @@ class Flock:
                     f"Cannot replay {original.id}: type '{original.type}' is unknown to this flock"
                 )
             copies.append(
-                self._build(
+                self._runtime.build(
                     model,
                     original.payload,
                     produced_by=original.produced_by,
@@ -443,7 +388,7 @@ class Flock:
                     visibility=original.visibility,
                 )
             )
-        await self._publish_built(copies)
+        await self._publisher.publish(copies)
         return copies
 
     # -- waiting and stopping --------------------------------------------------------------------
@@ -458,7 +403,7 @@ class Flock:
 
         Raises IdleTimeoutError (carrying the summary so far) if ``timeout`` seconds pass first.
         """
-        if not self._closed and self.role == "orchestrator":
+        if not self._state.closed and self.role == "orchestrator":
             await self._ready()
         try:
             async with asyncio.timeout(timeout):
@@ -497,8 +442,8 @@ class Flock:
         """
         scheduler = self._scheduler
         scheduler.bind()
-        self._closed = True
-        self._release_interrupted = release_interrupted
+        self._state.closed = True
+        self._state.release_interrupted = release_interrupted
         try:
             async with asyncio.timeout(timeout):
                 await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
@@ -512,7 +457,7 @@ class Flock:
         await self._session.finish()
         summary = self._take_summary()  # on a durable board it lists what still waits for an embargo
         scheduler.embargoes.clear()
-        if not self._run_scopes:  # else the traced run closes the tracer when its block ends
+        if not self._state.run_scopes:  # else the traced run closes the tracer when its block ends
             await asyncio.to_thread(self.tracer.close)
         return summary
 
@@ -526,24 +471,7 @@ class Flock:
         it leaves the run summary to the next ``run_until_idle``. Raises AgentRunError if the run
         failed for good, with the engine's exception as ``__cause__``.
         """
-        target = self._target(agent)
-        if not inputs:
-            raise UsageError(f"arun('{target.name}') needs at least one input")
-        correlation = self._new_id()
-        built = [
-            self._build(
-                type(obj), model_payload(obj, "arun"), produced_by="external", correlation_id=correlation
-            )
-            for obj in inputs
-        ]
-        types = {a.type for a in built}
-        sub = next((s for s in target.subscriptions if s.accepts_direct and types <= set(s.type_names)), None)
-        if sub is None:
-            raise InvalidDeclarationError(
-                f"agent '{target.name}' has no subscription with mode 'direct' or 'both' consuming"
-                f" {', '.join(sorted(types))}"
-            )
-        return await run_direct(self, target, sub, built)
+        return await self._direct.run(self._target(agent), inputs)
 
     def run(self, agent: AgentBuilder | Agent | str, *inputs: BaseModel) -> list[Artifact]:
         """Synchronous :meth:`arun` (must not be called from a running event loop)."""
@@ -565,4 +493,4 @@ class Flock:
 
         Visibility is checked again, so an embargoed letter waits for its embargo once more.
         """
-        await retry_letter(self, letter_id)
+        await self._direct.retry(letter_id)

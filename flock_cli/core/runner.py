@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -16,19 +16,42 @@ from pydantic import BaseModel
 from flock_cli.core import lifecycle
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
+from flock_cli.core.breaker import BreakerCounts
 from flock_cli.core.context import Context
 from flock_cli.core.subscription import ReadyRun, Subscription
-from flock_cli.core.summary import BreakerTrip, Failure
+from flock_cli.core.summary import BreakerTrip, Failure, SummaryCollector
 from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
 from flock_cli.store.contract import DeadLetter, DeadLetterReason, Delivery, StaleLeaseError, denial
 from flock_cli.tracing.records import Span
 from flock_cli.tracing.run_trace import RunTrace
 
 if TYPE_CHECKING:
-    from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.runtime import Runtime
     from flock_cli.core.scheduler import Embargo
 
-__all__ = ["RunExecutor"]
+__all__ = ["RunExecutor", "Scheduling"]
+
+
+class Scheduling(Protocol):
+    """What a run needs of the scheduler (:class:`~flock_cli.core.scheduler.Scheduler`): the
+    summary being collected, the breaker's counts, the artifacts appended but not routed yet,
+    routing the outputs, and settling a direct call's future."""
+
+    collector: SummaryCollector
+    iterations: BreakerCounts
+    in_flight: set[UUID]
+    budget_stop: tuple[str, str] | None
+    """Set when a budget with ``on_exhausted="stop"`` ran out: no run of any agent starts."""
+
+    async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
+        """Offer artifacts to the subscriptions of their type and start the runs that became ready."""
+        ...
+
+    def resolve_direct(
+        self, delivery_id: UUID, outputs: list[Artifact] | None = None, error: BaseException | None = None
+    ) -> None:
+        """Settle the future of a direct (``arun``) delivery, if there is one."""
+        ...
 
 
 class RunExecutor:
@@ -40,11 +63,11 @@ class RunExecutor:
     with ``outputs_published=True`` but never retried, since retrying would publish twice.
     """
 
-    def __init__(self, flock: Flock) -> None:
-        self._flock = flock
+    def __init__(self, runtime: Runtime, scheduler: Scheduling) -> None:
+        self._runtime = runtime
         self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
-        self._scheduler = flock._scheduler
-        self._collector = flock._scheduler.collector
+        self._scheduler = scheduler
+        self._collector = scheduler.collector
         self._admitted: Counter[str] = Counter()  # model-calling runs past the budget check, not done
 
     async def attempt(
@@ -54,22 +77,22 @@ class RunExecutor:
 
         ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
         """
-        flock = self._flock
-        now = flock.clock.now()
+        runtime = self._runtime
+        now = runtime.clock.now()
         hidden = [a for a in run.artifacts if not a.visibility.allows(agent.identity, now=now)]
         if hidden:  # the last line of defence: every path that hands over a delivery checks this
             await self._refuse(agent, delivery, run, hidden, now)
             return None
         if count_run:
             workflow = run.artifacts[0].correlation_id if run.artifacts else None
-            if self._scheduler.iterations.count(agent.name, workflow) > flock.max_agent_iterations:
+            if self._scheduler.iterations.count(agent.name, workflow) > runtime.max_agent_iterations:
                 await self._hold_by_breaker(agent, delivery, run, workflow)
                 return None
         exhausted = self._budget_exhausted(agent)
         if exhausted is not None:
             await self._hold_by_budget(agent, delivery, run, *exhausted)
             return None
-        calls_models = _calls_models(flock, agent.name)
+        calls_models = _calls_models(runtime, agent.name)
         if calls_models:
             self._admitted[agent.name] += 1
         try:
@@ -79,8 +102,8 @@ class RunExecutor:
                 self._admitted[agent.name] -= 1
 
     async def _attempt_leased(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
-        flock, store = self._flock, self._flock.store
-        leased = await store.lease(delivery.id, flock._owner, now=flock.clock.now(), ttl=flock._lease_ttl)
+        runtime, store = self._runtime, self._runtime.store
+        leased = await store.lease(delivery.id, runtime.owner, now=runtime.clock.now(), ttl=runtime.lease_ttl)
         if leased is None:
             return None  # someone else holds it, or it is finished
         attempt = leased.attempts
@@ -99,7 +122,7 @@ class RunExecutor:
         self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int
     ) -> float | None:
         """One leased attempt inside its ``agent.run`` span (which its stages and outputs join)."""
-        tracer = self._flock.tracer
+        tracer = self._runtime.tracer
         span = tracer.start_for(
             "agent.run",
             run.artifacts,
@@ -134,20 +157,20 @@ class RunExecutor:
     async def _traced_attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int, span: Span
     ) -> float | None:
-        flock, store = self._flock, self._flock.store
+        runtime, store = self._runtime, self._runtime.store
         artifacts = list(run.artifacts)
         ctx = Context(
             agent=agent.name,
             identity=agent.identity,
-            board=flock._view(agent),
+            board=runtime.view(agent),
             task_id=f"{delivery.id}:{attempt}",
             correlation_id=artifacts[0].correlation_id if artifacts else None,
             attempt=attempt,
             is_batch=run.subscription.batch is not None,
             batch_trigger=run.batch_trigger,  # type: ignore[arg-type]
             trigger="direct" if delivery.trigger == "direct" else "event",
-            trace=RunTrace(flock.tracer, span),
-            model=flock.model,
+            trace=RunTrace(runtime.tracer, span),
+            model=runtime.model,
         )
         self._collector.runs[agent.name] += 1
         try:
@@ -160,26 +183,26 @@ class RunExecutor:
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts, wrap)
                     self._scheduler.in_flight.update(o.id for o in outputs)
-                    flock.tracer.adopt(outputs, span)
+                    runtime.tracer.adopt(outputs, span)
                     started = time.time_ns()
                     try:
                         await store.complete(delivery.id, attempt, outputs)
                     except BaseException as exc:
                         self._scheduler.in_flight.difference_update(o.id for o in outputs)
-                        flock.tracer.record(
+                        runtime.tracer.record(
                             span, "store.complete", started, time.time_ns(), "error", str(exc)
                         )
                         raise
-                    flock.tracer.record(span, "store.complete", started, time.time_ns())
+                    runtime.tracer.record(span, "store.complete", started, time.time_ns())
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 cause = _cause(exc)
                 span.status, span.message = "error", f"{type(cause).__name__}: {cause}"
                 if agent.retry_policy.should_retry(cause, attempt):
                     self._collector.retries += 1
-                    delay = agent.retry_policy.delay(attempt, flock._rng)
+                    delay = agent.retry_policy.delay(attempt, runtime.rng)
                     span.attributes["flock.outcome"] = "retry"
-                    flock.tracer.event(
+                    runtime.tracer.event(
                         "run.retry", agent=agent.name, attempt=attempt, delay_s=delay, error=span.message
                     )
                     await store.release(delivery.id, attempt)
@@ -189,7 +212,7 @@ class RunExecutor:
                 self._scheduler.resolve_direct(delivery.id, error=_as_run_error(agent, exc))
                 return None
             self._collector.published += len(outputs)
-            flock.tracer.published(outputs, span)
+            runtime.tracer.published(outputs, span)
             self._scheduler.resolve_direct(delivery.id, outputs=outputs)
             await self._scheduler.route(outputs)
             try:
@@ -206,14 +229,14 @@ class RunExecutor:
 
     def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
         """Turns engine and component outputs into validated artifacts stamped with this run."""
-        flock = self._flock
+        runtime = self._runtime
         wrapped: set[UUID] = set()
 
         def wrap(item: Artifact | BaseModel) -> Artifact:
             if isinstance(item, Artifact):
                 if item.id in wrapped:
                     return item  # already validated and stamped in this run
-                model = flock.registry.get(item.type)
+                model = runtime.registry.get(item.type)
                 if model is None:
                     raise OutputError(
                         f"agent '{agent.name}' produced an artifact of unknown type '{item.type}'"
@@ -227,7 +250,7 @@ class RunExecutor:
                     f"agent '{agent.name}': engines return Artifacts or model instances, got {item!r}"
                 )
             try:
-                artifact = flock._build(
+                artifact = runtime.build(
                     model,
                     payload,
                     produced_by=agent.name,
@@ -337,7 +360,7 @@ class RunExecutor:
         """Keep a dead letter; with ``bury`` the delivery is marked dead in the same write."""
         cause = _cause(error) if error is not None else None
         letter = DeadLetter(
-            id=self._flock._new_id(),
+            id=self._runtime.new_id(),
             agent=agent,
             artifact_ids=artifact_ids,
             reason=reason,
@@ -346,16 +369,16 @@ class RunExecutor:
             stage=stage,
             attempts=attempts,
             outputs_published=outputs_published,
-            created_at=self._flock.clock.now(),
+            created_at=self._runtime.clock.now(),
             delivery_id=delivery_id,
             subscription=subscription.index,
         )
         if bury and delivery_id is not None:
-            await self._flock.store.bury(delivery_id, attempt, letter)
+            await self._runtime.store.bury(delivery_id, attempt, letter)
         else:
-            await self._flock.store.add_dead_letter(letter)
+            await self._runtime.store.add_dead_letter(letter)
         self._collector.dead.append(letter)
-        self._flock.tracer.event(
+        self._runtime.tracer.event(
             "dead_letter", agent=agent, artifact_id=artifact_ids[0] if artifact_ids else None,
             reason=reason, error=letter.error, stage=stage, letter=str(letter.id),
         )  # fmt: skip
@@ -397,17 +420,17 @@ class RunExecutor:
         and not finished count as one model call each against a ``calls`` limit, so runs started
         at the same moment cannot all slip under it.
         """
-        flock = self._flock
+        runtime = self._runtime
         stopped = self._scheduler.budget_stop
         if stopped is not None:
             return stopped
-        usage = flock.usage
+        usage = runtime.usage
         in_flight = self._admitted
         checks = [
             ("agent", agent.name, agent.budget, usage.of(agent.name), in_flight.get(agent.name, 0)),
-            ("run", None, flock.budget, usage.total, sum(in_flight.values())),
+            ("run", None, runtime.budget, usage.total, sum(in_flight.values())),
         ]
-        for other in flock._budgeted.values():  # not every agent: a run must not cost O(agents)
+        for other in runtime.budgeted.values():  # not every agent: a run must not cost O(agents)
             if other is not agent and other.budget is not None and other.budget.on_exhausted == "stop":
                 checks.append(("agent", other.name, other.budget, usage.of(other.name), 0))
         for scope, owner, budget, used, pending in checks:
@@ -428,10 +451,10 @@ class RunExecutor:
         """Never run ``agent`` on artifacts it may not see: record the denials and keep the
         delivery as a ``denied`` dead letter (nothing is lost, nothing leaks)."""
         denials = [denial(a, agent.identity, now, "schedule") for a in hidden]
-        await self._flock.store.record_denials(denials)
+        await self._runtime.store.record_denials(denials)
         self._collector.denials += len(denials)
         for artifact in hidden:
-            self._flock.tracer.event(
+            self._runtime.tracer.event(
                 "visibility.denied", agent=agent.name, artifact_id=artifact.id,
                 visibility=artifact.visibility.describe(), embargoed_until=None,
             )  # fmt: skip
@@ -447,26 +470,26 @@ class RunExecutor:
         hold = holds.get((agent.name, scope))
         if hold is None:
             hold = holds[(agent.name, scope)] = BudgetHold(agent=agent.name, scope=scope, reason=reason)
-            self._flock.tracer.event("budget.exhausted", agent=agent.name, scope=scope, reason=reason)
+            self._runtime.tracer.event("budget.exhausted", agent=agent.name, scope=scope, reason=reason)
         hold.held += 1
         await self._hold(agent, delivery, run, "budget", reason)
 
     async def _hold_by_breaker(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, workflow: UUID | None
     ) -> None:
-        flock = self._flock
+        runtime = self._runtime
         trip = self._collector.trips.setdefault(
-            agent.name, BreakerTrip(agent=agent.name, limit=flock.max_agent_iterations)
+            agent.name, BreakerTrip(agent=agent.name, limit=runtime.max_agent_iterations)
         )
         trip.held += 1
         if workflow not in trip.correlation_ids:
             trip.correlation_ids.append(workflow)
-            flock.tracer.event(
-                "breaker.trip", agent=agent.name, limit=flock.max_agent_iterations,
+            runtime.tracer.event(
+                "breaker.trip", agent=agent.name, limit=runtime.max_agent_iterations,
                 correlation_id=str(workflow) if workflow else None,
             )  # fmt: skip
         message = (
-            f"circuit breaker open: over {flock.max_agent_iterations} runs of '{agent.name}'"
+            f"circuit breaker open: over {runtime.max_agent_iterations} runs of '{agent.name}'"
             f" in workflow {workflow}"
         )
         await self._hold(agent, delivery, run, "breaker", message)
@@ -500,9 +523,9 @@ class RunExecutor:
     async def _abandon(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, error: AgentRunError, attempt: int
     ) -> None:
-        flock = self._flock
-        if flock._release_interrupted and flock.store.durable and attempt:
-            await flock.store.release(delivery.id, attempt)
+        runtime = self._runtime
+        if runtime.state.release_interrupted and runtime.store.durable and attempt:
+            await runtime.store.release(delivery.id, attempt)
             self._collector.released += 1
             self._scheduler.resolve_direct(delivery.id, error=error)
             return
@@ -515,7 +538,7 @@ class RunExecutor:
         ``retry_dead_letter`` can run."""
         self._collector.not_started += 1
         message = "not started: the flock stopped before this run's turn"
-        if not self._flock.store.durable:
+        if not self._runtime.store.durable:
             await self._keep(
                 agent, delivery.artifact_ids, "stopped", run.subscription, message=message,
                 delivery_id=delivery.id, bury=True,
@@ -550,7 +573,7 @@ def _as_run_error(agent: Agent, error: Exception) -> AgentRunError:
     return wrapped
 
 
-def _calls_models(flock: Flock, agent: str) -> bool:
+def _calls_models(runtime: Runtime, agent: str) -> bool:
     """True when ``agent`` has an engine that calls a language model."""
-    declared = flock._agents.get(agent)
+    declared = runtime.agents.get(agent)
     return declared is not None and any(getattr(type(e), "calls_models", False) for e in declared.engines)

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 from uuid import UUID
 
 from flock_cli.core.agent import Agent
@@ -31,9 +31,9 @@ from flock_cli.store.records import RoutingTx
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.runtime import Runtime
 
-__all__ = ["Embargo", "Scheduler"]
+__all__ = ["Embargo", "Runs", "Scheduler"]
 
 
 @dataclass(eq=False)
@@ -49,14 +49,39 @@ class Embargo:
     lifts_at: datetime
 
 
-class Scheduler:
-    """Routing, dispatching and idle detection for one Flock."""
+class Runs(Protocol):
+    """What the scheduler asks of the runner (:class:`~flock_cli.core.runner.RunExecutor`)."""
 
-    def __init__(self, flock: Flock, max_concurrency: int | None) -> None:
-        self._flock = flock
+    async def attempt(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool
+    ) -> float | None:
+        """One attempt at a delivery; the back-off delay when it should be retried."""
+        ...
+
+    async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
+        """Keep a run that was cancelled mid-flight."""
+        ...
+
+    async def leave(self, agent: str, delivery: Delivery, run: ReadyRun) -> None:
+        """Keep a run the flock stopped before it started."""
+        ...
+
+
+class Scheduler:
+    """Routing, dispatching and idle detection for one Flock.
+
+    Built in two steps, since the runner and the board session need the scheduler too:
+    ``connect`` hands it the runs it starts and how to rebuild gates and batches from the store.
+    """
+
+    _runs: Runs
+    _reload_gathering: Callable[[], Awaitable[object]]
+
+    def __init__(self, runtime: Runtime, max_concurrency: int | None) -> None:
+        self._runtime = runtime
         self.collector = SummaryCollector()
-        self.tracer = flock.tracer
-        self.router = Router(flock._agents, self.collector, flock.tracer)
+        self.tracer = runtime.tracer
+        self.router = Router(runtime.agents, self.collector, runtime.tracer)
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
         self.iterations = BreakerCounts()  # runs per (agent, workflow), for the circuit breaker
         self.budget_stop: tuple[str, str] | None = None  # set when a budget with on_exhausted="stop" ran out
@@ -72,6 +97,12 @@ class Scheduler:
         self._route_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.Task[Any]] = set()
+
+    def connect(self, runs: Runs, reload_gathering: Callable[[], Awaitable[object]]) -> None:
+        """Hand the scheduler the runner of its jobs and the board session's ``reload_gathering``
+        (called when a routing step failed to commit and memory may be ahead of the store)."""
+        self._runs = runs
+        self._reload_gathering = reload_gathering
 
     # -- the event loop --------------------------------------------------------------------------
 
@@ -96,7 +127,7 @@ class Scheduler:
 
     def rearm_timers(self) -> None:
         """Start the timers of embargoes, join windows and batches (after a restore or a new loop)."""
-        now = self._flock.clock.now()
+        now = self._runtime.clock.now()
         for embargo in self.embargoes.values():
             self.after(max(0.0, (embargo.lifts_at - now).total_seconds()), self._lift, embargo)
         for sub, gate in self.router.gates.items():
@@ -145,11 +176,11 @@ class Scheduler:
 
     async def leave_queued(self) -> None:
         """Hand every queued run to ``RunExecutor.leave``: kept on a durable board, else a dead letter."""
-        executor = self._flock._executor
+        runs = self._runs
         for job in self.dispatcher.take_queued():
             delivery, run, _ = job.payload
             try:
-                await executor.leave(job.agent or run.subscription.agent, delivery, run)
+                await runs.leave(job.agent or run.subscription.agent, delivery, run)
             finally:
                 self.release()
 
@@ -157,7 +188,7 @@ class Scheduler:
         """Sleep before a retry, cut short when the flock stops (the retry then waits in the queue)."""
         if self._stopping.is_set():
             return
-        sleeper = asyncio.ensure_future(self._flock.clock.sleep(seconds))
+        sleeper = asyncio.ensure_future(self._runtime.clock.sleep(seconds))
         stopper = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,8 +230,8 @@ class Scheduler:
         """Run ``action(*args)`` after ``delay`` seconds of the flock's clock; timers do not hold idle."""
 
         async def timer() -> None:
-            await self._flock.clock.sleep(delay)
-            if self._flock.closed:
+            await self._runtime.clock.sleep(delay)
+            if self._runtime.state.closed:
                 return
             try:
                 await action(*args)
@@ -224,7 +255,7 @@ class Scheduler:
     def status(self) -> LiveStatus:
         """What runs and waits now, and the counters of the current summary period."""
         by_queue = self.dispatcher.queued_by_queue()
-        queued = {name: by_queue.pop(name, 0) for name in self._flock._agents}
+        queued = {name: by_queue.pop(name, 0) for name in self._runtime.agents}
         # what is left waits for any member of an exclusive group
         queued.update((f"group {name}", count) for name, count in by_queue.items())
         return self.collector.live(dict(self.dispatcher.running_by_agent), queued)
@@ -275,7 +306,7 @@ class Scheduler:
         found: list[Artifact] = []
         try:
             async with self._route_lock:
-                found = [a for a in await self._flock.store.unrouted() if a.id not in self.in_flight]
+                found = [a for a in await self._runtime.store.unrouted() if a.id not in self.in_flight]
                 self.in_flight.update(a.id for a in found)
                 if found:
                     with self.tracer.publishing(found, "flock.adopt"):
@@ -291,11 +322,11 @@ class Scheduler:
         # Routing steps are written in order under the lock; their one shared commit happens
         # outside it, so concurrent routing (many runs finishing at once) shares a commit.
         try:
-            await self._flock.store.sync()
+            await self._runtime.store.sync()
         except Exception:
             # The store rolled the steps back, but gates and batches in memory already moved on:
             # rebuild them from what the store actually holds, then let the caller see the error.
-            await self._flock._session.reload_gathering()
+            await self._reload_gathering()
             raise
         finally:
             self._unsynced_claims.subtract(claims)  # committed (or rolled back): the store knows
@@ -324,8 +355,8 @@ class Scheduler:
         this scheduler wrote whose commit is still pending (a store may group commits, and an
         earlier step of this loop turn must count).
         """
-        router, store = self.router, self._flock.store
-        now = self._flock.clock.now()
+        router, store = self.router, self._runtime.store
+        now = self._runtime.clock.now()
         tx = RoutingTx(routed=[artifact.id] if only is None else [])
         jobs: list[Job] = []
         subs = list(only) if only is not None else router.subscriptions_for(artifact.type)
@@ -336,7 +367,7 @@ class Scheduler:
         for sub in subs:
             if not sub.accepts_events or sub.agent in taken:
                 continue
-            agent = self._flock._agents[sub.agent]
+            agent = self._runtime.agents[sub.agent]
             if not artifact.visibility.allows(agent.identity, now=now):
                 self._deny(artifact, sub, agent, now, tx)
                 continue
@@ -444,10 +475,10 @@ class Scheduler:
         sub = run.subscription
         members = members or {sub.agent: sub}
         delivery = Delivery(
-            id=self._flock._new_id(),
+            id=self._runtime.new_id(),
             agent=queue or sub.agent,
             artifact_ids=tuple(a.id for a in run.artifacts),
-            created_at=self._flock.clock.now(),
+            created_at=self._runtime.clock.now(),
             priority=max(s.priority for s in members.values()),
             trigger=trigger,
             batch_trigger=run.batch_trigger,
@@ -468,7 +499,7 @@ class Scheduler:
     async def commit(self, tx: RoutingTx, jobs: list[Job]) -> None:
         """Commit a routing step, then start its runs (a failed commit starts nothing)."""
         if tx:
-            await self._flock.store.commit_routing(tx)
+            await self._runtime.store.commit_routing(tx)
         await self._start_after_sync(jobs)
 
     def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> bool:
@@ -479,9 +510,9 @@ class Scheduler:
         if delivery.agent.startswith("group:"):
             agent_subs = dict(self.router.group_members(delivery.agent.removeprefix("group:")))
         else:
-            agent = self._flock.get_agent(delivery.agent)
+            agent = self._runtime.agent(delivery.agent)
             agent_subs = {agent.name: agent.subscriptions[delivery.subscription]}
-        agent_subs = self.router.eligible(artifacts, agent_subs, self._flock.clock.now())
+        agent_subs = self.router.eligible(artifacts, agent_subs, self._runtime.clock.now())
         if not agent_subs:
             return False
         first = next(iter(agent_subs.values()))
@@ -498,7 +529,7 @@ class Scheduler:
 
     async def _run_job(self, job: Job) -> None:
         assert job.agent is not None
-        agent = self._flock._agents[job.agent]
+        agent = self._runtime.agents[job.agent]
         delivery, run, members = job.payload
         sub = members[agent.name]
         if sub is not run.subscription:  # a group member took a run another member claimed
@@ -506,10 +537,10 @@ class Scheduler:
         first_try = not job.started
         job.started = True
         resubmitted = False
-        executor = self._flock._executor
+        runs = self._runs
         try:
             try:
-                retry_in = await executor.attempt(agent, delivery, run, count_run=first_try)
+                retry_in = await runs.attempt(agent, delivery, run, count_run=first_try)
             finally:
                 self.dispatcher.finished(agent.name)
             if retry_in is not None:
@@ -518,7 +549,7 @@ class Scheduler:
                 resubmitted = True  # the job stays counted as active work
                 self._progress.set()
         except asyncio.CancelledError:
-            await executor.abandon(agent, delivery, run, "cancelled at shutdown")
+            await runs.abandon(agent, delivery, run, "cancelled at shutdown")
             raise
         except Exception as error:
             self.report_crash(error)
