@@ -449,7 +449,7 @@ class Flock:
                 await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
         except TimeoutError:
             await scheduler.abort_runs()
-        await scheduler.stop_timers()
+        await scheduler.timers.stop()
         if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):
                 await self._executor.keep_embargoed(embargo)

@@ -27,7 +27,7 @@ from flock_cli.tracing.run_trace import RunTrace
 
 if TYPE_CHECKING:
     from flock_cli.core.runtime import Runtime
-    from flock_cli.core.scheduler import Embargo
+    from flock_cli.core.timers import Embargo
 
 __all__ = ["RunExecutor", "Scheduling"]
 
