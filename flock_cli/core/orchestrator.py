@@ -452,7 +452,7 @@ class Flock:
         await scheduler.timers.stop()
         if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):
-                await self._executor.keep_embargoed(embargo)
+                await self._executor.letters.keep_embargoed(embargo)
             scheduler.embargoes.clear()
         await self._session.finish()
         summary = self._take_summary()  # on a durable board it lists what still waits for an embargo

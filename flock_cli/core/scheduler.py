@@ -62,7 +62,6 @@ class Scheduler(Routing):
         super().__init__(runtime, SummaryCollector(), Timers(runtime, self.report_crash))
         self.dispatcher = Dispatcher(self._start_job, max_concurrency)
         self.iterations = BreakerCounts()  # runs per (agent, workflow), for the circuit breaker
-        self.budget_stop: tuple[str, str] | None = None  # set when a budget with on_exhausted="stop" ran out
         self.direct: dict[UUID, asyncio.Future[list[Artifact]]] = {}
         self.active = 0
         self._loop: asyncio.AbstractEventLoop | None = None
