@@ -1,11 +1,16 @@
-"""The Flock: declares agents, takes publishes, and reports what happened."""
+"""The Flock: declares agents, takes publishes, and reports what happened.
+
+This module is the facade and the wiring: it builds the :class:`~flock_cli.core.runtime.Runtime`
+first, then the collaborators (scheduler, runner, board session, publishing, direct runs, serving),
+and hands each public call to the one that does the work. It is the only module of the runtime that
+knows them all, and none of them imports it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Literal
@@ -25,21 +30,15 @@ from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
 from flock_cli.core.runtime import Runtime
 from flock_cli.core.scheduler import Scheduler
+from flock_cli.core.serving import Serving
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
 from flock_cli.core.specs import Budget, coerce_spec
-from flock_cli.core.stall import explain_pending
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
-from flock_cli.errors import (
-    DuplicateAgentError,
-    FlockClosedError,
-    IdleTimeoutError,
-    InvalidDeclarationError,
-    UsageError,
-)
-from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
+from flock_cli.errors import InvalidDeclarationError, UsageError
+from flock_cli.store.contract import BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
 from flock_cli.tracing.records import StatusRecord
@@ -47,9 +46,6 @@ from flock_cli.tracing.setup import TracesOption, build_tracer
 from flock_cli.tracing.tracer import RunScope, StreamChunk
 
 __all__ = ["Flock"]
-
-_AGENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-_RESERVED = frozenset({"external"})
 
 
 class Flock:
@@ -119,7 +115,8 @@ class Flock:
         budgeted: dict[str, Agent] = {}
         self.tracer = build_tracer(traces, snapshot=self._status_record)
         """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
-        # The services and configuration the collaborators share; they never see the Flock.
+        # The services and configuration the collaborators share; they never see the Flock. The
+        # public attributes above are the same objects, set once here.
         runtime = self._runtime = Runtime(
             store=self.store,
             tracer=self.tracer,
@@ -141,9 +138,12 @@ class Flock:
         self._executor = RunExecutor(runtime, scheduler)
         self._session = BoardSession(runtime, scheduler)
         scheduler.connect(self._executor, self._session.reload_gathering)
-        self._declarations = Declarations(self.registry, scheduler.router, scheduler.dispatcher, budgeted)
-        self._publisher = Publisher(runtime, scheduler, role, self._ready)
-        self._direct = DirectRuns(runtime, scheduler, self._publisher, self._ready)
+        self._declarations = Declarations(
+            self._agents, self.registry, scheduler.router, scheduler.dispatcher, budgeted
+        )
+        self._serving = Serving(runtime, scheduler, self._session, self._executor.letters, role)
+        self._publisher = Publisher(runtime, scheduler, role, self._serving.ready)
+        self._direct = DirectRuns(runtime, scheduler, self._publisher, self._serving.ready)
 
     @property
     def resumed(self) -> dict[str, int]:
@@ -164,17 +164,7 @@ class Flock:
         Names start with a letter and use letters, digits, ``_``, ``.`` and ``-``; ``external`` is
         reserved for outside publishers.
         """
-        if not isinstance(name, str) or not _AGENT_NAME.match(name):
-            raise InvalidDeclarationError(
-                f"Invalid agent name {name!r}: start with a letter, then letters, digits, '_', '.' or '-'"
-            )
-        if name in _RESERVED:
-            raise InvalidDeclarationError(f"'{name}' is reserved for artifacts published from outside")
-        if name in self._agents:
-            raise DuplicateAgentError(f"An agent named '{name}' already exists in this flock.")
-        agent = Agent(name=name)
-        self._agents[name] = agent
-        return AgentBuilder(self._declarations, agent)
+        return AgentBuilder(self._declarations, self._declarations.declare(name))
 
     @property
     def agents(self) -> list[Agent]:
@@ -305,9 +295,6 @@ class Flock:
     def _status_record(self) -> StatusRecord | None:
         return threadsafe_status(self._runtime, self._scheduler)
 
-    async def _ready(self) -> None:
-        await self.attach()  # binds to the running loop; a no-op once attached
-
     async def attach(self, *, force: bool = False) -> RunRecord:
         """Attach to the board now (done automatically on first use) and resume unfinished work.
 
@@ -316,15 +303,7 @@ class Flock:
         board, or when the unfinished work belongs to a different workflow definition, unless
         ``force=True``. Returns the record of this run.
         """
-        if self._state.closed:
-            raise FlockClosedError("This flock was shut down; it takes no new work.")
-        self._orchestrator_only()
-        self._scheduler.bind()
-        return await self._session.attach(force=force)
-
-    def _orchestrator_only(self) -> None:
-        if self.role != "orchestrator":
-            raise UsageError("This flock is a publisher: it appends to the board and runs nothing")
+        return await self._serving.attach(force=force)
 
     async def watch(
         self,
@@ -339,25 +318,7 @@ class Flock:
         which drains it or not), or after ``idle_exit`` seconds with nothing to do (then once
         idle); the result is the summary of everything since the previous summary.
         """
-        await self._ready()
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
-        while not (stop is not None and stop.is_set()):
-            found = await self._scheduler.poll_board()
-            if found or self._scheduler.active:
-                quiet_since = loop.time()
-            elif idle_exit is not None and loop.time() - quiet_since >= idle_exit:
-                break
-            # Runs go on in the background; partial batches wait for their size or ``within``
-            # timer while serving, and are flushed when watching ends.
-            if stop is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_interval)
-            else:
-                await asyncio.sleep(poll_interval)
-        if stop is None or not stop.is_set():
-            await self._scheduler.settle("idle")
-        return self._take_summary()
+        return await self._serving.watch(poll_interval=poll_interval, stop=stop, idle_exit=idle_exit)
 
     async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:
         """Publish copies of chosen artifacts as new work (new ids, tagged ``replay-of:<id>``).
@@ -365,31 +326,7 @@ class Flock:
         Replay is explicit and never part of resuming: the originals stay as they were, and the
         copies go through routing like any new artifact.
         """
-        ids = list(artifact_ids)
-        originals = await self.store.get_many(ids, viewer=UNRESTRICTED)
-        missing = set(ids) - {a.id for a in originals}
-        if missing:
-            raise UsageError(f"Cannot replay unknown artifacts: {', '.join(sorted(map(str, missing)))}")
-        copies = []
-        for original in originals:
-            model = self.registry.get(original.type)
-            if model is None:
-                raise UsageError(
-                    f"Cannot replay {original.id}: type '{original.type}' is unknown to this flock"
-                )
-            copies.append(
-                self._runtime.build(
-                    model,
-                    original.payload,
-                    produced_by=original.produced_by,
-                    correlation_id=original.correlation_id,
-                    partition_key=original.partition_key,
-                    tags=[*original.tags, f"replay-of:{original.id}"],
-                    visibility=original.visibility,
-                )
-            )
-        await self._publisher.publish(copies)
-        return copies
+        return await self._publisher.replay(artifact_ids)
 
     # -- waiting and stopping --------------------------------------------------------------------
 
@@ -403,25 +340,7 @@ class Flock:
 
         Raises IdleTimeoutError (carrying the summary so far) if ``timeout`` seconds pass first.
         """
-        if not self._state.closed and self.role == "orchestrator":
-            await self._ready()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._scheduler.settle("idle")
-        except TimeoutError:
-            raise IdleTimeoutError(timeout or 0.0, self._take_summary()) from None
-        return self._take_summary()
-
-    def _take_summary(self) -> RunSummary:
-        scheduler = self._scheduler
-        embargoes = scheduler.pending_embargoes()
-        pending = explain_pending(
-            scheduler.router.pending(), self._agents, embargoes, in_flight=scheduler.active > 0
-        )
-        summary = scheduler.collector.build(pending, embargoes)
-        scheduler.collector.reset()
-        scheduler.iterations.clear()
-        return summary
+        return await self._serving.run_until_idle(timeout)
 
     async def shutdown(
         self, timeout: float | None = None, *, release_interrupted: bool = False, drain: bool = True
@@ -440,26 +359,7 @@ class Flock:
         deliveries still waiting for an embargo become dead letters too (``reason="embargoed"``);
         a durable board offers them again when the flock resumes.
         """
-        scheduler = self._scheduler
-        scheduler.bind()
-        self._state.closed = True
-        self._state.release_interrupted = release_interrupted
-        try:
-            async with asyncio.timeout(timeout):
-                await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
-        except TimeoutError:
-            await scheduler.abort_runs()
-        await scheduler.timers.stop()
-        if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
-            for embargo in list(scheduler.embargoes.values()):
-                await self._executor.letters.keep_embargoed(embargo)
-            scheduler.embargoes.clear()
-        await self._session.finish()
-        summary = self._take_summary()  # on a durable board it lists what still waits for an embargo
-        scheduler.embargoes.clear()
-        if not self._state.run_scopes:  # else the traced run closes the tracer when its block ends
-            await asyncio.to_thread(self.tracer.close)
-        return summary
+        return await self._serving.shutdown(timeout, release_interrupted=release_interrupted, drain=drain)
 
     # -- direct invocation and dead letters ------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Publishing: where every publish of a Flock ends, appending artifacts to the board and routing them.
+"""Publishing: where every publish of a Flock ends (appending artifacts to the board, routing them),
+and replays (copies of chosen artifacts published as new work).
 
 A publisher flock (``role="publisher"``) only appends: the orchestrator watching that board routes
 what it finds. An orchestrator attaches to its board first, then appends and routes the artifacts
@@ -8,11 +9,13 @@ as one unit of work, so the flock is not idle in between.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
-from flock_cli.errors import FlockClosedError
+from flock_cli.errors import FlockClosedError, UsageError
+from flock_cli.store.contract import UNRESTRICTED
 from flock_cli.tracing.records import Span
 
 if TYPE_CHECKING:
@@ -57,6 +60,34 @@ class Publisher:
         finally:
             scheduler.in_flight.difference_update(a.id for a in artifacts)
             scheduler.release()
+
+    async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:
+        """Publish copies of chosen artifacts as new work (see ``Flock.replay``)."""
+        ids = list(artifact_ids)
+        originals = await self._runtime.store.get_many(ids, viewer=UNRESTRICTED)
+        missing = set(ids) - {a.id for a in originals}
+        if missing:
+            raise UsageError(f"Cannot replay unknown artifacts: {', '.join(sorted(map(str, missing)))}")
+        copies = []
+        for original in originals:
+            model = self._runtime.registry.get(original.type)
+            if model is None:
+                raise UsageError(
+                    f"Cannot replay {original.id}: type '{original.type}' is unknown to this flock"
+                )
+            copies.append(
+                self._runtime.build(
+                    model,
+                    original.payload,
+                    produced_by=original.produced_by,
+                    correlation_id=original.correlation_id,
+                    partition_key=original.partition_key,
+                    tags=[*original.tags, f"replay-of:{original.id}"],
+                    visibility=original.visibility,
+                )
+            )
+        await self.publish(copies)
+        return copies
 
     async def append(self, artifacts: list[Artifact], span: Span) -> None:
         """Append ``artifacts`` to the store, traced as ``store.append`` inside ``span``."""
