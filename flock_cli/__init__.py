@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help` stays fast
     from flock_cli.clock import ManualClock, SequentialIds, SystemClock
-    from flock_cli.core.agent import Agent, AgentBuilder
+    from flock_cli.core.agent import Agent, AgentComponent, EngineComponent
     from flock_cli.core.artifact import Artifact
-    from flock_cli.core.components import AgentComponent, Context, EngineComponent, EvalInputs, EvalResult
+    from flock_cli.core.builder import AgentBuilder
+    from flock_cli.core.context import Context, EvalInputs, EvalResult
     from flock_cli.core.orchestrator import Flock
     from flock_cli.core.registry import flock_tool, flock_type
     from flock_cli.core.session import BoardBusyError, ResumeRefusedError
@@ -61,19 +62,19 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "AfterVisibility": "flock_cli.core.visibility",
     "Agent": "flock_cli.core.agent",
-    "AgentBuilder": "flock_cli.core.agent",
-    "AgentComponent": "flock_cli.core.components",
+    "AgentBuilder": "flock_cli.core.builder",
+    "AgentComponent": "flock_cli.core.agent",
     "AgentIdentity": "flock_cli.core.visibility",
     "AgentRunError": "flock_cli.errors",
     "AmbiguousTypeError": "flock_cli.errors",
     "Artifact": "flock_cli.core.artifact",
     "BatchSpec": "flock_cli.core.specs",
     "BoardBusyError": "flock_cli.core.session",
-    "Context": "flock_cli.core.components",
+    "Context": "flock_cli.core.context",
     "DuplicateAgentError": "flock_cli.errors",
-    "EngineComponent": "flock_cli.core.components",
-    "EvalInputs": "flock_cli.core.components",
-    "EvalResult": "flock_cli.core.components",
+    "EngineComponent": "flock_cli.core.agent",
+    "EvalInputs": "flock_cli.core.context",
+    "EvalResult": "flock_cli.core.context",
     "Flock": "flock_cli.core.orchestrator",
     "FlockClosedError": "flock_cli.errors",
     "FlockError": "flock_cli.errors",

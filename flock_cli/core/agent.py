@@ -1,24 +1,26 @@
-"""Agents and the fluent builder that declares them."""
+"""An agent's declaration: what it consumes and publishes, how it runs, and the component classes
+(``AgentComponent``, ``EngineComponent``) it is built from, whose hooks receive the agent.
+
+The fluent API that fills a declaration is :mod:`flock_cli.core.builder`; what a run hands the hooks
+is :mod:`flock_cli.core.context`.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
-from flock_cli.core.components import AgentComponent, EngineComponent, EvalResult
-from flock_cli.core.specs import NO_RETRY, BatchSpec, Budget, JoinSpec, RetryPolicy, coerce_spec
-from flock_cli.core.subscription import Predicate, Subscription
-from flock_cli.core.visibility import AgentIdentity, PrivateVisibility, Visibility
-from flock_cli.errors import InvalidDeclarationError
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.context import Context, EvalInputs, EvalResult
+from flock_cli.core.options import Options
+from flock_cli.core.specs import NO_RETRY, Budget, RetryPolicy
+from flock_cli.core.subscription import Subscription
+from flock_cli.core.visibility import AgentIdentity, Visibility
 
-if TYPE_CHECKING:
-    from flock_cli.core.orchestrator import Flock
-
-__all__ = ["Agent", "AgentBuilder", "OutputDecl"]
+__all__ = ["Agent", "AgentComponent", "EngineComponent", "OutputDecl"]
 
 
 @dataclass
@@ -73,254 +75,49 @@ class Agent:
         return None
 
 
-class AgentBuilder:
-    """Fluent declaration of an agent: ``flock.agent("x").consumes(A).publishes(B)``.
+class AgentComponent(Options):
+    """A utility component: override any hook to observe or transform a run.
 
-    Every method validates its arguments at once and returns the builder.
+    Hooks run in ascending ``priority`` order. Every hook is async and may return a replacement
+    for its input (inputs, eval inputs, result). Options are the declared fields, of this class
+    and of subclasses: an unknown one raises InvalidDeclarationError naming it.
     """
 
-    def __init__(self, flock: Flock, agent: Agent) -> None:
-        self._flock = flock
-        self.agent = agent
-        self._last_outputs: list[OutputDecl] = []
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    @property
-    def name(self) -> str:
-        """The agent's name."""
-        return self.agent.name
+    name: str | None = None
+    priority: int = 0
 
-    def __repr__(self) -> str:
-        return f"AgentBuilder({self.agent.name!r})"
+    async def on_initialize(self, agent: Agent, ctx: Context) -> None:
+        """Stage 2: before anything else in a run."""
 
-    def description(self, text: str) -> AgentBuilder:
-        """What the agent does (becomes the LLM instructions)."""
-        self.agent.description = text
-        return self
+    async def on_pre_consume(self, agent: Agent, ctx: Context, inputs: list[Artifact]) -> list[Artifact]:
+        """Stage 3: transform or filter the input artifacts."""
+        return inputs
 
-    def consumes(
-        self,
-        *types: type[BaseModel] | str,
-        where: Predicate | Sequence[Predicate] | None = None,
-        text: str | None = None,
-        min_p: float = 0.0,
-        from_agents: Iterable[str] | str | None = None,
-        channels: Iterable[str] | str | None = None,
-        join: dict[str, Any] | JoinSpec | None = None,
-        batch: dict[str, Any] | BatchSpec | None = None,
-        delivery: str = "exclusive",
-        group: str | None = None,
-        mode: str = "both",
-        priority: int = 0,
-    ) -> AgentBuilder:
-        """Subscribe to artifacts. Several types in one call form an AND gate; repeating a type
-        forms a count gate; calling ``consumes`` again adds an alternative (OR).
+    async def on_pre_evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalInputs:
+        """Stage 4: prepare the evaluation inputs."""
+        return inputs
 
-        ``delivery="exclusive"`` (the default) means each artifact is processed once per
-        exclusive ``group``; the group defaults to the agent's own name, so different agents all
-        get the artifact while agents sharing a group compete for it. ``delivery="shared"`` skips
-        the claim entirely.
-        """
-        if not types:
-            raise InvalidDeclarationError(f"agent '{self.name}': consumes() needs at least one type")
-        if text is not None or min_p:
-            raise InvalidDeclarationError(
-                f"agent '{self.name}': semantic text filters (text=, min_p=) need an embedding"
-                " backend, which Flock-Flow does not ship yet; use where= predicates instead."
-            )
-        if mode not in ("events", "direct", "both"):
-            raise InvalidDeclarationError(
-                f"agent '{self.name}': mode must be 'events', 'direct' or 'both', got {mode!r}"
-            )
-        if delivery not in ("shared", "exclusive"):
-            raise InvalidDeclarationError(
-                f"agent '{self.name}': delivery must be 'shared' or 'exclusive', got {delivery!r}"
-            )
-        if group is not None and delivery != "exclusive":
-            raise InvalidDeclarationError(f"agent '{self.name}': group= only applies to delivery='exclusive'")
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise InvalidDeclarationError(f"agent '{self.name}': priority must be an int")
-        predicates = _predicates(self.name, where)
-        models: dict[str, type[BaseModel]] = {}
-        names: list[str] = []
-        for t in types:
-            model = self._flock._resolve_model(t)
-            name = self._flock.registry.name_of(model)
-            models[name] = model
-            names.append(name)
-        join_spec = coerce_spec(JoinSpec, join, "join")
-        if join_spec is not None and len(types) < 2:
-            raise InvalidDeclarationError(
-                f"agent '{self.name}': join= correlates several artifacts; consume at least two types"
-                " (or one type twice for a count gate)"
-            )
-        batch_spec = coerce_spec(BatchSpec, batch, "batch")
-        subscription = Subscription(
-            agent=self.name,
-            index=len(self.agent.subscriptions),
-            type_names=tuple(names),
-            models=models,
-            where=predicates,
-            from_agents=_names(from_agents),
-            channels=_names(channels),
-            join=join_spec,
-            batch=batch_spec,
-            delivery=delivery,  # type: ignore[arg-type]
-            group=(group or self.name) if delivery == "exclusive" else None,
-            mode=mode,  # type: ignore[arg-type]
-            priority=priority,
-        )
-        self._flock._add_subscription(self.agent, subscription)
-        return self
+    async def on_post_evaluate(
+        self, agent: Agent, ctx: Context, inputs: EvalInputs, result: EvalResult
+    ) -> EvalResult:
+        """Stage 6: transform the engines' result."""
+        return result
 
-    def publishes(
-        self,
-        *types: type[BaseModel] | str,
-        visibility: Visibility | None = None,
-        count: int | None = None,
-    ) -> AgentBuilder:
-        """Declare output types; ``visibility`` applies to every artifact of these types.
+    async def on_post_publish(self, agent: Agent, ctx: Context, artifact: Artifact) -> None:
+        """Stage 8: react to each published output."""
 
-        ``count`` fixes how many artifacts of each of these types one run publishes: generating
-        engines (the test engine) produce that many, and a run that publishes another number
-        fails with :class:`~flock_cli.errors.OutputError`. None (the default) allows any number.
-        """
-        if not types:
-            raise InvalidDeclarationError(f"agent '{self.name}': publishes() needs at least one type")
-        if visibility is not None and not isinstance(visibility, Visibility):
-            raise InvalidDeclarationError(f"agent '{self.name}': visibility must be a Visibility")
-        if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
-            raise InvalidDeclarationError(f"agent '{self.name}': count must be None or an int >= 0")
-        self._last_outputs = []
-        for t in types:
-            model = self._flock._resolve_model(t)
-            name = self._flock.registry.name_of(model)
-            decl = self.agent.output_for(name)
-            if decl is None:
-                decl = OutputDecl(name, model, visibility, count)
-                self.agent.outputs.append(decl)
-            else:
-                decl.visibility = visibility
-                decl.count = count
-            self._last_outputs.append(decl)
-        return self
+    async def on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
+        """Called when an attempt fails, before any retry."""
 
-    def only_for(self, *agent_names: str) -> AgentBuilder:
-        """Make the outputs of the preceding ``publishes`` call private to the named agents."""
-        if not self._last_outputs:
-            raise InvalidDeclarationError(f"agent '{self.name}': only_for() must follow publishes()")
-        if not agent_names:
-            raise InvalidDeclarationError(f"agent '{self.name}': only_for() needs at least one agent name")
-        for decl in self._last_outputs:
-            decl.visibility = PrivateVisibility(agents=frozenset(agent_names))
-        return self
-
-    def with_utilities(self, *components: AgentComponent) -> AgentBuilder:
-        """Add utility components (sorted by priority, lower first)."""
-        for c in components:
-            if not isinstance(c, AgentComponent) or isinstance(c, EngineComponent):
-                raise InvalidDeclarationError(
-                    f"agent '{self.name}': with_utilities() takes AgentComponent instances"
-                    f" (engines go to with_engines()), got {c!r}"
-                )
-        self.agent.utilities = sorted([*self.agent.utilities, *components], key=lambda c: c.priority)
-        return self
-
-    def with_engines(self, *engines: EngineComponent) -> AgentBuilder:
-        """Set the engine chain; engines run in the given order, state flowing from one to the next."""
-        if not engines:
-            raise InvalidDeclarationError(f"agent '{self.name}': with_engines() needs at least one engine")
-        for e in engines:
-            if not isinstance(e, EngineComponent):
-                raise InvalidDeclarationError(
-                    f"agent '{self.name}': with_engines() takes EngineComponent instances, got {e!r}"
-                )
-        self.agent.engines = list(engines)
-        return self
-
-    def best_of(self, n: int, score: Callable[[EvalResult], float]) -> AgentBuilder:
-        """Run the engine chain ``n`` times concurrently and keep the result with the best score."""
-        if not isinstance(n, int) or n < 1:
-            raise InvalidDeclarationError(f"agent '{self.name}': best_of n must be an int >= 1")
-        if not callable(score):
-            raise InvalidDeclarationError(f"agent '{self.name}': best_of score must be callable")
-        self.agent.best_of_n, self.agent.best_of_score = n, score
-        return self
-
-    def max_concurrency(self, n: int) -> AgentBuilder:
-        """At most ``n`` runs of this agent at once (default: unlimited, bounded by the flock's limit)."""
-        if not isinstance(n, int) or n < 1:
-            raise InvalidDeclarationError(f"agent '{self.name}': max_concurrency must be an int >= 1")
-        self.agent.max_concurrency = n
-        self._flock._set_agent_limit(self.name, n)
-        return self
-
-    def budget(self, budget: Budget | dict[str, Any]) -> AgentBuilder:
-        """Limit this agent's model usage (tokens, cost, calls); see :class:`Budget`."""
-        self.agent.budget = coerce_spec(Budget, budget, "budget")
-        self._flock._budgeted[self.name] = self.agent
-        return self
-
-    def calls(self, func: Callable[..., Any | Awaitable[Any]]) -> AgentBuilder:
-        """Call ``func`` with each published output (typed) as the run's final side effect."""
-        if not callable(func):
-            raise InvalidDeclarationError(f"agent '{self.name}': calls() needs a callable")
-        self.agent.calls_func = func
-        return self
-
-    def with_tools(self, funcs: Iterable[Callable[..., Any]]) -> AgentBuilder:
-        """Tools the agent's engines may call (the DSPy engine uses them through ReAct)."""
-        funcs = list(funcs)
-        for f in funcs:
-            if not callable(f):
-                raise InvalidDeclarationError(f"agent '{self.name}': tools must be callables, got {f!r}")
-        self.agent.tools.extend(funcs)
-        return self
-
-    def labels(self, *labels: str) -> AgentBuilder:
-        """RBAC labels of the agent's identity (for ``LabelledVisibility``)."""
-        if any(not isinstance(label, str) or not label for label in labels):
-            raise InvalidDeclarationError(f"agent '{self.name}': labels must be non-empty strings")
-        self.agent.labels = self.agent.labels | frozenset(labels)
-        return self
-
-    def tenant(self, tenant_id: str) -> AgentBuilder:
-        """The tenant of the agent's identity (for ``TenantVisibility``)."""
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise InvalidDeclarationError(f"agent '{self.name}': tenant must be a non-empty string")
-        self.agent.tenant_id = tenant_id
-        return self
-
-    def prevent_self_trigger(self, enabled: bool = True) -> AgentBuilder:
-        """Whether the agent ignores artifacts it published itself (on by default)."""
-        self.agent.prevent_self_trigger = bool(enabled)
-        return self
-
-    def with_retry_policy(self, policy: RetryPolicy) -> AgentBuilder:
-        """Retry failed runs per ``policy`` (default: no retry)."""
-        if not isinstance(policy, RetryPolicy):
-            raise InvalidDeclarationError(f"agent '{self.name}': with_retry_policy() takes a RetryPolicy")
-        self.agent.retry_policy = policy
-        return self
+    async def on_terminate(self, agent: Agent, ctx: Context) -> None:
+        """Always called at the end of an attempt."""
 
 
-def _predicates(agent: str, where: Predicate | Sequence[Predicate] | None) -> tuple[Predicate, ...]:
-    if where is None:
-        return ()
-    if isinstance(where, str):
-        raise InvalidDeclarationError(
-            f"agent '{agent}': where= takes a callable such as lambda m: m.runtime > 120, not the string"
-            f" {where!r} (string expressions belong in YAML recipes)"
-        )
-    predicates = (where,) if callable(where) else tuple(where)
-    for p in predicates:
-        if not callable(p):
-            raise InvalidDeclarationError(f"agent '{agent}': where= predicates must be callables, got {p!r}")
-        if inspect.iscoroutinefunction(p):
-            raise InvalidDeclarationError(f"agent '{agent}': where= predicates must be synchronous")
-    return predicates
+class EngineComponent(AgentComponent):
+    """An engine turns evaluation inputs into a result. Engines of one agent run as a chain."""
 
-
-def _names(value: Iterable[str] | str | None) -> frozenset[str] | None:
-    if value is None:
-        return None
-    return frozenset([value] if isinstance(value, str) else value)
+    async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
+        """Produce the result for ``inputs``. Subclasses must implement this."""
+        raise NotImplementedError(f"{type(self).__name__}.evaluate is not implemented")

@@ -18,9 +18,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flock_cli.core.agent import Agent
+from flock_cli.core.agent import Agent, AgentComponent
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.components import AgentComponent, Context, EvalInputs, EvalResult
+from flock_cli.core.context import Context, EvalInputs, EvalResult
 from flock_cli.errors import AgentRunError, InvalidDeclarationError
 
 __all__ = ["Wrap", "components_of", "evaluate", "invoke_calls", "post_publish", "staged"]

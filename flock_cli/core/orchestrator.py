@@ -1,12 +1,16 @@
-"""The Flock: declares agents, takes publishes, and reports what happened."""
+"""The Flock: declares agents, takes publishes, and reports what happened.
+
+This module is the facade and the wiring: it builds the :class:`~flock_cli.core.runtime.Runtime`
+first, then the collaborators (scheduler, runner, board session, publishing, direct runs, serving),
+and hands each public call to the one that does the work. It is the only module of the runtime that
+knows them all, and none of them imports it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-import re
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Literal
@@ -15,41 +19,33 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from flock_cli.clock import Clock, IdFactory, SystemClock, random_uuid4
-from flock_cli.core.agent import Agent, AgentBuilder
+from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.board import BoardView
-from flock_cli.core.direct import retry_letter, run_direct
-from flock_cli.core.envelope import build_artifact, model_payload
+from flock_cli.core.builder import AgentBuilder
+from flock_cli.core.declarations import Declarations
+from flock_cli.core.direct import DirectRuns
+from flock_cli.core.envelope import model_payload
+from flock_cli.core.publishing import Publisher
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
+from flock_cli.core.runtime import Runtime
 from flock_cli.core.scheduler import Scheduler
+from flock_cli.core.serving import Serving
 from flock_cli.core.session import BoardSession
 from flock_cli.core.snapshot import pending_by_agent, threadsafe_status
 from flock_cli.core.specs import Budget, coerce_spec
-from flock_cli.core.stall import explain_pending
-from flock_cli.core.subscription import Subscription
 from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
-from flock_cli.errors import (
-    DuplicateAgentError,
-    FlockClosedError,
-    IdleTimeoutError,
-    InvalidDeclarationError,
-    UnknownAgentError,
-    UsageError,
-)
-from flock_cli.store.contract import UNRESTRICTED, BlackboardStore, DeadLetter
+from flock_cli.errors import InvalidDeclarationError, UsageError
+from flock_cli.store.contract import BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
-from flock_cli.tracing.records import Span, StatusRecord
+from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
 from flock_cli.tracing.tracer import RunScope, StreamChunk
 
 __all__ = ["Flock"]
-
-_AGENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
-_RESERVED = frozenset({"external"})
 
 
 class Flock:
@@ -112,21 +108,42 @@ class Flock:
         self.clock: Clock = clock or SystemClock()
         self.store.clock = self.clock  # reads without an explicit time follow the flock's clock
         self._new_id: IdFactory = id_factory or random_uuid4
-        self._rng = rng or random.Random()
+        rng = rng or random.Random()
         self._lease_ttl = lease_ttl
-        self._owner = f"flock-{uuid.uuid4().hex[:8]}"
+        owner = f"flock-{uuid.uuid4().hex[:8]}"
         self._agents: dict[str, Agent] = {}
-        self._budgeted: dict[str, Agent] = {}  # agents given a budget (checked before each run)
-        self._views: dict[str, BoardView] = {}
-        self._closed = False
-        self._release_interrupted = False
-        self._run_scopes: list[RunScope] = []
+        budgeted: dict[str, Agent] = {}
         self.tracer = build_tracer(traces, snapshot=self._status_record)
-        self.tracer.metrics.pending = lambda: pending_by_agent(self)
         """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
-        self._scheduler = Scheduler(self, max_concurrency)
-        self._executor = RunExecutor(self)
-        self._session = BoardSession(self)
+        # The services and configuration the collaborators share; they never see the Flock. The
+        # public attributes above are the same objects, set once here.
+        runtime = self._runtime = Runtime(
+            store=self.store,
+            tracer=self.tracer,
+            clock=self.clock,
+            new_id=self._new_id,
+            owner=owner,
+            registry=self.registry,
+            agents=self._agents,
+            budgeted=budgeted,
+            budget=self.budget,
+            rng=rng,
+            lease_ttl=lease_ttl,
+            max_agent_iterations=max_agent_iterations,
+            model=model,
+        )
+        self._state = runtime.state
+        scheduler = self._scheduler = Scheduler(runtime, max_concurrency)
+        self.tracer.metrics.pending = lambda: pending_by_agent(scheduler)
+        self._executor = RunExecutor(runtime, scheduler)
+        self._session = BoardSession(runtime, scheduler)
+        scheduler.connect(self._executor, self._session.reload_gathering)
+        self._declarations = Declarations(
+            self._agents, self.registry, scheduler.router, scheduler.dispatcher, budgeted
+        )
+        self._serving = Serving(runtime, scheduler, self._session, self._executor.letters, role)
+        self._publisher = Publisher(runtime, scheduler, role, self._serving.ready)
+        self._direct = DirectRuns(runtime, scheduler, self._publisher, self._serving.ready)
 
     @property
     def resumed(self) -> dict[str, int]:
@@ -137,7 +154,7 @@ class Flock:
     @property
     def closed(self) -> bool:
         """True after :meth:`shutdown`."""
-        return self._closed
+        return self._state.closed
 
     # -- declaration -----------------------------------------------------------------------------
 
@@ -147,17 +164,7 @@ class Flock:
         Names start with a letter and use letters, digits, ``_``, ``.`` and ``-``; ``external`` is
         reserved for outside publishers.
         """
-        if not isinstance(name, str) or not _AGENT_NAME.match(name):
-            raise InvalidDeclarationError(
-                f"Invalid agent name {name!r}: start with a letter, then letters, digits, '_', '.' or '-'"
-            )
-        if name in _RESERVED:
-            raise InvalidDeclarationError(f"'{name}' is reserved for artifacts published from outside")
-        if name in self._agents:
-            raise DuplicateAgentError(f"An agent named '{name}' already exists in this flock.")
-        agent = Agent(name=name)
-        self._agents[name] = agent
-        return AgentBuilder(self, agent)
+        return AgentBuilder(self._declarations, self._declarations.declare(name))
 
     @property
     def agents(self) -> list[Agent]:
@@ -166,31 +173,11 @@ class Flock:
 
     def get_agent(self, name: str) -> Agent:
         """A declared agent by name."""
-        try:
-            return self._agents[name]
-        except KeyError:
-            raise UnknownAgentError(name, self._agents) from None
+        return self._runtime.agent(name)
 
     def register_type(self, model: type[BaseModel]) -> str:
         """Make a type known to this flock (so ``publish_external`` can name it); returns its name."""
         return self.registry.register(model)
-
-    def _resolve_model(self, t: type[BaseModel] | str) -> type[BaseModel]:
-        return self.registry.resolve(t) if isinstance(t, str) else t
-
-    def _add_subscription(self, agent: Agent, sub: Subscription) -> None:
-        self._scheduler.router.add(sub)
-        agent.subscriptions.append(sub)
-
-    def _set_agent_limit(self, agent: str, limit: int | None) -> None:
-        self._scheduler.dispatcher.set_agent_limit(agent, limit)
-
-    def _view(self, agent: Agent) -> BoardView:
-        view = self._views.get(agent.name)
-        identity = agent.identity
-        if view is None or view.identity is not identity:
-            view = self._views[agent.name] = BoardView(self.store, identity, self.clock)
-        return view
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -241,7 +228,7 @@ class Flock:
             )
         if not isinstance(payload, dict):
             raise UsageError(f"publish_external() takes the payload as a dict, got {type(payload).__name__}")
-        artifact = self._build(
+        artifact = self._runtime.build(
             self.registry.resolve(type_name),
             payload,
             produced_by=produced_by,
@@ -250,7 +237,7 @@ class Flock:
             tags=tags,
             visibility=visibility,
         )
-        await self._publish_built([artifact])
+        await self._publisher.publish([artifact])
         return artifact
 
     async def publish_many(
@@ -264,7 +251,7 @@ class Flock:
     ) -> list[Artifact]:
         """Publish several instances: all are validated first, so one invalid payload stores none."""
         built = [
-            self._build(
+            self._runtime.build(
                 type(obj),
                 model_payload(obj, "publish"),
                 produced_by="external",
@@ -275,66 +262,8 @@ class Flock:
             )
             for obj in objects
         ]
-        await self._publish_built(built)
+        await self._publisher.publish(built)
         return built
-
-    def _build(
-        self,
-        model: type[BaseModel],
-        payload: Any,
-        *,
-        produced_by: str,
-        correlation_id: UUID | None,
-        partition_key: str | None = None,
-        tags: Iterable[str] | None = None,
-        visibility: Visibility | None = None,
-        artifact_id: UUID | None = None,
-        fresh_correlation: bool = True,
-    ) -> Artifact:
-        return build_artifact(
-            self.registry.name_of(model),
-            model,
-            payload,
-            new_id=self._new_id,
-            artifact_id=artifact_id,
-            fresh_correlation=fresh_correlation,
-            now=self.clock.now(),
-            produced_by=produced_by,
-            correlation_id=correlation_id,
-            partition_key=partition_key,
-            tags=tags,
-            visibility=visibility,
-        )
-
-    async def _publish_built(self, artifacts: list[Artifact]) -> None:
-        if self.role == "publisher":
-            if self._closed:
-                raise FlockClosedError("This flock was shut down; it takes no new work.")
-            with self.tracer.publishing(artifacts) as span:
-                await self._append(artifacts, span)  # the orchestrator watching the board routes them
-            self._scheduler.collector.published += len(artifacts)
-            return
-        await self._ready()
-        scheduler = self._scheduler
-        scheduler.hold()
-        try:
-            scheduler.in_flight.update(a.id for a in artifacts)
-            with self.tracer.publishing(artifacts) as span:
-                await self._append(artifacts, span)
-                scheduler.collector.published += len(artifacts)
-                await scheduler.route(artifacts)
-        finally:
-            scheduler.in_flight.difference_update(a.id for a in artifacts)
-            scheduler.release()
-
-    async def _append(self, artifacts: list[Artifact], span: Span) -> None:
-        started = time.time_ns()
-        try:
-            await self.store.append(artifacts)
-        except BaseException as exc:
-            self.tracer.record(span, "store.append", started, time.time_ns(), "error", str(exc))
-            raise
-        self.tracer.record(span, "store.append", started, time.time_ns())
 
     @property
     def usage(self) -> UsageLedger:
@@ -354,20 +283,17 @@ class Flock:
             raise UsageError("traced_run() needs a non-empty name")
         try:
             async with self.tracer.traced_run(name, attributes) as scope:
-                self._run_scopes.append(scope)
+                self._state.run_scopes.append(scope)
                 try:
                     yield scope
                 finally:
-                    self._run_scopes.remove(scope)
+                    self._state.run_scopes.remove(scope)
         finally:
-            if self._closed and not self._run_scopes:  # shutdown inside the block left this to us
+            if self._state.closed and not self._state.run_scopes:  # shutdown inside the block left this to us
                 await asyncio.to_thread(self.tracer.close)
 
     def _status_record(self) -> StatusRecord | None:
-        return threadsafe_status(self)
-
-    async def _ready(self) -> None:
-        await self.attach()  # binds to the running loop; a no-op once attached
+        return threadsafe_status(self._runtime, self._scheduler)
 
     async def attach(self, *, force: bool = False) -> RunRecord:
         """Attach to the board now (done automatically on first use) and resume unfinished work.
@@ -377,15 +303,7 @@ class Flock:
         board, or when the unfinished work belongs to a different workflow definition, unless
         ``force=True``. Returns the record of this run.
         """
-        if self._closed:
-            raise FlockClosedError("This flock was shut down; it takes no new work.")
-        self._orchestrator_only()
-        self._scheduler.bind()
-        return await self._session.attach(force=force)
-
-    def _orchestrator_only(self) -> None:
-        if self.role != "orchestrator":
-            raise UsageError("This flock is a publisher: it appends to the board and runs nothing")
+        return await self._serving.attach(force=force)
 
     async def watch(
         self,
@@ -400,25 +318,7 @@ class Flock:
         which drains it or not), or after ``idle_exit`` seconds with nothing to do (then once
         idle); the result is the summary of everything since the previous summary.
         """
-        await self._ready()
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
-        while not (stop is not None and stop.is_set()):
-            found = await self._scheduler.poll_board()
-            if found or self._scheduler.active:
-                quiet_since = loop.time()
-            elif idle_exit is not None and loop.time() - quiet_since >= idle_exit:
-                break
-            # Runs go on in the background; partial batches wait for their size or ``within``
-            # timer while serving, and are flushed when watching ends.
-            if stop is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), poll_interval)
-            else:
-                await asyncio.sleep(poll_interval)
-        if stop is None or not stop.is_set():
-            await self._scheduler.settle("idle")
-        return self._take_summary()
+        return await self._serving.watch(poll_interval=poll_interval, stop=stop, idle_exit=idle_exit)
 
     async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:
         """Publish copies of chosen artifacts as new work (new ids, tagged ``replay-of:<id>``).
@@ -426,31 +326,7 @@ class Flock:
         Replay is explicit and never part of resuming: the originals stay as they were, and the
         copies go through routing like any new artifact.
         """
-        ids = list(artifact_ids)
-        originals = await self.store.get_many(ids, viewer=UNRESTRICTED)
-        missing = set(ids) - {a.id for a in originals}
-        if missing:
-            raise UsageError(f"Cannot replay unknown artifacts: {', '.join(sorted(map(str, missing)))}")
-        copies = []
-        for original in originals:
-            model = self.registry.get(original.type)
-            if model is None:
-                raise UsageError(
-                    f"Cannot replay {original.id}: type '{original.type}' is unknown to this flock"
-                )
-            copies.append(
-                self._build(
-                    model,
-                    original.payload,
-                    produced_by=original.produced_by,
-                    correlation_id=original.correlation_id,
-                    partition_key=original.partition_key,
-                    tags=[*original.tags, f"replay-of:{original.id}"],
-                    visibility=original.visibility,
-                )
-            )
-        await self._publish_built(copies)
-        return copies
+        return await self._publisher.replay(artifact_ids)
 
     # -- waiting and stopping --------------------------------------------------------------------
 
@@ -464,25 +340,7 @@ class Flock:
 
         Raises IdleTimeoutError (carrying the summary so far) if ``timeout`` seconds pass first.
         """
-        if not self._closed and self.role == "orchestrator":
-            await self._ready()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._scheduler.settle("idle")
-        except TimeoutError:
-            raise IdleTimeoutError(timeout or 0.0, self._take_summary()) from None
-        return self._take_summary()
-
-    def _take_summary(self) -> RunSummary:
-        scheduler = self._scheduler
-        embargoes = scheduler.pending_embargoes()
-        pending = explain_pending(
-            scheduler.router.pending(), self._agents, embargoes, in_flight=scheduler.active > 0
-        )
-        summary = scheduler.collector.build(pending, embargoes)
-        scheduler.collector.reset()
-        scheduler.iterations.clear()
-        return summary
+        return await self._serving.run_until_idle(timeout)
 
     async def shutdown(
         self, timeout: float | None = None, *, release_interrupted: bool = False, drain: bool = True
@@ -501,26 +359,7 @@ class Flock:
         deliveries still waiting for an embargo become dead letters too (``reason="embargoed"``);
         a durable board offers them again when the flock resumes.
         """
-        scheduler = self._scheduler
-        scheduler.bind()
-        self._closed = True
-        self._release_interrupted = release_interrupted
-        try:
-            async with asyncio.timeout(timeout):
-                await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
-        except TimeoutError:
-            await scheduler.abort_runs()
-        await scheduler.stop_timers()
-        if not self.store.durable:  # a durable board offers embargoed artifacts again on resume
-            for embargo in list(scheduler.embargoes.values()):
-                await self._executor.keep_embargoed(embargo)
-            scheduler.embargoes.clear()
-        await self._session.finish()
-        summary = self._take_summary()  # on a durable board it lists what still waits for an embargo
-        scheduler.embargoes.clear()
-        if not self._run_scopes:  # else the traced run closes the tracer when its block ends
-            await asyncio.to_thread(self.tracer.close)
-        return summary
+        return await self._serving.shutdown(timeout, release_interrupted=release_interrupted, drain=drain)
 
     # -- direct invocation and dead letters ------------------------------------------------------
 
@@ -532,24 +371,7 @@ class Flock:
         it leaves the run summary to the next ``run_until_idle``. Raises AgentRunError if the run
         failed for good, with the engine's exception as ``__cause__``.
         """
-        target = self._target(agent)
-        if not inputs:
-            raise UsageError(f"arun('{target.name}') needs at least one input")
-        correlation = self._new_id()
-        built = [
-            self._build(
-                type(obj), model_payload(obj, "arun"), produced_by="external", correlation_id=correlation
-            )
-            for obj in inputs
-        ]
-        types = {a.type for a in built}
-        sub = next((s for s in target.subscriptions if s.accepts_direct and types <= set(s.type_names)), None)
-        if sub is None:
-            raise InvalidDeclarationError(
-                f"agent '{target.name}' has no subscription with mode 'direct' or 'both' consuming"
-                f" {', '.join(sorted(types))}"
-            )
-        return await run_direct(self, target, sub, built)
+        return await self._direct.run(self._target(agent), inputs)
 
     def run(self, agent: AgentBuilder | Agent | str, *inputs: BaseModel) -> list[Artifact]:
         """Synchronous :meth:`arun` (must not be called from a running event loop)."""
@@ -571,4 +393,4 @@ class Flock:
 
         Visibility is checked again, so an embargoed letter waits for its embargo once more.
         """
-        await retry_letter(self, letter_id)
+        await self._direct.retry(letter_id)

@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import weakref
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -34,7 +35,9 @@ from flock_cli.store.contract import UNRESTRICTED, DeadLetter, DeadLetterReason,
 from flock_cli.store.records import RunRecord
 
 if TYPE_CHECKING:
-    from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.agent import Agent
+    from flock_cli.core.runtime import Runtime
+    from flock_cli.core.scheduler import Scheduler
 
 __all__ = ["BoardBusyError", "BoardSession", "ResumeRefusedError", "fingerprint"]
 
@@ -86,10 +89,10 @@ def _source_hash(value: Any) -> str:
     return digest
 
 
-def fingerprint(flock: Flock) -> str:
-    """A hash of everything that decides what the flock does with an artifact."""
+def fingerprint(declared: Iterable[Agent]) -> str:
+    """A hash of everything that decides what a flock of these agents does with an artifact."""
     agents = []
-    for agent in flock.agents:
+    for agent in declared:
         agents.append(
             {
                 "name": agent.name,
@@ -124,8 +127,8 @@ def fingerprint(flock: Flock) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_LIVE: weakref.WeakValueDictionary[str, Flock] = weakref.WeakValueDictionary()
-"""Flocks of this process attached to some board, by owner id (gone when the Flock is)."""
+_LIVE: weakref.WeakValueDictionary[str, BoardSession] = weakref.WeakValueDictionary()
+"""Sessions of this process's flocks attached to some board, by owner id (gone when the flock is)."""
 
 
 def _alive(pid: int) -> bool:
@@ -141,8 +144,9 @@ def _alive(pid: int) -> bool:
 class BoardSession:
     """Attaches one Flock to its store and records its run."""
 
-    def __init__(self, flock: Flock) -> None:
-        self._flock = flock
+    def __init__(self, runtime: Runtime, scheduler: Scheduler) -> None:
+        self._runtime = runtime
+        self._scheduler = scheduler
         self.run: RunRecord | None = None
         self.resumed: dict[str, int] = {}
 
@@ -150,8 +154,8 @@ class BoardSession:
         """Check earlier runs, record this one, and restore unfinished work (see module docstring)."""
         if self.run is not None:
             return self.run
-        flock, store = self._flock, self._flock.store
-        now = flock.clock.now()
+        runtime, store = self._runtime, self._runtime.store
+        now = runtime.clock.now()
         host, pid = socket.gethostname(), os.getpid()
         runs = await store.runs()
         for earlier in runs:
@@ -165,18 +169,18 @@ class BoardSession:
                 )
             await store.release_leases(earlier.owner)
             await store.save_run(earlier.model_copy(update={"status": "crashed", "ended_at": now}))
-        mine = fingerprint(flock)
+        mine = fingerprint(runtime.agents.values())
         if runs and runs[-1].fingerprint != mine and not force and await self._unfinished():
             raise ResumeRefusedError(
                 f"This board holds unfinished work of a different workflow definition (fingerprint"
                 f" {runs[-1].fingerprint}, now {mine}). Resume with the original definition, or attach"
                 " with force=True to let the new definition take the remaining work."
             )
-        _LIVE[flock._owner] = flock
+        _LIVE[runtime.owner] = self
         self.run = RunRecord(
-            id=flock._new_id(),
+            id=runtime.new_id(),
             fingerprint=mine,
-            owner=flock._owner,
+            owner=runtime.owner,
             pid=pid,
             host=host,
             started_at=now,
@@ -188,7 +192,7 @@ class BoardSession:
         return self.run
 
     async def _unfinished(self) -> bool:
-        store = self._flock.store
+        store = self._runtime.store
         return bool(
             await store.deliveries(status=DeliveryStatus.PENDING)
             or await store.gate_entries()
@@ -199,13 +203,13 @@ class BoardSession:
     async def reload_gathering(self) -> tuple[int, int]:
         """Rebuild every gate and batch from the store's entries (after a restart, or after a
         routing step failed to commit and memory may be ahead of the store)."""
-        flock, store = self._flock, self._flock.store
-        router = flock._scheduler.router
+        store = self._runtime.store
+        router = self._scheduler.router
         for gate in router.gates.values():
             gate.groups.clear()
         for batcher in router.batchers.values():
             batcher.units.clear()
-        subs = {sub_key(s): s for agent in flock.agents for s in agent.subscriptions}
+        subs = {sub_key(s): s for agent in self._runtime.agents.values() for s in agent.subscriptions}
         gate_entries = await store.gate_entries()
         batch_entries = await store.batch_entries()
         wanted: list[UUID] = [e.artifact_id for e in gate_entries]
@@ -227,8 +231,8 @@ class BoardSession:
         return len(gate_entries), len(batch_entries)
 
     async def _restore(self) -> None:
-        flock, store = self._flock, self._flock.store
-        scheduler = flock._scheduler
+        store = self._runtime.store
+        scheduler = self._scheduler
         gates, batches = await self.reload_gathering()
         pending = await store.deliveries(status=DeliveryStatus.PENDING)
         wanted = [i for d in pending for i in d.artifact_ids]
@@ -267,36 +271,36 @@ class BoardSession:
         }
 
     def _runnable(self, delivery: Delivery) -> bool:
-        agents = self._flock._agents
+        agents = self._runtime.agents
         if delivery.agent.startswith("group:"):
-            return bool(self._flock._scheduler.router.group_members(delivery.agent.removeprefix("group:")))
+            return bool(self._scheduler.router.group_members(delivery.agent.removeprefix("group:")))
         agent = agents.get(delivery.agent)
         return agent is not None and delivery.subscription < len(agent.subscriptions)
 
     async def _orphan(self, delivery: Delivery, why: str, reason: DeadLetterReason = "failed") -> None:
         """A pending delivery the resumed definition cannot run (its agent or subscription was
         dropped, or no agent that may see its artifacts can take it): keep it as a dead letter."""
-        flock, store = self._flock, self._flock.store
+        runtime, store = self._runtime, self._runtime.store
         letter = DeadLetter(
-            id=flock._new_id(),
+            id=runtime.new_id(),
             agent=delivery.agent,
             artifact_ids=delivery.artifact_ids,
             reason=reason,
             error=why,
             stage="resume",
-            created_at=flock.clock.now(),
+            created_at=runtime.clock.now(),
             delivery_id=delivery.id,
             subscription=delivery.subscription,
         )
         await store.bury(delivery.id, None, letter)
-        flock._scheduler.collector.dead.append(letter)
+        self._scheduler.collector.dead.append(letter)
 
     async def finish(self) -> None:
         """Mark this run finished (at shutdown)."""
-        _LIVE.pop(self._flock._owner, None)
+        _LIVE.pop(self._runtime.owner, None)
         if self.run is not None:
-            now = self._flock.clock.now()
+            now = self._runtime.clock.now()
             self.run = self.run.model_copy(
                 update={"status": "finished", "ended_at": now, "heartbeat_at": now}
             )
-            await self._flock.store.save_run(self.run)
+            await self._runtime.store.save_run(self.run)

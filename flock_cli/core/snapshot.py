@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from flock_cli.tracing.records import StatusRecord
 
 if TYPE_CHECKING:
-    from flock_cli.core.orchestrator import Flock
+    from flock_cli.core.runtime import Runtime
+    from flock_cli.core.scheduler import Scheduler
 
 __all__ = ["pending_by_agent", "status_snapshot", "threadsafe_status"]
 
 
-def status_snapshot(flock: Flock) -> dict[str, Any]:
+def status_snapshot(runtime: Runtime, scheduler: Scheduler) -> dict[str, Any]:
     """The flock's state now, as JSON-ready data (call on the flock's event loop)."""
-    scheduler = flock._scheduler
     dispatcher = scheduler.dispatcher
     queued = dispatcher.queued_by_queue()
     highest = scheduler.iterations.highest_by_agent()  # the breaker counts per workflow
@@ -34,7 +34,7 @@ def status_snapshot(flock: Flock) -> dict[str, Any]:
             "limit": dispatcher._limits.get(name),
             "iterations": highest.get(name, 0),
         }
-        for name in flock._agents
+        for name in runtime.agents
     }
     batches = [
         {"agent": sub.agent, "subscription": sub.index, "items": len(batcher.units),
@@ -47,31 +47,31 @@ def status_snapshot(flock: Flock) -> dict[str, Any]:
         "groups_queued": queued,  # exclusive groups' queues
         "running": dispatcher.running,
         "max_concurrency": dispatcher.global_limit,
-        "max_agent_iterations": flock.max_agent_iterations,
+        "max_agent_iterations": runtime.max_agent_iterations,
         "pending_groups": [g.model_dump(mode="json") for g in scheduler.router.pending()],
         "batches": batches,
         "embargoed": len(scheduler.embargoes),
-        "closed": flock.closed,
+        "closed": runtime.state.closed,
     }
 
 
-def pending_by_agent(flock: Flock) -> dict[str, int]:
+def pending_by_agent(scheduler: Scheduler) -> dict[str, int]:
     """Runs waiting for a slot per queue; safe from any thread (it reads a copy of the queues)."""
-    queues = dict(flock._scheduler.dispatcher._queues)  # one C-level copy: no resize mid-read
+    queues = dict(scheduler.dispatcher._queues)  # one C-level copy: no resize mid-read
     return {name: len(queue) for name, queue in queues.items() if queue}
 
 
-def threadsafe_status(flock: Flock, timeout: float = 0.5) -> StatusRecord | None:
+def threadsafe_status(runtime: Runtime, scheduler: Scheduler, timeout: float = 0.5) -> StatusRecord | None:
     """A snapshot taken on the flock's loop, for another thread; None when the loop is not running."""
-    loop = flock._scheduler._loop
+    loop = scheduler._loop
     if loop is None or loop.is_closed() or not loop.is_running():
         return None
     result: concurrent.futures.Future[tuple[str | None, dict[str, Any]]] = concurrent.futures.Future()
 
     def take() -> None:
         try:
-            scopes = flock._run_scopes  # read on the loop, which is the only place they change
-            result.set_result((scopes[-1].trace_id if scopes else None, status_snapshot(flock)))
+            scopes = runtime.state.run_scopes  # read on the loop, which is the only place they change
+            result.set_result((scopes[-1].trace_id if scopes else None, status_snapshot(runtime, scheduler)))
         except Exception as exc:
             result.set_exception(exc)
 

@@ -1,11 +1,14 @@
 """Phase 8 of the loader: a checked recipe -> a :class:`~flock_cli.Flock`, through the Python API.
 
-The compiler only calls the public builder, so a recipe can do nothing the Python API cannot.
+The compiler only calls the public builder, so a recipe can do nothing the Python API cannot. It
+reads a loaded recipe through :class:`CompilableRecipe` (the loader's ``Recipe`` provides it), so
+the loader may call the compiler without the two importing each other.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flock_cli.core.components import EngineComponent
 from flock_cli.core.specs import BatchSpec, JoinSpec
@@ -14,22 +17,50 @@ from flock_cli.engines.dspy_engine import DSPyEngine
 from flock_cli.engines.local import local_model_installed
 from flock_cli.engines.models import MODEL_ENVS, named_model
 from flock_cli.engines.recording import Recording
-from flock_cli.recipe.diagnostics import Problem, RecipeError
-from flock_cli.recipe.model import DSPyEngineDef, DSPyOptionsDef, FunctionEngineDef, TestEngineDef
-from flock_cli.recipe.resolve import ResolvedAgent
+from flock_cli.recipe.diagnostics import Diagnostic, Problem, RecipeError
+from flock_cli.recipe.model import (
+    DSPyEngineDef,
+    DSPyOptionsDef,
+    FunctionEngineDef,
+    RecipeDef,
+    TestEngineDef,
+)
+from flock_cli.recipe.resolve import ResolvedAgent, ResolvedRecipe
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
-    from flock_cli.recipe.loader import Recipe
     from flock_cli.store.contract import BlackboardStore
 
-__all__ = ["ENGINE_OVERRIDES", "check_compilable", "compile_recipe", "register_types"]
+__all__ = ["ENGINE_OVERRIDES", "CompilableRecipe", "check_compilable", "compile_recipe", "register_types"]
 
 ENGINE_OVERRIDES = ("test",)
 
 
+class CompilableRecipe(Protocol):
+    """What the compiler reads of a loaded, checked recipe (the loader's ``Recipe``)."""
+
+    @property
+    def definition(self) -> RecipeDef:
+        """The merged recipe model."""
+        ...
+
+    @property
+    def resolved(self) -> ResolvedRecipe:
+        """Every name of the recipe resolved to an object."""
+        ...
+
+    @property
+    def recording_path(self) -> Path | None:
+        """The file of the recipe's ``recording:``, if it names one."""
+        ...
+
+    def diagnostic(self, problem: Problem) -> Diagnostic:
+        """Place a problem found while compiling in the recipe's files."""
+        ...
+
+
 def compile_recipe(
-    recipe: Recipe,
+    recipe: CompilableRecipe,
     *,
     store: BlackboardStore | None = None,
     model: str | None = None,
@@ -84,7 +115,7 @@ def _dspy_options(engine: DSPyEngineDef, defaults: DSPyOptionsDef) -> dict[str, 
     return options
 
 
-def _model_named(recipe: Recipe, model: str | None, engine: DSPyEngineDef) -> bool:
+def _model_named(recipe: CompilableRecipe, model: str | None, engine: DSPyEngineDef) -> bool:
     """True when a model is named for a dspy engine (--model first). A named model wins over the
     recipe's recording; the recording wins over the local model."""
     return named_model(model or engine.model, recipe.definition.model) is not None
@@ -94,7 +125,7 @@ class _Recordings:
     """The recording each dspy engine replays: the one given, else the recipe's own for engines
     with no model (read once, when the first of them needs it)."""
 
-    def __init__(self, recipe: Recipe, replay: Recording | None) -> None:
+    def __init__(self, recipe: CompilableRecipe, replay: Recording | None) -> None:
         self.recipe, self.replay = recipe, replay
         self._own: Recording | None = None
 
@@ -109,14 +140,17 @@ class _Recordings:
         return self._own
 
 
-def register_types(flock: Flock, recipe: Recipe) -> None:
+def register_types(flock: Flock, recipe: CompilableRecipe) -> None:
     """Make every type of the recipe (declared and imported) known to ``flock``."""
     for type_model in dict.fromkeys(recipe.resolved.types.values()):
         flock.register_type(type_model)
 
 
 def check_compilable(
-    recipe: Recipe, engine_override: str | None, model: str | None = None, replay: Recording | None = None
+    recipe: CompilableRecipe,
+    engine_override: str | None,
+    model: str | None = None,
+    replay: Recording | None = None,
 ) -> None:
     """Raise what :func:`compile_recipe` would refuse, without building anything: an unknown
     override, a missing ``recording:`` file, or a dspy engine with neither a model to call nor a

@@ -11,7 +11,9 @@ A store holds four things:
 * **dead letters**, runs that failed for good (or were held by a circuit breaker), kept until
   re-queued.
 
-The same contract test suite runs against every implementation.
+The records it is written in (deliveries, dead letters, denials, routing steps...) are defined in
+:mod:`flock_cli.store.records`; ``Delivery``, ``DeadLetter`` and ``VisibilityDenial`` are also
+imported from here. The same contract test suite runs against every implementation.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,9 +32,19 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.core.registry import canonical_name
 from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import RunError
-
-if TYPE_CHECKING:
-    from flock_cli.store.records import BatchEntry, BoardSummary, GateEntry, Lineage, RoutingTx, RunRecord
+from flock_cli.store.records import (
+    BatchEntry,
+    BoardSummary,
+    DeadLetter,
+    DeadLetterReason,
+    Delivery,
+    DeliveryStatus,
+    GateEntry,
+    Lineage,
+    RoutingTx,
+    RunRecord,
+    VisibilityDenial,
+)
 
 __all__ = [
     "EXTERNAL",
@@ -74,104 +84,6 @@ Viewer = AgentIdentity | _Unrestricted
 
 class StaleLeaseError(RunError):
     """A delivery was completed or failed with an attempt number that no longer holds its lease."""
-
-
-class DeliveryStatus(StrEnum):
-    """Where a delivery is in its life."""
-
-    PENDING = "pending"
-    LEASED = "leased"
-    DONE = "done"
-    DEAD = "dead"
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One unit of work: ``agent`` must process ``artifact_ids`` (one run, possibly a batch).
-
-    A plain dataclass rather than a Pydantic model: deliveries change state on every run, and
-    ``dataclasses.replace`` is several times cheaper than ``model_copy``.
-    """
-
-    id: UUID
-    agent: str
-    artifact_ids: tuple[UUID, ...]
-    created_at: datetime
-    status: DeliveryStatus = DeliveryStatus.PENDING
-    attempts: int = 0
-    lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
-    priority: int = 0
-    trigger: Literal["event", "direct", "redelivery"] = "event"
-    batch_trigger: str | None = None
-    group_sizes: tuple[int, ...] = ()
-    subscription: int = 0
-
-    def moved(
-        self,
-        status: DeliveryStatus,
-        *,
-        attempts: int | None = None,
-        lease_owner: str | None = None,
-        lease_expires_at: datetime | None = None,
-    ) -> Delivery:
-        """This delivery in ``status`` (the lease fields as given, unset by default).
-
-        Every run moves its delivery twice; ``dataclasses.replace`` reads the class's fields on
-        each call and cost about 4 % of a no-LLM pipeline's time.
-        """
-        return Delivery(
-            self.id,
-            self.agent,
-            self.artifact_ids,
-            self.created_at,
-            status,
-            self.attempts if attempts is None else attempts,
-            lease_owner,
-            lease_expires_at,
-            self.priority,
-            self.trigger,
-            self.batch_trigger,
-            self.group_sizes,
-            self.subscription,
-        )
-
-
-DeadLetterReason = Literal["failed", "breaker", "budget", "embargoed", "stopped", "denied"]
-
-
-class DeadLetter(BaseModel):
-    """A run that failed for good, work a circuit breaker or budget held back, a delivery that was
-    still waiting for an embargo when the flock shut down, or one that no agent allowed to see its
-    artifacts could take (``denied``: kept, never run by an agent that may not see it)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: UUID
-    agent: str
-    artifact_ids: tuple[UUID, ...]
-    reason: DeadLetterReason
-    error_type: str | None = None
-    error: str | None = None
-    stage: str | None = None
-    attempts: int = 0
-    outputs_published: bool = False
-    created_at: datetime
-    delivery_id: UUID | None = None
-    subscription: int | None = None
-
-
-class VisibilityDenial(BaseModel):
-    """One refused look: ``viewer`` could not see ``artifact_id`` (when scheduling or reading)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    artifact_id: UUID
-    viewer: str
-    visibility: str
-    where: Literal["schedule", "read"]
-    at: datetime
-    embargoed_until: datetime | None = None
 
 
 class ArtifactQuery(BaseModel):
@@ -395,8 +307,6 @@ class BlackboardStore(ABC):
         would tell what it is). A hidden artifact does not cut the walk: what was derived through
         it is listed when the viewer may see that, as a query would show it anyway.
         """
-        from flock_cli.store.records import Lineage
-
         if isinstance(viewer, _Unrestricted):
             return await self._full_lineage(artifact_id)
         when = self.now(now)
@@ -418,8 +328,6 @@ class BlackboardStore(ABC):
         self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> BoardSummary:
         """Counts of visible matching artifacts by type and by producer."""
-        from flock_cli.store.records import BoardSummary
-
         items = (await self.query(query, viewer=viewer, now=now)).items
         by_type: dict[str, int] = {}
         by_producer: dict[str, int] = {}

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import flock_cli
 from flock_cli.tracing.duck import check_trace_path
 from flock_cli.tracing.frames import encode_frame, flatten
 from flock_cli.tracing.records import Record, StatusRecord
@@ -67,7 +66,7 @@ class _IngestProcess:
     answers. ``last_sent`` is the sequence number of the last frame it was given."""
 
     def __init__(self, path: Path, on_answer: Callable[[_IngestProcess, dict[str, Any]], None]) -> None:
-        root = str(Path(flock_cli.__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])  # the folder holding the flock_cli package
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115  # open for the process's whole life

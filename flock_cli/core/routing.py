@@ -1,0 +1,315 @@
+"""Routing: artifacts offered to the subscriptions of their type, in atomic store steps.
+
+Each routing step (one artifact, or one timer firing) writes its claims, gate and batch changes,
+denials, embargoes and deliveries to the store at once (``RoutingTx``); the runs it made ready start
+once the step is durable. Embargoed artifacts wait for a timer (:mod:`flock_cli.core.timers`) and
+are offered again when it fires. :class:`Routing` is the routing half of
+:class:`~flock_cli.core.scheduler.Scheduler`, which adds the event loop, idle accounting and runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+from uuid import UUID
+
+from flock_cli.core.agent import Agent
+from flock_cli.core.artifact import Artifact
+from flock_cli.core.dispatcher import Job
+from flock_cli.core.gathering import Batcher, Gate
+from flock_cli.core.router import Router, typed_loader
+from flock_cli.core.subscription import ReadyRun, Subscription
+from flock_cli.core.summary import PendingEmbargo, SummaryCollector
+from flock_cli.core.timers import Embargo, Timers
+from flock_cli.store.contract import Delivery, denial
+from flock_cli.store.records import RoutingTx
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flock_cli.core.runtime import Runtime
+
+__all__ = ["Routing"]
+
+
+class Routing:
+    """Routing passes, embargoes and the deliveries they plan, for one Flock.
+
+    A subclass starts the jobs whose routing step is durable (:meth:`_start`); the board session
+    hands over ``_reload_gathering`` (see ``Scheduler.connect``).
+    """
+
+    _reload_gathering: Callable[[], Awaitable[object]]
+
+    def __init__(self, runtime: Runtime, collector: SummaryCollector, timers: Timers) -> None:
+        self._runtime = runtime
+        self.collector = collector
+        self.tracer = runtime.tracer
+        self.router = Router(runtime.agents, collector, runtime.tracer)
+        self.timers = timers
+        self.embargoes: dict[tuple[UUID, str], Embargo] = {}  # by (artifact, claim)
+        self._unsynced_claims: Counter[tuple[UUID, str]] = Counter()  # written, commit not awaited
+        self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
+        self._route_lock = asyncio.Lock()
+
+    def _start(self, job: Job) -> None:
+        """Start a job whose routing step is committed."""
+        raise NotImplementedError
+
+    # -- embargoes and timers --------------------------------------------------------------------
+
+    def rearm_timers(self) -> None:
+        """Start the timers of embargoes, join windows and batches (after a restore or a new loop)."""
+        now = self._runtime.clock.now()
+        for embargo in self.embargoes.values():
+            self.timers.after(max(0.0, (embargo.lifts_at - now).total_seconds()), self._lift, embargo)
+        for sub, gate in self.router.gates.items():
+            if sub.join is not None and sub.join.window is not None:
+                for group in gate.groups.values():
+                    left = sub.join.window - (now - group.opened_at).total_seconds()
+                    self.timers.after(max(0.0, left), self._expire_group, gate, group.key, group.opened_at)
+        for sub, batcher in self.router.batchers.items():
+            if batcher.units and sub.batch is not None and sub.batch.within is not None:
+                self.timers.after(sub.batch.within, self._flush_batch, batcher, batcher.generation)
+
+    def pending_embargoes(self) -> list[PendingEmbargo]:
+        """Deliveries waiting for an embargo to lift (one per artifact and agent or group)."""
+        return [
+            PendingEmbargo(
+                agent=e.claim,
+                agents=list(dict.fromkeys(s.agent for s in e.subscriptions)),
+                artifact_id=e.artifact.id,
+                lifts_at=e.lifts_at,
+            )
+            for e in self.embargoes.values()
+        ]
+
+    # -- routing passes --------------------------------------------------------------------------
+
+    async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
+        """Offer artifacts to every subscription of their type (or only to ``only``), one atomic
+        store step per artifact, then start the runs that became ready."""
+        jobs: list[Job] = []
+        claims: list[tuple[UUID, str]] = []
+        started = time.time_ns()
+        try:
+            async with self._route_lock:
+                for artifact in artifacts:
+                    fresh = only is None and artifact.id in self.in_flight
+                    jobs += await self._route_one(artifact, only, claims, fresh=fresh)
+            await self._start_after_sync(jobs, claims)
+        except BaseException as exc:
+            self.tracer.child("flock.schedule", started, "error", f"{type(exc).__name__}: {exc}")
+            raise
+        else:
+            attributes: dict[str, Any] = {"flock.artifacts": len(artifacts), "flock.deliveries": len(jobs)}
+            if jobs:
+                attributes["flock.agents"] = ",".join(sorted({job.queue for job in jobs}))
+            self.tracer.child("flock.schedule", started, attributes=attributes)
+        finally:
+            # Only now are the routing steps committed: until then a poll of the board would
+            # still see these artifacts as unrouted and must leave them alone.
+            self.in_flight.difference_update(a.id for a in artifacts)
+
+    async def poll_board(self) -> int:
+        """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
+        jobs: list[Job] = []
+        claims: list[tuple[UUID, str]] = []
+        found: list[Artifact] = []
+        try:
+            async with self._route_lock:
+                found = [a for a in await self._runtime.store.unrouted() if a.id not in self.in_flight]
+                self.in_flight.update(a.id for a in found)
+                if found:
+                    with self.tracer.publishing(found, "flock.adopt"):
+                        for artifact in found:
+                            self.collector.published += 1
+                            jobs += await self._route_one(artifact, None, claims, fresh=True)
+            await self._start_after_sync(jobs, claims)
+        finally:
+            self.in_flight.difference_update(a.id for a in found)
+        return len(found)
+
+    async def _start_after_sync(self, jobs: list[Job], claims: Sequence[tuple[UUID, str]] = ()) -> None:
+        # Routing steps are written in order under the lock; their one shared commit happens
+        # outside it, so concurrent routing (many runs finishing at once) shares a commit.
+        try:
+            await self._runtime.store.sync()
+        except Exception:
+            # The store rolled the steps back, but gates and batches in memory already moved on:
+            # rebuild them from what the store actually holds, then let the caller see the error.
+            await self._reload_gathering()
+            raise
+        finally:
+            self._unsynced_claims.subtract(claims)  # committed (or rolled back): the store knows
+            self._unsynced_claims += Counter()  # drops the zero counts
+        for job in jobs:
+            self._start(job)
+
+    async def _route_one(
+        self,
+        artifact: Artifact,
+        only: Sequence[Subscription] | None,
+        claims: list[tuple[UUID, str]],
+        *,
+        fresh: bool = False,
+    ) -> list[Job]:
+        """Write one artifact's routing step; returns the jobs to start once it is durable (the
+        step's claims are added to ``claims``).
+
+        ``fresh`` means the artifact was never routed, so nobody can have claimed it yet (claims are
+        only written by routing steps, in the same commit that marks the artifact routed) and the
+        store need not be asked. Otherwise the store's claims are read, together with the claims
+        this scheduler wrote whose commit is still pending (a store may group commits, and an
+        earlier step of this loop turn must count).
+        """
+        router, store = self.router, self._runtime.store
+        now = self._runtime.clock.now()
+        tx = RoutingTx(routed=[artifact.id] if only is None else [])
+        jobs: list[Job] = []
+        subs = list(only) if only is not None else router.subscriptions_for(artifact.type)
+        consumers: set[str] | None = set() if fresh else None
+        taken: set[str] = set()  # agents that get this artifact in this pass, by any subscription
+        group_runs: dict[str, tuple[Subscription, dict[str, Subscription]]] = {}
+        loaders: dict[type[BaseModel], Callable[[], BaseModel]] = {}  # one validation per model
+        for sub in subs:
+            if not sub.accepts_events or sub.agent in taken:
+                continue
+            agent = self._runtime.agents[sub.agent]
+            if not artifact.visibility.allows(agent.identity, now=now):
+                self._deny(artifact, sub, agent, now, tx)
+                continue
+            model = sub.models[artifact.type]
+            typed = loaders.get(model) or loaders.setdefault(model, typed_loader(artifact, model))
+            reason = router.screen(artifact, sub, typed, now)
+            if reason is not None:
+                self.collector.filtered[reason] += 1
+                self.tracer.event(
+                    "subscription.filtered", agent=sub.agent, artifact_id=artifact.id, reason=reason
+                )
+                continue
+            if consumers is None:
+                consumers = await store.consumers_of(artifact.id)
+                consumers.update(c for (a, c) in self._unsynced_claims if a == artifact.id)
+            claim = router.claim_key(sub)
+            if claim != sub.agent:  # an exclusive group shared by several agents
+                if claim in group_runs:
+                    group_runs[claim][1][sub.agent] = sub
+                    taken.add(sub.agent)
+                elif claim not in consumers:
+                    tx.claims.append((artifact.id, claim))
+                    group_runs[claim] = (sub, {sub.agent: sub})
+                    taken.add(sub.agent)
+                continue
+            if sub.agent in consumers:
+                continue  # the agent took this artifact before (idempotency)
+            tx.claims.append((artifact.id, sub.agent))
+            taken.add(sub.agent)
+            runs, opened, started = router.gather(artifact, sub, typed, now, tx)
+            for gate, group in opened:
+                assert sub.join is not None and sub.join.window is not None
+                self.timers.after(sub.join.window, self._expire_group, gate, group.key, group.opened_at)
+            for batcher, generation in started:
+                assert sub.batch is not None and sub.batch.within is not None
+                self.timers.after(sub.batch.within, self._flush_batch, batcher, generation)
+            jobs.extend(self.plan(run, tx) for run in runs)
+        for claim, (sub, members) in group_runs.items():
+            jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members))
+        if tx:
+            await store.commit_routing(tx)
+            claims.extend(tx.claims)
+            self._unsynced_claims.update(tx.claims)
+        return jobs
+
+    def _deny(
+        self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime, tx: RoutingTx
+    ) -> None:
+        tx.denials.append(denial(artifact, agent.identity, now, "schedule"))  # audit keeps both kinds
+        lifts = self.router.embargo_lift(artifact, agent, now)
+        if lifts is None:  # an embargo is work waiting, counted in ``embargoed``, not a denial
+            self.collector.denials += 1
+        self.tracer.event(
+            "visibility.denied", agent=agent.name, artifact_id=artifact.id,
+            visibility=artifact.visibility.describe(), embargoed_until=lifts.isoformat() if lifts else None,
+        )  # fmt: skip
+        if lifts is None:
+            return
+        claim = self.router.claim_key(sub)
+        embargo = self.embargoes.get((artifact.id, claim))
+        if embargo is None:
+            self.collector.embargoed += 1
+            embargo = self.embargoes[(artifact.id, claim)] = Embargo(artifact, claim, [sub], lifts)
+            self.timers.after((lifts - now).total_seconds(), self._lift, embargo)
+        elif sub not in embargo.subscriptions:
+            embargo.subscriptions.append(sub)
+
+    async def _lift(self, embargo: Embargo) -> None:
+        # Every subscription the embargo held is offered in one routing step: the artifact is
+        # claimed once for the agent or group, and a group offers it to all its members.
+        if self.embargoes.pop((embargo.artifact.id, embargo.claim), None) is not None:
+            await self.route([embargo.artifact], embargo.subscriptions)
+
+    async def _expire_group(self, gate: Gate, key: Any, opened_at: datetime) -> None:
+        group = gate.expire(key, opened_at)
+        if group is not None:
+            tx = RoutingTx()
+            self.router.record_expired(gate.sub, group, "window", tx)
+            await self.commit(tx, [])
+
+    async def _flush_batch(self, batcher: Batcher, generation: int) -> None:
+        if batcher.generation == generation and batcher.units:
+            tx = RoutingTx()
+            job = self.plan(self.router.batch_run(batcher, batcher.take(), "timeout", tx), tx)
+            await self.commit(tx, [job])
+
+    async def flush_all(self, trigger: str) -> None:
+        """Flush every partial batch now (at idle and at shutdown)."""
+        tx = RoutingTx()
+        jobs = [self.plan(run, tx) for run in self.router.flush_all(trigger, tx)]
+        await self.commit(tx, jobs)
+
+    # -- deliveries ------------------------------------------------------------------------------
+
+    def plan(
+        self,
+        run: ReadyRun,
+        tx: RoutingTx,
+        *,
+        queue: str | None = None,
+        members: dict[str, Subscription] | None = None,
+        trigger: Literal["event", "direct", "redelivery"] = "event",
+    ) -> Job:
+        """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit."""
+        sub = run.subscription
+        members = members or {sub.agent: sub}
+        delivery = Delivery(
+            id=self._runtime.new_id(),
+            agent=queue or sub.agent,
+            artifact_ids=tuple(a.id for a in run.artifacts),
+            created_at=self._runtime.clock.now(),
+            priority=max(s.priority for s in members.values()),
+            trigger=trigger,
+            batch_trigger=run.batch_trigger,
+            group_sizes=tuple(len(g) for g in run.groups),
+            subscription=sub.index,
+        )
+        tx.deliveries.append(delivery)
+        return self._job(delivery, run, members)
+
+    def _job(self, delivery: Delivery, run: ReadyRun, members: dict[str, Subscription]) -> Job:
+        return Job(
+            queue=delivery.agent,
+            priority=delivery.priority,
+            candidates={name: s.priority for name, s in members.items()},
+            payload=(delivery, run, members),
+        )
+
+    async def commit(self, tx: RoutingTx, jobs: list[Job]) -> None:
+        """Commit a routing step, then start its runs (a failed commit starts nothing)."""
+        if tx:
+            await self._runtime.store.commit_routing(tx)
+        await self._start_after_sync(jobs)
