@@ -118,3 +118,18 @@ def test_help_does_not_import_the_runtime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stderr.strip() == "[]"
+
+
+def test_flock_settings_are_fixed_when_built_and_say_so() -> None:
+    """Assigning a setting after construction would change nothing the runtime does: refused."""
+    import pytest
+
+    from flock_cli import Flock, UsageError
+
+    flock = Flock("openai/gpt-4o-mini", max_agent_iterations=7)
+    assert flock.model == "openai/gpt-4o-mini" and flock.max_agent_iterations == 7
+    assert flock.role == "orchestrator" and flock.max_concurrency is None and flock.budget is None
+    for name, value in [("model", "other"), ("max_agent_iterations", 5000), ("store", None)]:
+        with pytest.raises(UsageError, match=f"Flock.{name} is fixed when the flock is built: pass {name}="):
+            setattr(flock, name, value)
+    assert flock.model == "openai/gpt-4o-mini"

@@ -28,7 +28,7 @@ from flock_cli.core.envelope import model_payload
 from flock_cli.core.publishing import Publisher
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
-from flock_cli.core.runtime import Runtime
+from flock_cli.core.runtime import Fixed, Runtime
 from flock_cli.core.scheduler import Scheduler
 from flock_cli.core.serving import Serving
 from flock_cli.core.session import BoardSession
@@ -43,7 +43,7 @@ from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
 from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
-from flock_cli.tracing.tracer import RunScope, StreamChunk
+from flock_cli.tracing.tracer import RunScope, StreamChunk, Tracer
 
 __all__ = ["Flock"]
 
@@ -75,6 +75,16 @@ class Flock:
             have their own (``agent(...).budget(...)``).
     """
 
+    model: Fixed[str | None] = Fixed("Default model string for engines that need one.")
+    store: Fixed[BlackboardStore] = Fixed("The blackboard store.")
+    registry: Fixed[TypeRegistry] = Fixed("The types this flock knows, by name.")
+    clock: Fixed[Clock] = Fixed("The time source of windows, embargoes, timers and back-off.")
+    tracer: Fixed[Tracer] = Fixed("Spans, events and metrics (``tracer.metrics.render()``: Prometheus).")
+    budget: Fixed[Budget | None] = Fixed("Limits on the model usage of all agents together.")
+    max_agent_iterations: Fixed[int] = Fixed("The circuit breaker: runs per agent within one workflow.")
+    max_concurrency: Fixed[int | None] = Fixed("Global limit of concurrent runs (None: unlimited).")
+    role: Fixed[Literal["orchestrator", "publisher"]] = Fixed("``orchestrator`` or ``publisher``.")
+
     def __init__(
         self,
         model: str | None = None,
@@ -98,39 +108,33 @@ class Flock:
             raise InvalidDeclarationError("max_concurrency must be None or an int >= 1")
         if not lease_ttl > 0:
             raise InvalidDeclarationError("lease_ttl must be > 0 seconds")
-        self.model = model
-        self.budget: Budget | None = coerce_spec(Budget, budget, "budget")
-        self.role = role
-        self.store: BlackboardStore = store if store is not None else InMemoryBlackboardStore()
-        self.registry = TypeRegistry()
-        self.max_agent_iterations = max_agent_iterations
-        self.max_concurrency = max_concurrency
-        self.clock: Clock = clock or SystemClock()
-        self.store.clock = self.clock  # reads without an explicit time follow the flock's clock
+        store = store if store is not None else InMemoryBlackboardStore()
+        clock = clock or SystemClock()
+        store.clock = clock  # reads without an explicit time follow the flock's clock
         self._new_id: IdFactory = id_factory or random_uuid4
         rng = rng or random.Random()
         self._lease_ttl = lease_ttl
         owner = f"flock-{uuid.uuid4().hex[:8]}"
         self._agents: dict[str, Agent] = {}
         budgeted: dict[str, Agent] = {}
-        self.tracer = build_tracer(traces, snapshot=self._status_record)
-        """Spans, events and metrics of this flock (``tracer.metrics.render()``: Prometheus text)."""
         # The services and configuration the collaborators share; they never see the Flock. The
-        # public attributes above are the same objects, set once here.
+        # public settings below (Fixed) read them, and refuse assignment.
         runtime = self._runtime = Runtime(
-            store=self.store,
-            tracer=self.tracer,
-            clock=self.clock,
+            store=store,
+            tracer=build_tracer(traces, snapshot=self._status_record),
+            clock=clock,
             new_id=self._new_id,
             owner=owner,
-            registry=self.registry,
+            registry=TypeRegistry(),
             agents=self._agents,
             budgeted=budgeted,
-            budget=self.budget,
+            budget=coerce_spec(Budget, budget, "budget"),
             rng=rng,
             lease_ttl=lease_ttl,
             max_agent_iterations=max_agent_iterations,
             model=model,
+            max_concurrency=max_concurrency,
+            role=role,
         )
         self._state = runtime.state
         scheduler = self._scheduler = Scheduler(runtime, max_concurrency)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Literal, NoReturn, TypeVar, overload
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -26,11 +26,11 @@ from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.specs import Budget
 from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
-from flock_cli.errors import UnknownAgentError
+from flock_cli.errors import UnknownAgentError, UsageError
 from flock_cli.store.contract import BlackboardStore
 from flock_cli.tracing.tracer import RunScope, Tracer
 
-__all__ = ["FlockState", "Runtime"]
+__all__ = ["Fixed", "FlockState", "Runtime"]
 
 
 @dataclass(slots=True)
@@ -67,6 +67,8 @@ class Runtime:
     lease_ttl: float
     max_agent_iterations: int
     model: str | None
+    max_concurrency: int | None = None
+    role: Literal["orchestrator", "publisher"] = "orchestrator"
     state: FlockState = field(default_factory=FlockState)
     views: dict[str, BoardView] = field(default_factory=dict, repr=False)
     """The board view of each agent, made on first use (see :meth:`view`)."""
@@ -118,4 +120,39 @@ class Runtime:
             partition_key=partition_key,
             tags=tags,
             visibility=visibility,
+        )
+
+
+T = TypeVar("T")
+
+
+class Fixed(Generic[T]):
+    """A Flock setting read from its :class:`Runtime`, fixed when the flock is built.
+
+    Assigning to it later would change nothing the runtime does, so it is refused with a message
+    that says where the setting goes (every accepted option is enforced).
+    """
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, flock: None, owner: type) -> Fixed[T]: ...
+
+    @overload
+    def __get__(self, flock: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, flock: object | None, owner: type | None = None) -> Fixed[T] | T:
+        if flock is None:
+            return self
+        value: T = getattr(flock._runtime, self._name)  # type: ignore[attr-defined]
+        return value
+
+    def __set__(self, flock: object, value: T) -> NoReturn:
+        raise UsageError(
+            f"Flock.{self._name} is fixed when the flock is built: pass {self._name}= to Flock(...)"
         )
