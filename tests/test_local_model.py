@@ -58,3 +58,40 @@ async def test_the_pipeline_recipe_runs_on_the_real_local_model(monkeypatch: pyt
         recipe.resolved.types[artifact.type].model_validate(artifact.payload)  # every output validates
     assert {c.agent for c in chunks if c.done} == {"planner", "writer", "editor"}
     assert flock.usage.total.tokens > 0 and flock.usage.total.calls >= 3
+
+
+def test_a_llama_build_that_crashes_is_caught_in_a_child_and_explained(tmp_path: Path) -> None:
+    """A native llama.cpp build that dies with SIGSEGV on this machine (seen on a VM with AVX-512
+    and AMX) must not take the flock down silently: the probe child dies instead, and the error
+    says how to install a portable build. A probe that passes is remembered."""
+    import sys
+
+    from flock_cli.engines.local_probe import LocalBuildError, ensure_model_runs
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    with pytest.raises(LocalBuildError, match=r"llama.cpp crashed \(SIGSEGV\).*-DGGML_NATIVE=OFF"):
+        ensure_model_runs(model, command=crash)
+    failing = [sys.executable, "-c", "raise SystemExit('ValueError: bad magic')"]
+    with pytest.raises(LocalBuildError, match="failed a 4-token test on this machine: ValueError: bad magic"):
+        ensure_model_runs(model, command=failing)
+    ensure_model_runs(model, command=[sys.executable, "-c", "pass"])
+    ensure_model_runs(model, command=crash)  # remembered: no child this time
+    model.write_bytes(b"GGUF2")  # another file: probed again
+    with pytest.raises(LocalBuildError):
+        ensure_model_runs(model, command=crash)
+
+
+@pytest.mark.local_llm
+@pytest.mark.skipif(
+    os.environ.get("FLOCK_TEST_LOCAL_MODEL") != "1", reason="opt-in: FLOCK_TEST_LOCAL_MODEL=1"
+)
+def test_the_installed_llama_build_runs_the_embedded_model_in_a_child() -> None:
+    pytest.importorskip("llama_cpp")
+    from flock_cli.engines.local_probe import _stamp_file, ensure_model_runs
+
+    path = local_model_path("local")
+    _stamp_file(path).unlink(missing_ok=True)
+    ensure_model_runs(path)  # the real child: loads the model and makes 4 tokens
+    assert _stamp_file(path).is_file()

@@ -186,6 +186,9 @@ def _llama(path: Path) -> tuple[Any, threading.Lock]:
         if loaded is None:
             from llama_cpp import Llama
 
+            from flock_cli.engines.local_probe import ensure_model_runs
+
+            ensure_model_runs(path)  # a llama.cpp build that crashes this machine says so first
             llama = Llama(model_path=str(path), n_ctx=4096, n_threads=os.cpu_count() or 2, verbose=False)
             loaded = _loaded[path] = (llama, threading.Lock())
         return loaded
