@@ -68,19 +68,28 @@ def test_a_llama_build_that_crashes_is_caught_in_a_child_and_explained(tmp_path:
 
     from flock_cli.engines.local_probe import LocalBuildError, ensure_model_runs
 
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF")
+    def model(name: str) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"GGUF")
+        return path
+
     crash = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"]
+    passes = [sys.executable, "-c", "pass"]
+    crashing = model("crash.gguf")
     with pytest.raises(LocalBuildError, match=r"llama.cpp crashed \(SIGSEGV\).*-DGGML_NATIVE=OFF"):
-        ensure_model_runs(model, command=crash)
-    failing = [sys.executable, "-c", "raise SystemExit('ValueError: bad magic')"]
+        ensure_model_runs(crashing, command=crash)
+    with pytest.raises(LocalBuildError, match="SIGSEGV"):
+        ensure_model_runs(crashing, command=passes)  # one child per process and build: remembered
     with pytest.raises(LocalBuildError, match="failed a 4-token test on this machine: ValueError: bad magic"):
-        ensure_model_runs(model, command=failing)
-    ensure_model_runs(model, command=[sys.executable, "-c", "pass"])
-    ensure_model_runs(model, command=crash)  # remembered: no child this time
-    model.write_bytes(b"GGUF2")  # another file: probed again
+        ensure_model_runs(
+            model("bad.gguf"), command=[sys.executable, "-c", "raise SystemExit('ValueError: bad magic')"]
+        )
+    good = model("good.gguf")
+    ensure_model_runs(good, command=passes)
+    ensure_model_runs(good, command=crash)  # the stamp remembers a passing build: no child
+    good.write_bytes(b"GGUF2")  # another file: probed again
     with pytest.raises(LocalBuildError):
-        ensure_model_runs(model, command=crash)
+        ensure_model_runs(good, command=crash)
 
 
 @pytest.mark.local_llm

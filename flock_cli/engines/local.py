@@ -71,15 +71,23 @@ def _cache_dir() -> Path:
 
 
 def check_local_model(model: str) -> None:
-    """Raise the error using ``model`` would meet, before anything runs (for ``--model``); cheap:
-    the embedded model is not joined or hashed here."""
+    """Raise the error using ``model`` would meet, before anything runs (for ``--model``): the
+    model file must exist (the embedded one is joined and verified on first use) and the installed
+    llama.cpp must run it on this machine (checked in a child process once per installation)."""
     if not is_local_model(model):
         return
-    if model in _EMBEDDED:
-        if not _extra_installed():
-            raise ModelNotConfiguredError(_NOT_INSTALLED)
-        return
-    local_model_path(model)
+    if model in _EMBEDDED and not _extra_installed():
+        raise ModelNotConfiguredError(_NOT_INSTALLED)
+    path = local_model_path(model)
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ModelNotConfiguredError(_NOT_INSTALLED)
+    from flock_cli.engines.local_probe import ensure_model_runs
+    from flock_cli.engines.models import model_calls_blocked
+
+    if not model_calls_blocked():  # the child makes a real call: not where calls are blocked
+        # Named on the command line: a build that cannot run here is a setup problem, said
+        # before anything runs (the child runs once per installation; later checks read its stamp).
+        ensure_model_runs(path)
 
 
 def _extra_installed() -> bool:

@@ -14,6 +14,7 @@ couple of seconds once per installation, not per run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -32,6 +33,7 @@ PORTABLE_INSTALL = (
     " --no-deps llama-cpp-python==0.3.36"
 )
 _TIMEOUT = 300.0
+_FAILED: dict[str, LocalBuildError] = {}
 
 
 class LocalBuildError(UserError):
@@ -66,6 +68,8 @@ def ensure_model_runs(model: Path, *, command: Sequence[str] | None = None) -> N
     """Raise LocalBuildError unless a child process can run ``model`` with this llama.cpp build
     (remembered once it could). ``command`` replaces the child's command line (for tests)."""
     key = _build_key(model)
+    if key in _FAILED:  # one child per process and build: every later call fails the same way
+        raise _FAILED[key]
     stamp = _stamp_file(model)
     try:
         if stamp.read_text().strip() == key:
@@ -79,20 +83,23 @@ def ensure_model_runs(model: Path, *, command: Sequence[str] | None = None) -> N
         raise LocalBuildError(
             f"the local model did not answer a 4-token test within {_TIMEOUT:.0f} s on this machine"
         ) from None
+    if done.returncode != 0:
+        _FAILED[key] = _failure(done)
+        raise _FAILED[key]
+    with contextlib.suppress(OSError):  # a read-only cache: the probe simply runs again next time
+        stamp.write_text(key + "\n")
+
+
+def _failure(done: subprocess.CompletedProcess[str]) -> LocalBuildError:
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name
-        raise LocalBuildError(
+        return LocalBuildError(
             f"llama.cpp crashed ({name}) running the local model on this machine: the installed"
             " llama-cpp-python was probably compiled for CPU instructions this machine cannot run"
             f" (a native build on a virtual machine). Install a portable build: {PORTABLE_INSTALL}"
         )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise LocalBuildError(f"the local model failed a 4-token test on this machine: {last}")
-    try:
-        stamp.write_text(key + "\n")
-    except OSError:
-        pass  # a read-only cache: the probe simply runs again next time
+    last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+    return LocalBuildError(f"the local model failed a 4-token test on this machine: {last}")
 
 
 def _probe(model: str) -> None:
