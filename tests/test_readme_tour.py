@@ -89,10 +89,12 @@ def test_shown_outputs_match_the_commands(tmp_path: Path) -> None:
 def test_setup_commands_are_what_ci_runs() -> None:
     setup = re.findall(r"```bash\n(.*?)```", README, re.S)
     assert setup[0].startswith(
-        'python3 -m venv .venv && .venv/bin/pip install -e ".[dev,local]" && .venv/bin/flock run '
+        'python3 -m venv .venv && CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" .venv/bin/pip install'
+        ' -e ".[dev,local]" && .venv/bin/flock run '
     )
     assert "--model local" in setup[0]  # the example runs on the real local model
     assert setup[1].strip() == ".venv/bin/pytest"
     ci = (ROOT / ".ci" / "run").read_text()
     assert ".venv/bin/pytest" in ci and '-e ".[dev,local]"' in ci
+    assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"' in ci  # the same build as the README's
     assert setup[0].split("&& ")[-1].strip() in ci  # CI runs the example recipe command too
