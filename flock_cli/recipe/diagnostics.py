@@ -113,11 +113,17 @@ def source_lines(file: str) -> list[str]:
     """The lines of ``file`` as the loader read it (or as it is on disk now; [] if unreadable)."""
     lines = _SOURCES.get(file)
     if lines is None:
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except OSError:
+        from flock_cli.limits import MAX_RECIPE_BYTES, InputRefused, read_limited
+
+        try:  # bounded, regular files only: a diagnostic must never read /dev/zero
+            text = read_limited(Path(file), MAX_RECIPE_BYTES, what="recipe file", pipes=False)
+            lines = text.decode("utf-8").splitlines()
+        except (OSError, ValueError, InputRefused):
             return []
     return lines
+
+
+_SHOWN_WIDTH = 160  # longer lines (a generated expression) are shown around the spot
 
 
 def _snippet(mark: Mark) -> list[str]:
@@ -126,10 +132,25 @@ def _snippet(mark: Mark) -> list[str]:
         return []
     first = max(1, mark.line - 1)
     width = len(str(mark.line))
-    out = [f"  {n:>{width}} | {lines[n - 1]}" for n in range(first, mark.line + 1)]
+    start = mark.column - 1
     length = max(1, mark.end_column - mark.column) if mark.end_column > mark.column else 1
-    out.append(f"  {' ' * width} | {' ' * (mark.column - 1)}{'^' * length}")
+    shown = [_clipped(lines[n - 1], 0) for n in range(first, mark.line)]  # the line before
+    line = lines[mark.line - 1]
+    low = max(0, min(start - 40, len(line) - _SHOWN_WIDTH)) if len(line) > _SHOWN_WIDTH else 0
+    shown.append(_clipped(line, low))
+    offset = (3 if low else 0) - low  # the caret moves with the text shown
+    length = max(1, min(length, low + _SHOWN_WIDTH - start))
+    out = [f"  {n:>{width}} | {line}" for n, line in zip(range(first, mark.line + 1), shown, strict=True)]
+    out.append(f"  {' ' * width} | {' ' * (start + offset)}{'^' * length}")
     return out
+
+
+def _clipped(line: str, low: int) -> str:
+    """``_SHOWN_WIDTH`` characters of ``line`` from ``low``, with ... where text is left out."""
+    if len(line) <= _SHOWN_WIDTH:
+        return line
+    end = low + _SHOWN_WIDTH
+    return ("..." if low else "") + line[low:end] + ("..." if len(line) > end else "")
 
 
 @dataclass(eq=False)
