@@ -336,7 +336,11 @@ def test_a_deep_workflow_with_very_many_paths_loads(tmp_path: Path) -> None:
     import subprocess
 
     lines = ["types:"] + [f"  L{i}: {{fields: {{n: int}}}}" for i in range(41)] + ["agents:"]
-    lines += [f"  a{i}_{j}: {{consumes: L{i}, publishes: L{i + 1}, engine: test}}" for i in range(40) for j in range(3)]
+    lines += [
+        f"  a{i}_{j}: {{consumes: L{i}, publishes: L{i + 1}, engine: test}}"
+        for i in range(40)
+        for j in range(3)
+    ]
     path = write(tmp_path / "deep.yaml", "\n".join(lines) + "\n")
     done = subprocess.run(
         [sys.executable, "-m", "flock_cli", "validate", str(path)],
