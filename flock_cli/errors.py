@@ -58,6 +58,18 @@ __all__ = [
 ]
 
 
+def printable(text: str, keep: str = "\n") -> str:
+    """``text`` with every character a terminal would not show as itself (control characters,
+    lone surrogates, other line separators) escaped, ``\\x1e``; the characters in ``keep`` stay.
+    Error messages quote what users wrote, and what they wrote may be anything."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)

@@ -83,7 +83,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def _stop(message: str, code: int, as_json: bool) -> NoReturn:
     from rich.markup import escape
 
-    err_console().print(f"[bold red]error:[/] {escape(message)}")
+    from flock_cli.errors import printable
+
+    err_console().print(f"[bold red]error:[/] {escape(printable(message))}")
     if as_json:  # scripts reading stdout get an answer too
         emit_json({"ok": False, "error": message, "exit_code": code})
     raise typer.Exit(code)

@@ -86,8 +86,13 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
 
     try:  # libyaml when present: faster, and it refuses nesting past 1,000 levels itself
         return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:  # one line, placed like a JSON error
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        context = f" ({exc.context})" if exc.context else ""
+        raise UsageError(f"{where}: invalid JSON or YAML: {exc.problem or 'cannot parse'}{context}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{name}: invalid JSON or YAML: {exc}") from None
+        raise UsageError(f"{name}: invalid JSON or YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise UsageError(deep) from None
     except (ValueError, TypeError) as exc:  # !!int abc, 2024-02-30

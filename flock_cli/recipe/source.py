@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flock_cli.limits import MAX_RECIPE_DEPTH, MAX_RECIPE_VALUES
-from flock_cli.recipe.diagnostics import Diagnostic, Mark, RecipeError, format_path, remember_source
+from flock_cli.recipe.diagnostics import (
+    Diagnostic,
+    Mark,
+    RecipeError,
+    format_path,
+    remember_source,
+    yaml_lines,
+)
 
 __all__ = ["Document", "Path", "parse_yaml"]
 
@@ -78,7 +85,7 @@ def parse_yaml(text: str, file: str) -> Document:
             mark = exc.context_mark  # an unclosed quote or bracket: point where it opened
         where = None
         if mark is not None:
-            lines = text.splitlines() or [""]
+            lines = yaml_lines(text) or [""]
             line = min(mark.line + 1, len(lines))  # an error at the end of the file: its last line
             column = mark.column + 1 if line == mark.line + 1 else len(lines[-1]) + 1
             where = Mark(file, line, column)
