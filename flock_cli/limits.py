@@ -31,6 +31,7 @@ __all__ = [
     "MAX_RECIPE_BYTES",
     "MAX_RECIPE_DEPTH",
     "MAX_RECIPE_VALUES",
+    "MAX_RECORDING_BYTES",
     "MAX_TYPE_DEPTH",
     "TRACE_SQL_MAX_ROWS",
     "TRACE_SQL_MEMORY",
@@ -60,6 +61,9 @@ MAX_INT_BITS = 100_000  # the largest integer * and ** may build
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024  # a payload file or standard input
 MAX_PAYLOAD_VALUES = 1_000_000  # values in one payload file, and in one artifact; aliases expanded
 MAX_PAYLOAD_DEPTH = 100  # nesting of objects and lists in one artifact's payload
+
+# -- recordings (flock run --replay-from, a recipe's recording:) ----------------------------------
+MAX_RECORDING_BYTES = 64 * 1024 * 1024
 
 # -- flock trace sql --------------------------------------------------------------------------------
 TRACE_SQL_TIMEOUT = 60.0  # seconds (--timeout)

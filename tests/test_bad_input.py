@@ -495,3 +495,43 @@ def test_trace_sql_limits_cannot_be_lifted_by_the_query(store: Path) -> None:
     one_error(
         flock("trace", "sql", "SELECT 1", "--traces", store, "--memory-limit", "lots"), "--memory-limit takes"
     )
+
+
+# -- found by the fuzz tests (tests/test_fuzz_inputs.py) ---------------------------------------------
+
+
+def test_a_control_character_in_a_key_is_quoted_escaped_on_one_line(tmp_path: Path) -> None:
+    recipe = write(tmp_path / "r.yaml", 'name: x\n"\\x1e": null\n')
+    result = flock("validate", recipe)
+    one_error(result, "error: unknown key '\\x1e'")
+    assert "\x1e" not in result.output
+
+
+def test_a_character_yaml_refuses_is_placed_on_its_line(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(b'name: x\ndescription: "a\x1cb"\ntypes: {}\n')
+    out = one_error(
+        flock("validate", recipe), "r.yaml:2:16: error: YAML error: unacceptable character #x001c"
+    )
+    assert '  2 | description: "a\\x1cb"' in out
+
+
+def test_a_yaml_payload_error_is_one_placed_line(base: Path, tmp_path: Path) -> None:
+    result = run_with(base, tmp_path, "p.json", ':{"text": "x"}\n')
+    one_error(
+        result, "p.json:1:", "invalid JSON or YAML: did not find expected key (while parsing a block mapping)"
+    )
+    assert len(result.stderr.strip().split("\n")) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(None, "is a device"), (b"\x8b\x00\xff", "cannot read recording")]
+)
+def test_a_recording_that_is_no_text_file(tmp_path: Path, content: bytes | None, message: str) -> None:
+    """--replay-from /dev/zero read until memory ran out; a binary file was a UnicodeDecodeError."""
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    recording = Path("/dev/zero") if content is None else tmp_path / "rec.jsonl"
+    if content is not None:
+        recording.write_bytes(content)
+    args = ["run", recipes / "pipeline.yaml", "--board", ":memory:", "--replay-from", recording]
+    one_error(flock(*args, "--input", f"Idea={recipes / 'inputs' / 'idea.json'}"), message)

@@ -99,8 +99,15 @@ def parse_yaml(text: str, file: str) -> Document:
         raise RecipeError(
             [Diagnostic(f"YAML syntax error: {problem}{context}", where, hint=hint, code="yaml-syntax")]
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: placed, one line
+        before = yaml_lines(text[: exc.position] + "|")
+        where = Mark(file, len(before), len(before[-1]))
+        shown = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        message = f"YAML error: unacceptable character {shown}: {exc.reason}"
+        raise RecipeError([Diagnostic(message, where, code="yaml-syntax")]) from None
     except yaml.YAMLError as exc:
-        raise RecipeError([Diagnostic(f"YAML error: {exc}", Mark(file, 1, 1), code="yaml-syntax")]) from None
+        message = f"YAML error: {' '.join(str(exc).split())}"
+        raise RecipeError([Diagnostic(message, Mark(file, 1, 1), code="yaml-syntax")]) from None
     except RecursionError:  # PyYAML's pure-Python composer, without libyaml's own nesting limit
         message = f"the recipe nests more than {MAX_RECIPE_DEPTH} levels deep (the limit)"
         raise RecipeError([Diagnostic(message, Mark(file, 1, 1), code="yaml-size")]) from None
