@@ -130,7 +130,10 @@ class InvalidPayloadError(UserError):
     def __init__(self, type_name: str, error: ValidationError) -> None:
         self.type_name = type_name
         self.errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
-        self.fields = [".".join(str(p) for p in e["loc"]) or "<root>" for e in self.errors]
+        # field names come from the payload: a key may hold a line break or a control character
+        self.fields = [
+            printable(".".join(str(p) for p in e["loc"]), keep="") or "<root>" for e in self.errors
+        ]
         details = "; ".join(f"{field}: {e['msg']}" for field, e in zip(self.fields, self.errors, strict=True))
         super().__init__(f"Invalid payload for type '{type_name}': {details}")
 

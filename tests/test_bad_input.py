@@ -535,3 +535,16 @@ def test_a_recording_that_is_no_text_file(tmp_path: Path, content: bytes | None,
         recording.write_bytes(content)
     args = ["run", recipes / "pipeline.yaml", "--board", ":memory:", "--replay-from", recording]
     one_error(flock(*args, "--input", f"Idea={recipes / 'inputs' / 'idea.json'}"), message)
+
+
+def test_a_diagnostic_on_line_100_shows_its_position_not_an_emoji(tmp_path: Path) -> None:
+    """Rich read ":100:" in "r.yaml:100:25" as an emoji code and printed 💯."""
+    recipe = write(tmp_path / "r.yaml", "name: x\n" + "\n" * 98 + "types: {A: {fields: {n: nope}}}\n")
+    out = one_error(flock("validate", recipe), "r.yaml:100:25: error: unknown field type 'nope'")
+    assert "\N{HUNDRED POINTS SYMBOL}" not in out
+
+
+def test_a_payload_key_with_a_line_break_stays_one_line(base: Path, tmp_path: Path) -> None:
+    result = run_with(base, tmp_path, "p.json", '{"text": "x", "\\n": 1}')
+    one_error(result, "error: Invalid payload for type 'Note': \\n: Extra inputs are not permitted")
+    assert len(result.stderr.strip().split("\n")) == 1

@@ -54,7 +54,7 @@ def console() -> Console:
     """Rich console on stdout (created on first use: Rich is not needed for ``--help``)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)  # "r.yaml:100:3" is no 💯
 
 
 @functools.cache
@@ -62,7 +62,7 @@ def err_console() -> Console:
     """Rich console on stderr, for errors and progress."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class CommandFailed(Exception):
