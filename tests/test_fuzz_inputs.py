@@ -200,7 +200,7 @@ STRINGS = [
     "str", "int", "float", "any", "list[str]", "dict[any]", "list[" * 35 + "str" + "]" * 35, "Idea", "Nope",
     "score > 3", "text ~ text", "payload['x']", "(['a' * 100000] * 100000) | string", "x.__class__",
     " and ".join(["x"] * 120), "1s", "0s", "-5m", "100y", "test", "dspy", "function", "support_lib:triage",
-    "os:system", "/dev/zero", "\x00", "\ud800", "", " ", "public", "private", "after", "exclusive",
+    "json:dumps", "/dev/zero", "\x00", "\ud800", "", " ", "public", "private", "after", "exclusive",
 ]  # fmt: skip
 
 
