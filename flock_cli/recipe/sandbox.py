@@ -207,6 +207,7 @@ def _replace(value: Any, old: Any, new: Any, count: int | None = None) -> str:
 
 
 def _join(value: Any, d: str = "") -> str:
+    _fits(_items(value))  # list() of a long text makes an object per character
     items = list(value)
     _charge(sum(weight(v, _left()) for v in items) + weight(d) * len(items))
     return str(d).join(str(v) for v in items)
@@ -215,6 +216,7 @@ def _join(value: Any, d: str = "") -> str:
 def _sum(value: Any, start: Any = 0) -> Any:
     from jinja2.exceptions import SecurityError
 
+    _fits(_items(value))
     items = list(value)
     numbers = [start, *items]
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
