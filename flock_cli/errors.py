@@ -64,6 +64,18 @@ def closest(name: str, candidates: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+def printable(text: str, keep: str = "\n") -> str:
+    """``text`` with every character a terminal would not show as itself (control characters,
+    lone surrogates, other line separators) escaped, ``\\x1e``; the characters in ``keep`` stay.
+    Error messages quote what users wrote, and what they wrote may be anything."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest candidate, or an empty string."""
     close = closest(name, candidates)
@@ -131,7 +143,10 @@ class InvalidPayloadError(UserError):
     def __init__(self, type_name: str, error: ValidationError) -> None:
         self.type_name = type_name
         self.errors: list[dict[str, Any]] = [dict(e) for e in error.errors()]
-        self.fields = [".".join(str(p) for p in e["loc"]) or "<root>" for e in self.errors]
+        # field names come from the payload: a key may hold a line break or a control character
+        self.fields = [
+            printable(".".join(str(p) for p in e["loc"]), keep="") or "<root>" for e in self.errors
+        ]
         details = "; ".join(f"{field}: {e['msg']}" for field, e in zip(self.fields, self.errors, strict=True))
         super().__init__(f"Invalid payload for type '{type_name}': {details}")
 

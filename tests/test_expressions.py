@@ -71,8 +71,8 @@ def test_unknown_names_get_a_suggestion_and_a_column() -> None:
 @pytest.mark.parametrize(
     "source",
     [
-        "'a' * 10 ** 6",  # a huge string
-        "tags * 1000000",  # a huge list
+        "'a' * 10 ** 8",  # a huge string
+        "tags * 100000000",  # a huge list
         "10 ** 400",  # a huge number
         "((score ** 120) ** 120) ** 120",  # a huge number, built at run time
         "tags.append('x')",  # mutation
@@ -82,6 +82,16 @@ def test_unknown_names_get_a_suggestion_and_a_column() -> None:
         "('a' * 100000) | replace('a', 'a' * 100000)",
         "(['a' * 100000] * 100000) | join",
         "([[0] * 100000] * 100000) | sum(start=[])",
+        # each step within limits, the total not: one evaluation has one budget
+        "(['a' * 100000] * 100000) | string",  # 100,000 references, then ten billion characters
+        "(['a' * 100000] * 100000) | upper",
+        "(['a' * 100000] * 100000) | wordcount",
+        "[title * 400000, title * 400000, title * 400000]",
+        "((title * 400000) ~ (title * 400000)) | length",
+        "(title * 400000) + (title * 400000) + (title * 400000)",
+        "(tags * 4000000) | list | length",
+        " * ".join(["((2 ** 128) ** 128)"] * 7),  # a product of 16,385-bit numbers, step by step
+        "(title * 900000) | join | length",
     ],
 )
 def test_the_sandbox_refuses_unbounded_or_unsafe_work_at_run_time(source: str) -> None:
@@ -111,3 +121,24 @@ def test_the_allowed_filters_still_work_within_their_limits() -> None:
         "tags | join(',') | replace(',', ';') == 'urgent;api' and [1, 2] | sum == 3", NAMES
     )
     assert predicate(TICKET) is True
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("([title] * 100000) | length", 100000),  # references: cheap, allowed
+        ("(title * 100000) | length", 1_200_000),
+        ("(title ~ '!') | length", 13),
+        ("tags | join(',') | upper", "URGENT,API"),
+        ("((tags * 1000) | unique | list | length)", 2),
+        ("title[:5] ~ title[-6:]", "Alphaoutage"),
+    ],
+)
+def test_values_within_the_budget_are_built(source: str, expected: object) -> None:
+    assert compile_expression(source, NAMES)(TICKET) == expected
+
+
+def test_a_long_payload_text_can_be_read_and_lowered() -> None:
+    """The budget is for what an expression builds, not for what the payload holds."""
+    big = Ticket(title="x" * 3_000_000, score=1, tags=["a"] * 100_000, owner={})
+    assert compile_expression("'x' in title.lower() and tags | length > 5", NAMES)(big) is True

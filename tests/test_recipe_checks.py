@@ -297,3 +297,56 @@ def test_type_names_are_ascii(tmp_path: Path) -> None:
     path = write(tmp_path / "r.yaml", "types: {Café: {fields: {n: int}}}\n")
     with pytest.raises(RecipeError):
         load_recipe(path)
+
+
+def test_agents_that_all_feed_each_other_are_one_cycle_finding(tmp_path: Path) -> None:
+    """Seven agents that consume and publish one type form thousands of simple cycles; the check
+    reports the group once, as a shortest cycle through its first agent (listing every cycle
+    took exponential time)."""
+    agents = "".join(f"  a{i}: {{consumes: A, publishes: A, engine: test}}\n" for i in range(7))
+    path = write(tmp_path / "r.yaml", "types: {A: {fields: {n: int}}}\nagents:\n" + agents)
+    cycles = [d for d in load_recipe(path).findings if d.code == "unbounded-cycle"]
+    assert [d.message for d in cycles] == ["cycle a0 -> a1 -> a0 has no where condition that can end it"]
+
+
+def test_each_group_of_cycling_agents_gets_its_own_finding(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "r.yaml",
+        """
+        types: {A: {fields: {n: int}}, B: {fields: {n: int}}, C: {fields: {n: int}}, D: {fields: {n: int}}}
+        agents:
+          p: {consumes: A, publishes: B, engine: test}
+          q: {consumes: B, publishes: C, engine: test}
+          r: {consumes: C, publishes: A, engine: test}
+          s: {consumes: D, publishes: D, engine: test, self_trigger: true}
+          t: {consumes: {types: A, where: "n < 3"}, publishes: D, engine: test}
+        """,
+    )
+    cycles = [d.message for d in load_recipe(path).findings if d.code == "unbounded-cycle"]
+    assert cycles == [
+        "cycle p -> q -> r -> p has no where condition that can end it",
+        "cycle s -> s has no where condition that can end it",
+    ]
+
+
+def test_a_deep_workflow_with_very_many_paths_loads(tmp_path: Path) -> None:
+    """40 layers of 3 agents, each layer consuming everything the one before publishes: 3**40
+    paths and no cycle. The check walked every path (it never finished); the timeout only
+    stops a hang, it measures nothing."""
+    import subprocess
+
+    lines = ["types:"] + [f"  L{i}: {{fields: {{n: int}}}}" for i in range(41)] + ["agents:"]
+    lines += [
+        f"  a{i}_{j}: {{consumes: L{i}, publishes: L{i + 1}, engine: test}}"
+        for i in range(40)
+        for j in range(3)
+    ]
+    path = write(tmp_path / "deep.yaml", "\n".join(lines) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "120 agents" in done.stdout

@@ -89,15 +89,20 @@ async def test_a_span_marshal_refuses_does_not_cost_the_spans_sent_with_it(tmp_p
     assert sorted(runs) == ["odd"] * 5 + ["plain"] * 5
 
 
-async def test_a_payload_with_a_lone_surrogate_does_not_block_later_traces(tmp_path: Path) -> None:
+async def test_a_payload_with_a_lone_surrogate_is_refused_and_later_traces_flow(tmp_path: Path) -> None:
+    """A lone surrogate is not text: the trace store stored it as '?' and printing the board
+    failed, so publishing refuses it (naming the type and field) and stores nothing."""
+    from flock_cli.errors import InvalidPayloadError
+
     store = tmp_path / "t.duckdb"
     flock = Flock(traces=store)
-    await flock.publish(Idea(topic="bad \udcff byte"))
+    with pytest.raises(InvalidPayloadError, match="'Idea': topic: it holds a lone surrogate"):
+        await flock.publish(Idea(topic="bad \udcff byte"))
     await flock.publish(Idea(topic="fine"))
     await flock.shutdown()
     assert flock.tracer.problems == []
     topics = sorted(a.payload["topic"] for a in TraceReader(store).artifacts())
-    assert topics == ["bad ? byte", "fine"]
+    assert topics == ["fine"]
 
 
 async def test_a_store_deleted_mid_run_is_made_again(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def console() -> Console:
     """Rich console on stdout (created on first use: Rich is not needed for ``--help``)."""
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)  # "r.yaml:100:3" is no 💯
 
 
 @functools.cache
@@ -62,7 +62,7 @@ def err_console() -> Console:
     """Rich console on stderr, for errors and progress."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class CommandFailed(Exception):
@@ -83,7 +83,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 def _stop(message: str, code: int, as_json: bool) -> NoReturn:
     from rich.markup import escape
 
-    err_console().print(f"[bold red]error:[/] {escape(message)}")
+    from flock_cli.errors import printable
+
+    err_console().print(f"[bold red]error:[/] {escape(printable(message))}")
     if as_json:  # scripts reading stdout get an answer too
         emit_json({"ok": False, "error": message, "exit_code": code})
     raise typer.Exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -24,17 +25,11 @@ def parse_input_option(option: str) -> tuple[str, str]:
 
 
 def read_payloads(source: str, *, label: str) -> list[dict[str, Any]]:
-    """The payloads in ``source``: one JSON/YAML object, or a list of objects (several artifacts)."""
-    if source == "-":
-        text, name = sys.stdin.read(), "standard input"
-    else:
-        path = Path(source)
-        try:
-            text, name = path.read_text(encoding="utf-8"), str(path)
-        except FileNotFoundError:
-            raise UsageError(f"{label}: no such file: {source}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{label}: cannot read {source}: {exc}") from None
+    """The payloads in ``source``: one JSON/YAML object, or a list of objects (several artifacts).
+
+    At most ``MAX_PAYLOAD_BYTES`` are read (``flock_cli.limits``); devices and directories are
+    refused, so ``/dev/zero`` is an error, not a hang."""
+    text, name = _read_text(source, label)
     data = _parse(text, name, yaml_first=source.endswith((".yaml", ".yml")))
     items = data if isinstance(data, list) else [data]
     for i, item in enumerate(items):
@@ -46,22 +41,61 @@ def read_payloads(source: str, *, label: str) -> list[dict[str, Any]]:
     return items
 
 
+def _read_text(source: str, label: str) -> tuple[str, str]:
+    from flock_cli.limits import MAX_PAYLOAD_BYTES, InputRefused, read_limited, read_stream_limited
+
+    name = "standard input" if source == "-" else source
+    try:
+        if source == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            if stream is not None:
+                raw = read_stream_limited(stream, MAX_PAYLOAD_BYTES, what=name)
+            else:  # a text stream put in place of stdin (an embedding program, a test)
+                chars = sys.stdin.read(MAX_PAYLOAD_BYTES + 1).encode("utf-8", "surrogatepass")
+                raw = read_stream_limited(io.BytesIO(chars), MAX_PAYLOAD_BYTES, what=name)
+        else:
+            raw = read_limited(Path(source), MAX_PAYLOAD_BYTES, what="payload file")
+        return raw.decode("utf-8"), name
+    except InputRefused as exc:
+        raise UsageError(f"{label}: {exc}") from None
+    except FileNotFoundError:
+        raise UsageError(f"{label}: no such file: {source}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{label}: {name} is not UTF-8 text (byte {exc.start + 1}): {exc.reason}") from None
+    except ValueError:  # os.stat refuses a path with a NUL byte
+        raise UsageError(f"{label}: {source!r} is not a valid file path (it holds a NUL byte)") from None
+    except OSError as exc:
+        raise UsageError(f"{label}: cannot read {source}: {exc.strerror or exc}") from None
+
+
 def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
+    from flock_cli.limits import MAX_PAYLOAD_DEPTH
+
+    deep = f"{name}: nested too deeply to read (more than {MAX_PAYLOAD_DEPTH} levels is refused)"
     if not yaml_first:
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith(("{", "[")) or not text.strip():
                 raise UsageError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
-        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, 100,000 nested lists
+        except RecursionError:
+            raise UsageError(deep) from None
+        except ValueError as exc:  # a 5,000-digit number
             raise UsageError(f"{name}: cannot read this JSON: {exc}") from None
     import yaml
 
-    try:
-        return yaml.safe_load(text)
+    try:  # libyaml when present: faster, and it refuses nesting past 1,000 levels itself
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:  # one line, placed like a JSON error
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
+        context = f" ({exc.context})" if exc.context else ""
+        raise UsageError(f"{where}: invalid JSON or YAML: {exc.problem or 'cannot parse'}{context}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{name}: invalid JSON or YAML: {exc}") from None
-    except (ValueError, TypeError, RecursionError) as exc:  # !!int abc, 2024-02-30
+        raise UsageError(f"{name}: invalid JSON or YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise UsageError(deep) from None
+    except (ValueError, TypeError) as exc:  # !!int abc, 2024-02-30
         raise UsageError(f"{name}: cannot read this YAML: {exc}") from None
 
 
@@ -70,15 +104,21 @@ def validated_payloads(model: type[BaseModel], type_name: str, source: str, *, l
     naming the type, the field and, in a list, which item (so nothing is published)."""
     from pydantic import ValidationError
 
+    from flock_cli.core.envelope import payload_limit_error
     from flock_cli.errors import InvalidPayloadError
+    from flock_cli.limits import ValueChecker
 
     items = read_payloads(source, label=label)
+    checker = ValueChecker(string_keys=True)  # one count for the file: aliases may cross items
     models = []
     for i, item in enumerate(items):
         try:
+            problem = checker.check(item)  # before validation, which would expand an alias bomb
+            if problem is not None:
+                raise payload_limit_error(type_name, model, problem)
             models.append(model.model_validate(item))
-        except ValidationError as exc:
-            error = InvalidPayloadError(type_name, exc)
+        except (ValidationError, InvalidPayloadError) as exc:
+            error = exc if isinstance(exc, InvalidPayloadError) else InvalidPayloadError(type_name, exc)
             if len(items) > 1:
                 where = "standard input" if source == "-" else source
                 error.args = (f"item {i + 1} of {len(items)} in {where}: {error}",)

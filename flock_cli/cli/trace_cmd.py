@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flock_cli.cli.common import console, emit_json, fail, reports_errors
+from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, TraceReader
@@ -179,12 +180,28 @@ def sql(
     query: Annotated[str, typer.Argument(metavar="QUERY", help="A read-only SQL query (DuckDB dialect).")],
     traces: TracesOpt = None,
     as_json: JsonOpt = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0, metavar="SECONDS", help="Stop the query after this long (0: never)."
+        ),
+    ] = TRACE_SQL_TIMEOUT,
+    memory_limit: Annotated[
+        str,
+        typer.Option(
+            "--memory-limit", metavar="SIZE", help="Memory for the query and its result (500MB, 2GB)."
+        ),
+    ] = TRACE_SQL_MEMORY,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, metavar="N", help="Refuse a result of more rows than this.")
+    ] = TRACE_SQL_MAX_ROWS,
 ) -> None:
-    """Run a read-only query. Tables: runs, spans, artifacts, events, status."""
+    """Run a read-only query. Tables: runs, spans, artifacts, events, status. A query that runs
+    past --timeout, --memory-limit or --max-rows stops with an error (exit 2)."""
     from rich.table import Table
     from rich.text import Text
 
-    columns, rows = _reader(traces).sql(query)
+    columns, rows = _reader(traces).sql(query, timeout=timeout, memory_limit=memory_limit, max_rows=max_rows)
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
         return

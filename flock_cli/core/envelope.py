@@ -12,8 +12,9 @@ from pydantic import BaseModel, ValidationError
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import PublicVisibility, Visibility
 from flock_cli.errors import InvalidPayloadError, UsageError
+from flock_cli.limits import ValueProblem, check_values
 
-__all__ = ["build_artifact", "model_payload"]
+__all__ = ["build_artifact", "model_payload", "payload_limit_error"]
 
 
 def build_artifact(
@@ -32,11 +33,16 @@ def build_artifact(
     visibility: Visibility | None = None,
 ) -> Artifact:
     """A new artifact of ``type_name``: ``payload`` is validated into ``model`` (an invalid one
-    raises :class:`InvalidPayloadError` naming the type and fields) and stored in JSON form. Ids
+    raises :class:`InvalidPayloadError` naming the type and fields) and stored in JSON form.
+    Values JSON cannot hold (NaN, infinity, lone surrogates) and payloads over the limits of
+    ``flock_cli.limits`` are refused the same way, rather than stored changed. Ids
     come from ``new_id`` only once the payload is valid (a missing correlation id is fresh when
     ``fresh_correlation``)."""
     _check_envelope(visibility, correlation_id, partition_key)
     tag_set = _tag_set(tags)
+    problem = check_values(payload)  # before validation, which would expand an alias bomb
+    if problem is not None:
+        raise payload_limit_error(type_name, model, problem)
     try:
         validated = model.model_validate(payload)
     except ValidationError as exc:
@@ -58,6 +64,19 @@ def build_artifact(
 
 
 _PUBLIC = PublicVisibility()  # frozen, so every public artifact can share one
+
+
+def payload_limit_error(type_name: str, model: type[BaseModel], problem: ValueProblem) -> InvalidPayloadError:
+    """An :class:`InvalidPayloadError` for ``problem`` (found by ``flock_cli.limits``), worded
+    and located like Pydantic's own errors, so every payload error has one shape."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    detail: InitErrorDetails = {
+        "type": PydanticCustomError("payload_limit", problem.message),  # no context: taken as written
+        "loc": problem.path,
+        "input": None,
+    }
+    return InvalidPayloadError(type_name, ValidationError.from_exception_data(model.__name__, [detail]))
 
 
 def model_payload(obj: Any, call: str) -> dict[str, Any]:

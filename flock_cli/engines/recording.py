@@ -129,18 +129,27 @@ class Recording:
     @classmethod
     def from_file(cls, path: Path) -> Recording:
         """Read a JSON-lines recording; RecordingError names the file and line of a bad one."""
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise RecordingError(f"cannot read recording {path}: {exc.strerror or exc}") from None
+        from flock_cli.limits import MAX_RECORDING_BYTES, InputRefused, read_limited
+
+        try:  # bounded: --replay-from /dev/zero must not read forever
+            text = read_limited(path, MAX_RECORDING_BYTES, what="recording").decode("utf-8")
+        except InputRefused as exc:
+            raise RecordingError(str(exc)) from None
+        except (OSError, ValueError) as exc:  # unreadable, not UTF-8, a NUL in the path
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise RecordingError(f"cannot read recording {path}: {reason}") from None
         calls = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordingError(f"{path}:{number}:{exc.colno}: not JSON: {exc.msg}") from None
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number, nesting past the stack
+                raise RecordingError(
+                    f"{path}:{number}: cannot read this JSON: {type(exc).__name__}"
+                ) from None
             calls.append(ModelCall.from_json(data, f"{path}:{number}"))
         return cls(calls, source=str(path))
 

@@ -54,25 +54,28 @@ def static_checks(recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Prob
                 code="entry-point",
             )
         )
+    producers: dict[str, list[ResolvedAgent]] = {}  # by type: looked up per subscription
     for agent in recipe.agents.values():
-        found.extend(_agent_checks(agent, recipe, graph))
+        for name in dict.fromkeys(canonical_name(o.model) for o in agent.outputs):
+            producers.setdefault(name, []).append(agent)
+    for agent in recipe.agents.values():
+        found.extend(_agent_checks(agent, producers))
     found.extend(_shared_group_checks(recipe))
     found.extend(_liveness_checks(recipe))
-    for cycle in graph.cycles():
-        stoppers = [a for a in cycle[:-1] if any(c.where for c in recipe.agents[a].consumes)]
-        if not stoppers:
-            limit = recipe.definition.settings.max_agent_iterations
-            found.append(
-                Problem(
-                    ("agents", cycle[0]),
-                    f"cycle {' -> '.join(cycle)} has no where condition that can end it",
-                    hint=f"only the circuit breaker stops it (settings.max_agent_iterations: {limit});"
-                    " add a where condition to one of its subscriptions",
-                    severity="warning",
-                    code="unbounded-cycle",
-                    key=True,
-                )
+    stoppers = [name for name, a in recipe.agents.items() if any(c.where for c in a.consumes)]
+    for cycle in graph.cycles(skip=stoppers):  # a cycle through an agent with a where can end
+        limit = recipe.definition.settings.max_agent_iterations
+        found.append(
+            Problem(
+                ("agents", cycle[0]),
+                f"cycle {' -> '.join(cycle)} has no where condition that can end it",
+                hint=f"only the circuit breaker stops it (settings.max_agent_iterations: {limit});"
+                " add a where condition to one of its subscriptions",
+                severity="warning",
+                code="unbounded-cycle",
+                key=True,
             )
+        )
     return found
 
 
@@ -102,7 +105,7 @@ def _shared_group_checks(recipe: ResolvedRecipe) -> list[Problem]:
     return found
 
 
-def _agent_checks(agent: ResolvedAgent, recipe: ResolvedRecipe, graph: SubscriptionGraph) -> list[Problem]:
+def _agent_checks(agent: ResolvedAgent, producers: dict[str, list[ResolvedAgent]]) -> list[Problem]:
     base = ("agents", agent.name)
     found: list[Problem] = []
     if not agent.spec.consumes:
@@ -128,7 +131,7 @@ def _agent_checks(agent: ResolvedAgent, recipe: ResolvedRecipe, graph: Subscript
     for i, consume in enumerate(agent.consumes):
         for j, model in enumerate(consume.models):
             name = canonical_name(model)
-            reason = _never_delivered(agent, name, consume.spec.from_agents, recipe)
+            reason = _never_delivered(agent, name, consume.spec.from_agents, producers.get(name, []))
             if reason:
                 found.append(
                     Problem(
@@ -143,11 +146,9 @@ def _agent_checks(agent: ResolvedAgent, recipe: ResolvedRecipe, graph: Subscript
 
 
 def _never_delivered(
-    agent: ResolvedAgent, type_name: str, from_agents: list[str] | None, recipe: ResolvedRecipe
+    agent: ResolvedAgent, type_name: str, from_agents: list[str] | None, producers: list[ResolvedAgent]
 ) -> str:
-    producers = [
-        a for a in recipe.agents.values() if any(canonical_name(o.model) == type_name for o in a.outputs)
-    ]
+    """Why ``agent`` can never receive ``type_name``, which ``producers`` publish ("" when it can)."""
     if from_agents is not None:
         allowed = set(from_agents)
         if "external" in allowed:

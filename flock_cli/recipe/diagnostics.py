@@ -12,14 +12,24 @@ or more of them and renders like a compiler message::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from flock_cli.errors import UserError
+from flock_cli.errors import UserError, printable
 
-__all__ = ["Diagnostic", "Mark", "Problem", "RecipeError", "format_path", "remember_source", "source_lines"]
+__all__ = [
+    "Diagnostic",
+    "Mark",
+    "Problem",
+    "RecipeError",
+    "format_path",
+    "remember_source",
+    "source_lines",
+    "yaml_lines",
+]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -48,10 +58,11 @@ class Diagnostic:
     context: tuple[str, ...] = field(default=(), compare=False)
 
     def headline(self) -> str:
-        """``file:line:col: error: message at key.path``."""
-        where = f"{self.mark.file}:{self.mark.line}:{self.mark.column}: " if self.mark else ""
-        at = f" at {self.path}" if self.path else ""
-        return f"{where}{self.severity}: {self.message}{at}"
+        """``file:line:col: error: message at key.path`` (what the recipe wrote is quoted with
+        control characters escaped: one diagnostic, one line)."""
+        where = f"{printable(self.mark.file)}:{self.mark.line}:{self.mark.column}: " if self.mark else ""
+        at = f" at {printable(self.path, keep='')}" if self.path else ""
+        return f"{where}{self.severity}: {printable(self.message, keep='')}{at}"
 
     def render(self) -> str:
         """The headline, the offending lines with a caret under the spot, and the hint."""
@@ -60,7 +71,7 @@ class Diagnostic:
             out.extend(_snippet(self.mark))
         out.extend(f"  note: {line}" for line in self.context)
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {printable(self.hint, keep='')}")
         return "\n".join(out)
 
     def to_json(self) -> dict[str, object]:
@@ -104,20 +115,36 @@ def format_path(parts: Sequence[str | int]) -> str:
 _SOURCES: dict[str, list[str]] = {}
 
 
+_YAML_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def yaml_lines(text: str) -> list[str]:
+    """``text`` split where YAML counts lines (``str.splitlines`` also splits at \\x1c-\\x1e,
+    \\v and \\f, which would put a diagnostic on the wrong line)."""
+    lines = _YAML_BREAK.split(text)
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def remember_source(file: str, text: str) -> None:
     """Keep a file's lines so diagnostics can quote them even after the file changed."""
-    _SOURCES[file] = text.splitlines()
+    _SOURCES[file] = yaml_lines(text)
 
 
 def source_lines(file: str) -> list[str]:
     """The lines of ``file`` as the loader read it (or as it is on disk now; [] if unreadable)."""
     lines = _SOURCES.get(file)
     if lines is None:
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except OSError:
+        from flock_cli.limits import MAX_RECIPE_BYTES, InputRefused, read_limited
+
+        try:  # bounded, regular files only: a diagnostic must never read /dev/zero
+            text = read_limited(Path(file), MAX_RECIPE_BYTES, what="recipe file", pipes=False)
+            lines = yaml_lines(text.decode("utf-8"))
+        except (OSError, ValueError, InputRefused):
             return []
     return lines
+
+
+_SHOWN_WIDTH = 160  # longer lines (a generated expression) are shown around the spot
 
 
 def _snippet(mark: Mark) -> list[str]:
@@ -126,10 +153,25 @@ def _snippet(mark: Mark) -> list[str]:
         return []
     first = max(1, mark.line - 1)
     width = len(str(mark.line))
-    out = [f"  {n:>{width}} | {lines[n - 1]}" for n in range(first, mark.line + 1)]
+    start = mark.column - 1
     length = max(1, mark.end_column - mark.column) if mark.end_column > mark.column else 1
-    out.append(f"  {' ' * width} | {' ' * (mark.column - 1)}{'^' * length}")
+    shown = [_clipped(printable(lines[n - 1], keep="\t"), 0) for n in range(first, mark.line)]  # before
+    line = printable(lines[mark.line - 1], keep="\t")
+    low = max(0, min(start - 40, len(line) - _SHOWN_WIDTH)) if len(line) > _SHOWN_WIDTH else 0
+    shown.append(_clipped(line, low))
+    offset = (3 if low else 0) - low  # the caret moves with the text shown
+    length = max(1, min(length, low + _SHOWN_WIDTH - start))
+    out = [f"  {n:>{width}} | {line}" for n, line in zip(range(first, mark.line + 1), shown, strict=True)]
+    out.append(f"  {' ' * width} | {' ' * (start + offset)}{'^' * length}")
     return out
+
+
+def _clipped(line: str, low: int) -> str:
+    """``_SHOWN_WIDTH`` characters of ``line`` from ``low``, with ... where text is left out."""
+    if len(line) <= _SHOWN_WIDTH:
+        return line
+    end = low + _SHOWN_WIDTH
+    return ("..." if low else "") + line[low:end] + ("..." if len(line) > end else "")
 
 
 @dataclass(eq=False)

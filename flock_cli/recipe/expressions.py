@@ -3,33 +3,24 @@
 Expressions are Jinja2 expressions (``score >= 8 and 'urgent' in tags``) evaluated in Jinja's
 immutable sandbox with no globals at all: they cannot import, call functions other than safe
 methods of the values themselves (``title.startswith('A')``), reach dunder or private
-attributes, or mutate anything. There are no loops in the language, and the operators that can
-build huge values (``*`` on sequences, ``**``) are bounded, so an expression always finishes
-quickly. Names refer to the payload's fields; ``payload`` is the whole payload as a mapping.
+attributes, or mutate anything. There are no loops in the language, an expression may nest
+``MAX_EXPRESSION_DEPTH`` levels, and what one evaluation builds is bounded (``sandbox.py``), so
+an expression always finishes quickly in little memory. Names refer to the payload's fields;
+``payload`` is the whole payload as a mapping.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["ExpressionError", "compile_expression"]
+from flock_cli.limits import MAX_EXPRESSION_DEPTH
+from flock_cli.recipe.sandbox import CONCAT_FILTER, METHODS, SAFE_FILTERS, budget, environment
 
-# Filters that only transform values; everything else Jinja ships (and every global) is removed.
-_SAFE_FILTERS = frozenset(
-    {
-        "abs", "capitalize", "count", "default", "first", "float", "int", "join", "last", "length",
-        "list", "lower", "max", "min", "replace", "reverse", "round", "sort", "string", "sum",
-        "title", "trim", "truncate", "unique", "upper", "wordcount",
-    }
-)  # fmt: skip
-_MAX_SIZE = 100_000  # the largest string or list an operator may build
-_MAX_EXPONENT = 128
-_MAX_BITS = 100_000  # the largest integer ** may build
+__all__ = ["RESERVED_NAMES", "ExpressionError", "compile_expression"]
 
 
 @dataclass(eq=False)
@@ -45,100 +36,11 @@ class ExpressionError(Exception):
         return self.message
 
 
-# Methods an expression may call on payload values; they read, and their results are no
-# larger than the value itself. Anything else (str.center, str.format, int.to_bytes, ...) is
-# refused: several of them can build gigabytes from a short expression.
-_METHODS: dict[type, frozenset[str]] = {
-    str: frozenset(
-        {
-            "startswith", "endswith", "lower", "upper", "strip", "lstrip", "rstrip", "title",
-            "capitalize", "casefold", "count", "find", "rfind", "isalpha", "isdigit", "isalnum",
-            "isspace", "islower", "isupper", "isnumeric", "split", "rsplit", "splitlines",
-        }
-    ),
-    dict: frozenset({"get", "keys", "values", "items"}),
-    list: frozenset({"count", "index"}),
-    tuple: frozenset({"count", "index"}),
-}  # fmt: skip
-_CALLABLE_NAMES = frozenset().union(*_METHODS.values())
+_CALLABLE_NAMES = frozenset().union(*METHODS.values())
 # Names the expression language reads as literals or keywords: a field cannot be called that.
 RESERVED_NAMES = frozenset(
     {"true", "false", "none", "True", "False", "None", "and", "or", "not", "in", "is", "if", "else", "self"}
 )
-
-
-def _too_big() -> Exception:
-    from jinja2.exceptions import SecurityError
-
-    return SecurityError(f"the result would exceed {_MAX_SIZE} items")
-
-
-def _replace(value: Any, old: Any, new: Any, count: int | None = None) -> str:
-    text, old, new = str(value), str(old), str(new)
-    hits = text.count(old) if old else len(text) + 1
-    if count is not None:
-        hits = min(hits, max(count, 0))
-    if len(text) + hits * (len(new) - len(old)) > _MAX_SIZE:
-        raise _too_big()
-    return text.replace(old, new, -1 if count is None else count)
-
-
-def _join(value: Any, d: str = "") -> str:
-    items = [str(v) for v in value]
-    if sum(map(len, items)) + len(d) * len(items) > _MAX_SIZE:
-        raise _too_big()
-    return str(d).join(items)
-
-
-def _sum(value: Any, start: Any = 0) -> Any:
-    from jinja2.exceptions import SecurityError
-
-    items = list(value)
-    numbers = [start, *items]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):
-        raise SecurityError("sum adds numbers only")
-    return sum(items, start)
-
-
-@cache
-def _environment() -> Any:
-    from jinja2 import StrictUndefined
-    from jinja2.exceptions import SecurityError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        intercepted_binops = frozenset({"*", "**", "%"})
-
-        def call(self, context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
-            owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", "")
-            if name not in _METHODS.get(type(owner), ()):
-                raise SecurityError(f"calling {name or type(obj).__name__} is not allowed in an expression")
-            return super().call(context, obj, *args, **kwargs)
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "%" and isinstance(left, str | bytes):
-                raise SecurityError("string formatting with % is not allowed; build strings with ~")
-            if operator == "**" and isinstance(right, int | float):
-                if abs(right) > _MAX_EXPONENT:
-                    raise SecurityError(f"exponent {right} is larger than {_MAX_EXPONENT}")
-                if (
-                    isinstance(left, int)
-                    and isinstance(right, int)
-                    and abs(left).bit_length() * right > _MAX_BITS
-                ):
-                    raise SecurityError(f"the result would exceed {_MAX_BITS} bits")
-            if operator == "*":
-                for seq, times in ((left, right), (right, left)):
-                    sized = isinstance(seq, str | bytes | list | tuple) and isinstance(times, int)
-                    if sized and len(seq) * times > _MAX_SIZE:
-                        raise _too_big()
-            return super().call_binop(context, operator, left, right)
-
-    env = Sandbox(undefined=StrictUndefined, autoescape=False)
-    env.globals.clear()
-    env.filters = {k: v for k, v in env.filters.items() if k in _SAFE_FILTERS}
-    env.filters.update(replace=_replace, join=_join, sum=_sum)  # size-checked versions
-    return env
 
 
 def compile_expression(
@@ -149,14 +51,16 @@ def compile_expression(
     ``names`` are the fields every consumed type has. Raises :class:`ExpressionError` for
     syntax errors and unknown names (with a suggestion).
     """
-    from jinja2 import TemplateSyntaxError, meta
+    from jinja2 import TemplateSyntaxError, meta, nodes
 
-    env = _environment()
     if not source.strip():
         raise ExpressionError(f"the {purpose} expression is empty")
+    deep = (
+        f"the {purpose} expression is nested too deeply: more than {MAX_EXPRESSION_DEPTH} levels (the limit)"
+    )
+    hint = "split it into several where conditions, or into simpler parts"
     try:
-        compiled = env.compile_expression(source, undefined_to_none=False)
-        tree = env.parse("{{ " + source + " }}")
+        expr = _parse(source)
     except TemplateSyntaxError as exc:
         c_style = _c_operator(source)  # && || ! from other languages: name the word to use
         if c_style is not None:
@@ -167,14 +71,23 @@ def compile_expression(
                 token=token,
                 hint=f"use '{word}' (expressions use Python/Jinja operators: and, or, not)",
             ) from None
-        message, hint = _explain(exc.message or "")
-        raise ExpressionError(f"invalid {purpose} expression: {message}", hint=hint) from None
+        message, syntax_hint = _explain(exc.message or "")
+        raise ExpressionError(f"invalid {purpose} expression: {message}", hint=syntax_hint) from None
     except RecursionError:
-        raise ExpressionError(f"the {purpose} expression is nested too deeply") from None
+        raise ExpressionError(deep, hint=hint) from None
+    if _depth(expr) > MAX_EXPRESSION_DEPTH:  # Python cannot compile what Jinja makes of it
+        raise ExpressionError(deep, hint=hint)
+    tree = nodes.Template([nodes.Output([expr])])
+    tree.set_environment(environment())
     _reject_private_attributes(tree, source, purpose)
     _reject_calls(tree, source, purpose)
     known = {*names, "payload"}
-    for name in sorted(meta.find_undeclared_variables(tree)):
+    try:
+        undeclared = meta.find_undeclared_variables(tree)
+    except TemplateSyntaxError as exc:  # an unknown filter or test
+        message, syntax_hint = _explain(exc.message or "")
+        raise ExpressionError(f"invalid {purpose} expression: {message}", hint=syntax_hint) from None
+    for name in sorted(undeclared):
         if name not in known:
             from flock_cli.errors import did_you_mean
 
@@ -186,13 +99,68 @@ def compile_expression(
                 hint=f"{did_you_mean(name, known).strip() or 'the fields are: ' + fields}",
             )
 
+    compiled = _compile(expr, purpose)
+
     def evaluate(model: BaseModel) -> Any:
         payload = model.model_dump()
-        return compiled({**payload, "payload": payload})  # one mapping: any field name is safe
+        with budget():  # what one evaluation builds is bounded (sandbox.py)
+            return compiled({**payload, "payload": payload})  # one mapping: any field name is safe
 
     evaluate.__name__ = f"{purpose}({source})"
     evaluate.__qualname__ = evaluate.__name__
     return evaluate
+
+
+def _parse(source: str) -> Any:
+    """The expression's syntax tree (Jinja's parser, as ``compile_expression`` uses it)."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.parser import Parser
+
+    parser = Parser(environment(), source, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+    return expr
+
+
+def _depth(expr: Any) -> int:
+    """How deeply the tree nests, walked without recursion."""
+    deepest = 0
+    stack = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_EXPRESSION_DEPTH:
+            break
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
+    return deepest
+
+
+def _compile(expr: Any, purpose: str) -> Callable[[dict[str, Any]], Any]:
+    """Compile the checked tree, with ``a ~ b`` turned into the size-checked concatenation."""
+    from jinja2 import TemplateSyntaxError, nodes
+    from jinja2.environment import TemplateExpression
+    from jinja2.visitor import NodeTransformer
+
+    class BoundedConcat(NodeTransformer):
+        def visit_Concat(self, node: Any) -> Any:
+            items = [self.visit(child) for child in node.nodes]
+            return nodes.Filter(nodes.List(items, lineno=node.lineno), CONCAT_FILTER, [], [], None, None,
+                                lineno=node.lineno)  # fmt: skip
+
+    env = environment()
+    expr = BoundedConcat().visit(expr)
+    expr.set_environment(env)
+    body = [nodes.Assign(nodes.Name("result", "store"), expr, lineno=1)]
+    try:
+        template = env.from_string(nodes.Template(body, lineno=1))
+    except TemplateSyntaxError as exc:  # an unknown filter or test, found when compiling
+        message, hint = _explain(exc.message or "")
+        raise ExpressionError(f"invalid {purpose} expression: {message}", hint=hint) from None
+    except (SyntaxError, RecursionError, MemoryError) as exc:  # past what Python compiles
+        raise ExpressionError(f"the {purpose} expression is too complex to compile ({exc})") from None
+    compiled: Callable[[dict[str, Any]], Any] = TemplateExpression(template, undefined_to_none=False)
+    return compiled
 
 
 def _explain(message: str) -> tuple[str, str]:
@@ -201,7 +169,7 @@ def _explain(message: str) -> tuple[str, str]:
     if message == "unexpected 'end of template'":
         return "it ends too early", "finish the comparison, e.g. score > 3"
     if message.startswith("No filter named"):
-        return message, f"filters: {', '.join(sorted(_SAFE_FILTERS))}"
+        return message, f"filters: {', '.join(sorted(SAFE_FILTERS))}"
     if "chunk after expression" in message or "end of print statement" in message:
         return "unexpected text after the expression", "compare with == (not =), combine with and / or"
     return message, ""

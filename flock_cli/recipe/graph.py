@@ -6,12 +6,23 @@ Agents never call each other, so this graph is the only place a workflow's shape
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from flock_cli.core.registry import canonical_name
 from flock_cli.recipe.resolve import ResolvedRecipe
 
 __all__ = ["Edge", "SubscriptionGraph", "build_graph"]
+
+# consumers, producers (by type), outputs, inputs (by agent), publish labels (by agent and type)
+_Index = tuple[
+    dict[str, list[str]],
+    dict[str, list[str]],
+    dict[str, list[str]],
+    dict[str, list[str]],
+    dict[tuple[str, str], str],
+]
 
 
 @dataclass(frozen=True)
@@ -33,62 +44,85 @@ class SubscriptionGraph:
     edges: list[Edge] = field(default_factory=list)
     self_triggering: set[str] = field(default_factory=set)  # agents that may consume their own outputs
     hidden: set[tuple[str, str, str]] = field(default_factory=set)  # (producer, type, consumer) it cannot see
+    _indexed: tuple[tuple[int, int], _Index] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def consumers(self, type_name: str) -> list[str]:
         """Agents subscribed to ``type_name``, in declaration order, without repeats."""
-        return _unique(e.agent for e in self.edges if e.kind == "consumes" and e.type_name == type_name)
+        return list(self._index()[0].get(type_name, ()))
 
     def producers(self, type_name: str) -> list[str]:
         """Agents that publish ``type_name``."""
-        return _unique(e.agent for e in self.edges if e.kind == "publishes" and e.type_name == type_name)
+        return list(self._index()[1].get(type_name, ()))
 
     def outputs(self, agent: str) -> list[str]:
         """Types ``agent`` publishes."""
-        return _unique(e.type_name for e in self.edges if e.kind == "publishes" and e.agent == agent)
+        return list(self._index()[2].get(agent, ()))
 
     def inputs(self, agent: str) -> list[str]:
         """Types ``agent`` consumes."""
-        return _unique(e.type_name for e in self.edges if e.kind == "consumes" and e.agent == agent)
+        return list(self._index()[3].get(agent, ()))
 
     def visibility_of(self, agent: str, type_name: str) -> str:
         """How ``agent`` restricts who sees its ``type_name`` artifacts ("" when public)."""
-        return next(
-            (
-                e.label
-                for e in self.edges
-                if e.kind == "publishes" and e.agent == agent and e.type_name == type_name
-            ),
-            "",
-        )
+        return self._index()[4].get((agent, type_name), "")
+
+    def _index(self) -> _Index:
+        """The edges grouped for the queries above, rebuilt when ``edges`` changes. Scanning every
+        edge per query made loading quadratic in the number of agents (bench/recipe_scale.py)."""
+        key = (id(self.edges), len(self.edges))
+        if self._indexed is None or self._indexed[0] != key:
+            # ordered sets (dicts), so each lookup and insert is constant time
+            consumers: dict[str, dict[str, None]] = {}
+            producers: dict[str, dict[str, None]] = {}
+            outputs: dict[str, dict[str, None]] = {}
+            inputs: dict[str, dict[str, None]] = {}
+            labels: dict[tuple[str, str], str] = {}
+            for e in self.edges:
+                if e.kind == "consumes":
+                    consumers.setdefault(e.type_name, {})[e.agent] = None
+                    inputs.setdefault(e.agent, {})[e.type_name] = None
+                else:
+                    producers.setdefault(e.type_name, {})[e.agent] = None
+                    outputs.setdefault(e.agent, {})[e.type_name] = None
+                    labels.setdefault((e.agent, e.type_name), e.label)
+            c, p, o, i = ({k: list(v) for k, v in d.items()} for d in (consumers, producers, outputs, inputs))
+            self._indexed = (key, (c, p, o, i, labels))
+            return self._indexed[1]
+        return self._indexed[1]
 
     def entry_types(self) -> list[str]:
         """Consumed types no agent publishes: what a user publishes to start the workflow."""
         return [t for t in self.types if self.consumers(t) and not self.producers(t)]
 
-    def cycles(self) -> list[list[str]]:
-        """Agent cycles (a -> b -> a through the types they exchange), each listed once."""
+    def cycles(self, skip: Collection[str] = ()) -> list[list[str]]:
+        """Agent cycles (a -> b -> a through the types they exchange) that avoid the agents in
+        ``skip``: one per group of agents that reach each other, as a shortest cycle through the
+        group's first agent by name, ``[a, b, a]``.
+
+        Listing every cycle would take exponential time (a workflow of a few hundred agents has
+        more paths than can be walked); whether a group has a cycle at all is what matters.
+        """
+        skipped = set(skip)
+        allowed = [a for a in self.agents if a not in skipped]
+        inside = set(allowed)
         successors = {
-            a: _unique(
-                c for t in self.outputs(a) for c in self.consumers(t) if c != a or a in self.self_triggering
-            )
-            for a in self.agents
+            a: [
+                c
+                for t in self.outputs(a)
+                for c in self.consumers(t)
+                if c in inside and (c != a or a in self.self_triggering)
+            ]
+            for a in allowed
         }
         found: list[list[str]] = []
-        seen: set[frozenset[str]] = set()
-
-        def walk(start: str, node: str, path: list[str]) -> None:
-            for nxt in successors[node]:
-                if nxt == start:
-                    key = frozenset(path)
-                    if key not in seen:
-                        seen.add(key)
-                        found.append([*path, start])
-                elif nxt not in path and nxt > start:  # each cycle is found from its smallest agent
-                    walk(start, nxt, [*path, nxt])
-
-        for agent in sorted(self.agents):
-            walk(agent, agent, [agent])
-        return found
+        for group in _strong_components(allowed, successors):
+            start = min(group)
+            if len(group) == 1 and start not in successors[start]:
+                continue  # a lone agent that does not feed itself
+            found.append(_shortest_cycle(start, successors, set(group)))
+        return sorted(found)
 
     def tree(self) -> str:
         """An indented text tree from the entry types (or every type when there are none)."""
@@ -171,14 +205,17 @@ def build_graph(recipe: ResolvedRecipe) -> SubscriptionGraph:
             vis = output.visibility
             label = "" if vis is None or vis.kind == "Public" else vis.describe()  # who may see it
             graph.edges.append(Edge("publishes", agent.name, canonical_name(output.model), label))
-    for producer in recipe.agents.values():
-        for output in producer.outputs:
-            for consumer in recipe.agents.values():
-                if not consumer.may_see(output.visibility):
-                    graph.hidden.add((producer.name, canonical_name(output.model), consumer.name))
     declared = [canonical_name(m) for m in recipe.types.values()]
     graph.types = _unique([*names, *declared])
     graph.edges = list(dict.fromkeys(graph.edges))
+    for producer in recipe.agents.values():  # only actual consumers: every pair would be quadratic
+        for output in producer.outputs:
+            if output.visibility is None:
+                continue  # public: everyone sees it
+            type_name = canonical_name(output.model)
+            for consumer in graph.consumers(type_name):
+                if not recipe.agents[consumer].may_see(output.visibility):
+                    graph.hidden.add((producer.name, type_name, consumer))
     return graph
 
 
@@ -193,6 +230,66 @@ def _consume_label(spec: object) -> str:
     if batch is not None:
         parts.append(f"batch {batch.size}" if batch.size else "batch")
     return "; ".join(parts)
+
+
+def _strong_components(nodes: list[str], successors: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components, without recursion (a chain of thousands of
+    agents would exceed Python's recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+    for root in nodes:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            nexts = successors[node]
+            while i < len(nexts) and nexts[i] in index:
+                if nexts[i] in on_stack:
+                    low[node] = min(low[node], index[nexts[i]])
+                i += 1
+            if i < len(nexts):
+                work.append((node, i + 1))
+                work.append((nexts[i], 0))
+                continue
+            if low[node] == index[node]:
+                group: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                groups.append(group)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return groups
+
+
+def _shortest_cycle(start: str, successors: dict[str, list[str]], group: set[str]) -> list[str]:
+    """A shortest path from ``start`` back to itself inside ``group`` (breadth first)."""
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for nxt in successors[node]:
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), start]
+            if nxt in group and nxt not in came_from:
+                came_from[nxt] = node
+                queue.append(nxt)
+    raise AssertionError(f"{start} is in a strongly connected group but on no cycle")
 
 
 def _unique(items: object) -> list[str]:

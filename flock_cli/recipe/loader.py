@@ -138,20 +138,23 @@ def _read_all(root: Path) -> list[Document]:
     stack: list[Path] = []
 
     def read(path: Path, mark: Mark | None) -> None:
-        resolved = path.resolve()
+        from flock_cli.limits import MAX_RECIPE_DEPTH
+
+        try:
+            resolved = path.resolve()
+        except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte; a symlink loop
+            reason = "it holds a NUL byte" if isinstance(exc, ValueError) else str(exc)
+            message = f"{str(path)!r} is not a valid file path ({reason})"
+            raise RecipeError([Diagnostic(message, mark, code="read")]) from None
         if resolved in stack:
             chain = " -> ".join(p.name for p in [*stack, resolved])
             raise RecipeError([Diagnostic(f"include cycle: {chain}", mark, code="include-cycle")])
+        if len(stack) >= MAX_RECIPE_DEPTH:
+            message = f"includes nest more than {MAX_RECIPE_DEPTH} files deep (the limit)"
+            raise RecipeError([Diagnostic(message, mark, code="read")])
         if any(Path(d.file).resolve() == resolved for d in documents):
             return  # included twice through different files: merge it once
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            hint = _nearby_file(path)
-            missing = Diagnostic(f"recipe file not found: {path}", mark, hint=hint, code="not-found")
-            raise RecipeError([missing]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecipeError([Diagnostic(f"cannot read {path}: {exc}", mark, code="read")]) from None
+        text = _read_recipe_file(path, mark, root=not stack)
         doc = parse_yaml(text, str(path))
         if not isinstance(doc.data, dict):
             raise RecipeError(
@@ -198,6 +201,29 @@ def _listing(folder: Path, keep: Callable[[Path], bool]) -> list[str]:
         return sorted(p.name for p in folder.iterdir() if keep(p))
     except OSError:
         return []
+
+
+def _read_recipe_file(path: Path, mark: Mark | None, *, root: bool) -> str:
+    """The text of one recipe file, at most ``MAX_RECIPE_BYTES`` of it. The root recipe may be a
+    pipe (``flock validate <(generate)``); an include must be a regular file: a FIFO could keep
+    the load waiting forever, and a device (``/dev/zero``) never ends."""
+    from flock_cli.limits import MAX_RECIPE_BYTES, InputRefused, read_limited
+
+    what = "recipe file" if root else "included file"
+    try:
+        return read_limited(path, MAX_RECIPE_BYTES, what=what, pipes=root).decode("utf-8")
+    except FileNotFoundError:
+        missing = Diagnostic(
+            f"recipe file not found: {path}", mark, hint=_nearby_file(path), code="not-found"
+        )
+        raise RecipeError([missing]) from None
+    except InputRefused as exc:
+        message, code = str(exc), "read"
+    except UnicodeDecodeError as exc:
+        message, code = f"{path} is not UTF-8 text (byte {exc.start + 1}): {exc.reason}", "read"
+    except OSError as exc:
+        message, code = f"cannot read {path}: {exc.strerror or exc}", "read"
+    raise RecipeError([Diagnostic(message, mark, code=code)])
 
 
 def _validate_all(documents: list[Document]) -> list[RecipeDef]:

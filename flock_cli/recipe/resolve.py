@@ -114,8 +114,9 @@ def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
     declared = build_types(recipe.types, imported, problems)
     types = {**imported, **declared}
     agents: dict[str, ResolvedAgent] = {}
+    agent_names = set(recipe.agents)  # once: a set per agent made loading quadratic
     for name, spec in recipe.agents.items():
-        agents[name] = _AgentResolver(name, spec, types, tools, set(recipe.agents), problems).resolve()
+        agents[name] = _AgentResolver(name, spec, types, tools, agent_names, problems).resolve()
     return ResolvedRecipe(definition=recipe, types=types, agents=agents)
 
 
@@ -191,8 +192,8 @@ class _AgentResolver:
         return model
 
     def agent_named(self, agent: str, loc: Loc, allow_external: bool = False) -> str:
-        known = self.agent_names | ({"external"} if allow_external else set())
-        if agent not in known:
+        if agent not in self.agent_names and not (allow_external and agent == "external"):
+            known = self.agent_names | ({"external"} if allow_external else set())
             raise Problem(
                 loc, f"unknown agent '{agent}'", hint=did_you_mean(agent, known).strip(), code="unknown-agent"
             )

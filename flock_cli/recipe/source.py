@@ -11,12 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from flock_cli.recipe.diagnostics import Diagnostic, Mark, RecipeError, format_path, remember_source
+from flock_cli.limits import MAX_RECIPE_DEPTH, MAX_RECIPE_VALUES
+from flock_cli.recipe.diagnostics import (
+    Diagnostic,
+    Mark,
+    RecipeError,
+    format_path,
+    remember_source,
+    yaml_lines,
+)
 
 __all__ = ["Document", "Path", "parse_yaml"]
 
 Path = tuple[str | int, ...]
-MAX_VALUES = 200_000  # far above any real recipe; a guard against alias bombs
 
 
 @dataclass
@@ -78,7 +85,7 @@ def parse_yaml(text: str, file: str) -> Document:
             mark = exc.context_mark  # an unclosed quote or bracket: point where it opened
         where = None
         if mark is not None:
-            lines = text.splitlines() or [""]
+            lines = yaml_lines(text) or [""]
             line = min(mark.line + 1, len(lines))  # an error at the end of the file: its last line
             column = mark.column + 1 if line == mark.line + 1 else len(lines[-1]) + 1
             where = Mark(file, line, column)
@@ -92,8 +99,18 @@ def parse_yaml(text: str, file: str) -> Document:
         raise RecipeError(
             [Diagnostic(f"YAML syntax error: {problem}{context}", where, hint=hint, code="yaml-syntax")]
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow: placed, one line
+        before = yaml_lines(text[: exc.position] + "|")
+        where = Mark(file, len(before), len(before[-1]))
+        shown = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        message = f"YAML error: unacceptable character {shown}: {exc.reason}"
+        raise RecipeError([Diagnostic(message, where, code="yaml-syntax")]) from None
     except yaml.YAMLError as exc:
-        raise RecipeError([Diagnostic(f"YAML error: {exc}", Mark(file, 1, 1), code="yaml-syntax")]) from None
+        message = f"YAML error: {' '.join(str(exc).split())}"
+        raise RecipeError([Diagnostic(message, Mark(file, 1, 1), code="yaml-syntax")]) from None
+    except RecursionError:  # PyYAML's pure-Python composer, without libyaml's own nesting limit
+        message = f"the recipe nests more than {MAX_RECIPE_DEPTH} levels deep (the limit)"
+        raise RecipeError([Diagnostic(message, Mark(file, 1, 1), code="yaml-size")]) from None
     doc = Document(file=file, data=None)
     if node is None:
         doc.data = {}
@@ -122,10 +139,15 @@ class _Builder:
         import yaml
 
         self.count += 1
-        if self.count > MAX_VALUES:  # YAML aliases can expand a small file into billions of values
+        if self.count > MAX_RECIPE_VALUES:  # YAML aliases can expand a small file into billions of values
             raise RecipeError(
-                [Diagnostic(f"the recipe expands to more than {MAX_VALUES:,} values (through YAML aliases?)",
-                            self.mark(node), format_path(path), code="yaml-size")]
+                [Diagnostic(f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values (the limit;"
+                            " through YAML aliases?)", self.mark(node), format_path(path), code="yaml-size")]
+            )  # fmt: skip
+        if len(path) > MAX_RECIPE_DEPTH:  # building is recursive: a deep file would exhaust the stack
+            raise RecipeError(
+                [Diagnostic(f"the recipe nests more than {MAX_RECIPE_DEPTH} levels deep here (the limit)",
+                            self.mark(node), format_path(path[:8]) + " ...", code="yaml-size")]
             )  # fmt: skip
         self.doc.values.setdefault(path, self.mark(node))
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from flock_cli.core.registry import flock_type
 from flock_cli.errors import did_you_mean
+from flock_cli.limits import MAX_TYPE_DEPTH
 from flock_cli.recipe.diagnostics import Problem
 from flock_cli.recipe.model import FieldDef, TypeDef
 
@@ -44,19 +45,24 @@ def build_types(
     still exists and the rest of the recipe is checked against it.
     """
     built: dict[str, type[BaseModel]] = {}
+    heights: dict[str, int] = {}  # levels of types, lists and dicts inside each built type, itself included
     visiting: list[str] = []
 
-    def build(name: str) -> type[BaseModel]:
+    def build(name: str, path: tuple[str | int, ...]) -> tuple[type[BaseModel], int]:
         if name in built:
-            return built[name]
+            return built[name], heights[name]
         if name in visiting:
             cycle = " -> ".join([*visiting[visiting.index(name) :], name])
             raise Problem(
                 ("types", name), f"type '{name}' contains itself ({cycle})", code="type-cycle", key=True
             )
+        if len(visiting) >= MAX_TYPE_DEPTH:  # building recurses: a long chain would exhaust the stack
+            chain = [*visiting, name]
+            raise _too_deep(path, " -> ".join(chain if len(chain) <= 6 else [*chain[:3], "...", *chain[-2:]]))
         visiting.append(name)
         spec = declared[name]
         fields: dict[str, Any] = {}
+        height = 1
         for field_name, field in spec.fields.items():
             path = ("types", name, "fields", field_name)
             try:
@@ -65,12 +71,16 @@ def build_types(
                 problems.append(problem)
                 continue  # the model cannot even hold a field of that name
             try:
-                annotation = _annotation(field.type, path, declared, imported, build)
+                annotation, levels = _annotation(field.type, path, declared, imported, build)
+                if 1 + levels > MAX_TYPE_DEPTH:
+                    raise _too_deep((*path, "type"), f"'{field.type}' nests {levels} levels, in '{name}'")
                 fields[field_name] = _field(annotation, field, path)
+                height = max(height, 1 + levels)
             except Problem as problem:
                 problems.append(problem)
                 fields[field_name] = (Any, None)
         visiting.pop()
+        heights[name] = height
         model = create_model(
             name,
             __doc__=spec.description or None,
@@ -80,7 +90,7 @@ def build_types(
             **fields,
         )
         built[name] = flock_type(name=name)(model)
-        return built[name]
+        return built[name], height
 
     for name in declared:
         if name in imported:
@@ -95,7 +105,7 @@ def build_types(
             )
             continue
         try:
-            build(name)
+            build(name, ("types", name))
         except Problem as problem:  # a cycle: nothing can be built for this type
             problems.append(problem)
     return built
@@ -131,18 +141,42 @@ def _annotation(
     declared: Mapping[str, TypeDef],
     imported: Mapping[str, type[BaseModel]],
     build: Any,
-) -> Any:
+) -> tuple[Any, int]:
+    """The annotation for a field type, and how many levels (lists, dicts and declared types,
+    counted down to the deepest) it nests."""
+    wrappers: list[str] = []
     match = _GENERIC.match(text)
-    if match:
-        inner = _annotation(match.group(2), path, declared, imported, build)
-        return list[inner] if match.group(1) == "list" else dict[str, inner]  # type: ignore[valid-type]
-    name = text.strip()
+    while match:  # a loop, not recursion: list[list[...]] a thousand deep is only refused
+        wrappers.append(match.group(1))
+        if len(wrappers) >= MAX_TYPE_DEPTH:
+            raise Problem(
+                (*path, "type"),
+                f"the field type nests list[...] and dict[...] more than {MAX_TYPE_DEPTH} levels deep"
+                " (the limit)",
+                code="type-depth",
+            )
+        text = match.group(2)
+        match = _GENERIC.match(text)
+    inner, levels = _named(text.strip(), path, declared, imported, build)
+    for kind in reversed(wrappers):
+        inner = list[inner] if kind == "list" else dict[str, inner]  # type: ignore[valid-type]
+    return inner, levels + len(wrappers)
+
+
+def _named(
+    name: str,
+    path: tuple[str | int, ...],
+    declared: Mapping[str, TypeDef],
+    imported: Mapping[str, type[BaseModel]],
+    build: Any,
+) -> tuple[Any, int]:
     if name in _SCALARS:
-        return _SCALARS[name]
+        return _SCALARS[name], 0
     if name in imported:
-        return imported[name]
+        return imported[name], 1
     if name in declared:
-        return build(name)
+        model, height = build(name, (*path, "type"))
+        return model, height
     known = [*_SCALARS, *declared, *imported]
     raise Problem(
         (*path, "type"),
@@ -150,6 +184,15 @@ def _annotation(
         hint=did_you_mean(name, known).strip()
         or "use str, int, float, bool, date, datetime, any, list[T], dict[T] or a declared type",
         code="unknown-type",
+    )
+
+
+def _too_deep(path: tuple[str | int, ...], how: str) -> Problem:
+    return Problem(
+        path,
+        f"types nest more than {MAX_TYPE_DEPTH} levels deep here ({how}; {MAX_TYPE_DEPTH} is the limit)",
+        hint="lists, dicts and declared types inside each other each count as a level",
+        code="type-depth",
     )
 
 

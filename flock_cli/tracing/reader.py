@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import TraceStoreError
+from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 from flock_cli.private_files import owner_only_umask
 from flock_cli.tracing.duck import check_trace_path, connect
 
@@ -285,22 +286,24 @@ class TraceReader:
         """Rows of one of Flock-Flow's own queries (an empty store gives no rows)."""
         return self._rows(sql, params)
 
-    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a read-only query: the column names and rows. DuckDB's errors are UserErrors."""
-        import duckdb
+    def sql(
+        self,
+        query: str,
+        *,
+        timeout: float = TRACE_SQL_TIMEOUT,
+        memory_limit: str = TRACE_SQL_MEMORY,
+        max_rows: int = TRACE_SQL_MAX_ROWS,
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a read-only query within limits (see :func:`flock_cli.tracing.query.run_query`):
+        the column names and rows. DuckDB's errors and a limit reached are UserErrors."""
+        from flock_cli.tracing.query import memory_bytes, run_query
 
         if not query.strip():
             raise TraceStoreError("the query is empty: give a SELECT statement")
+        limit_bytes = memory_bytes(memory_limit)
         with self.connection() as con:
-            try:
-                result = con.execute(query)
-                if result is None or result.description is None:
-                    raise TraceStoreError("the query returned no rows or columns: give a SELECT statement")
-                columns = [d[0] for d in result.description]
-                return columns, result.fetchall()
-            except duckdb.Error as exc:
-                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise TraceStoreError(f"query failed: {message}") from None
+            return run_query(con, query, timeout=timeout, memory_limit=memory_limit,
+                             limit_bytes=limit_bytes, max_rows=max_rows)  # fmt: skip
 
     # -- retention -------------------------------------------------------------------------------
 
