@@ -289,7 +289,7 @@ class SharedBoardMixin(BlackboardStore):
         (``arun``) belong to the process that asked for them and are never taken here."""
         if limit <= 0 or not agents:
             return []
-        from flock_cli.store.postgres import DELIVERY_COLUMNS, delivery_from_row
+        from flock_cli.store.postgres_codec import DELIVERY_COLUMNS, delivery_from_row
 
         returning = ", ".join("d." + c.strip() for c in DELIVERY_COLUMNS.split(","))
 
