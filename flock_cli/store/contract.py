@@ -208,8 +208,13 @@ class BlackboardStore(ABC):
         """
 
     @abstractmethod
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
-        """Give the lease back (pending again, for a retry) or mark the delivery dead."""
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
+        """Give the lease back (pending again, for a retry) or mark the delivery dead.
+
+        ``retry_at`` is when a retry is due: a shared board lets no other process lease the
+        delivery before then (a board one process works needs nothing: that process waits)."""
 
     @abstractmethod
     async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:

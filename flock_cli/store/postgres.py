@@ -320,13 +320,20 @@ class PostgresBlackboardStore(RoutingStateMixin):
 
         await self._run(write)
 
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
-        """Fenced: back to pending (for a retry) or dead."""
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
+        """Fenced: back to pending (for a retry, which no process leases before ``retry_at``) or dead."""
         status = "dead" if dead else "pending"
 
         async def write(conn: AsyncConnection[Any], repeat: bool) -> None:
             async with conn.transaction():
                 if await self._fenced_update(conn, delivery_id, attempt, status, repeat) and not dead:
+                    if retry_at is not None:
+                        await conn.execute(
+                            "UPDATE flock.deliveries SET not_before = %s WHERE id = %s",
+                            (retry_at, delivery_id),
+                        )
                     await self.notify_work(conn)
 
         await self._run(write)

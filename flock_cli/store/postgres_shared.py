@@ -298,10 +298,11 @@ class SharedBoardMixin(BlackboardStore):
                 "UPDATE flock.deliveries d SET status = 'leased', attempts = d.attempts + 1,"
                 " lease_owner = %s, lease_expires_at = %s"
                 " FROM (SELECT id FROM flock.deliveries WHERE agent = ANY(%s) AND trigger <> 'direct'"
-                " AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= %s))"
+                " AND ((status = 'pending' AND (not_before IS NULL OR not_before <= %s))"
+                " OR (status = 'leased' AND lease_expires_at <= %s))"
                 " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS next"
                 f" WHERE d.id = next.id RETURNING {returning}",
-                (owner, now + timedelta(seconds=ttl), list(agents), now, limit),
+                (owner, now + timedelta(seconds=ttl), list(agents), now, now, limit),
             )
             return [delivery_from_row(r) for r in await cursor.fetchall()]
 
