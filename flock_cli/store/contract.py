@@ -55,6 +55,7 @@ __all__ = [
     "DeadLetterReason",
     "Delivery",
     "DeliveryStatus",
+    "NotLeaderError",
     "Page",
     "StaleLeaseError",
     "Viewer",
@@ -84,6 +85,11 @@ Viewer = AgentIdentity | _Unrestricted
 
 class StaleLeaseError(RunError):
     """A delivery was completed or failed with an attempt number that no longer holds its lease."""
+
+
+class NotLeaderError(RunError):
+    """A routing step on a shared board was refused: this process does not (or no longer) hold
+    the board's routing lock; the process that holds it routes the artifacts instead."""
 
 
 class ArtifactQuery(BaseModel):

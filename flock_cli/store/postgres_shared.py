@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flock_cli.errors import RunError
-from flock_cli.store.contract import BlackboardStore, Delivery
+from flock_cli.store.contract import BlackboardStore, Delivery, NotLeaderError
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
@@ -45,10 +44,6 @@ __all__ = ["NotLeaderError", "ProcessRecord", "SharedBoardMixin"]
 
 ROUTING_LOCK = 0x666C6F636B2D726F  # "flock-ro": the advisory lock of routing leadership
 WORK, ARTIFACTS = "flock_work", "flock_artifacts"
-
-
-class NotLeaderError(RunError):
-    """A routing step was refused: this process does not (or no longer) hold the routing lock."""
 
 
 @dataclass(frozen=True, slots=True)
