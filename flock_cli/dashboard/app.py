@@ -1,4 +1,5 @@
-"""The ``flock top`` application: panels over a run in the trace store, refreshed live."""
+"""The ``flock top`` application: panels over a run in the trace store and, on a shared board,
+its orchestrator processes; refreshed live."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
+from flock_cli.dashboard.board import BoardReader, BoardSnapshot, process_rows, work_line
 from flock_cli.dashboard.data import Snapshot, load_snapshot
 from flock_cli.errors import FlockError
 from flock_cli.tracing.reader import ArtifactRow, TraceReader
@@ -77,13 +79,16 @@ class ArtifactScreen(ModalScreen[None]):
 
 
 class FlockTop(App[None]):
-    """Live view of a run: agents, the blackboard, gathering, streamed output and events.
+    """Live view of a run: agents, the blackboard, gathering, streamed output and events; with a
+    shared board, its orchestrator processes and open work too.
 
     Args:
         reader: the trace store.
         run: a run id (prefix) to show; None follows the newest run.
-        poll_interval: seconds between reads of the store (None: read once, for tests).
+        poll_interval: seconds between reads of the stores (None: read once, for tests).
         now_ns: the clock (tests pin it so elapsed times are stable).
+        board: the shared board whose processes the Processes panel lists (None: no panel). The
+            app closes it when it exits.
     """
 
     TITLE = "flock top"
@@ -95,6 +100,7 @@ class FlockTop(App[None]):
     #filter.shown { display: block; }
     DataTable { height: 1fr; }
     #stream { padding: 0 1; }
+    #work { height: 1; padding: 0 1; }
     """
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("1", "tab('agents')", "Agents"),
@@ -102,6 +108,7 @@ class FlockTop(App[None]):
         Binding("3", "tab('gathering')", "Gather"),
         Binding("4", "tab('stream')", "Stream"),
         Binding("5", "tab('events')", "Events"),
+        Binding("6", "tab('processes')", "Procs"),
         Binding("slash", "filter", "Filter"),
         Binding("r", "refresh_now", "Refresh"),
         Binding("escape", "clear_filter", "Clear", show=False),
@@ -115,9 +122,12 @@ class FlockTop(App[None]):
         *,
         poll_interval: float | None = 0.25,
         now_ns: Callable[[], int] = time.time_ns,
+        board: BoardReader | None = None,
     ) -> None:
         super().__init__()
         self.reader = reader
+        self.board = board
+        self.board_snapshot: BoardSnapshot | None = None
         self.run_ref = run
         self.poll_interval = poll_interval
         self.now_ns = now_ns
@@ -138,6 +148,10 @@ class FlockTop(App[None]):
                 yield Static("", id="stream")
             with TabPane("5 Events", id="events"):
                 yield DataTable(id="events-table", cursor_type="row", zebra_stripes=True)
+            if self.board is not None:
+                with TabPane("6 Processes", id="processes"):
+                    yield Static(work_line(None, self.board.where), id="work")
+                    yield DataTable(id="processes-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -147,10 +161,23 @@ class FlockTop(App[None]):
         self.query_one("#board-table", DataTable).add_columns("time", "type", "id", "from", "payload")
         self.query_one("#gathering-table", DataTable).add_columns("kind", "agent", "have", "waiting for")
         self.query_one("#events-table", DataTable).add_columns("time", "event", "agent", "artifact", "detail")
+        if self.board is not None:
+            self.query_one("#processes-table", DataTable).add_columns(
+                "host", "pid", "owner", "role", "leases", "heartbeat", "state"
+            )
+            self.poll_board()  # a board across the network is never waited for on this thread
         self.apply(self._read())  # the first view without waiting for a poll
         self.set_interval(0.25, self._tick)  # elapsed time and staleness: 4 refreshes a second
         if self.poll_interval is not None:
-            self.set_interval(self.poll_interval, self.poll)
+            self.set_interval(self.poll_interval, self.action_refresh_now)
+
+    def on_unmount(self) -> None:
+        if self.board is not None:
+            self.board.close()  # before the loop ends: it waits for the worker threads
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """No Processes key without a shared board."""
+        return not (action == "tab" and parameters == ("processes",) and self.board is None)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -168,8 +195,19 @@ class FlockTop(App[None]):
         snapshot = self._read()
         self.call_from_thread(self.apply, snapshot)
 
+    @work(thread=True, exclusive=True, group="board")
+    def poll_board(self) -> None:
+        """Read the shared board off the UI thread (apart from the trace store: a slow network
+        does not hold the other panels back), then show what was read."""
+        assert self.board is not None
+        snapshot = self.board.read()
+        if snapshot is not None:  # None: a read was still under way, or the app is closing
+            self.call_from_thread(self.apply_board, snapshot)
+
     def action_refresh_now(self) -> None:
         self.poll()
+        if self.board is not None:
+            self.poll_board()
 
     # -- showing ---------------------------------------------------------------------------------
 
@@ -190,6 +228,14 @@ class FlockTop(App[None]):
         self.query_one("#stream", Static).update(
             stream if snapshot.stream else Text("no streamed output", style="dim")
         )
+
+    def apply_board(self, snapshot: BoardSnapshot) -> None:
+        """Show a read of the shared board in the Processes panel."""
+        self.board_snapshot = snapshot
+        if self.board is None or not self._showing():
+            return
+        self.query_one("#work", Static).update(work_line(snapshot, self.board.where))
+        self._fill("#processes-table", process_rows(snapshot, self.now_ns() / 1e9, self.board.stale_after))
 
     def _showing(self) -> bool:
         """False once the app is closing: a timer or a poll finishing then finds no panels."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
     from flock_cli.store.postgres_connections import ConnectionPool
 
-__all__ = ["NotLeaderError", "ProcessRecord", "SharedBoardMixin"]
+__all__ = ["NotLeaderError", "ProcessRecord", "SharedBoardMixin", "leader_application_name"]
 
 ROUTING_LOCK = 0x666C6F636B2D726F  # "flock-ro": the advisory lock of routing leadership
 WORK, ARTIFACTS = "flock_work", "flock_artifacts"
@@ -155,14 +156,19 @@ class SharedBoardMixin(BlackboardStore):
         except BoardUnavailableError:
             return False  # the server is away: the caller tries again after its next wait
         try:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTING_LOCK,))
+            # The connection is named after its owner first, so that processes() can tell which
+            # member holds the lock (a connection that fails to take it is closed below).
+            cursor = await conn.execute(
+                "SELECT set_config('application_name', %s, false), pg_try_advisory_lock(%s)",
+                (leader_application_name(os.getpid(), owner), ROUTING_LOCK),
+            )
             row = await cursor.fetchone()
         except Exception as exc:
             await _close(conn)
             if is_connection_error(exc):
                 return False
             raise
-        if not (row and row[0]):
+        if not (row and row[1]):
             await _close(conn)
             return False
         self._leader_conn, self.leader_owner = conn, owner
@@ -270,16 +276,24 @@ class SharedBoardMixin(BlackboardStore):
         await self._run(write)
 
     async def processes(self) -> builtins.list[ProcessRecord]:
-        """Every live process of the board with the leases it holds, oldest first."""
+        """Every live process of the board with the leases it holds, oldest first; ``leader`` marks
+        the one whose connection holds the routing lock now (see :func:`leader_application_name`)."""
         rows = await self._rows(
             "SELECT p.owner, p.host, p.pid, p.fingerprint, p.started_at, p.heartbeat_at, p.draining,"
-            " (SELECT count(*) FROM flock.deliveries d WHERE d.status = 'leased' AND d.lease_owner = p.owner)"
-            " FROM flock.processes p ORDER BY p.started_at, p.owner"
+            " (SELECT count(*) FROM flock.deliveries d"
+            "  WHERE d.status = 'leased' AND d.lease_owner = p.owner),"
+            # the name of the connection holding this database's routing lock (one value for all rows)
+            " (SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            "  WHERE l.locktype = 'advisory' AND l.granted AND l.database ="
+            "  (SELECT oid FROM pg_database WHERE datname = current_database())"
+            "  AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1)"
+            " FROM flock.processes p ORDER BY p.started_at, p.owner",
+            (ROUTING_LOCK,),
         )
         return [
             ProcessRecord(
                 owner=r[0], host=r[1], pid=r[2], fingerprint=r[3], started_at=r[4], heartbeat_at=r[5],
-                draining=r[6], leases=r[7],
+                draining=r[6], leases=r[7], leader=r[8] == leader_application_name(r[2], r[0]),
             )
             for r in rows
         ]  # fmt: skip
@@ -416,6 +430,15 @@ class SharedBoardMixin(BlackboardStore):
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
         raise NotImplementedError
+
+
+def leader_application_name(pid: int, owner: str) -> str:
+    """The ``application_name`` of the connection holding the routing lock for ``owner`` (an
+    orchestrator process, ``pid`` on its host), as pg_stat_activity shows it. Every connection is
+    ``flock-flow pid <pid>`` (postgres_connections.py); the lock's connection also names its
+    owner, because processes on different hosts, or flocks in one process, can share a pid.
+    PostgreSQL keeps 63 bytes of it: owners are ``flock-`` and 8 hex digits."""
+    return f"flock-flow pid {pid} leader {owner}"
 
 
 def this_host() -> str:
