@@ -65,6 +65,22 @@ def worker(*args: str, delay: float = 0.007, lease_ttl: float = 2.0) -> subproce
     )
 
 
+def wait_for_processes(url: str, count: int, timeout: float = 60) -> None:
+    """Wait until ``count`` orchestrators have joined the board (their start-up takes a while)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            found = conn.execute("SELECT to_regclass('flock.processes') IS NOT NULL").fetchone()
+            if found and found[0]:
+                rows = conn.execute("SELECT count(*) FROM flock.processes").fetchone()
+                if rows and rows[0] >= count:
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} orchestrators did not join the board within {timeout} s")
+
+
 def finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
@@ -122,6 +138,7 @@ async def test_cut_connections_are_reopened_and_nothing_is_lost(
 ) -> None:
     seeds = 60
     workers = [worker("watch", postgres_url, "3", delay=0.05) for _ in range(2)]
+    wait_for_processes(postgres_url, 2)
     publisher = worker("publish", postgres_url, str(seeds))
     for _ in range(5):
         time.sleep(0.4)
@@ -142,6 +159,7 @@ async def test_a_server_stopped_for_five_seconds_mid_run(
 ) -> None:
     seeds = 60
     workers = [worker("watch", postgres_url, "8", delay=0.05) for _ in range(2)]
+    wait_for_processes(postgres_url, 2)  # a board never reached is an error at once, by design
     publisher = worker("publish", postgres_url, str(seeds))
     time.sleep(1.0)
     postgres_server.stop()

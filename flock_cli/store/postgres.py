@@ -131,7 +131,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
         try:
             self.schema_version_before = await migrate(conn, self.where)
         finally:
-            await conn.close()
+            self.pool.discard(conn)
         self._ready = True
 
     async def _run(self, operation: Any) -> Any:
