@@ -250,3 +250,75 @@ async def test_schema_of_a_newer_release_is_refused_and_an_older_one_migrated(po
         await newer.ensure_ready()
     assert "secret" not in str(raised.value) and "flock:***@" in str(raised.value)
     await newer.close()
+
+
+async def test_a_calls_budget_counts_the_model_calls_of_every_process(postgres_url: str) -> None:
+    from typing import Any, ClassVar
+
+    from flock_cli import Budget
+    from tests.models import Idea, Tagline
+
+    class ModelLike(FunctionEngine):
+        calls_models: ClassVar[bool] = True  # admitted like a model-calling engine
+
+    async def write(inputs: Any, ctx: Any) -> Tagline:
+        await asyncio.sleep(0.05)
+        ctx.trace.usage(model="m", input_tokens=3, output_tokens=2, calls=1)
+        return Tagline(line=inputs.artifacts[0].payload["topic"])
+
+    def member() -> Flock:
+        flock = Flock(store=PostgresBlackboardStore(postgres_url), max_concurrency=4)
+        flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(ModelLike(write)).budget(
+            Budget(calls=10)
+        )
+        return flock
+
+    first, second = member(), member()
+    await first.attach()
+    await second.attach()
+    for n in range(30):
+        await first.publish(Idea(topic=f"t{n}"))
+    summaries = await asyncio.gather(
+        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
+    )
+    assert sum(s.agent_runs for s in summaries) == 10  # 10 calls across both processes
+    letters = await first.store.dead_letters()
+    assert Counter(letter.reason for letter in letters) == {"budget": 20}
+    counters = await first.store.counters("usage:calls:")  # type: ignore[attr-defined]
+    assert counters == {"usage:calls:agent:writer": 10.0, "usage:calls:flock": 10.0}
+    for flock in (first, second):
+        await flock.shutdown()
+        await flock.store.close()
+
+
+async def test_an_exclusive_group_across_processes_runs_each_artifact_once(postgres_url: str) -> None:
+    from typing import Any
+
+    from tests.models import Idea, Tagline
+
+    async def write(inputs: Any) -> Tagline:
+        await asyncio.sleep(0.02)
+        return Tagline(line=inputs.artifacts[0].payload["topic"])
+
+    def member() -> Flock:
+        flock = Flock(store=PostgresBlackboardStore(postgres_url), max_concurrency=3)
+        for name in ("left", "right"):
+            flock.agent(name).consumes(Idea, group="writers").publishes(Tagline).with_engines(
+                FunctionEngine(write)
+            )
+        return flock
+
+    first, second = member(), member()
+    await first.attach()
+    await second.attach()
+    for n in range(24):
+        await second.publish(Idea(topic=f"t{n}"))
+    summaries = await asyncio.gather(
+        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
+    )
+    taglines = await first.store.get_by_type(Tagline, viewer=UNRESTRICTED)
+    assert sorted(t.line for t in taglines) == sorted(f"t{n}" for n in range(24))  # once each
+    assert sum(s.agent_runs for s in summaries) == 24
+    for flock in (first, second):
+        await flock.shutdown()
+        await flock.store.close()
