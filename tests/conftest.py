@@ -38,3 +38,10 @@ def _no_real_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOCK_LOCAL_MODEL", "off")  # the same results with or without the [local] extra
     for name in ("FLOCK_MODEL", "DEFAULT_MODEL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_board_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's FLOCK_BOARD would send every command's board elsewhere: tests set it
+    themselves when they test it."""
+    monkeypatch.delenv("FLOCK_BOARD", raising=False)
