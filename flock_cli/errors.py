@@ -218,3 +218,11 @@ class ModelNotConfiguredError(UserError):
 
 class ModelCallsBlockedError(UserError):
     """A real model call was attempted while model calls are blocked (tests, ``FLOCK_BLOCK_MODEL_CALLS``)."""
+
+
+class BoardUnavailableError(UserError):
+    """The board's database cannot be reached or used."""
+
+
+class BoardConnectionError(RunError):
+    """The board's database went away during a run and did not come back in time."""

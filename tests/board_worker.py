@@ -17,7 +17,7 @@ import time
 from pydantic import BaseModel
 
 from flock_cli import Flock, FunctionEngine, flock_type
-from flock_cli.store import UNRESTRICTED, ArtifactQuery, SQLiteBlackboardStore
+from flock_cli.store import UNRESTRICTED, ArtifactQuery, BlackboardStore, SQLiteBlackboardStore
 
 
 @flock_type(name="Seed")
@@ -54,10 +54,19 @@ async def slow(n: int) -> None:
     await asyncio.sleep(random.uniform(0.3 * DELAY, 1.7 * DELAY))
 
 
+def open_store(board: str) -> BlackboardStore:
+    """A PostgreSQL board for a postgresql:// URL, else the SQLite file at ``board``."""
+    if board.startswith("postgresql://"):
+        from flock_cli.store.postgres import PostgresBlackboardStore
+
+        return PostgresBlackboardStore(board)
+    return SQLiteBlackboardStore(board)
+
+
 def build(board: str, role: str = "orchestrator") -> Flock:
     """Seed -> drafter -> Draft -> finisher -> Final; Finals are summed in batches of 5, and each
     Draft is joined with its Final (by correlation id) into a Pair."""
-    flock = Flock(store=SQLiteBlackboardStore(board), max_concurrency=4, role=role)  # type: ignore[arg-type]
+    flock = Flock(store=open_store(board), max_concurrency=4, role=role)  # type: ignore[arg-type]
 
     async def draft(inputs):
         seed = inputs.first_as(Seed)
@@ -113,7 +122,7 @@ async def main(argv: list[str]) -> int:
         print("published")
         return 0
     if command == "read":
-        store = SQLiteBlackboardStore(board)
+        store = open_store(board)
         deadline, reads = time.monotonic() + float(argv[2]), 0
         while time.monotonic() < deadline:
             page = await store.query(ArtifactQuery(types=frozenset({"Final"}), limit=5), viewer=UNRESTRICTED)

@@ -29,14 +29,33 @@ from tests.models import Task
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
+_N = [0]
 
-@pytest.fixture(params=["memory", "sqlite"])
+
+def _fresh_database() -> str:  # temporary, until the postgres fixture lands
+    import os
+
+    import psycopg
+
+    _N[0] += 1
+    name = f"t{os.getpid()}_{_N[0]}"
+    with psycopg.connect("postgresql://flock@127.0.0.1:55432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql://flock@127.0.0.1:55432/{name}"
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlackboardStore]:
     made: BlackboardStore
     if request.param == "memory":
         made = InMemoryBlackboardStore()
-    else:
+    elif request.param == "sqlite":
         made = SQLiteBlackboardStore(tmp_path / "board.db")
+    else:
+        from flock_cli.store.postgres import PostgresBlackboardStore
+
+        made = PostgresBlackboardStore(_fresh_database())
     yield made
     await made.close()
 

@@ -32,9 +32,15 @@ class Admission:
     """Admits the runs of one Flock, or keeps them as dead letters."""
 
     def __init__(
-        self, runtime: Runtime, iterations: BreakerCounts, collector: SummaryCollector, letters: DeadLetters
+        self,
+        runtime: Runtime,
+        iterations: BreakerCounts,
+        collector: SummaryCollector,
+        letters: DeadLetters,
+        preleased: dict[UUID, int],
     ) -> None:
         self._runtime = runtime
+        self._preleased = preleased  # leased from a shared board before admission (RunExecutor)
         self._iterations = iterations
         self._collector = collector
         self._letters = letters
@@ -61,6 +67,10 @@ class Admission:
         if exhausted is not None:
             return self._hold_by_budget(agent, delivery, run, *exhausted)
         return None
+
+    def _held(self, delivery: Delivery) -> int | None:
+        """The lease a refused delivery holds (leased from a shared board first), or None."""
+        return self._preleased.pop(delivery.id, None)
 
     def _budget_exhausted(self, agent: Agent) -> tuple[str, str] | None:
         """(scope, reason) when a budget covering ``agent`` is used up, else None.
@@ -108,7 +118,9 @@ class Admission:
                 visibility=artifact.visibility.describe(), embargoed_until=None,
             )  # fmt: skip
         shown = ", ".join(f"{a.id} ({a.visibility.describe()})" for a in hidden)
-        await self._letters.hold(agent, delivery, run, "denied", f"'{agent.name}' may not see {shown}")
+        await self._letters.hold(
+            agent, delivery, run, "denied", f"'{agent.name}' may not see {shown}", self._held(delivery)
+        )
 
     async def _hold_by_budget(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, scope: str, reason: str
@@ -121,7 +133,7 @@ class Admission:
             hold = holds[(agent.name, scope)] = BudgetHold(agent=agent.name, scope=scope, reason=reason)
             self._runtime.tracer.event("budget.exhausted", agent=agent.name, scope=scope, reason=reason)
         hold.held += 1
-        await self._letters.hold(agent, delivery, run, "budget", reason)
+        await self._letters.hold(agent, delivery, run, "budget", reason, self._held(delivery))
 
     async def _hold_by_breaker(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, workflow: UUID | None
@@ -141,7 +153,7 @@ class Admission:
             f"circuit breaker open: over {runtime.max_agent_iterations} runs of '{agent.name}'"
             f" in workflow {workflow}"
         )
-        await self._letters.hold(agent, delivery, run, "breaker", message)
+        await self._letters.hold(agent, delivery, run, "breaker", message, self._held(delivery))
 
 
 def calls_models(runtime: Runtime, agent: str) -> bool:

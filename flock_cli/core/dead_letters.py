@@ -140,13 +140,20 @@ class DeadLetters:
         self.failure(agent, stage, error, attempts, delivery, outputs_published=outputs_published)
 
     async def hold(
-        self, agent: Agent, delivery: Delivery, run: ReadyRun, reason: DeadLetterReason, message: str
+        self,
+        agent: Agent,
+        delivery: Delivery,
+        run: ReadyRun,
+        reason: DeadLetterReason,
+        message: str,
+        attempt: int | None = None,
     ) -> None:
-        """Keep a delivery stopped before its lease (breaker, budget) as a dead letter that a
-        retry can run later, and fail a direct call waiting on it."""
+        """Keep a delivery stopped before its run (breaker, budget) as a dead letter that a
+        retry can run later, and fail a direct call waiting on it. ``attempt`` is the lease held
+        when the delivery was leased from a shared board first, else None (still pending)."""
         await self._keep(
             agent.name, delivery.artifact_ids, reason, run.subscription, message=message,
-            delivery_id=delivery.id, bury=True,  # still pending: held before any lease
+            delivery_id=delivery.id, bury=True, attempt=attempt,
         )  # fmt: skip
         self._scheduler.resolve_direct(
             delivery.id, error=AgentRunError(agent.name, reason, RuntimeError(message))

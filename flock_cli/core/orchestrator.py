@@ -25,6 +25,7 @@ from flock_cli.core.builder import AgentBuilder
 from flock_cli.core.declarations import Declarations
 from flock_cli.core.direct import DirectRuns
 from flock_cli.core.envelope import model_payload
+from flock_cli.core.membership import Membership
 from flock_cli.core.publishing import Publisher
 from flock_cli.core.registry import TypeRegistry
 from flock_cli.core.runner import RunExecutor
@@ -45,7 +46,12 @@ from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
 from flock_cli.tracing.tracer import RunScope, StreamChunk, Tracer
 
-__all__ = ["Flock"]
+__all__ = ["LEASE_TTL", "SHARED_LEASE_TTL", "Flock"]
+
+LEASE_TTL = 300.0
+"""Default seconds a run's lease lasts on a board one orchestrator works."""
+SHARED_LEASE_TTL = 30.0
+"""Default on a board many orchestrators share (heartbeats renew it every 10 s)."""
 
 
 class Flock:
@@ -64,7 +70,9 @@ class Flock:
         clock: time source (inject ``ManualClock`` in tests).
         id_factory: UUID source (inject ``SequentialIds`` in tests).
         rng: randomness for retry jitter.
-        lease_ttl: seconds a run's lease on its delivery lasts.
+        lease_ttl: seconds a run's lease on its delivery lasts (default 300; 30 on a board many
+            processes share, where heartbeats renew the leases of live processes every third
+            of it and a dead process's leases are taken over once they expire).
         role: ``"orchestrator"`` (the default) runs agents; ``"publisher"`` only appends to the
             board, leaving the routing and running to the orchestrator watching that board
             (``Flock.watch``), as ``flock publish`` does next to a running ``flock run --watch``.
@@ -95,7 +103,7 @@ class Flock:
         clock: Clock | None = None,
         id_factory: IdFactory | None = None,
         rng: random.Random | None = None,
-        lease_ttl: float = 300.0,
+        lease_ttl: float | None = None,
         role: Literal["orchestrator", "publisher"] = "orchestrator",
         traces: TracesOption = None,
         budget: Budget | dict[str, Any] | None = None,
@@ -106,9 +114,13 @@ class Flock:
             raise InvalidDeclarationError("max_agent_iterations must be an int >= 1")
         if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
             raise InvalidDeclarationError("max_concurrency must be None or an int >= 1")
+        store = store if store is not None else InMemoryBlackboardStore()
+        if lease_ttl is None:
+            # On a shared board a dead process's leases are taken over when they expire, while
+            # live ones renew theirs by heartbeat (every third of it): a short lease is safe.
+            lease_ttl = SHARED_LEASE_TTL if store.shared else LEASE_TTL
         if not lease_ttl > 0:
             raise InvalidDeclarationError("lease_ttl must be > 0 seconds")
-        store = store if store is not None else InMemoryBlackboardStore()
         clock = clock or SystemClock()
         store.clock = clock  # reads without an explicit time follow the flock's clock
         self._new_id: IdFactory = id_factory or random_uuid4
@@ -145,7 +157,8 @@ class Flock:
         self._declarations = Declarations(
             self._agents, self.registry, scheduler.router, scheduler.dispatcher, budgeted
         )
-        self._serving = Serving(runtime, scheduler, self._session, self._executor.letters, role)
+        membership = Membership(runtime, scheduler, self._executor.preleased) if store.shared else None
+        self._serving = Serving(runtime, scheduler, self._session, self._executor.letters, role, membership)
         self._publisher = Publisher(runtime, scheduler, role, self._serving.ready)
         self._direct = DirectRuns(runtime, scheduler, self._publisher, self._serving.ready)
 

@@ -73,6 +73,14 @@ class Router:
         """The agents of an exclusive group and their subscriptions."""
         return dict(self._group_members.get(group, {}))
 
+    def shared_groups(self) -> list[str]:
+        """The exclusive groups several agents share (their deliveries queue as ``group:NAME``)."""
+        return sorted(name for name, members in self._group_members.items() if len(members) > 1)
+
+    def holds_state(self) -> bool:
+        """Whether any gate or batch holds something."""
+        return any(g.groups for g in self.gates.values()) or any(b.units for b in self.batchers.values())
+
     def claim_key(self, sub: Subscription) -> str:
         """What an artifact is claimed under: the agent, or a group several agents share."""
         if sub.group is not None and len(self._group_members.get(sub.group, ())) > 1:

@@ -60,6 +60,23 @@ class Routing:
         """Start a job whose routing step is committed."""
         raise NotImplementedError
 
+    def routes_here(self) -> bool:
+        """Whether this flock routes: always, unless it shares its board with other processes and
+        another one holds the routing lock (then what it publishes waits for that one)."""
+        store = self._runtime.store
+        return not store.shared or store.leading
+
+    async def drop_routing_state(self) -> None:
+        """Forget gates, batches, embargoes and their timers: another process routes now, and
+        this one rebuilds them from the board if it takes the routing lock back."""
+        await self.timers.stop()
+        self.timers.rebind()
+        for gate in self.router.gates.values():
+            gate.groups.clear()
+        for batcher in self.router.batchers.values():
+            batcher.units.clear()
+        self.embargoes.clear()
+
     # -- embargoes and timers --------------------------------------------------------------------
 
     def rearm_timers(self) -> None:
@@ -96,6 +113,9 @@ class Routing:
         jobs: list[Job] = []
         claims: list[tuple[UUID, str]] = []
         started = time.time_ns()
+        if not self.routes_here():
+            self.in_flight.difference_update(a.id for a in artifacts)  # the routing leader takes them
+            return
         try:
             async with self._route_lock:
                 for artifact in artifacts:
@@ -120,6 +140,8 @@ class Routing:
         jobs: list[Job] = []
         claims: list[tuple[UUID, str]] = []
         found: list[Artifact] = []
+        if not self.routes_here():
+            return 0
         try:
             async with self._route_lock:
                 found = [a for a in await self._runtime.store.unrouted() if a.id not in self.in_flight]
@@ -147,8 +169,12 @@ class Routing:
         finally:
             self._unsynced_claims.subtract(claims)  # committed (or rolled back): the store knows
             self._unsynced_claims += Counter()  # drops the zero counts
+        shared = self._runtime.store.shared
         for job in jobs:
-            self._start(job)
+            # On a shared board every process leases its work from the board; only a direct run
+            # (``arun``) belongs to the process that asked for it.
+            if not shared or job.payload[0].trigger == "direct":
+                self._start(job)
 
     async def _route_one(
         self,

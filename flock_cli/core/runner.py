@@ -61,10 +61,14 @@ class RunExecutor:
     def __init__(self, runtime: Runtime, scheduler: Scheduling) -> None:
         self._runtime = runtime
         self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
+        # delivery -> attempt: leased from a shared board before its run was queued here
+        self.preleased: dict[UUID, int] = {}
         self._scheduler = scheduler
         self._collector = scheduler.collector
         self.letters = DeadLetters(runtime, scheduler.collector, scheduler)
-        self._admission = Admission(runtime, scheduler.iterations, scheduler.collector, self.letters)
+        self._admission = Admission(
+            runtime, scheduler.iterations, scheduler.collector, self.letters, self.preleased
+        )
 
     async def attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool
@@ -89,10 +93,14 @@ class RunExecutor:
 
     async def _attempt_leased(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
         runtime, store = self._runtime, self._runtime.store
-        leased = await store.lease(delivery.id, runtime.owner, now=runtime.clock.now(), ttl=runtime.lease_ttl)
-        if leased is None:
-            return None  # someone else holds it, or it is finished
-        attempt = leased.attempts
+        attempt = self.preleased.pop(delivery.id, None)
+        if attempt is None:
+            leased = await store.lease(
+                delivery.id, runtime.owner, now=runtime.clock.now(), ttl=runtime.lease_ttl
+            )
+            if leased is None:
+                return None  # someone else holds it, or it is finished
+            attempt = leased.attempts
         self._holding[delivery.id] = attempt
         try:
             result = await self._leased_attempt(agent, delivery, run, attempt)

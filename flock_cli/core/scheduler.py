@@ -11,6 +11,7 @@ and the runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -132,6 +133,12 @@ class Scheduler(Routing):
         self._stopping.set()
         await self.cancel_runs()
         await self.leave_queued()
+
+    async def wait_for_progress(self, timeout: float) -> None:
+        """Wait until a unit of work ends (or waits in a queue), or ``timeout`` seconds pass."""
+        self._progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout)
 
     async def leave_queued(self) -> None:
         """Hand every queued run to ``RunExecutor.leave``: kept on a durable board, else a dead letter."""

@@ -17,6 +17,7 @@ from flock_cli.store.records import RunRecord
 
 if TYPE_CHECKING:
     from flock_cli.core.dead_letters import DeadLetters
+    from flock_cli.core.membership import Membership
     from flock_cli.core.runtime import Runtime
     from flock_cli.core.scheduler import Scheduler
     from flock_cli.core.session import BoardSession
@@ -34,6 +35,7 @@ class Serving:
         session: BoardSession,
         letters: DeadLetters,
         role: str,
+        membership: Membership | None = None,
     ) -> None:
         self._runtime = runtime
         self._scheduler = scheduler
@@ -41,6 +43,7 @@ class Serving:
         self._letters = letters
         self._role = role
         self._state = runtime.state
+        self._membership = membership  # set on a board many processes share
 
     async def ready(self) -> None:
         """Attach if not attached yet (every publish and run starts with this)."""
@@ -52,7 +55,10 @@ class Serving:
             raise FlockClosedError("This flock was shut down; it takes no new work.")
         self._orchestrator_only()
         self._scheduler.bind()
-        return await self._session.attach(force=force)
+        run = await self._session.attach(force=force)
+        if self._membership is not None:
+            await self._membership.join(self._session, force=force)
+        return run
 
     def _orchestrator_only(self) -> None:
         if self._role != "orchestrator":
@@ -89,9 +95,23 @@ class Serving:
         try:
             async with asyncio.timeout(timeout):
                 await self._scheduler.settle("idle")
+                if self._membership is not None and self._membership.joined:
+                    await self._settle_board()
         except TimeoutError:
             raise IdleTimeoutError(timeout or 0.0, self.take_summary()) from None
         return self.take_summary()
+
+    async def _settle_board(self) -> None:
+        """On a shared board: wait until the board has no work left that anyone could run
+        (nothing pending, leased or unrouted) and this process runs nothing."""
+        board = self._membership.board if self._membership is not None else None
+        assert board is not None
+        scheduler = self._scheduler
+        while True:
+            await scheduler.settle("idle")
+            if scheduler.active == 0 and sum(await board.open_work()) == 0:
+                return
+            await board.wait_for_wakeup(0.2)
 
     def take_summary(self) -> RunSummary:
         """The summary of everything since the previous one, with every open gate explained."""
@@ -111,12 +131,17 @@ class Serving:
         scheduler.bind()
         self._state.closed = True
         self._state.release_interrupted = release_interrupted
+        membership = self._membership
+        if membership is not None and membership.joined:
+            membership.stop_leasing()  # the others carry on with the rest of the board's work
         try:
             async with asyncio.timeout(timeout):
                 await (scheduler.settle("shutdown") if drain else scheduler.stop_starting("shutdown"))
         except TimeoutError:
             await scheduler.abort_runs()
         await scheduler.timers.stop()
+        if membership is not None and membership.joined:
+            await membership.leave()
         if not self._runtime.store.durable:  # a durable board offers embargoed artifacts again on resume
             for embargo in list(scheduler.embargoes.values()):
                 await self._letters.keep_embargoed(embargo)

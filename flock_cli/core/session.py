@@ -159,7 +159,9 @@ class BoardSession:
         host, pid = socket.gethostname(), os.getpid()
         runs = await store.runs()
         for earlier in runs:
-            if earlier.status != "running":
+            # On a shared board other orchestrators run legitimately; the dead ones are found by
+            # their heartbeats instead (core/membership.py).
+            if earlier.status != "running" or store.shared:
                 continue
             same_process_live = earlier.pid == pid and earlier.owner in _LIVE
             if earlier.host == host and (same_process_live or (earlier.pid != pid and _alive(earlier.pid))):
@@ -170,7 +172,9 @@ class BoardSession:
             await store.release_leases(earlier.owner)
             await store.save_run(earlier.model_copy(update={"status": "crashed", "ended_at": now}))
         mine = fingerprint(runtime.agents.values())
-        if runs and runs[-1].fingerprint != mine and not force and await self._unfinished():
+        if store.shared:
+            pass  # the live members' definitions are compared when joining (core/membership.py)
+        elif runs and runs[-1].fingerprint != mine and not force and await self._unfinished():
             raise ResumeRefusedError(
                 f"This board holds unfinished work of a different workflow definition (fingerprint"
                 f" {runs[-1].fingerprint}, now {mine}). Resume with the original definition, or attach"
@@ -187,7 +191,10 @@ class BoardSession:
             heartbeat_at=now,
         )
         await store.save_run(self.run)
-        if store.durable or runs:
+        if store.shared:
+            # Work comes by lease; gathering state is restored when this process takes the routing lock.
+            pass
+        elif store.durable or runs:
             await self._restore()
         return self.run
 
@@ -230,6 +237,37 @@ class BoardSession:
                 )
         return len(gate_entries), len(batch_entries)
 
+    async def restore_routing(self) -> None:
+        """What a process that takes a shared board's routing lock does first: rebuild gates and
+        batches from the board, re-arm their timers, route what is unrouted, and offer embargoed
+        artifacts again (claims make that idempotent)."""
+        scheduler = self._scheduler
+        await scheduler.drop_routing_state()
+        gates, batches = await self.reload_gathering()
+        scheduler.rearm_timers()
+        routed = 0
+        while found := await scheduler.poll_board():
+            routed += found
+        embargoed = await self._reoffer_embargoed()
+        self.resumed = {
+            "gate_entries": gates,
+            "batch_entries": batches,
+            "unrouted": routed,
+            "embargoed": embargoed,
+        }
+
+    async def _reoffer_embargoed(self) -> int:
+        store, scheduler = self._runtime.store, self._scheduler
+        embargoed = [
+            a
+            for a in (await store.query(viewer=UNRESTRICTED)).items
+            if isinstance(a.visibility, AfterVisibility)
+        ]
+        before = scheduler.active
+        await scheduler.route(embargoed)
+        # embargoed work offered again: runs it started (the embargo lifted) or still waiting
+        return scheduler.active - before + len(scheduler.embargoes)
+
     async def _restore(self) -> None:
         store = self._runtime.store
         scheduler = self._scheduler
@@ -239,13 +277,11 @@ class BoardSession:
         artifacts = {a.id: a for a in await store.get_many(wanted, viewer=UNRESTRICTED)}
         for delivery in pending:
             if not self._runnable(delivery):
-                await self._orphan(
-                    delivery, "the resumed definition no longer has this agent or subscription"
-                )
+                await self.orphan(delivery, "the resumed definition no longer has this agent or subscription")
                 continue
             inputs = [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
             if not scheduler.resume_delivery(delivery, inputs):
-                await self._orphan(
+                await self.orphan(
                     delivery,
                     "no agent that may take this delivery can see all of its artifacts now",
                     reason="denied",
@@ -254,20 +290,12 @@ class BoardSession:
         routed = 0
         while found := await scheduler.poll_board():  # a page at a time, until none is left
             routed += found
-        embargoed = [
-            a
-            for a in (await store.query(viewer=UNRESTRICTED)).items
-            if isinstance(a.visibility, AfterVisibility)
-        ]
-        before = scheduler.active
-        await scheduler.route(embargoed)
         self.resumed = {
             "gate_entries": gates,
             "batch_entries": batches,
             "deliveries": len(pending),
             "unrouted": routed,
-            # embargoed work offered again: runs it started (the embargo lifted) or still waiting
-            "embargoed": scheduler.active - before + len(scheduler.embargoes),
+            "embargoed": await self._reoffer_embargoed(),
         }
 
     def _runnable(self, delivery: Delivery) -> bool:
@@ -277,9 +305,12 @@ class BoardSession:
         agent = agents.get(delivery.agent)
         return agent is not None and delivery.subscription < len(agent.subscriptions)
 
-    async def _orphan(self, delivery: Delivery, why: str, reason: DeadLetterReason = "failed") -> None:
-        """A pending delivery the resumed definition cannot run (its agent or subscription was
-        dropped, or no agent that may see its artifacts can take it): keep it as a dead letter."""
+    async def orphan(
+        self, delivery: Delivery, why: str, reason: DeadLetterReason = "failed", attempt: int | None = None
+    ) -> None:
+        """A delivery the resumed definition cannot run (its agent or subscription was dropped, or
+        no agent that may see its artifacts can take it): keep it as a dead letter. ``attempt``
+        is the lease held on it (leased from a shared board), else it is pending."""
         runtime, store = self._runtime, self._runtime.store
         letter = DeadLetter(
             id=runtime.new_id(),
@@ -292,7 +323,7 @@ class BoardSession:
             delivery_id=delivery.id,
             subscription=delivery.subscription,
         )
-        await store.bury(delivery.id, None, letter)
+        await store.bury(delivery.id, attempt, letter)
         self._scheduler.collector.dead.append(letter)
 
     async def finish(self) -> None:

@@ -403,7 +403,9 @@ class SettingsDef(_Raw):
     max_agent_iterations: int = Field(
         default=1000, ge=1, description="circuit breaker: runs per agent per run"
     )
-    lease_ttl: Duration = 300.0
+    lease_ttl: Duration | None = Field(
+        default=None, description="how long a run holds its lease (default 300 s; 30 s on a shared board)"
+    )
 
     _seconds = field_validator("lease_ttl", mode="before")(parse_duration)
 

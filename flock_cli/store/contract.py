@@ -254,6 +254,15 @@ class BlackboardStore(ABC):
     durable: bool = False
     """True for stores that outlive the process (the orchestrator then resumes from them)."""
 
+    shared: bool = False
+    """True for a board that many orchestrator processes work at once (PostgreSQL): each leases
+    its work from the board, and only the holder of the routing lock routes."""
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process routes for the board (always, on a board it does not share)."""
+        return True
+
     @abstractmethod
     async def commit_routing(self, tx: RoutingTx) -> None:
         """Apply one routing step atomically: claims, deliveries, gate and batch changes, denials,

@@ -1,0 +1,231 @@
+"""A flock's membership of a shared board: one of many orchestrator processes on one PostgreSQL
+board (``store.shared``).
+
+Each member process:
+
+* **registers** itself (host, pid, definition fingerprint) and is refused when a live member runs
+  a different definition, unless forced;
+* **beats**: every ``lease_ttl / 3`` seconds it renews the leases it holds and stamps its
+  heartbeat, in one transaction, and reaps members whose heartbeat is older than ``lease_ttl``
+  (their leases become pending again; their attempt numbers fence any late completion);
+* **competes for work**: woken by ``LISTEN/NOTIFY`` (or a slow catch-up poll), it leases the next
+  deliveries of its agents up to its free capacity, ``FOR UPDATE SKIP LOCKED``, and runs them;
+* **routes while it leads**: the member holding the board's routing lock routes every artifact
+  (published by anyone, or output by any member's run), keeps the gates, batches, embargoes and
+  their timers, and commits its routing steps on the lock's own connection. A member that takes
+  the lock over rebuilds that state from the board first, exactly as a resume does;
+* **drains** when it stops: it takes no new leases, finishes (or, when told, hands back) what it
+  holds, gives the routing lock up and leaves the list of members; the others carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import TYPE_CHECKING, Any, Protocol
+
+from flock_cli.core.session import ResumeRefusedError, fingerprint
+from flock_cli.store.contract import UNRESTRICTED
+
+if TYPE_CHECKING:
+    from flock_cli.core.runtime import Runtime
+    from flock_cli.core.scheduler import Scheduler
+    from flock_cli.store.contract import DeadLetterReason, Delivery
+    from flock_cli.store.postgres_shared import SharedBoardMixin
+
+__all__ = ["DEFAULT_CAPACITY", "Membership", "Restoring"]
+
+DEFAULT_CAPACITY = 32
+"""Deliveries one member leases at most at a time when the flock sets no ``max_concurrency``
+(otherwise the first member to wake would lease every pending delivery of the board)."""
+
+CATCH_UP_POLL = 2.0
+"""Seconds between looks for work and unrouted artifacts when no notification came (a member
+that was reconnecting may have missed one)."""
+
+
+class Restoring(Protocol):
+    """What a member that takes the routing lock over asks of the board session."""
+
+    async def restore_routing(self) -> None:
+        """Rebuild gates and batches from the board, re-arm timers, route what waits."""
+        ...
+
+    async def orphan(
+        self, delivery: Delivery, why: str, reason: DeadLetterReason = "failed", attempt: int | None = None
+    ) -> None:
+        """Keep a delivery no agent here may take as a dead letter."""
+        ...
+
+
+class Membership:
+    """One flock's part in a shared board (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime, scheduler: Scheduler, preleased: dict[Any, int]) -> None:
+        self._runtime = runtime
+        self._scheduler = scheduler
+        self._preleased = preleased  # delivery id -> attempt, leased here and not started yet
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: Restoring | None = None
+        self.draining = False
+        self.joined = False
+        self.heartbeat = max(0.05, runtime.lease_ttl / 3)
+
+    @property
+    def board(self) -> SharedBoardMixin:
+        return self._runtime.store  # type: ignore[return-value]  # shared stores only
+
+    async def join(self, session: Restoring, *, force: bool) -> None:
+        """Register, check definitions, then start beating, listening, leading and leasing."""
+        if self.joined:
+            return
+        from flock_cli.store.postgres_shared import ProcessRecord, this_host
+
+        runtime, board = self._runtime, self.board
+        now = runtime.clock.now()
+        await board.reap(now=now, stale_after=runtime.lease_ttl)
+        mine = fingerprint(runtime.agents.values())
+        others = [p for p in await board.processes() if p.fingerprint != mine and p.owner != runtime.owner]
+        if others and not force:
+            names = ", ".join(f"{p.host} pid {p.pid} ({p.fingerprint})" for p in others)
+            raise ResumeRefusedError(
+                f"The board {board.where} is worked by orchestrators of a different definition"
+                f" (this one is {mine}; {names}). Start this one with the same recipe, or force it"
+                " (--force) to work beside them."
+            )
+        await board.register_process(
+            ProcessRecord(
+                owner=runtime.owner, host=this_host(), pid=os.getpid(), fingerprint=mine,
+                started_at=now, heartbeat_at=now,
+            )
+        )  # fmt: skip
+        self._session = session
+        self.joined = True
+        await board.listen()
+        for loop in (self._beat, self._lead, self._work):
+            self._tasks.append(asyncio.ensure_future(self._guarded(loop)))
+
+    async def _guarded(self, loop: Any) -> None:
+        """Run one of the member's loops; a failure is reported, and the loop starts again."""
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._scheduler.report_crash(exc)
+                await asyncio.sleep(1.0)
+
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        from flock_cli.store.postgres_shared import ProcessRecord, this_host
+
+        runtime, board = self._runtime, self.board
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            now = runtime.clock.now()
+            held = await board.heartbeat(
+                runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining
+            )
+            if held is None:  # reaped as dead (a long pause, a cut network): join again
+                await board.register_process(
+                    ProcessRecord(
+                        owner=runtime.owner, host=this_host(), pid=os.getpid(),
+                        fingerprint=fingerprint(runtime.agents.values()), started_at=now, heartbeat_at=now,
+                        draining=self.draining,
+                    )
+                )  # fmt: skip
+            await board.reap(now=now, stale_after=runtime.lease_ttl)
+
+    # -- routing leadership ----------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        board, scheduler = self.board, self._scheduler
+        while not self.draining:
+            if not board.leading:
+                if scheduler.router.holds_state() or scheduler.embargoes:
+                    await scheduler.drop_routing_state()  # another member routes now: forget ours
+                if await board.try_lead(self._runtime.owner):
+                    assert self._session is not None
+                    await self._session.restore_routing()
+            if board.leading:
+                await scheduler.poll_board()  # artifacts appended by anyone
+            await board.wait_for_wakeup(CATCH_UP_POLL if board.leading else self.heartbeat)
+
+    # -- competing for work ----------------------------------------------------------------------
+
+    def capacity(self) -> int:
+        """How many more deliveries this member may lease now."""
+        scheduler = self._scheduler
+        limit = self._runtime.max_concurrency or DEFAULT_CAPACITY
+        return limit - scheduler.dispatcher.running - scheduler.dispatcher.queued
+
+    def targets(self) -> list[str]:
+        """The queues this member serves: its agents, and the exclusive groups they belong to."""
+        router = self._scheduler.router
+        names = [name for name, agent in self._runtime.agents.items() if agent.subscriptions]
+        groups = [f"group:{g}" for g in router.shared_groups()]
+        return names + groups
+
+    async def _work(self) -> None:
+        board, runtime = self.board, self._runtime
+        while not self.draining:
+            free = self.capacity()
+            leased: list[Delivery] = []
+            if free > 0:
+                leased = await board.lease_next(
+                    runtime.owner, self.targets(), limit=free, now=runtime.clock.now(), ttl=runtime.lease_ttl
+                )
+                await self._dispatch(leased)
+            if leased and len(leased) == free:
+                await self._scheduler.wait_for_progress(CATCH_UP_POLL)  # full: look again when a run ends
+            elif not leased:
+                await board.wait_for_wakeup(CATCH_UP_POLL)
+
+    async def _dispatch(self, leased: list[Delivery]) -> None:
+        if not leased:
+            return
+        wanted = [i for d in leased for i in d.artifact_ids]
+        artifacts = {a.id: a for a in await self.board.get_many(wanted, viewer=UNRESTRICTED)}
+        for delivery in leased:
+            inputs = [artifacts[i] for i in delivery.artifact_ids if i in artifacts]
+            self._preleased[delivery.id] = delivery.attempts
+            if not self._scheduler.resume_delivery(delivery, inputs):
+                self._preleased.pop(delivery.id, None)
+                assert self._session is not None
+                await self._session.orphan(
+                    delivery,
+                    "no agent that may take this delivery can see all of its artifacts now",
+                    reason="denied",
+                    attempt=delivery.attempts,
+                )
+
+    # -- leaving ---------------------------------------------------------------------------------
+
+    def stop_leasing(self) -> None:
+        """Take no new leases (the first step of draining)."""
+        self.draining = True
+        for task in self._tasks[1:]:  # keep beating: the leases still held must stay ours
+            task.cancel()
+
+    async def leave(self) -> None:
+        """After the runs are over: hand back leases not started, resign, leave the members."""
+        self.stop_leasing()
+        board, runtime = self.board, self._runtime
+        for delivery_id, attempt in list(self._preleased.items()):
+            with contextlib.suppress(Exception):
+                await board.release(delivery_id, attempt)
+            self._preleased.pop(delivery_id, None)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        await board.resign()
+        with contextlib.suppress(Exception):
+            await board.unregister_process(runtime.owner)
+        self.joined = False

@@ -1,0 +1,420 @@
+"""What processes sharing one PostgreSQL board coordinate through it: routing steps in order on
+one connection, routing leadership, the live processes and their heartbeats, competing leases
+(``FOR UPDATE SKIP LOCKED``), board-wide counters and wake-ups (``LISTEN/NOTIFY``).
+
+**Routing leadership.** Gates, joins and batches are state machines that a process keeps in
+memory and mirrors to the board step by step; two processes routing at once would each complete
+a join from its own stale copy. So one process at a time routes: the one holding the board's
+routing lock, a session-level advisory lock on a dedicated connection. Its routing steps are
+committed *on that connection*: if the connection dies, PostgreSQL drops the lock with it, and
+the commit fails instead of landing after another process took over. The next leader rebuilds
+the gathering state from the board's entries before it routes anything.
+
+**Competing leases.** Every process, the leader too, takes work with one statement that leases
+the next pending deliveries of its agents, highest priority first, skipping rows other processes
+are locking (``FOR UPDATE SKIP LOCKED``). The attempt number it increments is the fencing token:
+a completion by a process whose lease was taken over is refused.
+
+**Wake-ups.** Appends and completions notify ``flock_artifacts`` (the leader routes them);
+routing steps with new deliveries and released leases notify ``flock_work`` (every process looks
+for work). Notifications are sent on commit. A slow catch-up poll covers any that are missed
+(a process that was reconnecting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flock_cli.errors import RunError
+from flock_cli.store.contract import BlackboardStore, Delivery
+from flock_cli.store.records import RoutingTx
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+    from flock_cli.store.postgres_connections import ConnectionPool
+
+__all__ = ["NotLeaderError", "ProcessRecord", "SharedBoardMixin"]
+
+ROUTING_LOCK = 0x666C6F636B2D726F  # "flock-ro": the advisory lock of routing leadership
+WORK, ARTIFACTS = "flock_work", "flock_artifacts"
+
+
+class NotLeaderError(RunError):
+    """A routing step was refused: this process does not (or no longer) hold the routing lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessRecord:
+    """An orchestrator process working on a shared board, as ``flock top`` lists it."""
+
+    owner: str
+    host: str
+    pid: int
+    fingerprint: str
+    started_at: datetime
+    heartbeat_at: datetime
+    draining: bool = False
+    leases: int = 0
+    leader: bool = False
+
+
+class SharedBoardMixin(BlackboardStore):
+    """The coordination half of :class:`~flock_cli.store.postgres.PostgresBlackboardStore`."""
+
+    shared = True
+    pool: ConnectionPool
+    where: str
+
+    def __init__(self) -> None:
+        self._routing_tail: asyncio.Future[None] | None = None
+        self._unsynced: builtins.list[asyncio.Future[None]] = []
+        self._leader_conn: AsyncConnection[Any] | None = None
+        self._listen_conn: AsyncConnection[Any] | None = None
+        self._wake = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self.leader_owner: str | None = None
+
+    # -- hooks of the store half -----------------------------------------------------------------
+
+    async def _run(self, operation: Any) -> Any:
+        raise NotImplementedError
+
+    async def commit_routing_now(self, tx: RoutingTx, conn: AsyncConnection[Any] | None = None) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    async def notify_work(conn: AsyncConnection[Any]) -> None:
+        """Tell every process that deliveries are waiting (sent when the transaction commits)."""
+        await conn.execute("SELECT pg_notify(%s, '')", (WORK,))
+
+    @staticmethod
+    async def notify_artifacts(conn: AsyncConnection[Any]) -> None:
+        """Tell the routing leader that artifacts wait to be routed (sent on commit)."""
+        await conn.execute("SELECT pg_notify(%s, '')", (ARTIFACTS,))
+
+    # -- routing steps, in call order ------------------------------------------------------------
+
+    async def commit_routing(self, tx: RoutingTx) -> None:
+        """Queue one routing step; steps are committed in call order, each in its own transaction
+        (on the leader's connection while this process leads). :meth:`sync` waits for them."""
+        previous = self._routing_tail
+        step = asyncio.ensure_future(self._commit_after(previous, tx))
+        self._routing_tail = step
+        self._unsynced.append(step)
+
+    async def _commit_after(self, previous: asyncio.Future[None] | None, tx: RoutingTx) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):  # its failure is its own caller's (sync raises it)
+                await asyncio.shield(previous)
+        if self.leader_owner is None:
+            await self.commit_routing_now(tx)
+            return
+        conn = self._leader_conn
+        if conn is None or conn.closed or conn.broken:
+            raise NotLeaderError("this process lost the board's routing lock")
+        try:
+            await self.commit_routing_now(tx, conn)
+        except Exception as exc:
+            from flock_cli.store.postgres_connections import is_connection_error
+
+            if is_connection_error(exc):
+                await self.resign()
+                raise NotLeaderError(f"the routing connection to {self.where} was lost: {exc}") from None
+            raise
+
+    async def sync(self) -> None:
+        """Wait until every routing step queued so far has committed (raising the first failure)."""
+        pending, self._unsynced = self._unsynced, []
+        if pending:
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+    # -- routing leadership ----------------------------------------------------------------------
+
+    async def try_lead(self, owner: str) -> bool:
+        """Take the board's routing lock if it is free; True while this process holds it."""
+        if self.leader_owner is not None:
+            conn = self._leader_conn
+            if conn is not None and not conn.closed and not conn.broken:
+                return True
+            await self.resign()
+        await self.ensure_ready()
+        conn = await self.pool.connect()
+        try:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTING_LOCK,))
+            row = await cursor.fetchone()
+        except Exception:
+            await _close(conn)
+            raise
+        if not (row and row[0]):
+            await _close(conn)
+            return False
+        self._leader_conn, self.leader_owner = conn, owner
+        return True
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process holds the routing lock (as far as it knows)."""
+        conn = self._leader_conn
+        return self.leader_owner is not None and conn is not None and not conn.closed and not conn.broken
+
+    async def resign(self) -> None:
+        """Give the routing lock up (closing its connection releases it)."""
+        conn, self._leader_conn, self.leader_owner = self._leader_conn, None, None
+        if conn is not None:
+            await _close(conn)
+
+    async def leader_pid(self) -> int | None:
+        """The server process id of the connection holding the routing lock (None: nobody leads)."""
+        rows = await self._rows(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = %s",
+            (ROUTING_LOCK,),
+        )
+        return rows[0][0] if rows else None
+
+    # -- processes and heartbeats ----------------------------------------------------------------
+
+    async def register_process(self, record: ProcessRecord) -> None:
+        """Add (or refresh) this process in the board's list of live processes."""
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> None:
+            await conn.execute(
+                "INSERT INTO flock.processes(owner, host, pid, fingerprint, started_at, heartbeat_at,"
+                " draining) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (owner) DO UPDATE SET"
+                " heartbeat_at = excluded.heartbeat_at, draining = excluded.draining",
+                (
+                    record.owner,
+                    record.host,
+                    record.pid,
+                    record.fingerprint,
+                    record.started_at,
+                    record.heartbeat_at,
+                    record.draining,
+                ),
+            )
+
+        await self._run(write)
+
+    async def heartbeat(self, owner: str, *, now: datetime, ttl: float, draining: bool = False) -> int | None:
+        """Renew every lease ``owner`` holds until ``now + ttl`` and stamp its heartbeat, in one
+        transaction. Returns how many leases it holds, or None when the board no longer lists the
+        process (another process found it dead and released its leases: it must register again,
+        and its runs in flight will be fenced)."""
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> int | None:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "UPDATE flock.processes SET heartbeat_at = %s, draining = %s WHERE owner = %s",
+                    (now, draining, owner),
+                )
+                if cursor.rowcount != 1:
+                    return None
+                cursor = await conn.execute(
+                    "UPDATE flock.deliveries SET lease_expires_at = %s"
+                    " WHERE status = 'leased' AND lease_owner = %s",
+                    (now + timedelta(seconds=ttl), owner),
+                )
+                return cursor.rowcount
+
+        held: int | None = await self._run(write)
+        return held
+
+    async def reap(self, *, now: datetime, stale_after: float) -> builtins.list[str]:
+        """Forget processes whose heartbeat is older than ``stale_after`` seconds and make their
+        leases pending again (attempt numbers kept: their late completions are refused). Returns
+        the owners reaped. Safe to call from every process at once (row locks decide)."""
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> builtins.list[str]:
+            async with conn.transaction():
+                cursor = await conn.execute(
+                    "DELETE FROM flock.processes WHERE owner IN (SELECT owner FROM flock.processes"
+                    " WHERE heartbeat_at < %s FOR UPDATE SKIP LOCKED) RETURNING owner",
+                    (now - timedelta(seconds=stale_after),),
+                )
+                owners = [r[0] for r in await cursor.fetchall()]
+                if owners:
+                    await conn.execute(
+                        "UPDATE flock.deliveries SET status = 'pending', lease_owner = NULL,"
+                        " lease_expires_at = NULL WHERE status = 'leased' AND lease_owner = ANY(%s)",
+                        (owners,),
+                    )
+                    await self.notify_work(conn)
+                return owners
+
+        reaped: builtins.list[str] = await self._run(write)
+        return reaped
+
+    async def unregister_process(self, owner: str) -> None:
+        """Remove ``owner`` from the live processes (it drained and stops)."""
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> None:
+            await conn.execute("DELETE FROM flock.processes WHERE owner = %s", (owner,))
+
+        await self._run(write)
+
+    async def processes(self) -> builtins.list[ProcessRecord]:
+        """Every live process of the board with the leases it holds, oldest first."""
+        rows = await self._rows(
+            "SELECT p.owner, p.host, p.pid, p.fingerprint, p.started_at, p.heartbeat_at, p.draining,"
+            " (SELECT count(*) FROM flock.deliveries d WHERE d.status = 'leased' AND d.lease_owner = p.owner)"
+            " FROM flock.processes p ORDER BY p.started_at, p.owner"
+        )
+        return [
+            ProcessRecord(
+                owner=r[0], host=r[1], pid=r[2], fingerprint=r[3], started_at=r[4], heartbeat_at=r[5],
+                draining=r[6], leases=r[7],
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    # -- competing leases ------------------------------------------------------------------------
+
+    async def lease_next(
+        self, owner: str, agents: Sequence[str], *, limit: int, now: datetime, ttl: float
+    ) -> builtins.list[Delivery]:
+        """Lease up to ``limit`` deliveries for ``agents`` (names, or ``group:NAME``): pending
+        ones, or leased ones whose lease expired (their owner died), highest priority first,
+        then oldest, skipping rows another process is leasing at this moment. Direct runs
+        (``arun``) belong to the process that asked for them and are never taken here."""
+        if limit <= 0 or not agents:
+            return []
+        from flock_cli.store.postgres import DELIVERY_COLUMNS, delivery_from_row
+
+        returning = ", ".join("d." + c.strip() for c in DELIVERY_COLUMNS.split(","))
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> builtins.list[Delivery]:
+            cursor = await conn.execute(
+                "UPDATE flock.deliveries d SET status = 'leased', attempts = d.attempts + 1,"
+                " lease_owner = %s, lease_expires_at = %s"
+                " FROM (SELECT id FROM flock.deliveries WHERE agent = ANY(%s) AND trigger <> 'direct'"
+                " AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= %s))"
+                " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS next"
+                f" WHERE d.id = next.id RETURNING {returning}",
+                (owner, now + timedelta(seconds=ttl), list(agents), now, limit),
+            )
+            return [delivery_from_row(r) for r in await cursor.fetchall()]
+
+        leased: builtins.list[Delivery] = await self._run(write)
+        leased.sort(key=lambda d: (-d.priority, d.created_at))
+        return leased
+
+    async def open_work(self) -> tuple[int, int, int]:
+        """(pending, leased, unrouted) counts on the board: nothing open means the board is idle."""
+        rows = await self._rows(
+            "SELECT (SELECT count(*) FROM flock.deliveries WHERE status = 'pending'),"
+            " (SELECT count(*) FROM flock.deliveries WHERE status = 'leased'),"
+            " (SELECT count(*) FROM flock.artifacts WHERE NOT routed)"
+        )
+        pending, leased, unrouted = rows[0]
+        return pending, leased, unrouted
+
+    # -- board-wide counters ---------------------------------------------------------------------
+
+    async def add_to_counter(self, key: str, amount: float, *, limit: float | None = None) -> float | None:
+        """Add ``amount`` to the counter ``key`` atomically and return the new value; with
+        ``limit``, only if the new value stays within it (None when it would not)."""
+
+        async def write(conn: AsyncConnection[Any], _: bool) -> float | None:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO flock.counters(key, value) VALUES (%s, 0) ON CONFLICT DO NOTHING", (key,)
+                )
+                cursor = await conn.execute(
+                    "UPDATE flock.counters SET value = value + %s WHERE key = %s"
+                    " AND (%s::double precision IS NULL OR value + %s <= %s) RETURNING value",
+                    (amount, key, limit, amount, limit),
+                )
+                row = await cursor.fetchone()
+                return float(row[0]) if row else None
+
+        # Not repeated after a lost connection: a count must not be added twice.
+        value: float | None = await self._run(write)
+        return value
+
+    async def counters(self, prefix: str = "") -> dict[str, float]:
+        """Every counter whose key starts with ``prefix``."""
+        rows = await self._rows(
+            "SELECT key, value FROM flock.counters WHERE starts_with(key, %s) ORDER BY key", (prefix,)
+        )
+        return {k: float(v) for k, v in rows}
+
+    # -- wake-ups --------------------------------------------------------------------------------
+
+    async def listen(self) -> None:
+        """Start listening for work and artifacts on a dedicated connection (idempotent)."""
+        if self._listener is not None and not self._listener.done():
+            return
+        self._wake = asyncio.Event()
+        self._listener = asyncio.ensure_future(self._listen_loop())
+
+    async def _listen_loop(self) -> None:
+        from flock_cli.store.postgres_connections import is_connection_error
+
+        while True:
+            try:
+                conn = await self.pool.connect()
+            except Exception:
+                await asyncio.sleep(1.0)  # the catch-up poll keeps work moving meanwhile
+                continue
+            self._listen_conn = conn
+            try:
+                await conn.execute(f"LISTEN {WORK}")
+                await conn.execute(f"LISTEN {ARTIFACTS}")
+                self._wake.set()  # anything sent while we were not listening: look once
+                async for _ in conn.notifies():
+                    self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+            finally:
+                self._listen_conn = None
+                await _close(conn)
+            await asyncio.sleep(0.2)
+
+    async def wait_for_wakeup(self, timeout: float) -> bool:
+        """Wait until a notification arrives or ``timeout`` passes; True when woken."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._wake.clear()
+        return True
+
+    async def _close_shared(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sync()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(BaseException):
+                await self._listener
+            self._listener = None
+        await self.resign()
+
+    async def ensure_ready(self) -> None:
+        raise NotImplementedError
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+
+def this_host() -> str:
+    """The host name a process registers with."""
+    return socket.gethostname()
+
+
+async def _close(conn: AsyncConnection[Any]) -> None:
+    with contextlib.suppress(Exception):
+        await conn.close()
