@@ -17,8 +17,7 @@ The CLI maps the first family to exit code 2 and the second to exit code 1.
     │   ├── InvalidDeclarationError
     │   ├── UsageError
     │   ├── FlockClosedError
-    │   ├── TraceStoreError
-    │   └── BoardUnavailableError
+    │   └── TraceStoreError
     └── RunError
         ├── AgentRunError
         ├── OutputError
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentRunError",
     "AmbiguousTypeError",
-    "BoardUnavailableError",
     "DuplicateAgentError",
     "FlockClosedError",
     "FlockError",
@@ -180,10 +178,6 @@ class FlockClosedError(UserError):
 
 class TraceStoreError(UserError):
     """A trace store path that cannot be used: a directory, not a DuckDB file, a run id that is not there."""
-
-
-class BoardUnavailableError(UserError):
-    """The board's database cannot be reached or used."""
 
 
 class AgentRunError(RunError):
