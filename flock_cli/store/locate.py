@@ -11,8 +11,7 @@ A board is named by one string, whoever gives it (``--board``, ``FLOCK_BOARD``, 
 Any other ``scheme://`` is refused rather than taken for a file name: ``mysql://h/db`` or
 ``sqlite:///x.db`` would otherwise become a folder called ``mysql:`` with a board in it.
 
-A URL may hold a password, so whatever shows a board shows :func:`redact` of it, and messages
-that quote a connection library are passed through :func:`redact_message`.
+A URL may hold a password, so whatever shows a board shows :func:`redact` of it.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ __all__ = [
     "is_database_url",
     "open_store",
     "redact",
-    "redact_message",
 ]
 
 MEMORY = ":memory:"
@@ -76,30 +74,15 @@ def redact(target: str) -> str:
     if password is not None:
         user = f"{user.partition(':')[0]}:{_HIDDEN}@"
     path, question, query = rest.partition("?")
-    if question:
-        query = "&".join(
-            f"{key}={_HIDDEN}" if _is_password(key) else f"{key}{eq}{value}"
-            for key, eq, value in (p.partition("=") for p in query.split("&"))
-        )
-    return f"{head}{user}{path}{question}{query}"
-
-
-def redact_message(message: str, target: str) -> str:
-    """``message`` (from a connection library, about ``target``) with every password in
-    ``target`` hidden: libpq quotes the text it could not parse, password and all."""
-    parts = _url_parts(target)
-    if parts is None:
-        return message
-    _, _, password, rest = parts
-    secrets = {password} if password else set()
-    for key, _, value in (p.partition("=") for p in rest.partition("?")[2].split("&")):
-        if _is_password(key) and value:
-            secrets.add(value)
-    secrets |= {unquote(s) for s in secrets}
-    message = message.replace(target, redact(target))
-    for secret in sorted(secrets, key=len, reverse=True):  # the longest first: one may hold another
-        message = message.replace(secret, _HIDDEN)
-    return message
+    shown: list[str] = []
+    hiding = False
+    for param in query.split("&") if question else ():
+        key, eq, _ = param.partition("=")
+        if hiding and not eq:
+            continue  # "password=se&cret": an unescaped '&' in the password, not a parameter
+        hiding = _is_password(key) and bool(eq)
+        shown.append(f"{key}={_HIDDEN}" if hiding else param)
+    return f"{head}{user}{path}{question}{'&'.join(shown)}"
 
 
 def _url_parts(target: str) -> tuple[str, str, str | None, str] | None:
@@ -181,18 +164,32 @@ def _postgres(url: str) -> BlackboardStore:
 
 
 def _check_url(url: str) -> None:
-    """Refuse a URL libpq cannot parse, or whose port is not one, before anything connects."""
+    """Refuse, before anything connects, a URL that libpq cannot parse, whose port is not one, or
+    whose password libpq would read differently from the way it is shown hidden.
+
+    libpq reads ``#`` as a plain character and ends the user part at the first ``@``, where URL
+    parsers end the URL at ``#`` and the user part at the last ``@``: such a password could be
+    printed in part by code that parses the URL the usual way, so it must be percent-encoded."""
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
+
+    def malformed(problem: str) -> UsageError:
+        return UsageError(f"malformed board URL {redact(url)}: {problem}")
 
     try:
         params = conninfo_to_dict(url)
     except ProgrammingError as exc:
         detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        raise UsageError(f"malformed board URL {redact(url)}: {redact_message(detail, url)}") from None
+        if redact(url) != url:  # libpq quotes what it stopped at: the URL, or a piece of a password
+            detail = re.sub(r'"[^"]*"', f'"{_HIDDEN}"', detail)
+        raise malformed(detail) from None
+    if "#" in url:
+        raise malformed("write '#' as %23 (a URL ends at '#')")
+    _, _, password, rest = _url_parts(url) or ("", "", None, "")
+    in_query = any(_is_password(p.partition("=")[0]) for p in rest.partition("?")[2].split("&"))
+    misread = not in_query and unquote(password or "") != params.get("password", "")
+    if password and (misread or "?" in password):  # (a ?password= parameter overrides the user part's)
+        raise malformed("percent-encode '/', '?' and '@' in the user name and password (%2F, %3F, %40)")
     for port in str(params.get("port") or "").split(","):
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise UsageError(
-                f"malformed board URL {redact(url)}: the port {redact_message(port, url)!r} is not a"
-                " number from 1 to 65535"
-            )
+            raise malformed("a port is not a number from 1 to 65535")
