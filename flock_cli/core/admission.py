@@ -55,10 +55,9 @@ class Admission:
         retries: the circuit breaker counts runs, not attempts.
         """
         runtime = self._runtime
-        now = runtime.clock.now()
-        hidden = [a for a in run.artifacts if not a.visibility.allows(agent.identity, now=now)]
-        if hidden:  # the last line of defence: every path that hands over a delivery checks this
-            return self._refuse(agent, delivery, run, hidden, now)
+        refused = self.hidden(agent, delivery, run)
+        if refused is not None:
+            return refused
         if count_run:
             workflow = run.artifacts[0].correlation_id if run.artifacts else None
             if self._iterations.count(agent.name, workflow) > runtime.max_agent_iterations:
@@ -67,6 +66,22 @@ class Admission:
         if exhausted is not None:
             return self._hold_by_budget(agent, delivery, run, *exhausted)
         return None
+
+    def hidden(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> Coroutine[Any, Any, None] | None:
+        """The refusal of a run on artifacts ``agent`` may not see now, or None. The last line of
+        defence: every path that hands over a delivery checks this."""
+        now = self._runtime.clock.now()
+        hidden = [a for a in run.artifacts if not a.visibility.allows(agent.identity, now=now)]
+        return self._refuse(agent, delivery, run, hidden, now) if hidden else None
+
+    async def admit(
+        self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool, model_run: bool
+    ) -> Coroutine[Any, Any, None] | None:
+        """:meth:`check`, as a coroutine (a shared board's admission asks the board)."""
+        return self.check(agent, delivery, run, count_run=count_run)
+
+    async def finished(self, agent: Agent, delivery: Delivery) -> None:
+        """After a run that was admitted (a shared board's admission adds up its usage)."""
 
     def _held(self, delivery: Delivery) -> int | None:
         """The lease a refused delivery holds (leased from a shared board first), or None."""

@@ -25,7 +25,7 @@ from flock_cli.core.router import Router, typed_loader
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import PendingEmbargo, SummaryCollector
 from flock_cli.core.timers import Embargo, Timers
-from flock_cli.store.contract import Delivery, denial
+from flock_cli.store.contract import Delivery, NotLeaderError, denial
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
@@ -161,6 +161,11 @@ class Routing:
         # outside it, so concurrent routing (many runs finishing at once) shares a commit.
         try:
             await self._runtime.store.sync()
+        except NotLeaderError:
+            # Another process took the shared board's routing lock over: the steps were refused,
+            # the artifacts stay unrouted on the board, and that process routes them.
+            await self.drop_routing_state()
+            return
         except Exception:
             # The store rolled the steps back, but gates and batches in memory already moved on:
             # rebuild them from what the store actually holds, then let the caller see the error.

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from flock_cli.core import lifecycle
 from flock_cli.core.admission import Admission, calls_models
 from flock_cli.core.agent import Agent
 from flock_cli.core.artifact import Artifact
+from flock_cli.core.board_admission import BoardAdmission
 from flock_cli.core.breaker import BreakerCounts
 from flock_cli.core.context import Context
 from flock_cli.core.dead_letters import DeadLetters, DirectCalls, cause_of
@@ -66,7 +68,8 @@ class RunExecutor:
         self._scheduler = scheduler
         self._collector = scheduler.collector
         self.letters = DeadLetters(runtime, scheduler.collector, scheduler)
-        self._admission = Admission(
+        kind = BoardAdmission if runtime.store.shared else Admission
+        self._admission = kind(
             runtime, scheduler.iterations, scheduler.collector, self.letters, self.preleased
         )
 
@@ -78,11 +81,11 @@ class RunExecutor:
         ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
         """
         admission = self._admission
-        refused = admission.check(agent, delivery, run, count_run=count_run)
+        model_run = calls_models(self._runtime, agent.name)
+        refused = await admission.admit(agent, delivery, run, count_run=count_run, model_run=model_run)
         if refused is not None:
             await refused  # kept as a dead letter: denied, breaker or budget
             return None
-        model_run = calls_models(self._runtime, agent.name)
         if model_run:
             admission.admitted[agent.name] += 1
         try:
@@ -90,6 +93,7 @@ class RunExecutor:
         finally:
             if model_run:
                 admission.admitted[agent.name] -= 1
+            await admission.finished(agent, delivery)
 
     async def _attempt_leased(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
         runtime, store = self._runtime, self._runtime.store
@@ -199,7 +203,8 @@ class RunExecutor:
                     runtime.tracer.event(
                         "run.retry", agent=agent.name, attempt=attempt, delay_s=delay, error=span.message
                     )
-                    await store.release(delivery.id, attempt)
+                    retry_at = runtime.clock.now() + timedelta(seconds=delay)
+                    await store.release(delivery.id, attempt, retry_at=retry_at)
                     return delay
                 span.attributes["flock.outcome"] = "failed"
                 await self.letters.dead_letter(agent, delivery, run, exc, attempt, outputs_published=False)

@@ -55,6 +55,7 @@ __all__ = [
     "DeadLetterReason",
     "Delivery",
     "DeliveryStatus",
+    "NotLeaderError",
     "Page",
     "StaleLeaseError",
     "Viewer",
@@ -84,6 +85,11 @@ Viewer = AgentIdentity | _Unrestricted
 
 class StaleLeaseError(RunError):
     """A delivery was completed or failed with an attempt number that no longer holds its lease."""
+
+
+class NotLeaderError(RunError):
+    """A routing step on a shared board was refused: this process does not (or no longer) hold
+    the board's routing lock; the process that holds it routes the artifacts instead."""
 
 
 class ArtifactQuery(BaseModel):
@@ -208,8 +214,13 @@ class BlackboardStore(ABC):
         """
 
     @abstractmethod
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
-        """Give the lease back (pending again, for a retry) or mark the delivery dead."""
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
+        """Give the lease back (pending again, for a retry) or mark the delivery dead.
+
+        ``retry_at`` is when a retry is due: a shared board lets no other process lease the
+        delivery before then (a board one process works needs nothing: that process waits)."""
 
     @abstractmethod
     async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:

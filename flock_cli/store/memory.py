@@ -163,7 +163,9 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._children.setdefault(input_id, []).extend(o.id for o in outputs)
         self._deliveries[delivery_id] = current.moved(DeliveryStatus.DONE)
 
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
         """Back to pending, or dead."""
         current = self._fenced(delivery_id, attempt)
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING

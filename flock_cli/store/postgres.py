@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from pydantic import TypeAdapter
-
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import AgentIdentity, VisibilitySpec
+from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import UsageError
 from flock_cli.store.contract import (
     EXTERNAL,
@@ -38,24 +35,24 @@ from flock_cli.store.contract import (
     denial,
     visible,
 )
+from flock_cli.store.postgres_codec import (
+    ARTIFACT_COLUMNS,
+    CLAIM,
+    DELIVERY_COLUMNS,
+    INSERT_ARTIFACT,
+    artifact_from_row,
+    artifact_params,
+    delivery_from_row,
+    where_clause,
+)
 from flock_cli.store.postgres_connections import ConnectionPool
-from flock_cli.store.postgres_shared import SharedBoardMixin
-from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
+from flock_cli.store.postgres_routing import RoutingStateMixin
+from flock_cli.store.records import Lineage, RunRecord, walk
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 __all__ = ["PostgresBlackboardStore", "redact_url"]
-
-ARTIFACT_COLUMNS = (
-    "id, type, payload, produced_by, correlation_id, partition_key, tags, visibility, created_at, version"
-)
-DELIVERY_COLUMNS = (
-    "id, agent, artifact_ids, created_at, status, attempts, lease_owner, lease_expires_at,"
-    " priority, trigger, batch_trigger, group_sizes, subscription"
-)
-_VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
-Conn = "AsyncConnection[Any]"
 
 
 def redact_url(url: str) -> str:
@@ -76,110 +73,7 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def _artifact_params(a: Artifact, produced_in: UUID | None) -> tuple[Any, ...]:
-    return (
-        a.id,
-        a.type,
-        json.dumps(a.payload, separators=(",", ":")),
-        a.produced_by,
-        a.correlation_id,
-        a.partition_key,
-        sorted(a.tags),
-        a.visibility.model_dump_json(),
-        a.created_at,
-        a.version,
-        produced_in,
-    )
-
-
-def _artifact(row: Sequence[Any]) -> Artifact:
-    return Artifact.trusted(
-        id=row[0],
-        type=row[1],
-        payload=row[2],
-        produced_by=row[3],
-        correlation_id=row[4],
-        partition_key=row[5],
-        tags=frozenset(row[6]),
-        visibility=_VISIBILITY.validate_python(row[7]),
-        created_at=row[8],
-        version=row[9],
-    )
-
-
-def _delivery_params(d: Delivery) -> tuple[Any, ...]:
-    return (
-        d.id,
-        d.agent,
-        list(d.artifact_ids),
-        d.created_at,
-        d.status.value,
-        d.attempts,
-        d.lease_owner,
-        d.lease_expires_at,
-        d.priority,
-        d.trigger,
-        d.batch_trigger,
-        list(d.group_sizes),
-        d.subscription,
-    )
-
-
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    """A delivery from its ``DELIVERY_COLUMNS`` values."""
-    return Delivery(
-        id=row[0],
-        agent=row[1],
-        artifact_ids=tuple(row[2]),
-        created_at=row[3],
-        status=DeliveryStatus(row[4]),
-        attempts=row[5],
-        lease_owner=row[6],
-        lease_expires_at=row[7],
-        priority=row[8],
-        trigger=row[9],
-        batch_trigger=row[10],
-        group_sizes=tuple(row[11]),
-        subscription=row[12],
-    )
-
-
-def _where(query: ArtifactQuery) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if query.types is not None:
-        clauses.append("type = ANY(%s)")
-        params.append(sorted(query.types))
-    if query.produced_by is not None:
-        clauses.append("produced_by = ANY(%s)")
-        params.append(sorted(query.produced_by))
-    if query.correlation_id is not None:
-        clauses.append("correlation_id = %s")
-        params.append(query.correlation_id)
-    if query.since is not None:
-        clauses.append("created_at >= %s")
-        params.append(query.since)
-    if query.until is not None:
-        clauses.append("created_at < %s")
-        params.append(query.until)
-    if query.tags:
-        clauses.append("tags @> %s")
-        params.append(sorted(query.tags))
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-INSERT_ARTIFACT = (
-    f"INSERT INTO flock.artifacts ({ARTIFACT_COLUMNS}, produced_in)"
-    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING"
-)
-CLAIM = "INSERT INTO flock.consumptions(artifact_id, consumer) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-INSERT_DELIVERY = (
-    f"INSERT INTO flock.deliveries ({DELIVERY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-    " ON CONFLICT (id) DO NOTHING"
-)
-
-
-class PostgresBlackboardStore(SharedBoardMixin):
+class PostgresBlackboardStore(RoutingStateMixin):
     """A durable board in a PostgreSQL database, shared by every process given its URL.
 
     Args:
@@ -268,7 +162,7 @@ class PostgresBlackboardStore(SharedBoardMixin):
         if not artifacts:
             return
         async with conn.cursor() as cursor:
-            await cursor.executemany(INSERT_ARTIFACT, [_artifact_params(a, produced_in) for a in artifacts])
+            await cursor.executemany(INSERT_ARTIFACT, [artifact_params(a, produced_in) for a in artifacts])
             inserted = cursor.rowcount
         if inserted != len(artifacts) and not repeat:
             ids = [a.id for a in artifacts]
@@ -307,12 +201,12 @@ class PostgresBlackboardStore(SharedBoardMixin):
     ) -> Page:
         """SQL filters, then visibility in Python, then the page (so ``total`` counts visible rows)."""
         query = query or ArtifactQuery()
-        where, params = _where(query)
+        where, params = where_clause(query)
         order = "DESC" if query.newest_first else "ASC"
         rows = await self._rows(
             f"SELECT {ARTIFACT_COLUMNS} FROM flock.artifacts {where} ORDER BY seq {order}", params
         )
-        shown = await self._filter_visible([_artifact(r) for r in rows], viewer, self.now(now))
+        shown = await self._filter_visible([artifact_from_row(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
@@ -326,7 +220,7 @@ class PostgresBlackboardStore(SharedBoardMixin):
             f"SELECT {ARTIFACT_COLUMNS} FROM flock.artifacts WHERE id = ANY(%s)", (list(artifact_ids),)
         )
         by_id = {row[0]: row for row in rows}
-        found = [_artifact(by_id[i]) for i in artifact_ids if i in by_id]
+        found = [artifact_from_row(by_id[i]) for i in artifact_ids if i in by_id]
         return await self._filter_visible(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
@@ -353,21 +247,6 @@ class PostgresBlackboardStore(SharedBoardMixin):
         return {r[0] for r in rows}
 
     # -- deliveries ------------------------------------------------------------------------------
-
-    @staticmethod
-    async def insert_delivery(conn: AsyncConnection[Any], d: Delivery, repeat: bool) -> None:
-        """Insert one delivery and its inputs in the open transaction (ids are unique)."""
-        cursor = await conn.execute(INSERT_DELIVERY, _delivery_params(d))
-        if cursor.rowcount != 1:
-            if repeat:
-                return
-            raise ValueError(f"delivery {d.id} already exists")
-        async with conn.cursor() as many:
-            await many.executemany(
-                "INSERT INTO flock.delivery_inputs(artifact_id, delivery_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                [(i, d.id) for i in dict.fromkeys(d.artifact_ids)],
-            )
 
     async def add_delivery(self, delivery: Delivery) -> None:
         """Insert one delivery row (and wake the processes that run its agent)."""
@@ -441,13 +320,20 @@ class PostgresBlackboardStore(SharedBoardMixin):
 
         await self._run(write)
 
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
-        """Fenced: back to pending (for a retry) or dead."""
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
+        """Fenced: back to pending (for a retry, which no process leases before ``retry_at``) or dead."""
         status = "dead" if dead else "pending"
 
         async def write(conn: AsyncConnection[Any], repeat: bool) -> None:
             async with conn.transaction():
                 if await self._fenced_update(conn, delivery_id, attempt, status, repeat) and not dead:
+                    if retry_at is not None:
+                        await conn.execute(
+                            "UPDATE flock.deliveries SET not_before = %s WHERE id = %s",
+                            (retry_at, delivery_id),
+                        )
                     await self.notify_work(conn)
 
         await self._run(write)
@@ -506,101 +392,6 @@ class PostgresBlackboardStore(SharedBoardMixin):
 
         released: int = await self._run(write)
         return released
-
-    # -- routing state ---------------------------------------------------------------------------
-
-    async def apply_routing(self, conn: AsyncConnection[Any], tx: RoutingTx, repeat: bool) -> None:
-        """One routing step in the open transaction; a claim already taken fails the step."""
-        if tx.claims:
-            async with conn.cursor() as cursor:
-                await cursor.executemany(
-                    CLAIM,
-                    list(tx.claims),
-                )
-                if cursor.rowcount != len(tx.claims):
-                    if repeat and await self._routed_already(conn, tx):
-                        raise _AlreadyApplied
-                    raise ValueError("an artifact in this routing step was already claimed")
-        for delivery in tx.deliveries:
-            await self.insert_delivery(conn, delivery, False)
-        async with conn.cursor() as cursor:
-            if tx.gate_adds:
-                await cursor.executemany(
-                    "INSERT INTO flock.gate_entries(sub_key, artifact_id, arrived_at) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING",
-                    [(e.sub_key, e.artifact_id, e.arrived_at) for e in tx.gate_adds],
-                )
-            if tx.gate_removes:
-                await cursor.executemany(
-                    "DELETE FROM flock.gate_entries WHERE sub_key = %s AND artifact_id = %s",
-                    list(tx.gate_removes),
-                )
-            if tx.batch_clears:
-                await cursor.executemany(
-                    "DELETE FROM flock.batch_entries WHERE sub_key = %s", [(k,) for k in tx.batch_clears]
-                )
-            if tx.batch_adds:
-                await cursor.executemany(
-                    "INSERT INTO flock.batch_entries(sub_key, artifact_ids, arrived_at) VALUES (%s, %s, %s)",
-                    [(e.sub_key, list(e.artifact_ids), e.arrived_at) for e in tx.batch_adds],
-                )
-            if tx.denials:
-                await cursor.executemany(
-                    "INSERT INTO flock.denials(artifact_id, body) VALUES (%s, %s)",
-                    [(d.artifact_id, d.model_dump_json()) for d in tx.denials],
-                )
-        if tx.routed:
-            await conn.execute(
-                "UPDATE flock.artifacts SET routed = true WHERE id = ANY(%s)", (list(tx.routed),)
-            )
-        if tx.deliveries:
-            await self.notify_work(conn)
-
-    @staticmethod
-    async def _routed_already(conn: AsyncConnection[Any], tx: RoutingTx) -> bool:
-        if not tx.routed:
-            return False
-        cursor = await conn.execute(
-            "SELECT count(*) FROM flock.artifacts WHERE id = ANY(%s) AND routed", (list(tx.routed),)
-        )
-        row = await cursor.fetchone()
-        return row is not None and row[0] == len(tx.routed)
-
-    async def commit_routing_now(self, tx: RoutingTx, conn: AsyncConnection[Any] | None = None) -> None:
-        """Apply one routing step in its own transaction (on ``conn`` when given)."""
-
-        async def write(conn: AsyncConnection[Any], repeat: bool) -> None:
-            try:
-                async with conn.transaction():
-                    await self.apply_routing(conn, tx, repeat)
-            except _AlreadyApplied:
-                return
-
-        if conn is not None:
-            await write(conn, False)
-        else:
-            await self._run(write)
-
-    async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
-        """Uses the partial index of unrouted artifacts."""
-        rows = await self._rows(
-            f"SELECT {ARTIFACT_COLUMNS} FROM flock.artifacts WHERE NOT routed ORDER BY seq LIMIT %s", (limit,)
-        )
-        return [_artifact(r) for r in rows]
-
-    async def gate_entries(self) -> builtins.list[GateEntry]:
-        """Arrival order."""
-        rows = await self._rows(
-            "SELECT sub_key, artifact_id, arrived_at FROM flock.gate_entries ORDER BY seq"
-        )
-        return [GateEntry(sub_key=r[0], artifact_id=r[1], arrived_at=r[2]) for r in rows]
-
-    async def batch_entries(self) -> builtins.list[BatchEntry]:
-        """Arrival order."""
-        rows = await self._rows(
-            "SELECT sub_key, artifact_ids, arrived_at FROM flock.batch_entries ORDER BY seq"
-        )
-        return [BatchEntry(sub_key=r[0], artifact_ids=tuple(r[1]), arrived_at=r[2]) for r in rows]
 
     # -- runs, lineage ---------------------------------------------------------------------------
 
@@ -709,7 +500,3 @@ class PostgresBlackboardStore(SharedBoardMixin):
         """Oldest first."""
         rows = await self._rows("SELECT body FROM flock.denials ORDER BY seq")
         return [VisibilityDenial.model_validate(r[0]) for r in rows]
-
-
-class _AlreadyApplied(Exception):
-    """A repeated routing step finds its first try committed (rolls back the repeat, not an error)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -66,7 +67,7 @@ class ConnectionPool:
                 self.url,
                 autocommit=True,
                 connect_timeout=max(1, round(self.connect_timeout)),
-                application_name="flock-flow",
+                application_name=f"flock-flow pid {os.getpid()}",  # who is who in pg_stat_activity
             )
         except psycopg.Error as exc:
             raise BoardUnavailableError(f"cannot reach the board {self.where}: {_first_line(exc)}") from None

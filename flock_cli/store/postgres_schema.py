@@ -110,7 +110,8 @@ MIGRATIONS: list[str] = [
     """,
     # 2: what many orchestrators on one board share: the live processes with their heartbeats,
     # board-wide counters (circuit breaker runs, budget usage), and the index that lets each
-    # process take the next pending delivery of its agents with FOR UPDATE SKIP LOCKED.
+    # process take the next pending delivery of its agents with FOR UPDATE SKIP LOCKED, and the
+    # time before which a delivery released for a retry is not leased by another process.
     """
     CREATE TABLE flock.processes (
         owner text PRIMARY KEY,
@@ -126,7 +127,8 @@ MIGRATIONS: list[str] = [
         value double precision NOT NULL
     );
     CREATE INDEX deliveries_open ON flock.deliveries(agent, priority DESC, seq)
-        WHERE status IN ('pending', 'leased')
+        WHERE status IN ('pending', 'leased');
+    ALTER TABLE flock.deliveries ADD COLUMN not_before timestamptz
     """,
 ]
 

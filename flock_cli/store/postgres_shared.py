@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flock_cli.errors import RunError
-from flock_cli.store.contract import BlackboardStore, Delivery
+from flock_cli.store.contract import BlackboardStore, Delivery, NotLeaderError
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
@@ -45,10 +44,6 @@ __all__ = ["NotLeaderError", "ProcessRecord", "SharedBoardMixin"]
 
 ROUTING_LOCK = 0x666C6F636B2D726F  # "flock-ro": the advisory lock of routing leadership
 WORK, ARTIFACTS = "flock_work", "flock_artifacts"
-
-
-class NotLeaderError(RunError):
-    """A routing step was refused: this process does not (or no longer) hold the routing lock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +284,7 @@ class SharedBoardMixin(BlackboardStore):
         (``arun``) belong to the process that asked for them and are never taken here."""
         if limit <= 0 or not agents:
             return []
-        from flock_cli.store.postgres import DELIVERY_COLUMNS, delivery_from_row
+        from flock_cli.store.postgres_codec import DELIVERY_COLUMNS, delivery_from_row
 
         returning = ", ".join("d." + c.strip() for c in DELIVERY_COLUMNS.split(","))
 
@@ -298,10 +293,11 @@ class SharedBoardMixin(BlackboardStore):
                 "UPDATE flock.deliveries d SET status = 'leased', attempts = d.attempts + 1,"
                 " lease_owner = %s, lease_expires_at = %s"
                 " FROM (SELECT id FROM flock.deliveries WHERE agent = ANY(%s) AND trigger <> 'direct'"
-                " AND (status = 'pending' OR (status = 'leased' AND lease_expires_at <= %s))"
+                " AND ((status = 'pending' AND (not_before IS NULL OR not_before <= %s))"
+                " OR (status = 'leased' AND lease_expires_at <= %s))"
                 " ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS next"
                 f" WHERE d.id = next.id RETURNING {returning}",
-                (owner, now + timedelta(seconds=ttl), list(agents), now, limit),
+                (owner, now + timedelta(seconds=ttl), list(agents), now, now, limit),
             )
             return [delivery_from_row(r) for r in await cursor.fetchall()]
 

@@ -292,7 +292,9 @@ class SQLiteBlackboardStore(BlackboardStore):
 
         await self._write(write)
 
-    async def release(self, delivery_id: UUID, attempt: int, *, dead: bool = False) -> None:
+    async def release(
+        self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
+    ) -> None:
         """Fenced: back to pending (for a retry) or dead."""
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
         await self._write(
