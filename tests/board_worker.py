@@ -66,7 +66,13 @@ def open_store(board: str) -> BlackboardStore:
 def build(board: str, role: str = "orchestrator") -> Flock:
     """Seed -> drafter -> Draft -> finisher -> Final; Finals are summed in batches of 5, and each
     Draft is joined with its Final (by correlation id) into a Pair."""
-    flock = Flock(store=open_store(board), max_concurrency=4, role=role)  # type: ignore[arg-type]
+    ttl = os.environ.get("BOARD_WORKER_LEASE_TTL")
+    flock = Flock(
+        store=open_store(board),
+        max_concurrency=4,
+        role=role,  # type: ignore[arg-type]
+        lease_ttl=float(ttl) if ttl else None,
+    )
 
     async def draft(inputs):
         seed = inputs.first_as(Seed)

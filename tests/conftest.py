@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
 from flock_cli import Flock, ManualClock, SequentialIds
+from tests.postgres_server import PostgresServer, start_session_server
 
 
 @pytest.fixture
@@ -45,3 +47,36 @@ def _no_board_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's FLOCK_BOARD would send every command's board elsewhere: tests set it
     themselves when they test it."""
     monkeypatch.delenv("FLOCK_BOARD", raising=False)
+
+
+# -- PostgreSQL (tests/postgres_server.py) --------------------------------------------------------------
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server of the session's own, stopped and deleted at its end. Skipped with
+    the reason when psycopg or the server binaries are missing (a failure with FLOCK_REQUIRE_POSTGRES=1)."""
+    server = start_session_server()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new empty database for this test (superuser flock, over TCP), dropped after it."""
+    postgres_server.start()  # a no-op, unless an earlier test stopped the server and failed before a start
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.start()
+    postgres_server.drop_database(name)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects, so `pytest -m postgres` selects these tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the PostgreSQL server (through any fixture chain) with `postgres`."""
+    for item in items:
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
