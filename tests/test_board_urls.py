@@ -242,7 +242,7 @@ def test_reading_commands_refuse_memory_and_missing_files(tmp_path: Path) -> Non
     assert open_store(":memory:", must_exist=False).durable is False
 
 
-# -- PostgreSQL: the extra, an unreachable server ---------------------------------------------------
+# -- PostgreSQL: a real server, the extra, an unreachable server -------------------------------------
 
 BLOCK_PSYCOPG = '''
 import sys
@@ -333,3 +333,20 @@ def test_an_unreachable_server_is_one_line_without_the_password(
     assert "cret" not in exported.stdout and "se%2F" not in exported.stdout
     boards = {json.loads(line).get("attributes", {}).get("board") for line in exported.stdout.splitlines()}
     assert redact(url) in boards
+
+
+def test_a_postgresql_board_by_url_through_the_cli(recipe: Path, tmp_path: Path, postgres_url: str) -> None:
+    """The same commands on a PostgreSQL board, chosen by FLOCK_BOARD or --board. The test server
+    trusts its clients, so the password is not checked; it must still never be shown."""
+    url = postgres_url.replace("flock@", "flock:secret@", 1)
+    env = {"FLOCK_BOARD": url}
+    assert numbers_on("", env) == []  # a database without a board reads as an empty board
+    shown = flock("publish", "Job", "-", "-r", recipe, env=env, input='{"n": 1}')
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.rstrip().endswith(f"to {redact(url)}") and "secret" not in shown.output
+    (tmp_path / "job.json").write_text('{"n": 2}')
+    ran = flock("run", recipe, "-i", "Job=job.json", "--json", env=env)
+    assert ran.exit_code == 0, ran.output
+    listed = json.loads(flock("board", "list", "--board", url, "--json").stdout)
+    assert sorted(a["type"] for a in listed["artifacts"]) == ["Done", "Done", "Job", "Job"]  # both Jobs ran
+    assert not list(tmp_path.rglob("*.db"))  # no SQLite board was made on the side
