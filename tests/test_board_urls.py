@@ -170,6 +170,15 @@ def test_an_unsupported_scheme_is_refused_wherever_it_comes_from(recipe: Path, t
     assert sorted(p.name for p in Path().iterdir()) == ["r.yaml", "with_board.yaml"]  # nothing created
 
 
+def test_a_driver_in_the_scheme_is_named_as_the_problem(recipe: Path) -> None:
+    result = flock("board", "list", "--board", "postgresql+psycopg://u:secret@h/db")
+    assert result.exit_code == 2
+    assert one_line_error(result.stdout, result.stderr) == (
+        "error: unsupported board postgresql+psycopg://u:***@h/db: a board is the path of a SQLite"
+        " file or a postgresql:// (or postgres://) URL without a driver name"
+    )
+
+
 def test_what_names_a_database() -> None:
     assert is_database_url("postgresql://h/db") and is_database_url("postgres://h/db")
     assert is_database_url("PostgreSQL://h/db")  # schemes are case-insensitive

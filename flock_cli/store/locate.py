@@ -56,11 +56,13 @@ def is_database_url(target: str) -> bool:
     match = _SCHEME.match(target)
     if match is None:
         return False
-    if match.group(1).lower() in SCHEMES:
+    scheme = match.group(1).lower()
+    if scheme in SCHEMES:
         return True
+    driver = " without a driver name" if scheme.startswith(SCHEMES) else ""  # postgresql+psycopg://
     raise UsageError(
         f"unsupported board {redact(target)}: a board is the path of a SQLite file or a"
-        " postgresql:// (or postgres://) URL"
+        f" postgresql:// (or postgres://) URL{driver}"
     )
 
 
