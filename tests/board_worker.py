@@ -111,6 +111,8 @@ async def main(argv: list[str]) -> int:
         await flock.shutdown()
         await flock.store.close()
         print(f"runs={summary.agent_runs} ok={summary.ok}")
+        for failure in summary.failures:
+            print(f"failure: {failure.agent} {failure.stage}: {failure.error_type}: {failure.error}")
         return 0 if summary.ok else 1
     if command == "watch":
         flock = build(board)
@@ -118,6 +120,8 @@ async def main(argv: list[str]) -> int:
         await flock.shutdown()
         await flock.store.close()
         print(f"runs={summary.agent_runs} ok={summary.ok}")
+        for failure in summary.failures:
+            print(f"failure: {failure.agent} {failure.stage}: {failure.error_type}: {failure.error}")
         return 0 if summary.ok else 1
     if command == "publish":
         flock = build(board, role="publisher")

@@ -22,8 +22,8 @@ from tests.board_worker import Seed, build
 
 pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
 
-from flock_cli.store.postgres import PostgresBlackboardStore  # noqa: E402
-from tests.postgres_server import PostgresServer  # noqa: E402
+from flock_cli.store.postgres import PostgresBlackboardStore
+from tests.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,9 @@ async def test_cut_connections_are_reopened_and_nothing_is_lost(
     await check_board(postgres_url, seeds)
 
 
-async def test_a_server_stopped_for_five_seconds_mid_run(postgres_server: PostgresServer, postgres_url: str) -> None:
+async def test_a_server_stopped_for_five_seconds_mid_run(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
     seeds = 60
     workers = [worker("watch", postgres_url, "8", delay=0.05) for _ in range(2)]
     publisher = worker("publish", postgres_url, str(seeds))
@@ -181,12 +183,15 @@ async def test_the_circuit_breaker_counts_runs_of_every_process(postgres_url: st
             await asyncio.sleep(0.01)
             return Ping(n=inputs.first_as(Ping).n + 1)
 
-        flock.agent("looper").consumes(Ping).publishes(Ping).with_engines(FunctionEngine(again)).prevent_self_trigger(
-            False
-        )
+        flock.agent("looper").consumes(Ping).publishes(Ping).with_engines(
+            FunctionEngine(again)
+        ).prevent_self_trigger(False)
         return flock
 
-    first, second = looping(PostgresBlackboardStore(postgres_url)), looping(PostgresBlackboardStore(postgres_url))
+    first, second = (
+        looping(PostgresBlackboardStore(postgres_url)),
+        looping(PostgresBlackboardStore(postgres_url)),
+    )
     await first.attach()
     await second.attach()
     await first.publish(Ping(n=0))
@@ -219,7 +224,9 @@ async def test_schema_of_a_newer_release_is_refused_and_an_older_one_migrated(po
     assert await store.processes() == []  # a table of version 2
     await store.close()
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute("UPDATE flock.meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+        conn.execute(
+            "UPDATE flock.meta SET value = %s WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
     newer = PostgresBlackboardStore("postgresql://flock:secret@" + postgres_url.split("@", 1)[1])
     with pytest.raises(BoardSchemaError, match=f"schema version {SCHEMA_VERSION + 1}") as raised:
         await newer.ensure_ready()

@@ -29,24 +29,11 @@ from tests.models import Task
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
-_N = [0]
-
-
-def _fresh_database() -> str:  # temporary, until the postgres fixture lands
-    import os
-
-    import psycopg
-
-    _N[0] += 1
-    name = f"t{os.getpid()}_{_N[0]}"
-    with psycopg.connect("postgresql://flock@127.0.0.1:55432/postgres", autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"postgresql://flock@127.0.0.1:55432/{name}"
-
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlackboardStore]:
+    """Each store of the contract: in memory, a SQLite file, a PostgreSQL database of the tests'
+    own throwaway server (skipped with the reason when the server binaries are missing)."""
     made: BlackboardStore
     if request.param == "memory":
         made = InMemoryBlackboardStore()
@@ -55,7 +42,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         from flock_cli.store.postgres import PostgresBlackboardStore
 
-        made = PostgresBlackboardStore(_fresh_database())
+        made = PostgresBlackboardStore(request.getfixturevalue("postgres_url"))
     yield made
     await made.close()
 

@@ -111,6 +111,11 @@ def _print_summary(outcome: Outcome) -> None:
             "artifacts filtered out by where/from/channels",
         ),
         (summary.released, "interrupted run returned to the board", "interrupted runs returned to the board"),
+        (
+            summary.leases_lost,
+            "run lost its lease to another process",
+            "runs lost their lease to another process",
+        ),
         (summary.not_started, f"queued run not started ({where})", f"queued runs not started ({where})"),
     ]
     extra = "; ".join(plural(n, word, many) for n, word, many in details if n)

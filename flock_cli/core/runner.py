@@ -193,8 +193,19 @@ class RunExecutor:
                         raise
                     runtime.tracer.record(span, "store.complete", started, time.time_ns())
             except Exception as exc:
-                await self._hooks_on_error(agent, ctx, exc)
                 cause = cause_of(exc)
+                if isinstance(cause, StaleLeaseError):
+                    # The lease expired (a long pause, a lost connection) and another process of
+                    # the shared board took the delivery over: that run counts, this one's
+                    # outputs were refused. Nothing to retry, nothing to keep.
+                    self._collector.leases_lost += 1
+                    span.status, span.message = "error", f"lease lost: {cause}"
+                    span.attributes["flock.outcome"] = "lease_lost"
+                    runtime.tracer.event(
+                        "run.lease_lost", agent=agent.name, attempt=attempt, error=str(cause)
+                    )
+                    return None
+                await self._hooks_on_error(agent, ctx, exc)
                 span.status, span.message = "error", f"{type(cause).__name__}: {cause}"
                 if agent.retry_policy.should_retry(cause, attempt):
                     self._collector.retries += 1

@@ -181,6 +181,7 @@ class Scheduler(Routing):
 
     def report_crash(self, error: BaseException) -> None:
         """Record an exception that escaped a background task (a runtime bug or a broken store)."""
+
         self.collector.failures.append(
             Failure(
                 agent="<runtime>",

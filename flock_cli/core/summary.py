@@ -143,6 +143,11 @@ class RunSummary(BaseModel):
         description="runs interrupted at shutdown whose deliveries went back to the durable board"
         " (they run again when a flock resumes it)",
     )
+    leases_lost: int = Field(
+        default=0,
+        description="runs whose lease expired and was taken over by another process of a shared board"
+        " before they finished: their outputs were refused (fenced), the other process's run counts",
+    )
 
     @property
     def ok(self) -> bool:
@@ -197,6 +202,7 @@ class SummaryCollector:
         self.filtered: Counter[str] = Counter()
         self.predicate_errors: list[PredicateError] = []
         self.released = 0
+        self.leases_lost = 0
         self.not_started = 0
 
     def live(self, running_by_agent: dict[str, int], queued_by_agent: dict[str, int]) -> LiveStatus:
@@ -232,5 +238,6 @@ class SummaryCollector:
             pending_groups=pending,
             pending_embargoes=embargoes,
             released=self.released,
+            leases_lost=self.leases_lost,
             not_started=self.not_started,
         )

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from flock_cli.errors import BoardUnavailableError
 from flock_cli.store.contract import BlackboardStore, Delivery, NotLeaderError
 from flock_cli.store.records import RoutingTx
 
@@ -76,6 +77,9 @@ class SharedBoardMixin(BlackboardStore):
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self.leader_owner: str | None = None
+        # Set once this process works the board with others (core/membership.py): from then on
+        # a routing step commits only on the routing lock's connection, never without the lock.
+        self.coordinated = False
 
     # -- hooks of the store half -----------------------------------------------------------------
 
@@ -109,7 +113,7 @@ class SharedBoardMixin(BlackboardStore):
         if previous is not None:
             with contextlib.suppress(Exception):  # its failure is its own caller's (sync raises it)
                 await asyncio.shield(previous)
-        if self.leader_owner is None:
+        if not self.coordinated:  # a process on its own (tools, tests): no lock to hold
             await self.commit_routing_now(tx)
             return
         conn = self._leader_conn
@@ -143,13 +147,20 @@ class SharedBoardMixin(BlackboardStore):
             if conn is not None and not conn.closed and not conn.broken:
                 return True
             await self.resign()
+        from flock_cli.store.postgres_connections import is_connection_error
+
         await self.ensure_ready()
-        conn = await self.pool.connect()
+        try:
+            conn = await self.pool.connect()
+        except BoardUnavailableError:
+            return False  # the server is away: the caller tries again after its next wait
         try:
             cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTING_LOCK,))
             row = await cursor.fetchone()
-        except Exception:
+        except Exception as exc:
             await _close(conn)
+            if is_connection_error(exc):
+                return False
             raise
         if not (row and row[0]):
             await _close(conn)
@@ -349,6 +360,7 @@ class SharedBoardMixin(BlackboardStore):
 
     async def listen(self) -> None:
         """Start listening for work and artifacts on a dedicated connection (idempotent)."""
+        self.coordinated = True
         if self._listener is not None and not self._listener.done():
             return
         self._wake = asyncio.Event()
