@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from flock_cli.errors import UsageError
+from flock_cli.store.board_url import HIDDEN, SCHEME, is_password, redact, url_parts
 
 if TYPE_CHECKING:
     from flock_cli.store.contract import BlackboardStore
@@ -41,9 +42,6 @@ SCHEMES = ("postgresql", "postgres")
 
 POSTGRES_EXTRA = "the PostgreSQL board needs the postgres extra: pip install 'flock-flow[postgres]'"
 
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_HIDDEN = "***"
-
 
 class NoBoardError(UsageError):
     """A board that must already exist (for reading) is not there."""
@@ -53,7 +51,7 @@ def is_database_url(target: str) -> bool:
     """Whether ``target`` names a PostgreSQL board (``postgresql://`` or ``postgres://``, in any
     case) rather than a file. Any other ``scheme://`` is a :class:`UsageError` that lists what a
     board can be."""
-    match = _SCHEME.match(target)
+    match = SCHEME.match(target)
     if match is None:
         return False
     scheme = match.group(1).lower()
@@ -64,52 +62,6 @@ def is_database_url(target: str) -> bool:
         f"unsupported board {redact(target)}: a board is the path of a SQLite file or a"
         f" postgresql:// (or postgres://) URL{driver}"
     )
-
-
-def redact(target: str) -> str:
-    """``target`` as it may be shown: a URL with its password replaced by ``***``, in the user
-    part and in a ``password=`` parameter; a path unchanged."""
-    parts = _url_parts(target)
-    if parts is None:
-        return target
-    head, user, password, rest = parts
-    if password is not None:
-        user = f"{user.partition(':')[0]}:{_HIDDEN}@"
-    path, question, query = rest.partition("?")
-    shown: list[str] = []
-    hiding = False
-    for param in query.split("&") if question else ():
-        key, eq, _ = param.partition("=")
-        if hiding and not eq:
-            continue  # "password=se&cret": an unescaped '&' in the password, not a parameter
-        hiding = _is_password(key) and bool(eq)
-        shown.append(f"{key}={_HIDDEN}" if hiding else param)
-    return f"{head}{user}{path}{question}{'&'.join(shown)}"
-
-
-def _url_parts(target: str) -> tuple[str, str, str | None, str] | None:
-    """``scheme://``, the user part with its ``@`` (or ''), the password in it (or None), and
-    the rest; None for a path.
-
-    The user part ends at the last ``@`` before the first ``/``, where libpq finds it; failing
-    that, at the last ``@`` before the parameters, which is where a password holding an unescaped
-    ``/`` ends (libpq misreads such a URL, but the password must still not be shown)."""
-    match = _SCHEME.match(target)
-    if match is None:
-        return None
-    head, rest = target[: match.end()], target[match.end() :]
-    slash, question = rest.find("/"), rest.find("?")
-    at = rest.rfind("@", 0, slash if slash >= 0 else len(rest))
-    if at < 0:
-        at = rest.rfind("@", 0, question if question >= 0 else len(rest))
-    if at < 0:
-        return head, "", None, rest
-    _, colon, password = rest[:at].partition(":")
-    return head, rest[: at + 1], password if colon else None, rest[at + 1 :]
-
-
-def _is_password(key: str) -> bool:
-    return unquote(key).strip().lower() == "password"
 
 
 def open_store(target: str, *, must_exist: bool) -> BlackboardStore:
@@ -183,12 +135,12 @@ def _check_url(url: str) -> None:
     except ProgrammingError as exc:
         detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         if redact(url) != url:  # libpq quotes what it stopped at: the URL, or a piece of a password
-            detail = re.sub(r'"[^"]*"', f'"{_HIDDEN}"', detail)
+            detail = re.sub(r'"[^"]*"', f'"{HIDDEN}"', detail)
         raise malformed(detail) from None
     if "#" in url:
         raise malformed("write '#' as %23 (a URL ends at '#')")
-    _, _, password, rest = _url_parts(url) or ("", "", None, "")
-    in_query = any(_is_password(p.partition("=")[0]) for p in rest.partition("?")[2].split("&"))
+    _, _, password, rest = url_parts(url) or ("", "", None, "")
+    in_query = any(is_password(p.partition("=")[0]) for p in rest.partition("?")[2].split("&"))
     misread = not in_query and unquote(password or "") != params.get("password", "")
     if password and (misread or "?" in password):  # (a ?password= parameter overrides the user part's)
         raise malformed("percent-encode '/', '?' and '@' in the user name and password (%2F, %3F, %40)")
