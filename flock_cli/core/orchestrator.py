@@ -133,7 +133,7 @@ class Flock:
         # public settings below (Fixed) read them, and refuse assignment.
         runtime = self._runtime = Runtime(
             store=store,
-            tracer=build_tracer(traces, snapshot=self._status_record),
+            tracer=build_tracer(traces, snapshot=self._status_record, board=store),
             clock=clock,
             new_id=self._new_id,
             owner=owner,

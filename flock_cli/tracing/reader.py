@@ -2,7 +2,8 @@
 
 Every query opens the store read-only, runs and closes it again (see ``duck.py`` for why), waiting
 briefly whenever a writer holds it. Results are plain dataclasses, ready for the CLI, ``--json``
-and the dashboard.
+and the dashboard. A reader given several stores (files, folders, globs) reads them as one
+(``stores.py``); ``board_runs.py`` groups the runs of several processes on one board.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from flock_cli.errors import TraceStoreError
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 from flock_cli.private_files import owner_only_umask
 from flock_cli.tracing.duck import check_trace_path, connect
+from flock_cli.tracing.stores import is_folder, open_stores, resolve_stores
 
 if TYPE_CHECKING:
     import duckdb
@@ -83,15 +85,37 @@ class RunRow:
     pid: int | None = None
     host: str | None = None
     recipe: str | None = None
+    board: str | None = None
+    """The board the run worked (``setup.board_identity``), when its process recorded one."""
+    processes: list[RunRow] = field(default_factory=list)
+    """For a run several processes worked (``board_runs.py``): each process's own run, oldest
+    first; empty for the run of one process."""
 
     @property
     def duration_s(self) -> float | None:
         """Seconds from start to end (None while running)."""
         return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
 
+    @property
+    def trace_ids(self) -> list[str]:
+        """The traces that make up the run: its processes' runs, or its own id."""
+        return [p.run_id for p in self.processes] or [self.run_id]
+
+    @property
+    def process(self) -> str:
+        """``host:pid`` of the process that wrote the run (``?`` where unknown)."""
+        return f"{self.host or '?'}:{self.pid if self.pid is not None else '?'}"
+
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready data."""
-        return {**asdict(self), "duration_s": self.duration_s}
+        """JSON-ready data (``board`` and ``processes`` only when there are some)."""
+        data = {**asdict(self), "duration_s": self.duration_s}
+        if self.board is None:
+            del data["board"]
+        if self.processes:
+            data["processes"] = [p.to_json() for p in self.processes]
+        else:
+            del data["processes"]
+        return data
 
 
 @dataclass
@@ -109,6 +133,7 @@ class SpanRow:
     attributes: dict[str, Any]
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    trace_id: str = ""
 
     @property
     def duration_ms(self) -> float:
@@ -142,15 +167,32 @@ class EventRow:
     artifact_id: str | None
     attributes: dict[str, Any]
     span_id: str | None = None
+    trace_id: str | None = None
+
+
+RunIds = str | Sequence[str]
+"""One trace id, or several (the traces of a run several processes worked)."""
 
 
 class TraceReader:
-    """Queries one trace store. ``wait``: seconds to wait for a writer to let go of the file."""
+    """Queries a trace store, or several read as one: ``path`` is a file, a folder (every
+    ``*.duckdb`` in it), a glob, or a list of those. ``wait``: seconds to wait for a writer to let
+    go of a file."""
 
-    def __init__(self, path: Path, *, wait: float = 10.0) -> None:
-        self.path = path
+    def __init__(self, path: Path | Sequence[Path], *, wait: float = 10.0) -> None:
+        self.names = [path] if isinstance(path, Path) else list(path)
+        if not self.names:
+            raise TraceStoreError("no trace store given")
+        self.path = self.names[0]
+        self.several = len(self.names) > 1 or is_folder(self.path)
+        """True when the stores are read as one (through views with a ``store`` column)."""
         self.wait = wait
         self._local = threading.local()  # each thread's open session (a connection is not shared)
+
+    @property
+    def where(self) -> str:
+        """The store, or stores, as errors name them."""
+        return ", ".join(str(name) for name in self.names)
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -160,8 +202,11 @@ class TraceReader:
         if session is not None:
             yield session
             return
-        check_trace_path(self.path, must_exist=True)
-        con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
+        if self.several:
+            con = open_stores(resolve_stores(self.names), wait=self.wait)
+        else:
+            check_trace_path(self.path, must_exist=True)
+            con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
         try:
             yield con
         finally:
@@ -186,7 +231,7 @@ class TraceReader:
             except duckdb.CatalogException:
                 return []  # a store created but not written to yet has no tables
             except duckdb.Error as exc:
-                raise TraceStoreError(f"reading trace store {self.path} failed: {exc}") from exc
+                raise TraceStoreError(f"reading trace store {self.where} failed: {exc}") from exc
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -206,27 +251,35 @@ class TraceReader:
         if ref is None:
             runs = self.runs(limit=1)
             if not runs:
-                raise TraceStoreError(f"the trace store {self.path} holds no runs yet")
+                raise TraceStoreError(f"the trace store {self.where} holds no runs yet")
             return runs[0]
         ref = ref.strip().lower()
         if not _RUN_ID.fullmatch(ref):
             raise TraceStoreError(f"'{ref}' is not a run id: run ids are hex (flock trace list shows them)")
         rows = self._rows(_RUN_SUMMARY.format(where="trace_id LIKE ?", limit="LIMIT 6"), [ref + "%"])
         if not rows:
-            raise TraceStoreError(f"no run with id '{ref}' in {self.path} (flock trace list shows the runs)")
+            raise TraceStoreError(f"no run with id '{ref}' in {self.where} (flock trace list shows the runs)")
         if len(rows) > 1:
             ids = ", ".join(row[0][:12] for row in rows[:5])
             raise TraceStoreError(f"run id '{ref}' is ambiguous: {ids}... give more characters")
         return _run_row(rows[0])
 
+    def runs_by_id(self, run_ids: Sequence[str]) -> list[RunRow]:
+        """The runs with these exact ids (those that exist), newest first."""
+        if not run_ids:
+            return []
+        where, params = _ids(run_ids)
+        return [_run_row(row) for row in self._rows(_RUN_SUMMARY.format(where=where, limit=""), params)]
+
     # -- what a run holds ------------------------------------------------------------------------
 
-    def spans(self, run_id: str) -> list[SpanRow]:
-        """Every span of a run, in start order."""
+    def spans(self, run_id: RunIds) -> list[SpanRow]:
+        """Every span of a run (or of several), in start order."""
+        where, params = _ids(run_id)
         rows = self._rows(
             "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
-            " inputs, outputs FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
-            [run_id],
+            f" inputs, outputs, trace_id FROM spans WHERE {where} ORDER BY start_ns, span_id",
+            params,
         )
         return [
             SpanRow(
@@ -241,13 +294,15 @@ class TraceReader:
                 _json(r[8]),
                 list(r[9] or []),
                 list(r[10] or []),
+                r[11],
             )
             for r in rows
         ]
 
-    def artifacts(self, run_id: str | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
-        """Artifacts of a run (or of every run), in publish order; each artifact once."""
-        where = "WHERE trace_id = ?" if run_id else ""
+    def artifacts(self, run_id: RunIds | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
+        """Artifacts of a run (or of several, or of every run), in publish order; each artifact once."""
+        where, params = _ids(run_id) if run_id else ("", [])
+        where = f"WHERE {where}" if where else ""
         sql = (
             "SELECT artifact_id, any_value(type), any_value(produced_by), any_value(correlation_id),"
             " min(created_ns), any_value(visibility), any_value(tags), any_value(payload),"
@@ -256,22 +311,23 @@ class TraceReader:
         )
         if limit:
             sql = f"SELECT * FROM ({sql}) ORDER BY 5 DESC LIMIT {int(limit)}"
-        rows = self._rows(sql, [run_id] if run_id else [])
+        rows = self._rows(sql, params)
         artifacts = [
             ArtifactRow(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6] or []), _json(r[7]), r[8], r[9])
             for r in rows
         ]
         return sorted(artifacts, key=lambda a: (a.created_ns, a.artifact_id))
 
-    def events(self, run_id: str, kinds: tuple[str, ...] = ()) -> list[EventRow]:
-        """Events of a run, oldest first (only ``kinds`` when given)."""
-        sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id FROM events WHERE trace_id = ?"
-        params: list[Any] = [run_id]
+    def events(self, run_id: RunIds, kinds: tuple[str, ...] = ()) -> list[EventRow]:
+        """Events of a run (or of several), oldest first (only ``kinds`` when given)."""
+        where, params = _ids(run_id)
+        sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id, trace_id"
+        sql += f" FROM events WHERE {where}"
         if kinds:
             sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
             params.extend(kinds)
         rows = self._rows(sql + " ORDER BY ts_ns", params)
-        return [EventRow(r[0], r[1], r[2], r[3], _json(r[4]), r[5]) for r in rows]
+        return [EventRow(r[0], r[1], r[2], r[3], _json(r[4]), r[5], r[6]) for r in rows]
 
     def status(self, run_id: str) -> dict[str, Any] | None:
         """The latest status snapshot a flock wrote for this run, or None."""
@@ -309,7 +365,15 @@ class TraceReader:
 
     def prune(self, older_than_s: float, *, dry_run: bool = False) -> dict[str, int]:
         """Delete runs that started more than ``older_than_s`` seconds ago (running ones are
-        kept). Returns the rows deleted (or that would be) per table."""
+        kept). Returns the rows deleted (or that would be) per table. Several stores are pruned
+        one by one, each by the age of its own runs."""
+        if self.several:
+            totals = {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
+            for path in resolve_stores(self.names):
+                pruned = TraceReader(path, wait=self.wait).prune(older_than_s, dry_run=dry_run)
+                for table, n in pruned.items():
+                    totals[table] += n
+            return totals
         check_trace_path(self.path, must_exist=True)
         cutoff = time.time_ns() - int(older_than_s * 1e9)
         old = [r.run_id for r in self.runs(limit=None) if r.started_ns < cutoff and r.status != "running"]
@@ -342,6 +406,13 @@ class TraceReader:
         return counts
 
 
+def _ids(run_ids: RunIds) -> tuple[str, list[Any]]:
+    """A ``trace_id`` condition and its parameters for one id or several."""
+    if isinstance(run_ids, str):
+        return "trace_id = ?", [run_ids]
+    return f"trace_id IN ({', '.join('?' for _ in run_ids) or 'NULL'})", list(run_ids)
+
+
 def _json(value: Any) -> Any:
     if value is None:
         return {}
@@ -355,7 +426,7 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
     if name is None:  # a publish outside any traced run
         name = f"publish {first_type}" if first_type else (first_name or "?")
     if status == "running":
-        status = "running" if _alive(pid, host) else "interrupted"
+        status = "running" if alive(pid, host) else "interrupted"
     elif status in ("interrupted", "aborted"):
         pass  # stopped by Ctrl-C or SIGTERM before it finished
     elif dead or status == "failed":
@@ -365,11 +436,11 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
     return RunRow(
         run_id, name, int(started), None if ended is None else int(ended), status, int(artifacts),
         int(agent_runs), int(failed_attempts), int(dead), int(tokens or 0), cost, pid, host,
-        attrs.get("recipe"),
+        attrs.get("recipe"), attrs.get("flock.board"),
     )  # fmt: skip
 
 
-def _alive(pid: int | None, host: str | None) -> bool:
+def alive(pid: int | None, host: str | None) -> bool:
     """Whether the process that writes a run still lives (assumed so for other hosts)."""
     if pid is None or host != socket.gethostname():
         return True
