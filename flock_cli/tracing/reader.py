@@ -9,21 +9,19 @@ and the dashboard. A reader given several stores (files, folders, globs) reads t
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import TraceStoreError
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
-from flock_cli.private_files import owner_only_umask
 from flock_cli.tracing.duck import check_trace_path, connect
+from flock_cli.tracing.run_summary import RUN_SUMMARY, RunRow, run_row
 from flock_cli.tracing.stores import is_folder, open_stores, resolve_stores
 
 if TYPE_CHECKING:
@@ -32,90 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ArtifactRow", "EventRow", "RunRow", "SpanRow", "TraceReader"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{1,32}")
-
-_RUN_SUMMARY = """
-WITH picked AS (  -- the runs asked for, found without reading their spans' attributes
-    SELECT trace_id, min(started) AS started_ns FROM (
-        SELECT trace_id, started_ns AS started FROM runs
-        UNION ALL
-        SELECT trace_id, start_ns FROM spans WHERE parent_id IS NULL OR name = 'agent.run'
-    ) WHERE {where} GROUP BY trace_id ORDER BY started_ns DESC {limit}
-),
-s AS (
-    SELECT trace_id, min(start_ns) AS first_ns, max(end_ns) AS last_ns,
-           arg_min(name, start_ns) AS first_name,
-           count(*) FILTER (WHERE name = 'agent.run') AS agent_runs,
-           count(*) FILTER (WHERE name = 'agent.run' AND status = 'error') AS failed_attempts,
-           coalesce(sum(CAST(attributes->>'$."llm.input_tokens"' AS BIGINT))
-               + sum(CAST(attributes->>'$."llm.output_tokens"' AS BIGINT)), 0) AS tokens,
-           sum(CAST(attributes->>'$."llm.cost"' AS DOUBLE)) AS cost
-    FROM spans WHERE trace_id IN (SELECT trace_id FROM picked) AND (parent_id IS NULL OR name = 'agent.run')
-    GROUP BY trace_id
-),
-a AS (SELECT trace_id, count(DISTINCT artifact_id) AS artifacts, arg_min(type, created_ns) AS first_type
-      FROM artifacts WHERE trace_id IN (SELECT trace_id FROM picked) GROUP BY trace_id),
-d AS (SELECT trace_id, count(*) AS dead FROM events
-      WHERE kind = 'dead_letter' AND trace_id IN (SELECT trace_id FROM picked) GROUP BY trace_id)
-SELECT p.trace_id, r.name, s.first_name, a.first_type,
-       coalesce(r.started_ns, s.first_ns) AS started_ns, coalesce(r.ended_ns, CASE WHEN r.trace_id IS NULL
-       THEN s.last_ns END) AS ended_ns, r.status, r.pid, r.host, r.attributes,
-       coalesce(a.artifacts, 0), coalesce(s.agent_runs, 0), coalesce(s.failed_attempts, 0),
-       coalesce(d.dead, 0), coalesce(s.tokens, 0), s.cost
-FROM picked p LEFT JOIN runs r ON r.trace_id = p.trace_id LEFT JOIN s ON s.trace_id = p.trace_id
-LEFT JOIN a ON a.trace_id = p.trace_id LEFT JOIN d ON d.trace_id = p.trace_id
-ORDER BY started_ns DESC
-"""
-
-
-@dataclass
-class RunRow:
-    """One run (one trace): a ``traced_run``/``flock run``, or a publish outside any run."""
-
-    run_id: str
-    name: str
-    started_ns: int
-    ended_ns: int | None
-    status: str  # running | ok | failed | interrupted
-    artifacts: int
-    agent_runs: int
-    failed_attempts: int
-    dead_letters: int
-    tokens: int
-    cost: float | None
-    pid: int | None = None
-    host: str | None = None
-    recipe: str | None = None
-    board: str | None = None
-    """The board the run worked (``setup.board_identity``), when its process recorded one."""
-    processes: list[RunRow] = field(default_factory=list)
-    """For a run several processes worked (``board_runs.py``): each process's own run, oldest
-    first; empty for the run of one process."""
-
-    @property
-    def duration_s(self) -> float | None:
-        """Seconds from start to end (None while running)."""
-        return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
-
-    @property
-    def trace_ids(self) -> list[str]:
-        """The traces that make up the run: its processes' runs, or its own id."""
-        return [p.run_id for p in self.processes] or [self.run_id]
-
-    @property
-    def process(self) -> str:
-        """``host:pid`` of the process that wrote the run (``?`` where unknown)."""
-        return f"{self.host or '?'}:{self.pid if self.pid is not None else '?'}"
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready data (``board`` and ``processes`` only when there are some)."""
-        data = {**asdict(self), "duration_s": self.duration_s}
-        if self.board is None:
-            del data["board"]
-        if self.processes:
-            data["processes"] = [p.to_json() for p in self.processes]
-        else:
-            del data["processes"]
-        return data
 
 
 @dataclass
@@ -214,7 +128,11 @@ class TraceReader:
 
     @contextmanager
     def session(self) -> Iterator[TraceReader]:
-        """Several queries on one connection (one consistent view, one open/close)."""
+        """Several queries on one connection (one consistent view, one open/close); inside an open
+        session, the same session."""
+        if getattr(self._local, "session", None) is not None:
+            yield self
+            return
         with self.connection() as con:
             self._local.session = con
             try:
@@ -240,8 +158,8 @@ class TraceReader:
         # Measured on a store of 1,000,000 spans (ten 10,000-seed pipeline runs): picking the runs
         # first and summarising only those takes 35 ms for the newest run, against 110 ms when
         # every run was summarised before the newest was chosen.
-        sql = _RUN_SUMMARY.format(where="true", limit="" if limit is None else f"LIMIT {max(0, int(limit))}")
-        return [_run_row(row) for row in self._rows(sql)]
+        sql = RUN_SUMMARY.format(where="true", limit="" if limit is None else f"LIMIT {max(0, int(limit))}")
+        return [run_row(row) for row in self._rows(sql)]
 
     def run(self, ref: str | None) -> RunRow:
         """The run ``ref`` names (a run id or a unique prefix), or the newest run when None.
@@ -256,20 +174,20 @@ class TraceReader:
         ref = ref.strip().lower()
         if not _RUN_ID.fullmatch(ref):
             raise TraceStoreError(f"'{ref}' is not a run id: run ids are hex (flock trace list shows them)")
-        rows = self._rows(_RUN_SUMMARY.format(where="trace_id LIKE ?", limit="LIMIT 6"), [ref + "%"])
+        rows = self._rows(RUN_SUMMARY.format(where="trace_id LIKE ?", limit="LIMIT 6"), [ref + "%"])
         if not rows:
             raise TraceStoreError(f"no run with id '{ref}' in {self.where} (flock trace list shows the runs)")
         if len(rows) > 1:
             ids = ", ".join(row[0][:12] for row in rows[:5])
             raise TraceStoreError(f"run id '{ref}' is ambiguous: {ids}... give more characters")
-        return _run_row(rows[0])
+        return run_row(rows[0])
 
     def runs_by_id(self, run_ids: Sequence[str]) -> list[RunRow]:
         """The runs with these exact ids (those that exist), newest first."""
         if not run_ids:
             return []
         where, params = _ids(run_ids)
-        return [_run_row(row) for row in self._rows(_RUN_SUMMARY.format(where=where, limit=""), params)]
+        return [run_row(row) for row in self._rows(RUN_SUMMARY.format(where=where, limit=""), params)]
 
     # -- what a run holds ------------------------------------------------------------------------
 
@@ -367,43 +285,17 @@ class TraceReader:
         """Delete runs that started more than ``older_than_s`` seconds ago (running ones are
         kept). Returns the rows deleted (or that would be) per table. Several stores are pruned
         one by one, each by the age of its own runs."""
-        if self.several:
-            totals = {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
-            for path in resolve_stores(self.names):
-                pruned = TraceReader(path, wait=self.wait).prune(older_than_s, dry_run=dry_run)
-                for table, n in pruned.items():
-                    totals[table] += n
-            return totals
-        check_trace_path(self.path, must_exist=True)
-        cutoff = time.time_ns() - int(older_than_s * 1e9)
-        old = [r.run_id for r in self.runs(limit=None) if r.started_ns < cutoff and r.status != "running"]
-        if not old:
-            return {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
-        with owner_only_umask():  # the WAL this write makes holds payloads too (private_files.py)
-            return self._prune(old, dry_run)
+        from flock_cli.tracing.retention import delete_runs
 
-    def _prune(self, old: list[str], dry_run: bool) -> dict[str, int]:
-        counts = {"runs": len(old)}
-        con = connect(self.path, read_only=False, wait=self.wait)
-        try:
-            con.execute("CREATE TEMP TABLE doomed (trace_id VARCHAR)")
-            con.executemany("INSERT INTO doomed VALUES (?)", [[run_id] for run_id in old])
-            con.execute("BEGIN TRANSACTION")
-            for table in ("spans", "artifacts", "events", "status", "runs"):
-                found = con.execute(
-                    f"SELECT count(*) FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)"
-                ).fetchall()[0][0]
-                if table != "runs":
-                    counts[table] = int(found)
-                if not dry_run:
-                    con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)")
-            con.execute("ROLLBACK" if dry_run else "COMMIT")
-            if not dry_run:
-                con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        counts.pop("status", None)
-        return counts
+        totals = {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
+        for path in resolve_stores(self.names) if self.several else [self.path]:
+            check_trace_path(path, must_exist=True)
+            runs = TraceReader(path, wait=self.wait).runs(limit=None)
+            old = [r.run_id for r in runs if r.started_ns < cutoff and r.status != "running"]
+            for table, n in delete_runs(path, old, wait=self.wait, dry_run=dry_run).items():
+                totals[table] += n
+        return totals
 
 
 def _ids(run_ids: RunIds) -> tuple[str, list[Any]]:
@@ -417,37 +309,3 @@ def _json(value: Any) -> Any:
     if value is None:
         return {}
     return json.loads(value) if isinstance(value, str) else value
-
-
-def _run_row(row: tuple[Any, ...]) -> RunRow:
-    (run_id, name, first_name, first_type, started, ended, status, pid, host, attributes, artifacts,
-     agent_runs, failed_attempts, dead, tokens, cost) = row  # fmt: skip
-    attrs = _json(attributes)
-    if name is None:  # a publish outside any traced run
-        name = f"publish {first_type}" if first_type else (first_name or "?")
-    if status == "running":
-        status = "running" if alive(pid, host) else "interrupted"
-    elif status in ("interrupted", "aborted"):
-        pass  # stopped by Ctrl-C or SIGTERM before it finished
-    elif dead or status == "failed":
-        status = "failed"
-    else:
-        status = "ok"
-    return RunRow(
-        run_id, name, int(started), None if ended is None else int(ended), status, int(artifacts),
-        int(agent_runs), int(failed_attempts), int(dead), int(tokens or 0), cost, pid, host,
-        attrs.get("recipe"), attrs.get("flock.board"),
-    )  # fmt: skip
-
-
-def alive(pid: int | None, host: str | None) -> bool:
-    """Whether the process that writes a run still lives (assumed so for other hosts)."""
-    if pid is None or host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

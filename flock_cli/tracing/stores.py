@@ -8,12 +8,15 @@ Writing: a ``traces`` path that is an existing folder, or that ends with ``/``, 
 write ``<host>-<pid>.duckdb`` inside it, so processes on one machine, or on several sharing the
 folder, never contend for one file.
 
-Reading several: the first store is opened read-only and the others are attached read-only; the
-tables ``runs``, ``spans``, ``artifacts``, ``events``, ``status`` and ``meta`` become temporary
-views, ``UNION ALL`` over every store that has them, with one more column, ``store``, naming the
-file each row came from. Every query of :class:`~flock_cli.tracing.reader.TraceReader` and every
-``flock trace sql`` query then runs unchanged over all of them. External access is turned off once
-the stores are attached (before any query runs), so a query reaches these files and no others.
+Reading several: an in-memory DuckDB attaches every store read-only (a database of its own, so
+connections never share attachments, nor meet another connection's settings for the same file);
+the tables ``runs``, ``spans``, ``artifacts``, ``events``, ``status`` and ``meta`` become
+temporary views, ``UNION ALL`` over every store that has them, with one more column, ``store``,
+naming the file each row came from. Every query of :class:`~flock_cli.tracing.reader.TraceReader`
+and every ``flock trace sql`` query then runs unchanged over all of them. The first store becomes
+the default database, so a query's unqualified ``CREATE`` or ``INSERT`` meets a read-only store,
+and external access is turned off before any query runs: a query reaches these files and no
+others.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from flock_cli.errors import TraceStoreError
 from flock_cli.tracing import schema
-from flock_cli.tracing.duck import attach, check_trace_path, connect
+from flock_cli.tracing.duck import attach, check_trace_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -85,16 +88,15 @@ def open_stores(paths: Sequence[Path], *, wait: float) -> duckdb.DuckDBPyConnect
     """One read-only connection over every store in ``paths`` (see the module's docstring),
     waiting up to ``wait`` seconds for each one a writer holds. Raises TraceStoreError for a
     store that is missing or cannot be read."""
+    import duckdb
+
     for path in paths:
         check_trace_path(path, must_exist=True)
-    con = connect(paths[0], read_only=True, wait=wait)
+    con = duckdb.connect(":memory:")
     try:
-        main = con.execute("SELECT current_database()").fetchall()[0][0]
-        aliases = [main]
-        for i, path in enumerate(paths[1:], 1):
-            alias = f"flock_store_{i}" if f"flock_store_{i}" != main else f"flock_store_{i}_"
+        aliases = [f"flock_store_{i}" for i in range(len(paths))]
+        for alias, path in zip(aliases, paths, strict=True):
             attach(con, path, alias, wait=wait)
-            aliases.append(alias)
         present: dict[str, list[tuple[str, Path]]] = {table: [] for table in schema.TABLES}
         rows = con.execute("SELECT database_name, table_name FROM duckdb_tables() WHERE schema_name = 'main'")
         tables = set(rows.fetchall())
@@ -109,6 +111,7 @@ def open_stores(paths: Sequence[Path], *, wait: float) -> duckdb.DuckDBPyConnect
                     for alias, path in sources
                 )
                 con.execute(f"CREATE TEMP VIEW {table} AS {union}")
+        con.execute(f"USE {aliases[0]}")
         con.execute("SET enable_external_access = false")
     except BaseException:
         con.close()
