@@ -2,9 +2,10 @@
 `flock trace` reads them as one, showing the run the processes worked together as one run.
 
 The scenario is real: two `flock run` processes on one board file, each tracing into a folder
-(so each writes `<host>-<pid>.duckdb` there). The first runs `writer`, whose Draft is embargoed
-for a second; the second, started after the embargo, runs `reader` on that Draft. The commands
-then read both stores: a folder, `--traces` given twice, or a glob.
+(so each writes `<host>-<pid>.duckdb` there). The first runs `writer` on two stories (two
+workflows), whose Drafts are embargoed for a second; the second, started after the embargo, runs
+`reader` on those Drafts. The commands then read both stores: a folder, `--traces` given twice,
+or a glob.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Stages:
 def stages(tmp_path_factory: pytest.TempPathFactory) -> Stages:
     cwd = tmp_path_factory.mktemp("two-stage")
     recipe = write(cwd / "two_stage.yaml", RECIPE)
-    write(cwd / "story.json", '{"n": 1}')
+    write(cwd / "story.json", '[{"n": 1}, {"n": 2}]')
     (cwd / "traces").mkdir()
     first = cli("run", recipe, "--board", "board.db", "--traces", "traces", "-i", "Story=story.json", cwd=cwd)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -84,7 +85,7 @@ def test_each_process_writes_a_store_of_its_own_in_a_traces_folder(stages: Stage
     assert stages.first.name == f"{host}-{stages.pids[0]}.duckdb"
     assert stages.second.name == f"{host}-{stages.pids[1]}.duckdb"
     a, b = TraceReader(stages.first).run(None), TraceReader(stages.second).run(None)
-    assert (a.agent_runs, b.agent_runs) == (1, 1)
+    assert (a.agent_runs, b.agent_runs) == (2, 2)
     board = str((stages.folder.parent / "board.db").resolve())
     assert a.board == b.board == board  # the run start records name the board
 
@@ -100,7 +101,7 @@ def test_list_shows_one_run_with_both_processes(stages: Stages) -> None:
         assert len(data) == 1, traces
         (run,) = data
         assert run["run_id"] == first_id and run["name"] == "two-stage"
-        assert (run["artifacts"], run["agent_runs"], run["status"]) == (3, 2, "ok")
+        assert (run["artifacts"], run["agent_runs"], run["status"]) == (6, 4, "ok")
         assert [(p["run_id"], p["pid"]) for p in run["processes"]] == [
             (first_id, stages.pids[0]),
             (second_id, stages.pids[1]),
@@ -131,7 +132,7 @@ def test_show_draws_one_causal_tree_across_both_stores(stages: Stages) -> None:
         assert reader_line.endswith(f"@ {stages.labels[1]}")
         assert "runs on artifacts from outside this run" not in out
     tree = json.loads(flock("trace", "show", second_id, *both, "--json").output)
-    (story,) = tree["tree"]
+    story = tree["tree"][0]
     (writer,) = story["runs"]
     (draft,) = writer["outputs"]
     (reader,) = draft["runs"]
@@ -159,14 +160,18 @@ def test_timeline_and_audit_cover_both_processes(stages: Stages) -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     bars = [line for line in lines if "│" in line and not line.startswith("in progress")]
-    assert [line.split()[:2] for line in bars] == [["[1]", "writer"], ["[2]", "reader"]]
+    assert [line.split()[:2] for line in bars] == [["[1]", "writer"]] * 2 + [["[2]", "reader"]] * 2
     assert any(line.strip() == f"[1] {stages.labels[0]}" for line in lines)
     assert any(line.strip() == f"[2] {stages.labels[1]}" for line in lines)
     data = json.loads(flock("trace", "audit", "--traces", stages.folder, "--json").output)
+    first, second = stages.labels
     assert [(e["type"], e["agent"], e["outcome"], e["process"]) for e in data] == [
-        ("Story", "writer", "consumed", stages.labels[0]),
-        ("Draft", "reader", "consumed", stages.labels[1]),
-        ("Draft", "reader", "embargoed", stages.labels[0]),  # held back while the first process ran
+        ("Story", "writer", "consumed", first),
+        ("Story", "writer", "consumed", first),
+        ("Draft", "reader", "consumed", second),
+        ("Draft", "reader", "embargoed", first),  # held back while the first process ran
+        ("Draft", "reader", "consumed", second),
+        ("Draft", "reader", "embargoed", first),
     ]
     table = flock("trace", "audit", "--traces", stages.folder).output
     assert table.splitlines()[0].split()[-1] == "process"
@@ -175,14 +180,13 @@ def test_timeline_and_audit_cover_both_processes(stages: Stages) -> None:
 def test_sql_sees_the_rows_of_every_store_within_its_limits(stages: Stages) -> None:
     query = "SELECT store, agent FROM spans WHERE name = 'agent.run' ORDER BY start_ns"
     rows = json.loads(flock("trace", "sql", query, "--traces", stages.folder, "--json").output)
-    assert [(Path(r["store"]).name, r["agent"]) for r in rows] == [
-        (stages.first.name, "writer"),
-        (stages.second.name, "reader"),
-    ]
+    assert [(Path(r["store"]).name, r["agent"]) for r in rows] == [(stages.first.name, "writer")] * 2 + [
+        (stages.second.name, "reader")
+    ] * 2
     count = json.loads(
         flock("trace", "sql", "SELECT count(*) AS n FROM runs", "--traces", stages.folder, "--json").output
     )
-    assert count == [{"n": 2}]
+    assert count == [{"n": 2}]  # one run record per process
     for statement in ("DELETE FROM spans", "ATTACH 'other.db'", "SELECT * FROM read_csv('/etc/hostname')"):
         refused = flock("trace", "sql", statement, "--traces", stages.folder)
         assert refused.exit_code == 2, statement
@@ -214,13 +218,45 @@ def test_export_and_metrics_take_every_process_of_the_run(stages: Stages, tmp_pa
     records = [json.loads(line) for line in lines]
     assert [r["run_id"] for r in records if r["record"] == "run"] == [first_id, second_id]
     metrics = flock("trace", "metrics", second_id[:8], "--traces", stages.folder).output
-    assert 'flock_agent_runs_total{agent="writer",status="ok"} 1' in metrics
-    assert 'flock_agent_runs_total{agent="reader",status="ok"} 1' in metrics
+    assert 'flock_agent_runs_total{agent="writer",status="ok"} 2' in metrics
+    assert 'flock_agent_runs_total{agent="reader",status="ok"} 2' in metrics
     copy = tmp_path / "copy"
     shutil.copytree(stages.folder, copy)
     pruned = json.loads(flock("trace", "prune", "--older-than", "0s", "--traces", copy, "--json").output)
     assert pruned["deleted"]["runs"] == 2 and pruned["deleted"]["spans"] > 0
     assert all(TraceReader(p).runs() == [] for p in copy.glob("*.duckdb"))
+
+
+def test_a_workflow_id_shows_that_workflow_alone_across_both_processes(stages: Stages) -> None:
+    query = "SELECT correlation_id, min(created_ns) AS t FROM artifacts GROUP BY 1 ORDER BY t"
+    rows = json.loads(flock("trace", "sql", query, "--traces", stages.folder, "--json").output)
+    _, second = (r["correlation_id"] for r in rows)  # each story is a workflow of its own
+    tree = json.loads(flock("trace", "show", second, "--traces", stages.folder, "--json").output)
+    assert tree["run"]["workflow"] == second and tree["run"]["name"] == "workflow"
+    assert (tree["run"]["artifacts"], tree["run"]["agent_runs"]) == (3, 2)
+    (story,) = tree["tree"]
+    (writer,) = story["runs"]
+    (draft,) = writer["outputs"]
+    (reader,) = draft["runs"]
+    assert (writer["process"], reader["process"]) == stages.labels and tree["outside"] == []
+    query = "SELECT artifact_id, correlation_id FROM artifacts WHERE type = 'Story'"
+    stories = json.loads(flock("trace", "sql", query, "--traces", stages.folder, "--json").output)
+    assert story["artifact_id"] == next(r["artifact_id"] for r in stories if r["correlation_id"] == second)
+    audit = json.loads(flock("trace", "audit", second, "--traces", stages.folder, "--json").output)
+    assert [(e["type"], e["outcome"]) for e in audit] == [
+        ("Story", "consumed"),
+        ("Draft", "consumed"),
+        ("Draft", "embargoed"),
+    ]
+    bars = flock("trace", "timeline", second, "--traces", stages.folder, "--width", "80").output
+    assert bars.startswith(f"workflow  {second}  ok")
+    text = flock("trace", "show", second, "--traces", stages.folder).output
+    assert text.startswith(f"workflow  {second}  ok") and "2 processes:" in text
+    assert bars.count("writer") == 1 and bars.count("reader") == 1
+    missing = flock("trace", "show", "00000000-0000-4000-8000-000000000000", "--traces", stages.folder)
+    assert missing.exit_code == 2 and "no workflow 00000000-0000-4000-8000-000000000000" in missing.output
+    refused = flock("trace", "export", second, "--traces", stages.folder)
+    assert refused.exit_code == 2 and "export takes a run id, not a workflow id" in refused.output
 
 
 async def test_a_flock_given_a_folder_writes_its_own_store_in_it(

@@ -40,7 +40,11 @@ TracesOpt = Annotated[
 ]
 RunArg = Annotated[
     str | None,
-    typer.Argument(metavar="[RUN]", help="A run id or a unique prefix of one (default: the newest run)."),
+    typer.Argument(
+        metavar="[RUN]",
+        help="A run id or a unique prefix of one (any process's, for a run several worked), or a"
+        " workflow (correlation) id for that workflow alone (default: the newest run).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -112,7 +116,7 @@ def show(run: RunArg = None, traces: TracesOpt = None, as_json: JsonOpt = False)
     reader = _reader(traces)
     with reader.session():
         row = board_run(reader, run)
-        ids = row.trace_ids
+        ids = row.scope
         spans = reader.spans(ids)
         roots, orphans = build_tree(reader.artifacts(ids), spans, reader.events(ids), process_labels(row))
         in_progress = {a: int(v["running"]) for a, v in agents_now(reader, row).items() if v["running"]}
@@ -140,14 +144,15 @@ def timeline(
 ) -> None:
     """A Gantt chart of the run's agent runs: concurrency and the critical path (across every
     process that worked the run, each bar marked [n] with its process)."""
+    from flock_cli.cli.trace_render import run_ref
     from flock_cli.cli.trace_render import timeline as render
     from flock_cli.tracing.board_runs import board_run, process_labels
 
     reader = _reader(traces)
     with reader.session():
         row = board_run(reader, run)
-        spans = reader.spans(row.trace_ids)
-    console().print(f"{row.name}  {row.run_id[:12]}  {row.status}")
+        spans = reader.spans(row.scope)
+    console().print(f"{row.name}  {run_ref(row)}  {row.status}")
     console().print(render(spans, width or _width(), process_labels(row) or None))
 
 
@@ -173,7 +178,7 @@ def audit(
     reader = _reader(traces)
     with reader.session():
         row = board_run(reader, run)
-        ids = row.trace_ids
+        ids = row.scope
         entries = audit_run(reader.artifacts(ids), reader.spans(ids), reader.events(ids), process_labels(row))
     if artifact:
         entries = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
@@ -273,6 +278,8 @@ def export(
             runs = reader.runs(limit=None)
         else:
             row = board_run(reader, run)
+            if row.workflow:
+                fail("export takes a run id, not a workflow id: export the runs the workflow went through")
             runs = row.processes or [row]
         _export(reader, runs, fmt, output)
 

@@ -76,7 +76,7 @@ def run_metrics(reader: TraceReader, run: RunRow) -> str:
     from flock_cli.tracing.board_runs import agents_now
     from flock_cli.tracing.metrics import Family, Histogram, render
 
-    ids = run.trace_ids
+    ids = run.scope
     spans = reader.spans(ids)
     published = Counter(a.type for a in reader.artifacts(ids))
     runs: Counter[tuple[str, str]] = Counter()

@@ -24,7 +24,7 @@ from flock_cli.tracing.run_metrics import metrics_of
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow
 
-__all__ = ["duration", "preview", "run_table", "run_tree", "timeline", "when"]
+__all__ = ["duration", "preview", "run_ref", "run_table", "run_tree", "timeline", "when"]
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -50,6 +50,11 @@ def duration(seconds: float | None) -> str:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes} min {rest:02d} s"
+
+
+def run_ref(run: RunRow) -> str:
+    """How a run is named in headers: its id's first 12 characters; a workflow's whole id."""
+    return run.run_id if run.workflow else run.run_id[:12]
 
 
 def preview(payload: Any, width: int = 50) -> str:
@@ -159,7 +164,7 @@ def run_tree(
     style = _STATUS_STYLE.get(run.status, "")
     counts = f"{_count(run.artifacts, 'artifact')}, {_count(run.agent_runs, 'agent run')}"
     summary = f"  {duration(run.duration_s)}  {counts}"
-    header = Text.assemble((run.name, "bold"), f"  {run.run_id[:12]}  ", (run.status, style), summary)
+    header = Text.assemble((run.name, "bold"), f"  {run_ref(run)}  ", (run.status, style), summary)
     if run.processes:
         parts = ", ".join(f"{p.process} (run {p.run_id[:8]})" for p in run.processes)
         header.append(f"\n{len(run.processes)} processes: {parts}", style="dim")

@@ -145,8 +145,11 @@ def merge_runs(members: Sequence[RunRow]) -> RunRow:
 
 def agents_now(reader: TraceReader, run: RunRow) -> dict[str, dict[str, float]]:
     """Agent -> runs ``running`` and ``queued`` now, from the latest status snapshot of each of the
-    run's processes still working on it (added up)."""
+    run's processes still working on it (added up); none for a workflow (its processes' figures
+    are not its own)."""
     agents: dict[str, dict[str, float]] = {}
+    if run.workflow:
+        return agents
     for process in run.processes or [run]:
         status = reader.status(process.run_id) if process.status == "running" else None
         for agent, figures in (status or {}).get("agents", {}).items():
@@ -192,7 +195,12 @@ def board_runs(reader: TraceReader, limit: int | None = 20) -> list[RunRow]:
 
 def board_run(reader: TraceReader, ref: str | None) -> RunRow:
     """The run ``ref`` names (any of its processes' run ids, or a unique prefix), or the newest:
-    with every process that worked it when there were several."""
+    with every process that worked it when there were several. A workflow (correlation) id
+    names that workflow alone (``workflow.py``)."""
+    from flock_cli.tracing.workflow import is_workflow_id, workflow_run
+
+    if ref is not None and is_workflow_id(ref):
+        return workflow_run(reader, ref)
     with reader.session():
         if ref is None:
             newest = board_runs(reader, limit=1)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flock_cli.errors import TraceStoreError
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 from flock_cli.tracing.duck import check_trace_path, connect
-from flock_cli.tracing.run_summary import RUN_SUMMARY, RunRow, run_row
+from flock_cli.tracing.run_summary import RUN_SUMMARY, RunRow, Workflow, run_row
 from flock_cli.tracing.stores import is_folder, open_stores, resolve_stores
 
 if TYPE_CHECKING:
@@ -86,6 +86,9 @@ class EventRow:
 
 RunIds = str | Sequence[str]
 """One trace id, or several (the traces of a run several processes worked)."""
+
+Scope = RunIds | Workflow
+"""What a query selects: the rows of some traces, or those of one workflow."""
 
 
 class TraceReader:
@@ -191,9 +194,9 @@ class TraceReader:
 
     # -- what a run holds ------------------------------------------------------------------------
 
-    def spans(self, run_id: RunIds) -> list[SpanRow]:
-        """Every span of a run (or of several), in start order."""
-        where, params = _ids(run_id)
+    def spans(self, run_id: Scope) -> list[SpanRow]:
+        """Every span of a run (or of several), in start order; of a workflow, its agent runs."""
+        where, params = _where(run_id, "spans")
         rows = self._rows(
             "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
             f" inputs, outputs, trace_id FROM spans WHERE {where} ORDER BY start_ns, span_id",
@@ -217,9 +220,10 @@ class TraceReader:
             for r in rows
         ]
 
-    def artifacts(self, run_id: RunIds | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
-        """Artifacts of a run (or of several, or of every run), in publish order; each artifact once."""
-        where, params = _ids(run_id) if run_id else ("", [])
+    def artifacts(self, run_id: Scope | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
+        """Artifacts of a run (or of several, or of a workflow, or of every run), in publish order;
+        each artifact once."""
+        where, params = _where(run_id, "artifacts") if run_id else ("", [])
         where = f"WHERE {where}" if where else ""
         sql = (
             "SELECT artifact_id, any_value(type), any_value(produced_by), any_value(correlation_id),"
@@ -236,11 +240,11 @@ class TraceReader:
         ]
         return sorted(artifacts, key=lambda a: (a.created_ns, a.artifact_id))
 
-    def events(self, run_id: RunIds, kinds: tuple[str, ...] = ()) -> list[EventRow]:
-        """Events of a run (or of several), oldest first (only ``kinds`` when given)."""
-        where, params = _ids(run_id)
+    def events(self, run_id: Scope, kinds: tuple[str, ...] = ()) -> list[EventRow]:
+        """Events of a run (or of several, or of a workflow), oldest first (only ``kinds`` when given)."""
+        where, params = _where(run_id, "events")
         sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id, trace_id"
-        sql += f" FROM events WHERE {where}"
+        sql += f" FROM events WHERE ({where})"
         if kinds:
             sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
             params.extend(kinds)
@@ -303,6 +307,30 @@ def _ids(run_ids: RunIds) -> tuple[str, list[Any]]:
     if isinstance(run_ids, str):
         return "trace_id = ?", [run_ids]
     return f"trace_id IN ({', '.join('?' for _ in run_ids) or 'NULL'})", list(run_ids)
+
+
+_WORKFLOW_ARTIFACTS = "(SELECT list(artifact_id) FROM artifacts WHERE correlation_id = ?)"
+_WORKFLOW_RUNS = (
+    f"name = 'agent.run' AND (list_has_any(inputs, {_WORKFLOW_ARTIFACTS})"
+    f" OR list_has_any(outputs, {_WORKFLOW_ARTIFACTS}))"
+)
+
+
+def _where(scope: Scope, table: str) -> tuple[str, list[Any]]:
+    """The condition selecting ``scope`` in ``table``: its traces' rows; for a workflow, its
+    artifacts, the agent runs that consumed or published them, and the events of either."""
+    if not isinstance(scope, Workflow):
+        return _ids(scope)
+    cid = scope.correlation_id
+    if table == "artifacts":
+        return "correlation_id = ?", [cid]
+    if table == "spans":
+        return _WORKFLOW_RUNS, [cid, cid]
+    return (
+        "artifact_id IN (SELECT artifact_id FROM artifacts WHERE correlation_id = ?)"
+        f" OR span_id IN (SELECT span_id FROM spans WHERE {_WORKFLOW_RUNS})",
+        [cid, cid, cid],
+    )
 
 
 def _json(value: Any) -> Any:

@@ -8,7 +8,7 @@ import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["RUN_SUMMARY", "RunRow", "alive", "run_row"]
+__all__ = ["RUN_SUMMARY", "RunRow", "Workflow", "alive", "run_row"]
 
 RUN_SUMMARY = """
 WITH picked AS (  -- the runs asked for, found without reading their spans' attributes
@@ -44,6 +44,14 @@ ORDER BY started_ns DESC
 """
 
 
+@dataclass(frozen=True)
+class Workflow:
+    """One workflow (the artifacts sharing a correlation id, and the agent runs on them), in
+    whichever runs and processes it went through."""
+
+    correlation_id: str
+
+
 @dataclass
 class RunRow:
     """One run (one trace): a ``traced_run``/``flock run``, or a publish outside any run."""
@@ -67,6 +75,8 @@ class RunRow:
     processes: list[RunRow] = field(default_factory=list)
     """For a run several processes worked (``board_runs.py``): each process's own run, oldest
     first; empty for the run of one process."""
+    workflow: str | None = None
+    """The correlation id, when the row is one workflow rather than a run (``workflow.py``)."""
 
     @property
     def duration_s(self) -> float | None:
@@ -79,6 +89,11 @@ class RunRow:
         return [p.run_id for p in self.processes] or [self.run_id]
 
     @property
+    def scope(self) -> list[str] | Workflow:
+        """What the reader's queries select for this row: its traces, or its workflow."""
+        return Workflow(self.workflow) if self.workflow else self.trace_ids
+
+    @property
     def process(self) -> str:
         """``host:pid`` of the process that wrote the run (``?`` where unknown)."""
         return f"{self.host or '?'}:{self.pid if self.pid is not None else '?'}"
@@ -86,8 +101,9 @@ class RunRow:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready data (``board`` and ``processes`` only when there are some)."""
         data = {**asdict(self), "duration_s": self.duration_s}
-        if self.board is None:
-            del data["board"]
+        for key in ("board", "workflow"):
+            if data[key] is None:
+                del data[key]
         if self.processes:
             data["processes"] = [p.to_json() for p in self.processes]
         else:
