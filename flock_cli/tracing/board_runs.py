@@ -187,7 +187,8 @@ def board_runs(reader: TraceReader, limit: int | None = 20) -> list[RunRow]:
         rows = {row.run_id: row for row in reader.runs(limit=None)}
         entries: list[RunRow] = []
         for group in groups:
-            entries.append(merge_runs([rows.pop(trace_id) for trace_id in group if trace_id in rows]))
+            members = [rows.pop(trace_id) for trace_id in group if trace_id in rows]
+            entries += [merge_runs(members)] if len(members) > 1 else members
         entries += rows.values()
     entries.sort(key=lambda r: (r.started_ns, r.run_id), reverse=True)
     return entries if limit is None else entries[: max(0, int(limit))]
