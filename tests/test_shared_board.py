@@ -322,3 +322,25 @@ async def test_an_exclusive_group_across_processes_runs_each_artifact_once(postg
     for flock in (first, second):
         await flock.shutdown()
         await flock.store.close()
+
+
+def test_one_recipe_has_one_fingerprint_in_every_process() -> None:
+    """Two processes running one recipe (replayed answers included) must agree on its definition,
+    or the second orchestrator of a shared board is refused (and a resume too)."""
+    from flock_cli.core.session import fingerprint
+    from flock_cli.recipe.loader import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "code_review.yaml")
+    first, second = recipe.build(), recipe.build()  # two Recording objects at two addresses
+    assert fingerprint(first.agents) == fingerprint(second.agents)
+    script = (
+        "from flock_cli.core.session import fingerprint; from flock_cli.recipe.loader import load_recipe;"
+        "print(fingerprint(load_recipe('recipes/code_review.yaml').build().agents))"
+    )
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert printed == {fingerprint(first.agents) + "\n"}
