@@ -1,0 +1,134 @@
+"""A shared PostgreSQL board under load (what bench/scale_out.py found): routing passes of the
+leader that overlap on a slow server, and slots freed while a lease is being taken."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import flock_cli.core.membership as membership
+from flock_cli import Flock, FunctionEngine
+from flock_cli.core.artifact import Artifact
+from flock_cli.store import DeliveryStatus
+from flock_cli.store.contract import Delivery
+from flock_cli.store.records import RoutingTx
+from tests.board_worker import Seed
+
+pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
+
+from flock_cli.store.postgres import PostgresBlackboardStore
+
+
+class SlowCommits(PostgresBlackboardStore):
+    """A board whose routing steps commit only once ``commits`` is set; a look for unrouted
+    artifacts made while a commit is held is answered late, after that commit landed, with what it
+    read before (a slow server: the answer of a query started before a commit arrives after it)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.commits = asyncio.Event()
+        self.commits.set()
+        self.held = 0  # routing steps waiting for ``commits``
+        self.stale_reads = 0
+
+    async def commit_routing_now(self, tx: RoutingTx, conn: Any = None) -> None:
+        self.held += 1
+        await self.commits.wait()
+        self.held -= 1
+        await super().commit_routing_now(tx, conn)
+
+    async def unrouted(self, limit: int = 1000) -> list[Artifact]:
+        found = await super().unrouted(limit)
+        if found and self.held:
+            self.stale_reads += 1
+            await self.commits.wait()
+            while {a.id for a in await super().unrouted(limit)} & {a.id for a in found}:
+                await asyncio.sleep(0.02)  # until the held commit is on the board...
+            await asyncio.sleep(0.3)  # ...and the pass that made it has finished
+        return found
+
+
+async def test_a_poll_that_read_the_board_before_a_routing_step_committed_does_not_route_again(
+    postgres_url: str,
+) -> None:
+    store = SlowCommits(postgres_url)
+    flock = Flock(store=store, traces=False)
+    flock.agent("echo").consumes(Seed).with_engines(FunctionEngine(lambda inputs: None))
+    await flock.attach()  # alone on the board: it holds the routing lock
+    publisher = Flock(store=PostgresBlackboardStore(postgres_url), role="publisher", traces=False)
+    publisher.agent("echo").consumes(Seed).with_engines(FunctionEngine(lambda inputs: None))
+    store.commits.clear()
+    asyncio.get_running_loop().call_later(0.6, store.commits.set)
+    await publisher.publish(Seed(n=1))
+    summary = await flock.watch(poll_interval=0.05, idle_exit=1.5)
+    assert store.stale_reads >= 1  # a second pass did read the artifact while its step was held
+    assert summary.ok, summary.failures
+    assert summary.agent_runs == 1
+    assert len(await store.deliveries(status=DeliveryStatus.DONE)) == 1
+    await flock.shutdown()
+    await store.close()
+    await publisher.store.close()
+
+
+class HeldLease(PostgresBlackboardStore):
+    """A board whose next lease that finds work, once ``hold`` is set, answers only when
+    ``resume`` is set (``taken`` is set when it has its deliveries)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.hold = False
+        self.taken, self.resume = asyncio.Event(), asyncio.Event()
+
+    async def lease_next(self, *args: Any, **kwargs: Any) -> list[Delivery]:
+        leased = await super().lease_next(*args, **kwargs)
+        if leased and self.hold:
+            self.hold = False
+            self.taken.set()
+            await self.resume.wait()
+        return leased
+
+
+async def test_slots_freed_while_a_lease_is_taken_are_filled_at_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that end while the process takes a lease free their slots; the process leases for them
+    right after, not when yet another run ends (or the catch-up poll comes: made an hour here)."""
+    monkeypatch.setattr(membership, "CATCH_UP_POLL", 3600.0)
+    store = HeldLease(postgres_url)
+    started = {n: asyncio.Event() for n in range(4)}
+    finish = {n: asyncio.Event() for n in range(4)}
+
+    async def work(inputs: Any) -> None:
+        n = inputs.first_as(Seed).n
+        started[n].set()
+        await finish[n].wait()
+
+    flock = Flock(store=store, max_concurrency=2, traces=False)
+    flock.agent("worker").consumes(Seed).with_engines(FunctionEngine(work))
+    await flock.attach()
+    stop = asyncio.Event()
+    watching = asyncio.ensure_future(flock.watch(poll_interval=0.05, stop=stop))
+    publisher = Flock(store=PostgresBlackboardStore(postgres_url), role="publisher", traces=False)
+    publisher.agent("worker").consumes(Seed).with_engines(FunctionEngine(work))
+    await publisher.publish_many([Seed(n=n) for n in range(4)])
+    await asyncio.wait_for(asyncio.gather(started[0].wait(), started[1].wait()), 60)
+    store.hold = True
+    finish[0].set()  # a slot frees: the process leases seed 2, and the lease is held
+    await asyncio.wait_for(store.taken.wait(), 60)
+    finish[1].set()  # the other slot frees while that lease is being taken
+    while flock.status().running:
+        await asyncio.sleep(0.01)
+    store.resume.set()
+    await asyncio.wait_for(started[3].wait(), 60)  # seed 3 runs beside seed 2
+    assert flock.status().running == 2
+    finish[2].set()
+    finish[3].set()
+    while sum(flock.status().runs_by_agent.values()) < 4:
+        await asyncio.sleep(0.01)
+    stop.set()
+    assert (await watching).ok
+    await flock.shutdown()
+    await store.close()
+    await publisher.store.close()
