@@ -17,12 +17,14 @@ The CLI maps the first family to exit code 2 and the second to exit code 1.
     │   ├── InvalidDeclarationError
     │   ├── UsageError
     │   ├── FlockClosedError
-    │   └── TraceStoreError
+    │   ├── TraceStoreError
+    │   └── BoardUnavailableError
     └── RunError
         ├── AgentRunError
         ├── OutputError
         ├── IdleTimeoutError
-        └── TraceStoreBusyError
+        ├── TraceStoreBusyError
+        └── BoardConnectionError
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentRunError",
     "AmbiguousTypeError",
+    "BoardConnectionError",
+    "BoardUnavailableError",
     "DuplicateAgentError",
     "FlockClosedError",
     "FlockError",

@@ -42,6 +42,13 @@ def _no_real_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_board_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's FLOCK_BOARD would send every command's board elsewhere: tests set it
+    themselves when they test it."""
+    monkeypatch.delenv("FLOCK_BOARD", raising=False)
+
+
 # -- PostgreSQL (tests/postgres_server.py) --------------------------------------------------------------
 POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
 

@@ -65,6 +65,22 @@ def worker(*args: str, delay: float = 0.007, lease_ttl: float = 2.0) -> subproce
     )
 
 
+def wait_for_processes(url: str, count: int, timeout: float = 60) -> None:
+    """Wait until ``count`` orchestrators have joined the board (their start-up takes a while)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            found = conn.execute("SELECT to_regclass('flock.processes') IS NOT NULL").fetchone()
+            if found and found[0]:
+                rows = conn.execute("SELECT count(*) FROM flock.processes").fetchone()
+                if rows and rows[0] >= count:
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} orchestrators did not join the board within {timeout} s")
+
+
 def finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
@@ -122,6 +138,7 @@ async def test_cut_connections_are_reopened_and_nothing_is_lost(
 ) -> None:
     seeds = 60
     workers = [worker("watch", postgres_url, "3", delay=0.05) for _ in range(2)]
+    wait_for_processes(postgres_url, 2)
     publisher = worker("publish", postgres_url, str(seeds))
     for _ in range(5):
         time.sleep(0.4)
@@ -142,6 +159,7 @@ async def test_a_server_stopped_for_five_seconds_mid_run(
 ) -> None:
     seeds = 60
     workers = [worker("watch", postgres_url, "8", delay=0.05) for _ in range(2)]
+    wait_for_processes(postgres_url, 2)  # a board never reached is an error at once, by design
     publisher = worker("publish", postgres_url, str(seeds))
     time.sleep(1.0)
     postgres_server.stop()
@@ -232,3 +250,97 @@ async def test_schema_of_a_newer_release_is_refused_and_an_older_one_migrated(po
         await newer.ensure_ready()
     assert "secret" not in str(raised.value) and "flock:***@" in str(raised.value)
     await newer.close()
+
+
+async def test_a_calls_budget_counts_the_model_calls_of_every_process(postgres_url: str) -> None:
+    from typing import Any, ClassVar
+
+    from flock_cli import Budget
+    from tests.models import Idea, Tagline
+
+    class ModelLike(FunctionEngine):
+        calls_models: ClassVar[bool] = True  # admitted like a model-calling engine
+
+    async def write(inputs: Any, ctx: Any) -> Tagline:
+        await asyncio.sleep(0.05)
+        ctx.trace.usage(model="m", input_tokens=3, output_tokens=2, calls=1)
+        return Tagline(line=inputs.artifacts[0].payload["topic"])
+
+    def member() -> Flock:
+        flock = Flock(store=PostgresBlackboardStore(postgres_url), max_concurrency=4)
+        flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(ModelLike(write)).budget(
+            Budget(calls=10)
+        )
+        return flock
+
+    first, second = member(), member()
+    await first.attach()
+    await second.attach()
+    for n in range(30):
+        await first.publish(Idea(topic=f"t{n}"))
+    summaries = await asyncio.gather(
+        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
+    )
+    assert sum(s.agent_runs for s in summaries) == 10  # 10 calls across both processes
+    letters = await first.store.dead_letters()
+    assert Counter(letter.reason for letter in letters) == {"budget": 20}
+    counters = await first.store.counters("usage:calls:")  # type: ignore[attr-defined]
+    assert counters == {"usage:calls:agent:writer": 10.0, "usage:calls:flock": 10.0}
+    for flock in (first, second):
+        await flock.shutdown()
+        await flock.store.close()
+
+
+async def test_an_exclusive_group_across_processes_runs_each_artifact_once(postgres_url: str) -> None:
+    from typing import Any
+
+    from tests.models import Idea, Tagline
+
+    async def write(inputs: Any) -> Tagline:
+        await asyncio.sleep(0.02)
+        return Tagline(line=inputs.artifacts[0].payload["topic"])
+
+    def member() -> Flock:
+        flock = Flock(store=PostgresBlackboardStore(postgres_url), max_concurrency=3)
+        for name in ("left", "right"):
+            flock.agent(name).consumes(Idea, group="writers").publishes(Tagline).with_engines(
+                FunctionEngine(write)
+            )
+        return flock
+
+    first, second = member(), member()
+    await first.attach()
+    await second.attach()
+    for n in range(24):
+        await second.publish(Idea(topic=f"t{n}"))
+    summaries = await asyncio.gather(
+        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
+    )
+    taglines = await first.store.get_by_type(Tagline, viewer=UNRESTRICTED)
+    assert sorted(t.line for t in taglines) == sorted(f"t{n}" for n in range(24))  # once each
+    assert sum(s.agent_runs for s in summaries) == 24
+    for flock in (first, second):
+        await flock.shutdown()
+        await flock.store.close()
+
+
+def test_one_recipe_has_one_fingerprint_in_every_process() -> None:
+    """Two processes running one recipe (replayed answers included) must agree on its definition,
+    or the second orchestrator of a shared board is refused (and a resume too)."""
+    from flock_cli.core.session import fingerprint
+    from flock_cli.recipe.loader import load_recipe
+
+    recipe = load_recipe(ROOT / "recipes" / "code_review.yaml")
+    first, second = recipe.build(), recipe.build()  # two Recording objects at two addresses
+    assert fingerprint(first.agents) == fingerprint(second.agents)
+    script = (
+        "from flock_cli.core.session import fingerprint; from flock_cli.recipe.loader import load_recipe;"
+        "print(fingerprint(load_recipe('recipes/code_review.yaml').build().agents))"
+    )
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(2)
+    }
+    assert printed == {fingerprint(first.agents) + "\n"}

@@ -158,7 +158,8 @@ def test_mistakes_exit_2_with_one_line(store: Path, args: list[str], message: st
 
 def test_unusable_stores_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "no trace store at" in flock("trace", "list", "--traces", tmp_path / "none.duckdb").output
-    assert "is a directory" in flock("trace", "list", "--traces", tmp_path).output
+    # a folder is read as every *.duckdb in it (tests/test_trace_multi.py): an empty one is refused
+    assert "no trace stores (*.duckdb) in the folder" in flock("trace", "list", "--traces", tmp_path).output
     (tmp_path / "x.txt").write_text("plain text")
     bad = flock("trace", "show", "--traces", tmp_path / "x.txt")
     assert bad.exit_code == 2 and "is not a DuckDB trace store" in bad.output

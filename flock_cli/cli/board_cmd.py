@@ -31,8 +31,7 @@ if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
     from flock_cli.core.board import BoardView
     from flock_cli.core.visibility import AgentIdentity
-    from flock_cli.store.contract import Page
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
+    from flock_cli.store.contract import BlackboardStore, Page
 
 __all__ = ["board_app"]
 
@@ -48,7 +47,10 @@ board_app = typer.Typer(
 BoardOpt = Annotated[
     str | None,
     typer.Option(
-        "--board", metavar="PATH", help="Board file (default: the one board in .flock/, or --recipe's)."
+        "--board",
+        metavar="PATH|URL",
+        help="Board file or postgresql:// URL (default: $FLOCK_BOARD, --recipe's board, or the one"
+        " in .flock/).",
     ),
 ]
 RecipeOpt = Annotated[
@@ -61,7 +63,7 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="An artifact id, or a u
 def _with_board(
     path: str | None,
     recipe: Path | None,
-    action: Callable[[SQLiteBlackboardStore], Awaitable[T]],
+    action: Callable[[BlackboardStore], Awaitable[T]],
 ) -> T:
     return _reading(path, recipe, Who(None, None, None), lambda store, _: action(store))[1]
 
@@ -70,7 +72,7 @@ def _reading(
     path: str | None,
     recipe: Path | None,
     who: Who,
-    action: Callable[[SQLiteBlackboardStore, AgentIdentity | None], Awaitable[T]],
+    action: Callable[[BlackboardStore, AgentIdentity | None], Awaitable[T]],
 ) -> tuple[AgentIdentity | None, T]:
     """Run ``action`` on the board with the identity ``who`` names (None: the operator's view)."""
     import asyncio
@@ -88,7 +90,7 @@ def _reading(
     return identity, asyncio.run(go())
 
 
-def _view(store: SQLiteBlackboardStore, identity: AgentIdentity) -> BoardView:
+def _view(store: BlackboardStore, identity: AgentIdentity) -> BoardView:
     """The view an agent with ``identity`` gets as ``ctx.board`` ("now" is the store's clock)."""
     from flock_cli.core.board import BoardView
 
@@ -134,7 +136,7 @@ def list_artifacts(
         newest_first=True,
     )
 
-    async def read(store: SQLiteBlackboardStore, identity: AgentIdentity | None) -> Page:
+    async def read(store: BlackboardStore, identity: AgentIdentity | None) -> Page:
         if identity is None:
             return await store.query(query, viewer=UNRESTRICTED)
         return await _view(store, identity).query(query)
@@ -194,7 +196,7 @@ def show(
     """Show one artifact: every header field and the whole payload. With --as, an artifact the
     identity may not see is an error (exit 1) that names its visibility."""
 
-    async def read(store: SQLiteBlackboardStore, identity: AgentIdentity | None) -> Artifact:
+    async def read(store: BlackboardStore, identity: AgentIdentity | None) -> Artifact:
         return await _find_as(store, artifact_id, identity)
 
     artifact = _reading(board, recipe, Who(as_name, tenant, labels), read)[1]
@@ -235,7 +237,7 @@ def lineage(
     identity may see (an artifact it may not see is an error, exit 1)."""
 
     async def collect(
-        store: SQLiteBlackboardStore, identity: AgentIdentity | None
+        store: BlackboardStore, identity: AgentIdentity | None
     ) -> tuple[Artifact, list[Artifact], list[Artifact]]:
         from flock_cli.store.contract import UNRESTRICTED
 
@@ -297,7 +299,7 @@ def dead_letters(board: BoardOpt = None, recipe: RecipeOpt = None, as_json: Json
         )
 
 
-async def _find_as(store: SQLiteBlackboardStore, text: str, identity: AgentIdentity | None) -> Artifact:
+async def _find_as(store: BlackboardStore, text: str, identity: AgentIdentity | None) -> Artifact:
     """The artifact ``text`` names, read as ``identity``. The id is resolved as the operator (who
     may see every id anyway), so a prefix scan records no denials for the identity; then the one
     artifact is read through the identity's view."""
@@ -311,7 +313,7 @@ async def _find_as(store: SQLiteBlackboardStore, text: str, identity: AgentIdent
     return seen
 
 
-async def _find(store: SQLiteBlackboardStore, text: str) -> Artifact:
+async def _find(store: BlackboardStore, text: str) -> Artifact:
     from flock_cli.store.contract import UNRESTRICTED
 
     try:

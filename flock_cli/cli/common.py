@@ -1,13 +1,14 @@
-"""What every command shares: consoles, exit codes, error reporting, JSON output, boards."""
+"""What every command shares: consoles, exit codes, error reporting, JSON output, which board."""
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import typer
 
@@ -19,13 +20,15 @@ if TYPE_CHECKING:
 
     from flock_cli.recipe.diagnostics import Diagnostic
     from flock_cli.recipe.loader import Recipe
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
+    from flock_cli.store.contract import BlackboardStore
 
 __all__ = [
+    "BOARD_ENV",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "Board",
     "board_path",
     "console",
     "emit_json",
@@ -38,7 +41,6 @@ __all__ = [
     "print_diagnostics",
     "recipe_type",
     "reports_errors",
-    "sqlite_board",
 ]
 
 EXIT_OK = 0
@@ -172,6 +174,7 @@ def parse_uuid(text: str, option: str) -> UUID:
 
 
 BOARD_DIR = Path(".flock")
+BOARD_ENV = "FLOCK_BOARD"  # the board of every command that takes --board, when --board is not given
 
 
 def recipe_type(recipe: Recipe, type_name: str) -> type[BaseModel]:
@@ -188,26 +191,44 @@ def recipe_type(recipe: Recipe, type_name: str) -> type[BaseModel]:
     return model
 
 
-def board_path(option: str | None, recipe: Recipe | None) -> str:
-    """The board to use: ``--board``, else the recipe's ``settings.board``, else the recipe's own
-    board ``.flock/<recipe name>.db``. Each recipe gets its own file by default, so running one
-    recipe never meets the unfinished work of another.
+class Board(NamedTuple):
+    """The board a command uses: ``target`` (a SQLite path, ``:memory:`` or a PostgreSQL URL; see
+    :mod:`flock_cli.store.locate`) and ``origin``, what chose it when the command line does not
+    show it (``FLOCK_BOARD``, a recipe's ``settings.board``), for messages."""
+
+    target: str
+    origin: str | None = None
+
+    def shown(self) -> str:
+        """The target as it may be printed (a URL's password hidden)."""
+        from flock_cli.store.locate import redact
+
+        return redact(self.target)
+
+
+def board_path(option: str | None, recipe: Recipe | None) -> Board:
+    """The board to use: ``--board``, else ``$FLOCK_BOARD``, else the recipe's ``settings.board``,
+    else the recipe's own board ``.flock/<recipe name>.db``. Each recipe gets its own file by
+    default, so running one recipe never meets the unfinished work of another.
 
     Without a recipe (``flock board``), the one board in ``.flock/`` is used; several are an error.
     """
     if option:
-        return option
+        return Board(option)
+    if env := os.environ.get(BOARD_ENV):
+        return Board(env, BOARD_ENV)
     if recipe is not None:
-        if recipe.definition.settings.board:
-            return recipe.definition.settings.board  # relative to the working directory, like --board
-        return str(BOARD_DIR / f"{_slug(recipe.name)}.db")
+        if recipe.definition.settings.board:  # relative to the working directory, like --board
+            return Board(recipe.definition.settings.board, f"settings.board of {recipe.path}")
+        return Board(str(BOARD_DIR / f"{_slug(recipe.name)}.db"))
     boards = sorted(BOARD_DIR.glob("*.db"))
     if len(boards) == 1:
-        return str(boards[0])
+        return Board(str(boards[0]))
+    choose = f"pass --board PATH or --recipe FILE, or set {BOARD_ENV}"
     if not boards:
-        fail(f"no board in {BOARD_DIR}/ (run a recipe first, or pass --board PATH or --recipe FILE)")
+        fail(f"no board in {BOARD_DIR}/ (run a recipe first, or {choose})")
     names = ", ".join(str(b) for b in boards)
-    fail(f"several boards in {BOARD_DIR}/: {names}; pass --board PATH or --recipe FILE")
+    fail(f"several boards in {BOARD_DIR}/: {names}; {choose}")
 
 
 def _slug(name: str) -> str:
@@ -216,23 +237,18 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "board"
 
 
-def open_board(path: str, *, must_exist: bool) -> SQLiteBlackboardStore:
-    """Open a durable board; with ``must_exist`` a missing file is a usage error, not a new board."""
+def open_board(board: Board, *, must_exist: bool) -> BlackboardStore:
+    """Open the board ``board`` names, not connecting yet; with ``must_exist`` (commands that
+    read) a missing board file is a usage error, not a new board. A PostgreSQL board is checked
+    when first used (:func:`flock_cli.store.locate.open_store` says how)."""
+    from flock_cli.errors import UsageError
+    from flock_cli.store.locate import MEMORY, NoBoardError, open_store
 
-    if path == ":memory:":
-        fail("':memory:' has no board to inspect; use a board file")
-    if must_exist and not Path(path).exists():
-        fail(f"no board at {path} (run a recipe first, or pass --board PATH)")
-    return sqlite_board(path)
-
-
-def sqlite_board(path: str) -> SQLiteBlackboardStore:
-    """Open (or create) the SQLite board at ``path``; a file that cannot be one is a usage error."""
-    import sqlite3
-
-    from flock_cli.store.sqlite import SQLiteBlackboardStore
-
+    given = f"{board.origin}: " if board.origin else ""
     try:
-        return SQLiteBlackboardStore(path)
-    except (sqlite3.Error, OSError) as exc:
-        fail(f"cannot open the board {path}: {exc} (is it a directory, another kind of file, or read-only?)")
+        return open_store(board.target, must_exist=must_exist)
+    except NoBoardError as exc:
+        hint = "" if given or board.target == MEMORY else " (run a recipe first, or pass --board PATH)"
+        fail(f"{given}{exc}{hint}")
+    except UsageError as exc:
+        fail(f"{given}{exc}")

@@ -14,10 +14,10 @@ from flock_cli.cli.common import (
     emit_json,
     fail,
     load,
+    open_board,
     parse_uuid,
     recipe_type,
     reports_errors,
-    sqlite_board,
 )
 from flock_cli.cli.inputs import validated_payloads
 
@@ -47,7 +47,10 @@ def publish(
     board: Annotated[
         str | None,
         typer.Option(
-            "--board", metavar="PATH", help="Board file (default: settings.board or .flock/<recipe name>.db)."
+            "--board",
+            metavar="PATH|URL",
+            help="Board file or postgresql:// URL (default: $FLOCK_BOARD, settings.board or"
+            " .flock/<recipe name>.db).",
         ),
     ] = None,
     correlation_id: Annotated[
@@ -72,6 +75,7 @@ def publish(
 
     from flock_cli.core.orchestrator import Flock
     from flock_cli.recipe.compiler import register_types
+    from flock_cli.store.locate import is_database_url
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
     if recipe is None and not recipe_path.exists():
@@ -83,10 +87,10 @@ def publish(
     correlation = parse_uuid(correlation_id, "--correlation-id") if correlation_id is not None else None
     vis = parse_visibility(visibility, agents=list(loaded.definition.agents)) if visibility else None
     models = validated_payloads(model_cls, type_name, payload, label=f"publish {type_name}")
-    path = board_path(board, loaded)
-    if path == ":memory:":
+    chosen = board_path(board, loaded)
+    if chosen.target == ":memory:":
         fail("publish writes to a durable board; ':memory:' would lose the artifact")
-    flock = Flock(store=sqlite_board(path), role="publisher")
+    flock = Flock(store=open_board(chosen, must_exist=False), role="publisher")
     register_types(flock, loaded)
 
     async def write() -> list[Any]:
@@ -103,10 +107,9 @@ def publish(
     if as_json:
         emit_json([a.model_dump(mode="json") for a in stored])
         return
+    where = chosen.shown() if is_database_url(chosen.target) else Path(chosen.target).resolve()
     for a in stored:
-        console().print(
-            f"published {a.type} {a.id} (correlation {a.correlation_id}) to {Path(path).resolve()}"
-        )
+        console().print(f"published {a.type} {a.id} (correlation {a.correlation_id}) to {where}")
 
 
 def parse_visibility(text: str, *, agents: list[str]) -> Visibility:

@@ -16,10 +16,10 @@ from flock_cli.cli.common import (
     err_console,
     fail,
     load_or_report,
+    open_board,
     parse_uuid,
     recipe_type,
     reports_errors,
-    sqlite_board,
 )
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
 
@@ -77,8 +77,9 @@ def run(
         str | None,
         typer.Option(
             "--board",
-            metavar="PATH",
-            help="Board file (default: settings.board or .flock/<recipe name>.db); :memory:.",
+            metavar="PATH|URL",
+            help="Board file, postgresql:// URL or :memory: (default: $FLOCK_BOARD, settings.board or"
+            " .flock/<recipe name>.db).",
         ),
     ] = None,
     watch: Annotated[
@@ -152,13 +153,13 @@ def run(
             else "no agent uses the dspy engine"
         )
         err_console().print(f"note: --model has no effect on this run: {why}")
-    path = board_path(board, loaded)
-    if not pending and not watch and path == ":memory:":
+    chosen = board_path(board, loaded)
+    if not pending and not watch and chosen.target == ":memory:":
         fail(_nothing_to_run(loaded))
     if traces is not None and no_traces:
         fail("give --traces PATH or --no-traces, not both")
     flock = loaded.build(
-        store=_store(path),
+        store=open_board(chosen, must_exist=False),
         model=model,
         engine_override=override,
         replay=recording,
@@ -178,7 +179,7 @@ def run(
         quiet=quiet or as_json,
         correlation_id=_correlation(correlation_id, shared_correlation),
         nothing_to_run=_nothing_to_run(loaded),
-        trace_attributes={"recipe": str(recipe), "board": path},
+        trace_attributes={"recipe": str(recipe), "board": chosen.shown()},
     )
     server = None
     if metrics_port is not None:
@@ -214,14 +215,6 @@ def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
             err_console().print(f"note: no agent consumes {type_name}; it is stored and nothing runs on it")
         models += validated_payloads(model_cls, type_name, source, label=f"--input {type_name}")
     return models
-
-
-def _store(path: str) -> Any:
-    if path == ":memory:":
-        from flock_cli.store.memory import InMemoryBlackboardStore
-
-        return InMemoryBlackboardStore()
-    return sqlite_board(path)
 
 
 def _nothing_to_run(recipe: Recipe) -> str:

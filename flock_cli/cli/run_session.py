@@ -118,7 +118,10 @@ class RunSession:
                     raise ResumeRefusedError(
                         f"{exc} From the command line: flock run --force, or choose another --board."
                     ) from None
-                if not (self.inputs or self.watch or any(flock.resumed.values())):
+                # On a shared board, work the others left (pending, leased by a dead process,
+                # unrouted) is this run's to help with too.
+                waiting = flock.store.shared and sum(await flock.store.open_work()) > 0
+                if not (self.inputs or self.watch or waiting or any(flock.resumed.values())):
                     from flock_cli.errors import UsageError
 
                     await flock.shutdown()

@@ -1,7 +1,9 @@
 """``flock trace list|show|timeline|audit|sql|export|metrics|prune``: read the DuckDB trace store.
 
 Every command works while flocks write to the store: each query opens it read-only for a moment
-(``tracing/duck.py`` explains the locking).
+(``tracing/duck.py`` explains the locking). ``--traces`` may be given more than once, and may
+name a folder or a glob: the stores are then read as one (``tracing/stores.py``), and the runs of
+several processes on one board are shown as one run (``tracing/board_runs.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIM
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, TraceReader
 
-__all__ = ["trace_app", "trace_store"]
+__all__ = ["trace_app", "trace_store", "trace_stores"]
 
 trace_app = typer.Typer(
     name="trace",
@@ -28,14 +30,21 @@ trace_app = typer.Typer(
     no_args_is_help=True,
 )
 TracesOpt = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
-        "--traces", metavar="PATH", help="Trace store (default: $FLOCK_TRACES, else .flock/traces.duckdb)."
+        "--traces",
+        metavar="PATH",
+        help="Trace store: a file, a folder (its *.duckdb files) or a quoted glob; repeat it to read"
+        " several as one (default: $FLOCK_TRACES, else .flock/traces.duckdb).",
     ),
 ]
 RunArg = Annotated[
     str | None,
-    typer.Argument(metavar="[RUN]", help="A run id or a unique prefix of one (default: the newest run)."),
+    typer.Argument(
+        metavar="[RUN]",
+        help="A run id or a unique prefix of one (any process's, for a run several worked), or a"
+        " workflow (correlation) id for that workflow alone (default: the newest run).",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -58,10 +67,15 @@ def trace_store(option: Path | None) -> Path:
     return path or DEFAULT_TRACE_PATH
 
 
-def _reader(option: Path | None) -> TraceReader:
+def trace_stores(options: list[Path] | None) -> list[Path]:
+    """The trace stores a command reads: every ``--traces``, else ``$FLOCK_TRACES`` or the default."""
+    return list(options) if options else [trace_store(None)]
+
+
+def _reader(options: list[Path] | None) -> TraceReader:
     from flock_cli.tracing.reader import TraceReader
 
-    return TraceReader(trace_store(option))
+    return TraceReader(trace_stores(options))
 
 
 def _width() -> int:
@@ -76,10 +90,12 @@ def list_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """Runs, newest first: start, name, status, artifacts, agent runs, dead letters and duration
-    (tokens and cost too when some run has them; --json has every figure)."""
+    (tokens and cost too when some run has them; --json has every figure). A run several
+    processes worked on one board is one row, each process's part (host:pid) listed under it."""
     from flock_cli.cli.trace_render import run_table
+    from flock_cli.tracing.board_runs import board_runs
 
-    runs = _reader(traces).runs(limit=limit)
+    runs = board_runs(_reader(traces), limit=limit)
     if as_json:
         emit_json([run.to_json() for run in runs])
     elif not runs:
@@ -91,17 +107,19 @@ def list_runs(
 @trace_app.command("show")
 @reports_errors
 def show(run: RunArg = None, traces: TracesOpt = None, as_json: JsonOpt = False) -> None:
-    """A run as a tree: artifact -> agent run -> artifacts, with timings, statuses and errors."""
+    """A run as a tree: artifact -> agent run -> artifacts, with timings, statuses and errors. A
+    run several processes worked is one tree, each agent run marked with its process (host:pid)."""
     from flock_cli.cli.trace_render import run_tree
     from flock_cli.tracing.analysis import build_tree, runs_of
+    from flock_cli.tracing.board_runs import agents_now, board_run, process_labels
 
     reader = _reader(traces)
-    row = reader.run(run)
-    spans = reader.spans(row.run_id)
-    roots, orphans = build_tree(reader.artifacts(row.run_id), spans, reader.events(row.run_id))
-    status = reader.status(row.run_id) if row.status == "running" else None
-    running = {a: int(v.get("running", 0)) for a, v in (status or {}).get("agents", {}).items()}
-    in_progress = {a: n for a, n in running.items() if n}
+    with reader.session():
+        row = board_run(reader, run)
+        ids = row.scope
+        spans = reader.spans(ids)
+        roots, orphans = build_tree(reader.artifacts(ids), spans, reader.events(ids), process_labels(row))
+        in_progress = {a: int(v["running"]) for a, v in agents_now(reader, row).items() if v["running"]}
     if as_json:
         emit_json(
             {
@@ -124,13 +142,18 @@ def timeline(
     ] = None,
     traces: TracesOpt = None,
 ) -> None:
-    """A Gantt chart of the run's agent runs: concurrency and the critical path."""
+    """A Gantt chart of the run's agent runs: concurrency and the critical path (across every
+    process that worked the run, each bar marked [n] with its process)."""
+    from flock_cli.cli.trace_render import run_ref
     from flock_cli.cli.trace_render import timeline as render
+    from flock_cli.tracing.board_runs import board_run, process_labels
 
     reader = _reader(traces)
-    row = reader.run(run)
-    console().print(f"{row.name}  {row.run_id[:12]}  {row.status}")
-    console().print(render(reader.spans(row.run_id), width or _width()))
+    with reader.session():
+        row = board_run(reader, run)
+        spans = reader.spans(row.scope)
+    console().print(f"{row.name}  {run_ref(row)}  {row.status}")
+    console().print(render(spans, width or _width(), process_labels(row) or None))
 
 
 @trace_app.command("audit")
@@ -144,15 +167,19 @@ def audit(
     traces: TracesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Who saw each artifact of a run, and who was denied or filtered from it."""
+    """Who saw each artifact of a run, and who was denied or filtered from it (with each agent's
+    process, host:pid, in a run several processes worked)."""
     from rich.markup import escape
     from rich.table import Table
 
     from flock_cli.tracing.analysis import audit as audit_run
+    from flock_cli.tracing.board_runs import board_run, process_labels
 
     reader = _reader(traces)
-    row = reader.run(run)
-    entries = audit_run(reader.artifacts(row.run_id), reader.spans(row.run_id), reader.events(row.run_id))
+    with reader.session():
+        row = board_run(reader, run)
+        ids = row.scope
+        entries = audit_run(reader.artifacts(ids), reader.spans(ids), reader.events(ids), process_labels(row))
     if artifact:
         entries = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
     if agent:
@@ -165,12 +192,14 @@ def audit(
         emit_json([e.to_json() for e in entries])
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("artifact", "type", "agent", "outcome", "detail"):
+    several = bool(row.processes)
+    for column in ("artifact", "type", "agent", "outcome", "detail", *(["process"] if several else [])):
         table.add_column(column)
     style = {"consumed": "green", "denied": "red", "embargoed": "yellow", "filtered": "yellow"}
     for e in entries:
         outcome = f"[{style[e.outcome]}]{e.outcome}[/]"
-        table.add_row(e.artifact_id[:8], escape(e.type), escape(e.agent), outcome, escape(e.detail))
+        cells = [e.artifact_id[:8], escape(e.type), escape(e.agent), outcome, escape(e.detail)]
+        table.add_row(*cells, *([escape(e.process or "?")] if several else []))
     console().print(table if entries else "nothing to audit in this run")
 
 
@@ -196,8 +225,10 @@ def sql(
         int, typer.Option("--max-rows", min=1, metavar="N", help="Refuse a result of more rows than this.")
     ] = TRACE_SQL_MAX_ROWS,
 ) -> None:
-    """Run a read-only query. Tables: runs, spans, artifacts, events, status. A query that runs
-    past --timeout, --memory-limit or --max-rows stops with an error (exit 2)."""
+    """Run a read-only query. Tables: runs, spans, artifacts, events, status; over several stores
+    (--traces repeated, a folder or a glob) each table holds every store's rows, and a column
+    `store` names the file each came from. A query that runs past --timeout, --memory-limit or
+    --max-rows stops with an error (exit 2)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -233,15 +264,29 @@ def export(
     ] = None,
     traces: TracesOpt = None,
 ) -> None:
-    """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request."""
-    from flock_cli.cli.trace_export import export_lines
+    """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request. A run
+    several processes worked is exported as each process's run."""
+    from flock_cli.tracing.board_runs import board_run
 
     if fmt not in ("jsonl", "otlp", "recording"):
         fail(f"--format must be 'jsonl', 'otlp' or 'recording', not '{fmt}'")
     if all_runs and run is not None:
         fail("give a RUN or --all, not both")
     reader = _reader(traces)
-    runs: list[RunRow] = reader.runs(limit=None) if all_runs else [reader.run(run)]
+    with reader.session():
+        if all_runs:
+            runs = reader.runs(limit=None)
+        else:
+            row = board_run(reader, run)
+            if row.workflow:
+                fail("export takes a run id, not a workflow id: export the runs the workflow went through")
+            runs = row.processes or [row]
+        _export(reader, runs, fmt, output)
+
+
+def _export(reader: TraceReader, runs: list[RunRow], fmt: str, output: Path | None) -> None:
+    from flock_cli.cli.trace_export import export_lines
+
     lines: Iterable[str] = export_lines(reader, runs, fmt)
     if fmt == "recording":  # an empty recording would only fail later, at replay: say so now
         lines = list(lines)
@@ -265,11 +310,14 @@ def export(
 @trace_app.command("metrics")
 @reports_errors
 def metrics(run: RunArg = None, traces: TracesOpt = None) -> None:
-    """Prometheus text-format metrics of a run, from the trace store."""
+    """Prometheus text-format metrics of a run, from the trace store (of every process that
+    worked it)."""
     from flock_cli.cli.trace_export import run_metrics
+    from flock_cli.tracing.board_runs import board_run
 
     reader = _reader(traces)
-    typer.echo(run_metrics(reader, reader.run(run)), nl=False)
+    with reader.session():
+        typer.echo(run_metrics(reader, board_run(reader, run)), nl=False)
 
 
 @trace_app.command("prune")

@@ -71,11 +71,14 @@ def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any
 
 def run_metrics(reader: TraceReader, run: RunRow) -> str:
     """The run's metrics in the Prometheus text format (the families ``flock run --metrics-port``
-    serves live; the gauges come from the run's latest status snapshot)."""
+    serves live; the gauges come from the run's latest status snapshot, of each process's run
+    for a run several processes worked)."""
+    from flock_cli.tracing.board_runs import agents_now
     from flock_cli.tracing.metrics import Family, Histogram, render
 
-    spans = reader.spans(run.run_id)
-    published = Counter(a.type for a in reader.artifacts(run.run_id))
+    ids = run.scope
+    spans = reader.spans(ids)
+    published = Counter(a.type for a in reader.artifacts(ids))
     runs: Counter[tuple[str, str]] = Counter()
     latency: dict[str, Histogram] = {}
     for s in spans:
@@ -84,9 +87,8 @@ def run_metrics(reader: TraceReader, run: RunRow) -> str:
         agent = s.agent or "?"
         runs[agent, str(s.attributes.get("flock.outcome", s.status))] += 1
         latency.setdefault(agent, Histogram()).observe(s.duration_ms / 1000)
-    events = Counter(e.kind for e in reader.events(run.run_id) if e.kind != "engine.stream")
-    status = reader.status(run.run_id) if run.status == "running" else None
-    agents = (status or {}).get("agents", {})
+    events = Counter(e.kind for e in reader.events(ids) if e.kind != "engine.stream")
+    agents = agents_now(reader, run)
     return render(
         [
             Family(

@@ -24,7 +24,7 @@ from flock_cli.tracing.run_metrics import metrics_of
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow
 
-__all__ = ["duration", "preview", "run_table", "run_tree", "timeline", "when"]
+__all__ = ["duration", "preview", "run_ref", "run_table", "run_tree", "timeline", "when"]
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -52,6 +52,11 @@ def duration(seconds: float | None) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+def run_ref(run: RunRow) -> str:
+    """How a run is named in headers: its id's first 12 characters; a workflow's whole id."""
+    return run.run_id if run.workflow else run.run_id[:12]
+
+
 def preview(payload: Any, width: int = 50) -> str:
     """A one-line payload preview."""
     import json
@@ -77,23 +82,30 @@ def run_table(runs: list[RunRow]) -> Table:
     if cost:
         table.add_column("cost", justify="right", no_wrap=True)
     for run in runs:
-        style = _STATUS_STYLE.get(run.status, "")
-        row = [
-            run.run_id[:8],
-            when(run.started_ns)[5:],
-            escape(run.name),
-            f"[{style}]{run.status}[/]" if style else run.status,
-            str(run.artifacts),
-            str(run.agent_runs),
-            str(run.dead_letters),
-            duration(run.duration_s),
-        ]
-        if tokens:
-            row.append(str(run.tokens) if run.tokens else "-")
-        if cost:
-            row.append(f"{run.cost:.4f}" if run.cost else "-")
-        table.add_row(*row)
+        table.add_row(*_run_cells(run, escape(run.name), tokens, cost))
+        for i, process in enumerate(run.processes):  # a run several processes worked: each one's part
+            branch = "└" if i == len(run.processes) - 1 else "├"
+            table.add_row(*_run_cells(process, f" {branch} {escape(process.process)}", tokens, cost))
     return table
+
+
+def _run_cells(run: RunRow, name: str, tokens: bool, cost: bool) -> list[str]:
+    style = _STATUS_STYLE.get(run.status, "")
+    row = [
+        run.run_id[:8],
+        when(run.started_ns)[5:],
+        name,
+        f"[{style}]{run.status}[/]" if style else run.status,
+        str(run.artifacts),
+        str(run.agent_runs),
+        str(run.dead_letters),
+        duration(run.duration_s),
+    ]
+    if tokens:
+        row.append(str(run.tokens) if run.tokens else "-")
+    if cost:
+        row.append(f"{run.cost:.4f}" if run.cost else "-")
+    return row
 
 
 def _run_label(run: RunNode, critical: set[int]) -> Text:
@@ -108,6 +120,8 @@ def _run_label(run: RunNode, critical: set[int]) -> Text:
         label.append("  ◆ critical path", style="magenta")
     if run.also_consumed:
         label.append(f"  + {len(run.also_consumed)} more input(s)", style="dim")
+    if run.process:
+        label.append(f"  @ {run.process}", style="dim")
     if final.message:
         label.append(f"\n  {final.message}", style="red")
     metrics = metrics_of(final.attributes)
@@ -126,6 +140,8 @@ def _artifact_label(node: ArtifactNode) -> Text:
         ("▣ ", "blue"), (a.type, "bold"), f" {a.artifact_id[:8]}", (f"  {a.produced_by}", "dim")
     )
     label.append(f"  {preview(a.payload)}", style="dim")
+    if node.process:
+        label.append(f"  @ {node.process}", style="dim")
     for note in node.notes:
         reason = note.attributes.get("reason") or note.attributes.get("visibility") or ""
         verb = {"visibility.denied": "denied to", "subscription.filtered": "filtered for"}.get(
@@ -148,7 +164,11 @@ def run_tree(
     style = _STATUS_STYLE.get(run.status, "")
     counts = f"{_count(run.artifacts, 'artifact')}, {_count(run.agent_runs, 'agent run')}"
     summary = f"  {duration(run.duration_s)}  {counts}"
-    tree = Tree(Text.assemble((run.name, "bold"), f"  {run.run_id[:12]}  ", (run.status, style), summary))
+    header = Text.assemble((run.name, "bold"), f"  {run_ref(run)}  ", (run.status, style), summary)
+    if run.processes:
+        parts = ", ".join(f"{p.process} (run {p.run_id[:8]})" for p in run.processes)
+        header.append(f"\n{len(run.processes)} processes: {parts}", style="dim")
+    tree = Tree(header)
     seen: set[int] = set()
 
     def add_artifact(parent: Tree, node: ArtifactNode) -> None:
@@ -175,9 +195,10 @@ def run_tree(
     return tree
 
 
-def timeline(spans: list[SpanRow], width: int) -> Text:
+def timeline(spans: list[SpanRow], width: int, processes: dict[str, str] | None = None) -> Text:
     """``flock trace timeline``: a bar per agent run on a shared time axis, the critical path in
-    solid blocks, and a row counting the runs in progress at each moment."""
+    solid blocks, and a row counting the runs in progress at each moment. With ``processes``
+    (trace id -> ``host:pid``, a run of several processes) each bar starts with its process, ``[n]``."""
     runs = runs_of(spans)
     attempts = sorted((a for r in runs for a in r.attempts), key=lambda s: (s.start_ns, s.span_id))
     if not attempts:
@@ -185,7 +206,8 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
     critical = {a.span_id for r in critical_path(runs) for a in r.attempts}
     start = min(a.start_ns for a in attempts)
     end = max(a.end_ns for a in attempts)
-    labels = [_attempt_label(a) for a in attempts]
+    number = {trace_id: i for i, trace_id in enumerate(processes or {}, 1)}
+    labels = [_attempt_label(a, number.get(a.trace_id)) for a in attempts]
     label_width = min(28, max(len(label) for label in [*labels, "in progress"]))
     columns = max(10, width - label_width - 12)
     span = max(1, end - start)
@@ -211,12 +233,15 @@ def timeline(spans: list[SpanRow], width: int) -> Text:
     axis_end = duration((end - start) / 1e9)
     out.append(f"{'':<{label_width}} └0{'─' * max(0, columns - len(axis_end) - 1)}{axis_end}┘\n", style="dim")
     out.append(f"{'':<{label_width}}  █ critical path  ▒ other runs  x failed attempt", style="dim")
+    for trace_id, n in number.items():
+        out.append(f"\n{'':<{label_width}}  [{n}] {(processes or {})[trace_id]}", style="dim")
     return out
 
 
-def _attempt_label(span: SpanRow) -> str:
+def _attempt_label(span: SpanRow, process: int | None = None) -> str:
     attempt = span.attributes.get("flock.attempt", 1)
-    return f"{span.agent or '?'}{'' if attempt == 1 else f' #{attempt}'}"
+    where = "" if process is None else f"[{process}] "  # first: a long agent name is cut, not this
+    return f"{where}{span.agent or '?'}{'' if attempt == 1 else f' #{attempt}'}"
 
 
 def _metric_lines(metrics: dict[str, Any], width: int = 60) -> str:

@@ -143,17 +143,19 @@ class Membership:
     # -- routing leadership ----------------------------------------------------------------------
 
     async def _lead(self) -> None:
+        from flock_cli.store.postgres_shared import ARTIFACTS
+
         board, scheduler = self.board, self._scheduler
         while not self.draining:
             if not board.leading:
                 if scheduler.router.holds_state() or scheduler.embargoes:
                     await scheduler.drop_routing_state()  # another member routes now: forget ours
-                if await board.try_lead(self._runtime.owner):
-                    assert self._session is not None
-                    await self._session.restore_routing()
-            if board.leading:
-                await scheduler.poll_board()  # artifacts appended by anyone
-            await board.wait_for_wakeup(CATCH_UP_POLL if board.leading else self.heartbeat)
+                await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters
+                assert self._session is not None
+                await self._session.restore_routing()
+            token = board.wake_token(ARTIFACTS)
+            await scheduler.poll_board()  # artifacts appended by anyone
+            await board.wait_for_wakeup(token, CATCH_UP_POLL)
 
     # -- competing for work ----------------------------------------------------------------------
 
@@ -171,8 +173,11 @@ class Membership:
         return names + groups
 
     async def _work(self) -> None:
+        from flock_cli.store.postgres_shared import WORK
+
         board, runtime = self.board, self._runtime
         while not self.draining:
+            token = board.wake_token(WORK)
             free = self.capacity()
             leased: list[Delivery] = []
             if free > 0:
@@ -183,7 +188,7 @@ class Membership:
             if leased and len(leased) == free:
                 await self._scheduler.wait_for_progress(CATCH_UP_POLL)  # full: look again when a run ends
             elif not leased:
-                await board.wait_for_wakeup(CATCH_UP_POLL)
+                await board.wait_for_wakeup(token, CATCH_UP_POLL)
 
     async def _dispatch(self, leased: list[Delivery]) -> None:
         if not leased:

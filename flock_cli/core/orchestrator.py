@@ -76,8 +76,9 @@ class Flock:
         role: ``"orchestrator"`` (the default) runs agents; ``"publisher"`` only appends to the
             board, leaving the routing and running to the orchestrator watching that board
             (``Flock.watch``), as ``flock publish`` does next to a running ``flock run --watch``.
-        traces: where spans, events and status snapshots go: a DuckDB file path, ``False`` for
-            none, or ``None`` (the default) for ``$FLOCK_TRACES`` or ``.flock/traces.duckdb``.
+        traces: where spans, events and status snapshots go: a DuckDB file path, a folder (the
+            flock writes ``<host>-<pid>.duckdb`` in it), ``False`` for none, or ``None`` (the
+            default) for ``$FLOCK_TRACES`` or ``.flock/traces.duckdb``.
             ``OTEL_EXPORTER_OTLP_*`` variables add an OTLP export (see ``flock_cli.tracing.otlp``).
         budget: limits on the model usage of all agents together (:class:`Budget`); agents may
             have their own (``agent(...).budget(...)``).
@@ -133,7 +134,7 @@ class Flock:
         # public settings below (Fixed) read them, and refuse assignment.
         runtime = self._runtime = Runtime(
             store=store,
-            tracer=build_tracer(traces, snapshot=self._status_record),
+            tracer=build_tracer(traces, snapshot=self._status_record, board=store),
             clock=clock,
             new_id=self._new_id,
             owner=owner,

@@ -72,7 +72,8 @@ class Serving:
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
         while not (stop is not None and stop.is_set()):
-            found = await self._scheduler.poll_board()
+            # On a shared board the routing lock's holder routes, woken by notifications.
+            found = 0 if self._membership is not None else await self._scheduler.poll_board()
             if found or self._scheduler.active:
                 quiet_since = loop.time()
             elif idle_exit is not None and loop.time() - quiet_since >= idle_exit:
@@ -111,7 +112,7 @@ class Serving:
             await scheduler.settle("idle")
             if scheduler.active == 0 and sum(await board.open_work()) == 0:
                 return
-            await board.wait_for_wakeup(0.2)
+            await asyncio.sleep(0.2)
 
     def take_summary(self) -> RunSummary:
         """The summary of everything since the previous one, with every open gate explained."""

@@ -20,6 +20,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import socket
 import weakref
 from collections.abc import Iterable
@@ -66,7 +67,16 @@ def _describe(value: Any) -> Any:
         return f"{getattr(value, '__module__', '')}.{name}:{_source_hash(value)}"
     if isinstance(value, str | int | float | bool) or value is None:
         return value
-    return repr(value)
+    described = getattr(value, "fingerprint_description", None)
+    if callable(described):
+        return {"class": type(value).__qualname__, "description": _describe(described())}
+    text = repr(value)
+    if _ADDRESS.search(text):  # a default repr names a memory address: it differs in every process
+        return f"{type(value).__module__}.{type(value).__qualname__}"
+    return text
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 _SOURCE_HASHES: dict[Any, str] = {}

@@ -122,6 +122,11 @@ class Recording:
     def __len__(self) -> int:
         return sum(len(calls) for calls in self._calls.values())
 
+    def fingerprint_description(self) -> dict[str, object]:
+        """What a definition fingerprint records of a recording: its keys and size, not its path
+        or address (two processes replaying one file, from any folder, must agree)."""
+        return {"keys": sorted(self._calls), "calls": len(self)}
+
     def __iter__(self) -> Iterator[ModelCall]:
         for calls in self._calls.values():
             yield from calls

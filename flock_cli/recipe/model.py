@@ -394,7 +394,9 @@ class AgentDef(_Raw):
 class SettingsDef(_Raw):
     """Settings of the whole flock."""
 
-    board: str | None = Field(default=None, description="the durable board file, or :memory:")
+    board: str | None = Field(
+        default=None, description="the durable board: a SQLite file, a postgresql:// URL, or :memory:"
+    )
     max_concurrency: int | None = Field(
         default=None, ge=1, description="concurrent runs (unlimited if unset)"
     )

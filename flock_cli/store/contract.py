@@ -299,6 +299,14 @@ class BlackboardStore(ABC):
     async def batch_entries(self) -> builtins.list[BatchEntry]:
         """Units waiting in partial batches, in arrival order."""
 
+    async def open_work(self) -> tuple[int, int, int]:
+        """(pending, leased, unrouted) counts: work that some orchestrator still has to do."""
+        return (
+            len(await self.deliveries(status=DeliveryStatus.PENDING)),
+            len(await self.deliveries(status=DeliveryStatus.LEASED)),
+            len(await self.unrouted()),
+        )
+
     @abstractmethod
     async def release_leases(self, owner: str) -> int:
         """Make the deliveries leased by ``owner`` (a dead orchestrator) pending again; returns how many.

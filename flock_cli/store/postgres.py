@@ -22,6 +22,7 @@ from uuid import UUID
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import UsageError
+from flock_cli.store.board_url import redact
 from flock_cli.store.contract import (
     EXTERNAL,
     ArtifactQuery,
@@ -52,25 +53,7 @@ from flock_cli.store.records import Lineage, RunRecord, walk
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-__all__ = ["PostgresBlackboardStore", "redact_url"]
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (in the authority or as ``password=``) shown as ``***``."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        auth, host = netloc.rsplit("@", 1)
-        if ":" in auth:
-            auth = auth.split(":", 1)[0] + ":***"
-        netloc = f"{auth}@{host}"
-    query = parts.query
-    if "password" in query:
-        pairs = [(k, "***" if k == "password" else v) for k, v in parse_qsl(query, keep_blank_values=True)]
-        query = urlencode(pairs, safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+__all__ = ["PostgresBlackboardStore"]
 
 
 class PostgresBlackboardStore(RoutingStateMixin):
@@ -94,7 +77,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
         if pool_size < 1:
             raise UsageError("pool_size must be at least 1")
         self.url = url
-        self.where = redact_url(url)
+        self.where = redact(url)
         self.pool = ConnectionPool(
             url,
             self.where,
@@ -131,7 +114,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
         try:
             self.schema_version_before = await migrate(conn, self.where)
         finally:
-            await conn.close()
+            self.pool.discard(conn)
         self._ready = True
 
     async def _run(self, operation: Any) -> Any:

@@ -57,6 +57,7 @@ class ConnectionPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(size)
         self._closed = False
+        self._open: set[AsyncConnection[Any]] = set()  # every connection made and not closed yet
 
     async def connect(self) -> AsyncConnection[Any]:
         """A new connection (not from the pool), or BoardUnavailableError at once if refused."""
@@ -71,15 +72,26 @@ class ConnectionPool:
             )
         except psycopg.Error as exc:
             raise BoardUnavailableError(f"cannot reach the board {self.where}: {_first_line(exc)}") from None
-        await conn.execute("SET TIME ZONE 'UTC'")
+        self._open.add(conn)
+        try:
+            await conn.execute("SET TIME ZONE 'UTC'")
+        except BaseException:
+            self.discard(conn)
+            raise
         return conn
+
+    def discard(self, conn: AsyncConnection[Any]) -> None:
+        """Close ``conn`` at once, without the event loop (it may be broken, mid-query, or made
+        on a loop that is gone)."""
+        self._open.discard(conn)
+        conn.pgconn.finish()
 
     def _bind(self) -> None:
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return
         for conn in self._idle:  # made on a loop that is gone: close them without one
-            conn.pgconn.finish()
+            self.discard(conn)
         self._idle = []
         self._loop = loop
         self._slots = asyncio.Semaphore(self.size)
@@ -95,13 +107,13 @@ class ConnectionPool:
             try:
                 yield conn
             except BaseException:
-                if conn.closed or conn.broken:
-                    await _close(conn)
-                else:
+                if _reusable(conn) and not self._closed:
                     self._idle.append(conn)
+                else:  # broken, or cut off mid-query (a cancellation): never reuse it
+                    self.discard(conn)
                 raise
-            if conn.closed or conn.broken or self._closed:
-                await _close(conn)
+            if not _reusable(conn) or self._closed:
+                self.discard(conn)
             else:
                 self._idle.append(conn)
 
@@ -134,19 +146,26 @@ class ConnectionPool:
 
     def _discard_idle(self) -> None:
         for conn in self._idle:
-            conn.pgconn.finish()
+            self.discard(conn)
         self._idle = []
 
     async def close(self) -> None:
-        """Close every idle connection; connections in use close when they come back."""
+        """Close every connection this pool made (those in use too: the board is going away)."""
         self._closed = True
         idle, self._idle = self._idle, []
         same_loop = self._loop is asyncio.get_running_loop()
         for conn in idle:
             if same_loop:
+                self._open.discard(conn)
                 await _close(conn)
-            else:
-                conn.pgconn.finish()
+        for conn in list(self._open):
+            self.discard(conn)
+
+
+def _reusable(conn: AsyncConnection[Any]) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    return not (conn.closed or conn.broken) and conn.info.transaction_status == TransactionStatus.IDLE
 
 
 async def _close(conn: AsyncConnection[Any]) -> None:

@@ -74,7 +74,7 @@ class SharedBoardMixin(BlackboardStore):
         self._unsynced: builtins.list[asyncio.Future[None]] = []
         self._leader_conn: AsyncConnection[Any] | None = None
         self._listen_conn: AsyncConnection[Any] | None = None
-        self._wake = asyncio.Event()
+        self._wakes: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
         self.leader_owner: str | None = None
         # Set once this process works the board with others (core/membership.py): from then on
@@ -140,34 +140,6 @@ class SharedBoardMixin(BlackboardStore):
 
     # -- routing leadership ----------------------------------------------------------------------
 
-    async def try_lead(self, owner: str) -> bool:
-        """Take the board's routing lock if it is free; True while this process holds it."""
-        if self.leader_owner is not None:
-            conn = self._leader_conn
-            if conn is not None and not conn.closed and not conn.broken:
-                return True
-            await self.resign()
-        from flock_cli.store.postgres_connections import is_connection_error
-
-        await self.ensure_ready()
-        try:
-            conn = await self.pool.connect()
-        except BoardUnavailableError:
-            return False  # the server is away: the caller tries again after its next wait
-        try:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (ROUTING_LOCK,))
-            row = await cursor.fetchone()
-        except Exception as exc:
-            await _close(conn)
-            if is_connection_error(exc):
-                return False
-            raise
-        if not (row and row[0]):
-            await _close(conn)
-            return False
-        self._leader_conn, self.leader_owner = conn, owner
-        return True
-
     @property
     def leading(self) -> bool:
         """Whether this process holds the routing lock (as far as it knows)."""
@@ -178,7 +150,7 @@ class SharedBoardMixin(BlackboardStore):
         """Give the routing lock up (closing its connection releases it)."""
         conn, self._leader_conn, self.leader_owner = self._leader_conn, None, None
         if conn is not None:
-            await _close(conn)
+            self.pool.discard(conn)
 
     async def leader_pid(self) -> int | None:
         """The server process id of the connection holding the routing lock (None: nobody leads)."""
@@ -363,8 +335,26 @@ class SharedBoardMixin(BlackboardStore):
         self.coordinated = True
         if self._listener is not None and not self._listener.done():
             return
-        self._wake = asyncio.Event()
         self._listener = asyncio.ensure_future(self._listen_loop())
+
+    def wake_token(self, channel: str) -> asyncio.Event:
+        """Take this before looking at the board, then :meth:`wait_for_wakeup` on it: a
+        notification that arrives in between is not missed (the token is already set)."""
+        return self._wakes.setdefault(channel, asyncio.Event())
+
+    def _signal(self, channel: str) -> None:
+        fired = self._wakes.get(channel)
+        self._wakes[channel] = asyncio.Event()
+        if fired is not None:
+            fired.set()
+
+    async def wait_for_wakeup(self, token: asyncio.Event, timeout: float) -> bool:
+        """Wait until a notification on the token's channel arrives, or ``timeout`` passes."""
+        try:
+            await asyncio.wait_for(token.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _listen_loop(self) -> None:
         from flock_cli.store.postgres_connections import is_connection_error
@@ -373,15 +363,16 @@ class SharedBoardMixin(BlackboardStore):
             try:
                 conn = await self.pool.connect()
             except Exception:
-                await asyncio.sleep(1.0)  # the catch-up poll keeps work moving meanwhile
+                await asyncio.sleep(1.0)  # the catch-up polls keep work moving meanwhile
                 continue
             self._listen_conn = conn
             try:
                 await conn.execute(f"LISTEN {WORK}")
                 await conn.execute(f"LISTEN {ARTIFACTS}")
-                self._wake.set()  # anything sent while we were not listening: look once
-                async for _ in conn.notifies():
-                    self._wake.set()
+                for channel in (WORK, ARTIFACTS):  # whatever was sent while not listening: look once
+                    self._signal(channel)
+                async for notice in conn.notifies():
+                    self._signal(notice.channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -389,17 +380,31 @@ class SharedBoardMixin(BlackboardStore):
                     raise
             finally:
                 self._listen_conn = None
-                await _close(conn)
+                self.pool.discard(conn)
             await asyncio.sleep(0.2)
 
-    async def wait_for_wakeup(self, timeout: float) -> bool:
-        """Wait until a notification arrives or ``timeout`` passes; True when woken."""
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            return False
-        self._wake.clear()
-        return True
+    async def wait_to_lead(self, owner: str) -> None:
+        """Wait, on a connection of its own, until this process holds the routing lock. The wait
+        is PostgreSQL's (``pg_advisory_lock``): no polling, and the lock passes on the moment
+        its holder's connection ends. Cancelling the wait closes that connection."""
+        from flock_cli.store.postgres_connections import is_connection_error
+
+        await self.ensure_ready()
+        while not self.leading:
+            try:
+                conn = await self.pool.connect()
+            except BoardUnavailableError:
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await conn.execute("SELECT pg_advisory_lock(%s)", (ROUTING_LOCK,))
+            except BaseException as exc:
+                self.pool.discard(conn)  # no await: this may be a cancellation
+                if isinstance(exc, Exception) and is_connection_error(exc):
+                    await asyncio.sleep(0.5)
+                    continue
+                raise
+            self._leader_conn, self.leader_owner = conn, owner
 
     async def _close_shared(self) -> None:
         with contextlib.suppress(Exception):
@@ -421,8 +426,3 @@ class SharedBoardMixin(BlackboardStore):
 def this_host() -> str:
     """The host name a process registers with."""
     return socket.gethostname()
-
-
-async def _close(conn: AsyncConnection[Any]) -> None:
-    with contextlib.suppress(Exception):
-        await conn.close()

@@ -1,5 +1,10 @@
 """What a run's traces mean: the causal tree (artifact -> agent run -> artifacts), the critical
-path, concurrency, and who saw or was denied each artifact. Pure functions over reader rows."""
+path, concurrency, and who saw or was denied each artifact. Pure functions over reader rows.
+
+The rows may come from several processes' traces (a board run, ``board_runs.py``): artifact ids
+link an agent run on one process to the run on another that published its input, so the tree is
+one tree. ``processes`` (trace id -> ``host:pid``) then marks where each run and artifact was made.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ class RunNode:
     outputs: list[ArtifactNode] = field(default_factory=list)
     also_consumed: list[str] = field(default_factory=list)
     events: list[EventRow] = field(default_factory=list)
+    process: str | None = None
+    """``host:pid`` of the process it ran on, in a run of several processes."""
 
     @property
     def final(self) -> SpanRow:
@@ -41,7 +48,9 @@ class RunNode:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready nested data."""
         final = self.final
+        process = {"process": self.process} if self.process else {}
         return {
+            **process,
             "agent": final.agent,
             "span_id": final.span_id,
             "status": final.status,
@@ -63,11 +72,15 @@ class ArtifactNode:
     artifact: ArtifactRow
     runs: list[RunNode] = field(default_factory=list)
     notes: list[EventRow] = field(default_factory=list)
+    process: str | None = None
+    """``host:pid`` of the process that published it, in a run of several processes."""
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready nested data."""
         a = self.artifact
+        process = {"process": self.process} if self.process else {}
         return {
+            **process,
             "artifact_id": a.artifact_id,
             "type": a.type,
             "produced_by": a.produced_by,
@@ -88,12 +101,19 @@ def runs_of(spans: list[SpanRow]) -> list[RunNode]:
 
 
 def build_tree(
-    artifacts: list[ArtifactRow], spans: list[SpanRow], events: list[EventRow]
+    artifacts: list[ArtifactRow],
+    spans: list[SpanRow],
+    events: list[EventRow],
+    processes: dict[str, str] | None = None,
 ) -> tuple[list[ArtifactNode], list[RunNode]]:
     """The causal tree of a run: roots are artifacts nothing in the run produced. Also returns
-    runs whose inputs came from outside the run (resumed work, another process's publish)."""
-    nodes = {a.artifact_id: ArtifactNode(a) for a in artifacts}
+    runs whose inputs came from outside the run (resumed work, another process's publish).
+    ``processes`` (trace id -> ``host:pid``) marks each run and artifact with its process."""
+    where = processes or {}
+    nodes = {a.artifact_id: ArtifactNode(a, process=where.get(a.trace_id)) for a in artifacts}
     runs = runs_of(spans)
+    for node in runs:
+        node.process = where.get(node.final.trace_id)
     by_span = {attempt.span_id: run for run in runs for attempt in run.attempts}
     for event in events:
         if event.kind == "engine.stream":
@@ -167,14 +187,25 @@ class AuditEntry:
     agent: str
     outcome: str  # consumed | denied | filtered | embargoed
     detail: str
+    process: str | None = None  # host:pid of the agent's process, in a run of several processes
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready data."""
-        return dict(self.__dict__)
+        """JSON-ready data (``process`` only when known)."""
+        data = dict(self.__dict__)
+        if self.process is None:
+            del data["process"]
+        return data
 
 
-def audit(artifacts: list[ArtifactRow], spans: list[SpanRow], events: list[EventRow]) -> list[AuditEntry]:
-    """For each artifact of the run: the agents that consumed it and those it was kept from."""
+def audit(
+    artifacts: list[ArtifactRow],
+    spans: list[SpanRow],
+    events: list[EventRow],
+    processes: dict[str, str] | None = None,
+) -> list[AuditEntry]:
+    """For each artifact of the run: the agents that consumed it and those it was kept from
+    (with the process each agent ran on, from ``processes``: trace id -> ``host:pid``)."""
+    where = processes or {}
     types = {a.artifact_id: a.type for a in artifacts}
     entries: list[AuditEntry] = []
     for run in runs_of(spans):
@@ -184,8 +215,9 @@ def audit(artifacts: list[ArtifactRow], spans: list[SpanRow], events: list[Event
             detail = f"run {final.span_id[:8]}, {final.attributes.get('flock.outcome', final.status)}"
             if attempts > 1:
                 detail += f" after {attempts} attempts"
+            agent, process = final.agent or "?", where.get(final.trace_id)
             entries.append(
-                AuditEntry(artifact_id, types.get(artifact_id, "?"), final.agent or "?", "consumed", detail)
+                AuditEntry(artifact_id, types.get(artifact_id, "?"), agent, "consumed", detail, process)
             )
     for event in events:
         if event.artifact_id is None:
@@ -202,7 +234,12 @@ def audit(artifacts: list[ArtifactRow], spans: list[SpanRow], events: list[Event
             continue
         entries.append(
             AuditEntry(
-                event.artifact_id, types.get(event.artifact_id, "?"), event.agent or "?", outcome, detail
+                event.artifact_id,
+                types.get(event.artifact_id, "?"),
+                event.agent or "?",
+                outcome,
+                detail,
+                where.get(event.trace_id or ""),
             )
         )
     order = {a.artifact_id: i for i, a in enumerate(artifacts)}

@@ -10,15 +10,16 @@ holder lets go within milliseconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flock_cli.errors import TraceStoreBusyError, TraceStoreError
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["DEFAULT_TRACE_PATH", "check_trace_path", "connect", "is_lock_error"]
+__all__ = ["DEFAULT_TRACE_PATH", "attach", "check_trace_path", "connect", "is_lock_error"]
 
 DEFAULT_TRACE_PATH = Path(".flock") / "traces.duckdb"
 
@@ -26,6 +27,7 @@ DEFAULT_TRACE_PATH = Path(".flock") / "traces.duckdb"
 # (A bare "lock" would also match paths like ".flock/traces.duckdb" in unrelated errors.)
 _LOCK_MARKERS = ("could not set lock", "conflicting lock", "different configuration")
 _MAGIC = b"DUCK"
+T = TypeVar("T")
 
 
 def check_trace_path(path: Path, *, must_exist: bool = False) -> None:
@@ -68,11 +70,24 @@ def connect(
     """
     import duckdb
 
+    return _waiting(path, wait, lambda: duckdb.connect(str(path), read_only=read_only, config=config or {}))
+
+
+def attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, wait: float) -> None:
+    """Attach the store at ``path`` read-only to ``con`` as ``alias``, with the waits and errors
+    of :func:`connect`."""
+    quoted, name = str(path).replace("'", "''"), alias.replace('"', '""')
+    _waiting(path, wait, lambda: con.execute(f"ATTACH '{quoted}' AS \"{name}\" (READ_ONLY)"))
+
+
+def _waiting(path: Path, wait: float, open_once: Callable[[], T]) -> T:
+    import duckdb
+
     deadline = time.monotonic() + wait
     delay = 0.005
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+            return open_once()
         except duckdb.Error as exc:
             if not is_lock_error(exc):
                 raise TraceStoreError(f"trace store {path} cannot be opened: {_first_line(exc)}") from exc

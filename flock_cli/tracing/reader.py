@@ -2,27 +2,27 @@
 
 Every query opens the store read-only, runs and closes it again (see ``duck.py`` for why), waiting
 briefly whenever a writer holds it. Results are plain dataclasses, ready for the CLI, ``--json``
-and the dashboard.
+and the dashboard. A reader given several stores (files, folders, globs) reads them as one
+(``stores.py``); ``board_runs.py`` groups the runs of several processes on one board.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import TraceStoreError
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
-from flock_cli.private_files import owner_only_umask
 from flock_cli.tracing.duck import check_trace_path, connect
+from flock_cli.tracing.run_summary import RUN_SUMMARY, RunRow, Workflow, run_row
+from flock_cli.tracing.stores import is_folder, open_stores, resolve_stores
 
 if TYPE_CHECKING:
     import duckdb
@@ -30,68 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ArtifactRow", "EventRow", "RunRow", "SpanRow", "TraceReader"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{1,32}")
-
-_RUN_SUMMARY = """
-WITH picked AS (  -- the runs asked for, found without reading their spans' attributes
-    SELECT trace_id, min(started) AS started_ns FROM (
-        SELECT trace_id, started_ns AS started FROM runs
-        UNION ALL
-        SELECT trace_id, start_ns FROM spans WHERE parent_id IS NULL OR name = 'agent.run'
-    ) WHERE {where} GROUP BY trace_id ORDER BY started_ns DESC {limit}
-),
-s AS (
-    SELECT trace_id, min(start_ns) AS first_ns, max(end_ns) AS last_ns,
-           arg_min(name, start_ns) AS first_name,
-           count(*) FILTER (WHERE name = 'agent.run') AS agent_runs,
-           count(*) FILTER (WHERE name = 'agent.run' AND status = 'error') AS failed_attempts,
-           coalesce(sum(CAST(attributes->>'$."llm.input_tokens"' AS BIGINT))
-               + sum(CAST(attributes->>'$."llm.output_tokens"' AS BIGINT)), 0) AS tokens,
-           sum(CAST(attributes->>'$."llm.cost"' AS DOUBLE)) AS cost
-    FROM spans WHERE trace_id IN (SELECT trace_id FROM picked) AND (parent_id IS NULL OR name = 'agent.run')
-    GROUP BY trace_id
-),
-a AS (SELECT trace_id, count(DISTINCT artifact_id) AS artifacts, arg_min(type, created_ns) AS first_type
-      FROM artifacts WHERE trace_id IN (SELECT trace_id FROM picked) GROUP BY trace_id),
-d AS (SELECT trace_id, count(*) AS dead FROM events
-      WHERE kind = 'dead_letter' AND trace_id IN (SELECT trace_id FROM picked) GROUP BY trace_id)
-SELECT p.trace_id, r.name, s.first_name, a.first_type,
-       coalesce(r.started_ns, s.first_ns) AS started_ns, coalesce(r.ended_ns, CASE WHEN r.trace_id IS NULL
-       THEN s.last_ns END) AS ended_ns, r.status, r.pid, r.host, r.attributes,
-       coalesce(a.artifacts, 0), coalesce(s.agent_runs, 0), coalesce(s.failed_attempts, 0),
-       coalesce(d.dead, 0), coalesce(s.tokens, 0), s.cost
-FROM picked p LEFT JOIN runs r ON r.trace_id = p.trace_id LEFT JOIN s ON s.trace_id = p.trace_id
-LEFT JOIN a ON a.trace_id = p.trace_id LEFT JOIN d ON d.trace_id = p.trace_id
-ORDER BY started_ns DESC
-"""
-
-
-@dataclass
-class RunRow:
-    """One run (one trace): a ``traced_run``/``flock run``, or a publish outside any run."""
-
-    run_id: str
-    name: str
-    started_ns: int
-    ended_ns: int | None
-    status: str  # running | ok | failed | interrupted
-    artifacts: int
-    agent_runs: int
-    failed_attempts: int
-    dead_letters: int
-    tokens: int
-    cost: float | None
-    pid: int | None = None
-    host: str | None = None
-    recipe: str | None = None
-
-    @property
-    def duration_s(self) -> float | None:
-        """Seconds from start to end (None while running)."""
-        return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e9
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready data."""
-        return {**asdict(self), "duration_s": self.duration_s}
 
 
 @dataclass
@@ -109,6 +47,7 @@ class SpanRow:
     attributes: dict[str, Any]
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    trace_id: str = ""
 
     @property
     def duration_ms(self) -> float:
@@ -142,15 +81,35 @@ class EventRow:
     artifact_id: str | None
     attributes: dict[str, Any]
     span_id: str | None = None
+    trace_id: str | None = None
+
+
+RunIds = str | Sequence[str]
+"""One trace id, or several (the traces of a run several processes worked)."""
+
+Scope = RunIds | Workflow
+"""What a query selects: the rows of some traces, or those of one workflow."""
 
 
 class TraceReader:
-    """Queries one trace store. ``wait``: seconds to wait for a writer to let go of the file."""
+    """Queries a trace store, or several read as one: ``path`` is a file, a folder (every
+    ``*.duckdb`` in it), a glob, or a list of those. ``wait``: seconds to wait for a writer to let
+    go of a file."""
 
-    def __init__(self, path: Path, *, wait: float = 10.0) -> None:
-        self.path = path
+    def __init__(self, path: Path | Sequence[Path], *, wait: float = 10.0) -> None:
+        self.names = [path] if isinstance(path, Path) else list(path)
+        if not self.names:
+            raise TraceStoreError("no trace store given")
+        self.path = self.names[0]
+        self.several = len(self.names) > 1 or is_folder(self.path)
+        """True when the stores are read as one (through views with a ``store`` column)."""
         self.wait = wait
         self._local = threading.local()  # each thread's open session (a connection is not shared)
+
+    @property
+    def where(self) -> str:
+        """The store, or stores, as errors name them."""
+        return ", ".join(str(name) for name in self.names)
 
     @contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -160,8 +119,11 @@ class TraceReader:
         if session is not None:
             yield session
             return
-        check_trace_path(self.path, must_exist=True)
-        con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
+        if self.several:
+            con = open_stores(resolve_stores(self.names), wait=self.wait)
+        else:
+            check_trace_path(self.path, must_exist=True)
+            con = connect(self.path, read_only=True, wait=self.wait, config={"enable_external_access": False})
         try:
             yield con
         finally:
@@ -169,7 +131,11 @@ class TraceReader:
 
     @contextmanager
     def session(self) -> Iterator[TraceReader]:
-        """Several queries on one connection (one consistent view, one open/close)."""
+        """Several queries on one connection (one consistent view, one open/close); inside an open
+        session, the same session."""
+        if getattr(self._local, "session", None) is not None:
+            yield self
+            return
         with self.connection() as con:
             self._local.session = con
             try:
@@ -186,7 +152,7 @@ class TraceReader:
             except duckdb.CatalogException:
                 return []  # a store created but not written to yet has no tables
             except duckdb.Error as exc:
-                raise TraceStoreError(f"reading trace store {self.path} failed: {exc}") from exc
+                raise TraceStoreError(f"reading trace store {self.where} failed: {exc}") from exc
 
     # -- runs ------------------------------------------------------------------------------------
 
@@ -195,8 +161,8 @@ class TraceReader:
         # Measured on a store of 1,000,000 spans (ten 10,000-seed pipeline runs): picking the runs
         # first and summarising only those takes 35 ms for the newest run, against 110 ms when
         # every run was summarised before the newest was chosen.
-        sql = _RUN_SUMMARY.format(where="true", limit="" if limit is None else f"LIMIT {max(0, int(limit))}")
-        return [_run_row(row) for row in self._rows(sql)]
+        sql = RUN_SUMMARY.format(where="true", limit="" if limit is None else f"LIMIT {max(0, int(limit))}")
+        return [run_row(row) for row in self._rows(sql)]
 
     def run(self, ref: str | None) -> RunRow:
         """The run ``ref`` names (a run id or a unique prefix), or the newest run when None.
@@ -206,27 +172,35 @@ class TraceReader:
         if ref is None:
             runs = self.runs(limit=1)
             if not runs:
-                raise TraceStoreError(f"the trace store {self.path} holds no runs yet")
+                raise TraceStoreError(f"the trace store {self.where} holds no runs yet")
             return runs[0]
         ref = ref.strip().lower()
         if not _RUN_ID.fullmatch(ref):
             raise TraceStoreError(f"'{ref}' is not a run id: run ids are hex (flock trace list shows them)")
-        rows = self._rows(_RUN_SUMMARY.format(where="trace_id LIKE ?", limit="LIMIT 6"), [ref + "%"])
+        rows = self._rows(RUN_SUMMARY.format(where="trace_id LIKE ?", limit="LIMIT 6"), [ref + "%"])
         if not rows:
-            raise TraceStoreError(f"no run with id '{ref}' in {self.path} (flock trace list shows the runs)")
+            raise TraceStoreError(f"no run with id '{ref}' in {self.where} (flock trace list shows the runs)")
         if len(rows) > 1:
             ids = ", ".join(row[0][:12] for row in rows[:5])
             raise TraceStoreError(f"run id '{ref}' is ambiguous: {ids}... give more characters")
-        return _run_row(rows[0])
+        return run_row(rows[0])
+
+    def runs_by_id(self, run_ids: Sequence[str]) -> list[RunRow]:
+        """The runs with these exact ids (those that exist), newest first."""
+        if not run_ids:
+            return []
+        where, params = _ids(run_ids)
+        return [run_row(row) for row in self._rows(RUN_SUMMARY.format(where=where, limit=""), params)]
 
     # -- what a run holds ------------------------------------------------------------------------
 
-    def spans(self, run_id: str) -> list[SpanRow]:
-        """Every span of a run, in start order."""
+    def spans(self, run_id: Scope) -> list[SpanRow]:
+        """Every span of a run (or of several), in start order; of a workflow, its agent runs."""
+        where, params = _where(run_id, "spans")
         rows = self._rows(
             "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
-            " inputs, outputs FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
-            [run_id],
+            f" inputs, outputs, trace_id FROM spans WHERE {where} ORDER BY start_ns, span_id",
+            params,
         )
         return [
             SpanRow(
@@ -241,13 +215,16 @@ class TraceReader:
                 _json(r[8]),
                 list(r[9] or []),
                 list(r[10] or []),
+                r[11],
             )
             for r in rows
         ]
 
-    def artifacts(self, run_id: str | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
-        """Artifacts of a run (or of every run), in publish order; each artifact once."""
-        where = "WHERE trace_id = ?" if run_id else ""
+    def artifacts(self, run_id: Scope | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
+        """Artifacts of a run (or of several, or of a workflow, or of every run), in publish order;
+        each artifact once."""
+        where, params = _where(run_id, "artifacts") if run_id else ("", [])
+        where = f"WHERE {where}" if where else ""
         sql = (
             "SELECT artifact_id, any_value(type), any_value(produced_by), any_value(correlation_id),"
             " min(created_ns), any_value(visibility), any_value(tags), any_value(payload),"
@@ -256,22 +233,23 @@ class TraceReader:
         )
         if limit:
             sql = f"SELECT * FROM ({sql}) ORDER BY 5 DESC LIMIT {int(limit)}"
-        rows = self._rows(sql, [run_id] if run_id else [])
+        rows = self._rows(sql, params)
         artifacts = [
             ArtifactRow(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6] or []), _json(r[7]), r[8], r[9])
             for r in rows
         ]
         return sorted(artifacts, key=lambda a: (a.created_ns, a.artifact_id))
 
-    def events(self, run_id: str, kinds: tuple[str, ...] = ()) -> list[EventRow]:
-        """Events of a run, oldest first (only ``kinds`` when given)."""
-        sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id FROM events WHERE trace_id = ?"
-        params: list[Any] = [run_id]
+    def events(self, run_id: Scope, kinds: tuple[str, ...] = ()) -> list[EventRow]:
+        """Events of a run (or of several, or of a workflow), oldest first (only ``kinds`` when given)."""
+        where, params = _where(run_id, "events")
+        sql = "SELECT ts_ns, kind, agent, artifact_id, attributes, span_id, trace_id"
+        sql += f" FROM events WHERE ({where})"
         if kinds:
             sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
             params.extend(kinds)
         rows = self._rows(sql + " ORDER BY ts_ns", params)
-        return [EventRow(r[0], r[1], r[2], r[3], _json(r[4]), r[5]) for r in rows]
+        return [EventRow(r[0], r[1], r[2], r[3], _json(r[4]), r[5], r[6]) for r in rows]
 
     def status(self, run_id: str) -> dict[str, Any] | None:
         """The latest status snapshot a flock wrote for this run, or None."""
@@ -309,74 +287,53 @@ class TraceReader:
 
     def prune(self, older_than_s: float, *, dry_run: bool = False) -> dict[str, int]:
         """Delete runs that started more than ``older_than_s`` seconds ago (running ones are
-        kept). Returns the rows deleted (or that would be) per table."""
-        check_trace_path(self.path, must_exist=True)
-        cutoff = time.time_ns() - int(older_than_s * 1e9)
-        old = [r.run_id for r in self.runs(limit=None) if r.started_ns < cutoff and r.status != "running"]
-        if not old:
-            return {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
-        with owner_only_umask():  # the WAL this write makes holds payloads too (private_files.py)
-            return self._prune(old, dry_run)
+        kept). Returns the rows deleted (or that would be) per table. Several stores are pruned
+        one by one, each by the age of its own runs."""
+        from flock_cli.tracing.retention import delete_runs
 
-    def _prune(self, old: list[str], dry_run: bool) -> dict[str, int]:
-        counts = {"runs": len(old)}
-        con = connect(self.path, read_only=False, wait=self.wait)
-        try:
-            con.execute("CREATE TEMP TABLE doomed (trace_id VARCHAR)")
-            con.executemany("INSERT INTO doomed VALUES (?)", [[run_id] for run_id in old])
-            con.execute("BEGIN TRANSACTION")
-            for table in ("spans", "artifacts", "events", "status", "runs"):
-                found = con.execute(
-                    f"SELECT count(*) FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)"
-                ).fetchall()[0][0]
-                if table != "runs":
-                    counts[table] = int(found)
-                if not dry_run:
-                    con.execute(f"DELETE FROM {table} WHERE trace_id IN (SELECT trace_id FROM doomed)")
-            con.execute("ROLLBACK" if dry_run else "COMMIT")
-            if not dry_run:
-                con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        counts.pop("status", None)
-        return counts
+        totals = {"runs": 0, "spans": 0, "artifacts": 0, "events": 0}
+        cutoff = time.time_ns() - int(older_than_s * 1e9)
+        for path in resolve_stores(self.names) if self.several else [self.path]:
+            check_trace_path(path, must_exist=True)
+            runs = TraceReader(path, wait=self.wait).runs(limit=None)
+            old = [r.run_id for r in runs if r.started_ns < cutoff and r.status != "running"]
+            for table, n in delete_runs(path, old, wait=self.wait, dry_run=dry_run).items():
+                totals[table] += n
+        return totals
+
+
+def _ids(run_ids: RunIds) -> tuple[str, list[Any]]:
+    """A ``trace_id`` condition and its parameters for one id or several."""
+    if isinstance(run_ids, str):
+        return "trace_id = ?", [run_ids]
+    return f"trace_id IN ({', '.join('?' for _ in run_ids) or 'NULL'})", list(run_ids)
+
+
+_WORKFLOW_ARTIFACTS = "(SELECT list(artifact_id) FROM artifacts WHERE correlation_id = ?)"
+_WORKFLOW_RUNS = (
+    f"name = 'agent.run' AND (list_has_any(inputs, {_WORKFLOW_ARTIFACTS})"
+    f" OR list_has_any(outputs, {_WORKFLOW_ARTIFACTS}))"
+)
+
+
+def _where(scope: Scope, table: str) -> tuple[str, list[Any]]:
+    """The condition selecting ``scope`` in ``table``: its traces' rows; for a workflow, its
+    artifacts, the agent runs that consumed or published them, and the events of either."""
+    if not isinstance(scope, Workflow):
+        return _ids(scope)
+    cid = scope.correlation_id
+    if table == "artifacts":
+        return "correlation_id = ?", [cid]
+    if table == "spans":
+        return _WORKFLOW_RUNS, [cid, cid]
+    return (
+        "artifact_id IN (SELECT artifact_id FROM artifacts WHERE correlation_id = ?)"
+        f" OR span_id IN (SELECT span_id FROM spans WHERE {_WORKFLOW_RUNS})",
+        [cid, cid, cid],
+    )
 
 
 def _json(value: Any) -> Any:
     if value is None:
         return {}
     return json.loads(value) if isinstance(value, str) else value
-
-
-def _run_row(row: tuple[Any, ...]) -> RunRow:
-    (run_id, name, first_name, first_type, started, ended, status, pid, host, attributes, artifacts,
-     agent_runs, failed_attempts, dead, tokens, cost) = row  # fmt: skip
-    attrs = _json(attributes)
-    if name is None:  # a publish outside any traced run
-        name = f"publish {first_type}" if first_type else (first_name or "?")
-    if status == "running":
-        status = "running" if _alive(pid, host) else "interrupted"
-    elif status in ("interrupted", "aborted"):
-        pass  # stopped by Ctrl-C or SIGTERM before it finished
-    elif dead or status == "failed":
-        status = "failed"
-    else:
-        status = "ok"
-    return RunRow(
-        run_id, name, int(started), None if ended is None else int(ended), status, int(artifacts),
-        int(agent_runs), int(failed_attempts), int(dead), int(tokens or 0), cost, pid, host,
-        attrs.get("recipe"),
-    )  # fmt: skip
-
-
-def _alive(pid: int | None, host: str | None) -> bool:
-    """Whether the process that writes a run still lives (assumed so for other hosts)."""
-    if pid is None or host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

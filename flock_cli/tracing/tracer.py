@@ -89,9 +89,13 @@ class RunScope:
 class Tracer:
     """Makes spans and events for one flock and hands them to its sinks."""
 
-    def __init__(self, sinks: Sequence[Sink] = (), *, service: str = "flock") -> None:
+    def __init__(
+        self, sinks: Sequence[Sink] = (), *, service: str = "flock", board: str | None = None
+    ) -> None:
         self.sinks = list(sinks)
         self.service = service
+        self.board = board
+        """The board the flock works (``setup.board_identity``), recorded with each traced run."""
         self.metrics = Metrics()
         self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
         self._put = [sink.put for sink in self.sinks]
@@ -309,9 +313,12 @@ class Tracer:
         scope = RunScope(new_trace_id(), new_span_id(), name)
         root = Span(scope.trace_id, scope.span_id, None, name, time.time_ns(), "internal", None,
                     {"flock.run": name, **(attributes or {})})  # fmt: skip
+        start_attributes = dict(root.attributes)
+        if self.board is not None:  # flock trace groups the runs of processes on one board by it
+            start_attributes.setdefault("flock.board", self.board)
         for put in self._put:
             put(RunStart(scope.trace_id, scope.span_id, name, root.start_ns, os.getpid(),
-                         socket.gethostname(), dict(root.attributes)))  # fmt: skip
+                         socket.gethostname(), start_attributes))  # fmt: skip
         token = self._run.set(scope)
         status: SpanStatus = "ok"
         message = None
