@@ -14,7 +14,7 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.store import DeliveryStatus
 from flock_cli.store.contract import Delivery
 from flock_cli.store.records import RoutingTx
-from tests.board_worker import Seed
+from tests.board_worker import Draft, Seed
 
 pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
 
@@ -22,51 +22,60 @@ from flock_cli.store.postgres import PostgresBlackboardStore
 
 
 class SlowCommits(PostgresBlackboardStore):
-    """A board whose routing steps commit only once ``commits`` is set; a look for unrouted
-    artifacts made while a commit is held is answered late, after that commit landed, with what it
-    read before (a slow server: the answer of a query started before a commit arrives after it)."""
+    """A board where routing steps that deliver to ``sink`` are slow to commit: each waits until a
+    look for unrouted artifacts has read the board meanwhile. That look is answered late, after
+    the step committed and the pass that made it ended, with what it read before (a slow server:
+    the answer of a query started before a commit arrives after it)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self.commits = asyncio.Event()
-        self.commits.set()
         self.held = 0  # routing steps waiting for ``commits``
         self.stale_reads = 0
 
     async def commit_routing_now(self, tx: RoutingTx, conn: Any = None) -> None:
-        self.held += 1
-        await self.commits.wait()
-        self.held -= 1
+        if any(d.agent == "sink" for d in tx.deliveries):
+            self.held += 1
+            await self.commits.wait()
+            self.held -= 1
         await super().commit_routing_now(tx, conn)
 
     async def unrouted(self, limit: int = 1000) -> list[Artifact]:
         found = await super().unrouted(limit)
         if found and self.held:
             self.stale_reads += 1
-            await self.commits.wait()
+            self.commits.set()
             while {a.id for a in await super().unrouted(limit)} & {a.id for a in found}:
-                await asyncio.sleep(0.02)  # until the held commit is on the board...
-            await asyncio.sleep(0.3)  # ...and the pass that made it has finished
+                await asyncio.sleep(0.02)  # until the held step is on the board...
+            await asyncio.sleep(0.3)  # ...and the pass that made it has ended
         return found
 
 
 async def test_a_poll_that_read_the_board_before_a_routing_step_committed_does_not_route_again(
     postgres_url: str,
 ) -> None:
+    """The routing leader routes its own runs' outputs at once, while its membership's pass routes
+    what the board holds unrouted: two passes of one process. The pass that looked at the board
+    before the other's step committed must leave that artifact alone (it routed it a second time:
+    'an artifact in this routing step was already claimed', a failed routing pass)."""
     store = SlowCommits(postgres_url)
-    flock = Flock(store=store, traces=False)
-    flock.agent("echo").consumes(Seed).with_engines(FunctionEngine(lambda inputs: None))
+
+    def agents(flock: Flock) -> Flock:
+        flock.agent("echo").consumes(Seed).publishes(Draft).with_engines(
+            FunctionEngine(lambda inputs: Draft(n=inputs.first_as(Seed).n))
+        )
+        flock.agent("sink").consumes(Draft).with_engines(FunctionEngine(lambda inputs: None))
+        return flock
+
+    flock = agents(Flock(store=store, traces=False))
     await flock.attach()  # alone on the board: it holds the routing lock
-    publisher = Flock(store=PostgresBlackboardStore(postgres_url), role="publisher", traces=False)
-    publisher.agent("echo").consumes(Seed).with_engines(FunctionEngine(lambda inputs: None))
-    store.commits.clear()
-    asyncio.get_running_loop().call_later(0.6, store.commits.set)
+    publisher = agents(Flock(store=PostgresBlackboardStore(postgres_url), role="publisher", traces=False))
     await publisher.publish(Seed(n=1))
     summary = await flock.watch(poll_interval=0.05, idle_exit=1.5)
-    assert store.stale_reads >= 1  # a second pass did read the artifact while its step was held
+    assert store.stale_reads >= 1  # a pass did read the Draft while its routing step was held
     assert summary.ok, summary.failures
-    assert summary.agent_runs == 1
-    assert len(await store.deliveries(status=DeliveryStatus.DONE)) == 1
+    assert summary.agent_runs == 2
+    assert len(await store.deliveries(status=DeliveryStatus.DONE)) == 2
     await flock.shutdown()
     await store.close()
     await publisher.store.close()
