@@ -87,6 +87,11 @@ class BoardProbe:
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
+        self.statements = 0  # this probe's own, each a transaction the server counts
+
+    async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        self.statements += 1
+        return await self._conn.execute(sql, params)
 
     @classmethod
     async def open(cls, url: str) -> BoardProbe:
@@ -99,7 +104,7 @@ class BoardProbe:
         await self._conn.close()
 
     async def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-        cursor = await self._conn.execute(sql, params)
+        cursor = await self._execute(sql, params)
         row = await cursor.fetchone()
         assert row is not None
         return tuple(row)
@@ -145,7 +150,7 @@ class BoardProbe:
     async def starts(self) -> dict[str, dict[int, float]]:
         """Per type: n -> the payload's time (Seed: sent; Mid, Out: started), and
         ``Mid@`` -> n -> when each Mid was created (its run's end, by the board's timestamps)."""
-        cursor = await self._conn.execute(
+        cursor = await self._execute(
             "SELECT type, (payload->>'n')::int, (payload->>'sent')::float8, (payload->>'started')::float8,"
             " extract(epoch FROM created_at)::float8 FROM flock.artifacts"
         )
@@ -158,14 +163,14 @@ class BoardProbe:
 
     async def backend_pids(self, application_name: str) -> list[int]:
         """Server process ids of the connections a client opened under ``application_name``."""
-        cursor = await self._conn.execute(
+        cursor = await self._execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
         )
         return [int(r[0]) for r in await cursor.fetchall()]
 
     async def leader_pid(self) -> int | None:
         """The client process id (from its connection's application name) holding the routing lock."""
-        cursor = await self._conn.execute(
+        cursor = await self._execute(
             "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted"
             " AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
@@ -176,18 +181,18 @@ class BoardProbe:
             return None
         return int(str(row[0]).removeprefix("flock-flow pid "))
 
-    async def activity(self) -> tuple[int, int]:
-        """(transactions committed, connections opened) in this database so far, as the server's
-        statistics count them (flushed by each backend about once a second)."""
-        row = await self._one(
+
+async def board_activity(url: str) -> tuple[int, int]:
+    """(transactions committed, connections opened) in the board's database so far, as the
+    server's statistics count them, read on a connection of its own. A server process adds its
+    counts when it ends (or after a while idle), so read this after the processes measured left.
+    The read itself is one transaction and one connection."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
             "SELECT xact_commit, sessions FROM pg_stat_database WHERE datname = current_database()"
         )
-        return int(row[0]), int(row[1])
-
-    async def commits(self) -> int:
-        """Transactions committed in this database so far, as the server's statistics count them
-        (flushed by each backend about once a second: approximate over short spans)."""
-        (count,) = await self._one(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        )
-        return int(count)
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])

@@ -51,8 +51,11 @@ def _throughput_table(runs: list[dict[str, Any]], ideal_per_process: float | Non
     lines = [
         "| processes | median runs/s | min-max | speed-up (medians) | speed-up per round |"
         + (" of ideal |" if ideal_per_process else "")
-        + " wall runs/s | orchestrator CPU / run | server CPU / run | runs per process (last round) |",
-        "|---:|---:|---:|---:|---:|" + ("---:|" if ideal_per_process else "") + "---:|---:|---:|---|",
+        + " wall runs/s | orchestrator CPU / run | server CPU / run | transactions / run"
+        " | connections opened / run | runs per process (last round) |",
+        "|---:|---:|---:|---:|---:|"
+        + ("---:|" if ideal_per_process else "")
+        + "---:|---:|---:|---:|---:|---|",
     ]
     ratios = speedups(runs)
     for count, group in by_processes(runs).items():
@@ -71,6 +74,8 @@ def _throughput_table(runs: list[dict[str, Any]], ideal_per_process: float | Non
             f"{_median(group, 'wall_runs_per_second'):.1f}",
             f"{_per_run_ms(group, 'orchestrator_cpu_seconds'):.1f} ms",
             f"{_per_run_ms(group, 'server_cpu_seconds'):.1f} ms",
+            f"{statistics.median(r['transactions'] / r['runs'] for r in group):.1f}",
+            f"{statistics.median(r['connections_opened'] / r['runs'] for r in group):.3f}",
             " / ".join(str(n) for n in group[-1]["runs_by_process"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -178,8 +183,9 @@ def _idle(report: dict[str, Any]) -> list[str]:
         f"| PostgreSQL server, every process | {r['server_cpu_seconds']:.2f}"
         f" | {r['server_cpu_percent']:.2f} % |",
         "",
-        f"The server counted about {r['transactions_per_second']:.1f} transactions/s in the board's"
-        " database meanwhile (pg_stat_database, approximate).",
+        f"The server counted {r['transactions_per_second']:.1f} transactions/s in the board's database"
+        " (pg_stat_database, from the start of the window until the orchestrators had left, their"
+        " leaving included).",
         "",
     ]
     return lines

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from board_node import Seed, build
-from board_probe import BoardProbe, WrongResult, cpu_of, postmaster_pid, server_cpu
+from board_probe import BoardProbe, WrongResult, board_activity, cpu_of, postmaster_pid, server_cpu
 from pg_kit import fresh_database
 
 HERE = Path(__file__).resolve().parent
@@ -93,11 +93,11 @@ async def throughput(
         publisher = build(url, role="publisher")
         await publisher.store.ensure_ready()  # type: ignore[attr-defined]  # the schema exists first
         nodes = await start_nodes(url, processes, latency, concurrency, Path(logs))
+        activity_before = await board_activity(url)
         probe = await BoardProbe.open(url)
         try:
             postmaster = postmaster_pid(server.datadir)
             server_before, load_before = server_cpu(postmaster), os.getloadavg()[0]
-            activity_before = await probe.activity()
             items = [Seed(n=n) for n in range(seeds)]
             started = time.time()
             await publisher.publish_many(items)
@@ -105,13 +105,16 @@ async def throughput(
             await probe.wait_until_done(seeds, timeout=max(300.0, 20 * ideal))
             ended = time.time()
             server_used = server_cpu(postmaster) - server_before
-            await asyncio.sleep(1.0)  # the server's statistics are flushed about once a second
-            commits, sessions = (b - a for a, b in zip(activity_before, await probe.activity(), strict=True))
             reports = await stop_nodes(nodes)
             figures = await probe.figures()
         finally:
             await probe.close()
             await publisher.store.close()
+        await asyncio.sleep(0.5)  # the server processes of those connections add their counts as they end
+        activity_after = await board_activity(url)
+    # Less the first read's and this probe's own (the publisher's two or three are left in).
+    commits = activity_after[0] - activity_before[0] - 1 - probe.statements
+    sessions = activity_after[1] - activity_before[1] - 2
     figures.check(seeds)
     runs = sum(r["runs"] for r in reports)
     if runs != 2 * seeds or not all(r["ok"] for r in reports):
@@ -203,17 +206,21 @@ async def idle_cpu(server: Any, processes: int, seconds: float) -> dict[str, Any
             await asyncio.sleep(3.0)  # past the members' start-up
             leader = await probe.leader_pid()
             postmaster = postmaster_pid(server.datadir)
-            commits_before = await probe.commits()
+            await probe.close()
+            await asyncio.sleep(0.5)  # its server process adds its counts as it ends
+            loop = asyncio.get_running_loop()
+            began, (commits_before, _) = loop.time(), await board_activity(url)
             before = {node.pid: cpu_of(node.pid) for node in nodes}
             server_before = server_cpu(postmaster)
             await asyncio.sleep(seconds)
             after = {node.pid: cpu_of(node.pid) for node in nodes}
             server_used = server_cpu(postmaster) - server_before
-            await asyncio.sleep(1.0)  # the server's statistics are flushed about once a second
-            commits = await probe.commits() - commits_before
             await stop_nodes(nodes)
+            window = loop.time() - began
         finally:
             await probe.close()
+        await asyncio.sleep(0.5)  # the server processes of those connections add their counts as they end
+        commits = (await board_activity(url))[0] - commits_before - 1
     return {
         "processes": processes,
         "seconds": seconds,
@@ -227,5 +234,5 @@ async def idle_cpu(server: Any, processes: int, seconds: float) -> dict[str, Any
         ],
         "server_cpu_seconds": round(server_used, 3),
         "server_cpu_percent": 100 * server_used / seconds,
-        "transactions_per_second": commits / (seconds + 1.0),
+        "transactions_per_second": commits / window,
     }
