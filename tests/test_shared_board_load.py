@@ -1,5 +1,6 @@
 """A shared PostgreSQL board under load (what bench/scale_out.py found): routing passes of the
-leader that overlap on a slow server, and slots freed while a lease is being taken."""
+leader that overlap on a slow server, slots freed while a lease is being taken, and a new routing
+leader whose own run ends while it rebuilds its gates."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 import flock_cli.core.membership as membership
 from flock_cli import Flock, FunctionEngine
 from flock_cli.core.artifact import Artifact
-from flock_cli.store import DeliveryStatus
+from flock_cli.store import UNRESTRICTED, ArtifactQuery, DeliveryStatus
 from flock_cli.store.contract import Delivery
 from flock_cli.store.records import RoutingTx
-from tests.board_worker import Draft, Seed
+from tests.board_worker import Draft, Final, Pair, Seed
 
 pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
 
@@ -139,5 +140,73 @@ async def test_slots_freed_while_a_lease_is_taken_are_filled_at_once(
     stop.set()
     assert (await watching).ok
     await flock.shutdown()
+    await store.close()
+    await publisher.store.close()
+
+
+BLOCKED = {"on": True}  # while on, ``make_final`` never returns (the first leader's run hangs)
+
+
+async def make_final(inputs: Any) -> Final:
+    if BLOCKED["on"]:
+        await asyncio.Event().wait()
+    return Final(n=inputs.first_as(Seed).n)
+
+
+async def make_pair(inputs: Any) -> Pair:
+    return Pair(n=inputs.first_as(Final).n)
+
+
+def joining(flock: Flock) -> Flock:
+    """A Draft and a Final of one workflow join into a Pair; a Seed makes the Final."""
+    flock.agent("pairer").consumes(Draft, Final, join={"window": 600}).publishes(Pair).with_engines(
+        FunctionEngine(make_pair)
+    )
+    flock.agent("maker").consumes(Seed).publishes(Final).with_engines(FunctionEngine(make_final))
+    return flock
+
+
+class SlowRestore(PostgresBlackboardStore):
+    """A board whose join entries, once this process works with others, are read only when
+    ``restore`` is set (a new routing leader rebuilding its gates from a slow server)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.restore = asyncio.Event()
+
+    async def gate_entries(self) -> list[Any]:
+        if self.coordinated:
+            await self.restore.wait()
+        return await super().gate_entries()
+
+
+async def test_a_new_routing_leader_routes_nothing_before_its_gates_are_rebuilt(postgres_url: str) -> None:
+    """A member that takes the routing lock over rebuilds the gates from the board first. A run of
+    its own that ends meanwhile must not route its output into the empty gate: the output stayed
+    in a join of its own beside its partner's entry, both marked routed, and the Pair never came."""
+    BLOCKED["on"] = True
+    first = joining(Flock(store=PostgresBlackboardStore(postgres_url), traces=False))
+    await first.attach()  # the routing leader
+    publisher = joining(Flock(store=PostgresBlackboardStore(postgres_url), role="publisher", traces=False))
+    draft = await publisher.publish(Draft(n=7))
+    await publisher.publish(Seed(n=7), correlation_id=draft.correlation_id)
+    while not (first.status().running and await first.store.gate_entries()):
+        await asyncio.sleep(0.02)  # the Draft waits in the join; the Seed's run hangs
+    await first.shutdown(timeout=0.5, release_interrupted=True)  # its lease is handed back
+    await first.store.close()
+    BLOCKED["on"] = False
+    store = SlowRestore(postgres_url)
+    second = joining(Flock(store=store, traces=False))
+    await second.attach()  # takes the routing lock over; rebuilding its gates waits for ``restore``
+    while not await store.deliveries(status=DeliveryStatus.DONE):
+        await asyncio.sleep(0.02)  # its own run of the Seed has ended (the Final is on the board)
+    await asyncio.sleep(0.3)  # whatever routing that run's end does, it has done
+    store.restore.set()
+    summary = await second.watch(poll_interval=0.05, idle_exit=1.5)
+    assert summary.ok, summary.failures
+    pairs = (await store.query(ArtifactQuery(types=frozenset({"Pair"})), viewer=UNRESTRICTED)).items
+    assert [p.payload["n"] for p in pairs] == [7]
+    assert await store.gate_entries() == []
+    await second.shutdown()
     await store.close()
     await publisher.store.close()

@@ -148,6 +148,7 @@ class Membership:
         board, scheduler = self.board, self._scheduler
         while not self.draining:
             if not board.leading:
+                scheduler.restored = False  # nothing is routed here until the state is rebuilt
                 if scheduler.router.holds_state() or scheduler.embargoes:
                     await scheduler.drop_routing_state()  # another member routes now: forget ours
                 await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters

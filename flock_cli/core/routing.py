@@ -56,6 +56,8 @@ class Routing:
         self._unsynced_claims: Counter[tuple[UUID, str]] = Counter()  # written, commit not awaited
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
         self._settled: set[UUID] = set()  # routed, leaving ``in_flight`` when the pass ends
+        # On a shared board: gates and batches were rebuilt since this process took the routing lock.
+        self.restored = False
         self._route_lock = asyncio.Lock()
 
     def _start(self, job: Job) -> None:
@@ -83,10 +85,11 @@ class Routing:
                 self.in_flight.difference_update(settled)
 
     def routes_here(self) -> bool:
-        """Whether this flock routes: always, unless it shares its board with other processes and
-        another one holds the routing lock (then what it publishes waits for that one)."""
+        """Whether this flock routes: always, unless it shares its board with other processes;
+        then only while it holds the routing lock and has rebuilt its gates and batches since it
+        took it (until then what it publishes, and its runs' outputs, wait on the board)."""
         store = self._runtime.store
-        return not store.shared or store.leading
+        return not store.shared or (store.leading and self.restored)
 
     async def drop_routing_state(self) -> None:
         """Forget gates, batches, embargoes and their timers: another process routes now, and
