@@ -1,36 +1,58 @@
 """Two-stage pipeline benchmark: N seeds -> stage one -> stage two.
 
     python bench/pipeline.py --seeds 10000 --repeat 3 [--engine function] [--store sqlite] [--traces both]
+    python bench/pipeline.py --seeds 2000 --repeat 3 --engine function --store sqlite,postgres
 
 Prints artifacts/second (every artifact published, seeds included, divided by the wall time from
 the first publish to idle) and writes a JSON line per run with --json. With tracing on, the time
-also includes writing the last spans to the trace store (the tracer's close).
+also includes writing the last spans to the trace store (the tracer's close). ``--store`` takes
+memory, sqlite, postgres (a fresh database of a throwaway server, bench/pg_kit.py, for each run),
+a comma-separated list of them (alternated; the ratios to the first are printed), or ``both``
+(memory,sqlite).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from scenario_kit import Mid, Out, Seed, seed
 
 from flock_cli import Flock, FunctionEngine, TestEngine, flock_type
-from flock_cli.store import SQLiteBlackboardStore
+from flock_cli.store import BlackboardStore, SQLiteBlackboardStore
 
 # The contract's types (bench/scenarios.md), shared with the side-by-side runners.
 for _model in (Seed, Mid, Out):
     flock_type(name=_model.__name__)(_model)
 
 
+STORES = ("memory", "sqlite", "postgres")
+
+
+def open_board(board: str | None) -> BlackboardStore | None:
+    """A PostgreSQL board for a postgresql:// URL, a SQLite board for a path, else None (in memory)."""
+    if board is None:
+        return None
+    if board.startswith("postgresql://"):
+        from flock_cli.store.postgres import PostgresBlackboardStore
+
+        return PostgresBlackboardStore(board)
+    return SQLiteBlackboardStore(board)
+
+
 def build(engine: str, seeds: int, board: str | None = None, traces: str | None = None) -> Flock:
-    """The pipeline with TestEngine (schema sampling) or FunctionEngine (a trivial transform)."""
-    store = SQLiteBlackboardStore(board) if board else None
+    """The pipeline with TestEngine (schema sampling) or FunctionEngine (a trivial transform), in
+    memory or on the board ``board`` (a SQLite file's path or a postgresql:// URL)."""
+    store = open_board(board)
     flock = Flock(max_agent_iterations=seeds + 1, store=store, traces=traces or False)
     if engine == "test":
         first, second = TestEngine(), TestEngine()
@@ -42,11 +64,27 @@ def build(engine: str, seeds: int, board: str | None = None, traces: str | None 
     return flock
 
 
-async def one_run(engine: str, seeds: int, store: str = "memory", traced: bool = False) -> dict[str, float]:
+async def one_run(
+    engine: str, seeds: int, store: str = "memory", traced: bool = False, server: Any = None
+) -> dict[str, float]:
+    """One measured run; ``server`` (a bench/pg_kit.py server) gives a postgres run a fresh database."""
+    with contextlib.ExitStack() as stack:
+        board = None
+        if store == "postgres":
+            from pg_kit import fresh_database
+
+            board = stack.enter_context(fresh_database(server))
+        return await _measured(engine, seeds, store, traced, board)
+
+
+async def _measured(engine: str, seeds: int, store: str, traced: bool, board: str | None) -> dict[str, float]:
     folder = tempfile.mkdtemp(prefix="flock-bench-")
-    board = os.path.join(folder, "board.db") if store == "sqlite" else None
+    if store == "sqlite":
+        board = os.path.join(folder, "board.db")
     flock = build(engine, seeds, board, os.path.join(folder, "traces.duckdb") if traced else None)
     items = [seed(i) for i in range(seeds)]
+    if store == "postgres":
+        await flock.store.ensure_ready()  # type: ignore[attr-defined]  # the schema, before the clock starts
     start = time.perf_counter()
     async with flock.traced_run("bench"):
         await flock.publish_many(items)
@@ -66,6 +104,27 @@ async def one_run(engine: str, seeds: int, store: str = "memory", traced: bool =
     }
 
 
+def parse_stores(text: str) -> list[str]:
+    """``--store``'s value: one store, several separated by commas, or ``both``."""
+    stores = ["memory", "sqlite"] if text == "both" else [part.strip() for part in text.split(",")]
+    unknown = [store for store in stores if store not in STORES]
+    if unknown or len(set(stores)) != len(stores):
+        raise argparse.ArgumentTypeError(f"expected {', '.join(STORES)} or both, each once; got {text!r}")
+    return stores
+
+
+@contextlib.contextmanager
+def server_if(needed: bool) -> Iterator[Any]:
+    """A throwaway PostgreSQL server (bench/pg_kit.py) when ``needed``, else None."""
+    if not needed:
+        yield None
+        return
+    from pg_kit import throwaway_server
+
+    with throwaway_server() as server:
+        yield server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10_000)
@@ -73,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["test", "function"], default="test")
     parser.add_argument(
         "--store",
-        choices=["memory", "sqlite", "both"],
-        default="memory",
-        help="'both' alternates memory and SQLite runs and prints the ratio of their medians",
+        type=parse_stores,
+        default=["memory"],
+        help="memory, sqlite or postgres, or several separated by commas (alternated, with the ratio of"
+        " each median to the first's); 'both' is memory,sqlite",
     )
     parser.add_argument(
         "--traces",
@@ -86,17 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per run")
     args = parser.parse_args(argv)
-    stores = ["memory", "sqlite"] if args.store == "both" else [args.store]
+    stores: list[str] = args.store
     tracings = {"off": [False], "on": [True], "both": [False, True]}[args.traces]
     variants = [(store, traced) for store in stores for traced in tracings]
     rates: dict[tuple[str, bool], list[float]] = {variant: [] for variant in variants}
-    for _ in range(args.repeat):
-        for store, traced in variants:  # alternate, so drift on a noisy machine hits all alike
-            result = asyncio.run(one_run(args.engine, args.seeds, store, traced))
-            rates[store, traced].append(result["artifacts_per_second"])
-            if args.json:
-                print(json.dumps({"engine": args.engine, "store": store, "traced": traced,
-                                  "seeds": args.seeds, **result}))  # fmt: skip
+    with server_if("postgres" in stores) as server:
+        for _ in range(args.repeat):
+            for store, traced in variants:  # alternate, so drift on a noisy machine hits all alike
+                result = asyncio.run(one_run(args.engine, args.seeds, store, traced, server))
+                rates[store, traced].append(result["artifacts_per_second"])
+                if args.json:
+                    print(json.dumps({"engine": args.engine, "store": store, "traced": traced,
+                                      "seeds": args.seeds, **result}), flush=True)  # fmt: skip
     for (store, traced), values in rates.items():
         print(
             f"two-stage pipeline, {args.seeds} seeds, {args.engine} engines, {store} store,"
@@ -104,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
             f" median {statistics.median(values):,.0f} artifacts/s over {args.repeat} runs"
         )
     median = {variant: statistics.median(values) for variant, values in rates.items()}
-    if len(stores) == 2:
-        ratio = median["memory", tracings[0]] / median["sqlite", tracings[0]]
-        print(f"durable pipeline is {ratio:.1f}x slower than in memory")
+    first = stores[0]
+    for other in stores[1:]:
+        ratio = median[first, tracings[0]] / median[other, tracings[0]]
+        if (first, other) == ("memory", "sqlite"):
+            print(f"durable pipeline is {ratio:.1f}x slower than in memory")
+        else:
+            print(
+                f"{other} board: {ratio:.2f}x slower than {first} (the {first} median / the {other} median)"
+            )
     if len(tracings) == 2:
         for store in stores:
             ratio = median[store, False] / median[store, True]

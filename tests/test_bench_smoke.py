@@ -73,3 +73,37 @@ def test_only_and_repeat_pick_the_scenarios_and_runs(tmp_path: Path) -> None:
     assert [row["scenario"] for row in report["rows"]] == ["batch", "memory"]
     assert all(len(row["flock-flow"]["runs"]) == 2 for row in report["rows"])
     assert report["targets"] == []  # none of the targets' figures was measured
+
+
+def test_scale_out_bench_runs_every_part_and_writes_its_figures(tmp_path: Path) -> None:
+    """bench/scale_out.py on tiny sizes: orchestrator processes on a throwaway PostgreSQL server,
+    every part measured and written to both result files."""
+    from tests.postgres_server import PostgresUnavailable, find_binaries, require_psycopg, unavailable
+
+    try:
+        require_psycopg()
+        find_binaries()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    done = subprocess.run(
+        [sys.executable, "bench/scale_out.py", "--rounds", "1", "--processes", "1,2", "--seeds", "6",
+         "--pipeline-seeds", "6", "--publishes", "4", "--gap-min", "0.01", "--gap-max", "0.02",
+         "--idle-seconds", "0.5", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "scale_out.json").read_text())
+    assert sorted(r["processes"] for r in report["scale"]) == [1, 2]
+    assert all(r["runs"] == 12 and r["runs_per_second"] > 0 for r in report["scale"])
+    assert sorted(sum(r["runs_by_process"]) for r in report["scale"]) == [12, 12]
+    assert sorted(r["store"] for r in report["pipeline"]["one_process"]) == ["postgres", "sqlite"]
+    assert sorted(r["processes"] for r in report["pipeline"]["processes"]) == [1, 2]
+    assert [len(r["publish_to_start_seconds"]) for r in report["latency"]] == [4, 4]
+    assert len(report["idle"]["orchestrators"]) == 2
+    table = (tmp_path / "scale_out.md").read_text()
+    for heading in ("## Scale-out", "## The no-LLM two-stage pipeline", "## Wake-up latency", "## Idle CPU"):
+        assert heading in table
+    assert "- target 2 processes ≥ 1.9x one:" in table

@@ -84,7 +84,7 @@ class DirectRuns:
                 scheduler.direct[delivery.id] = done
                 await scheduler.commit(tx, [job])
         finally:
-            scheduler.in_flight.difference_update(a.id for a in built)
+            scheduler.done_routing(a.id for a in built)
             scheduler.release()
         try:
             outputs = await done

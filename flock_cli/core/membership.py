@@ -148,6 +148,7 @@ class Membership:
         board, scheduler = self.board, self._scheduler
         while not self.draining:
             if not board.leading:
+                scheduler.restored = False  # nothing is routed here until the state is rebuilt
                 if scheduler.router.holds_state() or scheduler.embargoes:
                     await scheduler.drop_routing_state()  # another member routes now: forget ours
                 await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters
@@ -179,15 +180,17 @@ class Membership:
         while not self.draining:
             token = board.wake_token(WORK)
             free = self.capacity()
-            leased: list[Delivery] = []
-            if free > 0:
-                leased = await board.lease_next(
-                    runtime.owner, self.targets(), limit=free, now=runtime.clock.now(), ttl=runtime.lease_ttl
-                )
-                await self._dispatch(leased)
-            if leased and len(leased) == free:
-                await self._scheduler.wait_for_progress(CATCH_UP_POLL)  # full: look again when a run ends
-            elif not leased:
+            if free <= 0:
+                # Full: look again when a run ends. The look at the capacity and the start of the
+                # wait are one step, so runs that ended while the last lease was being taken (their
+                # slots are free already) are leased for at once, not when yet another run ends.
+                await self._scheduler.wait_for_progress(CATCH_UP_POLL)
+                continue
+            leased = await board.lease_next(
+                runtime.owner, self.targets(), limit=free, now=runtime.clock.now(), ttl=runtime.lease_ttl
+            )
+            await self._dispatch(leased)
+            if len(leased) < free:  # the board had no more for this member: wait for new work
                 await board.wait_for_wakeup(token, CATCH_UP_POLL)
 
     async def _dispatch(self, leased: list[Delivery]) -> None:

@@ -58,7 +58,7 @@ class Publisher:
                 scheduler.collector.published += len(artifacts)
                 await scheduler.route(artifacts)
         finally:
-            scheduler.in_flight.difference_update(a.id for a in artifacts)
+            scheduler.done_routing(a.id for a in artifacts)
             scheduler.release()
 
     async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:

@@ -10,9 +10,10 @@ are offered again when it fires. :class:`Routing` is the routing half of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -54,17 +55,41 @@ class Routing:
         self.embargoes: dict[tuple[UUID, str], Embargo] = {}  # by (artifact, claim)
         self._unsynced_claims: Counter[tuple[UUID, str]] = Counter()  # written, commit not awaited
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
+        self._settled: set[UUID] = set()  # routed, leaving ``in_flight`` when the pass ends
+        # On a shared board: gates and batches were rebuilt since this process took the routing lock.
+        self.restored = False
         self._route_lock = asyncio.Lock()
 
     def _start(self, job: Job) -> None:
         """Start a job whose routing step is committed."""
         raise NotImplementedError
 
+    def done_routing(self, ids: Iterable[UUID]) -> None:
+        """``ids`` leave ``in_flight``: their routing step committed (or they will not be routed
+        here). While a routing pass holds the lock they leave when it ends: that pass may be a poll
+        whose look at the board began before the step committed, so it saw them unrouted, and it
+        must still find them in flight when it sorts out what it saw (else it routes them again)."""
+        if self._route_lock.locked():
+            self._settled.update(ids)
+        else:
+            self.in_flight.difference_update(ids)
+
+    @contextlib.asynccontextmanager
+    async def _routing_pass(self) -> AsyncIterator[None]:
+        """Hold the routing lock; artifacts settled meanwhile leave ``in_flight`` at its end."""
+        async with self._route_lock:
+            try:
+                yield
+            finally:
+                settled, self._settled = self._settled, set()
+                self.in_flight.difference_update(settled)
+
     def routes_here(self) -> bool:
-        """Whether this flock routes: always, unless it shares its board with other processes and
-        another one holds the routing lock (then what it publishes waits for that one)."""
+        """Whether this flock routes: always, unless it shares its board with other processes;
+        then only while it holds the routing lock and has rebuilt its gates and batches since it
+        took it (until then what it publishes, and its runs' outputs, wait on the board)."""
         store = self._runtime.store
-        return not store.shared or store.leading
+        return not store.shared or (store.leading and self.restored)
 
     async def drop_routing_state(self) -> None:
         """Forget gates, batches, embargoes and their timers: another process routes now, and
@@ -114,10 +139,10 @@ class Routing:
         claims: list[tuple[UUID, str]] = []
         started = time.time_ns()
         if not self.routes_here():
-            self.in_flight.difference_update(a.id for a in artifacts)  # the routing leader takes them
+            self.done_routing(a.id for a in artifacts)  # the routing leader takes them
             return
         try:
-            async with self._route_lock:
+            async with self._routing_pass():
                 for artifact in artifacts:
                     fresh = only is None and artifact.id in self.in_flight
                     jobs += await self._route_one(artifact, only, claims, fresh=fresh)
@@ -133,7 +158,7 @@ class Routing:
         finally:
             # Only now are the routing steps committed: until then a poll of the board would
             # still see these artifacts as unrouted and must leave them alone.
-            self.in_flight.difference_update(a.id for a in artifacts)
+            self.done_routing(a.id for a in artifacts)
 
     async def poll_board(self) -> int:
         """Route artifacts other processes (or a crashed run) left unrouted; returns how many."""
@@ -143,7 +168,7 @@ class Routing:
         if not self.routes_here():
             return 0
         try:
-            async with self._route_lock:
+            async with self._routing_pass():
                 found = [a for a in await self._runtime.store.unrouted() if a.id not in self.in_flight]
                 self.in_flight.update(a.id for a in found)
                 if found:
@@ -153,7 +178,7 @@ class Routing:
                             jobs += await self._route_one(artifact, None, claims, fresh=True)
             await self._start_after_sync(jobs, claims)
         finally:
-            self.in_flight.difference_update(a.id for a in found)
+            self.done_routing(a.id for a in found)
         return len(found)
 
     async def _start_after_sync(self, jobs: list[Job], claims: Sequence[tuple[UUID, str]] = ()) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -45,6 +45,9 @@ class Scheduling(DirectCalls, Protocol):
     collector: SummaryCollector
     iterations: BreakerCounts
     in_flight: set[UUID]
+
+    def done_routing(self, ids: Iterable[UUID]) -> None:
+        """``ids`` leave ``in_flight`` (see ``Routing.done_routing``)."""
 
     async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
         """Offer artifacts to the subscriptions of their type and start the runs that became ready."""
@@ -186,7 +189,7 @@ class RunExecutor:
                     try:
                         await store.complete(delivery.id, attempt, outputs)
                     except BaseException as exc:
-                        self._scheduler.in_flight.difference_update(o.id for o in outputs)
+                        self._scheduler.done_routing(o.id for o in outputs)
                         runtime.tracer.record(
                             span, "store.complete", started, time.time_ns(), "error", str(exc)
                         )

@@ -255,6 +255,7 @@ class BoardSession:
         await scheduler.drop_routing_state()
         gates, batches = await self.reload_gathering()
         scheduler.rearm_timers()
+        scheduler.restored = True  # from now on this process routes (its own outputs too)
         routed = 0
         while found := await scheduler.poll_board():
             routed += found
