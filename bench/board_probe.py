@@ -179,7 +179,7 @@ class BoardProbe:
         row = await cursor.fetchone()
         if row is None or not str(row[0]).startswith("flock-flow pid "):
             return None
-        return int(str(row[0]).removeprefix("flock-flow pid "))
+        return int(str(row[0]).removeprefix("flock-flow pid ").split()[0])  # "N routing-lock OWNER"
 
 
 async def board_activity(url: str) -> tuple[int, int]:

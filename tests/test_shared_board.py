@@ -144,8 +144,9 @@ async def test_cut_connections_are_reopened_and_nothing_is_lost(
         time.sleep(0.4)
         victim = workers[0].pid  # all of one process's connections, the routing lock's too
         postgres_server.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (f"flock-flow pid {victim}",),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s OR application_name LIKE %s",
+            (f"flock-flow pid {victim}", f"flock-flow pid {victim} %"),
         )
     assert "published" in finished(publisher)
     for proc in workers:
@@ -250,6 +251,33 @@ async def test_schema_of_a_newer_release_is_refused_and_an_older_one_migrated(po
         await newer.ensure_ready()
     assert "secret" not in str(raised.value) and "flock:***@" in str(raised.value)
     await newer.close()
+
+
+async def test_a_migration_cut_off_after_the_server_was_reached_runs_again(postgres_url: str) -> None:
+    import psycopg
+
+    from flock_cli.store.postgres_schema import MIGRATION_LOCK
+
+    store = PostgresBlackboardStore(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True, application_name="blocker") as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))  # the migration waits here
+        ready = asyncio.create_task(store.ensure_ready())
+        waiting: list[tuple[int]] = []
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            waiting = blocker.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'flock-flow pid %%'"
+                " AND wait_event_type = 'Lock'"
+            ).fetchall()
+            if waiting:
+                break
+        assert waiting, "the migration never waited for its lock"
+        blocker.execute("SELECT pg_terminate_backend(%s)", waiting[0])
+        await asyncio.sleep(0.2)
+        blocker.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
+        await asyncio.wait_for(ready, 30)
+    assert await store.processes() == []  # the schema is there
+    await store.close()
 
 
 async def test_a_calls_budget_counts_the_model_calls_of_every_process(postgres_url: str) -> None:

@@ -46,7 +46,7 @@ from flock_cli.store.postgres_codec import (
     delivery_from_row,
     where_clause,
 )
-from flock_cli.store.postgres_connections import ConnectionPool
+from flock_cli.store.postgres_connections import ConnectionPool, is_connection_error
 from flock_cli.store.postgres_routing import RoutingStateMixin
 from flock_cli.store.records import Lineage, RunRecord, walk
 
@@ -110,9 +110,15 @@ class PostgresBlackboardStore(RoutingStateMixin):
             return
         from flock_cli.store.postgres_schema import migrate
 
-        conn = await self.pool.connect()
+        conn = await self.pool.connect()  # refused: BoardUnavailableError at once
         try:
             self.schema_version_before = await migrate(conn, self.where)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            # Cut off after the server was reached (a restart, a terminated backend): the
+            # migration is one transaction that reads the version first, so it runs again safely.
+            self.schema_version_before = await self.pool.run(lambda again, _: migrate(again, self.where))
         finally:
             self.pool.discard(conn)
         self._ready = True
