@@ -81,6 +81,20 @@ def wait_for_processes(url: str, count: int, timeout: float = 60) -> None:
     raise AssertionError(f"{count} orchestrators did not join the board within {timeout} s")
 
 
+def wait_for_seeds(url: str, timeout: float = 60) -> None:
+    """Wait until the first Seed is on the board (a publisher's start-up takes a while)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM flock.artifacts WHERE type = 'Seed'").fetchone()
+            if row and row[0] > 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no Seed was published within {timeout} s")
+
+
 def finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
@@ -162,7 +176,8 @@ async def test_a_server_stopped_for_five_seconds_mid_run(
     workers = [worker("watch", postgres_url, "8", delay=0.05) for _ in range(2)]
     wait_for_processes(postgres_url, 2)  # a board never reached is an error at once, by design
     publisher = worker("publish", postgres_url, str(seeds))
-    time.sleep(1.0)
+    wait_for_seeds(postgres_url)  # the publisher reached the board: from now on it must ride out the stop
+    time.sleep(0.2)
     postgres_server.stop()
     time.sleep(5.0)
     postgres_server.start()
