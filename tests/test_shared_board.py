@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flock_cli import Flock, FunctionEngine, ResumeRefusedError
+from flock_cli import Flock, FunctionEngine, ResumeRefusedError, RunSummary
 from flock_cli.store import UNRESTRICTED, DeliveryStatus
 from tests.board_worker import Seed, build
 
@@ -102,6 +102,17 @@ def finished(proc: subprocess.Popen[str], timeout: float = 120) -> str:
     return out
 
 
+async def watch_together(*flocks: Flock, idle_exit: float) -> list[RunSummary]:
+    """Every flock watches the board until it has been idle for ``idle_exit`` seconds."""
+    return list(await asyncio.gather(*(f.watch(poll_interval=0.05, idle_exit=idle_exit) for f in flocks)))
+
+
+async def leave(*flocks: Flock) -> None:
+    for flock in flocks:
+        await flock.shutdown()
+        await flock.store.close()
+
+
 async def test_two_orchestrators_share_the_work_and_run_each_delivery_once(postgres_url: str) -> None:
     first, second = build(postgres_url), build(postgres_url)
     await first.attach()
@@ -109,18 +120,14 @@ async def test_two_orchestrators_share_the_work_and_run_each_delivery_once(postg
     assert [first.store.leading, second.store.leading].count(True) == 1  # one routes, both run
     publisher = build(postgres_url, role="publisher")
     await publisher.publish_many([Seed(n=n) for n in range(40)])
-    summaries = await asyncio.gather(
-        first.watch(poll_interval=0.05, idle_exit=2), second.watch(poll_interval=0.05, idle_exit=2)
-    )
+    summaries = await watch_together(first, second, idle_exit=2)
     assert all(s.ok for s in summaries)
     runs = await check_board(postgres_url, 40)
     assert sum(runs.values()) == sum(s.agent_runs for s in summaries) == 40 * 3 + 8
     assert all(s.agent_runs > 0 for s in summaries)  # both processes worked
     processes = await first.store.processes()  # type: ignore[attr-defined]
     assert {p.owner for p in processes} == {first._runtime.owner, second._runtime.owner}
-    for flock in (first, second):
-        await flock.shutdown()
-        await flock.store.close()
+    await leave(first, second)
     await publisher.store.close()
     board = PostgresBlackboardStore(postgres_url)
     assert await board.processes() == []  # both left the board when they shut down
@@ -229,15 +236,11 @@ async def test_the_circuit_breaker_counts_runs_of_every_process(postgres_url: st
     await first.attach()
     await second.attach()
     await first.publish(Ping(n=0))
-    summaries = await asyncio.gather(
-        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
-    )
+    summaries = await watch_together(first, second, idle_exit=1.5)
     assert sum(s.agent_runs for s in summaries) == 5  # the limit of both processes together
     letters = await first.store.dead_letters()
     assert [letter.reason for letter in letters] == ["breaker"]
-    for flock in (first, second):
-        await flock.shutdown()
-        await flock.store.close()
+    await leave(first, second)
 
 
 async def test_schema_of_a_newer_release_is_refused_and_an_older_one_migrated(postgres_url: str) -> None:
@@ -321,17 +324,13 @@ async def test_a_calls_budget_counts_the_model_calls_of_every_process(postgres_u
     await second.attach()
     for n in range(30):
         await first.publish(Idea(topic=f"t{n}"))
-    summaries = await asyncio.gather(
-        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
-    )
+    summaries = await watch_together(first, second, idle_exit=1.5)
     assert sum(s.agent_runs for s in summaries) == 10  # 10 calls across both processes
     letters = await first.store.dead_letters()
     assert Counter(letter.reason for letter in letters) == {"budget": 20}
     counters = await first.store.counters("usage:calls:")  # type: ignore[attr-defined]
     assert counters == {"usage:calls:agent:writer": 10.0, "usage:calls:flock": 10.0}
-    for flock in (first, second):
-        await flock.shutdown()
-        await flock.store.close()
+    await leave(first, second)
 
 
 async def test_an_exclusive_group_across_processes_runs_each_artifact_once(postgres_url: str) -> None:
@@ -356,15 +355,11 @@ async def test_an_exclusive_group_across_processes_runs_each_artifact_once(postg
     await second.attach()
     for n in range(24):
         await second.publish(Idea(topic=f"t{n}"))
-    summaries = await asyncio.gather(
-        first.watch(poll_interval=0.05, idle_exit=1.5), second.watch(poll_interval=0.05, idle_exit=1.5)
-    )
+    summaries = await watch_together(first, second, idle_exit=1.5)
     taglines = await first.store.get_by_type(Tagline, viewer=UNRESTRICTED)
     assert sorted(t.line for t in taglines) == sorted(f"t{n}" for n in range(24))  # once each
     assert sum(s.agent_runs for s in summaries) == 24
-    for flock in (first, second):
-        await flock.shutdown()
-        await flock.store.close()
+    await leave(first, second)
 
 
 def test_one_recipe_has_one_fingerprint_in_every_process() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID
@@ -373,6 +373,22 @@ def visible(artifact: Artifact, viewer: Viewer, now: datetime) -> bool:
     if isinstance(viewer, _Unrestricted):
         return True
     return artifact.visibility.allows(viewer, now=now)
+
+
+def read_filter(
+    artifacts: Iterable[Artifact], viewer: Viewer, now: datetime
+) -> tuple[builtins.list[Artifact], builtins.list[VisibilityDenial]]:
+    """What ``viewer`` may read of ``artifacts`` at ``now``, and a denial record for each of the
+    others (every store keeps those for the audit)."""
+    if not isinstance(viewer, AgentIdentity):
+        return list(artifacts), []  # UNRESTRICTED: the board's own reads
+    shown, denied = [], []
+    for artifact in artifacts:
+        if visible(artifact, viewer, now):
+            shown.append(artifact)
+        else:
+            denied.append(denial(artifact, viewer, now, "read"))
+    return shown, denied
 
 
 def denial(artifact: Artifact, viewer: AgentIdentity, now: datetime, where: Any) -> VisibilityDenial:

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import AgentIdentity
 from flock_cli.store.contract import (
     EXTERNAL,
     ArtifactQuery,
@@ -19,8 +18,7 @@ from flock_cli.store.contract import (
     StaleLeaseError,
     Viewer,
     VisibilityDenial,
-    denial,
-    visible,
+    read_filter,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
 
@@ -61,15 +59,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._unrouted[artifact.id] = None
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
-        if not isinstance(viewer, AgentIdentity):
-            return artifacts  # UNRESTRICTED
-        shown: list[Artifact] = []
-        denied: list[VisibilityDenial] = []
-        for artifact in artifacts:
-            if visible(artifact, viewer, now):
-                shown.append(artifact)
-            else:
-                denied.append(denial(artifact, viewer, now, "read"))
+        shown, denied = read_filter(artifacts, viewer, now)
         self._denials.extend(denied)
         return shown
 

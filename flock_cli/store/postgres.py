@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import UsageError
 from flock_cli.store.board_url import redact
 from flock_cli.store.contract import (
@@ -33,8 +32,7 @@ from flock_cli.store.contract import (
     StaleLeaseError,
     Viewer,
     VisibilityDenial,
-    denial,
-    visible,
+    read_filter,
 )
 from flock_cli.store.postgres_codec import (
     ARTIFACT_COLUMNS,
@@ -173,14 +171,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
     async def _filter_visible(
         self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
     ) -> builtins.list[Artifact]:
-        if not isinstance(viewer, AgentIdentity):
-            return artifacts
-        shown, denied = [], []
-        for artifact in artifacts:
-            if visible(artifact, viewer, now):
-                shown.append(artifact)
-            else:
-                denied.append(denial(artifact, viewer, now, "read"))
+        shown, denied = read_filter(artifacts, viewer, now)
         if denied:
             await self.record_denials(denied)
         return shown

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter
 
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import VisibilitySpec
+from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS
 from flock_cli.store.contract import ArtifactQuery, Delivery, DeliveryStatus
 
 __all__ = [
@@ -27,13 +28,6 @@ __all__ = [
     "where_clause",
 ]
 
-ARTIFACT_COLUMNS = (
-    "id, type, payload, produced_by, correlation_id, partition_key, tags, visibility, created_at, version"
-)
-DELIVERY_COLUMNS = (
-    "id, agent, artifact_ids, created_at, status, attempts, lease_owner, lease_expires_at,"
-    " priority, trigger, batch_trigger, group_sizes, subscription"
-)
 _VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
 
 

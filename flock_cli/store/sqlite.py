@@ -22,7 +22,6 @@ from typing import Any
 from uuid import UUID
 
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import AgentIdentity
 from flock_cli.private_files import create_private_file, make_private_dirs
 from flock_cli.store.contract import (
     EXTERNAL,
@@ -35,8 +34,7 @@ from flock_cli.store.contract import (
     StaleLeaseError,
     Viewer,
     VisibilityDenial,
-    denial,
-    visible,
+    read_filter,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
 from flock_cli.store.sqlite_codec import (
@@ -173,14 +171,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def _filter_visible(
         self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
     ) -> builtins.list[Artifact]:
-        if not isinstance(viewer, AgentIdentity):
-            return artifacts
-        shown, denied = [], []
-        for artifact in artifacts:
-            if visible(artifact, viewer, now):
-                shown.append(artifact)
-            else:
-                denied.append(denial(artifact, viewer, now, "read"))
+        shown, denied = read_filter(artifacts, viewer, now)
         if denied:
             await self._insert_denials(denied)
         return shown
