@@ -153,15 +153,6 @@ class SharedBoardMixin(BlackboardStore):
         if conn is not None:
             self.pool.discard(conn)
 
-    async def leader_pid(self) -> int | None:
-        """The server process id of the connection holding the routing lock (None: nobody leads)."""
-        rows = await self._rows(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND ((classid::bigint << 32) | objid::bigint) = %s",
-            (ROUTING_LOCK,),
-        )
-        return rows[0][0] if rows else None
-
     # -- processes and heartbeats ----------------------------------------------------------------
 
     async def register_process(self, record: ProcessRecord) -> None:
