@@ -125,6 +125,8 @@ async def test_two_orchestrators_share_the_work_and_run_each_delivery_once(postg
     runs = await check_board(postgres_url, 40)
     assert sum(runs.values()) == sum(s.agent_runs for s in summaries) == 40 * 3 + 8
     assert all(s.agent_runs > 0 for s in summaries)  # both processes worked
+    # each artifact counted once: outputs by the process that made them, seeds by the router
+    assert sum(s.artifacts_published for s in summaries) == 40 + 40 * 3 + 8
     processes = await first.store.processes()  # type: ignore[attr-defined]
     assert {p.owner for p in processes} == {first._runtime.owner, second._runtime.owner}
     await leave(first, second)

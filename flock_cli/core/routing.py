@@ -174,7 +174,10 @@ class Routing:
                 if found:
                     with self.tracer.publishing(found, "flock.adopt"):
                         for artifact in found:
-                            self.collector.published += 1
+                            if artifact.produced_by not in self._runtime.agents:
+                                # published from outside (`flock publish`); an agent's output was
+                                # counted by the process whose run made it, on a shared board too
+                                self.collector.published += 1
                             jobs += await self._route_one(artifact, None, claims, fresh=True)
             await self._start_after_sync(jobs, claims)
         finally:
