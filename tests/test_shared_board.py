@@ -197,14 +197,19 @@ async def test_a_server_stopped_for_five_seconds_mid_run(
     await check_board(postgres_url, seeds)
 
 
-async def test_a_different_definition_is_refused_unless_forced(postgres_url: str) -> None:
+async def test_a_different_definition_is_refused_unless_forced(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     running = build(postgres_url)
     await running.attach()
     changed = build(postgres_url)
     changed.agent("extra").consumes(Seed).with_engines(FunctionEngine(lambda i: None))
     with pytest.raises(ResumeRefusedError, match="different definition"):
         await changed.attach()
-    await changed.attach(force=True)
+    with caplog.at_level("WARNING", logger="flock_cli.board"):
+        await changed.attach(force=True)
+    assert "forced to join orchestrators of a different definition" in caplog.text  # and what it means
+    assert "routes every artifact by its own definition" in caplog.text
     for flock in (running, changed):
         await flock.shutdown()
         await flock.store.close()

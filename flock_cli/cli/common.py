@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -65,6 +66,22 @@ def err_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+class _BoardNotes(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console().print(f"board: {record.getMessage()}", markup=False)
+
+
+def show_board_notes(*, quiet: bool) -> None:
+    """Print, as it happens, what a member of a shared board reports (leases taken over from a
+    dead process, leadership, a lost and regained connection): one ``board:`` line each on
+    stderr; warnings always, the rest unless ``quiet``."""
+    logger = logging.getLogger("flock_cli.board")
+    if not any(isinstance(h, _BoardNotes) for h in logger.handlers):
+        logger.addHandler(_BoardNotes())
+        logger.propagate = False
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 class CommandFailed(Exception):

@@ -20,6 +20,7 @@ from flock_cli.cli.common import (
     parse_uuid,
     recipe_type,
     reports_errors,
+    show_board_notes,
 )
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
 
@@ -169,6 +170,7 @@ def run(
 
     from flock_cli.cli.run_session import RunSession
 
+    show_board_notes(quiet=quiet or as_json)
     session = RunSession(
         flock,
         loaded,

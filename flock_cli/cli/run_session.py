@@ -77,7 +77,7 @@ class RunSession:
         self.interrupts += 1
         if self.interrupts == 1:
             self.stop.set()
-            note = "stopping: no new runs start; runs in flight finish (Ctrl-C again to abort)"
+            note = "stopping: no new runs start; runs in flight finish (a second Ctrl-C or SIGTERM aborts)"
             progress.note = note
             if not progress.enabled:
                 err_console().print(note)

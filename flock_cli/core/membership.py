@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,12 +30,17 @@ from flock_cli.core.session import ResumeRefusedError, fingerprint
 from flock_cli.store.contract import UNRESTRICTED
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from flock_cli.core.runtime import Runtime
     from flock_cli.core.scheduler import Scheduler
     from flock_cli.store.contract import DeadLetterReason, Delivery
     from flock_cli.store.postgres_shared import SharedBoardMixin
 
 __all__ = ["DEFAULT_CAPACITY", "Membership", "Restoring"]
+
+# What an operator wants to know as it happens (takeovers, leadership): `flock run` shows it.
+log = logging.getLogger("flock_cli.board")
 
 DEFAULT_CAPACITY = 32
 """Deliveries one member leases at most at a time when the flock sets no ``max_concurrency``
@@ -84,7 +90,7 @@ class Membership:
 
         runtime, board = self._runtime, self.board
         now = runtime.clock.now()
-        await board.reap(now=now, stale_after=runtime.lease_ttl)
+        await self._reap(now)
         mine = fingerprint(runtime.agents.values())
         others = [p for p in await board.processes() if p.fingerprint != mine and p.owner != runtime.owner]
         if others and not force:
@@ -94,6 +100,14 @@ class Membership:
                 f" (this one is {mine}; {names}). Start this one with the same recipe, or force it"
                 " (--force) to work beside them."
             )
+        if others:
+            log.warning(
+                "forced to join orchestrators of a different definition (this one is %s; %s):"
+                " whichever process holds the routing lock routes every artifact by its own"
+                " definition, so an agent it does not know is offered nothing it routes. Force a"
+                " join for a rolling upgrade of one flow, not to run another recipe on this board.",
+                mine, ", ".join(f"{p.host} pid {p.pid} ({p.fingerprint})" for p in others),
+            )  # fmt: skip
         await board.register_process(
             ProcessRecord(
                 owner=runtime.owner, host=this_host(), pid=os.getpid(), fingerprint=mine,
@@ -131,6 +145,12 @@ class Membership:
                 runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining
             )
             if held is None:  # reaped as dead (a long pause, a cut network): join again
+                log.warning(
+                    "this process was taken for dead (no heartbeat for over %g s) and joins the"
+                    " board again; the runs it held were handed to others, and their results here"
+                    " will be refused",
+                    runtime.lease_ttl,
+                )
                 await board.register_process(
                     ProcessRecord(
                         owner=runtime.owner, host=this_host(), pid=os.getpid(),
@@ -138,7 +158,21 @@ class Membership:
                         draining=self.draining,
                     )
                 )  # fmt: skip
-            await board.reap(now=now, stale_after=runtime.lease_ttl)
+            await self._reap(now)
+
+    async def _reap(self, now: datetime) -> None:
+        """Take back the leases of members whose heartbeat stopped, and say so."""
+        runtime = self._runtime
+        for gone in await self.board.reap(now=now, stale_after=runtime.lease_ttl):
+            silent = (now - gone.heartbeat_at).total_seconds()
+            log.warning(
+                "%s pid %d stopped beating %.0f s ago: its %d lease(s) are pending again for any"
+                " process to take",
+                gone.host, gone.pid, silent, gone.leases,
+            )  # fmt: skip
+            runtime.tracer.event(
+                "board.reaped", owner=gone.owner, host=gone.host, pid=gone.pid, leases=gone.leases
+            )
 
     # -- routing leadership ----------------------------------------------------------------------
 
@@ -154,6 +188,8 @@ class Membership:
                 await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters
                 assert self._session is not None
                 await self._session.restore_routing()
+                log.info("this process routes the board's artifacts now (it holds the routing lock)")
+                self._runtime.tracer.event("board.leading", owner=self._runtime.owner)
             token = board.wake_token(ARTIFACTS)
             await scheduler.poll_board()  # artifacts appended by anyone
             await board.wait_for_wakeup(token, CATCH_UP_POLL)

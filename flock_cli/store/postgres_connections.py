@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
 __all__ = ["ConnectionPool", "is_connection_error"]
+
+log = logging.getLogger("flock_cli.board")
 
 T = TypeVar("T")
 
@@ -58,6 +61,7 @@ class ConnectionPool:
         self._slots = asyncio.Semaphore(size)
         self._closed = False
         self._open: set[AsyncConnection[Any]] = set()  # every connection made and not closed yet
+        self._lost_at: float | None = None  # when the board was lost (said once per outage)
 
     async def connect(self) -> AsyncConnection[Any]:
         """A new connection (not from the pool), or BoardUnavailableError at once if refused."""
@@ -127,14 +131,22 @@ class ConnectionPool:
         while True:
             try:
                 async with self.connection() as conn:
-                    return await operation(conn, repeat)
+                    result = await operation(conn, repeat)
+                if self._lost_at is not None:
+                    log.warning(
+                        "the board %s is back after %.1f s", self.where, time.monotonic() - self._lost_at
+                    )
+                    self._lost_at = None
+                return result
             except BoardUnavailableError as exc:
                 if time.monotonic() >= deadline:
                     raise BoardConnectionError(str(exc)) from None
+                self._lost(exc)
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
                 self._discard_idle()  # the others went with the same server
+                self._lost(exc)
                 repeat = True
                 if time.monotonic() >= deadline:
                     raise BoardConnectionError(
@@ -143,6 +155,14 @@ class ConnectionPool:
                     ) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def _lost(self, error: BaseException) -> None:
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            log.warning(
+                "lost the board %s (%s); reconnecting for up to %g s",
+                self.where, _first_line(error), self.reconnect_timeout,
+            )  # fmt: skip
 
     def _discard_idle(self) -> None:
         for conn in self._idle:

@@ -28,8 +28,9 @@ import builtins
 import contextlib
 import os
 import socket
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -200,29 +201,35 @@ class SharedBoardMixin(BlackboardStore):
         held: int | None = await self._run(write)
         return held
 
-    async def reap(self, *, now: datetime, stale_after: float) -> builtins.list[str]:
+    async def reap(self, *, now: datetime, stale_after: float) -> builtins.list[ProcessRecord]:
         """Forget processes whose heartbeat is older than ``stale_after`` seconds and make their
         leases pending again (attempt numbers kept: their late completions are refused). Returns
-        the owners reaped. Safe to call from every process at once (row locks decide)."""
+        the processes reaped, each with the number of leases taken back. Safe to call from every
+        process at once (row locks decide)."""
 
-        async def write(conn: AsyncConnection[Any], _: bool) -> builtins.list[str]:
+        async def write(conn: AsyncConnection[Any], _: bool) -> builtins.list[ProcessRecord]:
             async with conn.transaction():
                 cursor = await conn.execute(
                     "DELETE FROM flock.processes WHERE owner IN (SELECT owner FROM flock.processes"
-                    " WHERE heartbeat_at < %s FOR UPDATE SKIP LOCKED) RETURNING owner",
+                    " WHERE heartbeat_at < %s FOR UPDATE SKIP LOCKED)"
+                    " RETURNING owner, host, pid, fingerprint, started_at, heartbeat_at, draining",
                     (now - timedelta(seconds=stale_after),),
                 )
-                owners = [r[0] for r in await cursor.fetchall()]
-                if owners:
-                    await conn.execute(
-                        "UPDATE flock.deliveries SET status = 'pending', lease_owner = NULL,"
-                        " lease_expires_at = NULL WHERE status = 'leased' AND lease_owner = ANY(%s)",
-                        (owners,),
-                    )
-                    await self.notify_work(conn)
-                return owners
+                gone = [ProcessRecord(*row) for row in await cursor.fetchall()]
+                if not gone:
+                    return []
+                cursor = await conn.execute(
+                    "WITH held AS (SELECT id, lease_owner FROM flock.deliveries"
+                    " WHERE status = 'leased' AND lease_owner = ANY(%s) FOR UPDATE)"
+                    " UPDATE flock.deliveries d SET status = 'pending', lease_owner = NULL,"
+                    " lease_expires_at = NULL FROM held WHERE d.id = held.id RETURNING held.lease_owner",
+                    ([p.owner for p in gone],),
+                )
+                taken = Counter(row[0] for row in await cursor.fetchall())
+                await self.notify_work(conn)
+                return [replace(p, leases=taken[p.owner]) for p in gone]
 
-        reaped: builtins.list[str] = await self._run(write)
+        reaped: builtins.list[ProcessRecord] = await self._run(write)
         return reaped
 
     async def unregister_process(self, owner: str) -> None:

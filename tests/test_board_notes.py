@@ -1,0 +1,118 @@
+"""What an orchestrator on a shared board tells its operator as it happens: `board:` lines on the
+stderr of `flock run` when it takes leases over from a dead process, when it starts routing,
+when it joins by force, and when it loses and regains the database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+pytest.importorskip("psycopg", reason="psycopg is not installed: pip install -e '.[postgres]'")
+
+from flock_cli.core.artifact import Artifact
+from flock_cli.store import UNRESTRICTED, DeliveryStatus
+from flock_cli.store.contract import Delivery
+from flock_cli.store.postgres import PostgresBlackboardStore
+from flock_cli.store.postgres_shared import ProcessRecord
+from flock_cli.store.records import RoutingTx
+from tests.postgres_server import PostgresServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+RECIPE = """
+name: notes
+types:
+  Job:
+    fields: {n: int}
+  Done:
+    fields: {n: int}
+agents:
+  worker:
+    consumes: Job
+    publishes: Done
+    engine: test
+"""
+
+
+def flock_run(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    recipe = tmp_path / "notes.yaml"
+    recipe.write_text(RECIPE)
+    env = {**os.environ, "FLOCK_TRACES": "off", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "flock_cli", "run", str(recipe), "--board", url, *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+async def dead_process_holding_a_lease(url: str) -> Artifact:
+    """A process that registered, leased a Job's delivery and died 10 minutes ago."""
+    store = PostgresBlackboardStore(url)
+    long_ago = store.now() - timedelta(minutes=10)
+    job = Artifact(type="Job", payload={"n": 7})
+    await store.append([job])
+    delivery = Delivery(id=uuid4(), agent="worker", artifact_ids=(job.id,), created_at=long_ago)
+    await store.commit_routing(RoutingTx(routed=[job.id], claims=[(job.id, "worker")], deliveries=[delivery]))
+    await store.sync()
+    await store.register_process(
+        ProcessRecord(owner="flock-deadbeef", host="elsewhere", pid=4242, fingerprint="0" * 16,
+                      started_at=long_ago, heartbeat_at=long_ago)
+    )  # fmt: skip
+    assert await store.lease(delivery.id, "flock-deadbeef", now=long_ago, ttl=30) is not None
+    await store.close()
+    return job
+
+
+def test_a_takeover_and_the_routing_lead_are_board_lines(tmp_path: Path, postgres_url: str) -> None:
+    job = asyncio.run(dead_process_holding_a_lease(postgres_url))
+    done = flock_run(tmp_path, postgres_url)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "board: elsewhere pid 4242 stopped beating 600 s ago: its 1 lease(s) are pending again" in done.stderr
+    )
+    assert "board: this process routes the board's artifacts now" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    async def outputs() -> list[Artifact]:
+        store = PostgresBlackboardStore(postgres_url)
+        try:
+            assert await store.deliveries(status=DeliveryStatus.LEASED) == []
+            return (await store.query(viewer=UNRESTRICTED)).items
+        finally:
+            await store.close()
+
+    made = [a for a in asyncio.run(outputs()) if a.type == "Done"]
+    assert len(made) == 1 and made[0].correlation_id == job.correlation_id  # the dead one's work, done
+
+
+def test_quiet_keeps_the_warnings_and_drops_the_news(tmp_path: Path, postgres_url: str) -> None:
+    asyncio.run(dead_process_holding_a_lease(postgres_url))
+    done = flock_run(tmp_path, postgres_url, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "stopped beating" in done.stderr
+    assert "routes the board's artifacts now" not in done.stderr
+
+
+async def test_a_lost_and_regained_board_is_said_once_each(
+    postgres_server: PostgresServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresBlackboardStore(postgres_url)
+    await store.ensure_ready()
+    with caplog.at_level("WARNING", logger="flock_cli.board"):
+        postgres_server.stop()
+        reads = [asyncio.create_task(store.query(viewer=UNRESTRICTED)) for _ in range(3)]
+        await asyncio.sleep(1.5)
+        postgres_server.start()
+        pages = await asyncio.wait_for(asyncio.gather(*reads), 60)
+    assert all(page.total == 0 for page in pages)
+    lost = [r.getMessage() for r in caplog.records if r.getMessage().startswith("lost the board")]
+    back = [r.getMessage() for r in caplog.records if "is back after" in r.getMessage()]
+    assert len(lost) == 1 and "reconnecting for up to 60 s" in lost[0], caplog.text
+    assert len(back) == 1, caplog.text
+    await store.close()
