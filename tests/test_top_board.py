@@ -360,3 +360,17 @@ def test_flock_top_refuses_a_missing_sqlite_board(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli_app, ["top", "--traces", str(tmp_path / "t.duckdb"), "--board", missing])
     assert result.exit_code == 2
     assert "no board at" in result.output
+
+
+def test_flock_top_refuses_a_board_it_cannot_reach(tmp_path: Path) -> None:
+    """A wrong URL is one line and exit 2 before the screen is taken over, as in every command."""
+    import socket as sockets
+
+    with sockets.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://flock:secret@127.0.0.1:{port}/flock"
+    result = CliRunner().invoke(cli_app, ["top", "--traces", str(tmp_path / "t.duckdb"), "--board", url])
+    assert result.exit_code == 2, result.output
+    assert "cannot reach the board postgresql://flock:***@127.0.0.1" in result.output
+    assert "secret" not in result.output and "Traceback" not in result.output

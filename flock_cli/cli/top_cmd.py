@@ -96,12 +96,15 @@ def _shared_board(option: str | None, recipe_path: Path | None) -> BoardReader |
     if not (option or os.environ.get(BOARD_ENV) or recipe_path):
         return None
     recipe = load(recipe_path) if recipe_path is not None else None
+    import asyncio
+
     store = open_board(board_path(option, recipe), must_exist=True)  # a missing file is an error
     if not store.shared:  # SQLite: one process at a time, no list of processes
-        import asyncio
-
         asyncio.run(store.close())
         return None
+    # A wrong URL stops here (exit 2), before the screen is taken over; a board lost later is a
+    # line in the panel. The connection made here is bound to this loop and is not reused.
+    asyncio.run(store.ensure_ready())  # type: ignore[attr-defined]
     from flock_cli.core.orchestrator import SHARED_LEASE_TTL
     from flock_cli.dashboard.board import BoardReader
     from flock_cli.store.postgres_shared import SharedBoardMixin
