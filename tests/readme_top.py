@@ -13,12 +13,21 @@ from textual.widgets import DataTable
 
 from flock_cli.cli.app import app as cli_app
 from flock_cli.cli.top_cmd import dashboard
+from flock_cli.dashboard.app import FlockTop
 
 
-async def main(args: list[str]) -> int:
+def main(args: list[str]) -> int:
     group = typer.main.get_command(cli_app)  # a group of Typer's own click
     params = group.commands["top"].make_context("top", args).params  # type: ignore[attr-defined]
-    app = dashboard(params.pop("run"), **params)
+    app = dashboard(params.pop("run"), **params)  # as the command does, before any event loop
+    try:
+        return asyncio.run(show_processes(app))
+    finally:
+        if app.board is not None:
+            app.board.close()
+
+
+async def show_processes(app: FlockTop) -> int:
     wanted = int(os.environ.get("FLOCK_TOP_ROWS", "1"))
     async with app.run_test(size=(140, 30)) as pilot:
         await pilot.press("6")
@@ -30,10 +39,8 @@ async def main(args: list[str]) -> int:
                 break
         for i in range(table.row_count):
             print("process:", " | ".join(str(cell) for cell in table.get_row_at(i)))
-    if app.board is not None:
-        app.board.close()
     return 0 if table.row_count >= wanted else 1
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    sys.exit(main(sys.argv[1:]))

@@ -277,6 +277,19 @@ def test_publish_validates_and_writes_to_the_board(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "queues" in shown.stdout and "Labelled(editors)" in shown.stdout
 
 
+def test_one_publish_of_a_list_is_one_traced_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    traces = tmp_path / "traces.duckdb"
+    monkeypatch.setenv("FLOCK_TRACES", str(traces))
+    ideas = json.dumps([{"topic": "queues"}, {"topic": "locks"}, {"topic": "leases"}])
+    board = tmp_path / "board.db"
+    done = flock("publish", "Idea", "-", "--recipe", RECIPES / "pipeline.yaml", "--board", board, input=ideas)
+    assert done.exit_code == 0, done.output
+    listed = flock("trace", "list", "--traces", traces, "--json")
+    runs = json.loads(listed.stdout)
+    assert isinstance(runs, list), listed.output
+    assert [(r["name"], r["artifacts"]) for r in runs] == [("publish Idea", 3)]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -80,7 +80,6 @@ def show_board_notes(*, quiet: bool) -> None:
     logger = logging.getLogger("flock_cli.board")
     if not any(isinstance(h, _BoardNotes) for h in logger.handlers):
         logger.addHandler(_BoardNotes())
-        logger.propagate = False
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

@@ -95,12 +95,14 @@ def publish(
 
     async def write() -> list[Any]:
         try:
-            return [
-                await flock.publish(m, visibility=vis, correlation_id=correlation, tags=tags or None)
-                for m in models
-            ]
+            async with flock.traced_run(f"publish {type_name}", items=len(models)):  # one command, one run
+                return [
+                    await flock.publish(m, visibility=vis, correlation_id=correlation, tags=tags or None)
+                    for m in models
+                ]
         finally:
             await flock.store.sync()
+            await flock.shutdown()  # writes the trace before the command returns
             await flock.store.close()
 
     stored = asyncio.run(write())
