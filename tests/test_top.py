@@ -117,3 +117,27 @@ def test_snapshot_board(snap_compare, store: Path) -> None:  # type: ignore[no-u
 
 def test_snapshot_artifact(snap_compare, store: Path) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(_app(store), terminal_size=SIZE, press=["2", "down", "down", "enter"])
+
+
+async def test_without_a_run_id_it_follows_the_run_still_going(tmp_path: Path) -> None:
+    """A `--watch` server is still going when a `flock publish` finishes after it: the dashboard
+    follows the server (the newest run is the publish), and the newest run once nothing goes on."""
+    from flock_cli import Flock
+    from tests.models import Idea
+
+    path = tmp_path / "traces.duckdb"
+    server, publisher = Flock(traces=path), Flock(traces=path)
+    async with server.traced_run("server"):
+        await server.publish(Idea(topic="first"))
+        server.tracer.flush()
+        async with publisher.traced_run("publish Idea"):
+            await publisher.publish(Idea(topic="second"))
+        await publisher.shutdown()
+        server.tracer.flush()
+        reader = TraceReader(path)
+        assert reader.runs(limit=1)[0].name == "publish Idea"
+        followed = reader.followed()
+        assert followed is not None and (followed.name, followed.status) == ("server", "running")
+    await server.shutdown()
+    finished = TraceReader(path).followed()
+    assert finished is not None and finished.name == "publish Idea"  # nothing goes on: the newest

@@ -22,7 +22,10 @@ __all__ = ["dashboard", "top"]
 def top(
     run: Annotated[
         str | None,
-        typer.Argument(metavar="[RUN]", help="A run id or prefix (default: follow the newest run)."),
+        typer.Argument(
+            metavar="[RUN]",
+            help="A run id or prefix (default: follow the newest run still going, else the newest run).",
+        ),
     ] = None,
     traces: Annotated[
         Path | None,

@@ -84,7 +84,7 @@ class FlockTop(App[None]):
 
     Args:
         reader: the trace store.
-        run: a run id (prefix) to show; None follows the newest run.
+        run: a run id (prefix) to show; None follows the newest run still going, else the newest.
         poll_interval: seconds between reads of the stores (None: read once, for tests).
         now_ns: the clock (tests pin it so elapsed times are stable).
         board: the shared board whose processes the Processes panel lists (None: no panel). The

@@ -80,10 +80,10 @@ def load_snapshot(
 
 def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], artifacts: int) -> Snapshot:
     if run_ref is None:
-        newest = reader.runs(limit=1)
-        if not newest:
+        followed = reader.followed()
+        if followed is None:
             return Snapshot(run=None)
-        run = newest[0]
+        run = followed
     else:
         run = reader.run(run_ref)
     status = reader.status(run.run_id) if run.status == "running" else None

@@ -185,6 +185,19 @@ class TraceReader:
             raise TraceStoreError(f"run id '{ref}' is ambiguous: {ids}... give more characters")
         return run_row(rows[0])
 
+    def followed(self) -> RunRow | None:
+        """The run ``flock top`` follows without a run id: the newest run still going (a
+        ``--watch`` server, say, rather than a ``flock publish`` that came after it), else the
+        newest run; None on an empty store."""
+        newest = self.runs(limit=1)
+        if not newest or newest[0].status == "running":
+            return newest[0] if newest else None
+        going = self._rows(
+            "SELECT trace_id FROM runs WHERE status = 'running' ORDER BY started_ns DESC LIMIT 5"
+        )  # written as running; a run whose process is gone reads as interrupted below
+        alive = [r for r in self.runs_by_id([row[0] for row in going]) if r.status == "running"]
+        return alive[0] if alive else newest[0]
+
     def runs_by_id(self, run_ids: Sequence[str]) -> list[RunRow]:
         """The runs with these exact ids (those that exist), newest first."""
         if not run_ids:
