@@ -277,6 +277,21 @@ def test_publish_validates_and_writes_to_the_board(tmp_path: Path) -> None:
     assert shown.exit_code == 0 and "queues" in shown.stdout and "Labelled(editors)" in shown.stdout
 
 
+def test_board_list_of_a_type_the_board_does_not_hold_names_the_types_it_does(tmp_path: Path) -> None:
+    board, recipe = tmp_path / "board.db", RECIPES / "pipeline.yaml"
+    assert (
+        flock(
+            "publish", "Idea", "-", "--recipe", recipe, "--board", board, input='{"topic": "queues"}'
+        ).exit_code
+        == 0
+    )
+    listed = flock("board", "list", "--board", board, "--type", "Ideas")
+    assert listed.exit_code == 0 and "0 of 0 artifacts" in listed.stdout
+    assert "note: the board holds no Ideas; its types: Idea" in listed.stderr
+    found = flock("board", "list", "--board", board, "--type", "Idea")
+    assert "1 of 1 artifacts" in found.stdout and "note:" not in found.stderr
+
+
 def test_one_publish_of_a_list_is_one_traced_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     traces = tmp_path / "traces.duckdb"
     monkeypatch.setenv("FLOCK_TRACES", str(traces))

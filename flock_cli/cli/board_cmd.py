@@ -19,6 +19,7 @@ from flock_cli.cli.common import (
     board_path,
     console,
     emit_json,
+    err_console,
     fail,
     load,
     open_board,
@@ -136,12 +137,21 @@ def list_artifacts(
         newest_first=True,
     )
 
-    async def read(store: BlackboardStore, identity: AgentIdentity | None) -> Page:
+    async def read(store: BlackboardStore, identity: AgentIdentity | None) -> tuple[Page, set[str]]:
         if identity is None:
-            return await store.query(query, viewer=UNRESTRICTED)
-        return await _view(store, identity).query(query)
+            page = await store.query(query, viewer=UNRESTRICTED)
+        else:
+            page = await _view(store, identity).query(query)
+        held: set[str] = set()
+        if page.total == 0 and types:  # a misspelt type reads like an empty board: say which are there
+            held = set((await store.summarize(viewer=UNRESTRICTED)).by_type)
+        return page, held
 
-    identity, page = _reading(board, recipe, Who(as_name, tenant, labels), read)
+    identity, (page, held) = _reading(board, recipe, Who(as_name, tenant, labels), read)
+    asked = set(types or ())
+    if held and not asked & held:
+        missing, present = ", ".join(sorted(asked)), ", ".join(sorted(held))
+        err_console().print(f"note: the board holds no {missing}; its types: {present}", markup=False)
     if as_json:
         emit_json(
             {
