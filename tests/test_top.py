@@ -141,3 +141,39 @@ async def test_without_a_run_id_it_follows_the_run_still_going(tmp_path: Path) -
     await server.shutdown()
     finished = TraceReader(path).followed()
     assert finished is not None and finished.name == "publish Idea"  # nothing goes on: the newest
+
+
+async def test_an_idle_flock_reads_idle_and_a_busy_one_with_an_old_status_is_flagged(
+    tmp_path: Path, store: Path
+) -> None:
+    """A flock stops writing its status once quiet: that is "idle", not a warning. A status that
+    stopped while runs were going is (the seeded run has one in flight)."""
+    import asyncio
+    import time
+
+    from flock_cli import Flock, FunctionEngine
+    from tests.models import Idea, Tagline
+
+    path = tmp_path / "traces.duckdb"
+    server = Flock(traces=path)
+    server.agent("w").consumes(Idea).publishes(Tagline).with_engines(
+        FunctionEngine(lambda i: Tagline(line="x"))
+    )
+    async with server.traced_run("server"):
+        await server.publish(Idea(topic="abc"))
+        await server.run_until_idle()
+        await asyncio.sleep(1.2)  # a status snapshot after the run ended
+        server.tracer.flush()
+        later = time.time_ns() + 30_000_000_000
+        app = FlockTop(TraceReader(path), None, poll_interval=None, now_ns=lambda: later)
+        async with app.run_test():
+            await app.workers.wait_for_complete()
+            await asyncio.sleep(0.1)
+            summary = str(app.query_one("#summary", Static).render())
+    await server.shutdown()
+    assert "live 0" in summary and "(idle 3" in summary and "status" not in summary
+    busy = FlockTop(TraceReader(store), None, poll_interval=None, now_ns=lambda: NOW + 60_000_000_000)
+    async with busy.run_test():
+        await busy.workers.wait_for_complete()
+        await asyncio.sleep(0.1)
+        assert "(status 60s old)" in str(busy.query_one("#summary", Static).render())

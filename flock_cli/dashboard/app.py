@@ -259,7 +259,10 @@ class FlockTop(App[None]):
             limit = snap.max_concurrency
             text.append(f"  live {snap.running_total}{'/' + str(limit) if limit else ''}")
             if snap.status_age_s is not None and snap.status_age_s > 3:
-                text.append(f"  (status {snap.status_age_s:.0f}s old)", style="yellow")
+                if snap.running_total:  # runs were going: a status this old may mean a stuck flock
+                    text.append(f"  (status {snap.status_age_s:.0f}s old)", style="yellow")
+                else:  # an idle flock stops writing its status after a quiet spell (the writer)
+                    text.append(f"  (idle {snap.status_age_s:.0f}s)", style="dim")
         if run.tokens:
             text.append(f"  tok {run.tokens}")
         summary.update(text)
