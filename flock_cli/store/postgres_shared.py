@@ -107,11 +107,13 @@ class SharedBoardMixin(BlackboardStore):
         """Queue one routing step; steps are committed in call order, each in its own transaction
         (on the leader's connection while this process leads). :meth:`sync` waits for them."""
         previous = self._routing_tail
-        step = asyncio.ensure_future(self._commit_after(previous, tx))
+        step = asyncio.ensure_future(self._commit_after(previous, tx, self._leader_conn))
         self._routing_tail = step
         self._unsynced.append(step)
 
-    async def _commit_after(self, previous: asyncio.Future[None] | None, tx: RoutingTx) -> None:
+    async def _commit_after(
+        self, previous: asyncio.Future[None] | None, tx: RoutingTx, leader: AsyncConnection[Any] | None
+    ) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):  # its failure is its own caller's (sync raises it)
                 await asyncio.shield(previous)
@@ -119,7 +121,9 @@ class SharedBoardMixin(BlackboardStore):
             await self.commit_routing_now(tx)
             return
         conn = self._leader_conn
-        if conn is None or conn.closed or conn.broken:
+        # A step decided under one holding of the lock commits under that one only: after a loss
+        # and a new holding, the board may have been routed by another member in between.
+        if conn is None or conn is not leader or conn.closed or conn.broken:
             raise NotLeaderError("this process lost the board's routing lock")
         try:
             await self.commit_routing_now(tx, conn)
