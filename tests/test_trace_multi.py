@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,9 @@ from flock_cli import Flock, TestEngine
 from flock_cli.cli.app import app
 from flock_cli.store import SQLiteBlackboardStore
 from flock_cli.tracing.reader import TraceReader
+from flock_cli.tracing.writer import _QUIET_SECONDS
 from tests.models import Idea, Movie
-from tests.test_cli import cli, write
+from tests.test_cli import cli, spawn, wait_for, write
 
 runner = CliRunner()
 
@@ -307,5 +313,178 @@ def test_runs_of_processes_on_one_board_group_when_they_overlap_or_share_artifac
         _run("i", 5, 15, 8, "/boards/y.db"),  # overlaps h, but the same process: not merged
         _run("j", 300, 310, 9, "/boards/z.db"),
         _run("k", 311, 320, 10, "/boards/z.db"),  # the same board, after j: not merged
+        ProcessRun("l", 6, 7, 11, "h", url, void=True),  # failed having done nothing: alone
+        ProcessRun("m", 400, 500, 12, "h", "/boards/v.db", void=True),
+        _run("n", 450, 460, 13, "/boards/v.db"),  # overlaps only a void run: alone too
     ]
     assert group_runs(runs, [("g", "f"), ("zz", "f")]) == [["a", "b", "c"], ["f", "g"]]
+
+
+def test_a_killed_run_lives_until_the_last_heartbeat_its_reaper_saw() -> None:
+    from flock_cli.tracing.board_runs import ProcessRun, _lived_until_reaped, group_runs
+
+    url, other = "postgresql://flock@db:5432/flock", "postgresql://flock@db:5432/other"
+    killed = ProcessRun("a", 0, 5, 1, "h", url)  # last record at 5, killed later
+    old = ProcessRun("o", -100, -90, 1, "h", url)  # the same pid, long ago: another process
+    reaper = ProcessRun("b", 10, math.inf, 2, "h", url)
+    elsewhere = ProcessRun("c", 10, math.inf, 3, "h", other)
+    runs = [old, killed, reaper, elsewhere]
+    assert group_runs(runs, []) == []  # by its own records it ended before b started
+    for reaped, grouped in (
+        ([("b", "h", 1, 12)], [["a", "b"]]),  # its heartbeat at 12: alive when b started
+        ([("b", "h", 1, 8)], []),  # its last heartbeat before b started: never beside b
+        ([("c", "h", 1, 12)], []),  # reaped on another board: another process with that pid
+        ([("b", "other-host", 1, 12)], []),
+    ):
+        lived = _lived_until_reaped(runs, [old, killed], reaped)
+        assert group_runs(lived, []) == grouped, reaped
+        assert next(r for r in lived if r.trace_id == "o").ended_ns == -90  # the newest run takes it
+
+
+# -- processes on one PostgreSQL board: who belongs to the board run ------------------------------------
+
+LIVE_DEMO = """
+    name: live-demo
+    settings: {lease_ttl: 1s}
+    types:
+      Job: {fields: {n: int}}
+      Done: {fields: {n: int}}
+    agents:
+      worker: {consumes: Job, publishes: Done, engine: test}
+"""
+
+CODE_REVIEW = """
+    name: code-review
+    types:
+      Change: {fields: {n: int}}
+      Review: {fields: {n: int}}
+    agents:
+      reviewer: {consumes: Change, publishes: Review, engine: test}
+"""
+
+
+class Board:
+    """`flock run` processes on one PostgreSQL board, each tracing into its own store in ``traces``."""
+
+    def __init__(self, cwd: Path, url: str) -> None:
+        self.cwd, self.url, self.traces = cwd, url, cwd / "traces"
+        self.traces.mkdir()
+        self.env = {"FLOCK_TRACES": str(self.traces)}
+        self.live = write(cwd / "live_demo.yaml", LIVE_DEMO)
+        self.processes: list[subprocess.Popen[str]] = []
+
+    def watch(self) -> subprocess.Popen[str]:
+        process = spawn("run", self.live, "--board", self.url, "--watch", cwd=self.cwd, env=self.env)
+        self.processes.append(process)
+        return process
+
+    def run(self, recipe: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flock_cli", "run", str(recipe), "--board", self.url, *args],
+            cwd=self.cwd, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    def store(self, process: subprocess.Popen[str]) -> Path:
+        return self.traces / f"{socket.gethostname()}-{process.pid}.duckdb"
+
+    def events(self, process: subprocess.Popen[str], kind: str) -> int:
+        if not self.store(process).exists():
+            return 0
+        rows = TraceReader(self.store(process)).sql_rows("SELECT count(*) FROM events WHERE kind = ?", [kind])
+        return int(rows[0][0]) if rows else 0
+
+    def run_id(self, process: subprocess.Popen[str]) -> str:
+        return TraceReader(self.store(process)).run(None).run_id
+
+    def listed(self) -> list[dict[str, Any]]:
+        result = flock("trace", "list", "--traces", self.traces, "--json")
+        assert result.exit_code == 0, result.output
+        data: list[dict[str, Any]] = json.loads(result.output)
+        return data
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=30)
+
+
+@pytest.fixture
+def board(tmp_path: Path, postgres_url: str) -> Iterator[Board]:
+    shared = Board(tmp_path, postgres_url)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+def test_a_run_refused_by_the_board_stands_alone_and_an_idle_member_belongs(board: Board) -> None:
+    """A `flock run` of another recipe is refused at once (failed, nothing recorded): it never worked
+    the board, so it is a run of its own; a `--watch` member that ran nothing yet is one of the board
+    run, running and once stopped."""
+    first = board.watch()
+    wait_for(lambda: board.events(first, "board.leading") == 1)  # it joined the board and leads
+    other = write(board.cwd / "code_review.yaml", CODE_REVIEW)
+    write(board.cwd / "change.json", '[{"n": 1}]')
+    refused = board.run(other, "-i", "Change=change.json")
+    assert refused.returncode == 2 and "different definition" in refused.stderr, refused.stderr
+    (refused_store,) = [p for p in board.traces.glob("*.duckdb") if p != board.store(first)]
+    refused_run = TraceReader(refused_store).run(None)
+    assert (refused_run.status, refused_run.agent_runs, refused_run.artifacts) == ("failed", 0, 0)
+    idle = board.watch()
+    wait_for(lambda: board.store(idle).exists() and TraceReader(board.store(idle)).runs() != [])
+    ids = (board.run_id(first), board.run_id(idle))
+    for status, idle_status in (("running", "running"), ("running", "ok")):
+        if idle_status == "ok":
+            idle.send_signal(signal.SIGTERM)  # a --watch run's normal stop
+            assert idle.wait(timeout=30) == 0
+        listed = board.listed()
+        assert [(r["run_id"], r["name"], r["status"]) for r in listed] == [
+            (refused_run.run_id, "code-review", "failed"),
+            (ids[0], "live-demo", status),
+        ]
+        processes = listed[1]["processes"]
+        assert [(p["run_id"], p["status"], p["agent_runs"]) for p in processes] == [
+            (ids[0], "running", 0),
+            (ids[1], idle_status, 0),
+        ]
+    shown = json.loads(
+        flock("trace", "show", refused_run.run_id[:8], "--traces", board.traces, "--json").output
+    )
+    assert shown["run"]["run_id"] == refused_run.run_id and "processes" not in shown["run"]
+
+
+def test_a_killed_idle_member_belongs_to_the_board_run_it_was_part_of(board: Board) -> None:
+    """Two `--watch` orchestrators on one board, the first killed (SIGKILL) once the second works:
+    idle, the first recorded nothing after it joined, before the second started; the board's
+    heartbeats say how long it lived (the second reaped it), and its run is one of the board run."""
+    first = board.watch()
+    wait_for(lambda: board.events(first, "board.leading") == 1)
+    time.sleep(_QUIET_SECONDS + 1)  # idle: it stops its status snapshots too, and records nothing
+    second = board.watch()
+    wait_for(lambda: board.store(second).exists() and TraceReader(board.store(second)).runs() != [])
+    time.sleep(1.5)  # both live on the board
+    first.kill()
+    first.wait(timeout=30)
+    wait_for(lambda: board.events(second, "board.reaped") == 1)  # its heartbeat stopped: reaped
+    first_id, second_id = board.run_id(first), board.run_id(second)
+    last = TraceReader(board.store(first)).sql_rows(
+        "SELECT greatest((SELECT max(end_ns) FROM spans), (SELECT max(ts_ns) FROM events),"
+        " (SELECT max(ts_ns) FROM status))"
+    )[0][0]
+    assert last < TraceReader(board.store(second)).run(None).started_ns  # the case at hand
+    (run,) = board.listed()
+    assert (run["run_id"], run["name"], run["status"]) == (first_id, "live-demo", "running")
+    assert [(p["run_id"], p["status"]) for p in run["processes"]] == [
+        (first_id, "interrupted"),
+        (second_id, "running"),
+    ]
+    shown = flock("trace", "show", second_id[:8], "--traces", board.traces).output
+    assert f"2 processes: {socket.gethostname()}:{first.pid} (run {first_id[:8]})" in shown
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+    (run,) = board.listed()
+    assert [(p["run_id"], p["status"]) for p in run["processes"]] == [
+        (first_id, "interrupted"),
+        (second_id, "ok"),
+    ]

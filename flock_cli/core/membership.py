@@ -24,14 +24,13 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flock_cli.core.session import ResumeRefusedError, fingerprint
 from flock_cli.store.contract import UNRESTRICTED
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from flock_cli.core.runtime import Runtime
     from flock_cli.core.scheduler import Scheduler
     from flock_cli.store.contract import DeadLetterReason, Delivery
@@ -170,9 +169,12 @@ class Membership:
                 " process to take",
                 gone.host, gone.pid, silent, gone.leases,
             )  # fmt: skip
+            # Its last heartbeat says how long the process lived: flock trace groups its run with
+            # the runs it overlapped while alive (board_runs.py), though it wrote nothing lately.
             runtime.tracer.event(
-                "board.reaped", owner=gone.owner, host=gone.host, pid=gone.pid, leases=gone.leases
-            )
+                "board.reaped", owner=gone.owner, host=gone.host, pid=gone.pid, leases=gone.leases,
+                heartbeat_ns=_epoch_ns(gone.heartbeat_at),
+            )  # fmt: skip
 
     # -- routing leadership ----------------------------------------------------------------------
 
@@ -273,3 +275,8 @@ class Membership:
         with contextlib.suppress(Exception):
             await board.unregister_process(runtime.owner)
         self.joined = False
+
+
+def _epoch_ns(moment: datetime) -> int:
+    """A time (timezone-aware) in nanoseconds since the epoch, as the trace store keeps times."""
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
