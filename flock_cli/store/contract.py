@@ -364,6 +364,15 @@ class BlackboardStore(ABC):
             by_producer[a.produced_by] = by_producer.get(a.produced_by, 0) + 1
         return BoardSummary(total=len(items), by_type=by_type, by_producer=by_producer)
 
+    async def _readable(
+        self, artifacts: Iterable[Artifact], viewer: Viewer, now: datetime
+    ) -> builtins.list[Artifact]:
+        """What ``viewer`` may read of ``artifacts`` at ``now``; the denials are recorded."""
+        shown, denied = read_filter(artifacts, viewer, now)
+        if denied:
+            await self.record_denials(denied)
+        return shown
+
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release resources (connections, files)."""
 

@@ -32,7 +32,6 @@ from flock_cli.store.contract import (
     StaleLeaseError,
     Viewer,
     VisibilityDenial,
-    read_filter,
 )
 from flock_cli.store.postgres_codec import (
     ARTIFACT_COLUMNS,
@@ -168,14 +167,6 @@ class PostgresBlackboardStore(RoutingStateMixin):
 
         await self._run(write)
 
-    async def _filter_visible(
-        self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
-    ) -> builtins.list[Artifact]:
-        shown, denied = read_filter(artifacts, viewer, now)
-        if denied:
-            await self.record_denials(denied)
-        return shown
-
     async def query(
         self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> Page:
@@ -186,7 +177,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
         rows = await self._rows(
             f"SELECT {ARTIFACT_COLUMNS} FROM flock.artifacts {where} ORDER BY seq {order}", params
         )
-        shown = await self._filter_visible([artifact_from_row(r) for r in rows], viewer, self.now(now))
+        shown = await self._readable([artifact_from_row(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
@@ -201,7 +192,7 @@ class PostgresBlackboardStore(RoutingStateMixin):
         )
         by_id = {row[0]: row for row in rows}
         found = [artifact_from_row(by_id[i]) for i in artifact_ids if i in by_id]
-        return await self._filter_visible(found, viewer, self.now(now))
+        return await self._readable(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
 

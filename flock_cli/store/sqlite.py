@@ -34,7 +34,6 @@ from flock_cli.store.contract import (
     StaleLeaseError,
     Viewer,
     VisibilityDenial,
-    read_filter,
 )
 from flock_cli.store.records import BatchEntry, GateEntry, Lineage, RoutingTx, RunRecord, walk
 from flock_cli.store.sqlite_codec import (
@@ -168,14 +167,6 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Insert all artifacts in one transaction."""
         await self._write(lambda conn: self._insert_artifacts(conn, artifacts))
 
-    async def _filter_visible(
-        self, artifacts: builtins.list[Artifact], viewer: Viewer, now: datetime
-    ) -> builtins.list[Artifact]:
-        shown, denied = read_filter(artifacts, viewer, now)
-        if denied:
-            await self._insert_denials(denied)
-        return shown
-
     async def query(
         self, query: ArtifactQuery | None = None, *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> Page:
@@ -186,7 +177,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         rows = self._conn.execute(
             f"SELECT {ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq {order}", params
         ).fetchall()
-        shown = await self._filter_visible([artifact_from_row(r) for r in rows], viewer, self.now(now))
+        shown = await self._readable([artifact_from_row(r) for r in rows], viewer, self.now(now))
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
@@ -202,7 +193,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         ).fetchall()
         by_id = {row[0]: row for row in rows}
         found = [artifact_from_row(by_id[k]) for k in keys if k in by_id]
-        return await self._filter_visible(found, viewer, self.now(now))
+        return await self._readable(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
 
