@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flock_cli.cli import board_cmd, publish_cmd, recipe_cmds, run_cmd, top_cmd, trace_cmd
+from flock_cli.cli import board_cmd, publish_cmd, recipe_cmds, run_cmd, serve_cmd, top_cmd, trace_cmd
 
 __all__ = ["app"]
 
@@ -46,4 +46,8 @@ app.command("publish", short_help="Validate an artifact and write it to the dura
 recipe_cmds.register(app)
 app.add_typer(board_cmd.board_app)
 app.add_typer(trace_cmd.trace_app)
+app.command("serve", short_help="Serve a recipe's flock over HTTP (publish, read, events, health).")(
+    serve_cmd.serve
+)
+app.add_typer(serve_cmd.token_app)
 app.command("top", short_help="Live dashboard of a run (agents, board, joins, stream, events).")(top_cmd.top)

@@ -123,10 +123,29 @@ def list_artifacts(
     tenant: TenantOpt = None,
     labels: LabelOpt = None,
     as_json: JsonOpt = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", metavar="URL", help="Read through a running `flock serve` at URL (as its token sees)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", metavar="TOKEN", help="The service token (default: $FLOCK_TOKEN)."),
+    ] = None,
 ) -> None:
     """List artifacts, newest first, with their type, producer, correlation and payload: every
-    artifact, or with --as only those the identity may see."""
+    artifact, or with --as only those the identity may see; with --url, those the service's
+    token may see."""
     from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
+
+    if url is not None:
+        if board is not None or recipe is not None or as_name is not None:
+            fail("--url reads through a service as its token sees: --board, --recipe and --as do not apply")
+        _list_remote(url, token, types, produced_by, correlation_id, tags, limit, as_json)
+        return
+    if token is not None:
+        fail("--token goes with --url (a running flock serve)")
 
     query = ArtifactQuery(
         types=frozenset(types) if types else None,
@@ -161,18 +180,23 @@ def list_artifacts(
             }
         )
         return
+    _print_page(page.items, page.total, identity.name if identity is not None else None)
+
+
+def _print_page(items: list[Artifact], total: int, viewer: str | None) -> None:
+    """The artifacts table of ``board list``."""
     from rich import box
     from rich.table import Table
 
-    seen = f" {identity.name} may see" if identity is not None else ""
+    seen = f" {viewer} may see" if viewer is not None else ""
     table = Table(
-        title=f"{len(page.items)} of {page.total} artifacts{seen} (newest first)",
+        title=f"{len(items)} of {total} artifacts{seen} (newest first)",
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    type_width = min(24, max([4, *(len(a.type) for a in page.items)]))  # at least the header
-    from_width = min(20, max([4, *(len(a.produced_by) for a in page.items)]))
+    type_width = min(24, max([4, *(len(a.type) for a in items)]))  # at least the header
+    from_width = min(20, max([4, *(len(a.produced_by) for a in items)]))
     widths = {"id": 8, "created": 8, "type": type_width, "from": from_width, "corr": 8}
     if console().width < 110:  # a narrow terminal: keep room for the payload
         del widths["created"], widths["corr"]
@@ -180,7 +204,7 @@ def list_artifacts(
     payload_width = max(12, console().width - sum(widths.values()) - 3 * len(widths) - 2)
     for column, width in {**widths, "payload": payload_width}.items():
         table.add_column(column, no_wrap=True, overflow="ellipsis", width=width + 1)
-    for a in page.items:
+    for a in items:
         cells = {
             "id": str(a.id)[:8],
             "created": a.created_at.strftime("%H:%M:%S"),
@@ -190,6 +214,44 @@ def list_artifacts(
         }
         table.add_row(*(cells[c] for c in widths), _preview(a, payload_width))
     console().print(table, soft_wrap=False)  # fit the terminal; payloads end in an ellipsis
+
+
+def _list_remote(
+    url: str,
+    token: str | None,
+    types: list[str] | None,
+    produced_by: list[str] | None,
+    correlation_id: str | None,
+    tags: list[str] | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """``board list --url``: the same listing through ``GET /v1/artifacts``."""
+    from flock_cli.cli.remote import ServiceClient
+    from flock_cli.core.artifact import Artifact
+
+    if correlation_id is not None:
+        parse_uuid(correlation_id, "--correlation-id")
+    params: dict[str, Any] = {"limit": min(limit, 1000), "order": "newest"}
+    if types:
+        params["type"] = types
+    if produced_by:
+        params["produced_by"] = produced_by
+    if correlation_id:
+        params["correlation_id"] = correlation_id
+    if tags:
+        params["tag"] = tags
+    client = ServiceClient(url, token)
+    try:
+        me = client.whoami()
+        page = client.artifacts(params)
+    finally:
+        client.close()
+    if as_json:
+        viewer = {"name": me["name"], "tenant": me["tenant"], "labels": me["labels"]}
+        emit_json({"total": page["total"], "viewer": viewer, "artifacts": page["items"]})
+        return
+    _print_page([Artifact.model_validate(item) for item in page["items"]], page["total"], me["name"])
 
 
 @board_app.command("show")

@@ -20,7 +20,6 @@ from flock_cli.cli.common import (
     reports_errors,
 )
 from flock_cli.cli.inputs import validated_payloads
-
 if TYPE_CHECKING:
     from flock_cli.core.visibility import Visibility
 
@@ -68,9 +67,19 @@ def publish(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stored artifacts as JSON.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", metavar="URL", help="Publish through a running `flock serve` at URL instead."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", metavar="TOKEN", help="The service token (default: $FLOCK_TOKEN)."),
+    ] = None,
 ) -> None:
     """Validate PAYLOAD against TYPE and write it to the durable board; a `flock run --watch` on
-    that board picks it up. Nothing is written unless every payload is valid."""
+    that board picks it up. Nothing is written unless every payload is valid. With --url, publish
+    through a running `flock serve` (which validates each payload; with a recipe, all are
+    validated here first)."""
     import asyncio
 
     from flock_cli.core.orchestrator import Flock
@@ -78,6 +87,14 @@ def publish(
     from flock_cli.store.locate import is_database_url
 
     recipe_path = recipe or Path(os.environ.get("FLOCK_RECIPE") or DEFAULT_RECIPE)
+    if url is not None:
+        if board is not None:
+            fail("give --url (a running service) or --board, not both")
+        _publish_remote(url, token, type_name, payload, recipe_path if recipe_path.exists() else None,
+                        correlation_id, tags, visibility, as_json)  # fmt: skip
+        return
+    if token is not None:
+        fail("--token goes with --url (a running flock serve)")
     if recipe is None and not recipe_path.exists():
         fail(
             f"publish needs the recipe that declares {type_name}: pass --recipe FILE (no {recipe_path} here)"
@@ -114,47 +131,52 @@ def publish(
         console().print(f"published {a.type} {a.id} (correlation {a.correlation_id}) to {where}")
 
 
-def parse_visibility(text: str, *, agents: list[str]) -> Visibility:
-    """``public``, ``private:a,b``, ``labelled:x,y``, ``tenant:acme`` or ``after:5m``; the agents
-    of ``private`` must be among ``agents``."""
-    from datetime import timedelta
+def _publish_remote(
+    url: str,
+    token: str | None,
+    type_name: str,
+    source: str,
+    recipe_path: Path | None,
+    correlation_id: str | None,
+    tags: list[str] | None,
+    visibility: str | None,
+    as_json: bool,
+) -> None:
+    """``flock publish --url``: each payload is one request (validated here first when a recipe
+    declares the type)."""
+    from flock_cli.cli.inputs import read_payloads
+    from flock_cli.cli.remote import ServiceClient
 
-    from flock_cli.core.visibility import (
-        AfterVisibility,
-        LabelledVisibility,
-        PrivateVisibility,
-        PublicVisibility,
-        TenantVisibility,
-    )
-    from flock_cli.errors import UsageError, did_you_mean
-    from flock_cli.recipe.model import MAX_SECONDS, parse_duration
-
-    kind, _, arg = text.partition(":")
-    names = [n.strip() for n in arg.split(",") if n.strip()]
-    kinds = ("public", "private", "labelled", "tenant", "after")
-    if kind == "public" and not arg:
-        return PublicVisibility()
-    if kind in ("private", "labelled", "tenant", "after") and not names:
-        raise UsageError(f"--visibility {kind} needs a value: {kind}:...")
-    if kind == "private":
-        for name in names:
-            if name not in agents:
-                raise UsageError(
-                    f"--visibility private: the recipe has no agent '{name}'.{did_you_mean(name, agents)}"
-                )
-        return PrivateVisibility(agents=frozenset(names))
-    if kind == "labelled":
-        return LabelledVisibility(required_labels=frozenset(names))
-    if kind == "tenant":
-        return TenantVisibility(tenant_id=arg.strip())
-    if kind == "after":
-        try:
-            seconds = float(parse_duration(arg.strip()))
-        except ValueError as exc:
-            raise UsageError(f"--visibility after: {exc}") from None
-        if not 0 < seconds <= MAX_SECONDS:
-            raise UsageError(
-                f"--visibility after: the embargo must last more than 0 s and at most {MAX_SECONDS} s"
+    if correlation_id is not None:
+        parse_uuid(correlation_id, "--correlation-id")
+    if recipe_path is not None:
+        loaded = load(recipe_path)
+        if type_name in loaded.resolved.types:
+            validated_payloads(
+                recipe_type(loaded, type_name), type_name, source, label=f"publish {type_name}"
             )
-        return AfterVisibility(ttl=timedelta(seconds=seconds))
-    raise UsageError(f"unknown visibility {text!r}; use {', '.join(kinds)}.{did_you_mean(kind, kinds)}")
+    payloads = read_payloads(source, label=f"publish {type_name}")
+    client = ServiceClient(url, token)
+    stored = []
+    try:
+        for payload in payloads:
+            body: dict[str, Any] = {"payload": payload, "tags": tags or []}
+            if correlation_id is not None:
+                body["correlation_id"] = correlation_id
+            if visibility is not None:
+                body["visibility"] = visibility
+            stored.append(client.publish(type_name, body))
+    finally:
+        client.close()
+    if as_json:
+        emit_json(stored)
+        return
+    for a in stored:
+        console().print(f"published {a['type']} {a['id']} (correlation {a['correlation_id']}) to {url}")
+
+
+def parse_visibility(text: str, *, agents: list[str]) -> Visibility:
+    """``--visibility`` text as a rule (see :mod:`flock_cli.recipe.visibility_text`)."""
+    from flock_cli.recipe.visibility_text import parse_visibility as parse
+
+    return parse(text, agents=agents)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel
@@ -44,7 +45,10 @@ from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
 from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.setup import TracesOption, build_tracer
-from flock_cli.tracing.tracer import RunScope, StreamChunk, Tracer
+from flock_cli.tracing.tracer import Activity, RunScope, StreamChunk, Tracer
+
+if TYPE_CHECKING:
+    from flock_cli.service.server import BlackboardHTTPService
 
 __all__ = ["LEASE_TTL", "SHARED_LEASE_TTL", "Flock"]
 
@@ -231,11 +235,14 @@ class Flock:
         partition_key: str | None = None,
         tags: Iterable[str] | None = None,
         produced_by: str = "external",
+        artifact_id: UUID | None = None,
     ) -> Artifact:
         """Publish a plain dict as an artifact of the registered type ``type_name``.
 
         ``produced_by`` names the outside source; it may not be the name of one of this flock's
-        agents (agents publish through their outputs).
+        agents (agents publish through their outputs). ``artifact_id`` fixes the new artifact's
+        id (the HTTP service derives it from an ``Idempotency-Key``); the board refuses a second
+        artifact with an id it holds already, so a retried publish cannot store a duplicate.
         """
         if not isinstance(produced_by, str) or not produced_by:
             raise UsageError("produced_by must be a non-empty string")
@@ -254,6 +261,7 @@ class Flock:
             partition_key=partition_key,
             tags=tags,
             visibility=visibility,
+            artifact_id=artifact_id,
         )
         await self._publisher.publish([artifact])
         return artifact
@@ -292,6 +300,11 @@ class Flock:
         """Call ``listener`` on the event loop with each piece of model text an engine streams
         (``StreamChunk(agent, run, text, done)``); ``flock run`` prints them this way."""
         self.tracer.stream_listeners.append(listener)
+
+    def on_activity(self, listener: Callable[[Activity], None]) -> None:
+        """Call ``listener`` on the event loop with each agent run's start and end and each runtime
+        event (``Activity``); ``flock serve``'s event stream follows the flock this way."""
+        self.tracer.activity_listeners.append(listener)
 
     @contextlib.asynccontextmanager
     async def traced_run(self, name: str = "workflow", **attributes: Any) -> AsyncIterator[RunScope]:
@@ -378,6 +391,40 @@ class Flock:
         a durable board offers them again when the flock resumes.
         """
         return await self._serving.shutdown(timeout, release_interrupted=release_interrupted, drain=drain)
+
+    def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8344,
+        *,
+        tokens: str | os.PathLike[str] | None = None,
+        force: bool = False,
+        **limits: Any,
+    ) -> BlackboardHTTPService:
+        """This flock as an HTTP service (the ``[serve]`` extra): call ``.run()`` on the result,
+        or ``await .serve()`` in a running loop. ``tokens`` is a token file (default:
+        ``$FLOCK_TOKENS``; without one, a session token is made and only loopback is served);
+        ``limits`` are :class:`~flock_cli.service.config.ServiceConfig` fields
+        (``max_body_bytes``, ``requests_per_second``, ``burst``, ``max_pending``,
+        ``shutdown_timeout_s``). A publisher flock serves the API only; an orchestrator runs its
+        agents too.
+        """
+        from dataclasses import fields
+        from pathlib import Path
+
+        from flock_cli.service import require
+        from flock_cli.service.config import ServiceConfig
+        from flock_cli.service.tokens import tokens_from
+
+        service = require()
+        known = {f.name for f in fields(ServiceConfig)} - {"host", "port", "orchestrate"}
+        unknown = sorted(set(limits) - known)
+        if unknown:
+            raise UsageError(
+                f"serve() got an unknown option {unknown[0]!r}; options: {', '.join(sorted(known))}"
+            )
+        config = ServiceConfig(host=host, port=port, **limits)
+        return service(self, config, tokens=tokens_from(Path(tokens) if tokens else None, None), force=force)
 
     # -- direct invocation and dead letters ------------------------------------------------------
 

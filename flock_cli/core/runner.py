@@ -30,6 +30,7 @@ from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
 from flock_cli.store.contract import Delivery, StaleLeaseError
 from flock_cli.tracing.records import Span
 from flock_cli.tracing.run_trace import RunTrace
+from flock_cli.tracing.tracer import Activity
 
 if TYPE_CHECKING:
     from flock_cli.core.runtime import Runtime
@@ -137,6 +138,12 @@ class RunExecutor:
         )
         span.inputs = tuple(a.id for a in run.artifacts)
         tracer.metrics.run_started(agent.name)
+        if tracer.activity_listeners:
+            tracer.notify(
+                Activity(
+                    "run.started", agent.name, span.span_id, tuple(run.artifacts), None, {"attempt": attempt}
+                )
+            )
         token = tracer.enter(span)
         outcome = "cancelled"
         try:
@@ -153,7 +160,14 @@ class RunExecutor:
         finally:
             tracer.leave(token)
             tracer.end(span, "ok" if span.status == "unset" else span.status, span.message)
-            tracer.metrics.run_finished(agent.name, outcome, (span.end_ns - span.start_ns) / 1e9)
+            seconds = (span.end_ns - span.start_ns) / 1e9
+            tracer.metrics.run_finished(agent.name, outcome, seconds)
+            if tracer.activity_listeners:
+                kind = "run.finished" if outcome == "ok" else "run.failed"
+                details = {"attempt": attempt, "outcome": outcome, "duration_s": round(seconds, 6)}
+                if span.message:
+                    details["error"] = span.message
+                tracer.notify(Activity(kind, agent.name, span.span_id, tuple(run.artifacts), None, details))
 
     async def _traced_attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, attempt: int, span: Span

@@ -391,6 +391,42 @@ class AgentDef(_Raw):
         return [value] if isinstance(value, str) else value
 
 
+class RateLimitDef(_Raw):
+    """Requests one token may make to ``flock serve``."""
+
+    requests_per_second: float = Field(
+        default=50.0, gt=0, le=1_000_000, description="average requests per second"
+    )
+    burst: int = Field(
+        default=100, ge=1, le=1_000_000, description="requests at once before the average applies"
+    )
+
+
+class ServeDef(_Raw):
+    """Defaults of ``flock serve`` for this recipe (its command-line options override them)."""
+
+    host: str | None = Field(default=None, description="address to listen on (default 127.0.0.1)")
+    port: int | None = Field(default=None, ge=0, le=65535, description="port (default 8344)")
+    tokens: str | None = Field(default=None, description="token file, relative to this recipe file")
+    tokens_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the token file's text",
+    )
+    max_body_bytes: int | None = Field(
+        default=None, ge=1024, description="largest request body (default 1 MiB)"
+    )
+    rate_limit: RateLimitDef | None = Field(default=None, description="requests per token")
+    max_pending: int | None = Field(
+        default=None, ge=1, description="open deliveries above which publishes answer 429 (default 10000)"
+    )
+    shutdown_timeout: Duration | None = Field(
+        default=None, description="how long a stopping service lets runs finish (default 30 s)"
+    )
+
+    _seconds = field_validator("shutdown_timeout", mode="before")(parse_duration)
+
+
 class SettingsDef(_Raw):
     """Settings of the whole flock."""
 
@@ -406,6 +442,7 @@ class SettingsDef(_Raw):
     lease_ttl: Duration | None = Field(
         default=None, description="how long a run holds its lease (default 300 s; 30 s on a shared board)"
     )
+    serve: ServeDef = Field(default_factory=ServeDef, description="defaults of flock serve")
 
     _seconds = field_validator("lease_ttl", mode="before")(parse_duration)
 

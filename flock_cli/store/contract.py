@@ -165,6 +165,36 @@ class BlackboardStore(ABC):
     ) -> list[Artifact]:
         """The visible artifacts among ``artifact_ids``, in the order asked."""
 
+    @abstractmethod
+    async def feed(
+        self,
+        after: int,
+        query: ArtifactQuery | None = None,
+        *,
+        limit: int = 500,
+        also: Sequence[int] = (),
+    ) -> builtins.list[tuple[int, Artifact]]:
+        """Artifacts by board position, for followers of the board (``GET /v1/events``).
+
+        Every append gives its artifacts increasing positions. Returns up to ``limit`` artifacts
+        at positions after ``after``, and those at the positions ``also`` names (gaps a follower
+        saw: on a board many processes write, a position can become visible after a higher one,
+        when its transaction commits later), matching ``query``'s filters (its paging is ignored),
+        in position order. Unrestricted: callers filter by visibility with :meth:`readable`.
+        """
+
+    @abstractmethod
+    async def head(self) -> int:
+        """The highest board position given so far (0 on an empty board): where a new follower of
+        the board starts to see what comes next."""
+
+    async def readable(
+        self, artifacts: Iterable[Artifact], viewer: Viewer, *, now: datetime | None = None
+    ) -> builtins.list[Artifact]:
+        """What ``viewer`` may read of ``artifacts`` (at ``now``, else the store clock's now);
+        the denials are recorded for the audit, as every read of the store does."""
+        return await self._readable(artifacts, viewer, self.now(now))
+
     async def list(self, *, viewer: Viewer = EXTERNAL, now: datetime | None = None) -> list[Artifact]:
         """Every visible artifact, oldest first."""
         return (await self.query(None, viewer=viewer, now=now)).items

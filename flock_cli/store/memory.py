@@ -42,6 +42,7 @@ class InMemoryBlackboardStore(BlackboardStore):
         self._parents: dict[UUID, tuple[UUID, ...]] = {}
         self._children: dict[UUID, list[UUID]] = {}
         self._runs: dict[UUID, RunRecord] = {}
+        self._positions: list[Artifact] = []  # board position n is self._positions[n - 1]
 
     # -- artifacts -------------------------------------------------------------------------------
 
@@ -57,6 +58,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._artifacts[artifact.id] = artifact
             self._by_type.setdefault(artifact.type, []).append(artifact)
             self._unrouted[artifact.id] = None
+            self._positions.append(artifact)
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
         shown, denied = read_filter(artifacts, viewer, now)
@@ -80,6 +82,30 @@ class InMemoryBlackboardStore(BlackboardStore):
             shown.reverse()
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
+
+    async def head(self) -> int:
+        """The newest position."""
+        return len(self._positions)
+
+    async def feed(
+        self,
+        after: int,
+        query: ArtifactQuery | None = None,
+        *,
+        limit: int = 500,
+        also: Sequence[int] = (),
+    ) -> list[tuple[int, Artifact]]:
+        """Positions count appends from 1; one process writes, so they appear in order."""
+        query = query or ArtifactQuery()
+        wanted = sorted({p for p in also if 0 < p <= after} | set(range(after + 1, len(self._positions) + 1)))
+        found: list[tuple[int, Artifact]] = []
+        for position in wanted:
+            artifact = self._positions[position - 1]
+            if query.matches(artifact):
+                found.append((position, artifact))
+                if len(found) == limit:
+                    break
+        return found
 
     async def get_many(
         self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None

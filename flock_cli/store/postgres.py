@@ -181,6 +181,30 @@ class PostgresBlackboardStore(RoutingStateMixin):
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
+    async def head(self) -> int:
+        """The newest position."""
+        rows = await self._rows("SELECT COALESCE(MAX(seq), 0) FROM flock.artifacts")
+        return int(rows[0][0])
+
+    async def feed(
+        self,
+        after: int,
+        query: ArtifactQuery | None = None,
+        *,
+        limit: int = 500,
+        also: Sequence[int] = (),
+    ) -> builtins.list[tuple[int, Artifact]]:
+        """``seq`` is the position. Many processes insert at once, and a transaction that took a
+        lower ``seq`` may commit after one that took a higher: followers pass such gaps in ``also``."""
+        where, params = where_clause(query or ArtifactQuery())
+        where_seq = "(seq > %s OR seq = ANY(%s))"
+        where = f"{where} AND {where_seq}" if where else f"WHERE {where_seq}"
+        rows = await self._rows(
+            f"SELECT seq, {ARTIFACT_COLUMNS} FROM flock.artifacts {where} ORDER BY seq LIMIT %s",
+            [*params, after, list(also), limit],
+        )
+        return [(row[0], artifact_from_row(row[1:])) for row in rows]
+
     async def get_many(
         self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> builtins.list[Artifact]:

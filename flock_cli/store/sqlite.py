@@ -181,6 +181,39 @@ class SQLiteBlackboardStore(BlackboardStore):
         end = None if query.limit is None else query.offset + query.limit
         return Page(items=shown[query.offset : end], total=len(shown))
 
+    async def open_work(self) -> tuple[int, int, int]:
+        """(pending, leased, unrouted), counted in SQL (the service asks often)."""
+        row = self._conn.execute(
+            "SELECT (SELECT count(*) FROM deliveries WHERE status = 'pending'),"
+            " (SELECT count(*) FROM deliveries WHERE status = 'leased'),"
+            " (SELECT count(*) FROM artifacts WHERE routed = 0)"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def head(self) -> int:
+        """The newest position."""
+        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM artifacts").fetchone()
+        return int(row[0])
+
+    async def feed(
+        self,
+        after: int,
+        query: ArtifactQuery | None = None,
+        *,
+        limit: int = 500,
+        also: Sequence[int] = (),
+    ) -> builtins.list[tuple[int, Artifact]]:
+        """``seq`` is the position: one writer at a time, so positions appear in order."""
+        where, params = where_clause(query or ArtifactQuery())
+        holes = list(also)
+        where_seq = f"(seq > ? OR seq IN ({','.join('?' * len(holes))}))" if holes else "seq > ?"
+        where = f"{where} AND {where_seq}" if where else f"WHERE {where_seq}"
+        rows = self._conn.execute(
+            f"SELECT seq, {ARTIFACT_COLUMNS} FROM artifacts {where} ORDER BY seq LIMIT ?",
+            [*params, after, *holes, limit],
+        ).fetchall()
+        return [(row[0], artifact_from_row(row[1:])) for row in rows]
+
     async def get_many(
         self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> builtins.list[Artifact]:

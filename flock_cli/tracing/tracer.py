@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flock_cli.core.usage import UsageLedger
@@ -41,7 +41,7 @@ from flock_cli.tracing.records import (
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
 
-__all__ = ["RunScope", "Sink", "StreamChunk", "Tracer"]
+__all__ = ["Activity", "RunScope", "Sink", "StreamChunk", "Tracer"]
 
 # Artifact -> span entries kept for parenting (about 250 bytes each, so at most ~12 MB); the
 # oldest are dropped, and a run consuming an artifact older than that starts a trace of its own.
@@ -75,6 +75,23 @@ class StreamChunk:
     done: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Something that happened in this flock, for live followers (``Flock.on_activity``).
+
+    ``kind`` is ``run.started``, ``run.finished``, ``run.failed`` (an agent run, ``run`` its span
+    id) or a runtime event's kind (``dead_letter``, ``run.retry``...). ``inputs`` are the
+    artifacts the run works on (empty for events, which name ``artifact_id`` instead).
+    """
+
+    kind: str
+    agent: str | None
+    run: str | None = None
+    inputs: tuple[Artifact, ...] = ()
+    artifact_id: Any = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class RunScope:
     """The trace of one ``traced_run``: its id, root span and name. Setting ``outcome`` (for
@@ -103,6 +120,8 @@ class Tracer:
         """What the flock's model calls used, per agent and in all (budgets read it)."""
         self.stream_listeners: list[Callable[[StreamChunk], None]] = []
         """Called on the event loop with each piece of streamed model text (``Flock.on_stream``)."""
+        self.activity_listeners: list[Callable[[Activity], None]] = []
+        """Called on the event loop with each run start and end and each runtime event."""
         # Context variables of this tracer's own: two flocks in one task (a flock driving another)
         # must not take each other's runs and spans for their own. A flock makes one tracer, so
         # these are few and live as long as it does.
@@ -261,6 +280,8 @@ class Tracer:
     ) -> None:
         """Record a runtime event (``visibility.denied``, ``run.retry``, ``dead_letter``, ...)."""
         self.metrics.event(kind)
+        if self.activity_listeners:
+            self.notify(Activity(kind, agent, artifact_id=artifact_id, attributes=attributes))
         if not self._put:
             return
         if span is None:
@@ -285,6 +306,11 @@ class Tracer:
         )
         for put in self._put:
             put(record)
+
+    def notify(self, activity: Activity) -> None:
+        """Hand ``activity`` to every activity listener."""
+        for listener in self.activity_listeners:
+            listener(activity)
 
     # -- runs ------------------------------------------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""The CLI as a client of ``flock serve``: ``flock publish --url`` and ``flock board list --url``.
+
+The token comes from ``--token`` or ``$FLOCK_TOKEN``. Each publish carries an ``Idempotency-Key``,
+so the client retries a publish whose answer was lost (a cut connection, a replica that died)
+without ever storing it twice; a 429 is waited out as its ``Retry-After`` says.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from flock_cli.cli.common import EXIT_FAILED, fail
+
+__all__ = ["TOKEN_ENV", "ServiceClient"]
+
+TOKEN_ENV = "FLOCK_TOKEN"
+ATTEMPTS = 5
+"""Tries of one request (connection failures, 429 and 503 answers)."""
+
+
+class ServiceClient:
+    """A few calls of the service's API, with its errors turned into one-line CLI failures."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        import httpx
+
+        token = token or os.environ.get(TOKEN_ENV)
+        if not token:
+            fail(f"--url needs a token: pass --token TOKEN or set ${TOKEN_ENV}")
+        if not url.startswith(("http://", "https://")):
+            fail(f"--url must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    def publish(self, type_name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Publish one artifact (retried with one idempotency key); returns it."""
+        key = str(uuid.uuid4())
+        answer: dict[str, Any] = self._call("POST", f"/v1/artifacts/{type_name}", json=body,
+                                            headers={"Idempotency-Key": key})  # fmt: skip
+        return answer
+
+    def artifacts(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of ``GET /v1/artifacts``."""
+        answer: dict[str, Any] = self._call("GET", "/v1/artifacts", params=params)
+        return answer
+
+    def whoami(self) -> dict[str, Any]:
+        """The identity the token stands for."""
+        answer: dict[str, Any] = self._call("GET", "/v1/whoami")
+        return answer
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if attempt == ATTEMPTS:
+                    fail(f"cannot reach the service at {self.url}: {exc}")
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+                continue
+            if response.status_code in (429, 503) and attempt < ATTEMPTS:
+                time.sleep(_retry_after(response))
+                continue
+            if response.status_code >= 400:
+                self._failed(method, path, response)
+            return response.json()
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or fails
+
+    def _failed(self, method: str, path: str, response: Any) -> None:
+        try:
+            problem = response.json()
+            detail = problem.get("detail") or problem
+        except ValueError:
+            detail = response.text.strip()[:500] or response.reason_phrase
+        status = response.status_code
+        # A refusal of what was asked (auth, validation, rights) is the user's to fix: exit 2.
+        fail(f"{method} {self.url}{path}: {status} {detail}", 2 if status < 500 else EXIT_FAILED)
+
+
+def _retry_after(response: Any) -> float:
+    try:
+        return min(30.0, max(0.1, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1.0
