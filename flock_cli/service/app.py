@@ -120,6 +120,16 @@ def _errors(app: FastAPI) -> None:
 def _publish_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     for type_name, model in sorted(state.types.items()):
         _publish_route(app, state, caller, type_name, model)
+    known = sorted(n for n in state.types if "." not in n)
+
+    @app.post("/v1/artifacts/{type_name}", include_in_schema=False)
+    async def unknown_type(type_name: str, who: caller) -> None:
+        from flock_cli.errors import did_you_mean
+
+        raise Problem(
+            404,
+            f"the recipe has no type {type_name!r}.{did_you_mean(type_name, known)} Its types: {', '.join(known)}",
+        )
 
 
 def _publish_route(
