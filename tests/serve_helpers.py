@@ -33,7 +33,9 @@ TOKENS: dict[str, tuple[str, dict[str, Any]]] = {
 
 def token_file(folder: Path, tokens: dict[str, tuple[str, dict[str, Any]]] = TOKENS) -> Path:
     """A token file holding the hashes of ``tokens``."""
-    entries = [{"name": name, "sha256": hash_token(secret), **fields} for name, (secret, fields) in tokens.items()]
+    entries = [
+        {"name": name, "sha256": hash_token(secret), **fields} for name, (secret, fields) in tokens.items()
+    ]
     path = folder / "tokens.json"
     path.write_text(json.dumps({"tokens": entries}))
     return path
@@ -115,7 +117,8 @@ class ServeProcess:
 
     def output(self) -> str:
         """What the process printed so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log.read_text()
 
     def terminate(self, timeout: float = 40) -> int:
@@ -135,12 +138,19 @@ class ServeProcess:
         self._log.close()
 
 
+_LINES: dict[int, Iterator[str]] = {}
+
+
 def read_events(response: httpx.Response, until: Any, limit: float = 30) -> list[dict[str, Any]]:
-    """Server-sent events from ``response`` (a streaming response) until ``until(events)`` is true."""
+    """Server-sent events from ``response`` (a streaming response) until ``until(events)`` is true;
+    call it again on the same response for the events after those."""
+    lines = _LINES.get(id(response))
+    if lines is None:
+        lines = _LINES[id(response)] = response.iter_lines()
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
     deadline = time.monotonic() + limit
-    for line in response.iter_lines():
+    for line in lines:
         if time.monotonic() > deadline:
             raise TimeoutError(f"events so far: {[e.get('event') for e in events]}")
         if not line:

@@ -39,7 +39,9 @@ def service(tmp_path: Path) -> Iterator[tuple[Any, httpx.Client]]:
         yield served, client
 
 
-def publish(client: httpx.Client, who: str, payload: dict[str, Any] = REQUEST, **envelope: Any) -> httpx.Response:
+def publish(
+    client: httpx.Client, who: str, payload: dict[str, Any] = REQUEST, **envelope: Any
+) -> httpx.Response:
     headers = {**auth(who), **envelope.pop("headers", {})}
     return client.post("/v1/artifacts/SupportRequest", json={"payload": payload, **envelope}, headers=headers)
 
@@ -91,11 +93,12 @@ def test_idempotency_key_returns_the_first_artifact(service: tuple[Any, httpx.Cl
     assert other.status_code == 409 and other.headers["content-type"] == "application/problem+json"
     # Another token's same key is its own.
     assert publish(client, "globex-app", {**REQUEST, "customer": "globex"}, headers=key).status_code == 201
-    listed = client.get("/v1/artifacts", params={"type": "SupportRequest"}, headers=auth("ops"))
-    assert listed.status_code == 200
-    ops_view = wait_for(client, "ops", {"type": "SupportRequest"}, 2)
-    assert ops_view["total"] == 0  # the ops token has no tenant: tenant artifacts are not for it
-    assert publish(client, "acme-app", headers={"Idempotency-Key": ""}).status_code in (400, 201)
+    acme = client.get("/v1/artifacts", params={"type": "SupportRequest"}, headers=auth("acme-app")).json()
+    assert [a["id"] for a in acme["items"]] == [first.json()["id"]]
+    ops = client.get("/v1/artifacts", params={"type": "SupportRequest"}, headers=auth("ops")).json()
+    assert ops["total"] == 0  # the ops token has no tenant: tenant artifacts are not for it
+    empty = publish(client, "acme-app", headers={"Idempotency-Key": ""})
+    assert empty.status_code == 400 and "Idempotency-Key" in empty.json()["detail"]
 
 
 def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None:
@@ -106,7 +109,11 @@ def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None
     problem = bad.json()
     assert problem["status"] == 422 and problem["type_name"] == "SupportRequest"
     fields = {tuple(e["loc"]) for e in problem["errors"]}
-    assert {("body", "payload", "customer"), ("body", "payload", "subject"), ("body", "payload", "body")} <= fields
+    assert {
+        ("body", "payload", "customer"),
+        ("body", "payload", "subject"),
+        ("body", "payload", "body"),
+    } <= fields
     assert "SupportRequest" in problem["detail"]
 
     none = client.get("/v1/artifacts")
@@ -126,7 +133,13 @@ def test_operator_views_health_metrics_and_openapi(service: tuple[Any, httpx.Cli
     publish(client, "acme-app")
     wait_for(client, "acme-app", {"type": "Case"}, 1)
     agents = {a["name"]: a for a in client.get("/v1/agents", headers=auth("ops")).json()}
-    assert set(agents) == {"acme_support", "globex_support", "acme_analyst", "globex_analyst", "compliance_officer"}
+    assert set(agents) == {
+        "acme_support",
+        "globex_support",
+        "acme_analyst",
+        "globex_analyst",
+        "compliance_officer",
+    }
     assert agents["acme_support"]["consumes"] == ["SupportRequest"]
     assert agents["acme_support"]["publishes"] == ["Case"]
     assert agents["acme_support"]["runs"] >= 1
@@ -136,11 +149,19 @@ def test_operator_views_health_metrics_and_openapi(service: tuple[Any, httpx.Cli
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and "flock_artifacts_published_total" in metrics.text
     who = client.get("/v1/whoami", headers=auth("acme-app")).json()
-    assert who == {"name": "acme-app", "tenant": "acme", "labels": [], "publish": ["SupportRequest"], "operator": False}
+    assert who == {
+        "name": "acme-app",
+        "tenant": "acme",
+        "labels": [],
+        "publish": ["SupportRequest"],
+        "operator": False,
+    }
     schema = client.get("/openapi.json").json()
     names = set(schema["components"]["schemas"])
     assert {"SupportRequest", "Case", "Escalation", "Resolution", "PublishSupportRequest", "Problem"} <= names
-    body = schema["paths"]["/v1/artifacts/SupportRequest"]["post"]["requestBody"]["content"]["application/json"]
+    body = schema["paths"]["/v1/artifacts/SupportRequest"]["post"]["requestBody"]["content"][
+        "application/json"
+    ]
     assert body["schema"] == {"$ref": "#/components/schemas/PublishSupportRequest"}
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
@@ -153,7 +174,10 @@ def test_dead_letters_and_redelivery(tmp_path: Path) -> None:
         "    engine: {kind: function, function: helpers_fail:explode}\n"
     )
     (tmp_path / "helpers_fail.py").write_text("def explode(job):\n    raise RuntimeError('boom')\n")
-    tokens = {"ops": ("tok-ops", {"publish": "*", "operator": True}), "reader": ("tok-r", {"publish": ["Job"]})}
+    tokens = {
+        "ops": ("tok-ops", {"publish": "*", "operator": True}),
+        "reader": ("tok-r", {"publish": ["Job"]}),
+    }
     flock = load_recipe(recipe).build(store=SQLiteBlackboardStore(tmp_path / "b.db"), traces=False)
     served = flock.serve(port=0, tokens=token_file(tmp_path, tokens))
     with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
@@ -197,7 +221,9 @@ def test_events_in_order_and_resumed_without_gaps(service: tuple[Any, httpx.Clie
         ("run.started", "acme_analyst"),
         ("run.finished", "acme_analyst"),
     ]
-    published = {e["data"]["artifact"]["id"]: i for i, e in enumerate(live) if e["event"] == "artifact.published"}
+    published = {
+        e["data"]["artifact"]["id"]: i for i, e in enumerate(live) if e["event"] == "artifact.published"
+    }
     for i, event in enumerate(live):  # every run comes after the artifacts it works on
         for input_id in event["data"].get("inputs", []):
             assert published[input_id] < i

@@ -20,6 +20,7 @@ from flock_cli.cli.common import (
     reports_errors,
 )
 from flock_cli.cli.inputs import validated_payloads
+
 if TYPE_CHECKING:
     from flock_cli.core.visibility import Visibility
 

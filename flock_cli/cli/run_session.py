@@ -204,18 +204,4 @@ def _merge(summaries: list[RunSummary]) -> RunSummary:
     """One summary for the whole command (the run's and the shutdown's)."""
     from flock_cli.core.summary import RunSummary
 
-    merged: dict[str, Any] = {}
-    for summary in summaries:
-        for name, value in summary:
-            if name not in merged:
-                merged[name] = value
-            elif isinstance(value, list):
-                merged[name] = [*merged[name], *value]
-            elif isinstance(value, dict):
-                merged[name] = {k: merged[name].get(k, 0) + value.get(k, 0) for k in {*merged[name], *value}}
-            elif isinstance(value, int):
-                merged[name] = merged[name] + value
-    if summaries:  # what is still pending is the last summary's view, not a sum
-        merged["pending_groups"] = summaries[-1].pending_groups
-        merged["pending_embargoes"] = summaries[-1].pending_embargoes
-    return RunSummary(**merged)
+    return RunSummary.merged(summaries)

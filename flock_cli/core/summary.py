@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
@@ -162,6 +162,28 @@ class RunSummary(BaseModel):
         """Pending groups nothing left in the flock can complete (``stuck`` or ``deadlock``):
         at the end of a closed run (``flock run`` without ``--watch``) a workflow did not finish."""
         return [g for g in self.pending_groups if g.status != "waiting"]
+
+    @classmethod
+    def merged(cls, summaries: list[RunSummary]) -> RunSummary:
+        """One summary of consecutive periods (a watch's and its shutdown's): counts and lists
+        add up; what is still pending is the last summary's view."""
+        merged: dict[str, Any] = {}
+        for summary in summaries:
+            for name, value in summary:
+                if name not in merged:
+                    merged[name] = value
+                elif isinstance(value, list):
+                    merged[name] = [*merged[name], *value]
+                elif isinstance(value, dict):
+                    merged[name] = {
+                        k: merged[name].get(k, 0) + value.get(k, 0) for k in {*merged[name], *value}
+                    }
+                elif isinstance(value, int):
+                    merged[name] = merged[name] + value
+        if summaries:
+            merged["pending_groups"] = summaries[-1].pending_groups
+            merged["pending_embargoes"] = summaries[-1].pending_embargoes
+        return cls(**merged)
 
 
 class LiveStatus(BaseModel):

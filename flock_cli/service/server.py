@@ -77,6 +77,8 @@ class BlackboardHTTPService:
         self._server: Any = None
         self._stopping: asyncio.Task[RunSummary | None] | None = None
         self._stop_board = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self._summaries: list[RunSummary] = []
         self.summary: RunSummary | None = None
         """What the flock did while served (set when the service has stopped)."""
         self.bound: asyncio.Event | None = None
@@ -107,7 +109,7 @@ class BlackboardHTTPService:
         await self._check_board()
         if self.config.orchestrate:
             await flock.attach(force=self._force)
-        watcher = asyncio.create_task(self._watch()) if self.config.orchestrate else None
+        watcher = self._watcher = asyncio.create_task(self._watch()) if self.config.orchestrate else None
         tail = asyncio.create_task(state.tail.run(self._stop_board))
         monitor = asyncio.create_task(self._monitor())
         server = self._server = _Server(
@@ -168,7 +170,7 @@ class BlackboardHTTPService:
         state = self.state
         state.scheduler_running = False
         try:
-            return await state.flock.shutdown(
+            final = await state.flock.shutdown(
                 self.config.shutdown_timeout_s,
                 drain=False,
                 release_interrupted=state.store.durable,
@@ -176,12 +178,17 @@ class BlackboardHTTPService:
         except Exception:
             log.exception("flock serve: stopping the flock failed")
             raise
+        if self._watcher is not None:
+            await _cancelled(self._watcher)  # the watch returns its summary once stopped
+        from flock_cli.core.summary import RunSummary
+
+        return RunSummary.merged([*self._summaries, final])
 
     async def _watch(self) -> None:
         state = self.state
         state.scheduler_running = True
         try:
-            await state.flock.watch(stop=self._stop_board)
+            self._summaries.append(await state.flock.watch(stop=self._stop_board))
         except Exception as exc:
             log.error("flock serve: the scheduler stopped: %s", exc)
             raise

@@ -1,0 +1,175 @@
+"""`flock serve` as users run it: a real subprocess, SIGTERM, and the CLI as its client
+(`flock publish --url`, `flock board list --url`, `flock token new`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from flock_cli.cli.app import app
+from tests.serve_helpers import FLOCK, ROOT, ServeProcess, auth, read_events, token_file
+
+pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
+
+SLOW = """\
+name: slow
+types:
+  Job: {fields: {n: int}}
+  Done: {fields: {n: int}}
+agents:
+  worker:
+    consumes: Job
+    publishes: Done
+    engine: {kind: test, latency: 3s}
+"""
+
+
+def flock(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FLOCK, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sigterm_drains_the_run_in_flight_and_ends_the_streams(tmp_path: Path) -> None:
+    (tmp_path / "slow.yaml").write_text(SLOW)
+    tokens = token_file(tmp_path, {"ops": ("tok-ops", {"publish": "*", "operator": True})})
+    server = ServeProcess(["slow.yaml", "--tokens", str(tokens), "--board", "b.db", "--no-traces"], tmp_path)
+    try:
+        server.wait_ready()
+        headers = {"Authorization": "Bearer tok-ops"}
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            with client.stream("GET", "/v1/events", headers=headers) as stream:
+                assert (
+                    client.post("/v1/artifacts/Job", json={"payload": {"n": 1}}, headers=headers).status_code
+                    == 201
+                )
+                read_events(stream, lambda e: e[-1]["event"] == "run.started")
+                server.process.terminate()  # SIGTERM while the 3 s run is going
+                rest = read_events(stream, lambda e: e[-1]["event"] == "stream.closed")
+        assert rest[-1]["event"] == "stream.closed"
+        assert server.process.wait(40) == 0
+    finally:
+        server.kill()
+    output = server.output()
+    assert "stopped: 1 runs, 0 failed, 0 dead letters" in output, output
+    assert "Traceback" not in output
+    listed = flock("board", "list", "--board", "b.db", "--json", cwd=tmp_path)
+    assert {a["type"] for a in json.loads(listed.stdout)["artifacts"]} == {"Job", "Done"}  # the run finished
+
+
+def test_the_cli_as_a_client_of_the_service(tmp_path: Path) -> None:
+    made = flock("token", "new", "acme-app", "--tenant", "acme", "--publish", "SupportRequest", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("flk_") and token not in (tmp_path / "tokens.yaml").read_text()
+    assert stat.S_IMODE((tmp_path / "tokens.yaml").stat().st_mode) == 0o600
+    recipe = str(ROOT / "recipes" / "multi_tenant.yaml")
+    server = ServeProcess(
+        [recipe, "--tokens", "tokens.yaml", "--board", "b.db", "--engine", "test"], tmp_path
+    )
+    try:
+        server.wait_ready()
+        payload = tmp_path / "request.json"
+        payload.write_text(json.dumps({"customer": "acme", "subject": "Data export", "body": "Please."}))
+        env = {"FLOCK_TOKEN": token}
+        sent = flock(
+            "publish", "SupportRequest", str(payload), "--url", server.url, "--json", cwd=tmp_path, env=env
+        )
+        assert sent.returncode == 0, sent.stderr
+        artifact = json.loads(sent.stdout)[0]
+        assert artifact["produced_by"] == "acme-app"
+        listed = flock(
+            "board", "list", "--url", server.url, "--json", "--type", "SupportRequest", cwd=tmp_path, env=env
+        )
+        assert listed.returncode == 0, listed.stderr
+        body = json.loads(listed.stdout)
+        assert body["viewer"]["name"] == "acme-app" and [a["id"] for a in body["artifacts"]] == [
+            artifact["id"]
+        ]
+
+        payload.write_text(json.dumps({"customer": "acme", "subject": "x"}))
+        bad = flock("publish", "SupportRequest", str(payload), "--url", server.url, cwd=tmp_path, env=env)
+        assert (
+            bad.returncode == 2 and "422" in bad.stderr and "subject" in bad.stderr and "body" in bad.stderr
+        )
+        assert "Traceback" not in bad.stderr
+        anonymous = flock("publish", "SupportRequest", str(payload), "--url", server.url, cwd=tmp_path)
+        assert anonymous.returncode == 2 and "FLOCK_TOKEN" in anonymous.stderr
+        wrong = flock("board", "list", "--url", server.url, cwd=tmp_path, env={"FLOCK_TOKEN": "nope"})
+        assert wrong.returncode == 2 and "401" in wrong.stderr
+    finally:
+        assert server.terminate() == 0
+    down = flock("board", "list", "--url", server.url, cwd=tmp_path, env={"FLOCK_TOKEN": token})
+    assert down.returncode == 2 and "cannot reach the service" in down.stderr
+
+
+def test_refusals_are_one_line_usage_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    recipe = str(ROOT / "recipes" / "multi_tenant.yaml")
+    exposed = runner.invoke(
+        app, ["serve", recipe, "--host", "0.0.0.0", "--engine", "test", "--board", str(tmp_path / "b.db")]
+    )
+    assert exposed.exit_code == 2 and "refusing to serve on 0.0.0.0 without tokens" in exposed.output
+    broken = tmp_path / "tokens.yaml"
+    broken.write_text("tokens:\n  - name: acme\n    sha256: abc\n")
+    result = runner.invoke(app, ["serve", recipe, "--tokens", str(broken), "--board", str(tmp_path / "b.db")])
+    assert result.exit_code == 2
+    assert f"{broken}:2:5: tokens[0]: sha256:" in result.output and "Traceback" not in result.output
+    agent_named = token_file(tmp_path, {"acme_support": ("t", {})})
+    result = runner.invoke(
+        app, ["serve", recipe, "--tokens", str(agent_named), "--board", str(tmp_path / "b.db")]
+    )
+    assert result.exit_code == 2 and "has the name of an agent" in result.output
+
+
+def test_api_only_replica_and_orchestrator_share_a_sqlite_board(tmp_path: Path) -> None:
+    """An API-only `flock serve --no-orchestrator` publishes; a `flock run --watch` on the same
+    board runs the agents; the replica's event stream shows what the orchestrator published."""
+    tokens = token_file(tmp_path)
+    recipe = str(ROOT / "recipes" / "multi_tenant.yaml")
+    api = ServeProcess([recipe, "--tokens", str(tokens), "--board", "b.db", "--no-orchestrator"], tmp_path)
+    worker_log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [*FLOCK, "run", recipe, "--board", "b.db", "--watch", "--engine", "test", "--quiet", "--no-traces"],
+        cwd=tmp_path,
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        api.wait_ready()
+        events: list[dict[str, Any]] = []
+        with httpx.Client(base_url=api.url, timeout=30) as client:
+            with client.stream("GET", "/v1/events", headers=auth("acme-app")) as stream:
+                body = {"payload": {"customer": "acme", "subject": "Export", "body": "Please."}}
+                timer = threading.Timer(
+                    0.5,
+                    lambda: client.post("/v1/artifacts/SupportRequest", json=body, headers=auth("acme-app")),
+                )
+                timer.start()
+                events = read_events(
+                    stream,
+                    lambda e: any(x["data"].get("artifact", {}).get("type") == "Case" for x in e),
+                    limit=60,
+                )
+                timer.join()
+        case = next(e for e in events if e["data"].get("artifact", {}).get("type") == "Case")
+        assert case["data"]["artifact"]["produced_by"] == "acme_support"
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        worker_log.close()
+        assert api.terminate() == 0

@@ -1,0 +1,75 @@
+"""The service's limits over real HTTP: the body size cap, the rate limit per token, and the
+backpressure of a full board (429 with Retry-After instead of memory growing without bound)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flock_cli.recipe.loader import load_recipe
+from flock_cli.store.sqlite import SQLiteBlackboardStore
+from tests.serve_helpers import ROOT, auth, in_thread, token_file
+
+pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
+
+RECIPE = ROOT / "recipes" / "multi_tenant.yaml"
+BODY = {"payload": {"customer": "acme", "subject": "Export", "body": "Please."}}
+
+
+def test_body_size_and_rate_limits(tmp_path: Path) -> None:
+    flock = load_recipe(RECIPE).build(
+        store=SQLiteBlackboardStore(tmp_path / "b.db"), engine_override="test", traces=False
+    )
+    served = flock.serve(
+        port=0, tokens=token_file(tmp_path), max_body_bytes=2048, requests_per_second=0.5, burst=3
+    )
+    with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        big = {"payload": {"customer": "acme", "subject": "Export", "body": "x" * 5000}}
+        answer = client.post("/v1/artifacts/SupportRequest", json=big, headers=auth("acme-app"))
+        assert answer.status_code == 413 and answer.headers["content-type"] == "application/problem+json"
+        assert "2048" in answer.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
+            yield b'{"payload": {"customer": "acme", "subject": "Export", "body": "'
+            for _ in range(10):
+                yield b"y" * 500
+            yield b'"}}'
+
+        chunked = client.post(
+            "/v1/artifacts/SupportRequest",
+            content=chunks(),
+            headers={**auth("globex-app"), "content-type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        # The oversized bodies were refused before they reached the rate limit.
+        statuses = [client.get("/v1/whoami", headers=auth("acme-app")).status_code for _ in range(4)]
+        assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
+        limited = client.get("/v1/whoami", headers=auth("acme-app"))
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert client.get("/v1/whoami", headers=auth("globex-app")).status_code == 200  # per token
+        assert client.get("/health/live").status_code == 200  # probes are not rate limited
+
+
+def test_a_full_board_answers_429(tmp_path: Path) -> None:
+    # An API-only replica: nothing routes what it publishes, so open work only grows.
+    flock = load_recipe(RECIPE).build(
+        store=SQLiteBlackboardStore(tmp_path / "b.db"), engine_override="test", traces=False, role="publisher"
+    )
+    served = flock.serve(port=0, tokens=token_file(tmp_path), max_pending=2)
+    with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        ready = client.get("/health/ready").json()
+        assert ready["checks"]["scheduler"] == "none (API only)"
+        statuses = []
+        for _ in range(4):
+            statuses.append(
+                client.post("/v1/artifacts/SupportRequest", json=BODY, headers=auth("acme-app")).status_code
+            )
+            time.sleep(0.7)  # the service counts the board's open work twice a second
+        assert statuses == [201, 201, 201, 429]
+        full = client.post("/v1/artifacts/SupportRequest", json=BODY, headers=auth("acme-app"))
+        assert full.status_code == 429 and full.headers["retry-after"] == "1"
+        assert "max_pending" in full.json()["detail"]
