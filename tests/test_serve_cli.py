@@ -51,15 +51,17 @@ def test_sigterm_drains_the_run_in_flight_and_ends_the_streams(tmp_path: Path) -
     try:
         server.wait_ready()
         headers = {"Authorization": "Bearer tok-ops"}
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            with client.stream("GET", "/v1/events", headers=headers) as stream:
-                assert (
-                    client.post("/v1/artifacts/Job", json={"payload": {"n": 1}}, headers=headers).status_code
-                    == 201
-                )
-                read_events(stream, lambda e: e[-1]["event"] == "run.started")
-                server.process.terminate()  # SIGTERM while the 3 s run is going
-                rest = read_events(stream, lambda e: e[-1]["event"] == "stream.closed")
+        with (
+            httpx.Client(base_url=server.url, timeout=30) as client,
+            client.stream("GET", "/v1/events", headers=headers) as stream,
+        ):
+            assert (
+                client.post("/v1/artifacts/Job", json={"payload": {"n": 1}}, headers=headers).status_code
+                == 201
+            )
+            read_events(stream, lambda e: e[-1]["event"] == "run.started")
+            server.process.terminate()  # SIGTERM while the 3 s run is going
+            rest = read_events(stream, lambda e: e[-1]["event"] == "stream.closed")
         assert rest[-1]["event"] == "stream.closed"
         assert server.process.wait(40) == 0
     finally:
@@ -152,20 +154,22 @@ def test_api_only_replica_and_orchestrator_share_a_sqlite_board(tmp_path: Path) 
     try:
         api.wait_ready()
         events: list[dict[str, Any]] = []
-        with httpx.Client(base_url=api.url, timeout=30) as client:
-            with client.stream("GET", "/v1/events", headers=auth("acme-app")) as stream:
-                body = {"payload": {"customer": "acme", "subject": "Export", "body": "Please."}}
-                timer = threading.Timer(
-                    0.5,
-                    lambda: client.post("/v1/artifacts/SupportRequest", json=body, headers=auth("acme-app")),
-                )
-                timer.start()
-                events = read_events(
-                    stream,
-                    lambda e: any(x["data"].get("artifact", {}).get("type") == "Case" for x in e),
-                    limit=60,
-                )
-                timer.join()
+        with (
+            httpx.Client(base_url=api.url, timeout=30) as client,
+            client.stream("GET", "/v1/events", headers=auth("acme-app")) as stream,
+        ):
+            body = {"payload": {"customer": "acme", "subject": "Export", "body": "Please."}}
+            timer = threading.Timer(
+                0.5,
+                lambda: client.post("/v1/artifacts/SupportRequest", json=body, headers=auth("acme-app")),
+            )
+            timer.start()
+            events = read_events(
+                stream,
+                lambda e: any(x["data"].get("artifact", {}).get("type") == "Case" for x in e),
+                limit=60,
+            )
+            timer.join()
         case = next(e for e in events if e["data"].get("artifact", {}).get("type") == "Case")
         assert case["data"]["artifact"]["produced_by"] == "acme_support"
     finally:

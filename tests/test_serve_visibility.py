@@ -104,7 +104,8 @@ def test_no_token_reads_what_it_may_not_see(tmp_path: Path) -> None:
                     leaks += one.status_code != 404
                     leaks += lineage.status_code != 404
             with client.stream("GET", "/v1/events", params={"after": 0}, headers=headers) as stream:
-                events = read_events(stream, lambda e: len(e) >= len(allowed), limit=20) if allowed else []
+                wanted = len(allowed)
+                events = read_events(stream, lambda e, n=wanted: len(e) >= n, limit=20) if allowed else []
             streamed = {e["data"]["artifact"]["id"] for e in events if e["event"] == "artifact.published"}
             attempts += len(everything)
             leaks += len(streamed - {str(a) for a in allowed})

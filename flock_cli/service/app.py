@@ -128,7 +128,8 @@ def _publish_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
 
         raise Problem(
             404,
-            f"the recipe has no type {type_name!r}.{did_you_mean(type_name, known)} Its types: {', '.join(known)}",
+            f"the recipe has no type {type_name!r}.{did_you_mean(type_name, known)}"
+            f" Its types: {', '.join(known)}",
         )
 
 
