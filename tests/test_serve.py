@@ -43,7 +43,9 @@ def publish(
     client: httpx.Client, who: str, payload: dict[str, Any] = REQUEST, **envelope: Any
 ) -> httpx.Response:
     headers = {**auth(who), **envelope.pop("headers", {})}
-    return client.post("/v1/artifacts/SupportRequest", json={"payload": payload, **envelope}, headers=headers)
+    return client.post(
+        "/v1/types/SupportRequest/artifacts", json={"payload": payload, **envelope}, headers=headers
+    )
 
 
 def wait_for(client: httpx.Client, who: str, params: dict[str, Any], count: int) -> dict[str, Any]:
@@ -98,7 +100,7 @@ def test_idempotency_key_returns_the_first_artifact(service: tuple[Any, httpx.Cl
     ops = client.get("/v1/artifacts", params={"type": "SupportRequest"}, headers=auth("ops")).json()
     assert ops["total"] == 0  # the ops token has no tenant: tenant artifacts are not for it
     empty = publish(client, "acme-app", headers={"Idempotency-Key": ""})
-    assert empty.status_code == 400 and "Idempotency-Key" in empty.json()["detail"]
+    assert empty.status_code == 422 and "idempotency-key" in empty.json()["detail"]
 
 
 def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None:
@@ -120,7 +122,7 @@ def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None
     assert none.status_code == 401 and none.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/v1/artifacts", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert publish(client, "auditor").status_code == 403  # may publish nothing
-    assert client.post("/v1/artifacts/Nope", json={}, headers=auth("ops")).status_code == 404
+    assert client.post("/v1/types/Nope/artifacts", json={}, headers=auth("ops")).status_code == 404
     assert client.get("/v1/agents", headers=auth("acme-app")).status_code == 403
     assert client.get(f"/v1/artifacts/{uuid.uuid4()}", headers=auth("ops")).status_code == 404
     wrong_visibility = publish(client, "acme-app", visibility="private:nobody")
@@ -159,7 +161,7 @@ def test_operator_views_health_metrics_and_openapi(service: tuple[Any, httpx.Cli
     schema = client.get("/openapi.json").json()
     names = set(schema["components"]["schemas"])
     assert {"SupportRequest", "Case", "Escalation", "Resolution", "PublishSupportRequest", "Problem"} <= names
-    body = schema["paths"]["/v1/artifacts/SupportRequest"]["post"]["requestBody"]["content"][
+    body = schema["paths"]["/v1/types/SupportRequest/artifacts"]["post"]["requestBody"]["content"][
         "application/json"
     ]
     assert body["schema"] == {"$ref": "#/components/schemas/PublishSupportRequest"}
@@ -183,7 +185,10 @@ def test_dead_letters_and_redelivery(tmp_path: Path) -> None:
     with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
         ops = {"Authorization": "Bearer tok-ops"}
         reader = {"Authorization": "Bearer tok-r"}
-        assert client.post("/v1/artifacts/Job", json={"payload": {"n": 1}}, headers=reader).status_code == 201
+        assert (
+            client.post("/v1/types/Job/artifacts", json={"payload": {"n": 1}}, headers=reader).status_code
+            == 201
+        )
         letters: list[dict[str, Any]] = []
         for _ in range(400):
             letters = client.get("/v1/dead-letters", headers=ops).json()

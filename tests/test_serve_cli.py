@@ -56,7 +56,9 @@ def test_sigterm_drains_the_run_in_flight_and_ends_the_streams(tmp_path: Path) -
             client.stream("GET", "/v1/events", headers=headers) as stream,
         ):
             assert (
-                client.post("/v1/artifacts/Job", json={"payload": {"n": 1}}, headers=headers).status_code
+                client.post(
+                    "/v1/types/Job/artifacts", json={"payload": {"n": 1}}, headers=headers
+                ).status_code
                 == 201
             )
             read_events(stream, lambda e: e[-1]["event"] == "run.started")
@@ -161,7 +163,9 @@ def test_api_only_replica_and_orchestrator_share_a_sqlite_board(tmp_path: Path) 
             body = {"payload": {"customer": "acme", "subject": "Export", "body": "Please."}}
             timer = threading.Timer(
                 0.5,
-                lambda: client.post("/v1/artifacts/SupportRequest", json=body, headers=auth("acme-app")),
+                lambda: client.post(
+                    "/v1/types/SupportRequest/artifacts", json=body, headers=auth("acme-app")
+                ),
             )
             timer.start()
             events = read_events(

@@ -29,7 +29,7 @@ def test_body_size_and_rate_limits(tmp_path: Path) -> None:
     )
     with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
         big = {"payload": {"customer": "acme", "subject": "Export", "body": "x" * 5000}}
-        answer = client.post("/v1/artifacts/SupportRequest", json=big, headers=auth("acme-app"))
+        answer = client.post("/v1/types/SupportRequest/artifacts", json=big, headers=auth("acme-app"))
         assert answer.status_code == 413 and answer.headers["content-type"] == "application/problem+json"
         assert "2048" in answer.json()["detail"]
 
@@ -40,7 +40,7 @@ def test_body_size_and_rate_limits(tmp_path: Path) -> None:
             yield b'"}}'
 
         chunked = client.post(
-            "/v1/artifacts/SupportRequest",
+            "/v1/types/SupportRequest/artifacts",
             content=chunks(),
             headers={**auth("globex-app"), "content-type": "application/json"},
         )
@@ -66,10 +66,12 @@ def test_a_full_board_answers_429(tmp_path: Path) -> None:
         statuses = []
         for _ in range(4):
             statuses.append(
-                client.post("/v1/artifacts/SupportRequest", json=BODY, headers=auth("acme-app")).status_code
+                client.post(
+                    "/v1/types/SupportRequest/artifacts", json=BODY, headers=auth("acme-app")
+                ).status_code
             )
             time.sleep(0.7)  # the service counts the board's open work twice a second
         assert statuses == [201, 201, 201, 429]
-        full = client.post("/v1/artifacts/SupportRequest", json=BODY, headers=auth("acme-app"))
+        full = client.post("/v1/types/SupportRequest/artifacts", json=BODY, headers=auth("acme-app"))
         assert full.status_code == 429 and full.headers["retry-after"] == "1"
         assert "max_pending" in full.json()["detail"]

@@ -63,7 +63,9 @@ def test_no_token_reads_what_it_may_not_see(tmp_path: Path) -> None:
             for who, customer in (("acme-app", "acme"), ("globex-app", "globex")):
                 body = {"payload": {"customer": customer, "subject": f"subject {n}", "body": "b"}}
                 assert (
-                    client.post("/v1/artifacts/SupportRequest", json=body, headers=auth(who)).status_code
+                    client.post(
+                        "/v1/types/SupportRequest/artifacts", json=body, headers=auth(who)
+                    ).status_code
                     == 201
                 )
         extra = [
@@ -74,7 +76,7 @@ def test_no_token_reads_what_it_may_not_see(tmp_path: Path) -> None:
         ]
         for who, rule, customer in extra:
             body = {"payload": {"customer": customer, "subject": "xyz", "body": "y"}, "visibility": rule}
-            answer = client.post("/v1/artifacts/SupportRequest", json=body, headers=auth(who))
+            answer = client.post("/v1/types/SupportRequest/artifacts", json=body, headers=auth(who))
             assert answer.status_code == 201, answer.text
         expected = 6 * 4 + len(extra)  # each request: a Case, an Escalation and a Resolution
         deadline = time.monotonic() + 30

@@ -44,7 +44,7 @@ class ServiceClient:
     def publish(self, type_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Publish one artifact (retried with one idempotency key); returns it."""
         key = str(uuid.uuid4())
-        answer: dict[str, Any] = self._call("POST", f"/v1/artifacts/{type_name}", json=body,
+        answer: dict[str, Any] = self._call("POST", f"/v1/types/{type_name}/artifacts", json=body,
                                             headers={"Idempotency-Key": key})  # fmt: skip
         return answer
 

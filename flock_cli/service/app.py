@@ -8,7 +8,10 @@ viewer, so an HTTP reader is filtered (and its denials recorded) exactly as an a
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
 # those of the per-type publish routes are made at run time (each its own body model).
 import asyncio
-from datetime import datetime
+import contextlib
+import json
+import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -16,6 +19,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flock_cli.errors import UserError
@@ -47,6 +51,23 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"description": "rate limit reached (see Retry-After)", **_PROBLEM},
 }
 MAX_PAGE = 1000
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+
+def _iso_only(value: Any) -> Any:
+    """Refuse a number where a time is asked (Pydantic would read it as Unix seconds)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
+        raise ValueError("a time is written in ISO 8601, e.g. 2026-12-04T09:30:00Z")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+Instant = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 def build_app(state: "ServiceState") -> Any:
@@ -61,6 +82,7 @@ def build_app(state: "ServiceState") -> Any:
         redoc_url=None,
     )
     app.state.flock = state
+    app.state.bodies = []  # the publish bodies, added to the OpenAPI document's schemas
     bearer = HTTPBearer(auto_error=False, description="A token of the service's token file.")
 
     async def principal(
@@ -122,7 +144,15 @@ def _publish_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         _publish_route(app, state, caller, type_name, model)
     known = sorted(n for n in state.types if "." not in n)
 
-    @app.post("/v1/artifacts/{type_name}", include_in_schema=False)
+    @app.get("/v1/types", operation_id="list_types", tags=["publish"], responses=_ERRORS)
+    async def types(who: caller) -> list[dict[str, Any]]:
+        """The recipe's types with their JSON schemas, and whether this token may publish each."""
+        return [
+            {"name": name, "may_publish": who.can_publish(name), "schema": model.model_json_schema()}
+            for name, model in sorted(state.types.items())
+        ]
+
+    @app.post("/v1/types/{type_name}/artifacts", include_in_schema=False)
     async def unknown_type(type_name: str, who: caller) -> None:
         from flock_cli.errors import did_you_mean
 
@@ -136,22 +166,25 @@ def _publish_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
 def _publish_route(
     app: FastAPI, state: "ServiceState", caller: Any, type_name: str, model: "type[BaseModel]"
 ) -> None:
-    body_model = publish_body(type_name, model)
+    agents = [a.name for a in state.flock.agents]
+    body_model = publish_body(type_name, model, agents)
+    app.state.bodies.append(body_model)
 
     async def mark_type(request: Request) -> None:
         request.scope["flock_type"] = type_name  # names the type in a 422 answer
 
     async def publish(
+        request: Request,
         response: Response,
         who: caller,
-        body: body_model,  # type: ignore[valid-type]
         idempotency_key: Annotated[
-            str | None,
+            IdempotencyKey | None,
             Header(
                 description="Retrying with the same key returns the first artifact instead of a second one."
             ),
         ] = None,
     ) -> ArtifactOut:
+        body = await _strict_body(request, body_model, agents)
         artifact, new = await publishing.publish(state, who, type_name, body, idempotency_key)
         response.status_code = 201 if new else 200
         if not new:
@@ -160,23 +193,82 @@ def _publish_route(
         return ArtifactOut.of(artifact)
 
     app.post(
-        f"/v1/artifacts/{type_name}",
+        f"/v1/types/{type_name}/artifacts",
         response_model=ArtifactOut,
         status_code=201,
         operation_id=f"publish_{type_name}",
         summary=f"Publish a {type_name}",
         tags=["publish"],
         dependencies=[Depends(mark_type)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{body_model.__name__}"}}
+                },
+            }
+        },
         responses={
             **_ERRORS,
             200: {"description": "published before with this Idempotency-Key: the first artifact"},
+            400: {"description": "a malformed request (a header HTTP does not allow)"},
             403: {"description": "the token may not publish this type", **_PROBLEM},
             409: {"description": "the Idempotency-Key was used for other content", **_PROBLEM},
             413: {"description": "the body is too large", **_PROBLEM},
+            415: {"description": "the body is not JSON", **_PROBLEM},
             422: {"description": "the payload is invalid: every field error", **_PROBLEM},
             503: {"description": "the service is shutting down", **_PROBLEM},
         },
     )(publish)
+
+
+async def _strict_body(request: Request, body_model: "type[BaseModel]", agents: list[str]) -> "BaseModel":
+    """The request's JSON body validated strictly against ``body_model``: the service accepts
+    what its OpenAPI document says and nothing looser (no ``0`` for ``false``, no ``"3"`` for 3)."""
+    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise Problem(415, f"send the body as application/json, not {kind or 'nothing'}")
+    raw = await request.body()
+    # JSON Schema counts 3.0 as an integer and Pydantic's strict mode does not: the one
+    # difference between the two, settled before validating. (Not JSON, or NaN: Pydantic names
+    # the error below.)
+    with contextlib.suppress(ValueError):
+        raw = json.dumps(_integral(json.loads(raw, parse_constant=_no_constant))).encode()
+    try:
+        return body_model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = [
+            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)
+        ]
+        raise RequestValidationError([_plain(e, agents) for e in errors]) from None
+
+
+def _plain(error: dict[str, Any], agents: list[str]) -> dict[str, Any]:
+    """A visibility that does not match its pattern, told as ``flock publish --visibility`` tells it."""
+    if error["loc"] != ("body", "visibility") or error.get("type") != "string_pattern_mismatch":
+        return error
+    from flock_cli.errors import UserError
+    from flock_cli.recipe.visibility_text import parse_visibility
+
+    try:
+        parse_visibility(str(error.get("input")), agents=agents, label="visibility")
+    except UserError as exc:
+        return {**error, "msg": str(exc)}
+    return {**error, "msg": "an embargo here lasts 1 to 999 s, m, h or d (after:30m)"}
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
@@ -191,12 +283,12 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     )
     async def list_artifacts(
         who: caller,
-        type: Annotated[list[str] | None, Query(description="only these types")] = None,
-        produced_by: Annotated[list[str] | None, Query(description="only from these producers")] = None,
+        type: Annotated[list[Name] | None, Query(description="only these types")] = None,
+        produced_by: Annotated[list[Name] | None, Query(description="only from these producers")] = None,
         correlation_id: Annotated[UUID | None, Query()] = None,
-        tag: Annotated[list[str] | None, Query(description="only artifacts with every tag")] = None,
-        since: Annotated[datetime | None, Query(description="created at or after")] = None,
-        until: Annotated[datetime | None, Query(description="created before")] = None,
+        tag: Annotated[list[Name] | None, Query(description="only artifacts with every tag")] = None,
+        since: Annotated[Instant | None, Query(description="created at or after (ISO 8601)")] = None,
+        until: Annotated[Instant | None, Query(description="created before (ISO 8601)")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         order: Annotated[str, Query(pattern="^(newest|oldest)$")] = "newest",
@@ -278,7 +370,7 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         correlation_id: Annotated[
             UUID | None, Query(description="only this workflow (from its start)")
         ] = None,
-        type: Annotated[list[str] | None, Query(description="only artifacts of these types")] = None,
+        type: Annotated[list[Name] | None, Query(description="only artifacts of these types")] = None,
         after: Annotated[int | None, Query(ge=0, description="start after this board position")] = None,
         last_event_id: Annotated[str | None, Header(description="resume after this event")] = None,
     ) -> StreamingResponse:
@@ -385,7 +477,11 @@ def _ops_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         state.tail.wake()
         return {"status": "redelivered", "letter": str(letter_id)}
 
-    @app.get("/v1/runs", operation_id="list_runs", tags=["operate"], responses={**_ERRORS, **forbidden})
+    no_runs: dict[int | str, dict[str, Any]] = {404: {"description": "tracing is off: no runs", **_PROBLEM}}
+
+    @app.get(
+        "/v1/runs", operation_id="list_runs", tags=["operate"], responses={**_ERRORS, **forbidden, **no_runs}
+    )
     async def runs(
         who: caller,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
@@ -398,7 +494,11 @@ def _ops_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         "/v1/runs/{run}",
         operation_id="get_run",
         tags=["operate"],
-        responses={**_ERRORS, **forbidden, 404: {"description": "no such run", **_PROBLEM}},
+        responses={
+            **_ERRORS,
+            **forbidden,
+            404: {"description": "no such run (or tracing is off)", **_PROBLEM},
+        },
     )
     async def run(run: str, who: caller) -> dict[str, Any]:
         """One run as a tree, as ``flock trace show --json`` gives it."""
@@ -438,6 +538,18 @@ def _openapi(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                if "422" in responses:  # FastAPI documents its own body; ours is a problem document
+                    responses["422"] = {"description": "an invalid request: every field error", **_PROBLEM}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        for body in app.state.bodies:  # read from the raw body (strictly): not known to FastAPI
+            found = body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(found.pop("$defs", {}))
+            schemas[body.__name__] = found
         schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
             "type": "object",
             "title": "Problem",

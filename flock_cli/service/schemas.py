@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -85,31 +86,43 @@ class DeadLetterOut(BaseModel):
     created_at: datetime
 
 
-_ENVELOPE_FIELDS: dict[str, Any] = {
-    "correlation_id": (
-        UUID | None,
-        Field(default=None, description="the workflow to join (default: a new one)"),
-    ),
-    "partition_key": (str | None, Field(default=None, max_length=256)),
-    "tags": (list[str], Field(default_factory=list, max_length=64)),
-    "visibility": (
-        str | None,
-        Field(
-            default=None,
-            description="public, private:AGENT[,AGENT], labelled:LABEL[,LABEL], tenant:ID or after:DURATION"
-            " (default: tenant:<the token's tenant> for a token with a tenant, else public)",
-        ),
-    ),
-}
+_NAME = r"[A-Za-z0-9_.-]{1,64}"
+Tag = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-def publish_body(type_name: str, model: type[BaseModel]) -> type[BaseModel]:
-    """The body of ``POST /v1/artifacts/{type_name}``: the typed payload and its envelope."""
+def visibility_pattern(agents: list[str]) -> str:
+    """The pattern of the ``visibility`` field: the rules ``flock publish --visibility`` takes,
+    with the recipe's agents for ``private`` and embargoes of 1 to 999 seconds, minutes, hours or
+    days (so that a value the schema allows is one the service accepts)."""
+    names = "|".join(re.escape(a) for a in sorted(agents)) or "(?!)"
+    private = f"private:({names})(,({names}))*"
+    return (
+        f"^(public|{private}|labelled:{_NAME}(,{_NAME})*|tenant:{_NAME}|after:[1-9][0-9]{{0,2}}(s|m|h|d)?)$"
+    )
+
+
+def publish_body(type_name: str, model: type[BaseModel], agents: list[str]) -> type[BaseModel]:
+    """The body of ``POST /v1/types/{type_name}/artifacts``: the typed payload and its envelope."""
     body: type[BaseModel] = create_model(
         f"Publish{type_name}",
         __config__=ConfigDict(extra="forbid"),
         __doc__=f"An artifact of type {type_name} to publish.",
         payload=(model, ...),
-        **_ENVELOPE_FIELDS,
+        correlation_id=(
+            UUID | None,
+            Field(default=None, description="the workflow to join (default: a new one)"),
+        ),
+        partition_key=(str | None, Field(default=None, min_length=1, max_length=256)),
+        tags=(list[Tag], Field(default_factory=list, max_length=64)),
+        visibility=(
+            str | None,
+            Field(
+                default=None,
+                pattern=visibility_pattern(agents),
+                description="public, private:AGENT[,AGENT], labelled:LABEL[,LABEL], tenant:ID or"
+                " after:DURATION (default: tenant:<the token's tenant> for a token with a tenant,"
+                " else public)",
+            ),
+        ),
     )
     return body
