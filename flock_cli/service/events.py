@@ -175,6 +175,8 @@ class LocalEvent:
     data: dict[str, Any]
     inputs: tuple[Artifact, ...] = ()
     artifact_id: UUID | None = None
+    at: float = 0.0
+    """When it happened (Unix seconds): where it goes among artifacts a stream catches up on."""
 
 
 class ActivityHub:
@@ -221,7 +223,7 @@ class ActivityHub:
         self, kind: str, data: dict[str, Any], inputs: tuple[Artifact, ...], artifact_id: UUID | None
     ) -> None:
         self.count += 1
-        self._kept.append(LocalEvent(self.count, kind, data, inputs, artifact_id))
+        self._kept.append(LocalEvent(self.count, kind, data, inputs, artifact_id, time.time()))
         self._notifier.notify()
 
     def since(self, number: int) -> list[LocalEvent]:
@@ -289,11 +291,25 @@ async def event_stream(
     index = tail.count
     upto = tail.cursor
     sent: set[int] = set()
+    # A client following one workflow from its start gets the run events this process still
+    # holds too, placed among the artifacts by time (it may have published before it asked).
+    held = hub.since(0) if resumed is None and wanted.correlation_id is not None else []
+    cursor.number = hub.count if held else cursor.number
+    caught: list[tuple[float, int, Any]] = [(e.at, 1, e) for e in held]
     # Catch up from the board, up to what the tail had taken in when the stream began.
     async for position, artifact in _board_since(store, cursor.position, upto, query):
         sent.add(position)
+        if held:
+            caught.append((artifact.created_at.timestamp(), 0, (position, artifact)))
+            continue
         for text in await _artifact_event(store, artifact, position, viewer, cursor, now):
             yield text
+    for _, is_event, item in sorted(caught, key=lambda c: (c[0], c[1])):
+        if not is_event:
+            for text in await _artifact_event(store, item[1], item[0], viewer, cursor, now):
+                yield text
+        elif await _shows(store, item, viewer, wanted, now):
+            yield _frame(cursor.text(), item.kind, item.data)
     last_beat = time.monotonic()
     held_since: float | None = None
     held_polls = 0
