@@ -4,7 +4,9 @@ Scenarios (each on a fresh board):
 
 * ``sqlite-1``: one `flock serve` over a SQLite board;
 * ``postgres-2``: two replicas over one PostgreSQL board (a throwaway server, bench/pg_kit.py);
-* ``postgres-2-kill``: the same, one replica killed with SIGKILL when half the artifacts are in.
+* ``postgres-2-kill``: the same, one replica killed with SIGKILL when half the artifacts are in;
+* ``postgres-2-api``: two API-only replicas (``--no-orchestrator``): the publish path alone, no
+  agent runs competing for the two cores.
 
 Every publish carries an Idempotency-Key; a client whose request fails (a dead replica, a cut
 connection) retries it with the same key on the next replica. Afterwards the board itself is read
@@ -44,7 +46,7 @@ from flock_cli.service.tokens import hash_token  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "multi_tenant.yaml"
 TOKEN = "bench-token"
-SCENARIOS = ("sqlite-1", "postgres-2", "postgres-2-kill")
+SCENARIOS = ("sqlite-1", "postgres-2", "postgres-2-kill", "postgres-2-api")
 
 
 def free_port() -> int:
@@ -56,7 +58,7 @@ def free_port() -> int:
 
 
 class Replica:
-    def __init__(self, board: str, folder: Path, tokens: Path) -> None:
+    def __init__(self, board: str, folder: Path, tokens: Path, *, api_only: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (folder / f"serve-{self.port}.log").open("w")
@@ -74,6 +76,7 @@ class Replica:
             ),
             *("--engine", "test", "--no-traces", "--port", str(self.port)),
             *("--rate", "1000000", "--burst", "1000000", "--max-pending", "1000000"),
+            *(("--no-orchestrator",) if api_only else ()),
         ]
         self.process = subprocess.Popen(args, cwd=folder, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -195,7 +198,11 @@ def run(scenario: str, clients: int, artifacts: int, server: Any) -> dict[str, A
         entry = {"name": "bench", "sha256": hash_token(TOKEN), "tenant": "acme", "publish": "*"}
         tokens.write_text(json.dumps({"tokens": [entry]}))
         with boards(scenario, folder, server) as board:
-            replicas = [Replica(board, folder, tokens) for _ in range(1 if scenario == "sqlite-1" else 2)]
+            api_only = scenario.endswith("-api")
+            replicas = [
+                Replica(board, folder, tokens, api_only=api_only)
+                for _ in range(1 if scenario == "sqlite-1" else 2)
+            ]
             try:
                 for replica in replicas:
                     replica.wait_ready()

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,71 @@ def test_api_only_replica_and_orchestrator_share_a_sqlite_board(tmp_path: Path) 
         worker.wait(30)
         worker_log.close()
         assert api.terminate() == 0
+
+
+def test_recipe_settings_configure_the_service(tmp_path: Path) -> None:
+    """settings.serve: the port, the token file (relative to the recipe), the limits; and
+    tokens_env, a variable holding the token file's text."""
+    from tests.serve_helpers import TOKENS, free_port
+
+    port = free_port()
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    token_file(folder, {"ops": TOKENS["ops"]})  # flows/tokens.json, beside the recipe
+    serve = (
+        f"  serve: {{port: {port}, tokens: tokens.json, max_body_bytes: 2048,"
+        " rate_limit: {requests_per_second: 0.5, burst: 2}, max_pending: 5, shutdown_timeout: 5s}\n"
+    )
+    (folder / "slow.yaml").write_text(SLOW.replace("agents:\n", f"settings:\n{serve}agents:\n"))
+    process = subprocess.Popen(
+        [*FLOCK, "serve", "flows/slow.yaml", "--board", "b.db", "--no-traces"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+        ops = {"Authorization": f"Bearer {TOKENS['ops'][0]}"}
+        big = {"payload": {"n": 1}, "tags": ["x" * 100] * 30}
+        assert httpx.post(f"{url}/v1/types/Job/artifacts", json=big, headers=ops).status_code == 413
+        statuses = [httpx.get(f"{url}/v1/whoami", headers=ops).status_code for _ in range(3)]
+        assert statuses == [200, 200, 429]
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+
+    text = (folder / "tokens.json").read_text()
+    (folder / "slow.yaml").write_text(
+        SLOW.replace("agents:\n", f"settings:\n  serve: {{port: {port}, tokens_env: MY_TOKENS}}\nagents:\n")
+    )
+    missing = flock("serve", "flows/slow.yaml", "--board", "b.db", cwd=tmp_path)
+    assert missing.returncode == 2 and "$MY_TOKENS" in missing.stderr
+    server = subprocess.Popen(
+        [*FLOCK, "serve", "flows/slow.yaml", "--board", "b.db", "--no-traces"],
+        cwd=tmp_path,
+        env={**os.environ, "MY_TOKENS": text},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/whoami", headers=ops, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and server.poll() is None
+            time.sleep(0.1)
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert "tokens: 1 from $MY_TOKENS" in err
