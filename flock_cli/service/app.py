@@ -7,31 +7,26 @@ viewer, so an HTTP reader is filtered (and its denials recorded) exactly as an a
 
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
 # those of the per-type publish routes are made at run time (each its own body model).
-import asyncio
-import contextlib
-import json
-import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flock_cli.errors import UserError
-from flock_cli.service import publishing
+from flock_cli.service import operations, publishing
+from flock_cli.service.bodies import IdempotencyKey, Instant, Name, strict_body
 from flock_cli.service.events import EventFilter, event_stream
 from flock_cli.service.limits import BodyLimit
-from flock_cli.service.problems import PROBLEM_JSON, Problem, problem_response
+from flock_cli.service.problems import COMMON_ERRORS as _ERRORS
+from flock_cli.service.problems import PROBLEM_RESPONSE as _PROBLEM
+from flock_cli.service.problems import Problem, problem_response
 from flock_cli.service.schemas import (
-    AgentOut,
     ArtifactOut,
     ArtifactPage,
-    DeadLetterOut,
     LineageOut,
     publish_body,
 )
@@ -45,29 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_app"]
 
-_PROBLEM = {"content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "no token, or an unknown one", **_PROBLEM},
-    429: {"description": "rate limit reached (see Retry-After)", **_PROBLEM},
-}
 MAX_PAGE = 1000
-Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
-
-
-def _iso_only(value: Any) -> Any:
-    """Refuse a number where a time is asked (Pydantic would read it as Unix seconds)."""
-    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.match(value)):
-        raise ValueError("a time is written in ISO 8601, e.g. 2026-12-04T09:30:00Z")
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-_NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
-Instant = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
 
 
 def build_app(state: "ServiceState") -> Any:
@@ -101,8 +74,8 @@ def build_app(state: "ServiceState") -> Any:
     _errors(app)
     _publish_routes(app, state, Caller)
     _read_routes(app, state, Caller)
-    _ops_routes(app, state, Caller)
-    _health_routes(app, state)
+    operations.routes(app, state, Caller)
+    operations.health_routes(app, state)
     _openapi(app)
     return BodyLimit(app, state.config.max_body_bytes, _too_large)
 
@@ -184,7 +157,7 @@ def _publish_route(
             ),
         ] = None,
     ) -> ArtifactOut:
-        body = await _strict_body(request, body_model, agents)
+        body = await strict_body(request, body_model, agents)
         artifact, new = await publishing.publish(state, who, type_name, body, idempotency_key)
         response.status_code = 201 if new else 200
         if not new:
@@ -220,55 +193,6 @@ def _publish_route(
             503: {"description": "the service is shutting down", **_PROBLEM},
         },
     )(publish)
-
-
-async def _strict_body(request: Request, body_model: "type[BaseModel]", agents: list[str]) -> "BaseModel":
-    """The request's JSON body validated strictly against ``body_model``: the service accepts
-    what its OpenAPI document says and nothing looser (no ``0`` for ``false``, no ``"3"`` for 3)."""
-    kind = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise Problem(415, f"send the body as application/json, not {kind or 'nothing'}")
-    raw = await request.body()
-    # JSON Schema counts 3.0 as an integer and Pydantic's strict mode does not: the one
-    # difference between the two, settled before validating. (Not JSON, or NaN: Pydantic names
-    # the error below.)
-    with contextlib.suppress(ValueError):
-        raw = json.dumps(_integral(json.loads(raw, parse_constant=_no_constant))).encode()
-    try:
-        return body_model.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        errors = [
-            {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)
-        ]
-        raise RequestValidationError([_plain(e, agents) for e in errors]) from None
-
-
-def _plain(error: dict[str, Any], agents: list[str]) -> dict[str, Any]:
-    """A visibility that does not match its pattern, told as ``flock publish --visibility`` tells it."""
-    if error["loc"] != ("body", "visibility") or error.get("type") != "string_pattern_mismatch":
-        return error
-    from flock_cli.errors import UserError
-    from flock_cli.recipe.visibility_text import parse_visibility
-
-    try:
-        parse_visibility(str(error.get("input")), agents=agents, label="visibility")
-    except UserError as exc:
-        return {**error, "msg": str(exc)}
-    return {**error, "msg": "an embargo here lasts 1 to 999 s, m, h or d (after:30m)"}
-
-
-def _integral(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, list):
-        return [_integral(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _integral(v) for k, v in value.items()}
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
@@ -395,141 +319,6 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         )
 
 
-def _ops_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
-    flock, store = state.flock, state.store
-
-    def operator(who: Principal) -> None:
-        if not who.operator:
-            raise Problem(403, f"the token {who.name!r} is not an operator token (operator: true)")
-
-    forbidden: dict[int | str, dict[str, Any]] = {403: {"description": "needs an operator token", **_PROBLEM}}
-
-    @app.get(
-        "/v1/agents",
-        response_model=list[AgentOut],
-        operation_id="list_agents",
-        tags=["operate"],
-        responses={**_ERRORS, **forbidden},
-    )
-    async def agents(who: caller) -> list[AgentOut]:
-        """The agents with their runs going, queued and done, model usage and budget."""
-        operator(who)
-        status = flock.status()
-        found = []
-        for agent in flock.agents:
-            usage = flock.usage.of(agent.name)
-            found.append(
-                AgentOut(
-                    name=agent.name,
-                    description=agent.description,
-                    consumes=sorted({t for s in agent.subscriptions for t in s.type_names}),
-                    publishes=[o.type_name for o in agent.outputs],
-                    running=status.running_by_agent.get(agent.name, 0),
-                    queued=status.queued_by_agent.get(agent.name, 0),
-                    runs=status.runs_by_agent.get(agent.name, 0),
-                    usage={
-                        "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens,
-                        "cost": usage.cost,
-                        "calls": usage.calls,
-                    },
-                    budget=agent.budget.model_dump(mode="json") if agent.budget is not None else None,
-                )
-            )
-        return found
-
-    @app.get(
-        "/v1/dead-letters",
-        response_model=list[DeadLetterOut],
-        operation_id="list_dead_letters",
-        tags=["operate"],
-        responses=_ERRORS,
-    )
-    async def dead_letters(who: caller) -> list[DeadLetterOut]:
-        """Dead letters whose artifacts the token may all see (an operator token sees every one)."""
-        letters = await store.dead_letters()
-        shown = []
-        for letter in letters:
-            if not who.operator:
-                seen = await store.get_many(list(letter.artifact_ids), viewer=who.identity)
-                if len(seen) != len(set(letter.artifact_ids)):
-                    continue
-            shown.append(DeadLetterOut.model_validate(letter.model_dump(mode="json")))
-        return shown
-
-    @app.post(
-        "/v1/dead-letters/{letter_id}/redeliver",
-        status_code=202,
-        operation_id="redeliver_dead_letter",
-        tags=["operate"],
-        responses={**_ERRORS, **forbidden, 404: {"description": "no such dead letter", **_PROBLEM}},
-    )
-    async def redeliver(letter_id: UUID, who: caller) -> dict[str, str]:
-        """Offer a dead letter's artifacts to its agent again (the letter is removed)."""
-        operator(who)
-        state.check_accepting()
-        if letter_id not in {letter.id for letter in await store.dead_letters()}:
-            raise Problem(404, f"no dead letter {letter_id}")
-        try:
-            await flock.retry_dead_letter(letter_id)
-        except UserError as exc:
-            raise Problem(409, str(exc)) from None
-        state.tail.wake()
-        return {"status": "redelivered", "letter": str(letter_id)}
-
-    no_runs: dict[int | str, dict[str, Any]] = {404: {"description": "tracing is off: no runs", **_PROBLEM}}
-
-    @app.get(
-        "/v1/runs", operation_id="list_runs", tags=["operate"], responses={**_ERRORS, **forbidden, **no_runs}
-    )
-    async def runs(
-        who: caller,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
-    ) -> list[dict[str, Any]]:
-        """Traced runs, newest first, as ``flock trace list --json`` gives them."""
-        operator(who)
-        return await asyncio.to_thread(_run_list, state, limit)
-
-    @app.get(
-        "/v1/runs/{run}",
-        operation_id="get_run",
-        tags=["operate"],
-        responses={
-            **_ERRORS,
-            **forbidden,
-            404: {"description": "no such run (or tracing is off)", **_PROBLEM},
-        },
-    )
-    async def run(run: str, who: caller) -> dict[str, Any]:
-        """One run as a tree, as ``flock trace show --json`` gives it."""
-        operator(who)
-        return await asyncio.to_thread(_run_tree, state, run)
-
-
-def _health_routes(app: FastAPI, state: "ServiceState") -> None:
-    @app.get("/health/live", operation_id="live", tags=["health"])
-    async def live() -> dict[str, str]:
-        """The process answers (Kubernetes' liveness probe)."""
-        return {"status": "alive"}
-
-    @app.get(
-        "/health/ready",
-        operation_id="ready",
-        tags=["health"],
-        responses={503: {"description": "not ready: the checks say why"}},
-    )
-    async def ready(response: Response) -> dict[str, Any]:
-        """Board reachable, scheduler running, not draining (Kubernetes' readiness probe)."""
-        ok, checks = state.ready
-        response.status_code = 200 if ok else 503
-        return {"status": "ready" if ok else "not ready", "checks": checks}
-
-    @app.get("/metrics", response_class=PlainTextResponse, operation_id="metrics", tags=["health"])
-    async def metrics() -> PlainTextResponse:
-        """Prometheus metrics of this process's flock."""
-        return PlainTextResponse(state.flock.tracer.metrics.render(), media_type="text/plain; version=0.0.4")
-
-
 def _openapi(app: FastAPI) -> None:
     """Add the problem document's schema to the OpenAPI document."""
     build = app.openapi
@@ -538,8 +327,8 @@ def _openapi(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
+        for methods in schema.get("paths", {}).values():
+            for operation in methods.values():
                 responses = operation.get("responses", {})
                 if "422" in responses:  # FastAPI documents its own body; ours is a problem document
                     responses["422"] = {"description": "an invalid request: every field error", **_PROBLEM}
@@ -567,37 +356,3 @@ def _openapi(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _run_list(state: "ServiceState", limit: int) -> list[dict[str, Any]]:
-    from flock_cli.tracing.board_runs import board_runs
-    from flock_cli.tracing.reader import TraceReader
-
-    if not state.traces:
-        raise Problem(404, "tracing is off in this service: no runs to show")
-    return [run.to_json() for run in board_runs(TraceReader(state.traces), limit=limit)]
-
-
-def _run_tree(state: "ServiceState", ref: str) -> dict[str, Any]:
-    from flock_cli.tracing.analysis import build_tree
-    from flock_cli.tracing.board_runs import agents_now, board_run, process_labels
-    from flock_cli.tracing.reader import TraceReader
-
-    if not state.traces:
-        raise Problem(404, "tracing is off in this service: no runs to show")
-    reader = TraceReader(state.traces)
-    try:
-        with reader.session():
-            row = board_run(reader, ref)
-            ids = row.scope
-            spans = reader.spans(ids)
-            roots, orphans = build_tree(reader.artifacts(ids), spans, reader.events(ids), process_labels(row))
-            in_progress = {a: int(v["running"]) for a, v in agents_now(reader, row).items() if v["running"]}
-    except UserError as exc:
-        raise Problem(404, str(exc)) from None
-    return {
-        "run": row.to_json(),
-        "tree": [r.to_json() for r in roots],
-        "outside": [o.to_json() for o in orphans],
-        "in_progress": in_progress,
-    }

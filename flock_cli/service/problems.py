@@ -7,9 +7,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from starlette.responses import JSONResponse
 
-__all__ = ["PROBLEM_JSON", "Problem", "problem_response"]
+__all__ = ["COMMON_ERRORS", "PROBLEM_JSON", "PROBLEM_RESPONSE", "Problem", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+}
+"""An OpenAPI response body: a problem document."""
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no token, or an unknown one", **PROBLEM_RESPONSE},
+    429: {"description": "rate limit reached (see Retry-After)", **PROBLEM_RESPONSE},
+}
+"""The answers every authenticated route may give."""
 
 TITLES = {
     400: "Bad request",

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
-from flock_cli.service.events import ActivityHub, BoardTail, Notifier
+from flock_cli.service.events import ActivityHub
 from flock_cli.service.limits import TokenBucket
 from flock_cli.service.problems import Problem
+from flock_cli.service.tail import BoardTail, Notifier
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -1,0 +1,141 @@
+"""Following the board from one process: :class:`BoardTail` polls the board by position for every
+event stream of the process, and :class:`Notifier` wakes the streams when something arrives.
+
+On a board many processes write, a lower position can commit after a higher one (PostgreSQL
+takes a sequence value at insert, not at commit): the tail remembers such gaps for
+``hole_grace`` seconds and takes their artifacts in when they appear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from flock_cli.core.artifact import Artifact
+    from flock_cli.store.contract import BlackboardStore
+
+__all__ = ["BoardTail", "Notifier"]
+
+
+class Notifier:
+    """Wakes every waiter when something new arrives (an event that is replaced once set)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the current waiters."""
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Wait for the next notification, or ``timeout`` seconds."""
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    index: int  # the tail's own count of what it took in
+    position: int
+    artifact: Artifact
+
+
+class BoardTail:
+    """Follows the board's new artifacts for every stream of this process."""
+
+    def __init__(
+        self,
+        store: BlackboardStore,
+        notifier: Notifier,
+        *,
+        poll_s: float = 0.2,
+        kept: int = 10_000,
+        hole_grace: float = 30.0,
+        batch: int = 1000,
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._poll_s = poll_s
+        self._hole_grace = hole_grace
+        self._batch = batch
+        self._kept: deque[_Seen] = deque(maxlen=kept)
+        self.known: set[UUID] = set()
+        """Ids of the artifacts kept (a stream holds a run event back until its inputs are here)."""
+        self._holes: dict[int, float] = {}
+        self._wake = asyncio.Event()
+        self._held = False
+        self.cursor = 0
+        """The highest position taken in."""
+        self.count = 0
+        """How many artifacts the tail took in (the index of the newest)."""
+        self.polls = 0
+        """How many polls of the board the tail finished."""
+        self.started = asyncio.Event()
+
+    def wake(self, *, held: bool = False) -> None:
+        """Poll now (this process just published, or a stream waits for the inputs of a run);
+        ``held``: notify the streams after the poll even if it found nothing."""
+        self._held = self._held or held
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll the board until ``stop`` is set."""
+        self.cursor = await self._store.head()
+        self.started.set()
+        while not stop.is_set():
+            taken = await self.poll()
+            if taken < self._batch:
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                _, pending = await asyncio.wait(
+                    waiters, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+
+    async def poll(self) -> int:
+        """Take in what is new; returns how many artifacts."""
+        self._held = False
+        rows = await self._store.feed(self.cursor, limit=self._batch, also=sorted(self._holes))
+        now = time.monotonic()
+        for position, artifact in rows:
+            if position in self._holes:
+                del self._holes[position]
+            elif position > self.cursor:
+                # Positions between are not visible yet: a transaction that took them may still
+                # commit (or it rolled back, and they stay empty until the grace ends).
+                for missing in range(max(self.cursor + 1, position - 1000), position):
+                    self._holes[missing] = now
+                self.cursor = position
+            else:
+                continue  # seen already
+            self.count += 1
+            if len(self._kept) == self._kept.maxlen:
+                self.known.discard(self._kept[0].artifact.id)
+            self._kept.append(_Seen(self.count, position, artifact))
+            self.known.add(artifact.id)
+        for position, since in list(self._holes.items()):
+            if now - since > self._hole_grace:
+                del self._holes[position]
+        self.polls += 1
+        if rows or self._held:
+            self._notifier.notify()
+        return len(rows)
+
+    def since(self, index: int) -> list[_Seen] | None:
+        """What the tail took in after its ``index``-th artifact, or None when some of it is no
+        longer kept (the caller reads the board instead)."""
+        if index >= self.count:
+            return []
+        if not self._kept or self._kept[0].index > index + 1:
+            return None
+        start = index + 1 - self._kept[0].index
+        return list(self._kept)[start:]
