@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,11 @@ class BlackboardHTTPService:
         self.summary: RunSummary | None = None
         """What the flock did while served (set when the service has stopped)."""
         self.bound: asyncio.Event | None = None
+        self._listening = threading.Event()
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        """Wait (from another thread) until the service listens; False if ``timeout`` passed first."""
+        return self._listening.wait(timeout)
 
     @property
     def port(self) -> int:
@@ -253,8 +259,10 @@ class _Server:
 
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
-                if service.bound is not None:
-                    service.bound.set()
+                if self.started:
+                    if service.bound is not None:
+                        service.bound.set()
+                    service._listening.set()
 
             @contextlib.contextmanager
             def capture_signals(self) -> Any:
