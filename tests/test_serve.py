@@ -99,6 +99,8 @@ def test_idempotency_key_returns_the_first_artifact(service: tuple[Any, httpx.Cl
     assert [a["id"] for a in acme["items"]] == [first.json()["id"]]
     ops = client.get("/v1/artifacts", params={"type": "SupportRequest"}, headers=auth("ops")).json()
     assert ops["total"] == 0  # the ops token has no tenant: tenant artifacts are not for it
+    tagged = publish(client, "acme-app", headers=key, tags=["urgent"])  # same payload, other tags
+    assert tagged.status_code == 409 and "tags" in tagged.json()["detail"]
     empty = publish(client, "acme-app", headers={"Idempotency-Key": ""})
     assert empty.status_code == 422 and "idempotency-key" in empty.json()["detail"]
 
@@ -128,6 +130,17 @@ def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None
     wrong_visibility = publish(client, "acme-app", visibility="private:nobody")
     assert wrong_visibility.status_code == 422 and "nobody" in wrong_visibility.json()["detail"]
     assert publish(client, "acme-app", extra=1).status_code == 422  # unknown envelope field
+    # A tenant's token writes into its own tenant only.
+    elsewhere = publish(client, "acme-app", visibility="tenant:globex")
+    assert elsewhere.status_code == 403 and "tenant:acme only" in elsewhere.json()["detail"]
+    assert publish(client, "acme-app", visibility="tenant:acme").status_code == 201
+    deep = '{"payload": ' + "[" * 5000 + "]" * 5000 + "}"
+    nested = client.post(
+        "/v1/types/SupportRequest/artifacts",
+        content=deep,
+        headers={**auth("acme-app"), "content-type": "application/json"},
+    )
+    assert nested.status_code == 422 and "deeper" in nested.json()["detail"]
 
 
 def test_operator_views_health_metrics_and_openapi(service: tuple[Any, httpx.Client]) -> None:

@@ -72,7 +72,7 @@ def test_no_token_reads_what_it_may_not_see(tmp_path: Path) -> None:
             ("ops", "labelled:compliance", "acme"),  # acme_support lacks the label: nobody runs on it
             ("ops", "private:compliance_officer", "nobody"),
             ("ops", "public", "nobody"),
-            ("acme-app", "after:1h", "nobody"),  # embargoed for everyone, its publisher too
+            ("ops", "after:1h", "nobody"),  # embargoed for everyone, its publisher too
         ]
         for who, rule, customer in extra:
             body = {"payload": {"customer": customer, "subject": "xyz", "body": "y"}, "visibility": rule}

@@ -107,6 +107,7 @@ class DeadLetters:
         self._runtime.tracer.event(
             "dead_letter", agent=agent, artifact_id=artifact_ids[0] if artifact_ids else None,
             reason=reason, error=letter.error, stage=stage, letter=str(letter.id),
+            artifacts=[str(i) for i in artifact_ids],
         )  # fmt: skip
         return letter
 

@@ -51,14 +51,17 @@ class Publisher:
         await self._ready()
         scheduler = self._scheduler
         scheduler.hold()
+        # Only ids this call marks: a publish refused for an id being routed already (the same
+        # artifact id published twice at once) must not unmark the other's.
+        mine = [a.id for a in artifacts if a.id not in scheduler.in_flight]
         try:
-            scheduler.in_flight.update(a.id for a in artifacts)
+            scheduler.in_flight.update(mine)
             with self._runtime.tracer.publishing(artifacts) as span:
                 await self.append(artifacts, span)
                 scheduler.collector.published += len(artifacts)
                 await scheduler.route(artifacts)
         finally:
-            scheduler.done_routing(a.id for a in artifacts)
+            scheduler.done_routing(mine)
             scheduler.release()
 
     async def replay(self, artifact_ids: Iterable[UUID]) -> list[Artifact]:

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flock_cli.errors import UserError
 from flock_cli.service import operations, publishing
 from flock_cli.service.bodies import IdempotencyKey, Instant, Name, strict_body
-from flock_cli.service.events import EventFilter, event_stream
+from flock_cli.service.events import EventFilter, EventStream
 from flock_cli.service.limits import BodyLimit
 from flock_cli.service.problems import COMMON_ERRORS as _ERRORS
 from flock_cli.service.problems import PROBLEM_RESPONSE as _PROBLEM
@@ -31,7 +31,7 @@ from flock_cli.service.schemas import (
     publish_body,
 )
 from flock_cli.service.tokens import Principal
-from flock_cli.store.contract import ArtifactQuery
+from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -81,6 +81,8 @@ def build_app(state: "ServiceState") -> Any:
 
 
 def _too_large(limit: int) -> Any:
+    if limit < 0:
+        return problem_response(400, "the Content-Length header is not a length")
     return problem_response(413, f"the request body is larger than {limit} bytes")
 
 
@@ -226,14 +228,12 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             tags=frozenset(tag) if tag else None,
             since=since,
             until=until,
-            limit=limit,
-            offset=offset,
             newest_first=order == "newest",
         )
-        page = await store.query(query, viewer=who.identity)
-        return ArtifactPage(
-            items=[ArtifactOut.of(a) for a in page.items], total=page.total, limit=limit, offset=offset
-        )
+        matches = (await store.query(query, viewer=UNRESTRICTED)).items
+        shown = await state.access.readable(matches, who.identity, store.clock.now())
+        items = [ArtifactOut.of(a) for a in shown[offset : offset + limit]]
+        return ArtifactPage(items=items, total=len(shown), limit=limit, offset=offset)
 
     @app.get("/v1/whoami", operation_id="whoami", tags=["read"], responses=_ERRORS)
     async def whoami(who: caller) -> dict[str, Any]:
@@ -246,6 +246,13 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             "publish": None if who.may_publish is None else sorted(who.may_publish),
             "operator": who.operator,
         }
+
+    async def _one(artifact_id: UUID, who: Principal) -> Any:
+        """The artifact, or 404 when it does not exist or the token may not see it (one answer)."""
+        found = await store.get_many([artifact_id], viewer=UNRESTRICTED)
+        if not found or not await state.access.readable(found, who.identity, store.clock.now()):
+            raise Problem(404, f"no artifact {artifact_id} that this token may see")
+        return found[0]
 
     not_found: dict[int | str, dict[str, Any]] = {
         404: {"description": "no such artifact, or the token may not see it", **_PROBLEM}
@@ -260,10 +267,8 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     )
     async def get_artifact(artifact_id: UUID, who: caller) -> ArtifactOut:
         """One artifact (404 when it does not exist or the token may not see it: the same answer)."""
-        found = await store.get_many([artifact_id], viewer=who.identity)
-        if not found:
-            raise Problem(404, f"no artifact {artifact_id} that this token may see")
-        return ArtifactOut.of(found[0])
+        found = await _one(artifact_id, who)
+        return ArtifactOut.of(found)
 
     @app.get(
         "/v1/artifacts/{artifact_id}/lineage",
@@ -274,10 +279,15 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     )
     async def lineage(artifact_id: UUID, who: caller) -> LineageOut:
         """What the artifact came from and what came of it, as far as the token may see."""
-        if not await store.get_many([artifact_id], viewer=who.identity):
-            raise Problem(404, f"no artifact {artifact_id} that this token may see")
-        found = await store.lineage(artifact_id, viewer=who.identity)
-        return LineageOut(artifact_id=artifact_id, parents=found.parents, children=found.children)
+        await _one(artifact_id, who)
+        full = await store.lineage(artifact_id, viewer=UNRESTRICTED)
+        related = await store.get_many([*full.parents, *full.children], viewer=UNRESTRICTED)
+        shown = {a.id for a in await state.access.readable(related, who.identity, store.clock.now())}
+        return LineageOut(
+            artifact_id=artifact_id,
+            parents=[i for i in full.parents if i in shown],
+            children=[i for i in full.children if i in shown],
+        )
 
     @app.get(
         "/v1/events",
@@ -300,12 +310,14 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     ) -> StreamingResponse:
         """Server-sent events: ``artifact.published``, ``run.started``, ``run.finished``,
         ``run.failed``, ``run.retry``, ``dead_letter`` and ``model.text``, as the token may see them."""
-        stream = event_stream(
+        stream = EventStream(
             store=store,
             tail=state.tail,
             hub=state.hub,
             notifier=state.notifier,
+            access=state.access,
             viewer=who.identity,
+            operator=who.operator,
             wanted=EventFilter(correlation_id, frozenset(type or ())),
             last_event_id=last_event_id,
             after=after,
@@ -313,7 +325,7 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             now=store.clock.now,
         )
         return StreamingResponse(
-            stream,
+            stream.events(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

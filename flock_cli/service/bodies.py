@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 
+from flock_cli.limits import MAX_PAYLOAD_DEPTH, check_values
 from flock_cli.service.problems import Problem
 
 __all__ = ["IdempotencyKey", "Instant", "Name", "strict_body"]
@@ -46,10 +47,17 @@ async def strict_body(request: Request, body_model: type[BaseModel], agents: lis
     # JSON Schema counts 3.0 as an integer and Pydantic's strict mode does not: the one
     # difference between the two, settled before validating. (Not JSON, or NaN: Pydantic names
     # the error below.)
-    with contextlib.suppress(ValueError):
-        raw = json.dumps(_integral(json.loads(raw, parse_constant=_no_constant))).encode()
+    too_deep = Problem(422, f"the body nests objects and lists deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
+        with contextlib.suppress(ValueError):
+            data = json.loads(raw, parse_constant=_no_constant)
+            problem = check_values(data, max_depth=MAX_PAYLOAD_DEPTH + 2)  # the envelope's two levels
+            if problem is not None and "deep" in problem.message:
+                raise too_deep
+            raw = json.dumps(_integral(data)).encode()
         return body_model.model_validate_json(raw, strict=True)
+    except RecursionError:
+        raise too_deep from None
     except ValidationError as exc:
         errors = [
             {**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)

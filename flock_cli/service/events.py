@@ -14,11 +14,14 @@ Two sources, one stream:
 An event id is ``<board position>:<hub epoch>:<hub number>``. A client that reconnects with
 ``Last-Event-ID`` gets every artifact after that position, from the board, whatever replica it
 reaches; run events too when it reaches the same process (same epoch) and they are still kept.
+The position is a low-water mark: while a gap below it may still fill (PostgreSQL), it stays
+below the gap, so a resumed stream gets the gap's artifact, and may get again the few after it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 import time
@@ -29,16 +32,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from flock_cli.service.tail import BoardTail, Notifier
-from flock_cli.store.contract import ArtifactQuery, visible
+from flock_cli.store.contract import ArtifactQuery
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
     from flock_cli.core.visibility import AgentIdentity
+    from flock_cli.service.access import Access
+    from flock_cli.service.tail import BoardTail, Notifier
     from flock_cli.store.contract import BlackboardStore
     from flock_cli.tracing.tracer import Activity, StreamChunk
 
-__all__ = ["ActivityHub", "EventFilter", "event_stream"]
+__all__ = ["ActivityHub", "EventFilter", "EventStream"]
 
 KEEPALIVE_S = 15.0
 """Seconds between comment lines on a quiet stream (proxies close idle connections)."""
@@ -56,7 +60,8 @@ class LocalEvent:
     kind: str
     data: dict[str, Any]
     inputs: tuple[Artifact, ...] = ()
-    artifact_id: UUID | None = None
+    artifact_ids: tuple[UUID, ...] = ()
+    """The artifacts of a dead letter (a viewer must be allowed all of them)."""
     at: float = 0.0
     """When it happened (Unix seconds): where it goes among artifacts a stream catches up on."""
 
@@ -88,10 +93,15 @@ class ActivityHub:
             self._runs[activity.run] = activity.inputs
         elif activity.kind in ("run.finished", "run.failed") and activity.run is not None:
             self._runs.pop(activity.run, None)
-        artifact_id = activity.artifact_id if isinstance(activity.artifact_id, UUID) else None
-        if artifact_id is not None:
-            data["artifact_id"] = str(artifact_id)
-        self._add(activity.kind, data, activity.inputs, artifact_id)
+        ids: tuple[UUID, ...] = ()
+        named = activity.attributes.get("artifacts")
+        if isinstance(named, list | tuple) and named:
+            ids = tuple(UUID(str(i)) for i in named)  # a dead letter's artifacts
+        elif isinstance(activity.artifact_id, UUID):
+            ids = (activity.artifact_id,)
+        if ids:
+            data["artifact_id"] = str(ids[0])
+        self._add(activity.kind, data, activity.inputs, ids)
 
     def on_stream(self, chunk: StreamChunk) -> None:
         """Keep a piece of streamed model text (shown to those who may see the run's inputs)."""
@@ -99,18 +109,21 @@ class ActivityHub:
         data = {"agent": chunk.agent, "run": chunk.run, "text": chunk.text, "done": chunk.done}
         if inputs:
             data["correlation_id"] = _text(inputs[0].correlation_id)
-        self._add("model.text", data, inputs, None)
+        self._add("model.text", data, inputs, ())
 
     def _add(
-        self, kind: str, data: dict[str, Any], inputs: tuple[Artifact, ...], artifact_id: UUID | None
+        self, kind: str, data: dict[str, Any], inputs: tuple[Artifact, ...], ids: tuple[UUID, ...]
     ) -> None:
         self.count += 1
-        self._kept.append(LocalEvent(self.count, kind, data, inputs, artifact_id, time.time()))
+        self._kept.append(LocalEvent(self.count, kind, data, inputs, ids, time.time()))
         self._notifier.notify()
 
     def since(self, number: int) -> list[LocalEvent]:
         """The kept events after ``number`` (older ones may have been dropped)."""
-        return [e for e in self._kept if e.number > number] if number < self.count else []
+        if number >= self.count or not self._kept:
+            return []
+        start = max(0, number + 1 - self._kept[0].number)  # numbers are consecutive
+        return list(itertools.islice(self._kept, start, None))
 
 
 @dataclass
@@ -127,7 +140,7 @@ class EventFilter:
 
 @dataclass
 class _Cursor:
-    position: int
+    position: int  # the low-water mark: every artifact up to it was sent (or is not for us)
     epoch: str
     number: int
 
@@ -145,102 +158,188 @@ def parse_event_id(text: str | None) -> tuple[int, str, int] | None:
     return int(parts[0]), parts[1], int(parts[2])
 
 
-async def event_stream(
-    *,
-    store: BlackboardStore,
-    tail: BoardTail,
-    hub: ActivityHub,
-    notifier: Notifier,
-    viewer: AgentIdentity,
-    wanted: EventFilter,
-    last_event_id: str | None,
-    after: int | None,
-    closing: asyncio.Event,
-    now: Callable[[], datetime],
-) -> AsyncIterator[str]:
-    """The server-sent events one client receives, until ``closing`` is set or it goes away."""
-    await tail.started.wait()
-    resumed = parse_event_id(last_event_id)
-    if resumed is not None:
-        position, epoch, number = resumed
-        cursor = _Cursor(position, hub.epoch, number if epoch == hub.epoch else hub.count)
-    else:
-        # A client following one correlation gets it from its start; otherwise from now on.
-        start = after if after is not None else (0 if wanted.correlation_id else tail.cursor)
-        cursor = _Cursor(start, hub.epoch, hub.count)
-    query = wanted.query()
-    yield "retry: 1000\n\n"
-    index = tail.count
-    upto = tail.cursor
-    sent: set[int] = set()
-    # A client following one workflow from its start gets the run events this process still
-    # holds too, placed among the artifacts by time (it may have published before it asked).
-    held = hub.since(0) if resumed is None and wanted.correlation_id is not None else []
-    cursor.number = hub.count if held else cursor.number
-    caught: list[tuple[float, int, Any]] = [(e.at, 1, e) for e in held]
-    # Catch up from the board, up to what the tail had taken in when the stream began.
-    async for position, artifact in _board_since(store, cursor.position, upto, query):
-        sent.add(position)
+class EventStream:
+    """The server-sent events of one client, until ``closing`` is set or it goes away."""
+
+    def __init__(
+        self,
+        *,
+        store: BlackboardStore,
+        tail: BoardTail,
+        hub: ActivityHub,
+        notifier: Notifier,
+        access: Access,
+        viewer: AgentIdentity,
+        operator: bool,
+        wanted: EventFilter,
+        last_event_id: str | None,
+        after: int | None,
+        closing: asyncio.Event,
+        now: Callable[[], datetime],
+    ) -> None:
+        self._store, self._tail, self._hub, self._notifier = store, tail, hub, notifier
+        self._access, self._viewer, self._operator = access, viewer, operator
+        self._wanted, self._query = wanted, wanted.query()
+        self._last_event_id, self._after = last_event_id, after
+        self._closing, self._now = closing, now
+        self._sent_high = 0  # the highest position sent
+        self._sent: set[int] = set()  # positions sent at or below the tail's start (late fills)
+        self._released: set[UUID] = set()  # inputs a run event no longer waits for
+
+    async def events(self) -> AsyncIterator[str]:
+        """The stream's text, frame by frame."""
+        tail, hub = self._tail, self._hub
+        if not await _first(tail.started, self._closing):
+            yield _frame("0:-:0", "stream.closed", {"reason": "the server is shutting down"})
+            return
+        resumed = parse_event_id(self._last_event_id)
+        if resumed is not None:
+            position, epoch, number = resumed
+            cursor = _Cursor(position, hub.epoch, number if epoch == hub.epoch else hub.count)
+        else:
+            # A client following one correlation gets it from its start; otherwise from now on.
+            start = (
+                self._after
+                if self._after is not None
+                else (0 if self._wanted.correlation_id else tail.cursor)
+            )
+            cursor = _Cursor(start, hub.epoch, hub.count)
+        self._cursor = cursor
+        self._sent_high = cursor.position
+        yield "retry: 1000\n\n"
+        index, upto = tail.count, tail.cursor
+        self._upto = upto
+        # A client following one workflow from its start gets the run events this process still
+        # holds too, placed among the artifacts by time (it may have published before it asked).
+        held = hub.since(0) if resumed is None and self._wanted.correlation_id is not None else []
         if held:
-            caught.append((artifact.created_at.timestamp(), 0, (position, artifact)))
-            continue
-        for text in await _artifact_event(store, artifact, position, viewer, cursor, now):
-            yield text
-    for _, is_event, item in sorted(caught, key=lambda c: (c[0], c[1])):
-        if not is_event:
-            for text in await _artifact_event(store, item[1], item[0], viewer, cursor, now):
-                yield text
-        elif await _shows(store, item, viewer, wanted, now):
-            yield _frame(cursor.text(), item.kind, item.data)
-    last_beat = time.monotonic()
-    held_since: float | None = None
-    held_polls = 0
-    while not closing.is_set():
-        fresh = tail.since(index)
-        if fresh is None:  # fell behind what the tail keeps: read the board again
-            index, upto = tail.count, tail.cursor
-            async for position, artifact in _board_since(store, cursor.position, upto, query):
-                for text in await _artifact_event(store, artifact, position, viewer, cursor, now):
-                    yield text
-            fresh = []
-        for seen in fresh:
-            index = seen.index
-            if seen.position in sent or not query.matches(seen.artifact):
+            cursor.number = hub.count
+        caught: list[tuple[float, int, Any]] = [(e.at, 1, e) for e in held]
+        async for position, artifact in _board_since(self._store, cursor.position, upto, self._query):
+            if held:
+                caught.append((artifact.created_at.timestamp(), 0, (position, artifact)))
                 continue
-            for text in await _artifact_event(store, seen.artifact, seen.position, viewer, cursor, now):
+            for text in await self._artifact(artifact, position):
                 yield text
-        holding = False
-        for event in hub.since(cursor.number):
-            if event.inputs and not all(a.id in tail.known for a in event.inputs):
-                # The run's inputs are on the board but the tail has not taken them in yet:
-                # wait for it, so the artifact comes before the runs it starts.
-                if held_since is None:
-                    held_since, held_polls = time.monotonic(), tail.polls
-                    tail.wake(held=True)
-                # Two polls since: the inputs are older than the tail (a resumed run), go on.
-                if tail.polls < held_polls + 2 and time.monotonic() - held_since < HOLD_S:
-                    holding = True
-                    break
-            held_since = None
-            cursor.number = event.number
-            if await _shows(store, event, viewer, wanted, now):
-                yield _frame(cursor.text(), event.kind, event.data)
-        if time.monotonic() - last_beat >= KEEPALIVE_S:
-            last_beat = time.monotonic()
-            yield ": keepalive\n\n"
-        if tail.since(index):
-            continue
-        if holding:
-            await notifier.wait(0.05)
-            continue
-        if hub.since(cursor.number):
-            continue
-        waiter = asyncio.ensure_future(notifier.wait(KEEPALIVE_S))
-        closer = asyncio.ensure_future(closing.wait())
-        await asyncio.wait([waiter, closer], return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        closer.cancel()
-    yield _frame(cursor.text(), "stream.closed", {"reason": "the server is shutting down"})
+        for _, is_event, item in sorted(caught, key=lambda c: (c[0], c[1])):
+            if not is_event:
+                for text in await self._artifact(item[1], item[0]):
+                    yield text
+            elif await self._shows(item):
+                yield _frame(self._id(), item.kind, self._data(item))
+        last_beat = time.monotonic()
+        held_since: float | None = None
+        held_polls = 0
+        while not self._closing.is_set():
+            fresh = tail.since(index)
+            if fresh is None:  # fell behind what the tail keeps: read the board again
+                index, upto = tail.count, tail.cursor
+                async for position, artifact in _board_since(self._store, self._sent_high, upto, self._query):
+                    for text in await self._artifact(artifact, position):
+                        yield text
+                fresh = []
+            for seen in fresh:
+                index = seen.index
+                if seen.position in self._sent or not self._query.matches(seen.artifact):
+                    continue
+                for text in await self._artifact(seen.artifact, seen.position):
+                    yield text
+            holding = False
+            for event in hub.since(cursor.number):
+                waiting = [
+                    a.id for a in event.inputs if a.id not in tail.known and a.id not in self._released
+                ]
+                if waiting:
+                    # The run's inputs are on the board but the tail has not taken them in yet:
+                    # wait for it, so the artifact comes before the runs it starts.
+                    if held_since is None:
+                        held_since, held_polls = time.monotonic(), tail.polls
+                        tail.wake(held=True)
+                    if tail.polls < held_polls + 2 and time.monotonic() - held_since < HOLD_S:
+                        holding = True
+                        break
+                    # Two polls since: the inputs are older than the tail (a resumed run).
+                    self._release(waiting)
+                held_since = None
+                cursor.number = event.number
+                if await self._shows(event):
+                    yield _frame(self._id(), event.kind, self._data(event))
+            if time.monotonic() - last_beat >= KEEPALIVE_S:
+                last_beat = time.monotonic()
+                yield ": keepalive\n\n"
+            if tail.since(index):
+                continue
+            if holding:
+                await self._notifier.wait(0.05)
+                continue
+            if hub.since(cursor.number):
+                continue
+            await _first(self._notifier.next(), self._closing, timeout=KEEPALIVE_S)
+        yield _frame(self._id(), "stream.closed", {"reason": "the server is shutting down"})
+
+    def _id(self) -> str:
+        # Not past a gap that may still fill: a resumed stream must get what fills it.
+        low = self._tail.low_water()
+        self._cursor.position = self._sent_high if low is None else min(self._sent_high, low)
+        return self._cursor.text()
+
+    def _release(self, ids: list[UUID]) -> None:
+        if len(self._released) > 10_000:
+            self._released.clear()
+        self._released.update(ids)
+
+    async def _artifact(self, artifact: Artifact, position: int) -> list[str]:
+        self._sent_high = max(self._sent_high, position)
+        if position <= self._upto and position > self._upto - self._tail.hole_span:
+            self._sent.add(position)  # a late fill of the tail may bring it again
+        if not await self._access.readable([artifact], self._viewer, self._now()):
+            return []  # the refusal is recorded; the client learns nothing of the artifact
+        data = {"position": position, "artifact": artifact.model_dump(mode="json")}
+        return [_frame(self._id(), "artifact.published", data)]
+
+    async def _shows(self, event: LocalEvent) -> bool:
+        """Whether the viewer may see ``event``: it must be allowed every input of the run (every
+        artifact of a dead letter), and the event must match the filter."""
+        inputs = event.inputs
+        if not inputs and event.artifact_ids:
+            found = await self._store.get_many(list(event.artifact_ids), viewer=self._viewer, now=self._now())
+            if len(found) != len(set(event.artifact_ids)):
+                return False
+            inputs = tuple(found)
+        if not inputs:
+            return False  # model text of a run this hub did not see start: nothing to check it against
+        now = self._now()
+        if not self._access.may_see_all(inputs, self._viewer, now):
+            return False
+        if event.kind == "model.text" and not self._text_allowed(event, now):
+            return False
+        wanted = self._wanted
+        if wanted.correlation_id is not None and inputs[0].correlation_id != wanted.correlation_id:
+            return False
+        return not wanted.types or any(a.type in wanted.types for a in inputs)
+
+    def _text_allowed(self, event: LocalEvent, now: datetime) -> bool:
+        agent = event.data.get("agent")
+        return self._operator or self._access.may_read_output(agent, self._viewer, now)
+
+    def _data(self, event: LocalEvent) -> dict[str, Any]:
+        """The event's data, without an error message the viewer may not read (it can quote
+        the run's output, which may be more private than its inputs)."""
+        if "error" in event.data and not self._text_allowed(event, self._now()):
+            return {k: v for k, v in event.data.items() if k != "error"} | {"error": "(hidden)"}
+        return event.data
+
+
+async def _first(*waits: Any, timeout: float | None = None) -> bool:
+    """Wait for the first of ``waits`` (events or awaitables); True unless only the timeout ended
+    it. The waiting tasks are cancelled however this ends (a client that went away cancels it)."""
+    tasks = [asyncio.ensure_future(w.wait() if isinstance(w, asyncio.Event) else w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return bool(done) and tasks[0] in done
 
 
 async def _board_since(
@@ -256,46 +355,6 @@ async def _board_since(
         after = rows[-1][0]
 
 
-async def _artifact_event(
-    store: BlackboardStore,
-    artifact: Artifact,
-    position: int,
-    viewer: AgentIdentity,
-    cursor: _Cursor,
-    now: Callable[[], datetime],
-) -> list[str]:
-    cursor.position = max(cursor.position, position)
-    if not await store.readable([artifact], viewer, now=now()):
-        return []  # the denial is recorded; the client learns nothing of the artifact
-    data = {"position": position, "artifact": artifact.model_dump(mode="json")}
-    return [_frame(cursor.text(), "artifact.published", data)]
-
-
-async def _shows(
-    store: BlackboardStore,
-    event: LocalEvent,
-    viewer: AgentIdentity,
-    wanted: EventFilter,
-    now: Callable[[], datetime],
-) -> bool:
-    """Whether ``viewer`` may see ``event``: it must be allowed every input of the run (or the
-    artifact of a dead letter), and the event must match the filter."""
-    inputs = event.inputs
-    if not inputs and event.artifact_id is not None:
-        found = await store.get_many([event.artifact_id], viewer=viewer, now=now())
-        if not found:
-            return False
-        inputs = tuple(found)
-    if not inputs:
-        return False  # model text of a run this hub did not see start: nothing to check it against
-    when = now()
-    if not all(visible(a, viewer, when) for a in inputs):
-        return False
-    if wanted.correlation_id is not None and inputs[0].correlation_id != wanted.correlation_id:
-        return False
-    return not wanted.types or any(a.type in wanted.types for a in inputs)
-
-
 def _frame(event_id: str, kind: str, data: dict[str, Any]) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
@@ -307,4 +366,6 @@ def _text(value: Any) -> str | None:
 def _json_safe(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
     return str(value)

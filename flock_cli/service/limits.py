@@ -55,7 +55,10 @@ class BodyLimit:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes or declared < 0:
+                if declared < 0:
+                    await self._reject(-1)(scope, receive, send)  # not a length: 400
+                    return
+                if declared > self.max_bytes:
                     await self._reject(self.max_bytes)(scope, receive, send)
                     return
         # Read the body here, up to the limit, then hand it on: a chunked body that passes the

@@ -14,6 +14,7 @@ from flock_cli.service.problems import PROBLEM_RESPONSE as _PROBLEM
 from flock_cli.service.problems import Problem
 from flock_cli.service.schemas import AgentOut, DeadLetterOut
 from flock_cli.service.tokens import Principal
+from flock_cli.store.contract import UNRESTRICTED
 
 if TYPE_CHECKING:
     from flock_cli.service.state import ServiceState
@@ -79,8 +80,9 @@ def routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
         shown = []
         for letter in letters:
             if not who.operator:
-                seen = await store.get_many(list(letter.artifact_ids), viewer=who.identity)
-                if len(seen) != len(set(letter.artifact_ids)):
+                found = await store.get_many(list(letter.artifact_ids), viewer=UNRESTRICTED)
+                seen = await state.access.readable(found, who.identity, store.clock.now())
+                if not seen or len(seen) != len(set(letter.artifact_ids)):
                     continue
             shown.append(DeadLetterOut.model_validate(letter.model_dump(mode="json")))
         return shown

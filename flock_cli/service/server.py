@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flock_cli.errors import UsageError
+from flock_cli.errors import RunError, UsageError
 from flock_cli.service.app import build_app
 from flock_cli.service.config import ServiceConfig, is_loopback
 from flock_cli.service.state import ServiceState
@@ -79,6 +79,9 @@ class BlackboardHTTPService:
         self._stopping: asyncio.Task[RunSummary | None] | None = None
         self._stop_board = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        self._stop_requested = False
+        self.failure: BaseException | None = None
+        """Why the service stopped on its own (its scheduler failed), if it did."""
         self._summaries: list[RunSummary] = []
         self.summary: RunSummary | None = None
         """What the flock did while served (set when the service has stopped)."""
@@ -130,6 +133,8 @@ class BlackboardHTTPService:
             ),
             self,
         )
+        if self._stop_requested:
+            server.should_exit = True  # request_stop() came before the server existed
         try:
             try:
                 await server.serve()
@@ -141,16 +146,23 @@ class BlackboardHTTPService:
         finally:
             self.begin_stop()
             assert self._stopping is not None
-            self.summary = await self._stopping
-            if watcher is not None:
-                await _cancelled(watcher)
-            self._stop_board.set()
-            await _cancelled(tail)
-            await _cancelled(monitor)
+            try:
+                self.summary = await self._stopping
+            finally:
+                self._stop_board.set()
+                for task in (watcher, tail, monitor):
+                    if task is not None:
+                        await _cancelled(task)
+        if self.failure is not None:
+            raise RunError(
+                f"flock serve stopped because its scheduler failed: {self.failure}"
+            ) from self.failure
         return self.summary
 
     def request_stop(self) -> None:
-        """Stop gracefully (as SIGTERM does); safe to call from another thread."""
+        """Stop gracefully (as SIGTERM does); safe to call from another thread, and before the
+        service has started (it then stops as soon as it has)."""
+        self._stop_requested = True
         server = self._server
         if server is None:
             return
@@ -196,8 +208,12 @@ class BlackboardHTTPService:
         try:
             self._summaries.append(await state.flock.watch(stop=self._stop_board))
         except Exception as exc:
+            # A service that runs no agents any more must not look alive: stop, and say why.
             log.error("flock serve: the scheduler stopped: %s", exc)
-            raise
+            self.failure = exc
+            self.begin_stop()
+            if self._server is not None:
+                self._server.should_exit = True
         finally:
             state.scheduler_running = False
 

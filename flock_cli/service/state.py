@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
+from flock_cli.service.access import Access, output_rules
 from flock_cli.service.events import ActivityHub
 from flock_cli.service.limits import TokenBucket
 from flock_cli.service.problems import Problem
@@ -97,10 +98,12 @@ class ServiceState:
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
     tail: BoardTail = field(init=False)
     hub: ActivityHub = field(init=False)
+    access: Access = field(init=False)
 
     def __post_init__(self) -> None:
         self.tail = BoardTail(self.flock.store, self.notifier)
         self.hub = ActivityHub(self.notifier)
+        self.access = Access(self.flock.store, output_rules(self.flock.agents))
 
     @property
     def store(self) -> BlackboardStore:
@@ -142,8 +145,9 @@ class ServiceState:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Readiness and its reasons: board reachable, scheduler running (when this process runs
         agents), not draining."""
+        board_ok = self.board_ok and self.tail.problem is None
         checks = {
-            "board": "ok" if self.board_ok else (self.board_problem or "not checked yet"),
+            "board": "ok" if board_ok else (self.board_problem or self.tail.problem or "not checked yet"),
             "scheduler": (
                 ("running" if self.scheduler_running else "not running")
                 if self.config.orchestrate
@@ -151,5 +155,5 @@ class ServiceState:
             ),
             "draining": self.draining,
         }
-        ok = self.board_ok and not self.draining and (self.scheduler_running or not self.config.orchestrate)
+        ok = board_ok and not self.draining and (self.scheduler_running or not self.config.orchestrate)
         return ok, checks

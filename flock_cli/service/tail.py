@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from flock_cli.store.contract import BlackboardStore
 
 __all__ = ["BoardTail", "Notifier"]
+
+log = logging.getLogger("flock_cli.service")
 
 
 class Notifier:
@@ -36,9 +41,13 @@ class Notifier:
 
     async def wait(self, timeout: float) -> None:
         """Wait for the next notification, or ``timeout`` seconds."""
-        event = self._event
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            await asyncio.wait_for(self.next(), timeout)
+
+    def next(self) -> Coroutine[Any, Any, Any]:
+        """An awaitable of the next notification, bound now (a notification between this call
+        and the first wait is not missed)."""
+        return self._event.wait()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,8 @@ class BoardTail:
         self.polls = 0
         """How many polls of the board the tail finished."""
         self.started = asyncio.Event()
+        self.problem: str | None = None
+        """Why the tail cannot read the board now (None when it can)."""
 
     def wake(self, *, held: bool = False) -> None:
         """Poll now (this process just published, or a stream waits for the inputs of a run);
@@ -86,12 +97,33 @@ class BoardTail:
         self._held = self._held or held
         self._wake.set()
 
+    hole_span = 1000
+    """Widest gap the tail watches for late commits (wider ones are rolled-back transactions)."""
+
+    def low_water(self) -> int | None:
+        """Below the lowest gap that may still fill, or None when no gap is open."""
+        return min(self._holes) - 1 if self._holes else None
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll the board until ``stop`` is set."""
-        self.cursor = await self._store.head()
-        self.started.set()
+        """Poll the board until ``stop`` is set. A failed read is logged and retried (with a
+        growing pause); ``problem`` says what failed until a read succeeds again."""
+        pause = self._poll_s
         while not stop.is_set():
-            taken = await self.poll()
+            try:
+                if not self.started.is_set():
+                    await self._start()
+                taken = await self.poll()
+            except Exception as exc:  # the board went away: streams wait, readiness says why
+                if self.problem is None:
+                    log.warning("flock serve: cannot follow the board: %s (retrying)", exc)
+                self.problem = f"cannot follow the board: {exc}"
+                pause = min(5.0, pause * 2)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                continue
+            if self.problem is not None:
+                log.warning("flock serve: following the board again")
+            self.problem, pause = None, self._poll_s
             if taken < self._batch:
                 self._wake.clear()
                 waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
@@ -100,6 +132,17 @@ class BoardTail:
                 )
                 for task in pending:
                     task.cancel()
+
+    async def _start(self) -> None:
+        """Start at the board's head, watching the positions just below it: a transaction that
+        took one of them may still commit."""
+        head = await self._store.head()
+        below = max(0, head - self.hole_span)
+        present = {p for p, _ in await self._store.feed(below, limit=self.hole_span)}
+        now = time.monotonic()
+        self._holes = {p: now for p in range(below + 1, head + 1) if p not in present}
+        self.cursor = head
+        self.started.set()
 
     async def poll(self) -> int:
         """Take in what is new; returns how many artifacts."""
@@ -112,7 +155,7 @@ class BoardTail:
             elif position > self.cursor:
                 # Positions between are not visible yet: a transaction that took them may still
                 # commit (or it rolled back, and they stay empty until the grace ends).
-                for missing in range(max(self.cursor + 1, position - 1000), position):
+                for missing in range(max(self.cursor + 1, position - self.hole_span), position):
                     self._holes[missing] = now
                 self.cursor = position
             else:
@@ -138,4 +181,4 @@ class BoardTail:
         if not self._kept or self._kept[0].index > index + 1:
             return None
         start = index + 1 - self._kept[0].index
-        return list(self._kept)[start:]
+        return list(itertools.islice(self._kept, start, None))
