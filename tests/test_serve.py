@@ -124,6 +124,7 @@ def test_errors_are_problem_documents(service: tuple[Any, httpx.Client]) -> None
     assert none.status_code == 401 and none.headers["www-authenticate"].startswith("Bearer")
     assert client.get("/v1/artifacts", headers={"Authorization": "Bearer nope"}).status_code == 401
     assert publish(client, "auditor").status_code == 403  # may publish nothing
+    assert publish(client, "auditor", {"subject": "x"}).status_code == 403  # rights before the schema
     assert client.post("/v1/types/Nope/artifacts", json={}, headers=auth("ops")).status_code == 404
     assert client.get("/v1/agents", headers=auth("acme-app")).status_code == 403
     assert client.get(f"/v1/artifacts/{uuid.uuid4()}", headers=auth("ops")).status_code == 404

@@ -124,6 +124,16 @@ def test_the_cli_as_a_client_of_the_service(tmp_path: Path) -> None:
 
 def test_refusals_are_one_line_usage_errors(tmp_path: Path) -> None:
     runner = CliRunner()
+    (tmp_path / "broken.yaml").write_text("tokens:\n  - name: [x\n")
+    token = runner.invoke(app, ["token", "new", "z", "-f", str(tmp_path / "broken.yaml")])
+    assert token.exit_code == 2 and "broken.yaml:3:1: not valid YAML" in token.output
+    assert runner.invoke(app, ["token", "new", "z", "-f", str(tmp_path / "t.yaml")]).exit_code == 0
+    again = runner.invoke(app, ["token", "new", "z", "-f", str(tmp_path / "t.yaml")])
+    assert again.exit_code == 2 and "has a token named 'z' already" in again.output
+    bad_name = runner.invoke(app, ["token", "new", "bad name!", "-f", str(tmp_path / "t.yaml")])
+    assert (
+        bad_name.exit_code == 2 and "token 'bad name!': name: a name starts with a letter" in bad_name.output
+    )
     recipe = str(ROOT / "recipes" / "multi_tenant.yaml")
     exposed = runner.invoke(
         app, ["serve", recipe, "--host", "0.0.0.0", "--engine", "test", "--board", str(tmp_path / "b.db")]

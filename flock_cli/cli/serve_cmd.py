@@ -234,17 +234,20 @@ def new(
     entry = entry_text(
         name, token, tenant=tenant, labels=labels or [], publish=publish or [], operator=operator
     )
-    created = create_private_file(file)  # owner-only: it says who may do what
-    text = "" if created else file.read_text(encoding="utf-8")
+    TokenBook.parse(yaml.safe_dump({"tokens": [entry]}), f"token {name!r}", positions=False)  # a valid entry
+    existed = file.exists()
+    text = file.read_text(encoding="utf-8") if existed else ""
+    book = TokenBook.parse(text, str(file)) if text.strip() else None  # a broken file: file:line, exit 2
+    if book is not None and any(p.name == name for p in book.principals):
+        fail(f"{file} has a token named {name!r} already; choose another name")
     data = yaml.safe_load(text) if text.strip() else {"tokens": []}
-    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-        fail(f"{file} is not a token file (it has no 'tokens:' list)")
     data["tokens"].append(entry)
     new_text = (
         "# flock serve tokens: only hashes are kept here (flock token new adds one)\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
-    TokenBook.parse(new_text, str(file))  # the file stays valid (a name used twice is refused)
+    if not existed:
+        create_private_file(file)  # owner-only: it says who may do what
     file.write_text(new_text, encoding="utf-8")
     err_console().print(f"added token {name!r} to {file}; the token (shown only now):", highlight=False)
     typer.echo(token)

@@ -29,6 +29,7 @@ from flock_cli.service.schemas import (
     ArtifactPage,
     LineageOut,
     publish_body,
+    typed_artifact,
 )
 from flock_cli.service.tokens import Principal
 from flock_cli.store.contract import UNRESTRICTED, ArtifactQuery
@@ -98,12 +99,14 @@ def _errors(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         type_name = request.scope.get("flock_type")
-        what = f"an invalid {type_name} payload" if type_name else "an invalid request"
+        in_payload = bool(errors) and all(e["loc"][:2] == ["body", "payload"] for e in errors)
+        what = f"an invalid {type_name} payload" if type_name and in_payload else "an invalid request"
         detail = f"{what}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         extra: dict[str, Any] = {"errors": errors}
         if type_name:
             extra["type_name"] = type_name
-        return problem_response(422, detail, **extra)
+        title = "Invalid payload" if in_payload else "Invalid request"
+        return problem_response(422, detail, title=title, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
@@ -158,18 +161,20 @@ def _publish_route(
                 description="Retrying with the same key returns the first artifact instead of a second one."
             ),
         ] = None,
-    ) -> ArtifactOut:
+    ) -> Any:
+        publishing.check_rights(state, who, type_name)  # before the body: no schema for the unentitled
         body = await strict_body(request, body_model, agents)
         artifact, new = await publishing.publish(state, who, type_name, body, idempotency_key)
         response.status_code = 201 if new else 200
         if not new:
             response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = f"/v1/artifacts/{artifact.id}"
-        return ArtifactOut.of(artifact)
+        return typed.model_validate(ArtifactOut.of(artifact).model_dump(mode="json"))
 
+    typed = typed_artifact(type_name, model)
     app.post(
         f"/v1/types/{type_name}/artifacts",
-        response_model=ArtifactOut,
+        response_model=typed,
         status_code=201,
         operation_id=f"publish_{type_name}",
         summary=f"Publish a {type_name}",
@@ -185,8 +190,11 @@ def _publish_route(
         },
         responses={
             **_ERRORS,
-            200: {"description": "published before with this Idempotency-Key: the first artifact"},
-            400: {"description": "a malformed request (a header HTTP does not allow)"},
+            200: {
+                "description": "published before with this Idempotency-Key: the first artifact",
+                "model": typed,
+            },
+            400: {"description": "a malformed request (a header HTTP does not allow)", **_PROBLEM},
             403: {"description": "the token may not publish this type", **_PROBLEM},
             409: {"description": "the Idempotency-Key was used for other content", **_PROBLEM},
             413: {"description": "the body is too large", **_PROBLEM},
@@ -243,7 +251,7 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             "name": identity.name,
             "tenant": identity.tenant_id,
             "labels": sorted(identity.labels),
-            "publish": None if who.may_publish is None else sorted(who.may_publish),
+            "publish": "*" if who.may_publish is None else sorted(who.may_publish),
             "operator": who.operator,
         }
 

@@ -207,13 +207,16 @@ class EventStream:
         self._cursor = cursor
         self._sent_high = cursor.position
         yield "retry: 1000\n\n"
-        index, upto = tail.count, tail.cursor
-        self._upto = upto
         # A client following one workflow from its start gets the run events this process still
         # holds too, placed among the artifacts by time (it may have published before it asked).
-        held = hub.since(0) if resumed is None and self._wanted.correlation_id is not None else []
-        if held:
-            cursor.number = hub.count
+        # The tail first takes in what was committed before them, so each run's inputs are there.
+        from_start = resumed is None and self._wanted.correlation_id is not None
+        if from_start:
+            await tail.sync()
+        held = hub.since(0) if from_start else []
+        index, upto = tail.count, tail.cursor
+        self._upto = upto
+        snapshot = hub.count
         caught: list[tuple[float, int, Any]] = [(e.at, 1, e) for e in held]
         async for position, artifact in _board_since(self._store, cursor.position, upto, self._query):
             if held:
@@ -225,8 +228,12 @@ class EventStream:
             if not is_event:
                 for text in await self._artifact(item[1], item[0]):
                     yield text
-            elif await self._shows(item):
+                continue
+            cursor.number = item.number
+            if await self._shows(item):
                 yield _frame(self._id(), item.kind, self._data(item))
+        if held:
+            cursor.number = snapshot
         last_beat = time.monotonic()
         held_since: float | None = None
         held_polls = 0

@@ -29,7 +29,7 @@ TITLES = {
     409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
-    422: "Invalid payload",
+    422: "Invalid request",
     429: "Too many requests",
     500: "Internal server error",
     503: "Service unavailable",
@@ -55,11 +55,12 @@ class Problem(Exception):
 
 
 def problem_response(
-    status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    status: int, detail: str, *, headers: dict[str, str] | None = None, title: str | None = None, **extra: Any
 ) -> JSONResponse:
     """The problem document for ``status`` with ``detail`` (and extension members ``extra``)."""
     from starlette.responses import JSONResponse
 
-    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status, "detail": detail}
+    title = title or TITLES.get(status, "Error")
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     body.update(extra)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from flock_cli.service.state import ServiceState
     from flock_cli.service.tokens import Principal
 
-__all__ = ["publish"]
+__all__ = ["check_rights", "publish"]
 
 log = logging.getLogger("flock_cli.service")
 
@@ -45,9 +45,7 @@ async def publish(
 ) -> tuple[Artifact, bool]:
     """Publish ``body`` (a ``Publish<Type>``) as ``principal``; returns the artifact and whether it
     is new (False: an earlier publish with the same key)."""
-    state.check_accepting()
-    if not principal.can_publish(type_name):
-        raise Problem(403, f"the token {principal.name!r} may not publish {type_name}")
+    check_rights(state, principal, type_name)
     fields: dict[str, Any] = dict(body)
     payload = fields["payload"].model_dump(mode="json")
     visibility = _visibility(state, principal, fields.get("visibility"))
@@ -89,6 +87,13 @@ async def publish(
         raise
     state.tail.wake()
     return artifact, True
+
+
+def check_rights(state: ServiceState, principal: Principal, type_name: str) -> None:
+    """503 while stopping, 403 for a type the token may not publish."""
+    state.check_accepting()
+    if not principal.can_publish(type_name):
+        raise Problem(403, f"the token {principal.name!r} may not publish {type_name}")
 
 
 def _visibility(state: ServiceState, principal: Principal, text: str | None) -> Visibility | None:

@@ -16,6 +16,7 @@ __all__ = [
     "DeadLetterOut",
     "LineageOut",
     "publish_body",
+    "typed_artifact",
 ]
 
 
@@ -39,6 +40,17 @@ class ArtifactOut(BaseModel):
         data = artifact.model_dump(mode="json")
         data["tags"] = sorted(data["tags"])
         return cls.model_validate(data)
+
+
+def typed_artifact(type_name: str, model: type[BaseModel]) -> type[BaseModel]:
+    """``ArtifactOut`` with the payload of ``type_name`` (what its publish route answers)."""
+    typed: type[BaseModel] = create_model(
+        f"{type_name}Artifact",
+        __base__=ArtifactOut,
+        __doc__=f"A stored artifact of type {type_name}.",
+        payload=(model, ...),
+    )
+    return typed
 
 
 class ArtifactPage(BaseModel):

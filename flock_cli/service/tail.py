@@ -97,6 +97,15 @@ class BoardTail:
         self._held = self._held or held
         self._wake.set()
 
+    async def sync(self, timeout: float = 2.0) -> None:
+        """Wait until a poll that began after this call has finished (what was committed before
+        the call is then taken in), or ``timeout`` seconds."""
+        target = self.polls + 2  # the poll going on now may have read before the call
+        deadline = time.monotonic() + timeout
+        while self.polls < target and time.monotonic() < deadline and self.problem is None:
+            self.wake(held=True)
+            await self._notifier.wait(0.05)
+
     hole_span = 1000
     """Widest gap the tail watches for late commits (wider ones are rolled-back transactions)."""
 

@@ -136,8 +136,9 @@ class TokenBook:
         return cls.parse(text, str(path))
 
     @classmethod
-    def parse(cls, text: str, source: str) -> TokenBook:
-        """Parse token-file text (YAML or JSON) read from ``source``."""
+    def parse(cls, text: str, source: str, *, positions: bool = True) -> TokenBook:
+        """Parse token-file text (YAML or JSON) read from ``source`` (messages name the line and
+        column of a bad entry unless ``positions`` is false: text that is in no file)."""
         try:
             data: Any = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
@@ -151,17 +152,19 @@ class TokenBook:
         unknown = set(data) - {"tokens"}
         if unknown:
             raise UsageError(f"{source}: unknown key {sorted(unknown)[0]!r} (a token file holds 'tokens:')")
-        lines = _entry_lines(text)
+        lines = _entry_lines(text) if positions else []
         principals: dict[str, Principal] = {}
         names: set[str] = set()
         for index, raw in enumerate(data["tokens"]):
-            where = f"{source}{lines[index] if index < len(lines) else ''}: tokens[{index}]"
+            where = f"{source}{lines[index] if index < len(lines) else ''}" + (
+                f": tokens[{index}]" if positions else ""
+            )
             try:
                 entry = _Entry.model_validate(raw)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 key = ".".join(str(p) for p in first["loc"]) or "entry"
-                raise UsageError(f"{where}: {key}: {first['msg']}") from None
+                raise UsageError(f"{where}: {key}: {first['msg'].removeprefix('Value error, ')}") from None
             if entry.name in names:
                 raise UsageError(f"{where}: the name {entry.name!r} is used by another token")
             if entry.sha256 in principals:
