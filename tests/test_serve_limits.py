@@ -75,3 +75,28 @@ def test_a_full_board_answers_429(tmp_path: Path) -> None:
         full = client.post("/v1/types/SupportRequest/artifacts", json=BODY, headers=auth("acme-app"))
         assert full.status_code == 429 and full.headers["retry-after"] == "1"
         assert "max_pending" in full.json()["detail"]
+
+
+def test_event_streams_per_token_are_capped(tmp_path: Path) -> None:
+    flock = load_recipe(RECIPE).build(
+        store=SQLiteBlackboardStore(tmp_path / "b.db"), engine_override="test", traces=False
+    )
+    served = flock.serve(port=0, tokens=token_file(tmp_path), max_streams_per_token=2)
+    with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with client.stream("GET", "/v1/events", headers=auth("acme-app")) as one:
+            first = one.iter_lines()  # kept: a dropped line iterator closes its response
+            next(first)
+            with client.stream("GET", "/v1/events", headers=auth("acme-app")) as two:
+                second = two.iter_lines()
+                next(second)
+                third = client.get("/v1/events", headers=auth("acme-app"))
+                assert third.status_code == 429 and "2 event streams open" in third.json()["detail"]
+                with client.stream("GET", "/v1/events", headers=auth("globex-app")) as other:
+                    assert other.status_code == 200  # per token
+        deadline = time.monotonic() + 10  # closed streams give their slots back
+        while time.monotonic() < deadline:
+            with client.stream("GET", "/v1/events", headers=auth("acme-app")) as again:
+                if again.status_code == 200:
+                    break
+            time.sleep(0.1)
+        assert again.status_code == 200

@@ -176,6 +176,7 @@ def _config(
         requests_per_second=rate or (limits.requests_per_second if limits else defaults.requests_per_second),
         burst=burst or (limits.burst if limits else defaults.burst),
         max_pending=max_pending or settings.max_pending or defaults.max_pending,
+        max_streams_per_token=settings.max_streams_per_token or defaults.max_streams_per_token,
         shutdown_timeout_s=float(settings.shutdown_timeout or defaults.shutdown_timeout_s),
     )
 

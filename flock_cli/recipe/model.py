@@ -420,6 +420,9 @@ class ServeDef(_Raw):
     max_pending: int | None = Field(
         default=None, ge=1, description="open deliveries above which publishes answer 429 (default 10000)"
     )
+    max_streams_per_token: int | None = Field(
+        default=None, ge=1, le=100_000, description="event streams one token may hold open (default 32)"
+    )
     shutdown_timeout: Duration | None = Field(
         default=None, description="how long a stopping service lets runs finish (default 30 s)"
     )

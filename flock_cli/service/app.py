@@ -7,6 +7,7 @@ viewer, so an HTTP reader is filtered (and its denials recorded) exactly as an a
 
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
 # those of the per-type publish routes are made at run time (each its own body model).
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -332,8 +333,15 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             closing=state.closing,
             now=store.clock.now,
         )
+        state.check_streams(who)  # 429 now, while an answer can still say so
+
+        async def held() -> AsyncIterator[str]:
+            with state.stream_slot(who):  # taken while the stream runs (never if it never starts)
+                async for text in stream.events():
+                    yield text
+
         return StreamingResponse(
-            stream.events(),
+            held(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

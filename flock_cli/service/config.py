@@ -30,6 +30,8 @@ class ServiceConfig:
     """Requests one token may make at once before the average applies."""
     max_pending: int = 10_000
     """Open deliveries (pending and not yet routed) above which publishes answer 429."""
+    max_streams_per_token: int = 32
+    """Event streams one token may hold open at once (429 above it)."""
     retry_after_s: int = 1
     """The Retry-After of a 429 for a full board."""
     shutdown_timeout_s: float = 30.0
@@ -44,6 +46,8 @@ class ServiceConfig:
             raise UsageError("the rate limit needs requests_per_second > 0 and burst >= 1")
         if self.max_pending < 1:
             raise UsageError("max_pending must be at least 1")
+        if self.max_streams_per_token < 1:
+            raise UsageError("max_streams_per_token must be at least 1")
 
 
 def is_loopback(host: str) -> bool:

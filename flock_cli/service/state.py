@@ -4,8 +4,9 @@ whether the service is draining."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -96,6 +97,7 @@ class ServiceState:
     board_problem: str | None = None
     open_deliveries: int = 0
     _buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _streams: dict[str, int] = field(default_factory=dict)
     tail: BoardTail = field(init=False)
     hub: ActivityHub = field(init=False)
     access: Access = field(init=False)
@@ -125,6 +127,27 @@ class ServiceState:
                 f" bursts of {self.config.burst}); retry after {wait:.2f} s",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
+
+    def check_streams(self, principal: Principal) -> None:
+        """429 when ``principal`` holds all its event-stream slots."""
+        if self._streams.get(principal.name, 0) >= self.config.max_streams_per_token:
+            raise Problem(
+                429,
+                f"the token {principal.name!r} has {self.config.max_streams_per_token} event streams open"
+                " already; close one first",
+                headers={"Retry-After": str(self.config.retry_after_s)},
+            )
+
+    @contextlib.contextmanager
+    def stream_slot(self, principal: Principal) -> Iterator[None]:
+        """Hold one of ``principal``'s event-stream slots while a stream is open (streams are the
+        one thing a client keeps open on the server; :meth:`check_streams` refuses more)."""
+        name = principal.name
+        self._streams[name] = self._streams.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._streams[name] -= 1
 
     def check_room(self) -> None:
         """Refuse a publish while the board holds more open deliveries than allowed (429)."""
