@@ -20,6 +20,7 @@ from flock_cli.cli.common import (
     reports_errors,
 )
 from flock_cli.cli.inputs import validated_payloads
+from flock_cli.cli.options import BoardOpt
 
 if TYPE_CHECKING:
     from flock_cli.core.visibility import Visibility
@@ -44,15 +45,7 @@ def publish(
             help="Recipe declaring TYPE (default: $FLOCK_RECIPE or ./recipe.yaml).",
         ),
     ] = None,
-    board: Annotated[
-        str | None,
-        typer.Option(
-            "--board",
-            metavar="PATH|URL",
-            help="Board file or postgresql:// URL (default: $FLOCK_BOARD, settings.board or"
-            " .flock/<recipe name>.db).",
-        ),
-    ] = None,
+    board: BoardOpt = None,
     correlation_id: Annotated[
         str | None, typer.Option("--correlation-id", metavar="UUID", help="Correlation id (a UUID).")
     ] = None,

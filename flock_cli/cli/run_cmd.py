@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import uuid4
@@ -23,6 +22,7 @@ from flock_cli.cli.common import (
     show_board_notes,
 )
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
+from flock_cli.cli.options import EngineOpt, EngineOverride, ForceOpt, ModelOpt, TracesOpt
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -32,12 +32,6 @@ if TYPE_CHECKING:
     from flock_cli.recipe.loader import Recipe
 
 __all__ = ["EngineOverride", "run"]
-
-
-class EngineOverride(StrEnum):
-    """Values of ``flock run --engine``."""
-
-    test = "test"
 
 
 @reports_errors
@@ -54,10 +48,7 @@ def run(
             help="TYPE=FILE (JSON or YAML, one object or a list) or TYPE=- for stdin.",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", metavar="MODEL", help="Model for dspy engines (overrides the recipe)."),
-    ] = None,
+    model: ModelOpt = None,
     replay: Annotated[
         str | None,
         typer.Option(
@@ -86,14 +77,11 @@ def run(
     watch: Annotated[
         bool, typer.Option("--watch", help="Keep serving artifacts published later (flock publish).")
     ] = False,
-    engine: Annotated[
-        EngineOverride | None,
-        typer.Option("--engine", metavar="test", help="test: run dspy agents on the offline test engine."),
-    ] = None,
+    engine: EngineOpt = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", metavar="SECONDS", help="Give up after this many seconds.")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Resume a board left by another workflow.")] = False,
+    force: ForceOpt = False,
     correlation_id: Annotated[
         str | None,
         typer.Option(
@@ -112,12 +100,7 @@ def run(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary and artifacts as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live progress.")] = False,
-    traces: Annotated[
-        Path | None,
-        typer.Option(
-            "--traces", metavar="PATH", help="Trace store (default: $FLOCK_TRACES or .flock/traces.duckdb)."
-        ),
-    ] = None,
+    traces: TracesOpt = None,
     no_traces: Annotated[bool, typer.Option("--no-traces", help="Write no traces for this run.")] = False,
     metrics_port: Annotated[
         int | None,

@@ -16,7 +16,7 @@ from flock_cli.cli.common import (
     reports_errors,
     show_board_notes,
 )
-from flock_cli.cli.run_cmd import EngineOverride
+from flock_cli.cli.options import BoardOpt, EngineOpt, ForceOpt, ModelOpt, NoTracesOpt, RecipeArg, TracesOpt
 
 if TYPE_CHECKING:
     from flock_cli.recipe.loader import Recipe
@@ -28,18 +28,8 @@ __all__ = ["serve", "token_app"]
 
 @reports_errors
 def serve(
-    recipe: Annotated[
-        Path, typer.Argument(metavar="RECIPE", help="The recipe file (YAML).", show_default=False)
-    ],
-    board: Annotated[
-        str | None,
-        typer.Option(
-            "--board",
-            metavar="PATH|URL",
-            help="Board file or postgresql:// URL (default: $FLOCK_BOARD, settings.board or"
-            " .flock/<recipe name>.db).",
-        ),
-    ] = None,
+    recipe: RecipeArg,
+    board: BoardOpt = None,
     host: Annotated[
         str | None, typer.Option("--host", metavar="ADDR", help="Address to listen on (default 127.0.0.1).")
     ] = None,
@@ -61,22 +51,11 @@ def serve(
             " without one, a session token is printed and only loopback is served).",
         ),
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", metavar="MODEL", help="Model for dspy engines (overrides the recipe)."),
-    ] = None,
-    engine: Annotated[
-        EngineOverride | None,
-        typer.Option("--engine", metavar="test", help="test: run dspy agents on the offline test engine."),
-    ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Resume a board left by another workflow.")] = False,
-    traces: Annotated[
-        Path | None,
-        typer.Option(
-            "--traces", metavar="PATH", help="Trace store (default: $FLOCK_TRACES or .flock/traces.duckdb)."
-        ),
-    ] = None,
-    no_traces: Annotated[bool, typer.Option("--no-traces", help="Write no traces.")] = False,
+    model: ModelOpt = None,
+    engine: EngineOpt = None,
+    force: ForceOpt = False,
+    traces: TracesOpt = None,
+    no_traces: NoTracesOpt = False,
     max_body_bytes: Annotated[
         int | None,
         typer.Option("--max-body-bytes", metavar="N", min=1024, help="Largest request body (1 MiB)."),
