@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -107,3 +109,17 @@ def test_scale_out_bench_runs_every_part_and_writes_its_figures(tmp_path: Path) 
     for heading in ("## Scale-out", "## The no-LLM two-stage pipeline", "## Wake-up latency", "## Idle CPU"):
         assert heading in table
     assert "- target 2 processes ≥ 1.9x one:" in table
+
+
+def test_serve_load_bench_counts_on_the_board(tmp_path: Path) -> None:
+    """bench/serve_load.py on a tiny size: real `flock serve` processes, its figures written."""
+    pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
+    out = tmp_path / "serve"
+    done = subprocess.run(
+        [sys.executable, "bench/serve_load.py", "--clients", "4", "--artifacts", "60",
+         "--scenarios", "sqlite-1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.with_suffix(".json").read_text())["results"][0]
+    assert (result["lost"], result["doubled"], result["stored_answers"]) == (0, 0, 60)
