@@ -70,7 +70,12 @@ def err_console() -> Console:
 
 class _BoardNotes(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        err_console().print(f"board: {record.getMessage()}", markup=False)
+        try:
+            err_console().print(f"board: {record.getMessage()}", markup=False)
+        except OSError:
+            pass  # stderr is gone (a closed pipe): the note has nowhere to go, the work goes on
+        except Exception:
+            self.handleError(record)
 
 
 def show_board_notes(*, quiet: bool) -> None:

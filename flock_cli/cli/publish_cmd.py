@@ -112,9 +112,15 @@ def publish(
                     for m in models
                 ]
         finally:
-            await flock.store.sync()
-            await flock.shutdown()  # writes the trace before the command returns
-            await flock.store.close()
+            # Each step even if the one before failed: a failed sync must still stop the flock
+            # (its trace is written then) and close the board.
+            try:
+                await flock.store.sync()
+            finally:
+                try:
+                    await flock.shutdown()  # writes the trace before the command returns
+                finally:
+                    await flock.store.close()
 
     stored = asyncio.run(write())
     if as_json:
