@@ -3,10 +3,12 @@ recipes/, on a free port instead of 8344), and docs/serve.md's token file is one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +35,17 @@ def test_the_readme_serve_tour(tmp_path: Path) -> None:
     script += "wait\n"  # the server's exit, after `kill %1`
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    # Its own process group: if the tour hangs, the server it started in the background goes too.
+    process = subprocess.Popen(
+        ["bash", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     out = done.stdout
     assert done.returncode == 0, done.stderr
     assert '"status":"ready"' in out

@@ -183,13 +183,20 @@ class Membership:
 
         board, scheduler = self.board, self._scheduler
         while not self.draining:
-            if not board.leading:
-                scheduler.restored = False  # nothing is routed here until the state is rebuilt
-                if scheduler.router.holds_state() or scheduler.embargoes:
-                    await scheduler.drop_routing_state()  # another member routes now: forget ours
-                await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters
+            if not board.leading or not scheduler.restored:
+                if not board.leading:
+                    scheduler.restored = False  # nothing is routed here until the state is rebuilt
+                    if scheduler.router.holds_state() or scheduler.embargoes:
+                        await scheduler.drop_routing_state()  # another member routes now: forget ours
+                    await board.wait_to_lead(self._runtime.owner)  # PostgreSQL queues the waiters
                 assert self._session is not None
-                await self._session.restore_routing()
+                try:
+                    await self._session.restore_routing()
+                except Exception:
+                    # A leader that cannot rebuild the routing state routes nothing: let another
+                    # member lead meanwhile (the failure is reported, and this loop tries again).
+                    await board.resign()
+                    raise
                 log.info("this process routes the board's artifacts now (it holds the routing lock)")
                 self._runtime.tracer.event("board.leading", owner=self._runtime.owner)
             token = board.wake_token(ARTIFACTS)
