@@ -60,6 +60,9 @@ def test_the_readme_serve_tour(tmp_path: Path) -> None:
             assert input_id in published[: sum("artifact" in d for d in datas[:i])], out
     ids = re.findall(r"^id: (\S+)$", out, re.M)
     assert len(set(ids)) == len(ids), out
+    numbers = [int(i.split(":")[2]) for i in ids]
+    positions = [int(i.split(":")[0]) for i in ids]
+    assert numbers == sorted(numbers) and positions == sorted(positions), out  # ids only count up
     assert '"type":"Case"' in out and '"agent":"acme_support"' in out
     assert '"type":"Escalation"' not in out  # labelled for compliance: not Acme's to see
     assert '{"items":[],"total":0,' in out  # Globex reads nothing of Acme's

@@ -217,6 +217,8 @@ class EventStream:
         index, upto = tail.count, tail.cursor
         self._upto = upto
         snapshot = hub.count
+        if held:
+            cursor.number = held[0].number - 1  # ids count up through the merge below
         caught: list[tuple[float, int, Any]] = [(e.at, 1, e) for e in held]
         async for position, artifact in _board_since(self._store, cursor.position, upto, self._query):
             if held:
