@@ -261,3 +261,28 @@ def test_events_in_order_and_resumed_without_gaps(service: tuple[Any, httpx.Clie
     ) as stream:
         rest = read_events(stream, lambda events: len(artifacts(events)) == 1)
     assert artifacts(first) + artifacts(rest) == artifacts(live)
+    # An id that is not one of ours (or absurd) is no id: the stream starts as a new one would.
+    for junk in ("²:x:1".encode("latin-1"), b"9" * 5000 + b":x:1", b"garbage"):
+        headers = {**auth("acme-app"), "Last-Event-ID": junk}
+        with client.stream("GET", "/v1/events", params=params, headers=headers) as stream:
+            again = read_events(stream, lambda events: len(artifacts(events)) == 2)
+        assert artifacts(again) == artifacts(live)[:2]
+
+
+def test_a_flock_of_types_only_serves_its_api(tmp_path: Path) -> None:
+    """A recipe without agents: an API-only service (agents may run in other processes)."""
+    from flock_cli import Flock
+    from flock_cli.recipe.compiler import register_types
+
+    recipe = tmp_path / "types.yaml"
+    recipe.write_text("name: types\ntypes:\n  Note: {fields: {text: str}}\n")
+    flock = Flock(store=SQLiteBlackboardStore(tmp_path / "b.db"), role="publisher", traces=False)
+    register_types(flock, load_recipe(recipe))
+    served = flock.serve(port=0, tokens=token_file(tmp_path, {"w": ("tok-w", {"publish": "*"})}))
+    with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        sent = client.post(
+            "/v1/types/Note/artifacts",
+            json={"payload": {"text": "hi"}},
+            headers={"Authorization": "Bearer tok-w"},
+        )
+        assert sent.status_code == 201, sent.text

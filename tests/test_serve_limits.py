@@ -100,3 +100,34 @@ def test_event_streams_per_token_are_capped(tmp_path: Path) -> None:
                     break
             time.sleep(0.1)
         assert again.status_code == 200
+
+
+def test_concurrent_stream_opens_respect_the_cap(tmp_path: Path) -> None:
+    import threading
+
+    flock = load_recipe(RECIPE).build(
+        store=SQLiteBlackboardStore(tmp_path / "b.db"), engine_override="test", traces=False
+    )
+    served = flock.serve(port=0, tokens=token_file(tmp_path), max_streams_per_token=2)
+    statuses: list[int] = []
+    release = threading.Event()
+
+    def open_one(url: str) -> None:
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            client.stream("GET", "/v1/events", headers=auth("acme-app")) as stream,
+        ):
+            statuses.append(stream.status_code)
+            release.wait(10)
+
+    with in_thread(served) as url:
+        threads = [threading.Thread(target=open_one, args=(url,)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while len(statuses) < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.set()
+        for thread in threads:
+            thread.join(15)
+    assert sorted(statuses) == [200, 200] + [429] * 8

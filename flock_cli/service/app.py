@@ -7,7 +7,7 @@ viewer, so an HTTP reader is filtered (and its denials recorded) exactly as an a
 
 # No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
 # those of the per-type publish routes are made at run time (each its own body model).
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -333,18 +333,28 @@ def _read_routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
             closing=state.closing,
             now=store.clock.now,
         )
-        state.check_streams(who)  # 429 now, while an answer can still say so
-
-        async def held() -> AsyncIterator[str]:
-            with state.stream_slot(who):  # taken while the stream runs (never if it never starts)
-                async for text in stream.events():
-                    yield text
-
-        return StreamingResponse(
-            held(),
+        release = state.take_stream_slot(who)  # 429 now, while an answer can still say so
+        return _SlotResponse(
+            release,
+            stream.events(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+
+class _SlotResponse(StreamingResponse):
+    """A streaming answer that gives its stream slot back however it ends (sent in full, cut
+    off by the client, or never started)."""
+
+    def __init__(self, release: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
 
 
 def _openapi(app: FastAPI) -> None:

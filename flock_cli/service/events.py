@@ -85,9 +85,10 @@ class ActivityHub:
         data: dict[str, Any] = {"agent": activity.agent}
         if activity.run is not None:
             data["run"] = activity.run
-        if activity.inputs:
-            data["inputs"] = [str(a.id) for a in activity.inputs]
-            data["correlation_id"] = _text(activity.inputs[0].correlation_id)
+        inputs = activity.inputs or self._runs.get(activity.run or "", ())  # a retry: its run's inputs
+        if inputs:
+            data["inputs"] = [str(a.id) for a in inputs]
+            data["correlation_id"] = _text(inputs[0].correlation_id)
         data.update({k: _json_safe(v) for k, v in activity.attributes.items()})
         if activity.kind == "run.started" and activity.run is not None:
             self._runs[activity.run] = activity.inputs
@@ -101,7 +102,7 @@ class ActivityHub:
             ids = (activity.artifact_id,)
         if ids:
             data["artifact_id"] = str(ids[0])
-        self._add(activity.kind, data, activity.inputs, ids)
+        self._add(activity.kind, data, inputs, ids)
 
     def on_stream(self, chunk: StreamChunk) -> None:
         """Keep a piece of streamed model text (shown to those who may see the run's inputs)."""
@@ -153,9 +154,13 @@ def parse_event_id(text: str | None) -> tuple[int, str, int] | None:
     if not text:
         return None
     parts = text.strip().split(":")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[2].isdigit():
+    if len(text) > 80 or len(parts) != 3 or not all(_is_count(parts[i]) for i in (0, 2)):
         return None
     return int(parts[0]), parts[1], int(parts[2])
+
+
+def _is_count(text: str) -> bool:
+    return text.isascii() and text.isdecimal() and len(text) <= 19
 
 
 class EventStream:
@@ -185,6 +190,7 @@ class EventStream:
         self._sent_high = 0  # the highest position sent
         self._sent: set[int] = set()  # positions sent at or below the tail's start (late fills)
         self._released: set[UUID] = set()  # inputs a run event no longer waits for
+        self._pending: list[int] = []  # positions of a catch-up not sent yet
 
     async def events(self) -> AsyncIterator[str]:
         """The stream's text, frame by frame."""
@@ -226,15 +232,23 @@ class EventStream:
                 continue
             for text in await self._artifact(artifact, position):
                 yield text
-        for _, is_event, item in sorted(caught, key=lambda c: (c[0], c[1])):
+        merged = sorted(caught, key=lambda c: (c[0], c[1]))
+        self._pending = sorted(item[0] for _, is_event, item in merged if not is_event)
+        deferred = False
+        for _, is_event, item in merged:
             if not is_event:
+                self._pending.remove(item[0])
                 for text in await self._artifact(item[1], item[0]):
                     yield text
+                continue
+            if deferred or any(tail.known.get(a.id, 0) > index for a in item.inputs):
+                deferred = True  # its inputs come later, live: so does it, and every event after it
                 continue
             cursor.number = item.number
             if await self._shows(item):
                 yield _frame(self._id(), item.kind, self._data(item))
-        if held:
+        self._pending = []
+        if held and not deferred:
             cursor.number = snapshot
         last_beat = time.monotonic()
         held_since: float | None = None
@@ -255,6 +269,8 @@ class EventStream:
                     yield text
             holding = False
             for event in hub.since(cursor.number):
+                if any(tail.known.get(a.id, 0) > index for a in event.inputs):
+                    break  # the tail has its inputs, this stream not yet: send those first
                 waiting = [
                     a.id for a in event.inputs if a.id not in tail.known and a.id not in self._released
                 ]
@@ -288,8 +304,13 @@ class EventStream:
 
     def _id(self) -> str:
         # Not past a gap that may still fill: a resumed stream must get what fills it.
+        lows = [self._sent_high]
         low = self._tail.low_water()
-        self._cursor.position = self._sent_high if low is None else min(self._sent_high, low)
+        if low is not None:
+            lows.append(low)
+        if self._pending:  # a catch-up sent out of position order: not past what it still owes
+            lows.append(self._pending[0] - 1)
+        self._cursor.position = min(lows)
         return self._cursor.text()
 
     def _release(self, ids: list[UUID]) -> None:

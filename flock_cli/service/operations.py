@@ -84,7 +84,11 @@ def routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
                 seen = await state.access.readable(found, who.identity, store.clock.now())
                 if not seen or len(seen) != len(set(letter.artifact_ids)):
                     continue
-            shown.append(DeadLetterOut.model_validate(letter.model_dump(mode="json")))
+            data = letter.model_dump(mode="json")
+            now = store.clock.now()
+            if not who.operator and not state.access.may_read_output(letter.agent, who.identity, now):
+                data["error"] = "(hidden)" if data.get("error") else None  # it can quote the output
+            shown.append(DeadLetterOut.model_validate(data))
         return shown
 
     @app.post(

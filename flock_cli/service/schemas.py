@@ -106,11 +106,9 @@ def visibility_pattern(agents: list[str]) -> str:
     """The pattern of the ``visibility`` field: the rules ``flock publish --visibility`` takes,
     with the recipe's agents for ``private`` and embargoes of 1 to 999 seconds, minutes, hours or
     days (so that a value the schema allows is one the service accepts)."""
-    names = "|".join(re.escape(a) for a in sorted(agents)) or "(?!)"
-    private = f"private:({names})(,({names}))*"
-    return (
-        f"^(public|{private}|labelled:{_NAME}(,{_NAME})*|tenant:{_NAME}|after:[1-9][0-9]{{0,2}}(s|m|h|d)?)$"
-    )
+    names = "|".join(re.escape(a) for a in sorted(agents))
+    private = f"|private:({names})(,({names}))*" if names else ""  # no agents: no private rule
+    return f"^(public{private}|labelled:{_NAME}(,{_NAME})*|tenant:{_NAME}|after:[1-9][0-9]{{0,2}}(s|m|h|d)?)$"
 
 
 def publish_body(type_name: str, model: type[BaseModel], agents: list[str]) -> type[BaseModel]:

@@ -167,9 +167,11 @@ class BlackboardHTTPService:
         if server is None:
             return
         loop = server.loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self.begin_stop)
-            loop.call_soon_threadsafe(setattr, server, "should_exit", True)
+        if loop is None:
+            server.should_exit = True  # not serving yet: it stops as soon as it starts
+            return
+        loop.call_soon_threadsafe(self.begin_stop)
+        loop.call_soon_threadsafe(setattr, server, "should_exit", True)
 
     def begin_stop(self) -> None:
         """Turn readiness false, end the event streams, and start draining the flock."""

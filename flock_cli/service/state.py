@@ -4,9 +4,8 @@ whether the service is draining."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -138,16 +137,21 @@ class ServiceState:
                 headers={"Retry-After": str(self.config.retry_after_s)},
             )
 
-    @contextlib.contextmanager
-    def stream_slot(self, principal: Principal) -> Iterator[None]:
-        """Hold one of ``principal``'s event-stream slots while a stream is open (streams are the
-        one thing a client keeps open on the server; :meth:`check_streams` refuses more)."""
+    def take_stream_slot(self, principal: Principal) -> Callable[[], None]:
+        """Take one of ``principal``'s event-stream slots (429 when all are taken: streams are the
+        one thing a client keeps open on the server); returns what gives it back (once)."""
+        self.check_streams(principal)
         name = principal.name
         self._streams[name] = self._streams.get(name, 0) + 1
-        try:
-            yield
-        finally:
-            self._streams[name] -= 1
+        given_back = False
+
+        def release() -> None:
+            nonlocal given_back
+            if not given_back:
+                given_back = True
+                self._streams[name] -= 1
+
+        return release
 
     def check_room(self) -> None:
         """Refuse a publish while the board holds more open deliveries than allowed (429)."""

@@ -76,8 +76,9 @@ class BoardTail:
         self._hole_grace = hole_grace
         self._batch = batch
         self._kept: deque[_Seen] = deque(maxlen=kept)
-        self.known: set[UUID] = set()
-        """Ids of the artifacts kept (a stream holds a run event back until its inputs are here)."""
+        self.known: dict[UUID, int] = {}
+        """The index of each artifact kept, by id (a stream holds a run event back until it has
+        passed its inputs)."""
         self._holes: dict[int, float] = {}
         self._wake = asyncio.Event()
         self._held = False
@@ -171,9 +172,9 @@ class BoardTail:
                 continue  # seen already
             self.count += 1
             if len(self._kept) == self._kept.maxlen:
-                self.known.discard(self._kept[0].artifact.id)
+                self.known.pop(self._kept[0].artifact.id, None)
             self._kept.append(_Seen(self.count, position, artifact))
-            self.known.add(artifact.id)
+            self.known[artifact.id] = self.count
         for position, since in list(self._holes.items()):
             if now - since > self._hole_grace:
                 del self._holes[position]

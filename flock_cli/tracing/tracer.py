@@ -281,7 +281,9 @@ class Tracer:
         """Record a runtime event (``visibility.denied``, ``run.retry``, ``dead_letter``, ...)."""
         self.metrics.event(kind)
         if self.activity_listeners:
-            self.notify(Activity(kind, agent, artifact_id=artifact_id, attributes=attributes))
+            current = span if span is not None else self._span.get()
+            run = current.span_id if current is not None and current.name == "agent.run" else None
+            self.notify(Activity(kind, agent, run, artifact_id=artifact_id, attributes=attributes))
         if not self._put:
             return
         if span is None:
