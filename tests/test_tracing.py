@@ -169,15 +169,26 @@ async def test_a_dead_ingest_process_is_reported(tmp_path: Path) -> None:
 
 
 class _Collector(http.server.BaseHTTPRequestHandler):
+    """A collector on 127.0.0.1: JSON bodies are parsed as JSON, protobuf ones with the official
+    OTLP definitions (and kept as protobuf's JSON mapping)."""
+
     bodies: list[dict[str, Any]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers["Content-Length"])
+        raw = self.rfile.read(length)
+        if self.headers["Content-Type"] == "application/x-protobuf":
+            from google.protobuf.json_format import MessageToDict
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+            body = MessageToDict(ExportTraceServiceRequest.FromString(raw))
+        else:
+            body = json.loads(raw)
         type(self).bodies.append(
             {
                 "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": json.loads(self.rfile.read(length)),
+                "body": body,
             }
         )
         self.send_response(200)
@@ -223,11 +234,41 @@ async def test_otlp_export_posts_spans_to_the_collector(
     assert len({s["traceId"] for s in spans}) == 1
 
 
-def test_otlp_settings_that_cannot_be_honoured_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_otlp_http_protobuf_reaches_a_collector_that_parses_it(
+    monkeypatch: pytest.MonkeyPatch, collector: str
+) -> None:
+    pytest.importorskip("opentelemetry.proto", reason="the [otlp] extra is not installed")
+    import base64
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    flock = Flock(traces=False)
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    async with flock.traced_run("protobuf"):
+        await flock.publish(Idea(topic="a"))
+        await flock.run_until_idle()
+    await flock.shutdown()
+    assert flock.tracer.problems == []
+    posts = _Collector.bodies
+    assert posts and all(p["headers"]["content-type"] == "application/x-protobuf" for p in posts)
+    spans = [s for p in posts for s in p["body"]["resourceSpans"][0]["scopeSpans"][0]["spans"]]
+    assert {"protobuf", "flock.publish", "agent.run"} <= {s["name"] for s in spans}
+    trace_ids = {base64.b64decode(s["traceId"]).hex() for s in spans}
+    assert len(trace_ids) == 1 and all(len(t) == 32 for t in trace_ids)  # 16 bytes, not hex text
+    run = next(s for s in spans if s["name"] == "agent.run")
+    assert {"key": "flock.agent", "value": {"stringValue": "writer"}} in run["attributes"]
+
+
+def test_otlp_settings_that_cannot_be_honoured_are_refused(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    with pytest.raises(UsageError, match="http/json"):
-        Flock(traces=False)
+    # A protocol not spoken here is a warning: the flock runs, with its local traces only.
+    with caplog.at_level("WARNING", logger="flock_cli.tracing"):
+        assert not Flock(traces=False).tracer.enabled
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not spoken here" in caplog.text
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
     with pytest.raises(UsageError, match="OTEL_EXPORTER_OTLP_TIMEOUT"):

@@ -7,17 +7,20 @@ configured by the standard environment variables:
 * ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
   base URL; ``/v1/traces`` is appended). Without either, nothing is exported.
 * ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`` (``key=value,...``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
-  (milliseconds), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (only ``http/json`` is spoken; anything
-  else is refused with a message rather than ignored).
+  (milliseconds), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``: ``http/json``, or ``http/protobuf``
+  (OpenTelemetry's default; the ``[otlp]`` extra, see ``otlp_protobuf.py``). Another protocol
+  (``grpc``), or ``http/protobuf`` without the extra, is a warning: nothing is exported and the
+  local traces carry on.
 * ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``,
   ``OTEL_TRACES_EXPORTER=none``, ``OTEL_BSP_SCHEDULE_DELAY`` (milliseconds between posts).
 
-It needs no OpenTelemetry package: the JSON encoding is part of the OTLP specification.
+``http/json`` needs no OpenTelemetry package: the JSON encoding is part of the OTLP specification.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import urllib.error
@@ -30,7 +33,12 @@ from typing import Any
 from flock_cli.errors import UsageError
 from flock_cli.tracing.records import EventRecord, FlatSpan, Record, id_text
 
-__all__ = ["OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
+__all__ = ["PROTOCOLS", "OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
+
+log = logging.getLogger("flock_cli.tracing")
+
+PROTOCOLS = ("http/json", "http/protobuf")
+"""The OTLP protocols the exporter speaks."""
 
 _KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 _STATUS = {"unset": 0, "ok": 1, "error": 2}
@@ -174,18 +182,35 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise UsageError(f"OTLP endpoint {url!r} is not an http:// or https:// URL")
     protocol = get("PROTOCOL") or "http/json"
-    if protocol != "http/json":
-        raise UsageError(
-            f"{variable('PROTOCOL')}={protocol} is not supported: flock exports OTLP as"
-            " http/json (a collector's HTTP port, usually 4318, accepts it)"
+    if protocol not in PROTOCOLS:
+        log.warning(
+            "%s=%s is not spoken here: no OTLP export (local traces carry on); use http/protobuf or"
+            " http/json (a collector's HTTP port, usually 4318, takes both)",
+            variable("PROTOCOL"),
+            protocol,
         )
+        return None
+    if protocol == "http/protobuf":
+        from flock_cli.tracing.otlp_protobuf import require
+
+        try:
+            require()
+        except UsageError as exc:
+            log.warning("%s: no OTLP export (local traces carry on)", exc)
+            return None
     headers = _pairs(get("HEADERS") or "", variable("HEADERS"))
     timeout = _millis(get("TIMEOUT"), variable("TIMEOUT"), 10_000)
     delay = _millis(env.get("OTEL_BSP_SCHEDULE_DELAY"), "OTEL_BSP_SCHEDULE_DELAY", 5_000)
     resource = _pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
     name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "") or service
     return OtlpExporter(
-        url, service=name, headers=headers, timeout=timeout, interval=delay, resource=resource
+        url,
+        service=name,
+        headers=headers,
+        timeout=timeout,
+        interval=delay,
+        resource=resource,
+        protocol=protocol,
     )
 
 
@@ -224,11 +249,16 @@ class OtlpExporter:
         interval: float = 5.0,
         resource: Mapping[str, Any] | None = None,
         max_pending: int = 200_000,
+        protocol: str = "http/json",
     ) -> None:
         self.url, self.service, self.timeout, self.interval = url, service, timeout, interval
         self.max_pending = max_pending
         self.dropped = 0
-        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        if protocol not in PROTOCOLS:
+            raise UsageError(f"OTLP protocol {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
+        kind = "application/json" if protocol == "http/json" else "application/x-protobuf"
+        self.headers = {"Content-Type": kind, **(headers or {})}
         self.resource = dict(resource or {})
         self.exported = 0
         self._queue: deque[Record | threading.Event] = deque()
@@ -294,7 +324,13 @@ class OtlpExporter:
                 return
 
     def _post(self, spans: list[SpanData]) -> None:
-        body = json.dumps(encode(spans, self.service, self.resource)).encode()
+        document = encode(spans, self.service, self.resource)
+        if self.protocol == "http/protobuf":
+            from flock_cli.tracing.otlp_protobuf import to_protobuf
+
+            body = to_protobuf(document)
+        else:
+            body = json.dumps(document).encode()
         request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
