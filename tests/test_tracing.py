@@ -311,3 +311,22 @@ async def test_engines_report_usage_and_streamed_text_through_ctx_trace(tmp_path
     assert run.tokens == 42 and run.cost == pytest.approx(0.002)
     stream = [e.attributes["text"] for e in reader.events(run.run_id, ("engine.stream",))]
     assert stream == ["once upon ", "a time"]
+
+
+async def test_the_trace_store_is_written_in_a_format_older_duckdb_shells_read(tmp_path: Path) -> None:
+    """DuckDB 2.0 writes storage version 69 by default, which the DuckDB 1.x shells people have
+    from pip and their distribution refuse ("can only read versions between 64 and 68"). The
+    store is written in DuckDB 1.0's format: the file header says 64."""
+    import struct
+
+    store = tmp_path / "traces.duckdb"
+    flock = Flock(traces=store)
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    async with flock.traced_run("compat"):
+        await flock.publish(Idea(topic="a"))
+        await flock.run_until_idle()
+    await flock.shutdown()
+    header = store.read_bytes()[:20]
+    assert header[8:12] == b"DUCK"
+    assert struct.unpack("<Q", header[12:20])[0] == 64
+    assert [r.name for r in TraceReader(store).runs()] == ["compat"]

@@ -61,6 +61,12 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(marker in text for marker in _LOCK_MARKERS)
 
 
+STORAGE_VERSION = "v1.0.0"
+"""The storage format new trace stores are written in: what DuckDB 1.0 and every later release
+read, so that the DuckDB shells users have (pip's, distributions') open the store. The writer's
+own default (DuckDB 2.0's format) is readable only by DuckDB 2.0 and later."""
+
+
 def connect(
     path: Path, *, read_only: bool, wait: float, config: dict[str, Any] | None = None
 ) -> duckdb.DuckDBPyConnection:
@@ -70,7 +76,10 @@ def connect(
     """
     import duckdb
 
-    return _waiting(path, wait, lambda: duckdb.connect(str(path), read_only=read_only, config=config or {}))
+    settings = dict(config or {})
+    if not read_only:
+        settings.setdefault("storage_compatibility_version", STORAGE_VERSION)
+    return _waiting(path, wait, lambda: duckdb.connect(str(path), read_only=read_only, config=settings))
 
 
 def attach(con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, wait: float) -> None:
