@@ -330,3 +330,28 @@ async def test_the_trace_store_is_written_in_a_format_older_duckdb_shells_read(t
     assert header[8:12] == b"DUCK"
     assert struct.unpack("<Q", header[12:20])[0] == 64
     assert [r.name for r in TraceReader(store).runs()] == ["compat"]
+
+
+def test_the_design_documents_trace_switches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FLOCK_AUTO_TRACE and FLOCK_TRACE_FILE (the blackboard document's) mean what they say when
+    FLOCK_TRACES (ours) is not set; FLOCK_TRACES wins when it is."""
+    from flock_cli.tracing.setup import writer_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FLOCK_TRACES", raising=False)
+    monkeypatch.setenv("FLOCK_AUTO_TRACE", "true")
+    monkeypatch.setenv("FLOCK_TRACE_FILE", "true")
+    assert writer_path(None) == Path(".flock/traces.duckdb")
+    monkeypatch.setenv("FLOCK_TRACE_FILE", "false")
+    assert writer_path(None) is None
+    assert not Flock().tracer.writes_store
+    monkeypatch.setenv("FLOCK_TRACE_FILE", "true")
+    monkeypatch.setenv("FLOCK_AUTO_TRACE", "0")
+    assert writer_path(None) is None
+    monkeypatch.setenv("FLOCK_TRACES", str(tmp_path / "mine.duckdb"))
+    assert writer_path(None) == tmp_path / "mine.duckdb"
+    assert writer_path(tmp_path / "given.duckdb") == tmp_path / "given.duckdb"
+    monkeypatch.delenv("FLOCK_TRACES")
+    monkeypatch.setenv("FLOCK_AUTO_TRACE", "sometimes")
+    with pytest.raises(UsageError, match="FLOCK_AUTO_TRACE"):
+        writer_path(None)

@@ -12,10 +12,33 @@ from flock_cli.tracing.records import StatusRecord
 from flock_cli.tracing.stores import process_store, writes_folder
 from flock_cli.tracing.tracer import Sink, Tracer
 
-__all__ = ["TRACES_ENV", "TracesOption", "board_identity", "build_tracer", "trace_path", "writer_path"]
+__all__ = [
+    "AUTO_TRACE_ENV",
+    "TRACES_ENV",
+    "TRACE_FILE_ENV",
+    "TracesOption",
+    "board_identity",
+    "build_tracer",
+    "trace_path",
+    "writer_path",
+]
 
 TRACES_ENV = "FLOCK_TRACES"
+AUTO_TRACE_ENV = "FLOCK_AUTO_TRACE"
+TRACE_FILE_ENV = "FLOCK_TRACE_FILE"
 _OFF = frozenset({"off", "false", "0", "no", "none"})
+_ON = frozenset({"on", "true", "1", "yes"})
+
+
+def _switch(name: str) -> bool:
+    """An on/off environment variable (on when unset); anything else is a usage error."""
+    value = os.environ.get(name, "").strip().lower()
+    if value == "" or value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise UsageError(f"${name}={os.environ[name]!r}: use true or false")
+
 
 TracesOption = str | os.PathLike[str] | bool | None
 
@@ -50,7 +73,14 @@ def trace_path(traces: TracesOption) -> Path | None:
 
 def writer_path(traces: TracesOption) -> Path | None:
     """The store file this process writes: the file named, or, for a folder (an existing one, or
-    a path ending with ``/``), ``<host>-<pid>.duckdb`` inside it (``stores.py``)."""
+    a path ending with ``/``), ``<host>-<pid>.duckdb`` inside it (``stores.py``).
+
+    With ``traces=None`` and ``FLOCK_TRACES`` unset, the design's switches decide too:
+    ``FLOCK_AUTO_TRACE`` (tracing at all) and ``FLOCK_TRACE_FILE`` (traces kept in the store),
+    both on unless set to false."""
+    ours = os.environ.get(TRACES_ENV, "").strip()
+    if traces is None and not ours and not (_switch(AUTO_TRACE_ENV) and _switch(TRACE_FILE_ENV)):
+        return None
     named = _named(traces)
     if named is None:
         return None
