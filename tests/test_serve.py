@@ -286,3 +286,28 @@ def test_a_flock_of_types_only_serves_its_api(tmp_path: Path) -> None:
             headers={"Authorization": "Bearer tok-w"},
         )
         assert sent.status_code == 201, sent.text
+
+
+def test_runs_are_read_from_the_trace_store(tmp_path: Path) -> None:
+    import time
+
+    flock = load_recipe(RECIPE).build(
+        store=SQLiteBlackboardStore(tmp_path / "board.db"),
+        engine_override="test",
+        traces=tmp_path / "traces.duckdb",
+    )
+    served = flock.serve(port=0, tokens=token_file(tmp_path))
+    with in_thread(served) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert publish(client, "acme-app").status_code == 201
+        wait_for(client, "acme-app", {"type": "Case"}, 1)
+        assert client.get("/v1/runs", headers=auth("acme-app")).status_code == 403  # operators only
+        runs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not runs and time.monotonic() < deadline:  # the trace store is written in the background
+            answer = client.get("/v1/runs", headers=auth("ops"))
+            runs = answer.json() if answer.status_code == 200 else []
+            time.sleep(0.2)
+        assert runs, "no run reached the trace store"
+        tree = client.get(f"/v1/runs/{runs[0]['run_id']}", headers=auth("ops"))
+        assert tree.status_code == 200 and {"run", "tree", "outside", "in_progress"} <= set(tree.json())
+        assert client.get("/v1/runs/nope", headers=auth("ops")).status_code == 404

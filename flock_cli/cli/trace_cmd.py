@@ -110,27 +110,14 @@ def show(run: RunArg = None, traces: TracesOpt = None, as_json: JsonOpt = False)
     """A run as a tree: artifact -> agent run -> artifacts, with timings, statuses and errors. A
     run several processes worked is one tree, each agent run marked with its process (host:pid)."""
     from flock_cli.cli.trace_render import run_tree
-    from flock_cli.tracing.analysis import build_tree, runs_of
-    from flock_cli.tracing.board_runs import agents_now, board_run, process_labels
+    from flock_cli.tracing.analysis import runs_of
+    from flock_cli.tracing.run_tree import read_run_tree
 
-    reader = _reader(traces)
-    with reader.session():
-        row = board_run(reader, run)
-        ids = row.scope
-        spans = reader.spans(ids)
-        roots, orphans = build_tree(reader.artifacts(ids), spans, reader.events(ids), process_labels(row))
-        in_progress = {a: int(v["running"]) for a, v in agents_now(reader, row).items() if v["running"]}
+    tree = read_run_tree(_reader(traces), run)
     if as_json:
-        emit_json(
-            {
-                "run": row.to_json(),
-                "tree": [r.to_json() for r in roots],
-                "outside": [o.to_json() for o in orphans],
-                "in_progress": in_progress,
-            }
-        )
+        emit_json(tree.to_json())
         return
-    console().print(run_tree(row, roots, orphans, runs_of(spans), in_progress))
+    console().print(run_tree(tree.row, tree.roots, tree.orphans, runs_of(tree.spans), tree.in_progress))
 
 
 @trace_app.command("timeline")

@@ -174,25 +174,12 @@ def _run_list(state: "ServiceState", limit: int) -> list[dict[str, Any]]:
 
 
 def _run_tree(state: "ServiceState", ref: str) -> dict[str, Any]:
-    from flock_cli.tracing.analysis import build_tree
-    from flock_cli.tracing.board_runs import agents_now, board_run, process_labels
     from flock_cli.tracing.reader import TraceReader
+    from flock_cli.tracing.run_tree import read_run_tree
 
     if not state.traces:
         raise Problem(404, "tracing is off in this service: no runs to show")
-    reader = TraceReader(state.traces)
     try:
-        with reader.session():
-            row = board_run(reader, ref)
-            ids = row.scope
-            spans = reader.spans(ids)
-            roots, orphans = build_tree(reader.artifacts(ids), spans, reader.events(ids), process_labels(row))
-            in_progress = {a: int(v["running"]) for a, v in agents_now(reader, row).items() if v["running"]}
+        return read_run_tree(TraceReader(state.traces), ref).to_json()
     except UserError as exc:
         raise Problem(404, str(exc)) from None
-    return {
-        "run": row.to_json(),
-        "tree": [r.to_json() for r in roots],
-        "outside": [o.to_json() for o in orphans],
-        "in_progress": in_progress,
-    }
