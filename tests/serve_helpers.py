@@ -61,12 +61,11 @@ def in_thread(service: Any) -> Iterator[str]:
     thread = threading.Thread(target=run, name="flock-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
-    while not (service.bound is not None and service.bound.is_set()):
+    while not service.wait_started(0.02):
         if errors or not thread.is_alive():
             raise RuntimeError(f"the service did not start: {errors}")
         if time.monotonic() > deadline:
             raise TimeoutError("the service did not start within 20 s")
-        time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{service.port}"
     finally:

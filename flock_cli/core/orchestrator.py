@@ -406,8 +406,8 @@ class Flock:
         ``$FLOCK_TOKENS``; without one, a session token is made and only loopback is served);
         ``limits`` are :class:`~flock_cli.service.config.ServiceConfig` fields
         (``max_body_bytes``, ``requests_per_second``, ``burst``, ``max_pending``,
-        ``shutdown_timeout_s``). A publisher flock serves the API only; an orchestrator runs its
-        agents too.
+        ``max_streams_per_token``, ``shutdown_timeout_s``). A publisher flock serves the API only;
+        an orchestrator runs its agents too.
         """
         from dataclasses import fields
         from pathlib import Path

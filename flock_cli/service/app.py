@@ -170,7 +170,7 @@ def _publish_route(
         if not new:
             response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = f"/v1/artifacts/{artifact.id}"
-        return typed.model_validate(ArtifactOut.of(artifact).model_dump(mode="json"))
+        return typed.of(artifact)
 
     typed = typed_artifact(type_name, model)
     app.post(

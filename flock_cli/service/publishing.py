@@ -44,8 +44,8 @@ async def publish(
     idempotency_key: str | None,
 ) -> tuple[Artifact, bool]:
     """Publish ``body`` (a ``Publish<Type>``) as ``principal``; returns the artifact and whether it
-    is new (False: an earlier publish with the same key)."""
-    check_rights(state, principal, type_name)
+    is new (False: an earlier publish with the same key). The caller checks the rights first
+    (:func:`check_rights`, before it reads the body)."""
     fields: dict[str, Any] = dict(body)
     payload = fields["payload"].model_dump(mode="json")
     visibility = _visibility(state, principal, fields.get("visibility"))

@@ -42,9 +42,9 @@ class ArtifactOut(BaseModel):
         return cls.model_validate(data)
 
 
-def typed_artifact(type_name: str, model: type[BaseModel]) -> type[BaseModel]:
+def typed_artifact(type_name: str, model: type[BaseModel]) -> type[ArtifactOut]:
     """``ArtifactOut`` with the payload of ``type_name`` (what its publish route answers)."""
-    typed: type[BaseModel] = create_model(
+    typed: type[ArtifactOut] = create_model(
         f"{type_name}Artifact",
         __base__=ArtifactOut,
         __doc__=f"A stored artifact of type {type_name}.",

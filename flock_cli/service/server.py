@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flock_cli.core.visibility import AgentIdentity
 from flock_cli.errors import RunError, UsageError
 from flock_cli.service.app import build_app
 from flock_cli.service.config import ServiceConfig, is_loopback
@@ -56,7 +58,7 @@ class BlackboardHTTPService:
         config = config or ServiceConfig()
         orchestrate = flock.role == "orchestrator"
         if config.orchestrate != orchestrate:
-            config = _replace(config, orchestrate=orchestrate)
+            config = dataclasses.replace(config, orchestrate=orchestrate)
         if tokens is None and not is_loopback(config.host):
             raise UsageError(
                 f"refusing to serve on {config.host} without tokens: anyone who reaches the port could"
@@ -67,7 +69,7 @@ class BlackboardHTTPService:
         """The token made for this process when no token file was given (print it for the user)."""
         if tokens is None:
             self.session_token = new_token()
-            session = Principal(_identity("session"), None, operator=True)
+            session = Principal(AgentIdentity(name="session"), None, operator=True)
             tokens = TokenBook({hash_token(self.session_token): session}, "the session token")
         tokens.check_against([a.name for a in flock.agents], (types or _types(flock)).keys())
         traces = [Path(str(sink.path)) for sink in flock.tracer.sinks if hasattr(sink, "path")]
@@ -85,7 +87,6 @@ class BlackboardHTTPService:
         self._summaries: list[RunSummary] = []
         self.summary: RunSummary | None = None
         """What the flock did while served (set when the service has stopped)."""
-        self.bound: asyncio.Event | None = None
         self._listening = threading.Event()
 
     def wait_started(self, timeout: float | None = None) -> bool:
@@ -111,7 +112,6 @@ class BlackboardHTTPService:
         import uvicorn
 
         flock, state = self.state.flock, self.state
-        self.bound = asyncio.Event()
         state.closing = asyncio.Event()
         flock.on_activity(state.hub.on_activity)
         flock.on_stream(state.hub.on_stream)
@@ -236,18 +236,6 @@ class BlackboardHTTPService:
                 await asyncio.wait_for(self._stop_board.wait(), MONITOR_S)
 
 
-def _replace(config: ServiceConfig, **changes: Any) -> ServiceConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)
-
-
-def _identity(name: str) -> Any:
-    from flock_cli.core.visibility import AgentIdentity
-
-    return AgentIdentity(name=name)
-
-
 def _types(flock: ServedFlock) -> dict[str, type[BaseModel]]:
     return {name: flock.registry.resolve(name) for name in flock.registry.names()}
 
@@ -278,8 +266,6 @@ class _Server:
             async def startup(self, sockets: Any = None) -> None:
                 await super().startup(sockets)
                 if self.started:
-                    if service.bound is not None:
-                        service.bound.set()
                     service._listening.set()
 
             @contextlib.contextmanager

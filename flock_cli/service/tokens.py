@@ -17,7 +17,6 @@ stolen token file gives nobody a usable token.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -241,8 +240,3 @@ def entry_text(
     if operator:
         entry["operator"] = True
     return entry
-
-
-def as_json(entry: dict[str, Any]) -> str:
-    """One entry as compact JSON (the flow style a YAML token file accepts too)."""
-    return json.dumps(entry, separators=(", ", ": "))

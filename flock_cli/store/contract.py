@@ -180,20 +180,13 @@ class BlackboardStore(ABC):
         at positions after ``after``, and those at the positions ``also`` names (gaps a follower
         saw: on a board many processes write, a position can become visible after a higher one,
         when its transaction commits later), matching ``query``'s filters (its paging is ignored),
-        in position order. Unrestricted: callers filter by visibility with :meth:`readable`.
+        in position order. Unrestricted: callers filter by visibility (``read_filter``).
         """
 
     @abstractmethod
     async def head(self) -> int:
         """The highest board position given so far (0 on an empty board): where a new follower of
         the board starts to see what comes next."""
-
-    async def readable(
-        self, artifacts: Iterable[Artifact], viewer: Viewer, *, now: datetime | None = None
-    ) -> builtins.list[Artifact]:
-        """What ``viewer`` may read of ``artifacts`` (at ``now``, else the store clock's now);
-        the denials are recorded for the audit, as every read of the store does."""
-        return await self._readable(artifacts, viewer, self.now(now))
 
     async def list(self, *, viewer: Viewer = EXTERNAL, now: datetime | None = None) -> list[Artifact]:
         """Every visible artifact, oldest first."""
