@@ -230,8 +230,14 @@ async def test_otlp_export_posts_spans_to_the_collector(
     assert {"key": "service.name", "value": {"stringValue": "newsroom"}} in resource["resource"]["attributes"]
     spans = [s for p in posts for s in p["body"]["resourceSpans"][0]["scopeSpans"][0]["spans"]]
     names = {s["name"] for s in spans}
-    assert {"otlp", "flock.publish", "agent.run", "engine.call"} <= names
-    assert len({s["traceId"] for s in spans}) == 1
+    assert {"otlp", "flock.publish", "invoke_agent writer", "engine.call"} <= names
+    # The published input starts a trace of its own (the workflow's); the flock run's root span
+    # stays in the run's trace, which holds nothing else.
+    publish = next(s for s in spans if s["name"] == "flock.publish")
+    run = next(s for s in spans if s["name"] == "invoke_agent writer")
+    root = next(s for s in spans if s["name"] == "otlp")
+    assert run["traceId"] == publish["traceId"] != root["traceId"]
+    assert run["parentSpanId"] == publish["spanId"]
 
 
 async def test_otlp_http_protobuf_reaches_a_collector_that_parses_it(
@@ -253,11 +259,12 @@ async def test_otlp_http_protobuf_reaches_a_collector_that_parses_it(
     posts = _Collector.bodies
     assert posts and all(p["headers"]["content-type"] == "application/x-protobuf" for p in posts)
     spans = [s for p in posts for s in p["body"]["resourceSpans"][0]["scopeSpans"][0]["spans"]]
-    assert {"protobuf", "flock.publish", "agent.run"} <= {s["name"] for s in spans}
+    assert {"protobuf", "flock.publish", "invoke_agent writer"} <= {s["name"] for s in spans}
     trace_ids = {base64.b64decode(s["traceId"]).hex() for s in spans}
-    assert len(trace_ids) == 1 and all(len(t) == 32 for t in trace_ids)  # 16 bytes, not hex text
-    run = next(s for s in spans if s["name"] == "agent.run")
-    assert {"key": "flock.agent", "value": {"stringValue": "writer"}} in run["attributes"]
+    assert len(trace_ids) == 2 and all(len(t) == 32 for t in trace_ids)  # 16 bytes, not hex text
+    run = next(s for s in spans if s["name"] == "invoke_agent writer")
+    assert {"key": "gen_ai.agent.name", "value": {"stringValue": "writer"}} in run["attributes"]
+    assert {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}} in run["attributes"]
 
 
 def test_otlp_settings_that_cannot_be_honoured_are_refused(

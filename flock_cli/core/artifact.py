@@ -38,6 +38,9 @@ class Artifact(Options):
     visibility: VisibilitySpec = Field(default_factory=PublicVisibility)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     version: int = 1
+    trace_context: str | None = None
+    """The W3C ``traceparent`` of the span that published it (a publish or an agent run): the
+    runs it causes, in any process, join that trace. Set by the runtime when it is published."""
 
     @field_validator("payload", mode="after")
     @classmethod
@@ -59,6 +62,7 @@ class Artifact(Options):
         visibility: Visibility,
         created_at: datetime,
         version: int = 1,
+        trace_context: str | None = None,
     ) -> Artifact:
         """Build an artifact from values the runtime has already validated, skipping validation.
 
@@ -81,6 +85,7 @@ class Artifact(Options):
                 "visibility": visibility,
                 "created_at": created_at,
                 "version": version,
+                "trace_context": trace_context,
             },
         )
         object.__setattr__(artifact, "__pydantic_fields_set__", set(_FIELDS))

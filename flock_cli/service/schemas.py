@@ -33,6 +33,8 @@ class ArtifactOut(BaseModel):
     visibility: dict[str, Any]
     created_at: datetime
     version: int
+    trace_context: str | None = None
+    """The W3C traceparent of the span that published it (its workflow's trace)."""
 
     @classmethod
     def of(cls, artifact: Any) -> ArtifactOut:

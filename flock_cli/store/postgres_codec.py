@@ -43,6 +43,7 @@ def artifact_params(a: Artifact, produced_in: UUID | None) -> tuple[Any, ...]:
         a.visibility.model_dump_json(),
         a.created_at,
         a.version,
+        a.trace_context,
         produced_in,
     )
 
@@ -59,6 +60,7 @@ def artifact_from_row(row: Sequence[Any]) -> Artifact:
         visibility=_VISIBILITY.validate_python(row[7]),
         created_at=row[8],
         version=row[9],
+        trace_context=row[10],
     )
 
 
@@ -125,7 +127,7 @@ def where_clause(query: ArtifactQuery) -> tuple[str, list[Any]]:
 
 INSERT_ARTIFACT = (
     f"INSERT INTO flock.artifacts ({ARTIFACT_COLUMNS}, produced_in)"
-    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING"
+    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (id) DO NOTHING"
 )
 CLAIM = "INSERT INTO flock.consumptions(artifact_id, consumer) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 INSERT_DELIVERY = (

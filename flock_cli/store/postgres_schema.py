@@ -130,6 +130,11 @@ MIGRATIONS: list[str] = [
         WHERE status IN ('pending', 'leased');
     ALTER TABLE flock.deliveries ADD COLUMN not_before timestamptz
     """,
+    # 3: the W3C traceparent each artifact was published under, so that the runs it causes in any
+    # process join the trace that made it.
+    """
+    ALTER TABLE flock.artifacts ADD COLUMN trace_context text
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

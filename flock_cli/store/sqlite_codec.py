@@ -95,6 +95,7 @@ def artifact_row(a: Artifact) -> tuple[Any, ...]:
         a.visibility.model_dump_json(),
         to_micros(a.created_at),
         a.version,
+        a.trace_context,
     )
 
 
@@ -111,6 +112,7 @@ def artifact_from_row(row: Sequence[Any]) -> Artifact:
         visibility=_VISIBILITY.validate_json(row[7]),
         created_at=from_micros(row[8]),
         version=row[9],
+        trace_context=row[10],
     )
 
 

@@ -101,6 +101,11 @@ MIGRATIONS: list[str] = [
         body TEXT NOT NULL
     );
     """,
+    # 2: the W3C traceparent each artifact was published under, so that the runs it causes in any
+    # process join the trace that made it.
+    """
+    ALTER TABLE artifacts ADD COLUMN trace_context TEXT
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,10 +44,15 @@ def flat_span(span: Span) -> FlatSpan:
             (a.id.int, a.type, a.produced_by, None if correlation is None else correlation.int,
              a.created_at.timestamp(), known[1], sorted(a.tags) if a.tags else (), _thaw(a.payload))
         )  # fmt: skip
+    otel = None
+    if span.otel_trace_id is not None or span.input_types or span.correlation is not None:
+        correlation = span.correlation
+        otel = (span.otel_trace_id, span.otel_parent_id, span.links, span.input_types,
+                None if correlation is None else correlation.int)  # fmt: skip
     return (
         "S", span.trace_id, span.span_id, span.parent_id, span.name, span.kind, span.agent, span.start_ns,
         span.end_ns, span.status, span.message, span.attributes, [i.int for i in span.inputs],
-        [o.int for o in span.outputs or ()], span.children or (), artifacts,
+        [o.int for o in span.outputs or ()], span.children or (), artifacts, otel,
     )  # fmt: skip
 
 

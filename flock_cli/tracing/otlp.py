@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.error
 import urllib.parse
@@ -31,7 +32,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flock_cli.errors import UsageError
-from flock_cli.tracing.records import EventRecord, FlatSpan, Record, id_text
+from flock_cli.tracing.records import EventRecord, FlatSpan, Record, id_text, parse_traceparent
+from flock_cli.tracing.semconv import capture_content, convert
 
 __all__ = ["PROTOCOLS", "OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
 
@@ -45,16 +47,31 @@ _STATUS = {"unset": 0, "ok": 1, "error": 2}
 
 SpanData = dict[str, Any]
 """A span as plain data: trace_id, span_id, parent_id, name, kind, start_ns, end_ns, status,
-message, attributes (dict) and events (list of (ts_ns, name, attributes))."""
+message, attributes (dict), events (list of (ts_ns, name, attributes)) and, optionally, links
+(list of (trace_id, span_id))."""
 
 
-def span_data(span: FlatSpan, events: Iterable[EventRecord] = ()) -> list[SpanData]:
-    """A finished span (``frames.flat_span``), and its children, as :data:`SpanData`."""
+def span_data(span: FlatSpan, events: Iterable[EventRecord] = (), *, capture: bool = False) -> list[SpanData]:
+    """A finished span (``frames.flat_span``), and its children, as :data:`SpanData` named by the
+    GenAI conventions (``semconv.py``), in its workflow's trace (the trace context its inputs
+    carried) with links to the other inputs' spans. ``capture``: keep prompt and answer text."""
     (_, trace_id, span_id, parent_id, name, kind, agent, start_ns, end_ns, status, message, attrs,
-     inputs, outputs, children, _artifacts) = span  # fmt: skip
+     inputs, outputs, children, _artifacts) = span[:16]  # fmt: skip
+    otel = span[16] if len(span) > 16 else None
+    links: tuple[str, ...] = ()
+    correlation = None
+    if otel is not None:
+        otel_trace, otel_parent, links = otel[0], otel[1], otel[2]
+        correlation = otel[4] if len(otel) > 4 else None
+        if otel_trace is not None:
+            trace_id, parent_id = otel_trace, otel_parent
     attributes = dict(attrs)
+    common: dict[str, Any] = {}
     if agent is not None:
-        attributes["flock.agent"] = agent
+        common["flock.agent"] = agent
+    if correlation is not None:
+        common["flock.correlation_id"] = id_text(correlation)
+    attributes.update(common)
     if inputs:
         attributes["flock.inputs"] = [id_text(i) for i in inputs]
     if outputs:
@@ -62,7 +79,7 @@ def span_data(span: FlatSpan, events: Iterable[EventRecord] = ()) -> list[SpanDa
     own: SpanData = {
         "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id, "name": name, "kind": kind,
         "start_ns": start_ns, "end_ns": end_ns, "status": status, "message": message,
-        "attributes": attributes,
+        "attributes": attributes, "links": _links(links),
         "events": [(e.ts_ns, e.kind, {**e.attributes, **_event_refs(e)}) for e in events],
     }  # fmt: skip
     kids: list[SpanData] = [
@@ -76,12 +93,21 @@ def span_data(span: FlatSpan, events: Iterable[EventRecord] = ()) -> list[SpanDa
             "end_ns": end,
             "status": child_status,
             "message": child_message,
-            "attributes": {**(child_attrs or {}), **({"flock.agent": agent} if agent else {})},
+            "attributes": {**(child_attrs or {}), **common},
             "events": [],
         }
         for child_id, child_name, start, end, child_status, child_message, child_attrs in children
     ]
-    return [own, *kids]
+    return [convert(s, agent=agent, capture=capture) for s in (own, *kids)]
+
+
+def _links(contexts: Iterable[str]) -> list[tuple[str, str]]:
+    found = []
+    for context in contexts:
+        parsed = parse_traceparent(context)
+        if parsed is not None:
+            found.append(parsed)
+    return found
 
 
 def _event_refs(event: EventRecord) -> dict[str, Any]:
@@ -100,7 +126,7 @@ def encode(
     return {
         "resourceSpans": [
             {
-                "resource": {"attributes": _attributes({"service.name": service, **(resource or {})})},
+                "resource": {"attributes": _attributes({**default_resource(service), **(resource or {})})},
                 "scopeSpans": [
                     {
                         "scope": {"name": "flock-flow"},
@@ -127,12 +153,29 @@ def _span(s: SpanData) -> dict[str, Any]:
         out["parentSpanId"] = s["parent_id"]
     if s.get("message"):
         out["status"]["message"] = s["message"]
+    if s.get("links"):
+        out["links"] = [{"traceId": t, "spanId": sp} for t, sp in s["links"]]
     if s.get("events"):
         out["events"] = [
             {"timeUnixNano": str(ts), "name": name, "attributes": _attributes(attrs)}
             for ts, name, attrs in s["events"]
         ]
     return out
+
+
+def default_resource(service: str) -> dict[str, Any]:
+    """The resource attributes of this process: ``service.name``, ``service.version`` (the
+    installed Flock-Flow's), ``host.name`` and ``process.pid``."""
+    from flock_cli import __version__
+
+    return {
+        "service.name": service,
+        "service.version": __version__,
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+        "telemetry.sdk.name": "flock-flow",
+        "telemetry.sdk.language": "python",
+    }
 
 
 def _attributes(values: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -211,6 +254,7 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
         interval=delay,
         resource=resource,
         protocol=protocol,
+        capture=capture_content(env),
     )
 
 
@@ -250,7 +294,10 @@ class OtlpExporter:
         resource: Mapping[str, Any] | None = None,
         max_pending: int = 200_000,
         protocol: str = "http/json",
+        capture: bool = False,
     ) -> None:
+        self.capture = capture
+        """Whether prompt and answer text are exported (``semconv.CAPTURE_CONTENT_ENV``)."""
         self.url, self.service, self.timeout, self.interval = url, service, timeout, interval
         self.max_pending = max_pending
         self.dropped = 0
@@ -313,7 +360,7 @@ class OtlpExporter:
                     if item.span_id is not None:
                         self._events.setdefault(item.span_id, []).append(item)
                 elif isinstance(item, tuple):
-                    spans.extend(span_data(item, self._events.pop(item[2], ())))
+                    spans.extend(span_data(item, self._events.pop(item[2], ()), capture=self.capture))
             if len(self._events) > 10_000:  # events of spans that never ended (a crashed run)
                 self._events.clear()
             if spans:

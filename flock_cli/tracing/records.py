@@ -28,6 +28,8 @@ __all__ = [
     "id_text",
     "new_span_id",
     "new_trace_id",
+    "parse_traceparent",
+    "traceparent",
 ]
 
 SpanStatus = Literal["unset", "ok", "error"]
@@ -78,6 +80,35 @@ class Span:
     outputs: list[Any] | None = None
     children: list[Child] | None = None
     published: list[Artifact] | None = None
+    # Where the span sits in OpenTelemetry's view, when that differs from the local one: the
+    # workflow trace it belongs to (one per published input, carried by artifacts as a W3C
+    # traceparent) and its parent there. The local ``trace_id`` stays the flock run's, which is
+    # what ``flock trace`` calls a run.
+    otel_trace_id: str | None = None
+    otel_parent_id: str | None = None
+    links: tuple[str, ...] = ()  # traceparents of the other inputs of a join or batch
+    input_types: tuple[str, ...] = ()
+    correlation: Any = None  # the workflow's correlation id (a UUID), when the span belongs to one
+
+
+def traceparent(trace_id: str, span_id: str) -> str:
+    """The W3C ``traceparent`` header value of a sampled span."""
+    return f"00-{trace_id}-{span_id}-01"
+
+
+def parse_traceparent(value: str) -> tuple[str, str] | None:
+    """(trace id, span id) of a W3C ``traceparent``, or None when it is not one."""
+    parts = value.split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    trace_id, span_id = parts[1].lower(), parts[2].lower()
+    if not _is_hex(trace_id) or not _is_hex(span_id) or set(trace_id) == {"0"} or set(span_id) == {"0"}:
+        return None
+    return trace_id, span_id
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 Child = tuple[str, str, int, int, str, "str | None", "dict[str, Any] | None"]
@@ -133,7 +164,8 @@ class StatusRecord:
 
 FlatSpan = tuple[Any, ...]
 """A finished span as the tagged tuple ``("S", trace_id, span_id, parent_id, name, kind, agent,
-start_ns, end_ns, status, message, attributes, inputs, outputs, children, artifacts)`` (see
-``frames.flat_span``)."""
+start_ns, end_ns, status, message, attributes, inputs, outputs, children, artifacts, otel)`` (see
+``frames.flat_span``); ``otel`` is None or ``(otel_trace_id, otel_parent_id, links, input_types,
+correlation)``."""
 
 Record = Span | FlatSpan | EventRecord | RunStart | RunEnd | StatusRecord

@@ -30,6 +30,10 @@ _CHILD_TYPE = (
     " message VARCHAR, attributes JSON)[]"
 )
 _ENCODED = {"artifacts": "payload"}  # columns whose values arrive as encoded JSON text
+# Columns computed in SQL rather than carried in the batch file: the agent as the span's
+# ``service`` and the start as a timestamp (both for queries written against other tools' stores,
+# like the blackboard design's "artifact transformations").
+_DERIVED = {"spans": {"service": "agent", "start_time": "make_timestamp(start_ns // 1000)"}}
 
 
 def _columns(table: str) -> list[tuple[str, str]]:
@@ -70,13 +74,18 @@ def insert_statements(table: str) -> list[str]:
     source = f"read_json(?, format='array', records=true, columns={{{spec}}})"
     names = [name for name, _ in columns]
     selects = [f"CAST({n} AS JSON)" if _ENCODED.get(table) == n else n for n in names]
+    derived = _DERIVED.get(table, {})
+    selects = [derived.get(n, s) for n, s in zip(names, selects, strict=True)]
     own = f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(selects)} FROM {source}"
     if table != "spans":
         return [own]
     children = (
-        "INSERT INTO spans SELECT trace_id, c.span_id, span_id, c.name, 'internal', agent, c.start_ns,"
-        " c.end_ns, c.status, c.message, c.attributes, [], []"
-        f" FROM (SELECT trace_id, span_id, agent, unnest(children) AS c FROM {source})"
+        "INSERT INTO spans (trace_id, span_id, parent_id, name, kind, agent, start_ns, end_ns, status,"
+        " message, attributes, inputs, outputs, service, start_time, otel_trace_id, otel_parent_id, links)"
+        " SELECT trace_id, c.span_id, span_id, c.name, 'internal', agent, c.start_ns, c.end_ns, c.status,"
+        " c.message, c.attributes, [], [], agent, make_timestamp(c.start_ns // 1000), otel_trace_id,"
+        " CASE WHEN otel_trace_id IS NULL THEN NULL ELSE span_id END, []"
+        f" FROM (SELECT trace_id, span_id, agent, otel_trace_id, unnest(children) AS c FROM {source})"
     )
     return [own, children]
 
@@ -89,7 +98,15 @@ def to_rows(items: list[tuple[Any, ...]]) -> Batch:
         tag = item[0]
         if tag == "S":
             (_, trace_id, span_id, parent_id, name, kind, agent, start_ns, end_ns, status, message,
-             attributes, inputs, outputs, children, published) = item  # fmt: skip
+             attributes, inputs, outputs, children, published) = item[:16]  # fmt: skip
+            otel = item[16] if len(item) > 16 else None
+            otel_trace, otel_parent, links, input_types, correlation = (
+                otel if otel is not None else (None, None, (), (), None)
+            )
+            if input_types or published or correlation is not None:
+                attributes = _flow_attributes(attributes, inputs, input_types, published)
+                if correlation is not None:
+                    attributes["flock.correlation_id"] = id_text(correlation)
             for (
                 artifact_id,
                 type_name,
@@ -112,6 +129,7 @@ def to_rows(items: list[tuple[Any, ...]]) -> Batch:
                 "agent": agent, "start_ns": start_ns, "end_ns": end_ns, "status": status, "message": message,
                 "attributes": attributes or None, "inputs": [id_text(i) for i in inputs],
                 "outputs": [id_text(o) for o in outputs],
+                "otel_trace_id": otel_trace, "otel_parent_id": otel_parent, "links": list(links),
                 "children": [dict(zip(_CHILD_FIELDS, child, strict=True)) for child in children],
             })  # fmt: skip
         elif tag == "E":
@@ -137,6 +155,25 @@ def to_rows(items: list[tuple[Any, ...]]) -> Batch:
             )
             batch.status_keys.add((trace_id, pid))
     return batch
+
+
+def _flow_attributes(
+    attributes: dict[str, Any] | None, inputs: list[int], input_types: tuple[str, ...], published: list[Any]
+) -> dict[str, Any]:
+    """A span's attributes with what it consumed and published, in the two shapes queries ask for
+    (the blackboard design's "artifact transformations" reads both): flat keys like
+    ``input.artifacts`` and ``output.type``, and the same nested (``$.input.artifacts[0].type``)."""
+    flow = dict(attributes or {})
+    if input_types:
+        consumed = [{"id": id_text(i), "type": t} for i, t in zip(inputs, input_types, strict=False)]
+        flow["input.artifacts"] = consumed
+        flow["input"] = {"artifacts": consumed}
+    if published:
+        types = [artifact[1] for artifact in published]
+        flow["output.type"] = types[0]
+        flow["output.types"] = types
+        flow["output"] = {"type": types[0], "types": types}
+    return flow
 
 
 # One encoder for every payload: json.dumps with options builds a new encoder on each call.

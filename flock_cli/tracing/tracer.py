@@ -36,6 +36,8 @@ from flock_cli.tracing.records import (
     SpanStatus,
     new_span_id,
     new_trace_id,
+    parse_traceparent,
+    traceparent,
 )
 
 if TYPE_CHECKING:
@@ -157,27 +159,60 @@ class Tracer:
         if parent is None:
             parent = self._span.get()
         if parent is not None:
-            trace_id, parent_id = parent.trace_id, parent.span_id
-        else:
-            scope = self._run.get()
-            if scope is not None:
-                trace_id, parent_id = scope.trace_id, scope.span_id
-            else:
-                trace_id, parent_id = new_trace_id(), None
-        return Span(trace_id, new_span_id(), parent_id, name, time.time_ns(), kind, agent, attributes or {})
+            span = Span(parent.trace_id, new_span_id(), parent.span_id, name, time.time_ns(), kind, agent,
+                        attributes or {})  # fmt: skip
+            if parent.otel_trace_id is not None:  # the parent's workflow trace, under the parent
+                span.otel_trace_id, span.otel_parent_id = parent.otel_trace_id, parent.span_id
+            return span
+        scope = self._run.get()
+        trace_id, parent_id = (scope.trace_id, scope.span_id) if scope is not None else (new_trace_id(), None)
+        span = Span(trace_id, new_span_id(), parent_id, name, time.time_ns(), kind, agent, attributes or {})
+        if kind == "producer" and scope is not None:
+            # A publish from outside any run starts a workflow: a trace of its own in
+            # OpenTelemetry, not one more span of the flock run's (a --watch server's run would
+            # otherwise be one trace for its whole life).
+            span.otel_trace_id = new_trace_id()
+        return span
 
     def start_for(
         self, name: str, artifacts: Iterable[Artifact], *, agent: str, attributes: dict[str, Any]
     ) -> Span:
-        """Start the span of work caused by ``artifacts``: it continues the first one's trace."""
-        origin = None
+        """Start the span of work caused by ``artifacts``: it continues the first one's trace.
+
+        Locally (``flock trace``), that is the span of this process that published it, when this
+        process did. In OpenTelemetry it is the trace each artifact carries (its W3C
+        ``traceparent``, whichever process published it); the other inputs of a join or batch
+        become span links.
+        """
+        origin = context = first = None
+        links: list[str] = []
+        types = []
+        origins = self._origins
         for artifact in artifacts:
-            origin = self._origins.get(artifact.id)
-            if origin is not None:
-                break
+            if first is None:
+                first = artifact
+            types.append(artifact.type)
+            if origin is None:
+                origin = origins.get(artifact.id)
+            carried = artifact.trace_context
+            if carried is not None:
+                if context is None:
+                    context = carried
+                elif carried != context and carried not in links:
+                    links.append(carried)
         if origin is None:
-            return self.start(name, agent=agent, attributes=attributes, kind="consumer")
-        return Span(origin[0], new_span_id(), origin[1], name, time.time_ns(), "consumer", agent, attributes)
+            span = self.start(name, agent=agent, attributes=attributes, kind="consumer")
+        else:
+            trace, parent = origin
+            span = Span(trace, new_span_id(), parent, name, time.time_ns(), "consumer", agent, attributes)
+        span.input_types = tuple(types)
+        span.correlation = first.correlation_id if first is not None else None
+        parsed = parse_traceparent(context) if context is not None else None
+        if parsed is not None:
+            span.otel_trace_id, span.otel_parent_id = parsed
+            if links:
+                span.links = tuple(links)
+        return span
 
     def end(self, span: Span, status: SpanStatus = "ok", message: str | None = None) -> None:
         """End a span and queue it."""
@@ -256,7 +291,16 @@ class Tracer:
             span.published.extend(artifacts)
 
     def adopt(self, artifacts: Iterable[Artifact], span: Span) -> None:
-        """Work caused by ``artifacts`` joins ``span``'s trace."""
+        """Work caused by ``artifacts`` joins ``span``'s trace.
+
+        Each artifact that carries no trace context yet is given ``span``'s (before it is stored:
+        this is part of building it), so runs in other processes join the trace too; an artifact
+        found on the board keeps the context it was published with.
+        """
+        context = traceparent(span.otel_trace_id or span.trace_id, span.span_id)
+        for artifact in artifacts:
+            if artifact.trace_context is None:
+                artifact.__dict__["trace_context"] = context  # frozen for users; not yet stored
         if not self._put:  # no traces are written: nothing will ever ask whose trace it was
             return
         origins, origin = self._origins, (span.trace_id, span.span_id)
@@ -395,6 +439,8 @@ class Publishing:
         span = self.span = tracer.start(
             self.name, kind="producer", attributes={"flock.artifacts": len(self.artifacts)}
         )
+        if self.artifacts:
+            span.correlation = self.artifacts[0].correlation_id
         tracer.adopt(self.artifacts, span)
         self.token = tracer._span.set(span)
         return span
