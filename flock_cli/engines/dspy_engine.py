@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
+from flock_cli.engines.call_spans import CallSpans
 from flock_cli.engines.models import check_model_calls_allowed, resolve_model
 from flock_cli.engines.recording import ModelCall, Recording, call_key, replay_lm
 from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
@@ -83,11 +84,12 @@ class DSPyEngine(EngineComponent):
             lm = self.language_model(agent=agent.name, default_model=ctx.model)
             model_name = str(getattr(lm, "model", type(lm).__name__))
         recorder = _Recorder()
+        calls = CallSpans(ctx.trace, model_name)
         seen = len(getattr(lm, "history", ()))  # DSPy keeps each call's cost in the LM's history
         try:
             with dspy.track_usage() as usage, self._streaming(ctx):
                 try:  # usage counts failed attempts too
-                    result = await self._ask(agent, ctx, plan, lm, recorder)
+                    result = await self._ask(agent, ctx, plan, lm, [recorder, calls])
                 finally:
                     recorder.usage = self._record_usage(
                         ctx,
@@ -105,7 +107,7 @@ class DSPyEngine(EngineComponent):
                 ctx.trace.event("model.call", **call.event_attributes())
 
     async def _ask(
-        self, agent: Agent, ctx: Context, plan: SignaturePlan, lm: Any, recorder: _Recorder
+        self, agent: Agent, ctx: Context, plan: SignaturePlan, lm: Any, callbacks: list[Any]
     ) -> EvalResult:
         import dspy
 
@@ -124,7 +126,7 @@ class DSPyEngine(EngineComponent):
                 ctx.trace.event("engine.invalid_output", attempt=attempt - 1, problem=problem)
             program = self._program(agent, signature)
             try:
-                with dspy.context(lm=lm, adapter=adapter, callbacks=[recorder]):
+                with dspy.context(lm=lm, adapter=adapter, callbacks=callbacks):
                     prediction = await program.acall(**kwargs)
             except dspy.AdapterParseError as exc:
                 problem = _parse_problem(exc)

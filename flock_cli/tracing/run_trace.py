@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from flock_cli.tracing.records import Span, SpanStatus
 from flock_cli.tracing.run_metrics import metric_attributes
@@ -48,6 +48,27 @@ class RunTrace:
         status: SpanStatus = "ok" if error is None else "error"
         message = None if error is None else f"{type(error).__name__}: {error}"
         self.tracer.record(self.span, "engine.call", start_ns, time.time_ns(), status, message, attributes)
+
+    def call(
+        self,
+        kind: Literal["llm.call", "tool.call"],
+        start_ns: int,
+        attributes: dict[str, Any],
+        error: BaseException | None = None,
+    ) -> None:
+        """Record one model call (``llm.call``, with ``gen_ai.*`` attributes: model, parameters,
+        usage, finish reasons) or tool call (``tool.call``, ``gen_ai.tool.name``) that began at
+        ``start_ns`` and ends now; exported as ``chat {model}`` and ``execute_tool {tool}``."""
+        if self.tracer is None or self.span is None or not self.tracer.enabled:
+            return
+        status: SpanStatus = "ok" if error is None else "error"
+        message = None if error is None else f"{type(error).__name__}: {error}"
+        self.tracer.record(self.span, kind, start_ns, time.time_ns(), status, message, attributes)
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether prompt and answer text may be put on model-call spans."""
+        return self.tracer is not None and self.tracer.capture_content
 
     def metrics(self, metrics: Mapping[str, Any]) -> None:
         """Put a run's metrics on its ``agent.run`` span as ``flock.metric.<name>`` attributes

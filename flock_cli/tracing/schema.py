@@ -81,8 +81,8 @@ VIEWS: dict[str, str] = {
     "v_agent_runs": """
         SELECT run_id, span_id, agent, started_at, ended_at, duration_ms, status, outcome, attempt, model,
                input_tokens, output_tokens, cost, correlation_id, message AS error,
-               CAST(json_extract(attributes, '$.input.artifacts[*].type') AS VARCHAR[]) AS input_types,
-               CAST(json_extract(attributes, '$.output.types') AS VARCHAR[]) AS output_types,
+               json_extract_string(attributes, '$.input.artifacts[*].type') AS input_types,
+               json_extract_string(attributes, '$.output.types[*]') AS output_types,
                inputs, outputs, otel_trace_id
         FROM v_spans WHERE name = 'agent.run'""",
     "v_model_calls": f"""

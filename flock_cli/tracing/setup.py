@@ -121,4 +121,8 @@ def build_tracer(
     exporter = otlp_exporter_from_env(service)
     if exporter is not None:
         sinks.append(exporter)
-    return Tracer(sinks, service=service, board=board_identity(board) if board is not None else None)
+    tracer = Tracer(sinks, service=service, board=board_identity(board) if board is not None else None)
+    from flock_cli.tracing.semconv import capture_content
+
+    tracer.capture_content = capture_content(os.environ)
+    return tracer

@@ -116,6 +116,9 @@ class Tracer:
         self.board = board
         """The board the flock works (``setup.board_identity``), recorded with each traced run."""
         self.metrics = Metrics()
+        self.capture_content = False
+        """Whether model calls record their prompt and answer messages on their spans (the GenAI
+        conventions' opt-in, ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``)."""
         self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
         self._put = [sink.put for sink in self.sinks]
         self.usage = UsageLedger()
