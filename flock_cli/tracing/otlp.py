@@ -166,11 +166,15 @@ def _span(s: SpanData) -> dict[str, Any]:
 def default_resource(service: str) -> dict[str, Any]:
     """The resource attributes of this process: ``service.name``, ``service.version`` (the
     installed Flock-Flow's), ``host.name`` and ``process.pid``."""
-    from flock_cli import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        installed = version("flock-flow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown"
     return {
         "service.name": service,
-        "service.version": __version__,
+        "service.version": installed,
         "host.name": socket.gethostname(),
         "process.pid": os.getpid(),
         "telemetry.sdk.name": "flock-flow",
