@@ -6,6 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from flock_cli import Flock, ManualClock, SequentialIds
+from tests.otlp_receiver import collector  # noqa: F401  # a fixture, found by its name
 from tests.postgres_server import PostgresServer, start_session_server
 
 

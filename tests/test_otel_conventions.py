@@ -22,7 +22,7 @@ from dspy.utils import DummyLM
 from flock_cli import Flock, TestEngine
 from flock_cli.engines.dspy_engine import DSPyEngine
 from tests.models import Idea, Movie
-from tests.test_tracing import _Collector, collector  # noqa: F401  # the fixture, by its name
+from tests.otlp_receiver import Receiver as _Collector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def _tool_lm() -> DummyLM:
 
 async def test_agent_model_and_tool_calls_are_named_by_the_genai_conventions(
     monkeypatch: pytest.MonkeyPatch,
-    collector: str,  # noqa: F811
+    collector: str,
 ) -> None:
     _otel_env(monkeypatch, collector)
     flock = Flock(traces=False)
@@ -105,7 +105,7 @@ async def test_agent_model_and_tool_calls_are_named_by_the_genai_conventions(
 async def test_prompt_and_answer_text_leave_the_process_only_when_asked_for(
     monkeypatch: pytest.MonkeyPatch,
     collector: str,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     _otel_env(monkeypatch, collector)
 
@@ -141,7 +141,7 @@ async def test_prompt_and_answer_text_leave_the_process_only_when_asked_for(
 
 async def test_a_failed_run_carries_error_type_and_an_exception_event(
     monkeypatch: pytest.MonkeyPatch,
-    collector: str,  # noqa: F811
+    collector: str,
 ) -> None:
     from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
 
@@ -167,7 +167,7 @@ async def test_a_failed_run_carries_error_type_and_an_exception_event(
 
 async def test_each_published_input_is_a_trace_of_its_own_and_a_join_links_every_input(
     monkeypatch: pytest.MonkeyPatch,
-    collector: str,  # noqa: F811
+    collector: str,
 ) -> None:
     from tests.models import Tagline
 
@@ -211,13 +211,15 @@ def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProc
 
 def test_runs_in_another_process_join_the_trace_of_the_publish_that_caused_them(
     tmp_path: Path,
-    collector: str,  # noqa: F811
+    collector: str,
 ) -> None:
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "50",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    env["PYTHONPATH"] = str(REPO)
     recipe, board = REPO / "recipes" / "pipeline.yaml", str(tmp_path / "board.db")
-    published = _cli("publish", "Idea", str(REPO / "recipes" / "inputs" / "idea.json"), "--recipe", str(recipe),
-                     "--board", board, cwd=tmp_path, env=env)  # fmt: skip
+    idea = str(REPO / "recipes" / "inputs" / "idea.json")
+    published = _cli(
+        "publish", "Idea", idea, "--recipe", str(recipe), "--board", board, cwd=tmp_path, env=env
+    )
     assert published.returncode == 0, published.stderr
     publish = next(s for s in _spans() if s["name"] == "flock.publish")
     _Collector.bodies = []

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
-import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +14,7 @@ from flock_cli.errors import TraceStoreError, UsageError
 from flock_cli.tracing.analysis import build_tree, critical_path, runs_of
 from flock_cli.tracing.reader import TraceReader
 from tests.models import Idea, Movie, Result, Tagline, Task
+from tests.otlp_receiver import Receiver as _Collector
 
 
 def _failing_once() -> Any:
@@ -166,48 +163,6 @@ async def test_a_dead_ingest_process_is_reported(tmp_path: Path) -> None:
     await flock.shutdown()
     problems = " ".join(flock.tracer.problems)
     assert "trace ingest process exited" in problems or "dropped" in problems
-
-
-class _Collector(http.server.BaseHTTPRequestHandler):
-    """A collector on 127.0.0.1: JSON bodies are parsed as JSON, protobuf ones with the official
-    OTLP definitions (and kept as protobuf's JSON mapping)."""
-
-    bodies: list[dict[str, Any]] = []
-
-    def do_POST(self) -> None:
-        length = int(self.headers["Content-Length"])
-        raw = self.rfile.read(length)
-        if self.headers["Content-Type"] == "application/x-protobuf":
-            from google.protobuf.json_format import MessageToDict
-            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-            body = MessageToDict(ExportTraceServiceRequest.FromString(raw))
-        else:
-            body = json.loads(raw)
-        type(self).bodies.append(
-            {
-                "path": self.path,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
-                "body": body,
-            }
-        )
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-@pytest.fixture
-def collector() -> Iterator[str]:
-    _Collector.bodies = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 async def test_otlp_export_posts_spans_to_the_collector(

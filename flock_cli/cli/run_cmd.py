@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
     from pydantic import BaseModel
 
+    from flock_cli.core.orchestrator import Flock
     from flock_cli.recipe.loader import Recipe
+    from flock_cli.tracing.metrics_server import MetricsServer
 
 __all__ = ["EngineOverride", "run"]
 
@@ -109,7 +111,28 @@ def run(
             metavar="PORT",
             min=0,
             max=65535,
-            help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run goes on.",
+            help="Serve Prometheus metrics on HOST:PORT/metrics while the run goes on, and after it"
+            " until a scrape has read the final values (--metrics-linger).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            metavar="HOST",
+            help="The address --metrics-port binds (default 127.0.0.1: this machine only; 0.0.0.0"
+            " or :: for every interface).",
+        ),
+    ] = None,
+    metrics_linger: Annotated[
+        float | None,
+        typer.Option(
+            "--metrics-linger",
+            metavar="SECONDS",
+            min=0,
+            max=3600,
+            help="After the run, how long --metrics-port waits for a scrape to read the final values"
+            " (default 15; 0: stop at once).",
         ),
     ] = None,
 ) -> None:
@@ -142,6 +165,8 @@ def run(
         fail(_nothing_to_run(loaded))
     if traces is not None and no_traces:
         fail("give --traces PATH or --no-traces, not both")
+    if metrics_port is None and (metrics_host is not None or metrics_linger is not None):
+        fail("--metrics-host and --metrics-linger go with --metrics-port")
     flock = loaded.build(
         store=open_board(chosen, must_exist=False),
         model=model,
@@ -166,26 +191,57 @@ def run(
         nothing_to_run=_nothing_to_run(loaded),
         trace_attributes={"recipe": str(recipe), "board": chosen.shown()},
     )
-    server = None
-    if metrics_port is not None:
-        from flock_cli.tracing.metrics_server import MetricsServer
-
-        server = MetricsServer(flock.tracer.metrics, metrics_port)
-        err_console().print(f"metrics: http://127.0.0.1:{server.port}/metrics")
+    server = _metrics_server(flock, metrics_port, metrics_host)
     try:
         outcome = asyncio.run(session.run())
+        if server is not None:
+            server.end()
+        from flock_cli.cli.run_report import ok, report
+
+        report(outcome, loaded, as_json, traces_option=traces)
+        if server is not None and outcome.interrupted < 2:  # an aborted run is not waited on
+            _linger(server, metrics_linger)
     finally:
         if server is not None:
             server.close()
-    from flock_cli.cli.run_report import ok, report
-
-    report(outcome, loaded, as_json, traces_option=traces)
     # Ctrl-C is how a --watch run ends, so one Ctrl-C there is a normal stop; anywhere else the
     # run did not finish, and a second Ctrl-C aborts.
     if outcome.interrupted > 1 or (outcome.interrupted and not watch):
         raise typer.Exit(EXIT_INTERRUPTED)
     if not ok(outcome):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _metrics_server(flock: Flock, port: int | None, host: str | None) -> MetricsServer | None:
+    """The metrics server ``--metrics-port`` asks for, serving already; None without one."""
+    if port is None:
+        return None
+    from flock_cli.tracing.metrics_server import DEFAULT_HOST, MetricsServer
+
+    metrics = flock.tracer.metrics
+    metrics.track(agent.name for agent in flock.agents)  # every agent's gauges from the first scrape
+    server = MetricsServer(metrics, port, host or DEFAULT_HOST)
+    err_console().print(f"metrics: {server.url}")
+    if not server.loopback:
+        err_console().print(f"note: anyone who can reach {server.host}:{server.port} reads these metrics")
+    return server
+
+
+def _linger(server: MetricsServer, seconds: float | None) -> None:
+    """Serve the final metrics until a scrape read them: the run may end between two scrapes."""
+    import sys
+
+    from flock_cli.tracing.metrics_server import LINGER
+
+    seconds = LINGER if seconds is None else seconds
+    if seconds <= 0:
+        return
+    sys.stdout.flush()  # the report reaches a pipe now, not after the wait
+    err_console().print(
+        f"metrics: serving the final values until a scrape reads them (at most {seconds:g} s; Ctrl-C"
+        " stops waiting)"
+    )
+    server.wait_for_scrape(seconds)
 
 
 def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:

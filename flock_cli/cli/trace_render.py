@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +24,14 @@ from flock_cli.tracing.analysis import (
 from flock_cli.tracing.run_metrics import metrics_of
 
 if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderResult
+
     from flock_cli.tracing.reader import RunRow, SpanRow
 
-__all__ = ["duration", "preview", "run_ref", "run_table", "run_tree", "timeline", "when"]
+__all__ = ["WholeWhenPiped", "duration", "preview", "run_ref", "run_table", "run_tree", "timeline", "when"]
+
+_UNBOUNDED = 100_000
+"""Columns a piped table may take: more than any row needs."""
 
 _STATUS_STYLE = {
     "ok": "green",
@@ -65,8 +72,27 @@ def preview(payload: Any, width: int = 50) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def run_table(runs: list[RunRow]) -> Table:
-    """``flock trace list``: fits 80 columns (tokens and cost appear when some run has them)."""
+class WholeWhenPiped:
+    """A table a terminal gets fitted to its width and anything else (a pipe, a file) gets whole:
+    a program reading ``flock trace list`` needs ``running``, not ``runni…``, and a long name in
+    full. Its columns' ``max_width`` caps only the terminal's layout."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if console.is_terminal:
+            yield self.table
+            return
+        table = copy.copy(self.table)  # a shallow copy: the caller's table keeps its caps
+        table.columns = [dataclasses.replace(column, max_width=None) for column in table.columns]
+        # as wide as the content: a table that does not expand takes no more than it needs
+        yield from console.render(table, options.update_width(_UNBOUNDED))
+
+
+def run_table(runs: list[RunRow]) -> WholeWhenPiped:
+    """``flock trace list``: fits 80 columns in a terminal (tokens and cost appear when some run
+    has them); whole values elsewhere."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     tokens = any(run.tokens for run in runs)
     cost = any(run.cost for run in runs)
@@ -86,7 +112,7 @@ def run_table(runs: list[RunRow]) -> Table:
         for i, process in enumerate(run.processes):  # a run several processes worked: each one's part
             branch = "└" if i == len(run.processes) - 1 else "├"
             table.add_row(*_run_cells(process, f" {branch} {escape(process.process)}", tokens, cost))
-    return table
+    return WholeWhenPiped(table)
 
 
 def _run_cells(run: RunRow, name: str, tokens: bool, cost: bool) -> list[str]:

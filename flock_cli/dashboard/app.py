@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.coordinate import Coordinate
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
@@ -46,6 +47,13 @@ def _elapsed(seconds: float) -> str:
         return f"{seconds:.1f}s"
     minutes, rest = divmod(int(seconds), 60)
     return f"{minutes}m{rest:02d}s"
+
+
+def _key_at(table: DataTable[Any], row: int) -> str | None:
+    """The key of the table's row ``row``; None when there is no such row."""
+    if not 0 <= row < table.row_count:
+        return None
+    return table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
 
 
 class ArtifactScreen(ModalScreen[None]):
@@ -102,13 +110,15 @@ class FlockTop(App[None]):
     #stream { padding: 0 1; }
     #work { height: 1; padding: 0 1; }
     """
+    # The panel keys are in the tab titles ("1 Agents"): the footer repeating them pushed q Quit
+    # past the right edge of an 80-column terminal.
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
-        Binding("1", "tab('agents')", "Agents"),
-        Binding("2", "tab('board')", "Board"),
-        Binding("3", "tab('gathering')", "Gather"),
-        Binding("4", "tab('stream')", "Stream"),
-        Binding("5", "tab('events')", "Events"),
-        Binding("6", "tab('processes')", "Procs"),
+        Binding("1", "tab('agents')", "Agents", show=False),
+        Binding("2", "tab('board')", "Board", show=False),
+        Binding("3", "tab('gathering')", "Gather", show=False),
+        Binding("4", "tab('stream')", "Stream", show=False),
+        Binding("5", "tab('events')", "Events", show=False),
+        Binding("6", "tab('processes')", "Procs", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("r", "refresh_now", "Refresh"),
         Binding("escape", "clear_filter", "Clear", show=False),
@@ -268,13 +278,19 @@ class FlockTop(App[None]):
         summary.update(text)
 
     def _fill(self, selector: str, rows: list[tuple[str, list[Any]]]) -> None:
+        """Replace a table's rows, the cursor staying on the row it was on (by key): new artifacts
+        come in on top, and Enter must open the one chosen, not the one that slid under the cursor.
+        A row that is gone leaves the cursor where it was."""
         table = self.query_one(selector, DataTable)
         row = table.cursor_row
+        chosen = _key_at(table, row)
         table.clear()
         for key, cells in rows:
             table.add_row(*cells, key=key)
-        if rows:
-            table.move_cursor(row=min(row, len(rows) - 1))
+        if not rows:
+            return
+        keys = [key for key, _ in rows]
+        table.move_cursor(row=keys.index(chosen) if chosen in keys else min(row, len(rows) - 1))
 
     def _agent_rows(self) -> list[tuple[str, list[Any]]]:
         rows = []

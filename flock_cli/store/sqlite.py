@@ -152,7 +152,8 @@ class SQLiteBlackboardStore(BlackboardStore):
         for artifact in artifacts:
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (*artifact_row(artifact), produced_in.bytes if produced_in else None),
                 )
             except sqlite3.IntegrityError:

@@ -3,6 +3,9 @@
 The counters live in memory and cost a dict update each; ``flock run --metrics-port`` serves them
 over HTTP while a run goes on, and ``flock trace metrics`` renders the same families from the
 trace store for runs that are over.
+
+A gauge keeps every agent it ever listed, at 0 when nothing runs or waits: a series that vanished
+would read as "no data" rather than "none queued", and sums and alerts over it would skip it.
 """
 
 from __future__ import annotations
@@ -61,6 +64,17 @@ class Metrics:
         self.in_progress: dict[str, int] = {}
         self.events: dict[str, int] = {}
         self.pending: Callable[[], dict[str, int]] | None = None
+        self.ended = False
+        self._gauge_agents: set[str] = set()
+
+    def track(self, agents: Iterable[str]) -> None:
+        """List ``agents`` in the gauges from now on, at 0 until they run or wait."""
+        self._gauge_agents.update(agents)
+
+    def end(self) -> None:
+        """The run is over: nothing runs or waits in this flock any more, so the gauges read 0
+        (runs a timeout left queued are not waiting for anything); the counters keep their values."""
+        self.ended = True
 
     def artifact_published(self, type_name: str) -> None:
         """Count one published artifact."""
@@ -86,7 +100,11 @@ class Metrics:
 
     def families(self) -> list[Family]:
         """Every family, with the current values."""
-        pending = self.pending() if self.pending is not None else {}
+        ended = self.ended
+        pending = self.pending() if self.pending is not None and not ended else {}
+        in_progress = self.in_progress.copy()
+        self._gauge_agents.update(pending, in_progress)  # scrapes render at once: one C-level step each
+        agents = sorted(self._gauge_agents.copy())
         return [
             Family(
                 "flock_artifacts_published_total",
@@ -110,13 +128,13 @@ class Metrics:
                 "flock_agent_runs_in_progress",
                 "gauge",
                 "Agent runs in progress now (active agents), by agent.",
-                {(("agent", a),): float(n) for a, n in sorted(self.in_progress.copy().items())},
+                {(("agent", a),): 0.0 if ended else float(in_progress.get(a, 0)) for a in agents},
             ),
             Family(
                 "flock_deliveries_pending",
                 "gauge",
                 "Deliveries waiting for a concurrency slot, by agent.",
-                {(("agent", a),): float(n) for a, n in sorted(pending.items())},
+                {(("agent", a),): float(pending.get(a, 0)) for a in agents},
             ),
             Family(
                 "flock_events_total",
