@@ -87,6 +87,10 @@ async def test_agent_model_and_tool_calls_are_named_by_the_genai_conventions(
     assert chat["gen_ai.request.model"] == chat["gen_ai.response.model"] == "dummy"
     assert "gen_ai.provider.name" in chat and "gen_ai.usage.input_tokens" in chat
     assert chat["gen_ai.response.finish_reasons"] == {"values": [{"stringValue": "stop"}]}
+    metrics = flock.tracer.metrics.render()  # the conventions' metrics, in Prometheus's naming
+    labels = 'gen_ai_operation_name="chat",gen_ai_provider_name="dummy",gen_ai_request_model="dummy"'
+    assert f"gen_ai_client_operation_duration_seconds_count{{{labels}}} 3" in metrics
+    assert f'gen_ai_client_token_usage_count{{{labels},gen_ai_token_type="input"}} 3' in metrics
     tool = by_name["execute_tool lookup"]
     assert _attrs(tool)["gen_ai.tool.name"] == "lookup"
     # Every step of the run is in the run's trace, under the run.

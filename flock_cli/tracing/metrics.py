@@ -15,10 +15,26 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["LATENCY_BUCKETS", "Family", "Histogram", "Metrics", "render"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "OPERATION_BUCKETS",
+    "TOKEN_BUCKETS",
+    "Family",
+    "Histogram",
+    "Metrics",
+    "render",
+]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Upper bounds (seconds) of the agent-run latency histogram; +Inf is implied."""
+
+OPERATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+"""Upper bounds (seconds) of the model-call duration histogram: the GenAI conventions' advice for
+``gen_ai.client.operation.duration``."""
+
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+"""Upper bounds of the token-usage histogram: the GenAI conventions' advice for
+``gen_ai.client.token.usage``."""
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -27,14 +43,19 @@ Labels = tuple[tuple[str, str], ...]
 class Histogram:
     """Bucket counts (cumulative only when rendered), sum and count of observed values."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=list)
     total: float = 0.0
     count: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.bounds)
+
     def observe(self, value: float) -> None:
         """Count one value."""
-        index = bisect.bisect_left(LATENCY_BUCKETS, value)
-        if index < len(LATENCY_BUCKETS):
+        index = bisect.bisect_left(self.bounds, value)
+        if index < len(self.bounds):
             self.counts[index] += 1
         self.total += value
         self.count += 1
@@ -63,6 +84,8 @@ class Metrics:
         self.latency: dict[str, Histogram] = {}
         self.in_progress: dict[str, int] = {}
         self.events: dict[str, int] = {}
+        self.tokens: dict[Labels, Histogram] = {}
+        self.operations: dict[Labels, Histogram] = {}
         self.pending: Callable[[], dict[str, int]] | None = None
         self.ended = False
         self._gauge_agents: set[str] = set()
@@ -97,6 +120,29 @@ class Metrics:
     def event(self, kind: str) -> None:
         """Count one runtime event (retry, dead letter, breaker trip, ...)."""
         self.events[kind] = self.events.get(kind, 0) + 1
+
+    def model_call(self, attributes: dict[str, object], seconds: float, error_type: str | None) -> None:
+        """Count one model call by the GenAI conventions' metrics: its duration
+        (``gen_ai.client.operation.duration``) and its input and output tokens
+        (``gen_ai.client.token.usage``), labelled by operation, provider and model."""
+        base: Labels = tuple(
+            (key.replace(".", "_"), str(attributes[key]))
+            for key in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model")
+            if attributes.get(key) is not None
+        )
+        timed = (*base, ("error_type", error_type)) if error_type else base
+        histogram = self.operations.get(timed)
+        if histogram is None:
+            histogram = self.operations[timed] = Histogram(OPERATION_BUCKETS)
+        histogram.observe(seconds)
+        for kind in ("input", "output"):
+            used = attributes.get(f"gen_ai.usage.{kind}_tokens")
+            if isinstance(used, int):
+                key = (*base, ("gen_ai_token_type", kind))
+                tokens = self.tokens.get(key)
+                if tokens is None:
+                    tokens = self.tokens[key] = Histogram(TOKEN_BUCKETS)
+                tokens.observe(used)
 
     def families(self) -> list[Family]:
         """Every family, with the current values."""
@@ -142,6 +188,18 @@ class Metrics:
                 "Runtime events (retries, dead letters, breaker trips, denials...), by kind.",
                 {(("kind", k),): float(n) for k, n in sorted(self.events.copy().items())},
             ),
+            Family(
+                "gen_ai_client_operation_duration_seconds",
+                "histogram",
+                "Duration of model calls (gen_ai.client.operation.duration), by operation, provider, model.",
+                dict(sorted(self.operations.copy().items())),
+            ),
+            Family(
+                "gen_ai_client_token_usage",
+                "histogram",
+                "Tokens a model call used (gen_ai.client.token.usage), by operation, provider, model, type.",
+                dict(sorted(self.tokens.copy().items())),
+            ),
         ]
 
     def render(self) -> str:
@@ -158,7 +216,7 @@ def render(families: Iterable[Family]) -> str:
         for labels, value in family.samples.items():
             if isinstance(value, Histogram):
                 cumulative = 0
-                for bound, count in zip(LATENCY_BUCKETS, value.counts, strict=True):
+                for bound, count in zip(value.bounds, value.counts, strict=True):
                     cumulative += count
                     lines.append(_sample(f"{family.name}_bucket", (*labels, ("le", _num(bound))), cumulative))
                 lines.append(_sample(f"{family.name}_bucket", (*labels, ("le", "+Inf")), value.count))

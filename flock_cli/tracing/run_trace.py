@@ -59,7 +59,12 @@ class RunTrace:
         """Record one model call (``llm.call``, with ``gen_ai.*`` attributes: model, parameters,
         usage, finish reasons) or tool call (``tool.call``, ``gen_ai.tool.name``) that began at
         ``start_ns`` and ends now; exported as ``chat {model}`` and ``execute_tool {tool}``."""
-        if self.tracer is None or self.span is None or not self.tracer.enabled:
+        if self.tracer is None or self.span is None:
+            return
+        if kind == "llm.call":
+            error_type = None if error is None else type(error).__name__
+            self.tracer.metrics.model_call(attributes, (time.time_ns() - start_ns) / 1e9, error_type)
+        if not self.tracer.enabled:
             return
         status: SpanStatus = "ok" if error is None else "error"
         message = None if error is None else f"{type(error).__name__}: {error}"
