@@ -235,3 +235,77 @@ def test_runs_in_another_process_join_the_trace_of_the_publish_that_caused_them(
     assert planner["parentSpanId"] == publish["spanId"]
     editor = next(s for s in spans if s["name"] == "invoke_agent editor")
     assert editor["traceId"] == publish["traceId"]  # the whole workflow, three agents on
+
+
+async def test_trace_export_from_the_store_gives_what_the_live_exporter_sent(
+    monkeypatch: pytest.MonkeyPatch, collector: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from flock_cli.cli.app import app
+
+    _otel_env(monkeypatch, collector)
+    store = tmp_path / "traces.duckdb"
+    flock = Flock(traces=store)
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    async with flock.traced_run("exported"):
+        await flock.publish(Idea(topic="a"))
+        await flock.run_until_idle()
+    await flock.shutdown()
+    live = {(s["name"], s["traceId"], s["spanId"], s.get("parentSpanId")) for s in _spans()}
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "newsroom")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
+    done = CliRunner().invoke(app, ["trace", "export", "--format", "otlp", "--traces", str(store)])
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.output)
+    resource = {a["key"]: a["value"] for a in document["resourceSpans"][0]["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": "newsroom"}
+    assert resource["deployment.environment"] == {"stringValue": "test"}
+    assert resource["process.pid"] == {"intValue": str(os.getpid())}
+    spans = [s for r in document["resourceSpans"] for scope in r["scopeSpans"] for s in scope["spans"]]
+    exported = {(s["name"], s["traceId"], s["spanId"], s.get("parentSpanId")) for s in spans}
+    wanted = {"exported", "flock.publish", "invoke_agent writer", "engine.call"}
+    assert {s for s in exported if s[0] in wanted} == {s for s in live if s[0] in wanted}
+
+
+def test_trace_export_send_posts_a_stored_run_to_the_collector(
+    monkeypatch: pytest.MonkeyPatch, collector: str, tmp_path: Path
+) -> None:
+    import asyncio
+    import base64
+
+    from typer.testing import CliRunner
+
+    from flock_cli.cli.app import app
+
+    pytest.importorskip("opentelemetry.proto", reason="the [otlp] extra is not installed")
+    store = tmp_path / "traces.duckdb"
+
+    async def offline_run() -> None:  # no collector while it runs: shipped later
+        flock = Flock(traces=store)
+        flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+        async with flock.traced_run("offline"):
+            await flock.publish(Idea(topic="a"))
+            await flock.run_until_idle()
+        await flock.shutdown()
+
+    asyncio.run(offline_run())
+    runner = CliRunner()
+    missing = runner.invoke(app, ["trace", "export", "--send", "--traces", str(store)])
+    assert missing.exit_code == 2 and "OTEL_EXPORTER_OTLP_ENDPOINT" in missing.output
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    done = runner.invoke(app, ["trace", "export", "--send", "--traces", str(store)])
+    assert done.exit_code == 0, done.output
+    assert "sent" in done.output and "http/protobuf" in done.output
+    assert all(p["headers"]["content-type"] == "application/x-protobuf" for p in _Collector.bodies)
+    spans = _spans()
+    names = {s["name"] for s in spans}
+    assert {"offline", "flock.publish", "invoke_agent writer"} <= names
+    publish = next(s for s in spans if s["name"] == "flock.publish")
+    run = next(s for s in spans if s["name"] == "invoke_agent writer")
+    assert run["traceId"] == publish["traceId"] and base64.b64decode(run["traceId"]).hex() != "0" * 32
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    refused = runner.invoke(app, ["trace", "export", "--send", "--traces", str(store)])
+    assert refused.exit_code == 1 and "did not take run" in refused.output

@@ -114,7 +114,7 @@ async def test_engine_and_component_metrics_reach_the_run_span_and_trace_show(tm
     assert flock_cli("trace", "export", "--traces", store, "--format", "otlp", "--output", out).exit_code == 0
     otlp = json.loads(out.read_text())
     spans_out = [s for r in otlp["resourceSpans"] for ss in r["scopeSpans"] for s in ss["spans"]]
-    [agent_run] = [s for s in spans_out if s["name"] == "agent.run"]
+    [agent_run] = [s for s in spans_out if s["name"].startswith("invoke_agent ")]
     attributes = {a["key"]: a["value"] for a in agent_run["attributes"]}
     assert attributes["flock.metric.docs_retrieved"] == {"intValue": "3"}
     assert attributes["flock.metric.latency_ms"] == {"doubleValue": 12.5}

@@ -20,6 +20,7 @@ from flock_cli.cli.common import console, emit_json, fail, reports_errors
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 
 if TYPE_CHECKING:
+    from flock_cli.tracing.otlp import OtlpExporter
     from flock_cli.tracing.reader import RunRow, TraceReader
 
 __all__ = ["trace_app", "trace_store", "trace_stores"]
@@ -249,16 +250,28 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write here, not stdout.")
     ] = None,
+    send: Annotated[
+        bool,
+        typer.Option(
+            "--send",
+            help="Post the runs' spans to the OpenTelemetry collector the OTEL_EXPORTER_OTLP_* variables"
+            " name (http/protobuf or http/json), instead of printing them.",
+        ),
+    ] = False,
     traces: TracesOpt = None,
 ) -> None:
-    """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request. A run
-    several processes worked is exported as each process's run."""
+    """Export runs as JSON lines (one record per line) or as an OTLP/JSON trace request, or send
+    them to an OpenTelemetry collector (--send). A run several processes worked is exported as
+    each process's run."""
     from flock_cli.tracing.board_runs import board_run
 
     if fmt not in ("jsonl", "otlp", "recording"):
         fail(f"--format must be 'jsonl', 'otlp' or 'recording', not '{fmt}'")
     if all_runs and run is not None:
         fail("give a RUN or --all, not both")
+    if send and (output is not None or fmt == "recording"):
+        fail("--send posts OTLP to a collector: it takes no --output, and no --format but otlp")
+    exporter = _collector() if send else None
     reader = _reader(traces)
     with reader.session():
         if all_runs:
@@ -268,7 +281,40 @@ def export(
             if row.workflow:
                 fail("export takes a run id, not a workflow id: export the runs the workflow went through")
             runs = row.processes or [row]
+        if exporter is not None:
+            _send(reader, runs, exporter)
+            return
         _export(reader, runs, fmt, output)
+
+
+def _collector() -> OtlpExporter:
+    from flock_cli.tracing.otlp import otlp_exporter_from_env
+
+    exporter = otlp_exporter_from_env("flock")
+    if exporter is None:
+        fail(
+            "--send needs a collector: set OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT), and"
+            " no OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none"
+        )
+    return exporter
+
+
+def _send(reader: TraceReader, runs: list[RunRow], exporter: OtlpExporter) -> None:
+    """Post each run as one request; the first refusal stops with one line (exit 1)."""
+    from flock_cli.cli.trace_export import otlp_resources
+
+    spans = 0
+    try:
+        for run in runs:
+            resources = otlp_resources(reader, [run])
+            try:
+                exporter.send({"resourceSpans": resources})
+            except (OSError, ValueError) as exc:  # a runtime failure, not a usage mistake: exit 1
+                fail(f"the collector at {exporter.url} did not take run {run.run_id[:12]}: {exc}", code=1)
+            spans += sum(len(s["spans"]) for r in resources for s in r["scopeSpans"])
+    finally:
+        exporter.close(1)
+    console().print(f"sent {spans} spans of {len(runs)} run(s) to {exporter.url} ({exporter.protocol})")
 
 
 def _export(reader: TraceReader, runs: list[RunRow], fmt: str, output: Path | None) -> None:

@@ -4,14 +4,17 @@ or Prometheus text."""
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+
+from flock_cli.tracing.records import parse_traceparent
 
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow, TraceReader
 
-__all__ = ["export_lines", "run_metrics"]
+__all__ = ["export_lines", "otlp_resources", "run_metrics"]
 
 
 def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[str]:
@@ -21,25 +24,12 @@ def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[
     if fmt == "recording":
         yield from _recording_lines(reader, runs)
         return
-    from flock_cli.tracing.otlp import encode
-
-    resources: list[Any] = []
+    if fmt == "otlp":
+        yield json.dumps({"resourceSpans": otlp_resources(reader, runs)}, default=str)
+        return
     for run in runs:
         spans = reader.spans(run.run_id)
         events = reader.events(run.run_id)
-        if fmt == "otlp":
-            by_span: dict[str | None, list[Any]] = defaultdict(list)
-            for e in events:
-                by_span[e.span_id].append(
-                    (
-                        e.ts_ns,
-                        e.kind,
-                        {**e.attributes, "flock.agent": e.agent, "flock.artifact_id": e.artifact_id},
-                    )
-                )
-            data = [_span_data(run.run_id, s, by_span.get(s.span_id, [])) for s in spans]
-            resources += encode(data, "flock", {"flock.run": run.name})["resourceSpans"]
-            continue
         yield json.dumps({"record": "run", **run.to_json()}, default=str)
         for s in spans:
             yield json.dumps({"record": "span", "trace_id": run.run_id, **s.__dict__}, default=str)
@@ -47,8 +37,39 @@ def export_lines(reader: TraceReader, runs: list[RunRow], fmt: str) -> Iterator[
             yield json.dumps({"record": "artifact", **a.__dict__}, default=str)
         for e in events:
             yield json.dumps({"record": "event", "trace_id": run.run_id, **e.__dict__}, default=str)
-    if fmt == "otlp":
-        yield json.dumps({"resourceSpans": resources}, default=str)
+
+
+def otlp_resources(
+    reader: TraceReader, runs: list[RunRow], environ: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The OTLP/JSON ``resourceSpans`` of ``runs`` (one resource each), as the live exporter would
+    have sent them: named by the GenAI conventions, in their workflows' traces, with the service
+    name and resource attributes of the ``OTEL_*`` variables and the run's host and pid, and prompt
+    and answer text only with the capture switch on."""
+    from flock_cli.tracing.otlp import default_resource, encode, resource_from_env
+    from flock_cli.tracing.semconv import capture_content, convert
+
+    env = os.environ if environ is None else environ
+    service, resource = resource_from_env(env, "flock")
+    capture = capture_content(env)
+    resources: list[dict[str, Any]] = []
+    for run in runs:
+        by_span: dict[str | None, list[Any]] = defaultdict(list)
+        for e in reader.events(run.run_id):
+            refs = {"flock.agent": e.agent, "flock.artifact_id": e.artifact_id}
+            by_span[e.span_id].append((e.ts_ns, e.kind, {**e.attributes, **refs}))
+        data = [
+            convert(_span_data(run.run_id, s, by_span.get(s.span_id, [])), agent=s.agent, capture=capture)
+            for s in reader.spans(run.run_id)
+        ]
+        process = {**default_resource(service), "host.name": run.host, "process.pid": run.pid}
+        attributes = {
+            **{k: v for k, v in process.items() if v is not None},
+            "flock.run": run.name,
+            **resource,
+        }
+        resources += encode(data, service, attributes)["resourceSpans"]
+    return resources
 
 
 def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any]:
@@ -59,13 +80,15 @@ def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any
         attributes["flock.inputs"] = span.inputs
     if span.outputs:
         attributes["flock.outputs"] = span.outputs
-    kind = (
-        "consumer" if span.name == "agent.run" else "producer" if span.name == "flock.publish" else "internal"
-    )
+    if span.otel_trace_id is not None:  # the workflow's trace, which the live exporter used too
+        trace_id, parent_id = span.otel_trace_id, span.otel_parent_id
+    else:
+        parent_id = span.parent_id
+    links = [p for p in (parse_traceparent(link) for link in span.links) if p is not None]
     return {
-        "trace_id": trace_id, "span_id": span.span_id, "parent_id": span.parent_id, "name": span.name,
-        "kind": kind, "start_ns": span.start_ns, "end_ns": span.end_ns, "status": span.status,
-        "message": span.message, "attributes": attributes, "events": events,
+        "trace_id": trace_id, "span_id": span.span_id, "parent_id": parent_id, "name": span.name,
+        "kind": span.kind, "start_ns": span.start_ns, "end_ns": span.end_ns, "status": span.status,
+        "message": span.message, "attributes": attributes, "events": events, "links": links,
     }  # fmt: skip
 
 

@@ -1,10 +1,12 @@
 """Opening the DuckDB trace store without ever showing its lock to a user.
 
 DuckDB lets one process hold a database file for writing, and while it does, no other process can
-open the file at all, not even read-only (research/backend.md, §5). So nobody keeps the file open:
-the writer opens it for each batch (about 50 ms every half second) and readers open it for each
-query. Whoever finds it locked waits a little and tries again; the waits are short because every
-holder lets go within milliseconds.
+open the file at all, not even read-only (research/backend.md, §5). So Flock-Flow keeps the file
+open no longer than it must: the writer opens it for each batch (about 50 ms every half second)
+and readers open it for each query. Whoever finds it locked waits a little and tries again; the
+waits are short because every Flock-Flow holder lets go within milliseconds. Outside readers (a
+notebook, a dashboard) may hold it for minutes: the writer then hands its batches to the spool
+(``spool.py``) rather than wait.
 """
 
 from __future__ import annotations

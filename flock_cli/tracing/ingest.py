@@ -6,9 +6,15 @@ runs on another core with a GIL of its own. It writes each batch in one transact
 the store right after, so ``flock trace`` and ``flock top`` in other processes get their turn; a
 busy store is retried, never reported as an error.
 
+A store held for long (a notebook or a dashboard keeping a read-only connection open) loses no
+records and holds up no flock: after ``_SPOOL_AFTER`` seconds of waiting, or at a flush or the
+end of input after ``_FLUSH_WAIT`` or ``_END_WAIT`` seconds, what is pending goes to the store's
+spool (``spool.py``), and whoever next opens the store for writing writes it. Each write here
+writes the spool first.
+
 It answers on stdout, one JSON object per line: ``{"ack": seq}`` once every frame up to ``seq``
-is written (or given up), ``{"problem": "..."}`` for anything that went wrong. At the end of its
-input (the flock closed, or died) it writes what it holds and exits.
+is written, spooled (or given up), ``{"problem": "..."}`` for anything that went wrong. At the
+end of its input (the flock closed, or died) it writes or spools what it holds and exits.
 """
 
 from __future__ import annotations
@@ -23,21 +29,26 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flock_cli.errors import FlockError, TraceStoreBusyError
+from flock_cli.errors import FlockError, TraceStoreBusyError, TraceStoreError
 from flock_cli.private_files import make_private_dirs, owner_only_umask
-from flock_cli.tracing import schema
+from flock_cli.tracing import schema, spool
 from flock_cli.tracing.duck import connect
 from flock_cli.tracing.frames import read_frame
-from flock_cli.tracing.rows import insert_statements, to_rows
+from flock_cli.tracing.rows import Batch, insert_statements, to_rows
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Ingest", "main"]
+__all__ = ["Ingest", "catch_up", "ingest_spooled", "main"]
 
 _RETRY_EVERY = 0.25  # seconds between attempts while the store is busy
 _WRITE_EVERY = 0.5  # seconds between writes (each opens and closes the store)
-_FINAL_WAIT = 8.0  # at the end of input, how long a busy store is waited for (the flock's close waits 10 s)
+_FLUSH_WAIT = 2.0  # a flush waits this long for a busy store, then spools
+_END_WAIT = 3.0  # ... and the end of input: the flock is closing, and must end promptly
+_SPOOL_AFTER = 3.0  # busy this long, what is pending is spooled: memory stays bounded, nothing drops
+_SPOOL_RECORDS = 50_000  # ... and so it is once this many records are pending
+_DRAIN_BUDGET = 3.0  # seconds one write may spend on the spool before its own batch
+_RUN_END = "run_end:"  # meta key prefix of a run end written before its run's start
 
 
 class Ingest:
@@ -45,23 +56,46 @@ class Ingest:
 
     def __init__(self, path: Path, *, max_pending: int = 1_000_000) -> None:
         self.path = path
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # only reached when the spool cannot be written either
         self.pending: list[tuple[Any, ...]] = []
         self.dropped = 0
+        self.problems: list[str] = []  # spool files set aside, spooling that failed: to report
+        self.busy_since: float | None = None  # when the store was first found busy, if it still is
+        self.spooled_at = 0.0  # when pending records were last spooled
         self._scratch = Path(tempfile.mkdtemp(prefix="flock-traces-"))  # owner-only (0700), like the store
 
     def add(self, items: list[tuple[Any, ...]]) -> None:
-        """Hold records until the next write; the oldest go when too many wait for a busy store."""
+        """Hold records until the next write; past ``max_pending`` (the store busy and the spool
+        failing) the oldest go."""
         self.pending.extend(items)
         excess = len(self.pending) - self.max_pending
         if excess > 0:
             del self.pending[:excess]
             self.dropped += excess
 
-    def write(self, wait: float) -> str | None:
-        """Write what is pending. Returns None when done (or nothing to do), ``"busy"`` when the
-        store stayed locked for ``wait`` seconds, or the problem that stopped the write."""
-        if not self.pending:
+    def busy_for(self) -> float:
+        """Seconds the store has stayed busy (0 when the last attempt got it)."""
+        return 0.0 if self.busy_since is None else time.monotonic() - self.busy_since
+
+    def due(self, limit: float) -> float:
+        """How long the next attempt may wait for the store, so that records wait at most about
+        ``limit`` seconds in all for a busy store (at least one short attempt)."""
+        return max(_RETRY_EVERY, limit - self.busy_for()) if self.pending else _RETRY_EVERY
+
+    def should_spool(self) -> bool:
+        """Whether, the store being busy, what is pending goes to the spool now: after
+        ``_SPOOL_AFTER`` seconds of waiting (counted again after each spool, so a long hold makes
+        a few files, not many small ones), or when too much is pending."""
+        if self.busy_since is None:
+            return False
+        waited = time.monotonic() - max(self.busy_since, self.spooled_at)
+        return waited >= _SPOOL_AFTER or len(self.pending) >= _SPOOL_RECORDS
+
+    def write(self, wait: float, *, budget: float | None = _DRAIN_BUDGET) -> str | None:
+        """Write the spool's waiting batches, then what is pending. Returns None when done (or
+        nothing to do), ``"busy"`` when the store stayed locked for ``wait`` seconds, or the
+        problem that stopped the write. ``budget``: see :func:`spool.drain`."""
+        if not self.pending and not spool.count_waiting(self.path):
             return None
         try:
             make_private_dirs(self.path.parent)
@@ -73,55 +107,176 @@ class Ingest:
             try:
                 con = connect(self.path, read_only=False, wait=wait, config={"threads": 1})
             except TraceStoreBusyError:
+                if self.busy_since is None:
+                    self.busy_since = time.monotonic()
                 return "busy"
             except FlockError as exc:
                 return str(exc)
+            self.busy_since = None
             try:
+                drained = spool.drain(
+                    self.path, lambda items, name: self._insert(con, items, name), budget=budget
+                )
+                self.problems.extend(drained.problems)
                 self._insert(con, self.pending)
             except Exception as exc:
-                # Not a busy store, so trying the same batch again would fail again and hold up
-                # every later one: it is dropped, and the drop reported.
-                self.dropped += len(self.pending)
-                self.pending = []
-                return f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
+                # Not a busy store. The batch is spooled rather than dropped: a store that failed
+                # (a full disk) takes it later; records at fault are set aside there, reported.
+                failure = f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
+                return failure if self.spool(give_up=True) else f"{failure}; the batch was spooled"
             finally:
                 con.close()
         self.pending = []
+        return None
+
+    def spool(self, *, give_up: bool = False) -> str | None:
+        """Hand what is pending to the spool. Returns None when done; when the spool cannot be
+        written, the problem, and the records stay pending (or, with ``give_up``, are dropped)."""
+        if not self.pending:
+            return None
+        try:
+            spool.write_items(self.path, self.pending)
+        except OSError as exc:
+            problem = (
+                f"trace batches could not be spooled to {spool.spool_dir(self.path)}: {exc.strerror or exc}"
+            )
+            if give_up:
+                self.dropped += len(self.pending)
+                self.pending = []
+            return problem
+        self.pending = []
+        self.spooled_at = time.monotonic()
         return None
 
     def close(self) -> None:
         """Remove the scratch files (copies of written batches)."""
         shutil.rmtree(self._scratch, ignore_errors=True)
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, items: list[tuple[Any, ...]]) -> None:
-        batch = to_rows(items)
+    def _insert(
+        self, con: duckdb.DuckDBPyConnection, items: list[tuple[Any, ...]], spooled: str | None = None
+    ) -> bool:
+        """Write ``items`` in one transaction; for a spool file (``spooled`` its name), record the
+        name in it too, and write nothing when it is recorded already. False when nothing was
+        written. Records at fault in a spool file raise SpoolFileError."""
+        import duckdb
+
+        if not items:
+            return False
+        try:
+            batch = to_rows(items)
+        except Exception as exc:
+            if spooled is None:
+                raise
+            raise spool.SpoolFileError(
+                f"holds records that are not traces: {type(exc).__name__}: {exc}"
+            ) from exc
         con.execute("BEGIN TRANSACTION")
         try:
-            # Every time, not once: the store may have been deleted (or pruned to nothing) since.
-            for statement in schema.ddl():
-                con.execute(statement)
-            if not con.execute("SELECT count(*) FROM meta WHERE key = 'schema'").fetchall()[0][0]:
-                con.execute("INSERT INTO meta VALUES ('schema', ?)", [str(schema.SCHEMA_VERSION)])
-            for table, rows in batch.rows.items():
-                if rows:
-                    scratch = self._scratch / f"{table}.json"
-                    # "replace": a lone surrogate (from a payload decoded with surrogateescape, say)
-                    # has no UTF-8 form; it becomes "?" rather than failing the whole batch.
-                    scratch.write_bytes(batch.dumps(table).encode("utf-8", "replace"))
-                    for statement in insert_statements(table):
-                        con.execute(statement, [str(scratch)])
-            if batch.run_ends:
-                con.executemany("UPDATE runs SET ended_ns = ?, status = ? WHERE trace_id = ?", batch.run_ends)
-            for trace_id, pid in batch.status_keys:  # keep each process's latest snapshot per run
-                con.execute(
-                    "DELETE FROM status WHERE trace_id IS NOT DISTINCT FROM ? AND pid = ? AND ts_ns <"
-                    " (SELECT max(ts_ns) FROM status WHERE trace_id IS NOT DISTINCT FROM ? AND pid = ?)",
-                    [trace_id, pid, trace_id, pid],
-                )
+            schema.prepare(con)  # tables, columns and views, every time (see there why)
+            if spooled is not None:
+                recorded = "SELECT count(*) FROM meta WHERE key = ? AND value = ?"
+                if con.execute(recorded, [spool.META_KEY, spooled]).fetchall()[0][0]:
+                    con.execute(
+                        "ROLLBACK"
+                    )  # written before, by an ingester killed before it deleted the file
+                    return False
+                con.execute("INSERT INTO meta VALUES (?, ?)", [spool.META_KEY, spooled])
+            try:
+                self._insert_rows(con, batch)
+            except (duckdb.DataError, duckdb.ProgrammingError) as exc:
+                if spooled is None:
+                    raise
+                raise spool.SpoolFileError(f"holds records the store refuses: {exc}") from exc
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        return True
+
+    def _insert_rows(self, con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+        for table, rows in batch.rows.items():
+            if rows:
+                scratch = self._scratch / f"{table}.json"
+                # "replace": a lone surrogate (from a payload decoded with surrogateescape, say)
+                # has no UTF-8 form; it becomes "?" rather than failing the whole batch.
+                scratch.write_bytes(batch.dumps(table).encode("utf-8", "replace"))
+                for statement in insert_statements(table):
+                    con.execute(statement, [str(scratch)])
+        _run_ends(con, batch)
+        for trace_id, pid in batch.status_keys:  # keep each process's latest snapshot per run
+            con.execute(
+                "DELETE FROM status WHERE trace_id IS NOT DISTINCT FROM ? AND pid = ? AND ts_ns <"
+                " (SELECT max(ts_ns) FROM status WHERE trace_id IS NOT DISTINCT FROM ? AND pid = ?)",
+                [trace_id, pid, trace_id, pid],
+            )
+
+
+def _run_ends(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
+    """Apply the batch's run ends. Batches written from the spool can come in another order than
+    they were made (one of a flock's ingest processes spooling while the next one writes), so an
+    end whose run has not started in the store yet is kept in ``meta`` until its start comes."""
+    started = {row["trace_id"] for row in batch.rows["runs"]}
+    if started:
+        early = con.execute("SELECT key, value FROM meta WHERE starts_with(key, ?)", [_RUN_END]).fetchall()
+        for key, value in early:
+            run = key[len(_RUN_END) :]
+            if run in started:
+                ended_ns, status = json.loads(value)
+                con.execute(
+                    "UPDATE runs SET ended_ns = ?, status = ? WHERE trace_id = ?", [ended_ns, status, run]
+                )
+                con.execute("DELETE FROM meta WHERE key = ?", [key])
+    if not batch.run_ends:
+        return
+    con.executemany("UPDATE runs SET ended_ns = ?, status = ? WHERE trace_id = ?", batch.run_ends)
+    ended = [end[2] for end in batch.run_ends]
+    placeholders = ", ".join("?" for _ in ended)
+    known = con.execute(f"SELECT DISTINCT trace_id FROM runs WHERE trace_id IN ({placeholders})", ended)
+    present = {row[0] for row in known.fetchall()}
+    for ended_ns, status, run in batch.run_ends:
+        if run not in present:
+            con.execute(
+                "INSERT INTO meta VALUES (?, ?)", [_RUN_END + str(run), json.dumps([ended_ns, status])]
+            )
+
+
+def ingest_spooled(path: Path, *, wait: float, budget: float | None = None) -> spool.Drained:
+    """Write the batches waiting in the spool of the store at ``path`` (a reader's catch-up).
+
+    Raises TraceStoreBusyError when the store stayed held for ``wait`` seconds, TraceStoreError
+    when it cannot be opened; what went wrong with single files is in the result's problems.
+    """
+    if not spool.count_waiting(path):
+        return spool.Drained()
+    ingest = Ingest(path)
+    try:
+        make_private_dirs(path.parent)
+        with owner_only_umask():
+            con = connect(path, read_only=False, wait=wait, config={"threads": 1})
+            try:
+                drained = spool.drain(
+                    path, lambda items, name: ingest._insert(con, items, name), budget=budget
+                )
+            finally:
+                con.close()
+    finally:
+        ingest.close()
+    drained.waiting = spool.count_waiting(path)
+    return drained
+
+
+def catch_up(path: Path, *, wait: float, budget: float | None) -> tuple[int, list[str]]:
+    """A reader's catch-up on the spool of the store at ``path``: how many batches still wait
+    afterwards, and what went wrong. Never raises: a reader reads whatever befalls the spool."""
+    if not spool.count_waiting(path):
+        return 0, []  # the usual case: one listing of a folder that does not exist
+    try:
+        drained = ingest_spooled(path, wait=wait, budget=budget)
+    except (TraceStoreBusyError, TraceStoreError, OSError):
+        return spool.count_waiting(path), []  # held (or not writable by this user): read as it is
+    except Exception as exc:
+        return spool.count_waiting(path), [f"writing the trace spool of {path} failed: {exc}"]
+    return drained.waiting, drained.problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,15 +316,22 @@ def main(argv: list[str] | None = None) -> int:
         # seconds, unless a flush is waiting or the input ended.
         if not (ended or urgent or time.monotonic() - last_write >= _WRITE_EVERY):
             continue
-        outcome = ingest.write(wait=_FINAL_WAIT if ended else _RETRY_EVERY)
+        # A flush, or the end of input (someone waits): wait a little for a busy store, then spool.
+        handing_off = ended or urgent
+        outcome = ingest.write(wait=ingest.due(_END_WAIT if ended else _FLUSH_WAIT if urgent else 0))
+        if outcome == "busy" and (handing_off or ingest.should_spool()):
+            failed = ingest.spool(give_up=ended)
+            outcome = "busy" if failed is not None and not ended else None
+            if failed is not None:
+                ingest.problems.append(failed)
         if outcome != "busy":
             last_write = time.monotonic()
             urgent = False
-        if outcome == "busy" and ended:
-            outcome = f"trace store {ingest.path} stayed busy for {_FINAL_WAIT:g} s; traces were not written"
-        if outcome not in (None, "busy") and outcome not in problems:
-            problems.add(outcome)
-            _say({"problem": outcome})
+        for problem in [*ingest.problems, *([] if outcome in (None, "busy") else [outcome])]:
+            if problem not in problems:
+                problems.add(problem)
+                _say({"problem": problem})
+        ingest.problems.clear()
         if outcome != "busy" and received > acked:
             acked = received
             _say({"ack": acked, "dropped": ingest.dropped - reported_dropped})  # new drops only

@@ -35,7 +35,16 @@ from flock_cli.errors import UsageError
 from flock_cli.tracing.records import EventRecord, FlatSpan, Record, id_text, parse_traceparent
 from flock_cli.tracing.semconv import capture_content, convert
 
-__all__ = ["PROTOCOLS", "OtlpExporter", "SpanData", "encode", "otlp_exporter_from_env", "span_data"]
+__all__ = [
+    "PROTOCOLS",
+    "OtlpExporter",
+    "SpanData",
+    "default_resource",
+    "encode",
+    "otlp_exporter_from_env",
+    "resource_from_env",
+    "span_data",
+]
 
 log = logging.getLogger("flock_cli.tracing")
 
@@ -248,8 +257,7 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
     headers = _pairs(get("HEADERS") or "", variable("HEADERS"))
     timeout = _millis(get("TIMEOUT"), variable("TIMEOUT"), 10_000)
     delay = _millis(env.get("OTEL_BSP_SCHEDULE_DELAY"), "OTEL_BSP_SCHEDULE_DELAY", 5_000)
-    resource = _pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
-    name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "") or service
+    name, resource = resource_from_env(env, service)
     return OtlpExporter(
         url,
         service=name,
@@ -260,6 +268,15 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
         protocol=protocol,
         capture=capture_content(env),
     )
+
+
+def resource_from_env(env: Mapping[str, str], service: str) -> tuple[str, dict[str, str]]:
+    """The service name (``OTEL_SERVICE_NAME``, else ``service.name`` of
+    ``OTEL_RESOURCE_ATTRIBUTES``, else ``service``) and the other resource attributes the
+    ``OTEL_RESOURCE_ATTRIBUTES`` variable sets."""
+    resource = _pairs(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
+    name = env.get("OTEL_SERVICE_NAME", "").strip() or resource.pop("service.name", "") or service
+    return name, resource
 
 
 def _pairs(text: str, variable: str) -> dict[str, str]:
@@ -374,18 +391,23 @@ class OtlpExporter:
             if stopping:
                 return
 
-    def _post(self, spans: list[SpanData]) -> None:
-        document = encode(spans, self.service, self.resource)
+    def send(self, document: dict[str, Any]) -> None:
+        """Post one OTLP/JSON ``ExportTraceServiceRequest`` document now, in this exporter's
+        protocol (``flock trace export --send``). Raises OSError (``urllib.error.URLError``)
+        or ValueError when the collector cannot be reached or refuses it."""
         if self.protocol == "http/protobuf":
             from flock_cli.tracing.otlp_protobuf import to_protobuf
 
             body = to_protobuf(document)
         else:
-            body = json.dumps(document).encode()
+            body = json.dumps(document, default=str).encode()
         request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            response.read()
+
+    def _post(self, spans: list[SpanData]) -> None:
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
+            self.send(encode(spans, self.service, self.resource))
             self.exported += len(spans)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             message = f"OTLP export to {self.url} failed: {exc}"

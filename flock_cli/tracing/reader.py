@@ -1,15 +1,19 @@
 """Reading the trace store from any process, while flocks write to it.
 
 Every query opens the store read-only, runs and closes it again (see ``duck.py`` for why), waiting
-briefly whenever a writer holds it. Results are plain dataclasses, ready for the CLI, ``--json``
-and the dashboard. A reader given several stores (files, folders, globs) reads them as one
-(``stores.py``); ``board_runs.py`` groups the runs of several processes on one board.
+briefly whenever a writer holds it. Before it reads, a reader writes the trace batches waiting in
+the store's spool (``spool.py``: batches a flock could not write while another process held the
+store), so that what it shows is complete; when the store is still held it reads all the same and
+says, in one line on stderr, how many batches wait. Results are plain dataclasses, ready for the
+CLI, ``--json`` and the dashboard. A reader given several stores (files, folders, globs) reads
+them as one (``stores.py``); ``board_runs.py`` groups the runs of several processes on one board.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flock_cli.errors import TraceStoreError
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
+from flock_cli.tracing import spool
 from flock_cli.tracing.duck import check_trace_path, connect
 from flock_cli.tracing.run_summary import RUN_SUMMARY, RunRow, Workflow, run_row
 from flock_cli.tracing.stores import is_folder, open_stores, resolve_stores
@@ -29,7 +34,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ArtifactRow", "EventRow", "RunRow", "SpanRow", "TraceReader"]
 
+_HAS_OTEL_COLUMNS = (
+    "SELECT 1 FROM duckdb_columns() WHERE table_name = 'spans' AND column_name = 'otel_trace_id' LIMIT 1"
+)
 _RUN_ID = re.compile(r"[0-9a-f]{1,32}")
+_CATCH_UP_WAIT = 0.5  # seconds a reader waits to write a spool before it reads without it
+_CATCH_UP_EVERY = 5.0  # seconds between one reader's attempts while batches wait (flock top polls)
+_CATCH_UP_BUDGET = 10.0  # seconds one attempt may spend writing a long spool (the rest: next time)
 
 
 @dataclass
@@ -48,6 +59,12 @@ class SpanRow:
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     trace_id: str = ""
+    kind: str = "internal"
+    otel_trace_id: str | None = None
+    """The span's OpenTelemetry trace (its workflow's), when it differs from ``trace_id``."""
+    otel_parent_id: str | None = None
+    links: list[str] = field(default_factory=list)
+    """W3C traceparents of the other inputs of a join's or batch's run."""
 
     @property
     def duration_ms(self) -> float:
@@ -104,7 +121,12 @@ class TraceReader:
         self.several = len(self.names) > 1 or is_folder(self.path)
         """True when the stores are read as one (through views with a ``store`` column)."""
         self.wait = wait
+        self.spool_waiting = 0
+        """Trace batches still waiting in the stores' spools after the last catch-up."""
         self._local = threading.local()  # each thread's open session (a connection is not shared)
+        self._catching_up = threading.Lock()
+        self._next_catch_up = 0.0
+        self._told: set[str] = set()  # lines said on stderr already (each once per reader)
 
     @property
     def where(self) -> str:
@@ -119,6 +141,7 @@ class TraceReader:
         if session is not None:
             yield session
             return
+        self.catch_up()
         if self.several:
             con = open_stores(resolve_stores(self.names), wait=self.wait)
         else:
@@ -142,6 +165,38 @@ class TraceReader:
                 yield self
             finally:
                 self._local.session = None
+
+    def catch_up(self) -> int:
+        """Write the batches waiting in the stores' spools, waiting briefly for a store another
+        process holds; how many still wait. Called before every read (at most every few seconds
+        while batches wait); never raises: a reader reads what the store holds, and says in one
+        line on stderr what it does not hold yet (and any spool file set aside)."""
+        now = time.monotonic()
+        if now < self._next_catch_up or not self._catching_up.acquire(blocking=False):
+            return self.spool_waiting
+        try:
+            try:
+                paths = resolve_stores(self.names) if self.several else [self.path]
+            except TraceStoreError:
+                return 0  # the read that follows reports it
+            waiting, lines = 0, []
+            from flock_cli.tracing.ingest import catch_up
+
+            for path in paths:
+                left, problems = catch_up(path, wait=_CATCH_UP_WAIT, budget=_CATCH_UP_BUDGET)
+                waiting += left
+                lines += problems
+                if left:
+                    lines.append(spool.notice(path, left))
+            self.spool_waiting = waiting
+            self._next_catch_up = time.monotonic() + (_CATCH_UP_EVERY if waiting else 0.0)
+            for line in lines:
+                if line not in self._told:
+                    self._told.add(line)
+                    print(f"note: {line}", file=sys.stderr, flush=True)
+            return waiting
+        finally:
+            self._catching_up.release()
 
     def _rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         import duckdb
@@ -210,28 +265,16 @@ class TraceReader:
     def spans(self, run_id: Scope) -> list[SpanRow]:
         """Every span of a run (or of several), in start order; of a workflow, its agent runs."""
         where, params = _where(run_id, "spans")
-        rows = self._rows(
-            "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
-            f" inputs, outputs, trace_id FROM spans WHERE {where} ORDER BY start_ns, span_id",
-            params,
-        )
-        return [
-            SpanRow(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                _json(r[8]),
-                list(r[9] or []),
-                list(r[10] or []),
-                r[11],
+        with self.session():
+            # A store of schema 1 (written by an older release, not written since) lacks them.
+            otel = bool(self._rows(_HAS_OTEL_COLUMNS))
+            extra = "kind, otel_trace_id, otel_parent_id, links" if otel else "kind, NULL, NULL, []"
+            rows = self._rows(
+                "SELECT span_id, parent_id, name, agent, start_ns, end_ns, status, message, attributes,"
+                f" inputs, outputs, trace_id, {extra} FROM spans WHERE {where} ORDER BY start_ns, span_id",
+                params,
             )
-            for r in rows
-        ]
+        return [_span_row(r) for r in rows]
 
     def artifacts(self, run_id: Scope | None = None, *, limit: int | None = None) -> list[ArtifactRow]:
         """Artifacts of a run (or of several, or of a workflow, or of every run), in publish order;
@@ -344,6 +387,15 @@ def _where(scope: Scope, table: str) -> tuple[str, list[Any]]:
         f" OR span_id IN (SELECT span_id FROM spans WHERE {_WORKFLOW_RUNS})",
         [cid, cid, cid],
     )
+
+
+def _span_row(r: tuple[Any, ...]) -> SpanRow:
+    return SpanRow(
+        span_id=r[0], parent_id=r[1], name=r[2], agent=r[3], start_ns=r[4], end_ns=r[5], status=r[6],
+        message=r[7], attributes=_json(r[8]), inputs=list(r[9] or []), outputs=list(r[10] or []),
+        trace_id=r[11], kind=r[12] or "internal", otel_trace_id=r[13], otel_parent_id=r[14],
+        links=list(r[15] or []),
+    )  # fmt: skip
 
 
 def _json(value: Any) -> Any:

@@ -8,9 +8,13 @@ thread of the flock's process (sharing its GIL) cost about 1.9x (bench/results/t
 
 Nothing here raises into the runtime: problems (the store cannot be written, the ingest process
 died, a record could not be encoded) are kept in ``problems`` for whoever closes the tracer to
-report. Memory stays bounded: past ``max_pending`` records the oldest are dropped, and the drop is
-reported too. After a quiet spell the thread ends and the ingest process is let go (it writes what
-it holds and exits), so an idle flock, or one never shut down, holds neither.
+report. Nothing is lost to a busy store: the ingest process spools what the store cannot take yet
+(``spool.py``), and frames it was given but never acknowledged (it crashed, or was killed when it
+did not finish in time) are spooled here, as are frames no ingest process could be given. Only
+when the spool cannot be written either are records dropped (past ``max_pending`` the oldest),
+and the drop is reported. After a quiet spell the thread ends and the ingest process is let go
+(it writes or spools what it holds and exits), so an idle flock, or one never shut down, holds
+neither.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flock_cli.tracing import spool
 from flock_cli.tracing.duck import check_trace_path
 from flock_cli.tracing.frames import encode_frame, flatten
 from flock_cli.tracing.records import Record, StatusRecord
@@ -63,7 +68,9 @@ class _Flush:
 
 class _IngestProcess:
     """One ``python -m flock_cli.tracing.ingest`` process, its stderr, and the thread reading its
-    answers. ``last_sent`` is the sequence number of the last frame it was given."""
+    answers. ``last_sent`` is the sequence number of the last frame it was given; ``unacked`` the
+    frames it was given and has not acknowledged yet (kept to be spooled should it die: it
+    acknowledges a frame within seconds, once written or spooled, so they are few)."""
 
     def __init__(self, path: Path, on_answer: Callable[[_IngestProcess, dict[str, Any]], None]) -> None:
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the flock_cli package
@@ -83,16 +90,41 @@ class _IngestProcess:
             self.stderr.close()
             raise
         self.last_sent = 0
+        self.unacked: list[tuple[int, bytes]] = []
+        self.gone = False  # its answers ended: frames for it are spooled instead (guarded by lock)
+        self.lock = threading.Lock()
         self.answered = threading.Event()  # set when its answers end (it exited)
+        self.settled = threading.Event()  # ... and once what it left unacknowledged is spooled
         self._on_answer = on_answer
         threading.Thread(target=self._read_answers, name="flock-trace-acks", daemon=True).start()
 
     def send(self, seq: int, frame: bytes) -> None:
         """Write one frame (OSError when the process is gone)."""
         assert self.popen.stdin is not None
-        self.popen.stdin.write(frame)
-        self.popen.stdin.flush()
+        with self.lock:
+            if self.gone:
+                raise BrokenPipeError("the trace ingest process has ended")
+            self.unacked.append((seq, frame))
+        try:
+            self.popen.stdin.write(frame)
+            self.popen.stdin.flush()
+        except OSError:
+            with self.lock:
+                self.unacked = [sent for sent in self.unacked if sent[0] != seq]
+            raise
         self.last_sent = seq
+
+    def acknowledged(self, seq: int) -> None:
+        """Frames up to ``seq`` are written (or spooled): no need to keep them."""
+        with self.lock:
+            self.unacked = [sent for sent in self.unacked if sent[0] > seq]
+
+    def take_unacked(self) -> list[bytes]:
+        """Once its answers ended: the frames it never acknowledged, oldest first."""
+        with self.lock:
+            self.gone = True
+            frames, self.unacked = [frame for _, frame in self.unacked], []
+        return frames
 
     def end_input(self) -> None:
         """End of input: the process writes what it holds and exits."""
@@ -110,7 +142,7 @@ class _IngestProcess:
             self.popen.kill()
             self.popen.wait()
             problems.append(f"trace ingest did not finish within {timeout:g} s; some traces were not written")
-        self.answered.wait(5)
+        self.settled.wait(5)  # its unacknowledged frames spooled before the flock's process may exit
         problems.extend(self.exit_problems())
         if self.popen.stdout is not None:
             self.popen.stdout.close()
@@ -136,7 +168,10 @@ class _IngestProcess:
                 self._on_answer(self, json.loads(line))
         finally:
             self.answered.set()
-            self._on_answer(self, {"ended": True})
+            try:
+                self._on_answer(self, {"ended": True})
+            finally:
+                self.settled.set()
 
 
 class TraceWriter:
@@ -146,7 +181,7 @@ class TraceWriter:
         path: the DuckDB file (created with its parent folder when missing).
         interval: seconds between frames. Short, so that records leave the flock's process young:
             objects that survive a few garbage collections make every full collection longer.
-        max_pending: records kept while the ingest process is not there to take them.
+        max_pending: records one frame may hold (the oldest beyond it are dropped, reported).
         snapshot: called on the writer thread before each frame while the flock is busy; returns
             a status record or None.
     """
@@ -177,6 +212,7 @@ class TraceWriter:
         self._acked = 0  # ... and of the last one an ingest process has written
         self._acks = threading.Condition()  # guards _acked, _waiting and dropped
         self._waiting: list[_Flush] = []
+        self._closed = False
         _LIVE.add(self)
 
     # -- the flock's side ------------------------------------------------------------------------
@@ -199,11 +235,17 @@ class TraceWriter:
         problems = list(self._problems)
         if self.dropped:
             problems.append(f"{self.dropped} trace records were dropped: the store could not take them")
+        if self._closed and (waiting := spool.count_waiting(self.path)):
+            # Not lost, but not in the store yet: whoever reads it now should know why.
+            problems.append(
+                f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
+            )
         return problems
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything queued so far; False when that took longer than ``timeout`` or some
-        of it could not be written (``problems`` says why)."""
+        """Write everything queued so far (or spool it, when another process holds the store);
+        False when that took longer than ``timeout`` or some of it was lost (``problems`` says
+        why)."""
         dropped = self.dropped
         marker = _Flush()
         self.put(marker)
@@ -231,6 +273,7 @@ class TraceWriter:
             for problem in process.finish(deadline - time.monotonic()):
                 self._problem(problem)
         self._release_waiting(lost=True)
+        self._closed = True
 
     # -- the thread ------------------------------------------------------------------------------
 
@@ -331,16 +374,18 @@ class TraceWriter:
                 self._problem(f"trace records could not be encoded: {type(exc).__name__}: {exc}")
                 self._drop(len(records))
         process = self._live_process() if frame else None
+        handed = False  # the frame went to an ingest process
         if process is not None:
             try:
                 process.send(self._sent + 1, frame)
                 self._sent += 1
+                handed = True
             except OSError:
-                self._drop(len(records))
                 for problem in process.exit_problems():
                     self._problem(problem)
-        elif frame:
-            self._drop(len(records))
+        spooled_here = bool(frame) and not handed and bool(records)
+        if spooled_here:
+            self._spool([frame], len(records))
         with self._lock:
             answering = [
                 p for p in (self._process, *self._retired) if p is not None and not p.answered.is_set()
@@ -348,7 +393,10 @@ class TraceWriter:
         with self._acks:
             for marker in markers:
                 marker.seq = self._sent
-                if self._acked >= marker.seq:
+                if spooled_here:  # kept for a later writer, but not written: flush says so
+                    marker.lost = True
+                    marker.done.set()
+                elif self._acked >= marker.seq:
                     marker.done.set()
                 elif any(p.last_sent >= marker.seq for p in answering):
                     self._waiting.append(marker)
@@ -384,6 +432,7 @@ class TraceWriter:
         if "problem" in message:
             self._problem(str(message["problem"]))
         if "ack" in message:
+            process.acknowledged(int(message["ack"]))
             with self._acks:
                 self.dropped += int(message.get("dropped", 0))  # its drops since its last ack
                 self._acked = max(self._acked, int(message["ack"]))
@@ -392,8 +441,13 @@ class TraceWriter:
             for marker in done:
                 marker.done.set()
         if message.get("ended"):
-            # Whatever it was given and did not acknowledge will not be written now.
-            self._release_waiting(lost=True, up_to=process.last_sent)
+            # Whatever it was given and did not acknowledge, it will not write now: the spool
+            # takes it (a frame it wrote but died before acknowledging is then written twice;
+            # losing frames it never wrote would be worse).
+            unacked = process.take_unacked()
+            if unacked:
+                self._spool(unacked, 0)
+            self._release_waiting(lost=True, up_to=process.last_sent)  # spooled is not written
 
     def _release_waiting(self, *, lost: bool, up_to: int | None = None) -> None:
         with self._acks:
@@ -402,6 +456,17 @@ class TraceWriter:
         for marker in released:
             marker.lost = lost and marker.seq > self._acked
             marker.done.set()
+
+    def _spool(self, frames: list[bytes], records: int) -> bool:
+        """Hand frames no ingest process will write to the store's spool; False (and ``records``
+        dropped) when it cannot be written."""
+        try:
+            spool.write_frames(self.path, frames)
+        except OSError as exc:
+            self._problem(f"trace batches could not be spooled to {spool.spool_dir(self.path)}: {exc}")
+            self._drop(records)
+            return False
+        return True
 
     def _drop(self, count: int) -> None:
         if count:
