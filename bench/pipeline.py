@@ -91,6 +91,9 @@ async def _measured(engine: str, seeds: int, store: str, traced: bool, board: st
         summary = await flock.run_until_idle()
     await asyncio.to_thread(flock.tracer.close)
     elapsed = time.perf_counter() - start
+    stored = elapsed
+    if traced:  # what the flock handed off at its end is written after it: time that too
+        stored = _stored(os.path.join(folder, "traces.duckdb"), start)
     if not summary.ok or summary.agent_runs != 2 * seeds:
         raise SystemExit(f"benchmark run was not clean: {summary}")
     if flock.tracer.problems:
@@ -99,9 +102,24 @@ async def _measured(engine: str, seeds: int, store: str, traced: bool, board: st
     shutil.rmtree(folder)
     return {
         "seconds": elapsed,
+        "seconds_to_store": stored,
         "artifacts": summary.artifacts_published,
         "artifacts_per_second": summary.artifacts_published / elapsed,
     }
+
+
+def _stored(path: str, start: float) -> float:
+    """Seconds from ``start`` until the trace store at ``path`` holds everything: its spool empty
+    and its writer gone (a read-only open succeeds)."""
+    from pathlib import Path
+
+    from flock_cli.tracing import spool
+    from flock_cli.tracing.duck import connect
+
+    while spool.count_waiting(Path(path)):
+        time.sleep(0.01)
+    connect(Path(path), read_only=True, wait=60).close()
+    return time.perf_counter() - start
 
 
 def parse_stores(text: str) -> list[str]:
@@ -179,11 +197,14 @@ def measure(args: argparse.Namespace) -> int:
     tracings = {"off": [False], "on": [True], "both": [False, True]}[args.traces]
     variants = [(store, traced) for store in stores for traced in tracings]
     rates: dict[tuple[str, bool], list[float]] = {variant: [] for variant in variants}
+    stored: dict[str, list[float]] = {store: [] for store in stores}  # traced: seconds until stored
     with server_if("postgres" in stores) as server:
         for _ in range(args.repeat):
             for store, traced in variants:  # alternate, so drift on a noisy machine hits all alike
                 result = asyncio.run(one_run(args.engine, args.seeds, store, traced, server))
                 rates[store, traced].append(result["artifacts_per_second"])
+                if traced:
+                    stored[store].append(result["seconds_to_store"] / result["seconds"])
                 if args.json:
                     print(json.dumps({"engine": args.engine, "store": store, "traced": traced,
                                       "seeds": args.seeds, **result}), flush=True)  # fmt: skip
@@ -211,6 +232,8 @@ def measure(args: argparse.Namespace) -> int:
             pairs = sorted(off / on for off, on in zip(rates[store, False], rates[store, True], strict=True))
             listed = ", ".join(f"{p:.2f}x" for p in pairs)
             print(f"  run pairs: {listed} (spread {pairs[0]:.2f}x-{pairs[-1]:.2f}x)")
+            later = statistics.median(stored[store])
+            print(f"  every trace in the store: {later:.2f}x the traced run's time after its start (median)")
     return 0
 
 

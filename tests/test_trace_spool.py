@@ -336,3 +336,32 @@ async def test_frames_a_killed_ingest_process_never_acknowledged_are_spooled(tmp
     run = TraceReader(store).run(scope.trace_id)
     assert (run.name, run.status, run.artifacts, run.agent_runs) == ("killed", "ok", 12, 6)
     assert list(spool_dir(store).iterdir()) == []
+
+
+async def test_a_large_run_ends_without_waiting_for_its_last_batches_and_they_all_arrive(
+    tmp_path: Path,
+) -> None:
+    """At its end a flock hands what its ingest process has not written yet over (spooled, then
+    written by that process after the flock has gone on): nothing is lost, and a reader waits for
+    the batches being written rather than showing a partial run."""
+    from flock_cli import FunctionEngine
+    from tests.models import Idea, Movie, Tagline
+
+    store = tmp_path / "traces.duckdb"
+    seeds = 3000
+    flock = Flock(traces=store, max_agent_iterations=seeds + 1)
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(
+        FunctionEngine(lambda i: Movie(title=f"About {i.artifacts[0].payload['topic']}", runtime=90))
+    )
+    flock.agent("pitch").consumes(Movie).publishes(Tagline).with_engines(TestEngine())
+    async with flock.traced_run("large"):
+        await flock.publish_many([Idea(topic=f"t{n}") for n in range(seeds)])
+        await flock.run_until_idle()
+    await flock.shutdown()
+    assert flock.tracer.problems == []
+    reader = TraceReader(store)
+    run = reader.run(None)
+    assert (run.status, run.agent_runs, run.artifacts) == ("ok", 2 * seeds, 3 * seeds)
+    counted = reader.sql_rows("SELECT count(*) FROM spans WHERE name = 'agent.run'")
+    assert counted == [(2 * seeds,)]  # each once
+    assert not spool_dir(store).exists() or not any(spool_dir(store).iterdir())  # all written

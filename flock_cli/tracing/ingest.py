@@ -20,12 +20,14 @@ end of its input (the flock closed, or died) it writes or spools what it holds a
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,12 @@ _SPOOL_AFTER = 3.0  # busy this long, what is pending is spooled: memory stays b
 _SPOOL_RECORDS = 50_000  # ... and so it is once this many records are pending
 _DRAIN_BUDGET = 3.0  # seconds one write may spend on the spool before its own batch
 _RUN_END = "run_end:"  # meta key prefix of a run end written before its run's start
+# At the end of input, more pending than this is handed off rather than written while the flock
+# waits: spooled (a marshal write, milliseconds), acknowledged, and written into the store after
+# the flock's process has gone on (about 10,000 records a second here, so this is ~0.2 s).
+_HAND_OFF_RECORDS = 2_000
+_CHUNK = 2_000  # records a transaction: a closing flock waits for one chunk at most, not a backlog
+_DETACHED_PATIENCE = 120.0  # seconds a handed-off spool waits for a busy store; then readers take it
 
 
 class Ingest:
@@ -91,10 +99,14 @@ class Ingest:
         waited = time.monotonic() - max(self.busy_since, self.spooled_at)
         return waited >= _SPOOL_AFTER or len(self.pending) >= _SPOOL_RECORDS
 
-    def write(self, wait: float, *, budget: float | None = _DRAIN_BUDGET) -> str | None:
-        """Write the spool's waiting batches, then what is pending. Returns None when done (or
-        nothing to do), ``"busy"`` when the store stayed locked for ``wait`` seconds, or the
-        problem that stopped the write. ``budget``: see :func:`spool.drain`."""
+    def write(
+        self, wait: float, *, budget: float | None = _DRAIN_BUDGET, stop: Callable[[], bool] | None = None
+    ) -> str | None:
+        """Write the spool's waiting batches, then what is pending, ``_CHUNK`` records to a
+        transaction. Returns None when done (or nothing to do; records are left pending when
+        ``stop`` said so between two chunks), ``"busy"`` when the store stayed locked for
+        ``wait`` seconds, or the problem that stopped the write. ``budget``: see
+        :func:`spool.drain`."""
         if not self.pending and not spool.count_waiting(self.path):
             return None
         try:
@@ -118,7 +130,12 @@ class Ingest:
                     self.path, lambda items, name: self._insert(con, items, name), budget=budget
                 )
                 self.problems.extend(drained.problems)
-                self._insert(con, self.pending)
+                while self.pending:
+                    chunk = self.pending[:_CHUNK]
+                    self._insert(con, chunk)
+                    del self.pending[: len(chunk)]
+                    if stop is not None and stop():
+                        break  # the flock is closing: what is left is handed off, not waited for
             except Exception as exc:
                 # Not a busy store. The batch is spooled rather than dropped: a store that failed
                 # (a full disk) takes it later; records at fault are set aside there, reported.
@@ -126,7 +143,6 @@ class Ingest:
                 return failure if self.spool(give_up=True) else f"{failure}; the batch was spooled"
             finally:
                 con.close()
-        self.pending = []
         return None
 
     def spool(self, *, give_up: bool = False) -> str | None:
@@ -288,9 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ingest = Ingest(Path(args[0]))
     frames: queue.Queue[tuple[int, bool, list[tuple[Any, ...]]] | None] = queue.Queue()
 
+    input_ended = threading.Event()
+
     def read() -> None:
         while (frame := read_frame(sys.stdin.buffer)) is not None:
             frames.put(frame)
+        input_ended.set()
         frames.put(None)
 
     threading.Thread(target=read, name="flock-ingest-reader", daemon=True).start()
@@ -316,9 +335,21 @@ def main(argv: list[str] | None = None) -> int:
         # seconds, unless a flush is waiting or the input ended.
         if not (ended or urgent or time.monotonic() - last_write >= _WRITE_EVERY):
             continue
+        if ended and len(ingest.pending) > _HAND_OFF_RECORDS and ingest.spool() is None:
+            # The flock is closing and waits for this answer: it gets it as soon as the records
+            # are durable, and this process writes them into the store on its own afterwards.
+            _say({"ack": received, "dropped": ingest.dropped - reported_dropped, "detached": True})
+            # The flock waits for its end of the pipe to close (sys.stdout.close() would leave the
+            # descriptor open): nothing more is said from here on.
+            sys.stdout.flush()
+            os.close(sys.stdout.fileno())
+            _write_spool_detached(ingest)
+            ingest.close()
+            return 0
         # A flush, or the end of input (someone waits): wait a little for a busy store, then spool.
         handing_off = ended or urgent
-        outcome = ingest.write(wait=ingest.due(_END_WAIT if ended else _FLUSH_WAIT if urgent else 0))
+        limit = _END_WAIT if ended else _FLUSH_WAIT if urgent else 0
+        outcome = ingest.write(wait=ingest.due(limit), stop=None if ended else input_ended.is_set)
         if outcome == "busy" and (handing_off or ingest.should_spool()):
             failed = ingest.spool(give_up=ended)
             outcome = "busy" if failed is not None and not ended else None
@@ -332,12 +363,26 @@ def main(argv: list[str] | None = None) -> int:
                 problems.add(problem)
                 _say({"problem": problem})
         ingest.problems.clear()
-        if outcome != "busy" and received > acked:
+        if outcome != "busy" and received > acked and not ingest.pending:
             acked = received
             _say({"ack": acked, "dropped": ingest.dropped - reported_dropped})  # new drops only
             reported_dropped = ingest.dropped
     ingest.close()
     return 0
+
+
+def _write_spool_detached(ingest: Ingest) -> None:
+    """Write the spool into the store after a hand-off, for as long as the store stays busy at
+    most ``_DETACHED_PATIENCE`` seconds; what is left then waits for the next writer or reader.
+    Problems go to stderr (the flock no longer listens)."""
+    give_up_at = time.monotonic() + _DETACHED_PATIENCE
+    while spool.count_waiting(ingest.path) and time.monotonic() < give_up_at:
+        outcome = ingest.write(wait=_RETRY_EVERY, budget=None)
+        for problem in [*ingest.problems, *([] if outcome in (None, "busy") else [outcome])]:
+            print(problem, file=sys.stderr, flush=True)
+        ingest.problems.clear()
+        if outcome not in (None, "busy"):
+            return
 
 
 def _say(message: dict[str, Any]) -> None:

@@ -184,6 +184,13 @@ class TraceReader:
 
             for path in paths:
                 left, problems = catch_up(path, wait=_CATCH_UP_WAIT, budget=_CATCH_UP_BUDGET)
+                # A flock that just ended may have handed its last batches to its ingest process,
+                # which is writing them now: they are worth the wait (up to the read's own).
+                patience = time.monotonic() + self.wait
+                while left and spool.being_written(path) and time.monotonic() < patience:
+                    time.sleep(0.05)
+                    left, more = catch_up(path, wait=_CATCH_UP_WAIT, budget=_CATCH_UP_BUDGET)
+                    problems += more
                 waiting += left
                 lines += problems
                 if left:

@@ -48,6 +48,7 @@ __all__ = [
     "STALE_CLAIM",
     "Drained",
     "SpoolFileError",
+    "being_written",
     "count_waiting",
     "drain",
     "notice",
@@ -192,6 +193,13 @@ def read_batch(path: Path) -> list[tuple[Any, ...]]:
 def count_waiting(store: Path) -> int:
     """How many batches wait in the spool of ``store`` (0 when it has none, or cannot be read)."""
     return len(_listing(store))
+
+
+def being_written(store: Path) -> bool:
+    """Whether a live ingester holds a claim on a batch of the spool of ``store`` right now (a
+    flock's ingest process writing what it handed off): a reader may wait for it."""
+    claims = [path for _, path in _listing(store) if _CLAIM in path.name]
+    return any(not _claim_is_stale(path, "") for path in claims)
 
 
 def _listing(store: Path) -> list[tuple[str, Path]]:

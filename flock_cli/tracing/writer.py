@@ -54,6 +54,16 @@ def _close_at_exit() -> None:
         writer.close(timeout=10.0)
 
 
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def _keep_until_done(process: subprocess.Popen[bytes]) -> None:
+    """Hold an ingest process that is writing a hand-off after its flock closed, until it exits
+    (reaped on the next call): dropped while it runs, its Popen would warn and leave a zombie."""
+    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
+    _DETACHED.append(process)
+
+
 class _Flush:
     """A marker in the queue: set once everything queued before it is written (or given up on,
     in which case ``lost`` is set too)."""
@@ -95,6 +105,7 @@ class _IngestProcess:
         self.lock = threading.Lock()
         self.answered = threading.Event()  # set when its answers end (it exited)
         self.settled = threading.Event()  # ... and once what it left unacknowledged is spooled
+        self.detached = False  # it handed everything off and writes the store on its own
         self._on_answer = on_answer
         threading.Thread(target=self._read_answers, name="flock-trace-acks", daemon=True).start()
 
@@ -134,16 +145,25 @@ class _IngestProcess:
                 self.popen.stdin.close()
 
     def finish(self, timeout: float) -> list[str]:
-        """Wait for the process to end (killing it after ``timeout``); what went wrong, if anything."""
+        """Wait for the process to end (killing it after ``timeout``); what went wrong, if anything.
+
+        A process that handed its records off (``detached``: spooled, acknowledged, and written
+        into the store on its own) is not waited for: the flock ends promptly, the traces are safe.
+        """
         problems = []
+        deadline = time.monotonic() + max(0.0, timeout)
+        self.answered.wait(max(0.0, timeout))  # its answers end when it exits, or when it detaches
         try:
-            self.popen.wait(max(0.0, timeout))
+            if not self.detached:
+                self.popen.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
             problems.append(f"trace ingest did not finish within {timeout:g} s; some traces were not written")
         self.settled.wait(5)  # its unacknowledged frames spooled before the flock's process may exit
         problems.extend(self.exit_problems())
+        if self.detached and self.popen.poll() is None:
+            _keep_until_done(self.popen)
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         self.stderr.close()
@@ -165,7 +185,10 @@ class _IngestProcess:
         assert self.popen.stdout is not None
         try:
             for line in self.popen.stdout:
-                self._on_answer(self, json.loads(line))
+                message = json.loads(line)
+                if message.get("detached"):
+                    self.detached = True
+                self._on_answer(self, message)
         finally:
             self.answered.set()
             try:
@@ -208,6 +231,7 @@ class TraceWriter:
         self._thread: threading.Thread | None = None
         self._process: _IngestProcess | None = None
         self._retired: list[_IngestProcess] = []  # let go after a quiet spell, maybe still writing
+        self._finished: list[_IngestProcess] = []  # the processes close() waited for
         self._sent = 0  # sequence number of the last frame sent
         self._acked = 0  # ... and of the last one an ingest process has written
         self._acks = threading.Condition()  # guards _acked, _waiting and dropped
@@ -235,7 +259,8 @@ class TraceWriter:
         problems = list(self._problems)
         if self.dropped:
             problems.append(f"{self.dropped} trace records were dropped: the store could not take them")
-        if self._closed and (waiting := spool.count_waiting(self.path)):
+        handed_off = any(p.detached for p in self._finished)
+        if self._closed and not handed_off and (waiting := spool.count_waiting(self.path)):
             # Not lost, but not in the store yet: whoever reads it now should know why.
             problems.append(
                 f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
@@ -270,6 +295,7 @@ class TraceWriter:
                 self._process = None
             retired, self._retired = self._retired, []
         for process in retired:
+            self._finished.append(process)  # a hand-off (``detached``) is not a problem to report
             for problem in process.finish(deadline - time.monotonic()):
                 self._problem(problem)
         self._release_waiting(lost=True)
@@ -421,7 +447,9 @@ class TraceWriter:
     def _reap_retired(self) -> None:
         """Report how let-go ingest processes ended, once they have."""
         with self._lock:
-            ended = [p for p in self._retired if p.popen.poll() is not None and p.answered.is_set()]
+            ended = [
+                p for p in self._retired if (p.popen.poll() is not None or p.detached) and p.answered.is_set()
+            ]
             self._retired = [p for p in self._retired if p not in ended]
         for process in ended:
             for problem in process.finish(0):
