@@ -12,8 +12,9 @@ Reading several: an in-memory DuckDB attaches every store read-only (a database 
 connections never share attachments, nor meet another connection's settings for the same file);
 the tables ``runs``, ``spans``, ``artifacts``, ``events``, ``status`` and ``meta`` become
 temporary views, ``UNION ALL`` over every store that has them, with one more column, ``store``,
-naming the file each row came from. Every query of :class:`~flock_cli.tracing.reader.TraceReader`
-and every ``flock trace sql`` query then runs unchanged over all of them. The first store becomes
+naming the file each row came from, and the ``v_*`` views of ``schema.py`` are made over those.
+Every query of :class:`~flock_cli.tracing.reader.TraceReader` and every ``flock trace sql`` query
+then runs unchanged over all of them. The first store becomes
 the default database, so a query's unqualified ``CREATE`` or ``INSERT`` meets a read-only store,
 and external access is turned off before any query runs: a query reaches these files and no
 others.
@@ -21,6 +22,7 @@ others.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -111,6 +113,10 @@ def open_stores(paths: Sequence[Path], *, wait: float) -> duckdb.DuckDBPyConnect
                     for alias, path in sources
                 )
                 con.execute(f"CREATE TEMP VIEW {table} AS {union}")
+        for statement in schema.view_ddl(temporary=True):  # the v_* views, over the union
+            # Its tables (or columns) in none of the stores yet: the view is left out.
+            with contextlib.suppress(duckdb.Error):
+                con.execute(statement)
         con.execute(f"USE {aliases[0]}")
         con.execute("SET enable_external_access = false")
     except BaseException:
