@@ -174,3 +174,17 @@ def test_the_store_file_stays_readable_when_copied_while_nobody_writes(store: Pa
     copy = tmp_path / "copy.duckdb"
     shutil.copy(store, copy)
     assert shell(copy, "SELECT count(*) AS n FROM v_agent_runs") == [{"n": 3}]
+
+
+def test_the_views_are_made_over_several_stores_read_as_one(store: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    shutil.copy(store, folder / "a.duckdb")
+    shutil.copy(store, folder / "b.duckdb")
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "trace", "sql", "SELECT count(*) AS n FROM v_agent_runs",
+         "--traces", str(folder), "--json"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"n": 6}], done.stdout
