@@ -179,8 +179,12 @@ def test_the_store_file_stays_readable_when_copied_while_nobody_writes(store: Pa
 def test_the_views_are_made_over_several_stores_read_as_one(store: Path, tmp_path: Path) -> None:
     folder = tmp_path / "stores"
     folder.mkdir()
-    shutil.copy(store, folder / "a.duckdb")
+    # The first store (the default database) has no views of its own: a store of an older
+    # release, or one not written yet.
+    with duckdb.connect(str(folder / "a.duckdb")) as first:
+        first.execute(f"CREATE TABLE meta ({schema.TABLES['meta']})")
     shutil.copy(store, folder / "b.duckdb")
+    shutil.copy(store, folder / "c.duckdb")
     done = subprocess.run(
         [sys.executable, "-m", "flock_cli", "trace", "sql", "SELECT count(*) AS n FROM v_agent_runs",
          "--traces", str(folder), "--json"],
