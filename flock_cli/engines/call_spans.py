@@ -22,7 +22,7 @@ from flock_cli.tracing.semconv import provider_of
 if TYPE_CHECKING:
     from flock_cli.tracing.run_trace import RunTrace
 
-__all__ = ["CallSpans"]
+__all__ = ["CallSpans", "Callback"]
 
 _PARAMETERS = {
     "temperature": "gen_ai.request.temperature",
@@ -37,7 +37,17 @@ _PARAMETERS = {
 _TEXT_LIMIT = 64_000  # characters of captured message text per attribute
 
 
-class CallSpans:
+class Callback:
+    """A DSPy callback that answers only the hooks it defines: DSPy calls every ``on_*`` hook of
+    a callback (module, adapter, LM and tool starts and ends), and the others do nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_"):
+            return _ignore
+        raise AttributeError(name)
+
+
+class CallSpans(Callback):
     """A DSPy callback that records each LM and tool call of one engine call on ``trace``."""
 
     def __init__(self, trace: RunTrace, model: str) -> None:
@@ -101,12 +111,6 @@ class CallSpans:
             if outputs is not None:
                 attributes["gen_ai.tool.call.result"] = _text(outputs)
         self.trace.call("tool.call", start_ns, attributes, exception)
-
-    def __getattr__(self, name: str) -> Any:
-        # DSPy calls every on_* hook of a callback; the others have nothing to record.
-        if name.startswith("on_"):
-            return _ignore
-        raise AttributeError(name)
 
 
 def _ignore(*args: Any, **kwargs: Any) -> None:

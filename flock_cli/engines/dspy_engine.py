@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
-from flock_cli.engines.call_spans import CallSpans
+from flock_cli.engines.call_spans import Callback, CallSpans
 from flock_cli.engines.models import check_model_calls_allowed, resolve_model
 from flock_cli.engines.recording import ModelCall, Recording, call_key, replay_lm
 from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
@@ -224,7 +224,7 @@ class DSPyEngine(EngineComponent):
         return totals
 
 
-class _Recorder:
+class _Recorder(Callback):
     """A DSPy callback keeping the model's raw answers of one engine call, in order."""
 
     def __init__(self) -> None:
@@ -236,16 +236,6 @@ class _Recorder:
             text = output.get("text") if isinstance(output, dict) else output
             if isinstance(text, str):
                 self.answers.append(text)
-
-    def __getattr__(self, name: str) -> Any:
-        # DSPy calls every on_* hook of a callback; the others have nothing to keep.
-        if name.startswith("on_"):
-            return _ignore
-        raise AttributeError(name)
-
-
-def _ignore(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 def _cost_since(lm: Any, seen: int) -> float | None:
