@@ -139,8 +139,12 @@ async def test_prompt_and_answer_text_leave_the_process_only_when_asked_for(
     assert "Secret title" in json.dumps(kept)
     shown = await run_once("true")
     chat = next(s for s in shown if s["name"].startswith("chat "))
-    assert "secret topic" in _attrs(chat)["gen_ai.input.messages"]
-    assert "Secret title" in _attrs(chat)["gen_ai.output.messages"]
+    asked = json.loads(_attrs(chat)["gen_ai.input.messages"])  # the conventions' message shape
+    assert {m["role"] for m in asked} <= {"system", "user", "assistant"}
+    assert any("secret topic" in part["content"] for m in asked for part in m["parts"])
+    [answer] = json.loads(_attrs(chat)["gen_ai.output.messages"])
+    assert answer["role"] == "assistant" and answer["finish_reason"] == "stop"
+    assert "Secret title" in answer["parts"][0]["content"] and answer["parts"][0]["type"] == "text"
 
 
 async def test_a_failed_run_carries_error_type_and_an_exception_event(
@@ -309,3 +313,20 @@ def test_trace_export_send_posts_a_stored_run_to_the_collector(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     refused = runner.invoke(app, ["trace", "export", "--send", "--traces", str(store)])
     assert refused.exit_code == 1 and "did not take run" in refused.output
+
+
+def test_otlp_documents_stay_valid_json_and_protobuf_whatever_the_values() -> None:
+    pytest.importorskip("opentelemetry.proto", reason="the [otlp] extra is not installed")
+    from flock_cli.tracing.otlp import encode
+    from flock_cli.tracing.otlp_protobuf import to_protobuf
+
+    span = {
+        "trace_id": "a" * 32, "span_id": "b" * 16, "parent_id": None, "name": "agent.run", "kind": "internal",
+        "start_ns": 1, "end_ns": 2, "status": "ok", "message": "not shown on an ok span",
+        "attributes": {"score": float("nan"), "limit": float("inf"), "low": float("-inf")}, "events": [],
+    }  # fmt: skip
+    document = encode([span], "flock")
+    text = json.dumps(document, allow_nan=False)  # raises on a bare NaN
+    [sent] = document["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    assert "message" not in sent["status"]
+    assert to_protobuf(json.loads(text))  # protobuf's JSON mapping takes "NaN" and "Infinity"

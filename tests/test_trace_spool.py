@@ -345,7 +345,7 @@ async def test_a_large_run_ends_without_waiting_for_its_last_batches_and_they_al
     written by that process after the flock has gone on): nothing is lost, and a reader waits for
     the batches being written rather than showing a partial run."""
     from flock_cli import FunctionEngine
-    from tests.models import Idea, Movie, Tagline
+    from tests.models import Tagline
 
     store = tmp_path / "traces.duckdb"
     seeds = 3000
@@ -359,9 +359,30 @@ async def test_a_large_run_ends_without_waiting_for_its_last_batches_and_they_al
         await flock.run_until_idle()
     await flock.shutdown()
     assert flock.tracer.problems == []
+    [writer] = [sink for sink in flock.tracer.sinks if isinstance(sink, TraceWriter)]
+    assert writer.handed_off, "the run was too small to leave a backlog: the hand-off went untested"
     reader = TraceReader(store)
     run = reader.run(None)
     assert (run.status, run.agent_runs, run.artifacts) == ("ok", 2 * seeds, 3 * seeds)
     counted = reader.sql_rows("SELECT count(*) FROM spans WHERE name = 'agent.run'")
     assert counted == [(2 * seeds,)]  # each once
     assert not spool_dir(store).exists() or not any(spool_dir(store).iterdir())  # all written
+
+
+async def test_what_a_detached_ingest_process_could_not_write_is_reported_by_the_next_reader(
+    tmp_path: Path, capsys: Any
+) -> None:
+    from flock_cli.tracing import spool
+
+    store = tmp_path / "traces.duckdb"
+    flock = Flock(traces=store)
+    flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
+    await flock.publish(Idea(topic="a"))
+    await flock.run_until_idle()
+    await flock.shutdown()
+    # What the ingest process logs once its flock has stopped listening (a file set aside, say).
+    spool.log_problems(store, ["spooled traces 123 were set aside as 123.bad: not a spool file"])
+    TraceReader(store).runs()
+    assert "note: spooled traces 123 were set aside" in capsys.readouterr().err
+    TraceReader(store).runs()
+    assert "set aside" not in capsys.readouterr().err  # reported once

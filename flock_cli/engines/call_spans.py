@@ -83,9 +83,10 @@ class CallSpans(Callback):
         if self.trace.capture_content:
             messages = (entry or {}).get("messages") or inputs.get("messages") or inputs.get("prompt")
             if messages is not None:
-                attributes["gen_ai.input.messages"] = _text(messages)
+                attributes["gen_ai.input.messages"] = _text(input_messages(messages))
             if outputs is not None:
-                attributes["gen_ai.output.messages"] = _text(outputs)
+                reasons = attributes.get("gen_ai.response.finish_reasons") or []
+                attributes["gen_ai.output.messages"] = _text(output_messages(outputs, reasons))
         self.trace.call("llm.call", start_ns, attributes, exception)
 
     def on_tool_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
@@ -159,6 +160,41 @@ def _finish_reasons(response: Any) -> list[str]:
         if reason:
             reasons.append(str(getattr(reason, "value", reason)))
     return reasons
+
+
+def input_messages(messages: Any) -> list[dict[str, Any]]:
+    """Chat messages (``{"role", "content"}``, or a bare prompt) in the conventions' shape:
+    ``{"role", "parts": [{"type": "text", "content"}]}``."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    shaped = []
+    for message in messages if isinstance(messages, list) else [messages]:
+        role = message.get("role", "user") if isinstance(message, dict) else "user"
+        content = message.get("content", "") if isinstance(message, dict) else message
+        shaped.append({"role": str(role), "parts": _parts(content)})
+    return shaped
+
+
+def output_messages(outputs: Any, reasons: list[str]) -> list[dict[str, Any]]:
+    """A model's answers (DSPy's outputs: strings, or dicts with ``text``) in the conventions'
+    shape, each with its finish reason."""
+    shaped = []
+    for index, output in enumerate(outputs if isinstance(outputs, list) else [outputs]):
+        text = output.get("text", "") if isinstance(output, dict) else output
+        reason = reasons[index] if index < len(reasons) else (reasons[0] if reasons else "stop")
+        shaped.append({"role": "assistant", "parts": _parts(text), "finish_reason": reason})
+    return shaped
+
+
+def _parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, list):  # OpenAI-style parts: text parts kept, others as their JSON
+        return [
+            {"type": "text", "content": part.get("text", "")}
+            if isinstance(part, dict) and part.get("type") == "text"
+            else {"type": "text", "content": _text(part)}
+            for part in content
+        ]
+    return [{"type": "text", "content": content if isinstance(content, str) else _text(content)}]
 
 
 def _text(value: Any) -> str:

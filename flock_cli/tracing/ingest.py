@@ -55,6 +55,7 @@ _RUN_END = "run_end:"  # meta key prefix of a run end written before its run's s
 # waits: spooled (a marshal write, milliseconds), acknowledged, and written into the store after
 # the flock's process has gone on (about 10,000 records a second here, so this is ~0.2 s).
 _HAND_OFF_RECORDS = 2_000
+_SPOOL_FILE_RECORDS = 10_000  # records a spool file at most (about a second of writing)
 _CHUNK = 2_000  # records a transaction: a closing flock waits for one chunk at most, not a backlog
 _DETACHED_PATIENCE = 120.0  # seconds a handed-off spool waits for a busy store; then readers take it
 
@@ -151,7 +152,10 @@ class Ingest:
         if not self.pending:
             return None
         try:
-            spool.write_items(self.path, self.pending)
+            # Files of bounded size: whoever writes one later holds the store for about a
+            # second at most, and readers get their turn between files.
+            for start in range(0, len(self.pending), _SPOOL_FILE_RECORDS):
+                spool.write_items(self.path, self.pending[start : start + _SPOOL_FILE_RECORDS])
         except OSError as exc:
             problem = (
                 f"trace batches could not be spooled to {spool.spool_dir(self.path)}: {exc.strerror or exc}"
@@ -283,16 +287,18 @@ def ingest_spooled(path: Path, *, wait: float, budget: float | None = None) -> s
 
 def catch_up(path: Path, *, wait: float, budget: float | None) -> tuple[int, list[str]]:
     """A reader's catch-up on the spool of the store at ``path``: how many batches still wait
-    afterwards, and what went wrong. Never raises: a reader reads whatever befalls the spool."""
+    afterwards, and what went wrong (with what a detached ingest process logged). Never raises: a
+    reader reads whatever befalls the spool."""
+    logged = spool.take_problems(path)
     if not spool.count_waiting(path):
-        return 0, []  # the usual case: one listing of a folder that does not exist
+        return 0, logged  # the usual case: a folder that does not exist
     try:
         drained = ingest_spooled(path, wait=wait, budget=budget)
     except (TraceStoreBusyError, TraceStoreError, OSError):
-        return spool.count_waiting(path), []  # held (or not writable by this user): read as it is
+        return spool.count_waiting(path), logged  # held (or not writable by this user): read as it is
     except Exception as exc:
-        return spool.count_waiting(path), [f"writing the trace spool of {path} failed: {exc}"]
-    return drained.waiting, drained.problems
+        return spool.count_waiting(path), [*logged, f"writing the trace spool of {path} failed: {exc}"]
+    return drained.waiting, [*logged, *drained.problems]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         # A flush, or the end of input (someone waits): wait a little for a busy store, then spool.
         handing_off = ended or urgent
         limit = _END_WAIT if ended else _FLUSH_WAIT if urgent else 0
-        outcome = ingest.write(wait=ingest.due(limit), stop=None if ended else input_ended.is_set)
+        closing = ended or input_ended.is_set()  # the flock waits: no time for older spool files
+        outcome = ingest.write(
+            wait=ingest.due(limit), budget=0.0 if closing else _DRAIN_BUDGET, stop=input_ended.is_set
+        )
         if outcome == "busy" and (handing_off or ingest.should_spool()):
             failed = ingest.spool(give_up=ended)
             outcome = "busy" if failed is not None and not ended else None
@@ -372,17 +381,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_spool_detached(ingest: Ingest) -> None:
-    """Write the spool into the store after a hand-off, for as long as the store stays busy at
-    most ``_DETACHED_PATIENCE`` seconds; what is left then waits for the next writer or reader.
-    Problems go to stderr (the flock no longer listens)."""
+    """Write the spool into the store after a hand-off, one file a connection (readers get their
+    turn between files), for as long as the store stays busy at most ``_DETACHED_PATIENCE``
+    seconds; what is left then waits for the next writer or reader. The flock no longer listens,
+    so problems go to the spool's problem log, which the next reader reports (``spool.py``)."""
     give_up_at = time.monotonic() + _DETACHED_PATIENCE
-    while spool.count_waiting(ingest.path) and time.monotonic() < give_up_at:
-        outcome = ingest.write(wait=_RETRY_EVERY, budget=None)
-        for problem in [*ingest.problems, *([] if outcome in (None, "busy") else [outcome])]:
-            print(problem, file=sys.stderr, flush=True)
+    while (waiting := spool.count_waiting(ingest.path)) and time.monotonic() < give_up_at:
+        outcome = ingest.write(wait=_RETRY_EVERY, budget=0.0)
+        problems = [*ingest.problems, *([] if outcome in (None, "busy") else [outcome])]
         ingest.problems.clear()
+        if problems:
+            spool.log_problems(ingest.path, problems)
         if outcome not in (None, "busy"):
             return
+        if outcome is None and spool.count_waiting(ingest.path) >= waiting:
+            time.sleep(_RETRY_EVERY)  # only files others hold are left: no spinning on the lock
 
 
 def _say(message: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -160,7 +161,7 @@ def _span(s: SpanData) -> dict[str, Any]:
     }
     if s.get("parent_id"):
         out["parentSpanId"] = s["parent_id"]
-    if s.get("message"):
+    if s.get("message") and s["status"] == "error":  # OTLP: a status message only with an error
         out["status"]["message"] = s["message"]
     if s.get("links"):
         out["links"] = [{"traceId": t, "spanId": sp} for t, sp in s["links"]]
@@ -201,7 +202,11 @@ def _value(value: Any) -> dict[str, Any]:
     if isinstance(value, int):
         return {"intValue": str(value)}
     if isinstance(value, float):
-        return {"doubleValue": value}
+        # JSON has no NaN or infinity: OTLP/JSON writes them as strings, which protobuf's
+        # mapping reads back as the float.
+        if math.isfinite(value):
+            return {"doubleValue": value}
+        return {"doubleValue": "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"}
     if isinstance(value, list | tuple):
         return {"arrayValue": {"values": [_value(v) for v in value]}}
     if isinstance(value, str):

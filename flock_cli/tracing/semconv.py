@@ -98,7 +98,7 @@ def convert(span: dict[str, Any], *, agent: str | None, capture: bool) -> dict[s
     events = _events(span.get("events") or [], capture)
     if span["status"] == "error":
         error_type, _, text = (span.get("message") or "error").partition(": ")
-        error_type = error_type if error_type.isidentifier() else "error"
+        error_type = error_type if error_type.isidentifier() else "_OTHER"  # the conventions' fallback
         attributes["error.type"] = error_type
         exception = {"exception.type": error_type, "exception.message": text or error_type}
         events.append((span["end_ns"], "exception", exception))

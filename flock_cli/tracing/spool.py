@@ -51,9 +51,11 @@ __all__ = [
     "being_written",
     "count_waiting",
     "drain",
+    "log_problems",
     "notice",
     "read_batch",
     "spool_dir",
+    "take_problems",
     "write_frames",
     "write_items",
 ]
@@ -93,6 +95,37 @@ class Drained:
 def spool_dir(store: Path) -> Path:
     """The spool folder of the trace store ``store``: ``<store>.spool`` beside it."""
     return store.with_name(store.name + ".spool")
+
+
+_PROBLEMS = ".problems.log"  # what a detached ingest process could not say to its flock
+
+
+def log_problems(store: Path, problems: list[str]) -> None:
+    """Keep problems nobody is listening for (a flock's ingest process writing a hand-off after
+    the flock ended) for the next reader to report (:func:`take_problems`)."""
+    folder = spool_dir(store)
+    with contextlib.suppress(OSError):
+        make_private_dirs(folder)
+        descriptor = os.open(folder / _PROBLEMS, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as log:
+            log.writelines(f"{' '.join(problem.split())}\n" for problem in problems)
+
+
+def take_problems(store: Path) -> list[str]:
+    """The problems :func:`log_problems` kept, once: the log is removed as it is read."""
+    path = spool_dir(store) / _PROBLEMS
+    taken = path.with_name(f"{_PROBLEMS}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        os.rename(path, taken)  # one reader takes them, whoever else looks at the same moment
+    except OSError:
+        return []
+    try:
+        return [line for line in taken.read_text(encoding="utf-8").splitlines() if line]
+    except OSError:
+        return []
+    finally:
+        with contextlib.suppress(OSError):
+            taken.unlink()
 
 
 def notice(store: Path, waiting: int) -> str:

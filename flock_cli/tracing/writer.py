@@ -254,13 +254,18 @@ class TraceWriter:
             self._start()
 
     @property
+    def handed_off(self) -> bool:
+        """Whether the close handed the last records off: spooled, and written into the store
+        by the ingest process after the flock went on (readers wait for them)."""
+        return any(p.detached for p in self._finished)
+
+    @property
     def problems(self) -> list[str]:
         """What went wrong while writing, oldest first."""
         problems = list(self._problems)
         if self.dropped:
             problems.append(f"{self.dropped} trace records were dropped: the store could not take them")
-        handed_off = any(p.detached for p in self._finished)
-        if self._closed and not handed_off and (waiting := spool.count_waiting(self.path)):
+        if self._closed and not self.handed_off and (waiting := spool.count_waiting(self.path)):
             # Not lost, but not in the store yet: whoever reads it now should know why.
             problems.append(
                 f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
