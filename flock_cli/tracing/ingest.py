@@ -101,14 +101,19 @@ class Ingest:
         return waited >= _SPOOL_AFTER or len(self.pending) >= _SPOOL_RECORDS
 
     def write(
-        self, wait: float, *, budget: float | None = _DRAIN_BUDGET, stop: Callable[[], bool] | None = None
+        self,
+        wait: float,
+        *,
+        budget: float | None = _DRAIN_BUDGET,
+        stop: Callable[[], bool] | None = None,
+        drain: bool = True,
     ) -> str | None:
         """Write the spool's waiting batches, then what is pending, ``_CHUNK`` records to a
         transaction. Returns None when done (or nothing to do; records are left pending when
         ``stop`` said so between two chunks), ``"busy"`` when the store stayed locked for
         ``wait`` seconds, or the problem that stopped the write. ``budget``: see
-        :func:`spool.drain`."""
-        if not self.pending and not spool.count_waiting(self.path):
+        :func:`spool.drain`; ``drain=False`` leaves the spool for later (a flock is waiting)."""
+        if not self.pending and not (drain and spool.count_waiting(self.path)):
             return None
         try:
             make_private_dirs(self.path.parent)
@@ -127,10 +132,11 @@ class Ingest:
                 return str(exc)
             self.busy_since = None
             try:
-                drained = spool.drain(
-                    self.path, lambda items, name: self._insert(con, items, name), budget=budget
-                )
-                self.problems.extend(drained.problems)
+                if drain:
+                    drained = spool.drain(
+                        self.path, lambda items, name: self._insert(con, items, name), budget=budget
+                    )
+                    self.problems.extend(drained.problems)
                 while self.pending:
                     chunk = self.pending[:_CHUNK]
                     self._insert(con, chunk)
@@ -356,9 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         handing_off = ended or urgent
         limit = _END_WAIT if ended else _FLUSH_WAIT if urgent else 0
         closing = ended or input_ended.is_set()  # the flock waits: no time for older spool files
-        outcome = ingest.write(
-            wait=ingest.due(limit), budget=0.0 if closing else _DRAIN_BUDGET, stop=input_ended.is_set
-        )
+        outcome = ingest.write(wait=ingest.due(limit), stop=input_ended.is_set, drain=not closing)
         if outcome == "busy" and (handing_off or ingest.should_spool()):
             failed = ingest.spool(give_up=ended)
             outcome = "busy" if failed is not None and not ended else None

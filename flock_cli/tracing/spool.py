@@ -259,8 +259,8 @@ def drain(
     store: Path, write: Callable[[list[tuple[Any, ...]], str], bool], *, budget: float | None = None
 ) -> Drained:
     """Ingest every waiting file of the spool of ``store``, oldest first; with a ``budget``, no
-    file is started after that many seconds (the rest wait for the next pass: a long spool must
-    not hold the store, nor a closing flock, for long).
+    file but the first is started after that many seconds (the rest wait for the next pass: a
+    long spool must not hold the store for long; a budget of 0 writes one file a pass).
 
     The caller holds the store open for writing. ``write(items, name)`` writes one file's records
     in one transaction that also records ``name`` under ``META_KEY`` (and writes nothing when the
@@ -272,7 +272,7 @@ def drain(
     _remove_stale_temporaries(store)
     listing = _listing(store)
     for index, (name, path) in enumerate(listing):
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and index > 0 and time.monotonic() > deadline:
             result.waiting += len(listing) - index
             return result
         claimed = _claim(name, path)
