@@ -43,6 +43,7 @@ def _attrs(span: dict[str, Any]) -> dict[str, Any]:
 
 def _otel_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")  # ids in hex, as files have them
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
 
 
@@ -221,7 +222,8 @@ def test_runs_in_another_process_join_the_trace_of_the_publish_that_caused_them(
     tmp_path: Path,
     collector: str,
 ) -> None:
-    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_BSP_SCHEDULE_DELAY": "50",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}  # fmt: skip
     env["PYTHONPATH"] = str(REPO)
     recipe, board = REPO / "recipes" / "pipeline.yaml", str(tmp_path / "board.db")
     idea = str(REPO / "recipes" / "inputs" / "idea.json")

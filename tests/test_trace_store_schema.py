@@ -192,3 +192,15 @@ def test_the_views_are_made_over_several_stores_read_as_one(store: Path, tmp_pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"n": 6}], done.stdout
+
+
+def test_a_run_the_command_calls_failed_is_stored_as_failed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLOCK_TRACES"}
+    brief = f"Brief={REPO / 'recipes' / 'inputs' / 'brief.json'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "run", str(REPO / "recipes" / "feedback_loop.yaml"), "-i", brief,
+         "--board", ":memory:", "--engine", "test", "--quiet"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # the circuit breaker trips
+    assert shell(tmp_path / ".flock" / "traces.duckdb", "SELECT status FROM v_runs") == [{"status": "failed"}]

@@ -202,7 +202,7 @@ async def test_otlp_http_protobuf_reaches_a_collector_that_parses_it(
     import base64
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_PROTOCOL", raising=False)  # OpenTelemetry's default: protobuf
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     flock = Flock(traces=False)
     flock.agent("writer").consumes(Idea).publishes(Movie).with_engines(TestEngine())
@@ -235,6 +235,11 @@ def test_otlp_settings_that_cannot_be_honoured_are_refused(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
     with pytest.raises(UsageError, match="OTEL_EXPORTER_OTLP_TIMEOUT"):
         Flock(traces=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")  # not spoken here: a warning, no export
+    with caplog.at_level("WARNING", logger="flock_cli.tracing"):
+        assert not Flock(traces=False).tracer.enabled
+    assert "OTEL_TRACES_EXPORTER=zipkin is not spoken here" in caplog.text
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert not Flock(traces=False).tracer.enabled
 

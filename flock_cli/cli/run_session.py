@@ -86,6 +86,8 @@ class RunSession:
 
     async def run(self) -> Outcome:
         """The whole run, as one traced run named after the recipe."""
+        from flock_cli.cli.run_report import ok
+
         async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
             outcome = await self._run()
             # one Ctrl-C is how a --watch run ends; anywhere else the run did not finish
@@ -93,6 +95,8 @@ class RunSession:
                 scope.outcome = "aborted"
             elif outcome.interrupted and not self.watch:
                 scope.outcome = "interrupted"
+            elif not ok(outcome):  # the store says what the command says (and its exit code)
+                scope.outcome = "failed"
         outcome.trace_run = scope.trace_id if self.flock.tracer.writes_store else None
         outcome.trace_problems = self.flock.tracer.problems
         return outcome

@@ -20,9 +20,9 @@ end of its input (the flock closed, or died) it writes or spools what it holds a
 from __future__ import annotations
 
 import json
-import os
 import queue
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -310,8 +310,15 @@ def catch_up(path: Path, *, wait: float, budget: float | None) -> tuple[int, lis
 def main(argv: list[str] | None = None) -> int:
     """Read frames from stdin until it ends, writing them to the store named in ``argv``."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--drain":
+        drainer = Ingest(Path(args[1]))
+        try:
+            _write_spool_detached(drainer)
+        finally:
+            drainer.close()
+        return 0
     if len(args) != 1:
-        print("usage: python -m flock_cli.tracing.ingest TRACE_STORE", file=sys.stderr)
+        print("usage: python -m flock_cli.tracing.ingest [--drain] TRACE_STORE", file=sys.stderr)
         return 2
     ingest = Ingest(Path(args[0]))
     frames: queue.Queue[tuple[int, bool, list[tuple[Any, ...]]] | None] = queue.Queue()
@@ -349,13 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if ended and len(ingest.pending) > _HAND_OFF_RECORDS and ingest.spool() is None:
             # The flock is closing and waits for this answer: it gets it as soon as the records
-            # are durable, and this process writes them into the store on its own afterwards.
+            # are durable. A process of its own, not the flock's child, writes them into the
+            # store afterwards (``--drain``), so the flock neither waits for it nor must reap it.
+            _start_drain(ingest.path)
             _say({"ack": received, "dropped": ingest.dropped - reported_dropped, "detached": True})
-            # The flock waits for its end of the pipe to close (sys.stdout.close() would leave the
-            # descriptor open): nothing more is said from here on.
-            sys.stdout.flush()
-            os.close(sys.stdout.fileno())
-            _write_spool_detached(ingest)
             ingest.close()
             return 0
         # A flush, or the end of input (someone waits): wait a little for a busy store, then spool.
@@ -382,6 +386,22 @@ def main(argv: list[str] | None = None) -> int:
             reported_dropped = ingest.dropped
     ingest.close()
     return 0
+
+
+def _start_drain(path: Path) -> None:
+    """Start ``python -m flock_cli.tracing.ingest --drain PATH`` in a session of its own, with
+    nothing of the flock's attached (its stdin, stdout and stderr are /dev/null: what it meets
+    goes to the spool's problem log); it outlives this process, which exits right after."""
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "flock_cli.tracing.ingest", "--drain", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:  # the spool stays for the next writer or reader, who writes it then
+        spool.log_problems(path, [f"could not start writing the handed-off traces: {exc}"])
 
 
 def _write_spool_detached(ingest: Ingest) -> None:

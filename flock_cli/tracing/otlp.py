@@ -7,10 +7,11 @@ configured by the standard environment variables:
 * ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (the full URL) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the
   base URL; ``/v1/traces`` is appended). Without either, nothing is exported.
 * ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`` (``key=value,...``), ``OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT``
-  (milliseconds), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``: ``http/json``, or ``http/protobuf``
-  (OpenTelemetry's default; the ``[otlp]`` extra, see ``otlp_protobuf.py``). Another protocol
-  (``grpc``), or ``http/protobuf`` without the extra, is a warning: nothing is exported and the
-  local traces carry on.
+  (milliseconds), ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``: ``http/protobuf`` (OpenTelemetry's
+  default, and ours when the ``[otlp]`` extra is installed, see ``otlp_protobuf.py``) or
+  ``http/json`` (the default without it). Another protocol (``grpc``), ``http/protobuf`` without
+  the extra, or an ``OTEL_TRACES_EXPORTER`` other than ``otlp``/``none`` is a warning: nothing is
+  exported and the local traces carry on.
 * ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_SDK_DISABLED``,
   ``OTEL_TRACES_EXPORTER=none``, ``OTEL_BSP_SCHEDULE_DELAY`` (milliseconds between posts).
 
@@ -232,7 +233,15 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
 
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+    exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")} - {""}
+    if not exporters or exporters == {"none"}:
+        return None
+    if "otlp" not in exporters:
+        log.warning(
+            "OTEL_TRACES_EXPORTER=%s is not spoken here (only otlp and none): no export (local traces"
+            " carry on)",
+            env.get("OTEL_TRACES_EXPORTER"),
+        )
         return None
     url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     if not url:
@@ -242,7 +251,7 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
         url = base.rstrip("/") + "/v1/traces"
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise UsageError(f"OTLP endpoint {url!r} is not an http:// or https:// URL")
-    protocol = get("PROTOCOL") or "http/json"
+    protocol = get("PROTOCOL") or _default_protocol()
     if protocol not in PROTOCOLS:
         log.warning(
             "%s=%s is not spoken here: no OTLP export (local traces carry on); use http/protobuf or"
@@ -273,6 +282,19 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
         protocol=protocol,
         capture=capture_content(env),
     )
+
+
+def _default_protocol() -> str:
+    """OpenTelemetry's default, ``http/protobuf``, when the protocol definitions are installed
+    (the ``[otlp]`` extra); else ``http/json``, which needs nothing (and every collector's HTTP
+    port takes)."""
+    from flock_cli.tracing.otlp_protobuf import require
+
+    try:
+        require()
+    except UsageError:
+        return "http/json"
+    return "http/protobuf"
 
 
 def resource_from_env(env: Mapping[str, str], service: str) -> tuple[str, dict[str, str]]:

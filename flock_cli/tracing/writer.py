@@ -54,16 +54,6 @@ def _close_at_exit() -> None:
         writer.close(timeout=10.0)
 
 
-_DETACHED: list[subprocess.Popen[bytes]] = []
-
-
-def _keep_until_done(process: subprocess.Popen[bytes]) -> None:
-    """Hold an ingest process that is writing a hand-off after its flock closed, until it exits
-    (reaped on the next call): dropped while it runs, its Popen would warn and leave a zombie."""
-    _DETACHED[:] = [p for p in _DETACHED if p.poll() is None]
-    _DETACHED.append(process)
-
-
 class _Flush:
     """A marker in the queue: set once everything queued before it is written (or given up on,
     in which case ``lost`` is set too)."""
@@ -148,7 +138,7 @@ class _IngestProcess:
         """Wait for the process to end (killing it after ``timeout``); what went wrong, if anything.
 
         A process that handed its records off (``detached``: spooled, acknowledged, and written
-        into the store on its own) is not waited for: the flock ends promptly, the traces are safe.
+        into the store by a process of its own) exits right after saying so.
         """
         problems = []
         deadline = time.monotonic() + max(0.0, timeout)
@@ -162,8 +152,6 @@ class _IngestProcess:
             problems.append(f"trace ingest did not finish within {timeout:g} s; some traces were not written")
         self.settled.wait(5)  # its unacknowledged frames spooled before the flock's process may exit
         problems.extend(self.exit_problems())
-        if self.detached and self.popen.poll() is None:
-            _keep_until_done(self.popen)
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         self.stderr.close()
