@@ -41,6 +41,13 @@ class Outcome:
     trace_run: str | None = None  # the run's id in the trace store (None: tracing off)
     trace_problems: list[str] = field(default_factory=list)
 
+    @property
+    def ok(self) -> bool:
+        """The run did what it was asked: no failure, and (without ``--watch``) no workflow left
+        waiting in a gate that nothing left can complete."""
+        incomplete = bool(self.summary.stuck_groups) and not self.watch
+        return self.summary.ok and not incomplete and not self.timed_out and self.interrupted < 2
+
 
 class RunSession:
     """One ``flock run``: publish, wait (or watch), and stop cleanly on Ctrl-C."""
@@ -86,8 +93,6 @@ class RunSession:
 
     async def run(self) -> Outcome:
         """The whole run, as one traced run named after the recipe."""
-        from flock_cli.cli.run_report import ok
-
         async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
             outcome = await self._run()
             # one Ctrl-C is how a --watch run ends; anywhere else the run did not finish
@@ -95,7 +100,7 @@ class RunSession:
                 scope.outcome = "aborted"
             elif outcome.interrupted and not self.watch:
                 scope.outcome = "interrupted"
-            elif not ok(outcome):  # the store says what the command says (and its exit code)
+            elif not outcome.ok:  # the store says what the command says (and its exit code)
                 scope.outcome = "failed"
         outcome.trace_run = scope.trace_id if self.flock.tracer.writes_store else None
         outcome.trace_problems = self.flock.tracer.problems
