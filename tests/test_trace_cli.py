@@ -103,6 +103,10 @@ def test_sql_is_read_only(store: Path) -> None:
         assert refused.exit_code == 2, statement
         assert refused.output.startswith("error: query failed:") and "Traceback" not in refused.output
     assert TraceReader(store).run(None).agent_runs == 4  # nothing was deleted
+    # Several statements: DuckDB would run each and show only the last one's rows.
+    several = flock("trace", "sql", "SELECT 1; SELECT 2", "--traces", store)
+    assert several.exit_code == 2 and "one statement at a time: the query holds 2" in several.output
+    assert flock("trace", "sql", "SELECT 1 AS one;", "--traces", store, "--json").exit_code == 0
 
 
 def test_export_writes_json_lines_and_otlp(store: Path, tmp_path: Path) -> None:

@@ -40,6 +40,12 @@ def run_query(
     """
     import duckdb
 
+    try:
+        statements = len(con.extract_statements(query))
+    except duckdb.Error:
+        statements = 1  # not parsed: the query itself reports what is wrong with it, below
+    if statements > 1:  # DuckDB would run them all and show only the last one's rows
+        raise TraceStoreError(f"give one statement at a time: the query holds {statements}")
     # Settings first, then locked: a query's own SET cannot lift them.
     con.execute(f"SET memory_limit = '{limit_bytes}B'")
     con.execute(f"SET threads = {min(4, os.cpu_count() or 1)}")
