@@ -196,7 +196,7 @@ def run(
         outcome = asyncio.run(session.run())
         if server is not None:
             server.end()
-        from flock_cli.cli.run_report import ok, report
+        from flock_cli.cli.run_report import report
 
         report(outcome, loaded, as_json, traces_option=traces)
         if server is not None and outcome.interrupted < 2:  # an aborted run is not waited on
@@ -208,7 +208,7 @@ def run(
     # run did not finish, and a second Ctrl-C aborts.
     if outcome.interrupted > 1 or (outcome.interrupted and not watch):
         raise typer.Exit(EXIT_INTERRUPTED)
-    if not ok(outcome):
+    if not outcome.ok:
         raise typer.Exit(EXIT_FAILED)
 
 

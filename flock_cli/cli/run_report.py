@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
-__all__ = ["ok", "plural", "report"]
+__all__ = ["plural", "report"]
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -35,7 +35,7 @@ def report(outcome: Outcome, recipe: Recipe, as_json: bool, traces_option: Path 
     if as_json:
         emit_json(
             {
-                "ok": ok(outcome),
+                "ok": outcome.ok,
                 "interrupted": outcome.interrupted > 0,
                 "aborted": outcome.interrupted > 1,
                 "unpublished_inputs": outcome.unpublished,
@@ -66,11 +66,6 @@ def _print_trace_problems(outcome: Outcome) -> None:
 
     for problem in outcome.trace_problems:  # the run itself is unaffected: say so, not fail
         err_console().print(f"[yellow]warning:[/] traces: {escape(problem)}")
-
-
-def ok(outcome: Outcome) -> bool:
-    """The run did what it was asked (``Outcome.ok``)."""
-    return outcome.ok
 
 
 def _print_artifacts(title: str, artifacts: list[Artifact]) -> None:
@@ -148,9 +143,9 @@ def _print_summary(outcome: Outcome) -> None:
     if outcome.interrupted > 1:
         out.print("[bold red]aborted[/]")
     elif outcome.interrupted:
-        out.print("[yellow]stopped[/]" + (" [green]ok[/]" if ok(outcome) else " [bold red]failed[/]"))
+        out.print("[yellow]stopped[/]" + (" [green]ok[/]" if outcome.ok else " [bold red]failed[/]"))
     else:
-        out.print("[green]ok[/]" if ok(outcome) else "[bold red]failed[/]")
+        out.print("[green]ok[/]" if outcome.ok else "[bold red]failed[/]")
 
 
 def _print_waiting(outcome: Outcome) -> None:

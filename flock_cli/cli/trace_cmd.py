@@ -288,15 +288,12 @@ def export(
 
 
 def _collector() -> OtlpExporter:
-    from flock_cli.tracing.otlp import otlp_exporter_from_env
+    from flock_cli.tracing.otlp import PROTOCOLS, otlp_exporter_from_env, setting
 
     exporter = otlp_exporter_from_env("flock")
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "").strip()
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip()
-    )
-    if exporter is None and protocol and protocol not in ("http/json", "http/protobuf"):
-        fail(f"--send speaks http/protobuf and http/json, not {protocol} (OTEL_EXPORTER_OTLP_PROTOCOL)")
+    variable, protocol = setting(os.environ, "PROTOCOL")
+    if exporter is None and protocol and protocol not in PROTOCOLS:
+        fail(f"--send speaks {' and '.join(PROTOCOLS)}, not {protocol} ({variable})")
     if exporter is None:
         fail(
             "--send needs a collector: set OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT), and"

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from flock_cli.tracing.records import parse_traceparent
+from flock_cli.tracing.otlp import links_of
 
 if TYPE_CHECKING:
     from flock_cli.tracing.reader import RunRow, SpanRow, TraceReader
@@ -84,11 +84,10 @@ def _span_data(trace_id: str, span: SpanRow, events: list[Any]) -> dict[str, Any
         trace_id, parent_id = span.otel_trace_id, span.otel_parent_id
     else:
         parent_id = span.parent_id
-    links = [p for p in (parse_traceparent(link) for link in span.links) if p is not None]
     return {
         "trace_id": trace_id, "span_id": span.span_id, "parent_id": parent_id, "name": span.name,
         "kind": span.kind, "start_ns": span.start_ns, "end_ns": span.end_ns, "status": span.status,
-        "message": span.message, "attributes": attributes, "events": events, "links": links,
+        "message": span.message, "attributes": attributes, "events": events, "links": links_of(span.links),
     }  # fmt: skip
 
 

@@ -27,7 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,40 +117,43 @@ class Ingest:
         if not self.pending and not (drain and spool.count_waiting(self.path)):
             return None
         try:
-            make_private_dirs(self.path.parent)
+            with _writable(self.path, wait) as con:
+                self.busy_since = None
+                return self._write_into(con, budget, stop, drain)
+        except TraceStoreBusyError:
+            if self.busy_since is None:
+                self.busy_since = time.monotonic()
+            return "busy"
+        except FlockError as exc:
+            return str(exc)
         except OSError as exc:
             return f"cannot create the folder of trace store {self.path}: {exc.strerror or exc}"
-        # The store keeps every payload: DuckDB creates it, its WAL and its temporary files while
-        # the connection is open, all owner-only under this umask.
-        with owner_only_umask():
-            try:
-                con = connect(self.path, read_only=False, wait=wait, config={"threads": 1})
-            except TraceStoreBusyError:
-                if self.busy_since is None:
-                    self.busy_since = time.monotonic()
-                return "busy"
-            except FlockError as exc:
-                return str(exc)
-            self.busy_since = None
-            try:
-                if drain:
-                    drained = spool.drain(
-                        self.path, lambda items, name: self._insert(con, items, name), budget=budget
-                    )
-                    self.problems.extend(drained.problems)
-                while self.pending:
-                    chunk = self.pending[:_CHUNK]
-                    self._insert(con, chunk)
-                    del self.pending[: len(chunk)]
-                    if stop is not None and stop():
-                        break  # the flock is closing: what is left is handed off, not waited for
-            except Exception as exc:
-                # Not a busy store. The batch is spooled rather than dropped: a store that failed
-                # (a full disk) takes it later; records at fault are set aside there, reported.
-                failure = f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
-                return failure if self.spool(give_up=True) else f"{failure}; the batch was spooled"
-            finally:
-                con.close()
+
+    def _write_into(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        budget: float | None,
+        stop: Callable[[], bool] | None,
+        drain: bool,
+    ) -> str | None:
+        """:meth:`write`, once the store is open."""
+        try:
+            if drain:
+                drained = spool.drain(
+                    self.path, lambda items, name: self._insert(con, items, name), budget=budget
+                )
+                self.problems.extend(drained.problems)
+            while self.pending:
+                chunk = self.pending[:_CHUNK]
+                self._insert(con, chunk)
+                del self.pending[: len(chunk)]
+                if stop is not None and stop():
+                    break  # the flock is closing: what is left is handed off, not waited for
+        except Exception as exc:
+            # Not a busy store. The batch is spooled rather than dropped: a store that failed
+            # (a full disk) takes it later; records at fault are set aside there, reported.
+            failure = f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
+            return failure if self.spool(give_up=True) else f"{failure}; the batch was spooled"
         return None
 
     def spool(self, *, give_up: bool = False) -> str | None:
@@ -202,9 +206,8 @@ class Ingest:
             if spooled is not None:
                 recorded = "SELECT count(*) FROM meta WHERE key = ? AND value = ?"
                 if con.execute(recorded, [spool.META_KEY, spooled]).fetchall()[0][0]:
-                    con.execute(
-                        "ROLLBACK"
-                    )  # written before, by an ingester killed before it deleted the file
+                    # Written before, by an ingester killed before it deleted the file.
+                    con.execute("ROLLBACK")
                     return False
                 con.execute("INSERT INTO meta VALUES (?, ?)", [spool.META_KEY, spooled])
             try:
@@ -235,6 +238,21 @@ class Ingest:
                 " (SELECT max(ts_ns) FROM status WHERE trace_id IS NOT DISTINCT FROM ? AND pid = ?)",
                 [trace_id, pid, trace_id, pid],
             )
+
+
+@contextmanager
+def _writable(path: Path, wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store at ``path`` open for writing (its folder made first), closed after the block.
+    The store keeps every payload: DuckDB creates it, its WAL and its temporary files while the
+    connection is open, all owner-only under this umask. Raises OSError (the folder),
+    TraceStoreBusyError (held for ``wait`` seconds) or TraceStoreError."""
+    make_private_dirs(path.parent)
+    with owner_only_umask():
+        con = connect(path, read_only=False, wait=wait, config={"threads": 1})
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def _run_ends(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
@@ -276,15 +294,8 @@ def ingest_spooled(path: Path, *, wait: float, budget: float | None = None) -> s
         return spool.Drained()
     ingest = Ingest(path)
     try:
-        make_private_dirs(path.parent)
-        with owner_only_umask():
-            con = connect(path, read_only=False, wait=wait, config={"threads": 1})
-            try:
-                drained = spool.drain(
-                    path, lambda items, name: ingest._insert(con, items, name), budget=budget
-                )
-            finally:
-                con.close()
+        with _writable(path, wait) as con:
+            drained = spool.drain(path, lambda items, name: ingest._insert(con, items, name), budget=budget)
     finally:
         ingest.close()
     drained.waiting = spool.count_waiting(path)

@@ -43,8 +43,10 @@ __all__ = [
     "SpanData",
     "default_resource",
     "encode",
+    "links_of",
     "otlp_exporter_from_env",
     "resource_from_env",
+    "setting",
     "span_data",
 ]
 
@@ -90,7 +92,7 @@ def span_data(span: FlatSpan, events: Iterable[EventRecord] = (), *, capture: bo
     own: SpanData = {
         "trace_id": trace_id, "span_id": span_id, "parent_id": parent_id, "name": name, "kind": kind,
         "start_ns": start_ns, "end_ns": end_ns, "status": status, "message": message,
-        "attributes": attributes, "links": _links(links),
+        "attributes": attributes, "links": links_of(links),
         "events": [(e.ts_ns, e.kind, {**e.attributes, **_event_refs(e)}) for e in events],
     }  # fmt: skip
     kids: list[SpanData] = [
@@ -112,7 +114,8 @@ def span_data(span: FlatSpan, events: Iterable[EventRecord] = (), *, capture: bo
     return [convert(s, agent=agent, capture=capture) for s in (own, *kids)]
 
 
-def _links(contexts: Iterable[str]) -> list[tuple[str, str]]:
+def links_of(contexts: Iterable[str]) -> list[tuple[str, str]]:
+    """The (trace id, span id) of each W3C traceparent in ``contexts``, those that are not skipped."""
     found = []
     for context in contexts:
         parsed = parse_traceparent(context)
@@ -223,13 +226,10 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
     env = os.environ if environ is None else environ
 
     def variable(name: str) -> str:
-        """The variable that sets ``name``: the traces-specific one wins."""
-        specific = f"OTEL_EXPORTER_OTLP_TRACES_{name}"
-        return specific if env.get(specific, "").strip() else f"OTEL_EXPORTER_OTLP_{name}"
+        return setting(env, name)[0]
 
     def get(name: str) -> str | None:
-        value = env.get(variable(name), "").strip()
-        return value or None
+        return setting(env, name)[1]
 
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
@@ -282,6 +282,14 @@ def otlp_exporter_from_env(service: str, environ: Mapping[str, str] | None = Non
         protocol=protocol,
         capture=capture_content(env),
     )
+
+
+def setting(env: Mapping[str, str], name: str) -> tuple[str, str | None]:
+    """The variable that sets the exporter's ``name`` (``PROTOCOL``, ``HEADERS``...), the
+    traces-specific one winning, and its value (None when unset or blank)."""
+    specific = f"OTEL_EXPORTER_OTLP_TRACES_{name}"
+    variable = specific if env.get(specific, "").strip() else f"OTEL_EXPORTER_OTLP_{name}"
+    return variable, env.get(variable, "").strip() or None
 
 
 def _default_protocol() -> str:

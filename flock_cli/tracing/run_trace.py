@@ -45,9 +45,7 @@ class RunTrace:
                 attributes[f"llm.{key}"] = metrics[key]
         if metrics and self.tracer.enabled:  # this engine's own, whatever later engines return
             attributes.update(metric_attributes(metrics))
-        status: SpanStatus = "ok" if error is None else "error"
-        message = None if error is None else f"{type(error).__name__}: {error}"
-        self.tracer.record(self.span, "engine.call", start_ns, time.time_ns(), status, message, attributes)
+        self._record("engine.call", start_ns, attributes, error)
 
     def call(
         self,
@@ -64,11 +62,17 @@ class RunTrace:
         if kind == "llm.call":
             error_type = None if error is None else type(error).__name__
             self.tracer.metrics.model_call(attributes, (time.time_ns() - start_ns) / 1e9, error_type)
-        if not self.tracer.enabled:
-            return
+        if self.tracer.enabled:
+            self._record(kind, start_ns, attributes, error)
+
+    def _record(
+        self, name: str, start_ns: int, attributes: dict[str, Any], error: BaseException | None
+    ) -> None:
+        """A child span of the run, ending now: ok, or the error that ended it."""
+        assert self.tracer is not None and self.span is not None
         status: SpanStatus = "ok" if error is None else "error"
         message = None if error is None else f"{type(error).__name__}: {error}"
-        self.tracer.record(self.span, kind, start_ns, time.time_ns(), status, message, attributes)
+        self.tracer.record(self.span, name, start_ns, time.time_ns(), status, message, attributes)
 
     @property
     def capture_content(self) -> bool:

@@ -95,7 +95,7 @@ class _IngestProcess:
         self.lock = threading.Lock()
         self.answered = threading.Event()  # set when its answers end (it exited)
         self.settled = threading.Event()  # ... and once what it left unacknowledged is spooled
-        self.detached = False  # it handed everything off and writes the store on its own
+        self.detached = False  # it handed everything off to a drain process, which writes the store
         self._on_answer = on_answer
         threading.Thread(target=self._read_answers, name="flock-trace-acks", daemon=True).start()
 
@@ -136,16 +136,11 @@ class _IngestProcess:
 
     def finish(self, timeout: float) -> list[str]:
         """Wait for the process to end (killing it after ``timeout``); what went wrong, if anything.
-
-        A process that handed its records off (``detached``: spooled, acknowledged, and written
-        into the store by a process of its own) exits right after saying so.
-        """
+        (A process that hands its records off, ``detached``, exits right after saying so: a drain
+        process of its own writes them.)"""
         problems = []
-        deadline = time.monotonic() + max(0.0, timeout)
-        self.answered.wait(max(0.0, timeout))  # its answers end when it exits, or when it detaches
         try:
-            if not self.detached:
-                self.popen.wait(max(0.0, deadline - time.monotonic()))
+            self.popen.wait(max(0.0, timeout))
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
@@ -440,9 +435,7 @@ class TraceWriter:
     def _reap_retired(self) -> None:
         """Report how let-go ingest processes ended, once they have."""
         with self._lock:
-            ended = [
-                p for p in self._retired if (p.popen.poll() is not None or p.detached) and p.answered.is_set()
-            ]
+            ended = [p for p in self._retired if p.popen.poll() is not None and p.answered.is_set()]
             self._retired = [p for p in self._retired if p not in ended]
         for process in ended:
             for problem in process.finish(0):
