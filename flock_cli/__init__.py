@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the names below are imported on first use, so `flock --help
     )
     from flock_cli.engines import DSPyEngine, FunctionEngine, TestEngine
     from flock_cli.engines.blocking import block_model_calls
+    from flock_cli.engines.model_spec import Model
+    from flock_cli.engines.rate_limit import RateLimit
     from flock_cli.errors import (
         AgentRunError,
         AmbiguousTypeError,
@@ -85,9 +87,11 @@ _EXPORTS: dict[str, str] = {
     "JoinSpec": "flock_cli.core.specs",
     "LabelledVisibility": "flock_cli.core.visibility",
     "ManualClock": "flock_cli.clock",
+    "Model": "flock_cli.engines.model_spec",
     "OutputError": "flock_cli.errors",
     "PrivateVisibility": "flock_cli.core.visibility",
     "PublicVisibility": "flock_cli.core.visibility",
+    "RateLimit": "flock_cli.engines.rate_limit",
     "ResumeRefusedError": "flock_cli.core.session",
     "RetryPolicy": "flock_cli.core.specs",
     "RunError": "flock_cli.errors",
@@ -145,11 +149,13 @@ __all__ = [
     "JoinSpec",
     "LabelledVisibility",
     "ManualClock",
+    "Model",
     "ModelCallsBlockedError",
     "ModelNotConfiguredError",
     "OutputError",
     "PrivateVisibility",
     "PublicVisibility",
+    "RateLimit",
     "ResumeRefusedError",
     "RetryPolicy",
     "RunError",

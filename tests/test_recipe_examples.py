@@ -21,6 +21,7 @@ INPUTS: dict[str, list[tuple[str, str]]] = {
     "multi_tenant.yaml": [("SupportRequest", "tenant_requests.json")],
     "batch_summary.yaml": [("LogEvent", "log_events.json")],
     "live_demo.yaml": [("Topic", "topics.json")],
+    "notes_qa.yaml": [("Question", "question.json")],
 }
 
 

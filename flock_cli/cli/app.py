@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from flock_cli.cli import board_cmd, publish_cmd, recipe_cmds, run_cmd, serve_cmd, top_cmd, trace_cmd
+from flock_cli.cli import (
+    board_cmd,
+    mcp_cmd,
+    publish_cmd,
+    recipe_cmds,
+    run_cmd,
+    serve_cmd,
+    top_cmd,
+    trace_cmd,
+)
 
 __all__ = ["app"]
 
@@ -50,4 +59,7 @@ app.command("serve", short_help="Serve a recipe's flock over HTTP (publish, read
     serve_cmd.serve
 )
 app.add_typer(serve_cmd.token_app)
+app.command("mcp", short_help="Serve a recipe's flock to an MCP client (desktop assistant, IDE) on stdio.")(
+    mcp_cmd.mcp
+)
 app.command("top", short_help="Live dashboard of a run (agents, board, joins, stream, events).")(top_cmd.top)

@@ -21,7 +21,7 @@ from flock_cli.cli.common import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from flock_cli.recipe.loader import Recipe
 
 __all__ = ["register"]
 
@@ -77,10 +77,18 @@ def check(
     recipe: RecipeArg,
     as_json: JsonOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings, not notes.")] = False,
+    connect: Annotated[
+        bool,
+        typer.Option("--connect", help="Start the recipe's MCP servers and check the tools its agents name."),
+    ] = False,
 ) -> None:
     """Static analysis: unreachable subscriptions, unbounded cycles, impossible visibility, engines
-    that do not produce the declared types, unused outputs. Exit 1 when there are warnings."""
+    that do not produce the declared types, unused outputs. Exit 1 when there are warnings.
+    With --connect, also start the MCP servers: a server that does not start or a tool it does
+    not offer is an error (exit 2)."""
     loaded = load_or_report(recipe, as_json)
+    if connect and loaded.definition.mcp_servers:
+        _check_connections(loaded, as_json)
     findings = [d for d in loaded.findings if not (quiet and d.severity == "info")]
     warnings = [d for d in findings if d.severity == "warning"]
     if as_json:
@@ -212,3 +220,18 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _check_connections(loaded: Recipe, as_json: bool) -> None:
+    """Start the servers (``flock check --connect``); raise RecipeError with what is wrong."""
+    import asyncio
+
+    from flock_cli.recipe.connect import check_connections
+    from flock_cli.recipe.diagnostics import RecipeError
+
+    problems, offered = asyncio.run(check_connections(loaded))
+    if problems:
+        raise RecipeError(problems)
+    if not as_json:
+        for name, tools in offered.items():
+            console().print(f"MCP server {name}: {len(tools)} tool(s): {', '.join(tools) or 'none'}")

@@ -49,6 +49,8 @@ class Agent:
     max_concurrency: int | None = None
     calls_func: Callable[..., Any] | None = None
     tools: list[Callable[..., Any]] = field(default_factory=list)
+    mcp_tools: list[str] = field(default_factory=list)
+    """MCP tools the agent may call: ``server.tool`` or ``server.*`` (``Flock.mcp_server``)."""
     labels: frozenset[str] = frozenset()
     tenant_id: str | None = None
     prevent_self_trigger: bool = True

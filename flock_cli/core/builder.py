@@ -241,13 +241,22 @@ class AgentBuilder:
         self.agent.calls_func = func
         return self
 
-    def with_tools(self, funcs: Iterable[Callable[..., Any]]) -> AgentBuilder:
-        """Tools the agent's engines may call (the DSPy engine uses them through ReAct)."""
+    def with_tools(self, funcs: Iterable[Callable[..., Any] | str]) -> AgentBuilder:
+        """Tools the agent's engines may call (the DSPy engine uses them through ReAct): Python
+        callables, and MCP tools by name, ``"server.tool"`` or ``"server.*"`` (a server declared
+        with ``Flock.mcp_server``; the name is checked when the agent first runs)."""
         funcs = list(funcs)
         for f in funcs:
-            if not callable(f):
+            if isinstance(f, str):
+                server, dot, tool = f.partition(".")
+                if not (server and dot and tool):
+                    raise InvalidDeclarationError(
+                        f"agent '{self.name}': an MCP tool is named 'server.tool' or 'server.*', got {f!r}"
+                    )
+            elif not callable(f):
                 raise InvalidDeclarationError(f"agent '{self.name}': tools must be callables, got {f!r}")
-        self.agent.tools.extend(funcs)
+        self.agent.tools.extend(f for f in funcs if not isinstance(f, str))
+        self.agent.mcp_tools.extend(f for f in funcs if isinstance(f, str))
         return self
 
     def labels(self, *labels: str) -> AgentBuilder:

@@ -81,5 +81,9 @@ class Context:
     state: dict[str, Any] = field(default_factory=dict)
     trace: RunTrace = NO_TRACE
     """Tracing for this run: ``usage`` (model, tokens, cost), ``stream`` (live text), ``event``."""
-    model: str | None = None
-    """The flock's default model, for engines that call one and were given none of their own."""
+    model: Any = None
+    """The flock's default model (a string or a ``flock_cli.Model``), for engines that call one
+    and were given none of their own."""
+    tool_servers: Any = None
+    """The flock's MCP servers (``flock_cli.mcp_tools.McpServers``), for engines that offer an
+    agent's MCP tools (``Agent.mcp_tools``)."""

@@ -40,6 +40,8 @@ from flock_cli.core.summary import LiveStatus, RunSummary
 from flock_cli.core.usage import UsageLedger
 from flock_cli.core.visibility import Visibility
 from flock_cli.errors import InvalidDeclarationError, UsageError
+from flock_cli.mcp_tools.config import McpServer
+from flock_cli.mcp_tools.pool import McpServers
 from flock_cli.store.contract import BlackboardStore, DeadLetter
 from flock_cli.store.memory import InMemoryBlackboardStore
 from flock_cli.store.records import RunRecord
@@ -66,7 +68,8 @@ class Flock:
     of everything since the previous summary.
 
     Args:
-        model: default LLM model string for engines that need one.
+        model: default model for engines that need one: a model string or a
+            ``flock_cli.Model`` (``api_base``, ``api_key_env``, ``rate_limit``).
         store: the blackboard store (default: a new in-memory store).
         max_agent_iterations: circuit breaker: runs one agent may start between two summaries;
             runs beyond it go to the dead letters and the summary reports the trip.
@@ -88,7 +91,7 @@ class Flock:
             have their own (``agent(...).budget(...)``).
     """
 
-    model: Fixed[str | None] = Fixed("Default model string for engines that need one.")
+    model: Fixed[Any] = Fixed("Default model (a string or a Model) for engines that need one.")
     store: Fixed[BlackboardStore] = Fixed("The blackboard store.")
     registry: Fixed[TypeRegistry] = Fixed("The types this flock knows, by name.")
     clock: Fixed[Clock] = Fixed("The time source of windows, embargoes, timers and back-off.")
@@ -100,7 +103,7 @@ class Flock:
 
     def __init__(
         self,
-        model: str | None = None,
+        model: Any = None,  # a model string or a flock_cli.Model (core does not import engines)
         *,
         store: BlackboardStore | None = None,
         max_agent_iterations: int = 1000,
@@ -150,6 +153,7 @@ class Flock:
             lease_ttl=lease_ttl,
             max_agent_iterations=max_agent_iterations,
             model=model,
+            tool_servers=McpServers(),
             max_concurrency=max_concurrency,
             role=role,
         )
@@ -196,6 +200,32 @@ class Flock:
     def get_agent(self, name: str) -> Agent:
         """A declared agent by name."""
         return self._runtime.agent(name)
+
+    def mcp_server(self, name: str, **options: Any) -> Flock:
+        """Declare an MCP server whose tools agents may use (``with_tools(["name.tool"])``).
+
+        Give ``command`` (with ``args``, ``env``, ``cwd``: a local program over stdio) or ``url``
+        (with ``headers``: streamable HTTP); ``${NAME}`` in env, headers or url is read from the
+        environment when the server starts. ``timeout`` (seconds per tool call, default 60),
+        ``startup_timeout`` (default 30) and ``max_restarts`` (default 3) bound it. The server
+        starts when an agent first needs its tools, is shared by the flock's agents and stops at
+        :meth:`shutdown`. Needs the ``flock-flow[mcp]`` extra. See docs/mcp.md.
+        """
+        from pydantic import ValidationError
+
+        try:
+            server = McpServer(name=name, **options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())
+            raise InvalidDeclarationError(f"MCP server '{name}': {problems}") from None
+        self._runtime.tool_servers.declare(server)
+        return self
+
+    @property
+    def mcp_servers(self) -> McpServers:
+        """The MCP servers declared with :meth:`mcp_server` (``tools_for``, ``call``, ``aclose``)."""
+        servers: McpServers = self._runtime.tool_servers
+        return servers
 
     def register_type(self, model: type[BaseModel]) -> str:
         """Make a type known to this flock (so ``publish_external`` can name it); returns its name."""

@@ -186,6 +186,7 @@ class RunExecutor:
             trigger="direct" if delivery.trigger == "direct" else "event",
             trace=RunTrace(runtime.tracer, span),
             model=runtime.model,
+            tool_servers=runtime.tool_servers,
         )
         self._collector.runs[agent.name] += 1
         try:

@@ -66,7 +66,8 @@ class Runtime:
     rng: random.Random
     lease_ttl: float
     max_agent_iterations: int
-    model: str | None
+    model: Any  # a model string or a flock_cli.Model
+    tool_servers: Any = None  # the flock's MCP servers (flock_cli.mcp_tools.McpServers)
     max_concurrency: int | None = None
     role: Literal["orchestrator", "publisher"] = "orchestrator"
     state: FlockState = field(default_factory=FlockState)

@@ -148,6 +148,8 @@ class Serving:
                 await self._letters.keep_embargoed(embargo)
             scheduler.embargoes.clear()
         await self._session.finish()
+        if self._runtime.tool_servers is not None:  # MCP server processes end with the flock
+            await self._runtime.tool_servers.aclose()
         summary = self.take_summary()  # on a durable board it lists what still waits for an embargo
         scheduler.embargoes.clear()
         if not self._state.run_scopes:  # else the traced run closes the tracer when its block ends

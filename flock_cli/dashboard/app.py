@@ -18,14 +18,20 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from flock_cli.dashboard.board import BoardReader, BoardSnapshot, process_rows, work_line
-from flock_cli.dashboard.data import Snapshot, load_snapshot
+from flock_cli.dashboard.data import WAITING, Snapshot, load_snapshot
 from flock_cli.errors import FlockError
 from flock_cli.tracing.reader import ArtifactRow, TraceReader
 
 __all__ = ["ArtifactScreen", "FlockTop"]
 
 _TABS = ("agents", "board", "gathering", "stream", "events")
-_STATE_STYLE = {"running": "bold green", "queued": "yellow", "idle": "dim", "tripped": "bold red"}
+_STATE_STYLE = {
+    "running": "bold green",
+    WAITING: "bold magenta",
+    "queued": "yellow",
+    "idle": "dim",
+    "tripped": "bold red",
+}
 _RUN_STYLE = {
     "running": "bold yellow",
     "ok": "bold green",

@@ -14,7 +14,7 @@ from typing import Any
 
 from flock_cli.tracing.reader import ArtifactRow, EventRow, RunRow, TraceReader
 
-__all__ = ["AgentLine", "Snapshot", "load_snapshot"]
+__all__ = ["WAITING", "AgentLine", "Snapshot", "load_snapshot"]
 
 _EVENT_KINDS = (
     "breaker.trip",
@@ -23,7 +23,10 @@ _EVENT_KINDS = (
     "join.expired",
     "visibility.denied",
     "predicate.error",
+    "model.rate_limit_wait",
 )
+WAITING = "waiting: rate limit"
+"""The state of an agent whose running call waits for its model's rate limit (or a 429)."""
 _AGENT_STATS = """
 SELECT agent,
        count(*) FILTER (WHERE attributes->>'$."flock.outcome"' = 'ok' OR status = 'ok') AS ok,
@@ -42,7 +45,7 @@ class AgentLine:
     """One agent's row in the agents panel."""
 
     name: str
-    state: str  # running | queued | idle | tripped
+    state: str  # running | waiting: rate limit | queued | idle | tripped
     running: int = 0
     queued: int = 0
     limit: int | None = None
@@ -78,6 +81,16 @@ def load_snapshot(
         return _load(reader, run_ref, now_ns, artifacts)
 
 
+def _waits(reader: TraceReader, run_id: str) -> dict[str, int]:
+    """When each agent's latest rate-limit wait ends (ns), from its ``model.rate_limit_wait`` events."""
+    until: dict[str, int] = {}
+    for event in reader.events(run_id, ("model.rate_limit_wait",)):
+        seconds = event.attributes.get("seconds")
+        if event.agent and isinstance(seconds, int | float):
+            until[event.agent] = max(until.get(event.agent, 0), event.ts_ns + int(seconds * 1e9))
+    return until
+
+
 def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], artifacts: int) -> Snapshot:
     if run_ref is None:
         followed = reader.followed()
@@ -91,6 +104,7 @@ def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], a
     live = (status or {}).get("agents", {})
     breaker = (status or {}).get("max_agent_iterations")
     names = sorted({*stats, *live} - {None})
+    waiting_until = _waits(reader, run.run_id) if status is not None else {}
     agents = []
     for name in names:
         row = stats.get(name)
@@ -98,6 +112,8 @@ def _load(reader: TraceReader, run_ref: str | None, now_ns: Callable[[], int], a
         running, queued = int(now.get("running", 0)), int(now.get("queued", 0))
         tripped = breaker is not None and int(now.get("iterations", 0)) > int(breaker)
         state = "tripped" if tripped else "running" if running else "queued" if queued else "idle"
+        if state == "running" and waiting_until.get(name, 0) > now_ns():
+            state = WAITING
         agents.append(
             AgentLine(
                 name, state, running, queued, now.get("limit"),

@@ -23,11 +23,15 @@ from pydantic import BaseModel, Field, ValidationError
 
 from flock_cli.core.components import Context, EngineComponent, EvalInputs, EvalResult
 from flock_cli.engines.call_spans import Callback, CallSpans
+from flock_cli.engines.model_spec import Model, pick_model
+from flock_cli.engines.model_spec import model_name as name_of
 from flock_cli.engines.models import check_model_calls_allowed, resolve_model
-from flock_cli.engines.recording import ModelCall, Recording, call_key, replay_lm
+from flock_cli.engines.rate_limit import on_wait
+from flock_cli.engines.recording import ModelCall, Recording, ReplayMissError, call_key, replay_lm
 from flock_cli.engines.signature import FEEDBACK_FIELD, SignaturePlan, build_signature
 from flock_cli.engines.streaming import StreamSink, streaming_to
 from flock_cli.errors import OutputError
+from flock_cli.mcp_tools.dspy_tools import mcp_toolbox
 
 if TYPE_CHECKING:
     from flock_cli.core.agent import Agent
@@ -41,15 +45,16 @@ class DSPyEngine(EngineComponent):
     """Calls a language model through DSPy to turn the run's inputs into its declared outputs.
 
     Args:
-        model: a DSPy/LiteLLM model string (``openai/gpt-4o-mini``, ``ollama_chat/llama3.2``);
-            None: the flock's default, then ``FLOCK_MODEL``/``DEFAULT_MODEL``.
+        model: a DSPy/LiteLLM model string (``openai/gpt-4o-mini``, ``ollama_chat/llama3.2``)
+            or a :class:`~flock_cli.engines.model_spec.Model` (``api_base``, ``api_key_env``,
+            ``rate_limit``); None: the flock's default, then ``FLOCK_MODEL``/``DEFAULT_MODEL``.
         temperature, max_tokens: sampling options passed to the model.
         adapter: ``json`` (a JSON object, the reliable choice for small models) or ``chat``
             (DSPy's field-marker format, without its silent JSON fallback).
         cache: let DSPy cache identical calls.
         stream: pass the model's text on as it is produced (to ``flock top``, ``flock run`` and
             ``Flock.on_stream`` listeners) when the model client can stream (the local model,
-            replayed answers).
+            hosted models through LiteLLM, replayed answers).
         retries: how many times an answer that does not validate is asked for again, with the
             problem shown to the model.
         max_iters: tool-use steps for agents with tools (ReAct).
@@ -60,7 +65,7 @@ class DSPyEngine(EngineComponent):
 
     calls_models: ClassVar[bool] = True  # budgets count its runs in flight as model calls
 
-    model: str | None = None
+    model: str | Model | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     adapter: Literal["chat", "json"] = "json"
@@ -77,8 +82,9 @@ class DSPyEngine(EngineComponent):
 
         plan = build_signature(agent, ctx, inputs)
         keys = call_key(agent.name, plan.describe(), plan.input_values(), self._answer_options(agent))
+        recorded: ModelCall | None = None
         if self.replay is not None:
-            recorded = self.replay.take(keys, agent.name, self.model or ctx.model)
+            recorded = self.replay.take(keys, agent.name, name_of(self.model) or name_of(ctx.model))
             lm, model_name = replay_lm(recorded), recorded.model
         else:
             lm = self.language_model(agent=agent.name, default_model=ctx.model)
@@ -86,10 +92,14 @@ class DSPyEngine(EngineComponent):
         recorder = _Recorder()
         calls = CallSpans(ctx.trace, model_name)
         seen = len(getattr(lm, "history", ()))  # DSPy keeps each call's cost in the LM's history
+        box = await mcp_toolbox(agent, ctx, recorded)  # MCP tools: live, or from the recording
         try:
-            with dspy.track_usage() as usage, self._streaming(ctx):
+            waits = _Waits(ctx)
+            with dspy.track_usage() as usage, self._streaming(ctx), on_wait(waits):
                 try:  # usage counts failed attempts too
-                    result = await self._ask(agent, ctx, plan, lm, [recorder, calls])
+                    result = await self._ask(agent, ctx, plan, lm, [recorder, calls], box)
+                    if box is not None and box.problems:
+                        raise ReplayMissError(f"agent '{agent.name}': {'; '.join(box.problems)}")
                 finally:
                     recorder.usage = self._record_usage(
                         ctx,
@@ -100,14 +110,17 @@ class DSPyEngine(EngineComponent):
                     )
             # the engine-call span of the trace shows these
             result.metrics.update(model=model_name, calls=len(recorder.answers), **recorder.usage)
+            if waits.seconds:  # on the engine-call span: how long the model's rate limit held it
+                result.metrics["rate_limit_wait_s"] = round(waits.seconds, 3)
             return result
         finally:
             if recorder.answers:  # kept even when the answers did not validate: a replay fails alike
-                call = ModelCall(keys[0], agent.name, model_name, recorder.answers, recorder.usage, keys[1])
+                call = ModelCall(keys[0], agent.name, model_name, recorder.answers, recorder.usage, keys[1],
+                                 *((box.definitions(), box.calls) if box is not None else ()))  # fmt: skip
                 ctx.trace.event("model.call", **call.event_attributes())
 
     async def _ask(
-        self, agent: Agent, ctx: Context, plan: SignaturePlan, lm: Any, callbacks: list[Any]
+        self, agent: Agent, ctx: Context, plan: SignaturePlan, lm: Any, callbacks: list[Any], box: Any = None
     ) -> EvalResult:
         import dspy
 
@@ -124,7 +137,7 @@ class DSPyEngine(EngineComponent):
                 signature = plan.with_feedback()
                 kwargs[FEEDBACK_FIELD] = problem
                 ctx.trace.event("engine.invalid_output", attempt=attempt - 1, problem=problem)
-            program = self._program(agent, signature)
+            program = self._program(agent, signature, box.dspy_tools() if box is not None else [])
             try:
                 with dspy.context(lm=lm, adapter=adapter, callbacks=callbacks):
                     prediction = await program.acall(**kwargs)
@@ -153,16 +166,18 @@ class DSPyEngine(EngineComponent):
             if sink.streamed:
                 loop.call_soon(ctx.trace.stream_end)  # after the text still on its way to the loop
 
-    def language_model(self, *, agent: str = "agent", default_model: str | None = None) -> Any:
+    def language_model(self, *, agent: str = "agent", default_model: str | Model | None = None) -> Any:
         """The language model this engine calls: the injected one, else a ``dspy.LM`` for the
-        resolved model string with this engine's options (building it makes no call).
+        resolved model with this engine's options (building it makes no call). Hosted models
+        go through ``hosted_stream.py`` (streamed, rate-limited, 429s waited out).
 
         Raises ModelNotConfiguredError when no model is named anywhere, and
         ModelCallsBlockedError while model calls are blocked.
         """
         if self.lm is not None:
             return self.lm
-        model = resolve_model(self.model, default_model, agent=agent)
+        chosen = pick_model(self.model, default_model)
+        model = resolve_model(name_of(chosen), None, agent=agent)
         check_model_calls_allowed(model)
         from flock_cli.engines.local import is_local_model, local_lm
 
@@ -171,31 +186,34 @@ class DSPyEngine(EngineComponent):
         # LiteLLM (behind some DSPy model strings) would otherwise fetch its price list from the
         # internet on import: slow, and failing offline.
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        import dspy
-
         options: dict[str, Any] = {"cache": self.cache}
         if self.temperature is not None:
             options["temperature"] = self.temperature
         if self.max_tokens is not None:
             options["max_tokens"] = self.max_tokens
-        return dspy.LM(model, **options)
+        from flock_cli.engines.hosted_stream import hosted_lm
 
-    def _program(self, agent: Agent, signature: Any) -> Any:
+        return hosted_lm(chosen if chosen is not None and chosen.name == model else Model(model), **options)
+
+    def _program(self, agent: Agent, signature: Any, mcp_tools: list[Any]) -> Any:
         import dspy
 
-        if not agent.tools:
+        if not agent.tools and not mcp_tools:
             return dspy.Predict(signature)
-        return dspy.ReAct(signature, tools=[_tool(f) for f in agent.tools], max_iters=self.max_iters)
+        tools = [*(_tool(f) for f in agent.tools), *mcp_tools]
+        return dspy.ReAct(signature, tools=tools, max_iters=self.max_iters)
 
     def _answer_options(self, agent: Agent) -> dict[str, Any]:
         """The options that shape the model's answer (part of a recording's key)."""
         options: dict[str, Any] = {"adapter": self.adapter, "temperature": self.temperature,
                                    "max_tokens": self.max_tokens}  # fmt: skip
-        if agent.tools:
+        if agent.tools or agent.mcp_tools:
             from flock_cli.core.registry import tool_schema
 
             options["tools"] = [tool_schema(f) for f in agent.tools]
             options["max_iters"] = self.max_iters
+        if agent.mcp_tools:  # as named, not as listed: a replay starts no server to list them
+            options["mcp_tools"] = list(agent.mcp_tools)
         return options
 
     @staticmethod
@@ -236,6 +254,17 @@ class _Recorder(Callback):
             text = output.get("text") if isinstance(output, dict) else output
             if isinstance(text, str):
                 self.answers.append(text)
+
+
+class _Waits:
+    """Rate-limit waits as trace events (``flock top`` shows the run as waiting), summed."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx, self.seconds = ctx, 0.0
+
+    def __call__(self, seconds: float, reason: str) -> None:
+        self.seconds += seconds
+        self.ctx.trace.event("model.rate_limit_wait", seconds=round(seconds, 3), reason=reason)
 
 
 def _cost_since(lm: Any, seen: int) -> float | None:

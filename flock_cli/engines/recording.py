@@ -75,11 +75,18 @@ class ModelCall:
     answers: list[str]
     usage: dict[str, int] = field(default_factory=dict)
     prompt_key: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The MCP tools offered in the call (server, name, description, input_schema)."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The MCP tool calls made, in order: tool, arguments, result, is_error."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (one line of a recording file)."""
-        return {"key": self.key, "prompt_key": self.prompt_key, "agent": self.agent, "model": self.model,
-                "answers": self.answers, "usage": self.usage}  # fmt: skip
+        data: dict[str, Any] = {"key": self.key, "prompt_key": self.prompt_key, "agent": self.agent,
+            "model": self.model, "answers": self.answers, "usage": self.usage}  # fmt: skip
+        if self.tools or self.tool_calls:  # calls without MCP tools keep their old shape
+            data.update(tools=self.tools, tool_calls=self.tool_calls)
+        return data
 
     def event_attributes(self) -> dict[str, Any]:
         """The attributes of its ``model.call`` trace event (the event carries the agent)."""
@@ -102,8 +109,14 @@ class ModelCall:
         if not (isinstance(usage, dict) and all(isinstance(v, int | float) for v in usage.values())):
             raise RecordingError(f"{where}: 'usage' must map names to numbers")
         prompt_key = data.get("prompt_key")
+        tools, tool_calls = data.get("tools") or [], data.get("tool_calls") or []
+        for name, items in (("tools", tools), ("tool_calls", tool_calls)):
+            if not (isinstance(items, list) and all(isinstance(i, dict) for i in items)):
+                raise RecordingError(f"{where}: '{name}' must be a list of objects")
+        if any("server" not in t or "name" not in t for t in tools):
+            raise RecordingError(f"{where}: each of 'tools' needs 'server' and 'name'")
         return cls(str(key), str(agent), str(model), list(answers), dict(usage),
-                   None if prompt_key is None else str(prompt_key))  # fmt: skip
+                   None if prompt_key is None else str(prompt_key), tools, tool_calls)  # fmt: skip
 
 
 class Recording:

@@ -15,9 +15,11 @@ from flock_cli.core.specs import BatchSpec, JoinSpec
 from flock_cli.engines import FunctionEngine, TestEngine
 from flock_cli.engines.dspy_engine import DSPyEngine
 from flock_cli.engines.local import local_model_installed
+from flock_cli.engines.model_spec import Model, model_name
 from flock_cli.engines.models import MODEL_ENVS, named_model
 from flock_cli.engines.recording import Recording
 from flock_cli.recipe.diagnostics import Diagnostic, Problem, RecipeError
+from flock_cli.recipe.mcp_defs import McpServerDef
 from flock_cli.recipe.model import (
     DSPyEngineDef,
     DSPyOptionsDef,
@@ -25,6 +27,7 @@ from flock_cli.recipe.model import (
     RecipeDef,
     TestEngineDef,
 )
+from flock_cli.recipe.model_defs import ModelDef
 from flock_cli.recipe.resolve import ResolvedAgent, ResolvedRecipe
 
 if TYPE_CHECKING:
@@ -47,6 +50,11 @@ class CompilableRecipe(Protocol):
     @property
     def resolved(self) -> ResolvedRecipe:
         """Every name of the recipe resolved to an object."""
+        ...
+
+    @property
+    def path(self) -> Path:
+        """The root recipe file (relative paths in it are relative to its folder)."""
         ...
 
     @property
@@ -93,14 +101,47 @@ def compile_recipe(
     budget = recipe.definition.budget
     if budget is not None:
         options.setdefault("budget", budget.model_dump())
-    flock = Flock(model or recipe.definition.model, store=store, **options)
+    models = _Models(recipe)
+    flock = Flock(model or models.get(recipe.definition.model, ("model",)), store=store, **options)
     register_types(flock, recipe)
+    for name, server in recipe.definition.mcp_servers.items():
+        flock.mcp_server(name, **mcp_server_options(server, recipe.path.parent))
     recordings = _Recordings(recipe, replay)
     for agent in recipe.resolved.agents.values():
         _compile_agent(
-            flock, agent, model_override=model, engine_override=engine_override, recordings=recordings
-        )
+            flock, agent, model_override=model, engine_override=engine_override, recordings=recordings,
+            models=models,
+        )  # fmt: skip
     return flock
+
+
+class _Models:
+    """One :class:`Model` per distinct model mapping (name and ``api_base``) of a recipe, so the
+    agents that use a model share its rate limiter. Two mappings of one model that differ
+    (another rate limit, another key) are an error: which one would hold?"""
+
+    def __init__(self, recipe: CompilableRecipe) -> None:
+        self.recipe = recipe
+        self._seen: dict[tuple[str, str | None], tuple[Model, ModelDef]] = {}
+
+    def get(self, value: str | ModelDef | None, path: tuple[str | int, ...]) -> str | Model | None:
+        if not isinstance(value, ModelDef):
+            return value
+        key = (value.name.strip(), value.api_base)
+        found = self._seen.get(key)
+        if found is None:
+            spec = Model(**value.model_dump(exclude_none=True))
+            self._seen[key] = (spec, value)
+            return spec
+        if found[1] != value:
+            problem = Problem(
+                (*path, "name"),
+                f"model '{value.name}' is described twice with different settings",
+                hint="describe it once (at the top of the recipe) and name it by its string elsewhere",
+                code="model-conflict",
+            )
+            raise RecipeError([self.recipe.diagnostic(problem)])
+        return found[0]
 
 
 def _dspy_options(engine: DSPyEngineDef, defaults: DSPyOptionsDef) -> dict[str, Any]:
@@ -118,7 +159,14 @@ def _dspy_options(engine: DSPyEngineDef, defaults: DSPyOptionsDef) -> dict[str, 
 def _model_named(recipe: CompilableRecipe, model: str | None, engine: DSPyEngineDef) -> bool:
     """True when a model is named for a dspy engine (--model first). A named model wins over the
     recipe's recording; the recording wins over the local model."""
-    return named_model(model or engine.model, recipe.definition.model) is not None
+    return (
+        named_model(model or model_name(_spec(engine.model)), model_name(_spec(recipe.definition.model)))
+        is not None
+    )
+
+
+def _spec(value: str | ModelDef | None) -> str | None:
+    return value.name if isinstance(value, ModelDef) else value
 
 
 class _Recordings:
@@ -210,6 +258,7 @@ def _compile_agent(
     model_override: str | None,
     engine_override: str | None,
     recordings: _Recordings,
+    models: _Models,
 ) -> None:
     spec = agent.spec
     builder = flock.agent(agent.name).description(spec.description)
@@ -235,7 +284,7 @@ def _compile_agent(
     for output in agent.outputs:
         builder.publishes(output.model, visibility=output.visibility, count=output.count)
     engines: list[EngineComponent] = []
-    for engine, fn in agent.engines:
+    for i, (engine, fn) in enumerate(agent.engines):
         if isinstance(engine, FunctionEngineDef):
             assert fn is not None  # resolve() reported a failed import already
             engines.append(FunctionEngine(fn))
@@ -247,7 +296,8 @@ def _compile_agent(
             options = _dspy_options(engine, recordings.recipe.definition.dspy)
             engines.append(
                 DSPyEngine(
-                    model=model_override or engine.model,  # --model wins over the agent's own
+                    # --model wins over the agent's own
+                    model=model_override or models.get(engine.model, ("agents", agent.name, "engine", i)),
                     replay=recordings.for_engine(model_override, engine),
                     **options,
                 )
@@ -256,8 +306,8 @@ def _compile_agent(
     if agent.utilities:
         # a fresh copy per flock: components may keep state, and two builds must not share it
         builder.with_utilities(*(u.model_copy(deep=True) for u in agent.utilities))
-    if agent.tools:
-        builder.with_tools(agent.tools)
+    if agent.tools or agent.mcp_tools:
+        builder.with_tools([*agent.tools, *agent.mcp_tools])
     if agent.calls is not None:
         builder.calls(agent.calls)
     if spec.labels:
@@ -273,3 +323,12 @@ def _compile_agent(
     if agent.retry is not None:
         builder.with_retry_policy(agent.retry)
     builder.prevent_self_trigger(not spec.self_trigger)
+
+
+def mcp_server_options(server: McpServerDef, folder: Path) -> dict[str, Any]:
+    """The ``Flock.mcp_server`` options of a recipe's server; a relative ``cwd`` is taken from
+    the recipe's folder, and a command's working directory defaults to that folder."""
+    options = server.model_dump(exclude_none=True)
+    if server.command is not None:
+        options["cwd"] = str((folder / server.cwd) if server.cwd is not None else folder)
+    return options

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["PHASES", "Recipe", "load_recipe"]
 
 PHASES = ("read", "parse", "validate", "merge", "resolve", "graph", "check", "compile")
-_ROOT_ONLY = ("name", "description", "model", "dspy", "budget", "recording", "settings")
+_ROOT_ONLY = ("name", "description", "model", "dspy", "budget", "recording", "settings", "mcp_servers")
 
 
 @dataclass

@@ -22,6 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from flock_cli.recipe.mcp_defs import McpServerDef
+from flock_cli.recipe.model_defs import ModelDef, ModelRateLimitDef
+
 __all__ = [
     "ENGINE_KINDS",
     "VISIBILITY_KINDS",
@@ -37,6 +40,9 @@ __all__ = [
     "FunctionEngineDef",
     "ImportsDef",
     "JoinDef",
+    "McpServerDef",
+    "ModelDef",
+    "ModelRateLimitDef",
     "PublishDef",
     "RecipeDef",
     "RetryDef",
@@ -283,7 +289,7 @@ class DSPyEngineDef(DSPyOptionsDef):
     """An LLM call through DSPy."""
 
     kind: Literal["dspy"]
-    model: str | None = None
+    model: str | ModelDef | None = None
 
 
 EngineDef = Annotated[TestEngineDef | FunctionEngineDef | DSPyEngineDef, Field(discriminator="kind")]
@@ -354,7 +360,9 @@ class AgentDef(_Raw):
         description="one engine or a chain; a plain name is short for {kind: name}",
     )
     utilities: list[UtilityDef] = Field(default_factory=list)
-    tools: list[str] = Field(default_factory=list, description="names of tools from imports.tools")
+    tools: list[str] = Field(
+        default_factory=list, description="tools from imports.tools, and MCP tools: server.tool or server.*"
+    )
     calls: ImportRef | None = Field(default=None, description="a function called with each run's outputs")
     labels: list[str] = Field(default_factory=list)
     tenant: str | None = None
@@ -450,6 +458,9 @@ class SettingsDef(_Raw):
     _seconds = field_validator("lease_ttl", mode="before")(parse_duration)
 
 
+McpServerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")]
+
+
 class RecipeDef(_Raw):
     """A recipe file."""
 
@@ -460,7 +471,9 @@ class RecipeDef(_Raw):
     description: str | None = None
     include: list[str] = Field(default_factory=list, description="recipe files merged into this one")
     imports: ImportsDef = Field(default_factory=ImportsDef)
-    model: str | None = Field(default=None, description="default model of dspy engines")
+    model: str | ModelDef | None = Field(
+        default=None, description="default model of dspy engines: a model string or a mapping"
+    )
     dspy: DSPyOptionsDef = Field(
         default_factory=DSPyOptionsDef, description="defaults for every dspy engine's options"
     )
@@ -471,6 +484,9 @@ class RecipeDef(_Raw):
         " replay when no model is configured",
     )
     settings: SettingsDef = Field(default_factory=SettingsDef)
+    mcp_servers: dict[McpServerName, McpServerDef] = Field(
+        default_factory=dict, description="MCP servers whose tools agents may use (server.tool)"
+    )
     types: dict[TypeName, TypeDef] = Field(default_factory=dict)
     agents: dict[AgentName, AgentDef] = Field(default_factory=dict)
 

@@ -68,6 +68,9 @@ class ResolvedAgent:
     engines: list[tuple[EngineDef, Callable[..., Any] | None]] = field(default_factory=list)
     utilities: list[AgentComponent] = field(default_factory=list)
     tools: list[Callable[..., Any]] = field(default_factory=list)
+    mcp_tools: list[str] = field(default_factory=list)
+    """MCP tools as named (``server.tool``, ``server.*``): the server is declared, the tool is
+    checked when the server runs (``flock check --connect``)."""
     calls: Callable[..., Any] | None = None
     best_of_score: Callable[..., float] | None = None
     retry: RetryPolicy | None = None
@@ -116,7 +119,9 @@ def resolve(recipe: RecipeDef, problems: list[Problem]) -> ResolvedRecipe:
     agents: dict[str, ResolvedAgent] = {}
     agent_names = set(recipe.agents)  # once: a set per agent made loading quadratic
     for name, spec in recipe.agents.items():
-        agents[name] = _AgentResolver(name, spec, types, tools, agent_names, problems).resolve()
+        agents[name] = _AgentResolver(
+            name, spec, types, tools, agent_names, problems, set(recipe.mcp_servers)
+        ).resolve()
     return ResolvedRecipe(definition=recipe, types=types, agents=agents)
 
 
@@ -161,7 +166,9 @@ class _AgentResolver:
         tools: dict[str, Callable[..., Any]],
         agent_names: set[str],
         problems: list[Problem],
+        mcp_servers: set[str] | None = None,
     ) -> None:
+        self.mcp_servers = mcp_servers or set()
         self.name = name
         self.spec = spec
         self.types = types
@@ -224,8 +231,22 @@ class _AgentResolver:
             if component is not None:
                 out.utilities.append(component)
         for i, tool_name in enumerate(spec.tools):
+            server, dot, tool = tool_name.partition(".")
             if tool_name in self.tools:
                 out.tools.append(self.tools[tool_name])
+            elif dot and server in self.mcp_servers and tool:
+                out.mcp_tools.append(tool_name)
+            elif dot:
+                known = ", ".join(sorted(self.mcp_servers)) or "none are declared"
+                self.problems.append(
+                    Problem(
+                        (*base, "tools", i),
+                        f"unknown MCP server '{server}' in tool '{tool_name}'",
+                        hint=did_you_mean(server, self.mcp_servers).strip()
+                        or f"declare it under mcp_servers (servers: {known})",
+                        code="unknown-tool",
+                    )
+                )
             else:
                 self.problems.append(
                     Problem(

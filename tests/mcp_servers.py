@@ -1,0 +1,93 @@
+"""MCP servers for the tests, written with the official SDK (``mcp.server.mcpserver.MCPServer``).
+
+Run as a program: ``python tests/mcp_servers.py stdio`` serves over stdin/stdout,
+``python tests/mcp_servers.py http PORT`` serves streamable HTTP on 127.0.0.1:PORT/mcp (and, with a
+third argument, refuses requests whose ``Authorization`` header is not ``Bearer <that argument>``).
+Set ``FLOCK_TEST_PIDFILE`` to have the server write its process id there when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+server = MCPServer("test-tools")
+NOTES = {"alpha": "Alpha is the first letter.", "beta": "Beta comes second."}
+
+
+@server.tool()
+def read_note(name: str) -> str:
+    """Read the note called `name` (alpha or beta)."""
+    if name not in NOTES:
+        raise ToolError(f"no note called {name!r}")
+    return NOTES[name]
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@server.tool()
+def env_value(name: str) -> str:
+    """The value of environment variable `name` in the server's process."""
+    return os.environ.get(name, "<unset>")
+
+
+@server.tool()
+def working_dir() -> str:
+    """The server's working directory."""
+    return os.getcwd()
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the server process in the middle of the call."""
+    os._exit(3)
+
+
+@server.tool()
+async def hang() -> str:
+    """Never answer."""
+    await asyncio.sleep(3600)
+    return "unreachable"
+
+
+def main() -> None:
+    pidfile = os.environ.get("FLOCK_TEST_PIDFILE")
+    if pidfile:
+        Path(pidfile).write_text(str(os.getpid()))
+    if sys.argv[1] == "stdio":
+        server.run("stdio")
+    else:
+        port = int(sys.argv[2])
+        if len(sys.argv) > 3:
+            _run_with_token(port, sys.argv[3])
+        else:
+            server.run("streamable-http", host="127.0.0.1", port=port)
+
+
+def _run_with_token(port: int, token: str) -> None:
+    import uvicorn
+    from starlette.middleware.base import BaseHTTPMiddleware
+    from starlette.responses import PlainTextResponse
+
+    app = server.streamable_http_app()
+
+    async def check(request, call_next):  # type: ignore[no-untyped-def]
+        if request.headers.get("authorization") != f"Bearer {token}":
+            return PlainTextResponse("unauthorized", status_code=401)
+        return await call_next(request)
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=check)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""`flock mcp`'s hold on stdin and stdout for the whole session, not only while the SDK's
+transport runs: a child process an agent starts cannot read the client's messages, a run that
+finishes after the client left cannot print into the protocol stream, and a stdin the event loop
+cannot watch (/dev/null) ends the session instead of hanging it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mcp", reason="the [mcp] extra is not installed")
+
+FLOCK = [sys.executable, "-m", "flock_cli"]
+
+RECIPE = """\
+name: stdio
+types:
+  Question: {fields: {text: str}}
+  Answer: {fields: {text: str}}
+agents:
+  answerer:
+    consumes: Question
+    publishes: Answer
+    engine: {kind: function, function: "stdio_lib:%s"}
+"""
+
+LIB = """\
+import asyncio
+import subprocess
+
+
+def child_reads_stdin(inputs):
+    # subprocess.run hands the child this process's stdin unless told otherwise
+    read = subprocess.run(["cat"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    return {"text": f"rc={read.returncode} read={read.stdout!r} err={read.stderr!r}"}
+
+
+async def prints_late(inputs):
+    await asyncio.sleep(1.5)  # still running when the client closes stdin
+    print("printed after the client left", flush=True)
+    return {"text": "late"}
+"""
+
+HANDSHAKE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"},
+    },
+}
+
+
+def _start(tmp_path: Path, function: str) -> subprocess.Popen[str]:
+    (tmp_path / "stdio.yaml").write_text(RECIPE % function)
+    (tmp_path / "stdio_lib.py").write_text(LIB)
+    return subprocess.Popen(
+        [*FLOCK, "mcp", "stdio.yaml", "--board", ":memory:", "--no-traces"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _send(process: subprocess.Popen[str], message: dict[str, Any]) -> None:
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(message) + "\n")
+    process.stdin.flush()
+
+
+def _answer(process: subprocess.Popen[str]) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line, "the server closed stdout"
+    return dict(json.loads(line))
+
+
+def _call(process: subprocess.Popen[str], id_: int, tool: str, arguments: dict[str, Any]) -> None:
+    _send(
+        process,
+        {
+            "jsonrpc": "2.0",
+            "id": id_,
+            "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments},
+        },
+    )
+
+
+def _open_session(process: subprocess.Popen[str]) -> None:
+    _send(process, HANDSHAKE)
+    assert _answer(process)["id"] == 0
+    _send(process, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        return process.communicate(timeout=30)  # closes stdin: the client ends the session
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_child_process_of_an_agent_reads_end_of_file_not_the_clients_messages(tmp_path: Path) -> None:
+    process = _start(tmp_path, "child_reads_stdin")
+    _open_session(process)
+    _call(process, 1, "publish_Question", {"text": "hi"})
+    correlation = _answer(process)["result"]["structuredContent"]["correlation_id"]
+    # the next request is on the pipe while the child runs: it must reach the server, not `cat`
+    _call(process, 2, "wait_for_results", {"correlation_id": correlation, "timeout": 20})
+    _send(process, {"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+    waited = _answer(process)
+    assert waited["id"] == 2 and waited["result"]["structuredContent"]["settled"]
+    answers = [a for a in waited["result"]["structuredContent"]["artifacts"] if a["type"] == "Answer"]
+    assert answers[0]["payload"] == {"text": "rc=0 read=b'' err=b''"}
+    assert _answer(process)["id"] == 3
+    out, err = _stop(process)
+    assert process.returncode == 0, err
+    assert out == ""
+
+
+def test_a_run_finishing_after_the_client_left_prints_to_stderr(tmp_path: Path) -> None:
+    process = _start(tmp_path, "prints_late")
+    _open_session(process)
+    _call(process, 1, "publish_Question", {"text": "hi"})
+    assert "result" in _answer(process)
+    out, err = _stop(process)  # the run is in flight: it finishes during the stop
+    assert process.returncode == 0, err
+    assert out == ""
+    assert "printed after the client left" in err
+    assert "flock mcp stopped: 1 runs, 0 failed" in err
+
+
+def test_stdin_from_dev_null_ends_the_session_at_once(tmp_path: Path) -> None:
+    (tmp_path / "stdio.yaml").write_text(RECIPE % "prints_late")
+    (tmp_path / "stdio_lib.py").write_text(LIB)
+    with open("/dev/null") as null:
+        done = subprocess.run(
+            [*FLOCK, "mcp", "stdio.yaml", "--board", ":memory:", "--no-traces"],
+            cwd=tmp_path,
+            stdin=null,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr and "flock mcp stopped: 0 runs" in done.stderr
