@@ -472,3 +472,27 @@ def test_a_second_signal_aborts_the_run_in_flight_and_hands_it_back(tmp_path: Pa
     assert process.returncode == 130, err
     assert out == ""
     assert "1 handed back to the board" in err
+
+
+async def test_work_another_process_publishes_to_the_board_runs_here_too(tmp_path: Path) -> None:
+    import anyio
+
+    (tmp_path / "fast.yaml").write_text(SLOW.replace("latency: 3s", "latency: 0s"))
+    async with connected(["mcp", "fast.yaml", "--board", "b.db", "--no-traces"], tmp_path) as client:
+        published = subprocess.run(
+            [*FLOCK, "publish", "Job", "-", "--recipe", "fast.yaml", "--board", "b.db"],
+            input='{"n": 7}',
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert published.returncode == 0, published.stderr
+        with anyio.fail_after(30):
+            while not (done := await call(client, "query_board", {"type": "Done"}))["total"]:
+                await anyio.sleep(0.2)
+        assert done["total"] == 1 and done["items"][0]["produced_by"] == "worker"
+        job = (await call(client, "query_board", {"type": "Job"}))["items"][0]
+        assert job["payload"] == {"n": 7} and job["produced_by"] != "mcp"
+        settled = await call(client, "wait_for_results", {"correlation_id": job["correlation_id"]})
+        assert settled["settled"] and [a["type"] for a in settled["artifacts"]] == ["Job", "Done"]
