@@ -58,3 +58,23 @@ def test_the_python_example_starts_calls_and_stops_its_server(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["['calc.add']", "5"]
+
+
+def test_the_readme_excerpt_is_the_shipped_recipe_and_its_model_mapping_loads(tmp_path: Path) -> None:
+    section = (ROOT / "README.md").read_text().split("## Tools from MCP servers", 1)[1].split("\n## ", 1)[0]
+    excerpt = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    shipped = yaml.safe_load((ROOT / "recipes" / "notes_qa.yaml").read_text())
+    assert excerpt["mcp_servers"] == shipped["mcp_servers"]
+    for key, value in excerpt["agents"]["librarian"].items():
+        assert shipped["agents"]["librarian"][key] == value, key
+    # the inline mapping of the prose is a model a recipe accepts
+    mapping = re.search(r"`model: (\{.*?\})`", section, re.S).group(1)  # type: ignore[union-attr]
+    recipe = tmp_path / "hosted.yaml"
+    recipe.write_text(
+        f"model: {' '.join(mapping.split())}\n"
+        "types: {Q: {fields: {text: str}}, A: {fields: {text: str}}}\n"
+        "agents: {a: {consumes: Q, publishes: A}}\n"
+    )
+    loaded = yaml.safe_load(recipe.read_text())["model"]
+    assert loaded["rate_limit"] == {"requests_per_minute": 60, "tokens_per_minute": 20000}
+    load_recipe(recipe)

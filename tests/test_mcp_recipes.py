@@ -83,6 +83,14 @@ def test_server_declarations_are_checked_when_loading(tmp_path: Path) -> None:
     recipe.write_text("mcp_servers:\n  x:\n    command: a\n    url: http://127.0.0.1:1/mcp\n")
     result = flock("validate", recipe)
     assert result.exit_code == 2 and "exactly one of 'command' and 'url'" in result.output
+    # timeouts are durations, as everywhere in a recipe
+    recipe.write_text("mcp_servers:\n  x:\n    url: http://127.0.0.1:1/mcp\n    timeout: 90s\n"
+                      "    startup_timeout: 1m\n")  # fmt: skip
+    server = load_recipe(recipe).definition.mcp_servers["x"]
+    assert (server.timeout, server.startup_timeout) == (90.0, 60.0)
+    recipe.write_text("mcp_servers:\n  x:\n    url: http://127.0.0.1:1/mcp\n    timeout: soon\n")
+    result = flock("validate", recipe)
+    assert result.exit_code == 2 and f"{recipe}:4:14: error" in result.output, result.output
 
 
 def test_validate_and_check_stay_offline_and_check_connect_finds_a_misnamed_tool(tmp_path: Path) -> None:

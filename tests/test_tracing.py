@@ -143,8 +143,11 @@ async def test_a_store_locked_by_another_process_delays_traces_but_loses_none(tm
             for i in range(5):
                 await flock.publish(Idea(topic=str(i)))
             await flock.run_until_idle()
-        await flock.shutdown()  # waits for the holder to let go, then writes
-    assert flock.tracer.problems == []
+        await flock.shutdown()  # waits for the holder to let go (up to 3 s), then writes
+    # On a loaded machine the holder may let go after those 3 s: the rest is then spooled, said
+    # once, and written by the next reader. Either way nothing is lost.
+    assert all("trace batches are waiting" in p for p in flock.tracer.problems), flock.tracer.problems
+    assert len(flock.tracer.problems) <= 1
     reader = TraceReader(store, wait=5)
     run = reader.run(None)
     assert (run.name, run.artifacts, run.agent_runs) == ("while-locked", 10, 5)

@@ -87,7 +87,7 @@ def mcp(
     from flock_cli.cli import run_cmd
 
     override = engine.value if engine else None
-    recording = run_cmd._recording(replay, replay_from, override, traces)
+    recording = run_cmd.recording_for(replay, replay_from, override, traces)
     if model is not None and override != "test":
         from flock_cli.engines.local import check_local_model
 

@@ -146,7 +146,7 @@ def run(
         fail(f"{recipe} declares no agents: nothing can run")
     pending = _validated_inputs(loaded, inputs or [])
     override = engine.value if engine else None
-    recording = _recording(replay, replay_from, override, traces)
+    recording = recording_for(replay, replay_from, override, traces)
     if model is not None and override != "test":
         from flock_cli.engines.local import check_local_model
 
@@ -275,7 +275,7 @@ def _correlation(text: str | None, shared: bool) -> UUID | None:
     return uuid4() if shared else None
 
 
-def _recording(
+def recording_for(
     replay: str | None, replay_from: Path | None, override: str | None, traces: Path | None
 ) -> Any:
     """The recording ``--replay``/``--replay-from`` name, read before anything runs."""

@@ -3,7 +3,9 @@ or ``server.*`` in their ``tools:``. ``flock_cli.mcp_tools.McpServer`` is what e
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flock_cli.recipe.durations import Duration, parse_duration
 
 __all__ = ["McpServerDef"]
 
@@ -28,15 +30,15 @@ class McpServerDef(BaseModel):
         description="streamable HTTP endpoint (http:// or https://)",
     )
     headers: dict[str, str] = Field(default_factory=dict, description=f"HTTP headers; {_ENV_REFS}")
-    timeout: float = Field(
-        default=60.0, gt=0, allow_inf_nan=False, description="seconds one tool call may take"
-    )
-    startup_timeout: float = Field(
-        default=30.0, gt=0, allow_inf_nan=False, description="seconds to start the server and list its tools"
+    timeout: Duration = Field(default=60.0, description="how long one tool call may take")
+    startup_timeout: Duration = Field(
+        default=30.0, description="how long starting the server and listing its tools may take"
     )
     max_restarts: int = Field(
         default=3, ge=0, description="restarts after the server died, over the flock's life"
     )
+
+    _seconds = field_validator("timeout", "startup_timeout", mode="before")(parse_duration)
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerDef:

@@ -8,7 +8,6 @@ expanded by ``before`` validators, so later phases see one shape. The JSON Schem
 
 from __future__ import annotations
 
-import re
 import typing
 from typing import Annotated, Any, Literal
 
@@ -17,16 +16,17 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from flock_cli.recipe.durations import MAX_SECONDS, Delay, Duration, parse_duration
 from flock_cli.recipe.mcp_defs import McpServerDef
 from flock_cli.recipe.model_defs import ModelDef, ModelRateLimitDef
 
 __all__ = [
     "ENGINE_KINDS",
+    "MAX_SECONDS",
     "VISIBILITY_KINDS",
     "AgentDef",
     "BatchDef",
@@ -35,6 +35,8 @@ __all__ = [
     "ConsumeDef",
     "DSPyEngineDef",
     "DSPyOptionsDef",
+    "Delay",
+    "Duration",
     "EngineDef",
     "FieldDef",
     "FunctionEngineDef",
@@ -54,43 +56,6 @@ __all__ = [
     "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any) -> Any:
-    """``"150ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds -> seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"'{value}' is not a duration; write a number of seconds or e.g. 30s, 5m, 2h")
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return value
-
-
-def _seconds_schema(bound: dict[str, float]) -> WithJsonSchema:
-    return WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", **bound},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
-            ],
-            "description": "seconds, or a number with a unit: 150ms, 30s, 5m, 2h, 1d",
-        }
-    )
-
-
-MAX_SECONDS = 10 * 365 * 86400  # ten years: longer is a mistake, and overflows date arithmetic
-Duration = Annotated[
-    float,
-    Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False),
-    _seconds_schema({"exclusiveMinimum": 0, "maximum": MAX_SECONDS}),
-]
-Delay = Annotated[
-    float,
-    Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False),
-    _seconds_schema({"minimum": 0, "maximum": MAX_SECONDS}),
-]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 ImportRef = Annotated[
     str,

@@ -4,7 +4,9 @@ stays valid; ``flock_cli.engines.model_spec.Model`` is what a mapping compiles t
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flock_cli.recipe.durations import Duration, parse_duration
 
 __all__ = ["ModelDef", "ModelRateLimitDef"]
 
@@ -44,9 +46,11 @@ class ModelDef(_Raw):
         description="environment variable holding the API key (the key itself is never written here)",
     )
     rate_limit: ModelRateLimitDef | None = Field(default=None, description="requests/tokens per minute")
-    max_rate_limit_wait: float | None = Field(
-        default=None, gt=0, description="seconds one call may spend waiting out 429 answers (default 300)"
+    max_rate_limit_wait: Duration | None = Field(
+        default=None, description="how long one call may spend waiting out 429 answers (default 300 s)"
     )
+
+    _seconds = field_validator("max_rate_limit_wait", mode="before")(parse_duration)
 
     @model_validator(mode="after")
     def _enforceable(self) -> ModelDef:
