@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,7 +16,17 @@ from flock_cli.cli.common import (
     reports_errors,
     show_board_notes,
 )
-from flock_cli.cli.options import BoardOpt, EngineOpt, ForceOpt, ModelOpt, NoTracesOpt, RecipeArg, TracesOpt
+from flock_cli.cli.options import (
+    BoardOpt,
+    EngineOpt,
+    ForceOpt,
+    ModelOpt,
+    NoTracesOpt,
+    RecipeArg,
+    ReplayFromOpt,
+    ReplayOpt,
+    TracesOpt,
+)
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -32,22 +41,8 @@ def mcp(
     board: BoardOpt = None,
     model: ModelOpt = None,
     engine: EngineOpt = None,
-    replay: Annotated[
-        str | None,
-        typer.Option(
-            "--replay",
-            metavar="RUN",
-            help="Give dspy agents the model answers recorded in RUN of the trace store; no model is called.",
-        ),
-    ] = None,
-    replay_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--replay-from",
-            metavar="FILE",
-            help="Give dspy agents the answers in a recording file (flock trace export --format recording).",
-        ),
-    ] = None,
+    replay: ReplayOpt = None,
+    replay_from: ReplayFromOpt = None,
     force: ForceOpt = False,
     traces: TracesOpt = None,
     no_traces: NoTracesOpt = False,

@@ -16,6 +16,8 @@ __all__ = [
     "ModelOpt",
     "NoTracesOpt",
     "RecipeArg",
+    "ReplayFromOpt",
+    "ReplayOpt",
     "TracesOpt",
 ]
 
@@ -54,3 +56,19 @@ TracesOpt = Annotated[
     ),
 ]
 NoTracesOpt = Annotated[bool, typer.Option("--no-traces", help="Write no traces.")]
+ReplayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--replay",
+        metavar="RUN",
+        help="Give dspy agents the model answers recorded in RUN of the trace store; no model is called.",
+    ),
+]
+ReplayFromOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--replay-from",
+        metavar="FILE",
+        help="Give dspy agents the answers in a recording file (flock trace export --format recording).",
+    ),
+]

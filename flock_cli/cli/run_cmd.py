@@ -22,7 +22,15 @@ from flock_cli.cli.common import (
     show_board_notes,
 )
 from flock_cli.cli.inputs import parse_input_option, validated_payloads
-from flock_cli.cli.options import EngineOpt, EngineOverride, ForceOpt, ModelOpt, TracesOpt
+from flock_cli.cli.options import (
+    EngineOpt,
+    EngineOverride,
+    ForceOpt,
+    ModelOpt,
+    ReplayFromOpt,
+    ReplayOpt,
+    TracesOpt,
+)
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -51,22 +59,8 @@ def run(
         ),
     ] = None,
     model: ModelOpt = None,
-    replay: Annotated[
-        str | None,
-        typer.Option(
-            "--replay",
-            metavar="RUN",
-            help="Give dspy agents the model answers recorded in RUN of the trace store; no model is called.",
-        ),
-    ] = None,
-    replay_from: Annotated[
-        Path | None,
-        typer.Option(
-            "--replay-from",
-            metavar="FILE",
-            help="Give dspy agents the answers in a recording file (flock trace export --format recording).",
-        ),
-    ] = None,
+    replay: ReplayOpt = None,
+    replay_from: ReplayFromOpt = None,
     board: Annotated[
         str | None,
         typer.Option(
