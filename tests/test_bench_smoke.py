@@ -123,3 +123,16 @@ def test_serve_load_bench_counts_on_the_board(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(out.with_suffix(".json").read_text())["results"][0]
     assert (result["lost"], result["doubled"], result["stored_answers"]) == (0, 0, 60)
+
+
+def test_mcp_calls_bench_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/mcp_calls.py", "--calls", "5", "--repeat", "1", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert set(figures) == {"start_s", "call_median_ms", "call_p95_ms", "concurrent_calls_per_s"}
