@@ -28,6 +28,7 @@ class OpenAIServer:
     answer: Callable[[dict[str, Any]], str]
     refusals: list[str | None] = field(default_factory=list)  # Retry-After of each 429 to give first
     outages: int = 0  # then this many 503 Service Unavailable answers
+    reject_key: bool = False  # answer 401, quoting the Authorization header back (as some providers do)
     piece: int = 4  # characters per streamed event
     usage: tuple[int, int] | None = None  # (prompt, completion) tokens of every answer; None: by length
     requests: list[tuple[float, dict[str, Any], int]] = field(default_factory=list)
@@ -61,7 +62,11 @@ def _handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     status = 503
                 server.requests.append((time.monotonic(), body, status))
                 server.headers.append({k.lower(): v for k, v in self.headers.items()})
-            if not self.path.endswith("/chat/completions"):
+            if server.reject_key:
+                quoted = self.headers.get("Authorization", "")
+                error = {"error": {"message": f"Incorrect API key provided: {quoted}", "type": "auth"}}
+                self._json(401, error)
+            elif not self.path.endswith("/chat/completions"):
                 self._json(404, {"error": {"message": "not found", "type": "not_found"}})
             elif status == 503:
                 self._json(503, {"error": {"message": "overloaded", "type": "server_error"}})
@@ -143,9 +148,12 @@ def openai_server(
     refusals: list[str | None] | None = None,
     usage: tuple[int, int] | None = None,
     outages: int = 0,
+    reject_key: bool = False,
 ) -> Iterator[OpenAIServer]:
     """Run the server on a free port of 127.0.0.1 for the block."""
-    state = OpenAIServer(answer=answer, refusals=list(refusals or []), usage=usage, outages=outages)
+    state = OpenAIServer(
+        answer=answer, refusals=list(refusals or []), usage=usage, outages=outages, reject_key=reject_key
+    )
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]

@@ -105,6 +105,22 @@ async def test_the_key_is_read_from_the_environment_and_never_traced(loopback: N
     assert stored and not any(KEY in row for row in stored)
 
 
+async def test_a_provider_quoting_the_key_back_gets_it_nowhere(loopback: None, tmp_path: Path) -> None:
+    path = tmp_path / "traces.duckdb"
+    with openai_server(_answer, reject_key=True) as server:
+        flock = _flock(_model(server), path)
+        async with flock.traced_run("refused"):
+            await flock.publish(Idea(topic="dogs"))
+            [failure] = (await flock.run_until_idle()).failures
+        await flock.shutdown()
+    assert KEY not in failure.error and f"${{{KEY_ENV}}}" in failure.error, failure.error
+    assert "Incorrect API key provided" in failure.error
+    reader = TraceReader(path)
+    stored = [json.dumps(row, default=str) for row in reader.sql_rows("SELECT * FROM spans", [])]
+    stored += [json.dumps(row, default=str) for row in reader.sql_rows("SELECT * FROM events", [])]
+    assert stored and not any(KEY in row for row in stored)
+
+
 async def test_a_key_variable_that_is_not_set_fails_the_run_clearly(
     loopback: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

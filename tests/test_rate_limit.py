@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from flock_cli import Model, RateLimit
+from flock_cli.cli.app import app
 from flock_cli.engines.rate_limit import BACKOFF_CAP, RateLimiter, retry_delay
 from flock_cli.recipe import load_recipe
 from flock_cli.recipe.diagnostics import RecipeError
@@ -108,8 +110,18 @@ def test_one_model_described_twice_differently_is_an_error(tmp_path: Path) -> No
         + "    engine: {kind: dspy, model: {name: openai/x, rate_limit: {requests_per_minute: 50}}}\n",
     )
     with pytest.raises(RecipeError, match="described twice with different settings") as caught:
-        load_recipe(path).build()
+        load_recipe(path)  # flock validate and flock check refuse it too, not only flock run
     assert f"{path}:11:" in str(caught.value)
+    assert "at agents.poet.engine.model.name" in str(caught.value)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert (result.exit_code == 2 and "model-conflict" in result.output) or "described twice" in result.output
+
+
+def test_a_model_server_is_a_url(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, "model: {name: openai/x, api_base: 127.0.0.1:8080/v1}\n" + AGENTS)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    assert f"{path}:1:" in str(caught.value) and "api_base" in str(caught.value)
 
 
 def test_one_model_described_twice_alike_is_one_model_with_one_limiter(tmp_path: Path) -> None:

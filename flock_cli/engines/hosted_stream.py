@@ -25,11 +25,17 @@ from typing import Any
 from flock_cli.engines.model_spec import Model
 from flock_cli.engines.rate_limit import notify_wait, retry_delay
 from flock_cli.engines.streaming import emit, streaming
+from flock_cli.errors import RunError
 
-__all__ = ["TRANSIENT_RETRIES", "AsyncHostedEngine", "HostedEngine", "hosted_lm"]
+__all__ = ["TRANSIENT_RETRIES", "AsyncHostedEngine", "HostedEngine", "ModelCallError", "hosted_lm"]
 
 TRANSIENT_RETRIES = 3
 """How often a call that failed transiently (not a 429) with nothing streamed is asked again."""
+
+
+class ModelCallError(RunError):
+    """A hosted model's call failed with an error that quoted its API key (the key is replaced
+    by the name of its environment variable here)."""
 
 
 class _Hosted:
@@ -107,6 +113,16 @@ class _Hosted:
                 total = (usage.input_tokens or 0) + (usage.output_tokens or 0)
             limiter.spend(int(total))
 
+    def _reraise_redacted(self, exc: Exception) -> None:
+        """A provider that quotes the API key back in its error (``Incorrect API key provided:
+        sk-...``) must not get it into the terminal, the trace store or a dead letter: such an
+        error is raised again as a :class:`ModelCallError` with the key replaced by
+        ``${VARIABLE}``. Any other error is left to propagate as it is."""
+        text = f"{type(exc).__name__}: {exc}"
+        clean = self.model.redact(text)
+        if clean != text:
+            raise ModelCallError(clean) from None
+
     def close(self) -> None:
         """Nothing held between calls (LiteLLM's clients are its own)."""
 
@@ -122,6 +138,13 @@ class AsyncHostedEngine(_Hosted):
 
     async def complete(self, request: Any) -> Any:
         """Answer ``request``: paced by the model's limiter, streamed when listened to."""
+        try:
+            return await self._complete(request)
+        except Exception as exc:
+            self._reraise_redacted(exc)
+            raise
+
+    async def _complete(self, request: Any) -> Any:
         from dspy import lm15
 
         limiter = self.model.limiter()
@@ -179,6 +202,13 @@ class HostedEngine(_Hosted):
 
     def complete(self, request: Any) -> Any:
         """Answer ``request`` on this thread: paced, streamed when listened to."""
+        try:
+            return self._complete(request)
+        except Exception as exc:
+            self._reraise_redacted(exc)
+            raise
+
+    def _complete(self, request: Any) -> Any:
         from dspy import lm15
         from dspy.clients.engines import LiteLLMEngine
 

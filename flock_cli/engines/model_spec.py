@@ -48,7 +48,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, pattern=r"\S", description="DSPy/LiteLLM model string")
-    api_base: str | None = Field(default=None, min_length=1, description="base URL of the model's server")
+    api_base: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="base URL (http:// or https://) of the model's server",
+    )
     api_key_env: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -84,6 +88,16 @@ class Model(BaseModel):
                 f" {self.api_key_env}, which is not set"
             )
         return key
+
+    def redact(self, text: str) -> str:
+        """``text`` with this model's API key (should a provider quote it back in an error)
+        replaced by the name of its variable, ``${VARIABLE}``."""
+        if self.api_key_env is None:
+            return text
+        key = os.environ.get(self.api_key_env, "")
+        if len(key.strip()) < 4:  # a key this short would replace ordinary words
+            return text
+        return text.replace(key, f"${{{self.api_key_env}}}")
 
     def limiter(self) -> RateLimiter | None:
         """The rate limiter every user of this model shares (None without ``rate_limit``)."""

@@ -27,6 +27,7 @@ from flock_cli.recipe.model import (
     RecipeDef,
     TestEngineDef,
 )
+from flock_cli.recipe.model_checks import conflict
 from flock_cli.recipe.model_defs import ModelDef
 from flock_cli.recipe.resolve import ResolvedAgent, ResolvedRecipe
 
@@ -133,14 +134,8 @@ class _Models:
             spec = Model(**value.model_dump(exclude_none=True))
             self._seen[key] = (spec, value)
             return spec
-        if found[1] != value:
-            problem = Problem(
-                (*path, "name"),
-                f"model '{value.name}' is described twice with different settings",
-                hint="describe it once (at the top of the recipe) and name it by its string elsewhere",
-                code="model-conflict",
-            )
-            raise RecipeError([self.recipe.diagnostic(problem)])
+        if found[1] != value:  # load_recipe says so first; a recipe built otherwise, here
+            raise RecipeError([self.recipe.diagnostic(conflict(path, value))])
         return found[0]
 
 
@@ -297,7 +292,8 @@ def _compile_agent(
             engines.append(
                 DSPyEngine(
                     # --model wins over the agent's own
-                    model=model_override or models.get(engine.model, ("agents", agent.name, "engine", i)),
+                    model=model_override
+                    or models.get(engine.model, ("agents", agent.name, "engine", i, "model")),
                     replay=recordings.for_engine(model_override, engine),
                     **options,
                 )

@@ -29,6 +29,7 @@ from flock_cli.recipe.checks import static_checks
 from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path, source_lines
 from flock_cli.recipe.graph import SubscriptionGraph, build_graph
 from flock_cli.recipe.model import RecipeDef
+from flock_cli.recipe.model_checks import model_conflicts
 from flock_cli.recipe.resolve import ResolvedRecipe, resolve
 from flock_cli.recipe.source import Document, parse_yaml
 from flock_cli.recipe.validation import diagnose
@@ -118,6 +119,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     problems: list[Problem] = []
     with _import_path(*(Path(d.file).parent for d in documents)):
         resolved = resolve(merged, problems)
+    problems.extend(model_conflicts(merged))
     _raise_errors(problems, locator)
     graph = build_graph(resolved)
     findings = static_checks(resolved, graph)

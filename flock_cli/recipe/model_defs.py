@@ -38,7 +38,9 @@ class ModelDef(_Raw):
 
     name: str = Field(min_length=1, pattern=r"\S", description="DSPy/LiteLLM model string (openai/NAME, ...)")
     api_base: str | None = Field(
-        default=None, min_length=1, description="base URL of an OpenAI-compatible (or other) server"
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="base URL (http:// or https://) of an OpenAI-compatible (or other) server",
     )
     api_key_env: str | None = Field(
         default=None,
