@@ -99,6 +99,13 @@ def test_a_misspelt_key_in_a_model_mapping_names_file_line_and_key(tmp_path: Pat
         load_recipe(path)
     text = str(caught.value)
     assert f"{path}:3:" in text and "requests_per_minut" in text
+    # one error, at the real mistake: not also "should be a valid string" for the string form
+    assert len(caught.value.diagnostics) == 1, text
+    path.write_text("model:\n  name: openai/x\n  rate_limits: {requests_per_minute: 5}\n" + AGENTS)
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(path)
+    [only] = caught.value.diagnostics
+    assert "unknown key 'rate_limits'" in only.render() and "Did you mean 'rate_limit'?" in only.render()
 
 
 def test_one_model_described_twice_differently_is_an_error(tmp_path: Path) -> None:

@@ -86,10 +86,23 @@ def model_keys(annotation: Any) -> list[str]:
 
 def _member(annotation: Any, part: Any) -> Any:
     """The member of the discriminated union ``annotation`` whose tag is ``part``, else None."""
-    union = _unwrap(annotation, None)
+    union = _unwrap(annotation, _NO_TAG)  # through Optional and Annotated, to the union itself
     if not isinstance(part, str) or typing.get_origin(union) not in (typing.Union, types.UnionType):
         return None
-    return next((m for m in typing.get_args(union) if _tag_of(m) == part), None)
+    members = typing.get_args(union)
+    tagged = next((m for m in members if _tag_of(m) == part), None)
+    # a plain union (a string or a mapping): pydantic tags a member by its class name, wrapped
+    # in its validators' names ("function-after[_check(), ModelDef]")
+    return tagged or next((m for m in members if _named(m, part)), None)
+
+
+_NO_TAG = object()  # a tag no member has (None is the tag of every member without a 'kind')
+
+
+def _named(member: Any, part: str) -> bool:
+    if not (isinstance(member, type) and issubclass(member, BaseModel)):
+        return False
+    return part == member.__name__ or part.endswith((f" {member.__name__}]", f"[{member.__name__}]"))
 
 
 def step(annotation: Any, part: Any) -> Any:

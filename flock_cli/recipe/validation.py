@@ -22,7 +22,7 @@ _INSTANCE_OF = re.compile(r" or instance of \w+")
 def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
     """One diagnostic per validation error, pointing at the key or value in ``doc``."""
     out: list[Diagnostic] = []
-    for item in error.errors():
+    for item in _without_the_string_branch(error.errors()):
         loc: tuple[Any, ...] = tuple(item["loc"])
         kind = item["type"]
         on_key = loc[-1:] == ("[key]",)
@@ -71,6 +71,22 @@ def diagnose(error: ValidationError, doc: Document) -> list[Diagnostic]:
         mark, _ = doc.locate(in_text, key=point_at_key)
         out.append(Diagnostic(message, mark, format_path(data_path), hint=hint, code=f"schema:{kind}"))
     return out
+
+
+def _without_the_string_branch(items: list[Any]) -> list[Any]:
+    """A value that may be a string or a mapping (``model:``) and is a mapping with a mistake
+    fails both branches; "should be a valid string" is noise beside the mapping's own error."""
+    mapping_errors = {tuple(i["loc"][:k]) for i in items for k in range(1, len(i["loc"]) - 1)}
+    return [
+        i
+        for i in items
+        if not (
+            i["type"] == "string_type"
+            and i["loc"][-1:] == ("str",)
+            and isinstance(i.get("input"), dict)
+            and tuple(i["loc"][:-1]) in mapping_errors
+        )
+    ]
 
 
 def _pattern_message(pattern: str, value: Any, on_key: bool) -> str:
