@@ -65,12 +65,54 @@ def main() -> None:
         Path(pidfile).write_text(str(os.getpid()))
     if sys.argv[1] == "stdio":
         server.run("stdio")
+    elif sys.argv[1] == "stdio-once":  # serves the first time; every later start exits at once
+        flag = Path(sys.argv[2])
+        if flag.exists():
+            sys.exit(5)
+        flag.write_text("started")
+        server.run("stdio")
+    elif sys.argv[1] == "stdio-banner":  # a line that is no MCP message first, on stdout
+        print("Test server v1 starting...", flush=True)
+        server.run("stdio")
+    elif sys.argv[1] == "stdio-bad-output":
+        _run_bad_output()
     else:
         port = int(sys.argv[2])
         if len(sys.argv) > 3:
             _run_with_token(port, sys.argv[3])
         else:
             server.run("streamable-http", host="127.0.0.1", port=port)
+
+
+def _run_bad_output() -> None:
+    """A low-level server whose ``count`` tool answers against its own output schema (which the
+    client refuses), beside a good ``add``."""
+    import anyio
+    import mcp_types as types
+    from mcp.server import Server
+    from mcp.server.stdio import stdio_server
+
+    async def list_tools(ctx, params):  # type: ignore[no-untyped-def]
+        counted = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+        return types.ListToolsResult(
+            tools=[
+                types.Tool(name="count", input_schema={"type": "object"}, output_schema=counted),
+                types.Tool(name="add", input_schema={"type": "object"}),
+            ]
+        )
+
+    async def call_tool(ctx, params):  # type: ignore[no-untyped-def]
+        if params.name == "count":
+            return types.CallToolResult(content=[types.TextContent(text="x")], structured_content={"n": "x"})
+        return types.CallToolResult(content=[types.TextContent(text="3")])
+
+    lowlevel = Server("bad-output", on_list_tools=list_tools, on_call_tool=call_tool)
+
+    async def serve() -> None:
+        async with stdio_server() as (read, write):
+            await lowlevel.run(read, write, lowlevel.create_initialization_options())
+
+    anyio.run(serve)
 
 
 def _run_with_token(port: int, token: str) -> None:

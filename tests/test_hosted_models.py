@@ -335,3 +335,32 @@ def test_a_program_called_without_await_takes_the_same_path(loopback: None) -> N
         assert lm("a tagline") == [ANSWER]
     assert server.statuses() == [429, 200]
     assert lm.history[-1]["usage"]["completion_tokens"] == len(ANSWER) // 4 + 1
+
+
+async def test_max_rate_limit_wait_counts_the_pauses_other_callers_met(loopback: None) -> None:
+    """Three calls share a limiter; six 429s of 1 s each pause all of them. No call may spend more
+    than its max_rate_limit_wait (2.5 s) waiting, whoever met the 429."""
+    from flock_cli.engines.hosted_stream import hosted_lm
+    from flock_cli.engines.rate_limit import on_wait
+
+    with openai_server(_answer) as server:
+        model = _model(server, rate_limit=RateLimit(requests_per_minute=6000), max_rate_limit_wait=2.5)
+        lm = hosted_lm(model, cache=False)
+        await lm.acall("warm up")
+        server.refusals.extend(["1"] * 6)
+        waited = [0.0, 0.0, 0.0]
+
+        async def call(i: int) -> str:
+            def listen(seconds: float, reason: str) -> None:
+                waited[i] += seconds
+
+            with on_wait(listen):
+                try:
+                    await lm.acall(f"hello {i}")
+                except Exception as exc:
+                    return type(exc).__name__
+            return "ok"
+
+        outcomes = await asyncio.gather(*(call(i) for i in range(3)))
+    assert "RateLimitError" in " ".join(outcomes), outcomes
+    assert max(waited) <= 2.5 + 1.0 + 0.2, waited  # the limit, and at most the pause it passed in

@@ -211,6 +211,7 @@ async def test_a_missing_environment_variable_fails_the_run_naming_it_not_a_valu
     await flock.publish(Question(text="?"))
     [failure] = (await flock.run_until_idle()).failures
     await flock.shutdown()
+    assert failure.error_type == "McpConfigError"  # a user's mistake, not a runtime failure
     assert "env.GIVEN refers to environment variable FLOCK_TEST_UNSET_VARIABLE, which is not set" in str(
         failure.error
     )
@@ -313,3 +314,59 @@ def test_the_synchronous_run_starts_servers_per_call_and_leaves_none_behind(tmp_
         assert not _alive(pids[-1])  # its event loop ended, and the server with it
     assert pids[0] != pids[1]
     assert observations(lms[0]) == ["2"] and observations(lms[1]) == ["4"]
+
+
+async def test_a_server_that_cannot_be_started_again_stays_down_after_its_restarts(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """Failed restarts count too: the bound holds, and the server is not started on every call."""
+    flag = tmp_path / "started"
+    flock = Flock()
+    flock.mcp_server("t", command=sys.executable, args=[SERVER, "stdio-once", str(flag)], max_restarts=2)
+    steps = [("t.crash", {})] + [("t.add", {"a": 1, "b": 1})] * 4  # with finish: the 6 steps of max_iters
+    lm = react(*steps, answer="ok")
+    asker(flock, lm, ["t.*"])
+    await flock.publish(Question(text="?"))
+    with caplog.at_level(logging.WARNING, logger="flock_cli.mcp_tools"):
+        summary = await flock.run_until_idle()
+    await flock.shutdown()
+    assert summary.ok, summary.failures
+    seen = observations(lm)
+    assert seen[0].startswith("Error: MCP server 't' stopped answering")
+    assert all(o.startswith("Error: MCP server") for o in seen[1:]), seen
+    assert "max_restarts=2" in seen[-1] and "max_restarts=2" in seen[-2]
+    restarts = [r.getMessage() for r in caplog.records if "restarting" in r.getMessage()]
+    assert [m.rsplit("(", 1)[1] for m in restarts] == ["1 of 2)", "2 of 2)"]
+
+
+async def test_an_answer_the_client_refuses_fails_that_call_only() -> None:
+    flock = Flock()
+    flock.mcp_server("t", command=sys.executable, args=[SERVER, "stdio-bad-output"], max_restarts=0)
+    lm = react(("t.count", {}), ("t.add", {}), ("t.count", {}), ("t.add", {}), answer="ok")
+    asker(flock, lm, ["t.*"])
+    await flock.publish(Question(text="?"))
+    summary = await flock.run_until_idle()
+    await flock.shutdown()
+    assert summary.ok, summary.failures
+    seen = observations(lm)
+    assert seen[0].startswith("Error: the tool's answer was not usable") and seen[2] == seen[0]
+    assert seen[1] == seen[3] == "3"  # the same server, never restarted (max_restarts=0)
+
+
+def test_a_server_printing_on_stdout_gets_one_line_not_a_traceback(tmp_path: Path) -> None:
+    recipe = tmp_path / "banner.yaml"
+    recipe.write_text(
+        f"mcp_servers:\n  t: {{command: {sys.executable}, args: [{SERVER}, stdio-banner]}}\n"
+        "types: {Q: {fields: {text: str}}, A: {fields: {text: str}}}\n"
+        "agents: {a: {consumes: Q, publishes: A, engine: dspy, tools: [t.add]}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "check", "--connect", str(recipe)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (
+        "an MCP server wrote a line on stdout that is not an MCP message (a server's own output belongs"
+        " on stderr): 'Test server v1 starting...'"
+    ) in done.stderr

@@ -104,6 +104,19 @@ class _Hosted:
             limiter.pause(delay)
         return delay
 
+    def _paused(self, waited: float) -> float:
+        """``waited`` (seconds this call spent in 429 pauses, its own and other callers' of the
+        shared limiter), or RateLimitError once that passes ``max_rate_limit_wait``."""
+        if waited > self.model.max_rate_limit_wait:
+            from dspy import lm15
+
+            raise lm15.RateLimitError(
+                f"model '{self.model.name}' was rate limited (429) for {waited:.1f}s, past"
+                f" max_rate_limit_wait ({self.model.max_rate_limit_wait:g}s)",
+                status=429,
+            )
+        return waited
+
     def _spend(self, response: Any) -> None:
         limiter = self.model.limiter()
         usage = getattr(response, "usage", None)
@@ -151,14 +164,15 @@ class AsyncHostedEngine(_Hosted):
         waits, waited, failures = 0, 0.0, 0
         while True:
             if limiter is not None:
-                await limiter.acquire()
+                waited = self._paused(waited + await limiter.acquire())
             streamed: list[bool] = [False]
             try:
                 response = await self._once(request, streamed)
             except lm15.RateLimitError as exc:
                 delay = self._after_429(exc, waits, waited)
-                waits, waited = waits + 1, waited + delay
-                if limiter is None:  # with one, acquire() waits out the pause and says so
+                waits += 1
+                if limiter is None:  # with one, acquire() waits out the pause, says so and counts it
+                    waited += delay
                     notify_wait(delay, "429")
                     await asyncio.sleep(delay)
                 continue
@@ -216,7 +230,7 @@ class HostedEngine(_Hosted):
         waits, waited, failures = 0, 0.0, 0
         while True:
             if limiter is not None:
-                limiter.acquire_sync()
+                waited = self._paused(waited + limiter.acquire_sync())
             inner = LiteLLMEngine(**self._options())
             streamed = False
             try:
@@ -233,8 +247,9 @@ class HostedEngine(_Hosted):
                     response = collected.response()
             except lm15.RateLimitError as exc:
                 delay = self._after_429(exc, waits, waited)
-                waits, waited = waits + 1, waited + delay
+                waits += 1
                 if limiter is None:
+                    waited += delay
                     notify_wait(delay, "429")
                     time.sleep(delay)
                 continue

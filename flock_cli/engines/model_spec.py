@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from flock_cli.engines.rate_limit import RateLimit, RateLimiter
 from flock_cli.errors import ModelNotConfiguredError
@@ -68,6 +68,11 @@ class Model(BaseModel):
         if name is not None:
             data["name"] = name
         super().__init__(**data)
+
+    @field_validator("name")
+    @classmethod
+    def _stripped(cls, name: str) -> str:
+        return name.strip()  # " openai/x" would not be recognised as the flock's model
 
     @model_validator(mode="after")
     def _enforceable(self) -> Model:

@@ -114,26 +114,27 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, self.clock() + seconds)
 
     async def acquire(self) -> float:
-        """Wait (asynchronously) until a request may start; the seconds waited."""
-        waited = 0.0
+        """Wait (asynchronously) until a request may start; the seconds of that spent in a
+        provider's 429 pause (whoever's call met it: they count against ``max_rate_limit_wait``)."""
+        paused = 0.0
         while True:
             wait, reason = self.reserve()
             if wait <= 0:
-                return waited
+                return paused
             notify_wait(wait, reason)
             await asyncio.sleep(wait + _SLACK)
-            waited += wait
+            paused += wait if reason == "429" else 0.0
 
     def acquire_sync(self) -> float:
-        """Wait (blocking this thread) until a request may start; the seconds waited."""
-        waited = 0.0
+        """Wait (blocking this thread) until a request may start; as :meth:`acquire`."""
+        paused = 0.0
         while True:
             wait, reason = self.reserve()
             if wait <= 0:
-                return waited
+                return paused
             notify_wait(wait, reason)
             time.sleep(wait + _SLACK)
-            waited += wait
+            paused += wait if reason == "429" else 0.0
 
 
 def retry_delay(retry_after: float | None, waits_so_far: int) -> float:

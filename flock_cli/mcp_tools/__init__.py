@@ -7,10 +7,11 @@ down. The ``mcp`` SDK is imported only when a server starts.
 """
 
 from flock_cli.mcp_tools.config import McpServer, split_tool_name
-from flock_cli.mcp_tools.errors import McpServerError, McpToolNotFoundError
+from flock_cli.mcp_tools.errors import McpConfigError, McpServerError, McpToolNotFoundError
 from flock_cli.mcp_tools.pool import McpServers, McpToolInfo
 
 __all__ = [
+    "McpConfigError",
     "McpServer",
     "McpServerError",
     "McpServers",

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flock_cli.mcp_tools.errors import McpServerError
+from flock_cli.mcp_tools.errors import McpConfigError
 
 __all__ = ["SERVER_NAME", "McpServer", "expand", "split_tool_name"]
 
@@ -135,14 +135,14 @@ def _server_errlog() -> Any:
 
 
 def expand(value: str, server: str, where: str) -> str:
-    """``value`` with each ``${NAME}`` replaced by that environment variable; McpServerError
+    """``value`` with each ``${NAME}`` replaced by that environment variable; McpConfigError
     (naming the variable, never a value) when one is not set."""
 
     def lookup(match: re.Match[str]) -> str:
         name = match.group(1)
         found = os.environ.get(name)
         if found is None:
-            raise McpServerError(
+            raise McpConfigError(
                 f"MCP server '{server}': {where} refers to environment variable {name}, which is not set"
             )
         return found

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flock_cli.mcp_tools.config import McpServer
-from flock_cli.mcp_tools.errors import McpServerError
+from flock_cli.mcp_tools.errors import McpConfigError, McpServerError
 
 __all__ = ["McpToolInfo", "ServerConnection", "ToolOutcome"]
 
@@ -71,6 +71,9 @@ class ServerConnection:
         self._client: Any = None
         self._tools: dict[str, McpToolInfo] = {}
         self._dead: str | None = None  # why the running connection broke
+        self._started = False  # on this event loop: a later start is a restart, and counted
+        self._down: str | None = None  # why it stays down: its restarts are used up
+        self._config_error = False  # ... or its declaration cannot be used
 
     @property
     def running(self) -> bool:
@@ -100,8 +103,13 @@ class ServerConnection:
             if _connection_lost(exc):
                 return ToolOutcome(self._broke(f"the connection was lost during the call ({exc})"), True)
             return ToolOutcome(self.config.redact(f"the server refused the call: {exc}"), True)
-        except Exception as exc:  # a transport failure: the process exited, the HTTP server went away
-            return ToolOutcome(self._broke(f"{type(exc).__name__}: {exc}".rstrip(": ")), True)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            if _transport_failure(exc):  # the process exited, the HTTP server went away
+                return ToolOutcome(self._broke(reason), True)
+            # an answer the SDK refuses (a result not matching the tool's output schema, say):
+            # this call failed, the server and the other agents' calls on it are fine
+            return ToolOutcome(self.config.redact(f"the tool's answer was not usable: {reason}"), True)
         return ToolOutcome(_result_text(result), bool(result.is_error))
 
     async def close(self) -> None:
@@ -131,17 +139,21 @@ class ServerConnection:
                 None,
                 None,
             )
+            self._started = False  # stopped with its loop, not dead: starting it again is no restart
         async with self._lock:
             if self.running:
                 return self._client
-            if self._task is not None:  # it ran and broke (or its process exited)
+            if self._down is not None:
+                raise (McpConfigError if self._config_error else McpServerError)(self._down)
+            if self._started:  # it ran and broke, its process exited, or it could not start
                 reason = self._dead or "its connection ended"
                 await self.close()
                 if self.restarts >= self.config.max_restarts:
-                    raise McpServerError(
+                    self._down = (
                         f"MCP server {self.config.describe()} is down: {reason}; it was restarted"
                         f" {self.restarts} time(s) already (max_restarts={self.config.max_restarts})"
                     )
+                    raise McpServerError(self._down)
                 self.restarts += 1
                 log.warning(
                     "flock: MCP server '%s' died (%s); restarting it (%d of %d)",
@@ -149,6 +161,7 @@ class ServerConnection:
                 )  # fmt: skip
                 if on_restart is not None:
                     on_restart(self.config.name, self.restarts, reason)
+            self._started = True
             await self._start()
             return self._client
 
@@ -160,12 +173,15 @@ class ServerConnection:
             await asyncio.wait_for(asyncio.shield(ready), self.config.startup_timeout)
         except TimeoutError:
             await self._abort()
-            raise McpServerError(
-                f"MCP server {self.config.describe()} did not start within"
-                f" {self.config.startup_timeout:g}s (startup_timeout)"
-            ) from None
-        except McpServerError:
+            self._dead = f"it did not start within {self.config.startup_timeout:g}s (startup_timeout)"
+            raise McpServerError(f"MCP server {self.config.describe()} {self._dead}") from None
+        except McpConfigError as exc:  # the environment will not change: no restart can help
             await self._abort()
+            self._down, self._config_error = str(exc), True
+            raise
+        except McpServerError as exc:
+            await self._abort()
+            self._dead = str(exc)
             raise
 
     async def _abort(self) -> None:
@@ -179,6 +195,8 @@ class ServerConnection:
         """The connection's own task: connect, list the tools, then hold on until told to stop."""
         from mcp import Client
 
+        _one_line_parse_errors()
+
         try:
             async with Client(self.config.target(), cache=None) as client:
                 tools = await _list_tools(client, self.config.name)
@@ -187,7 +205,7 @@ class ServerConnection:
                 await self._stop.wait()
         except asyncio.CancelledError:
             raise
-        except McpServerError as exc:
+        except (McpServerError, McpConfigError) as exc:
             if not ready.done():
                 ready.set_exception(exc)
         except BaseException as exc:  # reported to whoever waits, or kept as the reason
@@ -202,6 +220,30 @@ class ServerConnection:
             self._client = None
 
 
+class _NotMcpLine(logging.Filter):
+    """The SDK logs a server's stdout line that is not an MCP message with a full traceback;
+    a user needs one line: what the server printed, and that it belongs on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to parse JSONRPC message") and record.exc_info:
+            error = record.exc_info[1]
+            errors = error.errors() if error is not None and hasattr(error, "errors") else []
+            line = errors[0].get("input") if errors else None
+            record.msg = (
+                "flock: an MCP server wrote a line on stdout that is not an MCP message"
+                " (a server's own output belongs on stderr): %r"
+            )
+            record.args = (str(line)[:200] if line is not None else str(error)[:200],)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _one_line_parse_errors() -> None:
+    sdk = logging.getLogger("mcp.client.stdio")
+    if not any(isinstance(f, _NotMcpLine) for f in sdk.filters):
+        sdk.addFilter(_NotMcpLine())
+
+
 async def _list_tools(client: Any, server: str) -> dict[str, McpToolInfo]:
     found: dict[str, McpToolInfo] = {}
     cursor: str | None = None
@@ -214,6 +256,17 @@ async def _list_tools(client: Any, server: str) -> dict[str, McpToolInfo]:
         cursor = page.next_cursor
         if not cursor:
             return found
+
+
+def _transport_failure(exc: BaseException) -> bool:
+    """True for the failures of the connection itself (not of one call's answer)."""
+    import anyio
+    import httpx2
+
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    lost = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream, OSError)
+    return isinstance(exc, (*lost, httpx2.TransportError))
 
 
 def _connection_lost(exc: Exception) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flock_cli.errors import RunError, UserError
 
-__all__ = ["McpServerError", "McpToolNotFoundError"]
+__all__ = ["McpConfigError", "McpServerError", "McpToolNotFoundError"]
 
 
 class McpServerError(RunError):
@@ -14,3 +14,8 @@ class McpServerError(RunError):
 
 class McpToolNotFoundError(UserError):
     """An agent names a tool its MCP server does not offer."""
+
+
+class McpConfigError(UserError):
+    """A server's declaration cannot be used as it stands: a ``${NAME}`` it refers to is not set
+    (said before the server is started, naming the variable, never a value)."""

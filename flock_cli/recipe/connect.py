@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from flock_cli.mcp_tools.config import McpServer
-from flock_cli.mcp_tools.errors import McpServerError
+from flock_cli.mcp_tools.errors import McpConfigError, McpServerError
 from flock_cli.mcp_tools.pool import McpServers
 from flock_cli.recipe.compiler import mcp_server_options
 from flock_cli.recipe.diagnostics import Diagnostic, Problem
@@ -31,7 +31,7 @@ async def check_connections(recipe: Recipe) -> tuple[list[Diagnostic], dict[str,
         for name in servers.names:
             try:
                 offered[name] = sorted(await servers.offered(name))
-            except McpServerError as exc:
+            except (McpServerError, McpConfigError) as exc:
                 broken.add(name)
                 problems.append(Problem(("mcp_servers", name), str(exc), code="mcp-server", key=True))
         for agent in recipe.resolved.agents.values():
