@@ -214,8 +214,7 @@ class FlockTools:
         now = self.flock.store.clock.now()
         shown = await self.access.readable(state.artifacts, self.identity, now)
         failed = []
-        for letter in state.dead_letters:
-            readable = self.access.may_read_output(letter.agent, self.identity, now)
+        for letter, readable in await self.access.shown_letters(state.dead_letters, self.identity, now):
             failed.append(
                 {
                     "agent": letter.agent,

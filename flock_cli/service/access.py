@@ -10,12 +10,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from flock_cli.store.contract import read_filter, visible
+from flock_cli.store.contract import UNRESTRICTED, read_filter, visible
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
     from flock_cli.core.visibility import AgentIdentity, Visibility
     from flock_cli.store.contract import BlackboardStore
+    from flock_cli.store.records import DeadLetter
 
 __all__ = ["Access"]
 
@@ -50,6 +51,19 @@ class Access:
             self._recorded.popitem(last=False)
         if fresh:
             await self._store.record_denials(fresh)
+        return shown
+
+    async def shown_letters(
+        self, letters: Iterable[DeadLetter], viewer: AgentIdentity, now: datetime
+    ) -> list[tuple[DeadLetter, bool]]:
+        """The dead letters whose artifacts ``viewer`` may all read, each with whether its error
+        may be shown (an error can quote the agent's output: only to who may read that)."""
+        shown = []
+        for letter in letters:
+            found = await self._store.get_many(list(letter.artifact_ids), viewer=UNRESTRICTED)
+            seen = await self.readable(found, viewer, now)
+            if seen and len(seen) == len(set(letter.artifact_ids)):
+                shown.append((letter, self.may_read_output(letter.agent, viewer, now)))
         return shown
 
     def may_see_all(self, artifacts: Iterable[Artifact], viewer: AgentIdentity, now: datetime) -> bool:

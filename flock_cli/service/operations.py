@@ -14,7 +14,6 @@ from flock_cli.service.problems import PROBLEM_RESPONSE as _PROBLEM
 from flock_cli.service.problems import Problem
 from flock_cli.service.schemas import AgentOut, DeadLetterOut
 from flock_cli.service.tokens import Principal
-from flock_cli.store.contract import UNRESTRICTED
 
 if TYPE_CHECKING:
     from flock_cli.service.state import ServiceState
@@ -77,16 +76,14 @@ def routes(app: FastAPI, state: "ServiceState", caller: Any) -> None:
     async def dead_letters(who: caller) -> list[DeadLetterOut]:
         """Dead letters whose artifacts the token may all see (an operator token sees every one)."""
         letters = await store.dead_letters()
+        if who.operator:
+            pairs = [(letter, True) for letter in letters]
+        else:
+            pairs = await state.access.shown_letters(letters, who.identity, store.clock.now())
         shown = []
-        for letter in letters:
-            if not who.operator:
-                found = await store.get_many(list(letter.artifact_ids), viewer=UNRESTRICTED)
-                seen = await state.access.readable(found, who.identity, store.clock.now())
-                if not seen or len(seen) != len(set(letter.artifact_ids)):
-                    continue
+        for letter, error_shown in pairs:
             data = letter.model_dump(mode="json")
-            now = store.clock.now()
-            if not who.operator and not state.access.may_read_output(letter.agent, who.identity, now):
+            if not error_shown:
                 data["error"] = "(hidden)" if data.get("error") else None  # it can quote the output
             shown.append(DeadLetterOut.model_validate(data))
         return shown
