@@ -248,3 +248,14 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.split(") ", 1)[1][0] != "Z"
+
+
+def test_max_iters_of_the_tool_loop_is_a_recipe_option(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, dspy="{max_iters: 7}", model="openai/not-called")
+    text = recipe.read_text().replace("    engine: dspy\n", "    engine: {kind: dspy, max_iters: 3}\n")
+    recipe.write_text(text)
+    [engine] = next(a for a in load_recipe(recipe).build().agents if a.name == "reader").engines
+    assert engine.max_iters == 3  # type: ignore[attr-defined]
+    recipe.write_text(text.replace("{kind: dspy, max_iters: 3}", "dspy"))
+    [engine] = next(a for a in load_recipe(recipe).build().agents if a.name == "reader").engines
+    assert engine.max_iters == 7  # type: ignore[attr-defined]  (the recipe's dspy: default)

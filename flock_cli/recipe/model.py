@@ -248,6 +248,7 @@ class DSPyOptionsDef(_Raw):
     adapter: Literal["chat", "json"] | None = None
     cache: bool | None = None
     retries: int | None = Field(default=None, ge=0)
+    max_iters: int | None = Field(default=None, ge=1, description="tool-use steps of agents with tools")
 
 
 class DSPyEngineDef(DSPyOptionsDef):
