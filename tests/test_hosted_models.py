@@ -364,3 +364,18 @@ async def test_max_rate_limit_wait_counts_the_pauses_other_callers_met(loopback:
         outcomes = await asyncio.gather(*(call(i) for i in range(3)))
     assert "RateLimitError" in " ".join(outcomes), outcomes
     assert max(waited) <= 2.5 + 1.0 + 0.2, waited  # the limit, and at most the pause it passed in
+
+
+async def test_max_tokens_reaches_an_openai_compatible_server_as_max_tokens(loopback: None) -> None:
+    """llama.cpp's server (and older vLLM, Ollama) read max_tokens, not OpenAI's newer
+    max_completion_tokens: the engine's limit must be one they honour, streamed or not."""
+    with openai_server(_answer) as server:
+        for stream in (True, False):
+            flock = Flock(_model(server))
+            flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(
+                DSPyEngine(max_tokens=7, stream=stream)
+            )
+            await flock.publish(Idea(topic="dogs"))
+            assert (await flock.run_until_idle()).ok
+            body = server.requests[-1][1]
+            assert body.get("max_tokens") == 7 and "max_completion_tokens" not in body, body

@@ -19,6 +19,7 @@ of the answer was streamed yet. What still fails reaches the agent's retry polic
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -186,9 +187,7 @@ class AsyncHostedEngine(_Hosted):
             return response
 
     async def _once(self, request: Any, streamed: list[bool]) -> Any:
-        from dspy.clients.engines import AsyncLiteLLMEngine
-
-        inner = AsyncLiteLLMEngine(**self._options())
+        inner = _litellm_engine(asynchronous=True, server=self.model.api_base is not None)(**self._options())
         if not streaming():
             return await inner.complete(request)
         collected = _accumulator(request)
@@ -224,14 +223,15 @@ class HostedEngine(_Hosted):
 
     def _complete(self, request: Any) -> Any:
         from dspy import lm15
-        from dspy.clients.engines import LiteLLMEngine
 
         limiter = self.model.limiter()
         waits, waited, failures = 0, 0.0, 0
         while True:
             if limiter is not None:
                 waited = self._paused(waited + limiter.acquire_sync())
-            inner = LiteLLMEngine(**self._options())
+            inner = _litellm_engine(asynchronous=False, server=self.model.api_base is not None)(
+                **self._options()
+            )
             streamed = False
             try:
                 if not streaming():
@@ -267,6 +267,28 @@ class HostedEngine(_Hosted):
         from dspy import lm15
 
         return lm15.response_to_events(self.complete(request))
+
+
+@functools.cache
+def _litellm_engine(*, asynchronous: bool, server: bool) -> Any:
+    """DSPy's LiteLLM engine; for a model on a server of its own (``api_base``), one that sends
+    the answer's length limit as ``max_tokens``. DSPy speaks OpenAI's current dialect,
+    ``max_completion_tokens``, which OpenAI-compatible servers (llama.cpp's, older vLLM and
+    Ollama) ignore: the engine's ``max_tokens`` would silently not apply there."""
+    from dspy.clients.engines import AsyncLiteLLMEngine, LiteLLMEngine
+
+    base: Any = AsyncLiteLLMEngine if asynchronous else LiteLLMEngine
+    if not server:
+        return base
+
+    class _CompatibleLengthLimit(base):  # type: ignore[misc]
+        def _arguments(self, request: Any, *, streaming: bool = False) -> Any:
+            data = super()._arguments(request, streaming=streaming)
+            if "max_completion_tokens" in data and "max_tokens" not in data:
+                data["max_tokens"] = data.pop("max_completion_tokens")
+            return data
+
+    return _CompatibleLengthLimit
 
 
 def _accumulator(request: Any) -> Any:
