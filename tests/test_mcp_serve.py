@@ -496,3 +496,14 @@ async def test_work_another_process_publishes_to_the_board_runs_here_too(tmp_pat
         assert job["payload"] == {"n": 7} and job["produced_by"] != "mcp"
         settled = await call(client, "wait_for_results", {"correlation_id": job["correlation_id"]})
         assert settled["settled"] and [a["type"] for a in settled["artifacts"]] == ["Job", "Done"]
+
+
+def test_a_model_the_test_engine_makes_useless_is_noted_on_stderr(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*FLOCK, "mcp", str(ROOT / "recipes" / "notes_qa.yaml"), "--engine", "test", "--model", "x",
+         "--no-traces", "--board", ":memory:"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "note: --model has no effect on this run: --engine test replaces the dspy engines" in done.stderr
+    assert done.stdout == ""  # stdin closed at once: not one protocol message was asked for

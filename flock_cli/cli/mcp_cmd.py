@@ -88,6 +88,7 @@ def mcp(
 
         check_local_model(model)
     loaded.check_compilable(override, model, recording)  # before the board is opened
+    run_cmd.note_unused_model(model, override, loaded)
     chosen = board_path(board, loaded)
     flock = loaded.build(
         store=open_board(chosen, must_exist=False),

@@ -147,13 +147,7 @@ def run(
         check_local_model(model)  # a missing model file is a usage mistake: exit 2 before running
     # before the board is opened: no file is created for a refused recipe
     loaded.check_compilable(override, model, recording)
-    if model is not None and (override == "test" or not loaded.uses_dspy):
-        why = (
-            "--engine test replaces the dspy engines"
-            if override == "test"
-            else "no agent uses the dspy engine"
-        )
-        err_console().print(f"note: --model has no effect on this run: {why}")
+    note_unused_model(model, override, loaded)
     chosen = board_path(board, loaded)
     if not pending and not watch and chosen.target == ":memory:":
         fail(_nothing_to_run(loaded))
@@ -267,6 +261,17 @@ def _correlation(text: str | None, shared: bool) -> UUID | None:
             fail("give --correlation-id UUID or --shared-correlation, not both")
         return parse_uuid(text, "--correlation-id")
     return uuid4() if shared else None
+
+
+def note_unused_model(model: str | None, override: str | None, loaded: Recipe) -> None:
+    """Say on stderr when ``--model`` will change nothing (a mistake worth a line, not an error)."""
+    if model is not None and (override == "test" or not loaded.uses_dspy):
+        why = (
+            "--engine test replaces the dspy engines"
+            if override == "test"
+            else "no agent uses the dspy engine"
+        )
+        err_console().print(f"note: --model has no effect on this run: {why}")
 
 
 def recording_for(
