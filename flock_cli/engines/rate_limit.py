@@ -117,24 +117,27 @@ class RateLimiter:
         """Wait (asynchronously) until a request may start; the seconds of that spent in a
         provider's 429 pause (whoever's call met it: they count against ``max_rate_limit_wait``)."""
         paused = 0.0
-        while True:
-            wait, reason = self.reserve()
-            if wait <= 0:
-                return paused
-            notify_wait(wait, reason)
-            await asyncio.sleep(wait + _SLACK)
-            paused += wait if reason == "429" else 0.0
+        while (wait := self._next_wait()) is not None:
+            await asyncio.sleep(wait[0] + _SLACK)
+            paused += wait[1]
+        return paused
 
     def acquire_sync(self) -> float:
         """Wait (blocking this thread) until a request may start; as :meth:`acquire`."""
         paused = 0.0
-        while True:
-            wait, reason = self.reserve()
-            if wait <= 0:
-                return paused
-            notify_wait(wait, reason)
-            time.sleep(wait + _SLACK)
-            paused += wait if reason == "429" else 0.0
+        while (wait := self._next_wait()) is not None:
+            time.sleep(wait[0] + _SLACK)
+            paused += wait[1]
+        return paused
+
+    def _next_wait(self) -> tuple[float, float] | None:
+        """None when a request may start now (its place is taken); else, told to the listener,
+        how long to wait before asking again and how much of that is a 429 pause."""
+        wait, reason = self.reserve()
+        if wait <= 0:
+            return None
+        notify_wait(wait, reason)
+        return wait, wait if reason == "429" else 0.0
 
 
 def retry_delay(retry_after: float | None, waits_so_far: int) -> float:
