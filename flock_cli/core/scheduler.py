@@ -24,6 +24,7 @@ from flock_cli.core.routing import Routing
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import Failure, LiveStatus, SummaryCollector
 from flock_cli.core.timers import Timers
+from flock_cli.gc_policy import tune_for_runs
 from flock_cli.store.contract import Delivery
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class Scheduler(Routing):
         if loop is self._loop:
             return
         first = self._loop is None
+        if first:
+            tune_for_runs()  # once per process: the collector suited to many small objects
         self._loop = loop
         self._idle = asyncio.Event()
         self._progress, self._stopping = asyncio.Event(), asyncio.Event()
