@@ -53,7 +53,8 @@ class Routing:
         self.router = Router(runtime.agents, collector, runtime.tracer)
         self.timers = timers
         self.embargoes: dict[tuple[UUID, str], Embargo] = {}  # by (artifact, claim)
-        self._unsynced_claims: Counter[tuple[UUID, str]] = Counter()  # written, commit not awaited
+        # Claims written whose commit is not awaited yet, by artifact: consumer -> steps holding it.
+        self._unsynced_claims: dict[UUID, Counter[str]] = {}
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
         self._settled: set[UUID] = set()  # routed, leaving ``in_flight`` when the pass ends
         # On a shared board: gates and batches were rebuilt since this process took the routing lock.
@@ -200,8 +201,7 @@ class Routing:
             await self._reload_gathering()
             raise
         finally:
-            self._unsynced_claims.subtract(claims)  # committed (or rolled back): the store knows
-            self._unsynced_claims += Counter()  # drops the zero counts
+            self._forget_claims(claims)  # committed (or rolled back): the store knows
         shared = self._runtime.store.shared
         for job in jobs:
             # On a shared board every process leases its work from the board; only a direct run
@@ -253,7 +253,7 @@ class Routing:
                 continue
             if consumers is None:
                 consumers = await store.consumers_of(artifact.id)
-                consumers.update(c for (a, c) in self._unsynced_claims if a == artifact.id)
+                consumers.update(self._unsynced_claims.get(artifact.id, ()))
             claim = router.claim_key(sub)
             if claim != sub.agent:  # an exclusive group shared by several agents
                 if claim in group_runs:
@@ -281,8 +281,24 @@ class Routing:
         if tx:
             await store.commit_routing(tx)
             claims.extend(tx.claims)
-            self._unsynced_claims.update(tx.claims)
+            unsynced = self._unsynced_claims
+            for artifact_id, consumer in tx.claims:
+                unsynced.setdefault(artifact_id, Counter())[consumer] += 1
         return jobs
+
+    def _forget_claims(self, claims: Sequence[tuple[UUID, str]]) -> None:
+        """``claims`` are committed or rolled back; only they are touched (the map may be large
+        while many routing steps wait for one commit)."""
+        unsynced = self._unsynced_claims
+        for artifact_id, consumer in claims:
+            counts = unsynced.get(artifact_id)
+            if counts is None:
+                continue
+            counts[consumer] -= 1
+            if counts[consumer] <= 0:
+                del counts[consumer]
+                if not counts:
+                    del unsynced[artifact_id]
 
     def _deny(
         self, artifact: Artifact, sub: Subscription, agent: Agent, now: datetime, tx: RoutingTx

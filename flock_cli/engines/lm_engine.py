@@ -71,8 +71,10 @@ def text_response(
     input_tokens: int | None = 0,
     output_tokens: int | None = 0,
     total_tokens: int | None = 0,
+    cache_read_tokens: int | None = None,
 ) -> Any:
-    """A ``dspy.lm15.Response`` holding one text answer."""
+    """A ``dspy.lm15.Response`` holding one text answer (``cache_read_tokens``: prompt tokens the
+    model took from its cache instead of evaluating them)."""
     from dspy import lm15
 
     return lm15.Response(
@@ -80,5 +82,10 @@ def text_response(
         model=model,
         message=lm15.Message.assistant([lm15.TextPart(text)]),
         finish_reason=finish_reason,
-        usage=lm15.Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total_tokens),
+        usage=lm15.Usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=total_tokens,
+            cache_read_tokens=cache_read_tokens,
+        ),
     )

