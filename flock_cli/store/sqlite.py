@@ -108,13 +108,14 @@ class SQLiteBlackboardStore(BlackboardStore):
         batch, self._queue = self._queue, []
         if not batch:
             return
-        outcomes: builtins.list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for write, single, future in batch:
-                outcomes.append((future, *_apply(conn, write, single)))
-            conn.execute("COMMIT")
+            try:
+                outcomes = _commit(conn, batch, isolated=False)
+            except _WriteFailed:
+                # Replay the batch, each write in a savepoint of its own, so that only the failing
+                # one rolls back: failures are rare, and a savepoint costs two statements per write.
+                outcomes = _commit(conn, batch, isolated=True)
         except sqlite3.Error as exc:  # the transaction as a whole failed (lock timeout, disk)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -522,6 +523,40 @@ class SQLiteBlackboardStore(BlackboardStore):
         """Oldest first."""
         rows = self._conn.execute("SELECT body FROM denials ORDER BY seq").fetchall()
         return [VisibilityDenial.model_validate_json(r[0]) for r in rows]
+
+
+_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
+_Queued = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
+
+
+class _WriteFailed(Exception):
+    """A write of an optimistic group commit failed; the transaction was rolled back."""
+
+
+def _commit(
+    conn: sqlite3.Connection, batch: builtins.list[_Queued], *, isolated: bool
+) -> builtins.list[_Outcome]:
+    """One ``BEGIN IMMEDIATE … COMMIT`` of every queued write.
+
+    Optimistic (``isolated=False``): the writes run one after the other with no savepoints; the
+    first that fails rolls the whole transaction back and raises :class:`_WriteFailed`, so the
+    caller replays the batch isolated. Writes are functions of the connection alone, so running
+    them again after the rollback gives the same result. Isolated: each write with several
+    statements runs in a savepoint, and a failing one rolls back alone.
+    """
+    outcomes: builtins.list[_Outcome] = []
+    conn.execute("BEGIN IMMEDIATE")
+    for write, single, future in batch:
+        if isolated:
+            outcomes.append((future, *_apply(conn, write, single)))
+            continue
+        try:
+            outcomes.append((future, write(conn), None))
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise _WriteFailed from None
+    conn.execute("COMMIT")
+    return outcomes
 
 
 def _apply(
