@@ -159,7 +159,9 @@ class LeaseFailingStore(InMemoryBlackboardStore):
 
 async def test_a_crash_inside_the_runtime_is_reported_and_does_not_hang() -> None:
     flock = Flock(store=LeaseFailingStore())
-    flock.agent("a").consumes(Task).publishes(Result).with_engines(flaky(0, []))
+    # With a concurrency limit a run may wait for a slot, so its delivery is leased when the run
+    # starts (without one it is created leased, and lease() is not called on the first attempt).
+    flock.agent("a").consumes(Task).publishes(Result).with_engines(flaky(0, [])).max_concurrency(1)
     await flock.publish(Task(n=1))
     summary = await flock.run_until_idle(timeout=5)
     assert [(f.agent, f.stage, f.error) for f in summary.failures] == [("<runtime>", "runtime", "disk full")]

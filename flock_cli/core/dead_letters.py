@@ -160,16 +160,16 @@ class DeadLetters:
             delivery.id, error=AgentRunError(agent.name, reason, RuntimeError(message))
         )
 
-    async def leave(self, agent: str, delivery: Delivery, run: ReadyRun) -> None:
+    async def leave(self, agent: str, delivery: Delivery, run: ReadyRun, attempt: int | None = None) -> None:
         """A run the flock stopped before it started: a durable board keeps its delivery pending
         for the next flock; otherwise it becomes a dead letter (``reason="stopped"``) that
-        ``retry_dead_letter`` can run."""
+        ``retry_dead_letter`` can run. ``attempt`` is the lease the delivery holds, if any."""
         self._collector.not_started += 1
         message = "not started: the flock stopped before this run's turn"
         if not self._runtime.store.durable:
             await self._keep(
                 agent, delivery.artifact_ids, "stopped", run.subscription, message=message,
-                delivery_id=delivery.id, bury=True,
+                delivery_id=delivery.id, bury=True, attempt=attempt,
             )  # fmt: skip
         self._scheduler.resolve_direct(
             delivery.id, error=AgentRunError(agent, "stopped", RuntimeError(message))

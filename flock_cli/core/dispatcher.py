@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ class Dispatcher:
             self._limits.pop(agent, None)
         else:
             self._limits[agent] = limit
+
+    def starts_at_once(self, candidates: Iterable[str]) -> bool:
+        """True when a job for ``candidates`` cannot wait for a slot: no limit applies to it and
+        the dispatcher is not paused."""
+        if self.paused or self.global_limit is not None:
+            return False
+        limits = self._limits
+        return not any(agent in limits for agent in candidates)
 
     @property
     def queued(self) -> int:

@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
@@ -26,7 +26,7 @@ from flock_cli.core.router import Router, typed_loader
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import PendingEmbargo, SummaryCollector
 from flock_cli.core.timers import Embargo, Timers
-from flock_cli.store.contract import Delivery, NotLeaderError, denial
+from flock_cli.store.contract import Delivery, DeliveryStatus, NotLeaderError, denial
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
@@ -56,6 +56,9 @@ class Routing:
         # Claims written whose commit is not awaited yet, by artifact: consumer -> steps holding it.
         self._unsynced_claims: dict[UUID, Counter[str]] = {}
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
+        # delivery -> attempt: leased by this process, its run not started yet (leased when it was
+        # created, or taken from a shared board); the runner starts from that lease.
+        self.preleased: dict[UUID, int] = {}
         self._settled: set[UUID] = set()  # routed, leaving ``in_flight`` when the pass ends
         # On a shared board: gates and batches were rebuilt since this process took the routing lock.
         self.restored = False
@@ -64,6 +67,11 @@ class Routing:
     def _start(self, job: Job) -> None:
         """Start a job whose routing step is committed."""
         raise NotImplementedError
+
+    def _starts_at_once(self, candidates: Iterable[str]) -> bool:
+        """True when a run for ``candidates`` will start as soon as its routing step commits (no
+        concurrency limit can make it wait): its delivery is then created leased."""
+        return False
 
     def done_routing(self, ids: Iterable[UUID]) -> None:
         """``ids`` leave ``in_flight``: their routing step committed (or they will not be routed
@@ -198,6 +206,8 @@ class Routing:
         except Exception:
             # The store rolled the steps back, but gates and batches in memory already moved on:
             # rebuild them from what the store actually holds, then let the caller see the error.
+            for job in jobs:
+                self.preleased.pop(job.payload[0].id, None)  # the delivery was never written
             await self._reload_gathering()
             raise
         finally:
@@ -361,17 +371,30 @@ class Routing:
         """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit."""
         sub = run.subscription
         members = members or {sub.agent: sub}
+        runtime = self._runtime
+        now = runtime.clock.now()
         delivery = Delivery(
-            id=self._runtime.new_id(),
+            id=runtime.new_id(),
             agent=queue or sub.agent,
             artifact_ids=tuple(a.id for a in run.artifacts),
-            created_at=self._runtime.clock.now(),
+            created_at=now,
             priority=max(s.priority for s in members.values()),
             trigger=trigger,
             batch_trigger=run.batch_trigger,
             group_sizes=tuple(len(g) for g in run.groups),
             subscription=sub.index,
         )
+        if not runtime.store.shared and self._starts_at_once(members):
+            # Leased in the routing step that creates it, rather than by one more write when the
+            # run starts: the run starts as soon as the step commits. (On a shared board every
+            # process leases its work from the board.)
+            delivery = delivery.moved(
+                DeliveryStatus.LEASED,
+                attempts=1,
+                lease_owner=runtime.owner,
+                lease_expires_at=now + timedelta(seconds=runtime.lease_ttl),
+            )
+            self.preleased[delivery.id] = 1
         tx.deliveries.append(delivery)
         return self._job(delivery, run, members)
 

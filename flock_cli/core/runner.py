@@ -46,6 +46,7 @@ class Scheduling(DirectCalls, Protocol):
     collector: SummaryCollector
     iterations: BreakerCounts
     in_flight: set[UUID]
+    preleased: dict[UUID, int]
 
     def done_routing(self, ids: Iterable[UUID]) -> None:
         """``ids`` leave ``in_flight`` (see ``Routing.done_routing``)."""
@@ -67,8 +68,9 @@ class RunExecutor:
     def __init__(self, runtime: Runtime, scheduler: Scheduling) -> None:
         self._runtime = runtime
         self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
-        # delivery -> attempt: leased from a shared board before its run was queued here
-        self.preleased: dict[UUID, int] = {}
+        # delivery -> attempt: leased before its run started (created leased by routing, or
+        # taken from a shared board); shared with the scheduler, which fills it
+        self.preleased = scheduler.preleased
         self._scheduler = scheduler
         self._collector = scheduler.collector
         self.letters = DeadLetters(runtime, scheduler.collector, scheduler)
@@ -353,7 +355,8 @@ class RunExecutor:
         cause = RuntimeError(why)
         error = AgentRunError(agent.name, "cancelled", cause)
         error.__cause__ = cause
-        attempt = self._holding.pop(delivery.id, 0)  # 0: cancelled while backing off, no lease held
+        # 0: cancelled while backing off, no lease held
+        attempt = self._holding.pop(delivery.id, 0) or self.preleased.pop(delivery.id, 0)
         # StaleLeaseError: the run's completion was queued and committed first; nothing to keep.
         with contextlib.suppress(StaleLeaseError):
             await self._abandon(agent, delivery, run, error, attempt)
@@ -371,8 +374,12 @@ class RunExecutor:
         self._scheduler.resolve_direct(delivery.id, error=error)
 
     async def leave(self, agent: str, delivery: Delivery, run: ReadyRun) -> None:
-        """A run the flock stopped before it started (see :meth:`DeadLetters.leave`)."""
-        await self.letters.leave(agent, delivery, run)
+        """A run the flock stopped before it started (see :meth:`DeadLetters.leave`). A lease it
+        was given in advance is handed back first, so a durable board keeps it pending."""
+        attempt = self.preleased.pop(delivery.id, None)
+        if attempt is not None and self._runtime.store.durable:
+            await self._runtime.store.release(delivery.id, attempt)
+        await self.letters.leave(agent, delivery, run, attempt)
 
 
 def _as_run_error(agent: Agent, error: Exception) -> AgentRunError:

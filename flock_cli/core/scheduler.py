@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
@@ -215,6 +215,9 @@ class Scheduler(Routing):
     def _start(self, job: Job) -> None:
         self.hold()  # released once, when the job's run is over
         self.dispatcher.submit(job)
+
+    def _starts_at_once(self, candidates: Iterable[str]) -> bool:
+        return self.dispatcher.starts_at_once(candidates)
 
     def resume_delivery(self, delivery: Delivery, artifacts: list[Artifact]) -> bool:
         """Dispatch a delivery found pending in the store (after a restart) to the agents that may
