@@ -104,3 +104,144 @@ def test_the_installed_llama_build_runs_the_embedded_model_in_a_child() -> None:
     _stamp_file(path).unlink(missing_ok=True)
     ensure_model_runs(path)  # the real child: loads the model and makes 4 tokens
     assert _stamp_file(path).is_file()
+
+
+# --- the decoder: the same answers as llama-cpp-python, calls decoded together, prefixes reused ---
+
+_opt_in = pytest.mark.skipif(
+    os.environ.get("FLOCK_TEST_LOCAL_MODEL") != "1", reason="opt-in: FLOCK_TEST_LOCAL_MODEL=1"
+)
+_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}, "people": {"type": "integer"}},
+    "required": ["city", "country", "people"],
+}
+_SYSTEM = (
+    "You are a geography assistant. Answer every question with one JSON object that has the keys"
+    " city, country and people (the number of inhabitants, a whole number). Be brief and exact."
+)
+_QUESTIONS = [
+    "the capital of France",
+    "the largest city of Japan",
+    "the capital of Kenya",
+    "the port of Hamburg",
+]
+
+
+def _ask(lm: Any, question: str, *, system: str = _SYSTEM, schema: dict[str, Any] | None = _SCHEMA) -> Any:
+    """One call through the local model's DSPy LM (as DSPy's JSON adapter makes it)."""
+    from dspy import lm15
+
+    return lm(
+        lm15.Request(
+            model=lm.model,
+            system=system,
+            messages=(lm15.Message.user(f"Tell me about {question}."),),
+            config=lm15.Config(response_format={"type": "json_schema", "schema": schema} if schema else None),
+        )
+    )
+
+
+def _text(response: Any) -> str:
+    return "".join(part.text for part in response.message.parts)
+
+
+@pytest.fixture
+def real_lm(monkeypatch: pytest.MonkeyPatch) -> Any:
+    pytest.importorskip("llama_cpp")
+    monkeypatch.delenv("FLOCK_BLOCK_MODEL_CALLS", raising=False)
+    from flock_cli.engines.local import local_lm
+
+    return local_lm("local", temperature=0.0, max_tokens=40, cache=False)
+
+
+@pytest.mark.local_llm
+@_opt_in
+@pytest.mark.parametrize("max_tokens", [40, 6])
+@pytest.mark.usefixtures("real_lm")
+def test_greedy_answers_are_the_ones_llama_cpp_python_gives(max_tokens: int) -> None:
+    """The decoder samples the grammar lazily (checks only the token it chose) and formats the
+    prompt itself: the answer, its finish reason (``length`` at max_tokens) and its usage are
+    create_chat_completion's."""
+    from llama_cpp import Llama
+
+    from flock_cli.engines.local import local_lm
+
+    lm = local_lm("local", temperature=0.0, max_tokens=max_tokens, cache=False)
+    reference = Llama(model_path=str(local_model_path("local")), n_ctx=1024, verbose=False)
+    for question in _QUESTIONS[:2]:
+        ours = _ask(lm, question)
+        theirs = reference.create_chat_completion(
+            messages=[
+                {"role": "system", "content": _SYSTEM},
+                {"role": "user", "content": f"Tell me about {question}."},
+            ],
+            temperature=0.0,
+            max_tokens=max_tokens,
+            repeat_penalty=1.1,
+            response_format={"type": "json_object", "schema": _SCHEMA},
+        )
+        assert _text(ours) == theirs["choices"][0]["message"]["content"]
+        assert ours.finish_reason == theirs["choices"][0]["finish_reason"]
+        assert (ours.usage.input_tokens, ours.usage.output_tokens) == (
+            theirs["usage"]["prompt_tokens"],
+            theirs["usage"]["completion_tokens"],
+        )
+
+
+@pytest.mark.local_llm
+@_opt_in
+def test_concurrent_calls_are_decoded_together_and_answer_as_they_do_alone(real_lm: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pydantic import BaseModel
+
+    class Place(BaseModel):
+        city: str
+        country: str
+        people: int
+
+    alone = [_text(_ask(real_lm, question)) for question in _QUESTIONS]
+    with ThreadPoolExecutor(len(_QUESTIONS)) as pool:
+        together = [_text(r) for r in pool.map(lambda q: _ask(real_lm, q), _QUESTIONS)]
+    assert together == alone
+    for text in together:
+        Place.model_validate_json(text)
+    assert len(set(together)) == len(_QUESTIONS)  # each call its own answer
+
+
+@pytest.mark.local_llm
+@_opt_in
+def test_a_prompt_prefix_is_evaluated_once_even_after_another_agents_call(real_lm: Any) -> None:
+    """The second call of an agent evaluates only what follows its system prompt, even when
+    another agent's call (another system prompt) came in between."""
+    other = "You are a chef. Answer with one JSON object with the keys dish and minutes, nothing else."
+    first = _ask(real_lm, "the city of Lyon", system=_SYSTEM + " (prefix test)")
+    _ask(real_lm, "a quick soup", system=other, schema=None)
+    second = _ask(real_lm, "the city of Porto", system=_SYSTEM + " (prefix test)")
+    shared = second.usage.cache_read_tokens
+    assert first.usage.cache_read_tokens < 20  # only the chat template's opening was there
+    assert shared > 50 and second.usage.input_tokens - shared < 20
+
+
+@pytest.mark.local_llm
+@_opt_in
+async def test_the_local_model_streams_its_answer_while_it_is_made(real_lm: Any) -> None:
+    import asyncio
+
+    from flock_cli.engines.streaming import StreamSink, streaming_to
+
+    chunks: list[str] = []
+    with streaming_to(StreamSink(chunks.append, asyncio.get_running_loop())):
+        response = await asyncio.to_thread(_ask, real_lm, "the capital of Italy")
+    await asyncio.sleep(0.05)  # the sink hands its last piece to the loop
+    assert len(chunks) > 1 and "".join(chunks) == _text(response)
+
+
+@pytest.mark.local_llm
+@_opt_in
+def test_a_prompt_longer_than_the_context_is_a_run_error(real_lm: Any) -> None:
+    from flock_cli.errors import RunError
+
+    with pytest.raises(RunError, match=r"Requested tokens \(\d+\) exceed context window of 4096"):
+        _ask(real_lm, "the city " * 5000)

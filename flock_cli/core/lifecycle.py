@@ -11,6 +11,7 @@ This module holds stages 2-6, 8 and 9; the orchestrator owns 1 and 7 because the
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.core.context import Context, EvalInputs, EvalResult
 from flock_cli.errors import AgentRunError, InvalidDeclarationError
 
-__all__ = ["Wrap", "components_of", "evaluate", "invoke_calls", "post_publish", "staged"]
+__all__ = ["Wrap", "components_of", "evaluate", "hooked", "invoke_calls", "post_publish", "staged"]
 
 Wrap = Callable[[Artifact | BaseModel], Artifact]
 """Turns an engine's output (a registered model or an artifact) into a validated artifact."""
@@ -32,6 +33,21 @@ Wrap = Callable[[Artifact | BaseModel], Artifact]
 def components_of(agent: Agent) -> list[AgentComponent]:
     """Utilities (by priority) then engines: the order of the lifecycle hooks."""
     return [*agent.utilities, *agent.engines]
+
+
+_HOOKS = ("on_initialize", "on_pre_consume", "on_pre_evaluate", "on_post_evaluate", "on_post_publish",
+          "on_error", "on_terminate")  # fmt: skip
+
+
+@functools.cache
+def _overridden(cls: type[AgentComponent]) -> frozenset[str]:
+    """The lifecycle hooks ``cls`` defines itself: the others do nothing, and are not called."""
+    return frozenset(hook for hook in _HOOKS if getattr(cls, hook) is not getattr(AgentComponent, hook))
+
+
+def hooked(components: list[AgentComponent], hook: str) -> list[AgentComponent]:
+    """The ``components`` whose ``hook`` does something (decided once per component class)."""
+    return [c for c in components if hook in _overridden(type(c))]
 
 
 class staged:
@@ -66,23 +82,27 @@ async def evaluate(
 
     Returns the result and the exceptions of ``best_of`` tries that failed while others succeeded.
     """
-    components = components_of(agent)
     utilities = bool(agent.utilities)
-    with staged(agent, "initialize", ctx, traced=utilities):
-        for component in components:
-            await component.on_initialize(agent, ctx)
-    with staged(agent, "pre_consume", ctx, traced=utilities):
-        for utility in agent.utilities:
-            artifacts = await utility.on_pre_consume(agent, ctx, artifacts)
+    initializing = hooked(components_of(agent), "on_initialize")
+    if initializing or utilities:  # a stage with nothing to call is neither entered nor traced
+        with staged(agent, "initialize", ctx, traced=utilities):
+            for component in initializing:
+                await component.on_initialize(agent, ctx)
+    if utilities:
+        with staged(agent, "pre_consume", ctx):
+            for utility in agent.utilities:
+                artifacts = await utility.on_pre_consume(agent, ctx, artifacts)
     inputs = EvalInputs(artifacts=list(artifacts), state={}, groups=groups)
-    with staged(agent, "pre_evaluate", ctx, traced=utilities):
-        for utility in agent.utilities:
-            inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
+    if utilities:
+        with staged(agent, "pre_evaluate", ctx):
+            for utility in agent.utilities:
+                inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
     with staged(agent, "evaluate", ctx):
         result, failed_tries = await _best_of(agent, ctx, inputs, wrap)
-    with staged(agent, "post_evaluate", ctx, traced=utilities):
-        for utility in agent.utilities:
-            result = await utility.on_post_evaluate(agent, ctx, inputs, result)
+    if utilities:
+        with staged(agent, "post_evaluate", ctx):
+            for utility in agent.utilities:
+                result = await utility.on_post_evaluate(agent, ctx, inputs, result)
     # The run's metrics reach its agent.run span (flock.metric.<name>) here, once utilities had
     # their say: the engines' (merged by _run_chain, a later engine's value winning a name),
     # best_of's, and whatever utilities' post_evaluate added, changed or removed. Each engine's
@@ -102,12 +122,15 @@ async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap)
     metrics: dict[str, Any] = {}
     for engine in agent.engines:
         started = time.time_ns()
+        hooks = _overridden(type(engine))
         try:
-            current = await engine.on_pre_evaluate(agent, ctx, current)
+            if "on_pre_evaluate" in hooks:
+                current = await engine.on_pre_evaluate(agent, ctx, current)
             result = await engine.evaluate(agent, ctx, current)
             if not isinstance(result, EvalResult):
                 raise TypeError(f"{type(engine).__name__}.evaluate must return an EvalResult, got {result!r}")
-            result = await engine.on_post_evaluate(agent, ctx, current, result)
+            if "on_post_evaluate" in hooks:
+                result = await engine.on_post_evaluate(agent, ctx, current, result)
         except Exception as exc:
             ctx.trace.engine_call(type(engine).__name__, started, {}, exc)
             raise
@@ -153,7 +176,9 @@ async def _best_of(
 
 async def post_publish(agent: Agent, ctx: Context, outputs: list[Artifact]) -> None:
     """Stage 8: let utilities react to each published artifact."""
-    with staged(agent, "post_publish", ctx, traced=bool(agent.utilities)):
+    if not agent.utilities:
+        return
+    with staged(agent, "post_publish", ctx):
         for artifact in outputs:
             for utility in agent.utilities:
                 await utility.on_post_publish(agent, ctx, artifact)

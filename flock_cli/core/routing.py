@@ -160,10 +160,14 @@ class Routing:
             self.tracer.child("flock.schedule", started, "error", f"{type(exc).__name__}: {exc}")
             raise
         else:
-            attributes: dict[str, Any] = {"flock.artifacts": len(artifacts), "flock.deliveries": len(jobs)}
-            if jobs:
-                attributes["flock.agents"] = ",".join(sorted({job.queue for job in jobs}))
-            self.tracer.child("flock.schedule", started, attributes=attributes)
+            if self.tracer.enabled:
+                attributes: dict[str, Any] = {
+                    "flock.artifacts": len(artifacts),
+                    "flock.deliveries": len(jobs),
+                }
+                if jobs:
+                    attributes["flock.agents"] = ",".join(sorted({job.queue for job in jobs}))
+                self.tracer.child("flock.schedule", started, attributes=attributes)
         finally:
             # Only now are the routing steps committed: until then a poll of the board would
             # still see these artifacts as unrouted and must leave them alone.

@@ -127,17 +127,15 @@ class RunExecutor:
     ) -> float | None:
         """One leased attempt inside its ``agent.run`` span (which its stages and outputs join)."""
         tracer = self._runtime.tracer
-        span = tracer.start_for(
-            "agent.run",
-            run.artifacts,
-            agent=agent.name,
-            attributes={
+        attributes: dict[str, Any] = {}
+        if tracer.enabled:  # with tracing off no one reads them (the outcome is set below)
+            attributes = {
                 "flock.attempt": attempt,
                 "flock.delivery": str(delivery.id),
                 "flock.subscription": run.subscription.index,
                 "flock.trigger": delivery.trigger,
-            },
-        )
+            }
+        span = tracer.start_for("agent.run", run.artifacts, agent=agent.name, attributes=attributes)
         span.inputs = tuple(a.id for a in run.artifacts)
         tracer.metrics.run_started(agent.name)
         if tracer.activity_listeners:
@@ -334,14 +332,14 @@ class RunExecutor:
         return outputs
 
     async def _hooks_on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
-        for component in lifecycle.components_of(agent):
+        for component in lifecycle.hooked(lifecycle.components_of(agent), "on_error"):
             try:
                 await component.on_error(agent, ctx, error)
             except Exception as hook_error:
                 self.letters.failure(agent, "on_error", hook_error, ctx.attempt, None)
 
     async def _hooks_on_terminate(self, agent: Agent, ctx: Context) -> None:
-        for component in lifecycle.components_of(agent):
+        for component in lifecycle.hooked(lifecycle.components_of(agent), "on_terminate"):
             try:
                 await component.on_terminate(agent, ctx)
             except Exception as hook_error:

@@ -112,6 +112,8 @@ class DSPyEngine(EngineComponent):
             result.metrics.update(model=model_name, calls=len(recorder.answers), **recorder.usage)
             if waits.seconds:  # on the engine-call span: how long the model's rate limit held it
                 result.metrics["rate_limit_wait_s"] = round(waits.seconds, 3)
+            if waits.queued:  # ... and how long its calls waited for a shared model to be free
+                result.metrics["queue_wait_s"] = round(waits.queued, 3)
             return result
         finally:
             if recorder.answers:  # kept even when the answers did not validate: a replay fails alike
@@ -257,12 +259,17 @@ class _Recorder(Callback):
 
 
 class _Waits:
-    """Rate-limit waits as trace events (``flock top`` shows the run as waiting), summed."""
+    """Rate-limit waits as trace events (``flock top`` shows the run as waiting), summed; and the
+    waits of a call for a shared model (the local model's decoder, ``queue``), told once over."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx, self.seconds = ctx, 0.0
+        self.ctx, self.seconds, self.queued = ctx, 0.0, 0.0
 
     def __call__(self, seconds: float, reason: str) -> None:
+        if reason == "queue":
+            self.queued += seconds
+            self.ctx.trace.event("model.queue_wait", seconds=round(seconds, 3))
+            return
         self.seconds += seconds
         self.ctx.trace.event("model.rate_limit_wait", seconds=round(seconds, 3), reason=reason)
 

@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ _DEFAULT_MAX_TOKENS = 512
 _N_CTX = 4096  # the longest prompt and answer of one call (in tokens)
 _KV_CELLS = 16_384  # the KV cache all calls share, with the prompts kept for reuse (~200 MB)
 _TOKENIZER_CTX = 64  # the Llama object's own context, never used for calls
-_THREAD_WINDOW = 0.25  # seconds: how often the thread count is reconsidered
 _QUEUE_WAIT_SHOWN = 0.01  # seconds: a wait for a free sequence shorter than this is not reported
 _EMBEDDED = (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}")  # the names of the embedded model
 _loaded: dict[Path, _Loaded] = {}  # one model per file
@@ -208,10 +206,10 @@ class _Loaded:
         params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
         params.n_ctx, params.n_seq_max, params.kv_unified = _KV_CELLS, SLOTS + KEPT, True
         params.n_batch = params.n_ubatch = 512
-        params.n_threads = params.n_threads_batch = _cpus()
+        params.n_threads = params.n_threads_batch = _threads()
         self.context = LlamaContext(model=self.llama._model, params=params, verbose=False)
         self.format = _chat_formatter(self.llama)
-        self.decoder = BatchDecoder(self.llama._model, self.context, _ThreadPolicy())
+        self.decoder = BatchDecoder(self.llama._model, self.context)
 
 
 def _llama(path: Path) -> _Loaded:
@@ -355,57 +353,18 @@ def _cpus() -> int:
 
 
 def _thread_environment() -> None:
-    """OpenMP settings for llama.cpp, before its library loads (they are read then). Between
-    steps the worker threads sleep instead of spinning for 300,000 rounds on a core another
-    process may need; a user's own settings win."""
+    """OpenMP settings for llama.cpp, set before its library loads (they are read then; a user's
+    own settings win). By default an OpenMP thread that finishes its share spins, waiting for the
+    next, on a core another process may need: on two cores with the other one busy, two threads
+    fell to 3-7 tokens/s (and under 1 token/s in a flock) where one keeps 10-17. Passive waiting
+    puts it to sleep, and two threads stay faster than one even then."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-class _ThreadPolicy:
-    """How many threads the next decoding step may use: every core this process may run on, less
-    the cores other processes kept busy over the last quarter second (from /proc/stat, less this
-    process's own CPU time). ggml's threads meet at a spinning barrier after every operation, so
-    a thread that shares its core with a busy process holds all the others up: two threads on two
-    cores fell under 1 token/s with the other core busy, where one thread keeps 9-11 tokens/s.
-    ``FLOCK_LOCAL_THREADS=N`` fixes the count instead."""
-
-    def __init__(self) -> None:
-        self.cpus = _cpus()
-        fixed = os.environ.get("FLOCK_LOCAL_THREADS", "").strip()
-        self.fixed = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
-        self.threads = self.fixed or self.cpus
-        self._last = (time.monotonic(), _busy_seconds(), _own_seconds())
-
-    def __call__(self) -> int:
-        if self.fixed is not None or self.cpus <= 1:
-            return self.threads
-        now = time.monotonic()
-        then, busy_then, own_then = self._last
-        if now - then < _THREAD_WINDOW:
-            return self.threads
-        busy, own = _busy_seconds(), _own_seconds()
-        self._last = (now, busy, own)
-        if busy is None or busy_then is None:  # not Linux: all the cores, as llama.cpp would
-            return self.threads
-        others = max(0.0, (busy - busy_then) - (own - own_then)) / (now - then)  # cores in use
-        self.threads = max(1, self.cpus - round(others))
-        return self.threads
-
-
-def _busy_seconds() -> float | None:
-    """CPU seconds all processes have run (every core), or None where /proc/stat is missing."""
-    try:
-        with open("/proc/stat", "rb") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
+def _threads() -> int:
+    """Threads for llama.cpp: every core this process may use, or ``FLOCK_LOCAL_THREADS``."""
+    fixed = os.environ.get("FLOCK_LOCAL_THREADS", "").strip()
+    return int(fixed) if fixed.isdigit() and int(fixed) > 0 else _cpus()
 
 
 def _messages(request: Any) -> list[dict[str, str]]:

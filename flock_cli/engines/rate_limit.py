@@ -37,7 +37,8 @@ BACKOFF_CAP = 30.0
 """The longest wait after a 429 without a ``Retry-After`` (seconds)."""
 
 WaitListener = Callable[[float, str], None]
-"""Told ``(seconds, reason)`` before a call waits; reason is ``requests``, ``tokens`` or ``429``."""
+"""Told ``(seconds, reason)`` before a call waits; reason is ``requests``, ``tokens`` or ``429``;
+or ``queue`` after a call waited for a shared model (the local model's decoder) to take it."""
 
 _SLACK = 0.005  # a timer may fire a little early: sleep past the moment, not to it
 _LISTENER: ContextVar[WaitListener | None] = ContextVar("flock_rate_limit_listener", default=None)
