@@ -10,10 +10,9 @@ are offered again when it fires. :class:`Routing` is the routing half of
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -83,15 +82,9 @@ class Routing:
         else:
             self.in_flight.difference_update(ids)
 
-    @contextlib.asynccontextmanager
-    async def _routing_pass(self) -> AsyncIterator[None]:
+    def _routing_pass(self) -> _RoutingPass:
         """Hold the routing lock; artifacts settled meanwhile leave ``in_flight`` at its end."""
-        async with self._route_lock:
-            try:
-                yield
-            finally:
-                settled, self._settled = self._settled, set()
-                self.in_flight.difference_update(settled)
+        return _RoutingPass(self)
 
     def routes_here(self) -> bool:
         """Whether this flock routes: always, unless it shares its board with other processes;
@@ -415,3 +408,25 @@ class Routing:
         if tx:
             await self._runtime.store.commit_routing(tx)
         await self._start_after_sync(jobs)
+
+
+class _RoutingPass:
+    """``async with`` a routing pass (see ``Routing._routing_pass``): a class rather than an
+    ``asynccontextmanager``, which costs a generator and two extra awaits on every run."""
+
+    __slots__ = ("_lock", "_routing")
+
+    def __init__(self, routing: Routing) -> None:
+        self._routing = routing
+        self._lock = routing._route_lock  # the one acquired is the one released
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        routing = self._routing
+        try:
+            settled, routing._settled = routing._settled, set()
+            routing.in_flight.difference_update(settled)
+        finally:
+            self._lock.release()
