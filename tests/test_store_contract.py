@@ -143,6 +143,19 @@ async def test_lease_complete_and_fencing(store: BlackboardStore) -> None:
         await store.complete(d.id, 2, [])
 
 
+async def test_outputs_named_routed_are_stored_routed_and_the_rest_wait_for_routing(
+    store: BlackboardStore,
+) -> None:
+    d = delivery("agent")
+    await store.add_delivery(d)
+    leased = await store.lease(d.id, "p", now=T0, ttl=10)
+    assert leased is not None
+    terminal, onward = art(1), art(2)
+    await store.complete(d.id, leased.attempts, [terminal, onward], routed={terminal.id})
+    assert [x.id for x in await store.unrouted()] == [onward.id]
+    assert await store.get(terminal.id) == terminal  # stored all the same
+
+
 async def test_release_for_retry_and_dead(store: BlackboardStore) -> None:
     d = delivery("agent")
     await store.add_delivery(d)

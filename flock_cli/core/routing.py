@@ -86,6 +86,15 @@ class Routing:
         """Hold the routing lock; artifacts settled meanwhile leave ``in_flight`` at its end."""
         return _RoutingPass(self)
 
+    def taken_by_none(self, artifacts: Sequence[Artifact]) -> frozenset[UUID]:
+        """The ids of ``artifacts`` whose type no subscription of this flock takes, on a board no
+        other process routes: their routing step would only mark them routed, so they are stored
+        as routed instead (``BlackboardStore.complete``'s ``routed``). Empty on a shared board."""
+        if self._runtime.store.shared:
+            return frozenset()
+        subscribed = self.router.subscriptions_for
+        return frozenset(a.id for a in artifacts if not subscribed(a.type))
+
     def routes_here(self) -> bool:
         """Whether this flock routes: always, unless it shares its board with other processes;
         then only while it holds the routing lock and has rebuilt its gates and batches since it

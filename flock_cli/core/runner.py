@@ -51,6 +51,10 @@ class Scheduling(DirectCalls, Protocol):
     def done_routing(self, ids: Iterable[UUID]) -> None:
         """``ids`` leave ``in_flight`` (see ``Routing.done_routing``)."""
 
+    def taken_by_none(self, artifacts: Sequence[Artifact]) -> frozenset[UUID]:
+        """The ids of ``artifacts`` no subscription takes (see ``Routing.taken_by_none``)."""
+        ...
+
     async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
         """Offer artifacts to the subscriptions of their type and start the runs that became ready."""
         ...
@@ -199,10 +203,11 @@ class RunExecutor:
                 with lifecycle.staged(agent, "publish"):
                     outputs = self._outputs(agent, ctx, artifacts, result.artifacts, wrap)
                     self._scheduler.in_flight.update(o.id for o in outputs)
+                    terminal = self._scheduler.taken_by_none(outputs)
                     runtime.tracer.adopt(outputs, span)
                     started = time.time_ns()
                     try:
-                        await store.complete(delivery.id, attempt, outputs)
+                        await store.complete(delivery.id, attempt, outputs, routed=terminal)
                     except BaseException as exc:
                         self._scheduler.done_routing(o.id for o in outputs)
                         runtime.tracer.record(
@@ -242,7 +247,13 @@ class RunExecutor:
             self._collector.published += len(outputs)
             runtime.tracer.published(outputs, span)
             self._scheduler.resolve_direct(delivery.id, outputs=outputs)
-            await self._scheduler.route(outputs)
+            if terminal:  # stored as routed: no routing step to take
+                self._scheduler.done_routing(terminal)
+                rest = [o for o in outputs if o.id not in terminal]
+                if rest:
+                    await self._scheduler.route(rest)
+            else:
+                await self._scheduler.route(outputs)
             try:
                 await lifecycle.post_publish(agent, ctx, outputs)
                 await lifecycle.invoke_calls(agent, ctx, outputs)

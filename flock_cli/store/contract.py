@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID
@@ -230,9 +230,18 @@ class BlackboardStore(ABC):
         """
 
     @abstractmethod
-    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
+    async def complete(
+        self,
+        delivery_id: UUID,
+        attempt: int,
+        outputs: Sequence[Artifact],
+        *,
+        routed: Collection[UUID] = (),
+    ) -> None:
         """Append ``outputs`` and mark the delivery done, atomically.
 
+        ``routed`` names outputs that need no routing step (no subscription takes their type):
+        they are stored as routed already, so no later write has to mark them.
         Raises StaleLeaseError (and changes nothing) if ``attempt`` no longer holds the lease.
         """
 

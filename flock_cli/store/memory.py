@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -166,13 +166,22 @@ class InMemoryBlackboardStore(BlackboardStore):
             )
         return current
 
-    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
+    async def complete(
+        self,
+        delivery_id: UUID,
+        attempt: int,
+        outputs: Sequence[Artifact],
+        *,
+        routed: Collection[UUID] = (),
+    ) -> None:
         """Check the fence and duplicates first, then apply both changes."""
         current = self._fenced(delivery_id, attempt)
         for artifact in outputs:
             if artifact.id in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(outputs)
+        for artifact_id in routed:
+            self._unrouted.pop(artifact_id, None)
         for output in outputs:
             self._parents[output.id] = current.artifact_ids
         for input_id in current.artifact_ids:

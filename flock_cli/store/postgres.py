@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -303,13 +303,24 @@ class PostgresBlackboardStore(RoutingStateMixin):
             f" (now {now.status.value if now else 'missing'}, attempt {now.attempts if now else '-'})"
         )
 
-    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
-        """Fenced completion and the outputs, in one transaction."""
+    async def complete(
+        self,
+        delivery_id: UUID,
+        attempt: int,
+        outputs: Sequence[Artifact],
+        *,
+        routed: Collection[UUID] = (),
+    ) -> None:
+        """Fenced completion and the outputs (``routed`` ones marked so), in one transaction."""
 
         async def write(conn: AsyncConnection[Any], repeat: bool) -> None:
             async with conn.transaction():
                 if await self._fenced_update(conn, delivery_id, attempt, "done", repeat):
                     await self.insert_artifacts(conn, outputs, delivery_id, False)
+                    if routed:
+                        await conn.execute(
+                            "UPDATE flock.artifacts SET routed = true WHERE id = ANY(%s)", (list(routed),)
+                        )
                     if outputs:
                         await self.notify_artifacts(conn)
 

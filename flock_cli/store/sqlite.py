@@ -15,7 +15,7 @@ import builtins
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -148,14 +148,22 @@ class SQLiteBlackboardStore(BlackboardStore):
     # -- artifacts -------------------------------------------------------------------------------
 
     def _insert_artifacts(
-        self, conn: sqlite3.Connection, artifacts: Sequence[Artifact], produced_in: UUID | None = None
+        self,
+        conn: sqlite3.Connection,
+        artifacts: Sequence[Artifact],
+        produced_in: UUID | None = None,
+        routed: Collection[UUID] = (),
     ) -> None:
         for artifact in artifacts:
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (*artifact_row(artifact), produced_in.bytes if produced_in else None),
+                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in, routed)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        *artifact_row(artifact),
+                        produced_in.bytes if produced_in else None,
+                        1 if artifact.id in routed else 0,
+                    ),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"artifact {artifact.id} already exists") from None
@@ -300,12 +308,19 @@ class SQLiteBlackboardStore(BlackboardStore):
                 f" (now {row[0] if row else 'missing'}, attempt {row[1] if row else '-'})"
             )
 
-    async def complete(self, delivery_id: UUID, attempt: int, outputs: Sequence[Artifact]) -> None:
-        """Fenced completion and the outputs, in one transaction."""
+    async def complete(
+        self,
+        delivery_id: UUID,
+        attempt: int,
+        outputs: Sequence[Artifact],
+        *,
+        routed: Collection[UUID] = (),
+    ) -> None:
+        """Fenced completion and the outputs (``routed`` ones marked so), in one transaction."""
 
         def write(conn: sqlite3.Connection) -> None:
             self._fenced_update(conn, delivery_id, attempt, DeliveryStatus.DONE.value)
-            self._insert_artifacts(conn, outputs, produced_in=delivery_id)
+            self._insert_artifacts(conn, outputs, produced_in=delivery_id, routed=routed)
 
         await self._write(write)
 

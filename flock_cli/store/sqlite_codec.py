@@ -12,7 +12,7 @@ from uuid import UUID
 from pydantic import TypeAdapter
 
 from flock_cli.core.artifact import Artifact
-from flock_cli.core.visibility import VisibilitySpec
+from flock_cli.core.visibility import PublicVisibility, Visibility, VisibilitySpec
 from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS
 from flock_cli.store.contract import ArtifactQuery, Delivery, DeliveryStatus
 
@@ -91,8 +91,8 @@ def artifact_row(a: Artifact) -> tuple[Any, ...]:
         a.produced_by,
         a.correlation_id.bytes if a.correlation_id else None,
         a.partition_key,
-        json.dumps(sorted(a.tags)),
-        a.visibility.model_dump_json(),
+        json.dumps(sorted(a.tags)) if a.tags else "[]",
+        _visibility_json(a.visibility),
         to_micros(a.created_at),
         a.version,
         a.trace_context,
@@ -130,9 +130,19 @@ def delivery_row(d: Delivery) -> tuple[Any, ...]:
         d.priority,
         d.trigger,
         d.batch_trigger,
-        json.dumps(list(d.group_sizes)),
+        _ONE_GROUP if d.group_sizes == (1,) else json.dumps(list(d.group_sizes)),
         d.subscription,
     )
+
+
+_ONE_GROUP = "[1]"  # the group sizes of almost every delivery: one artifact in one group
+
+
+def _visibility_json(visibility: Visibility) -> str:
+    """A visibility's stored JSON; the public one (most artifacts) is written once per process."""
+    if type(visibility) is PublicVisibility:
+        return _PUBLIC_JSON
+    return visibility.model_dump_json()
 
 
 def delivery_from_row(row: Sequence[Any]) -> Delivery:
@@ -152,3 +162,6 @@ def delivery_from_row(row: Sequence[Any]) -> Delivery:
         group_sizes=tuple(json.loads(row[11])),
         subscription=row[12],
     )
+
+
+_PUBLIC_JSON = PublicVisibility().model_dump_json()
