@@ -379,27 +379,26 @@ class Routing:
         members = members or {sub.agent: sub}
         runtime = self._runtime
         now = runtime.clock.now()
+        # Leased in the routing step that creates it, rather than by one more write when the run
+        # starts, when the run starts as soon as the step commits. (On a shared board every
+        # process leases its work from the board.)
+        leased = not runtime.store.shared and self._starts_at_once(members)
         delivery = Delivery(
-            id=runtime.new_id(),
-            agent=queue or sub.agent,
-            artifact_ids=tuple(a.id for a in run.artifacts),
-            created_at=now,
-            priority=max(s.priority for s in members.values()),
-            trigger=trigger,
-            batch_trigger=run.batch_trigger,
-            group_sizes=tuple(len(g) for g in run.groups),
-            subscription=sub.index,
+            runtime.new_id(),
+            queue or sub.agent,
+            tuple([a.id for a in run.artifacts]),
+            now,
+            DeliveryStatus.LEASED if leased else DeliveryStatus.PENDING,
+            1 if leased else 0,
+            runtime.owner if leased else None,
+            now + timedelta(seconds=runtime.lease_ttl) if leased else None,
+            max([s.priority for s in members.values()]),
+            trigger,
+            run.batch_trigger,
+            tuple([len(g) for g in run.groups]),
+            sub.index,
         )
-        if not runtime.store.shared and self._starts_at_once(members):
-            # Leased in the routing step that creates it, rather than by one more write when the
-            # run starts: the run starts as soon as the step commits. (On a shared board every
-            # process leases its work from the board.)
-            delivery = delivery.moved(
-                DeliveryStatus.LEASED,
-                attempts=1,
-                lease_owner=runtime.owner,
-                lease_expires_at=now + timedelta(seconds=runtime.lease_ttl),
-            )
+        if leased:
             self.preleased[delivery.id] = 1
         tx.deliveries.append(delivery)
         return self._job(delivery, run, members)
