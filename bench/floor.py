@@ -65,16 +65,22 @@ class Floor:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def subscribe(self, agent: str, consumes: type[BaseModel], publishes: type[BaseModel], handler: Handler) -> None:
+    def subscribe(
+        self, agent: str, consumes: type[BaseModel], publishes: type[BaseModel], handler: Handler
+    ) -> None:
         self.subscribers.setdefault(consumes.__name__, []).append((agent, publishes, handler))
 
-    def publish(self, model: type[BaseModel], payload: dict[str, Any], produced_by: str = "external") -> Stored:
+    def publish(
+        self, model: type[BaseModel], payload: dict[str, Any], produced_by: str = "external"
+    ) -> Stored:
         validated = model.model_validate(payload)
         return self._store(validated, produced_by, None)
 
     def _store(self, payload: BaseModel, produced_by: str, correlation_id: int | None) -> Stored:
         artifact_id = next(self._ids)
-        stored = Stored(artifact_id, type(payload).__name__, payload, produced_by, correlation_id or artifact_id)
+        stored = Stored(
+            artifact_id, type(payload).__name__, payload, produced_by, correlation_id or artifact_id
+        )
         self.artifacts[artifact_id] = stored
         self.by_type.setdefault(stored.type, []).append(stored)
         self._route(stored)

@@ -136,3 +136,36 @@ def test_mcp_calls_bench_runs() -> None:
     assert done.returncode == 0, done.stderr
     figures = json.loads(done.stdout)
     assert set(figures) == {"start_s", "call_median_ms", "call_p95_ms", "concurrent_calls_per_s"}
+
+
+def test_run_path_bench_measures_ours_beside_the_floor(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/run_path.py", "--seeds", "50", "--rounds", "1", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "run_path.md").read_text()
+    for variant in ("| floor |", "| memory |", "| sqlite |"):
+        assert variant in table
+    runs = json.loads((tmp_path / "run_path.json").read_text())
+    assert {variant: [r["runs"] for r in results] for variant, results in runs.items()} == {
+        "floor": [100],
+        "memory": [100],
+        "sqlite": [100],
+    }
+
+
+def test_the_floor_runs_every_seed_through_both_stages() -> None:
+    done = subprocess.run(
+        [sys.executable, "bench/floor.py", "--seeds", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["runs"], result["artifacts"]) == (40, 60)
