@@ -31,8 +31,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pydantic import BaseModel  # noqa: E402
-from scenario_kit import Mid, Out, Seed, seed  # noqa: E402
+from pydantic import BaseModel
+from scenario_kit import Mid, Out, Seed, seed
 
 Handler = Callable[["Stored"], Awaitable[BaseModel]]
 

@@ -47,7 +47,9 @@ def run_script(gc_env: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "FLOCK_GC"}
     if gc_env is not None:
         env["FLOCK_GC"] = gc_env
-    return subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_a_flock_that_starts_working_freezes_the_start_up_heap_and_raises_the_thresholds() -> None:
