@@ -98,6 +98,8 @@ class Admission:
         stopped = self.budget_stop
         if stopped is not None:
             return stopped
+        if agent.budget is None and runtime.budget is None and not runtime.budgeted:
+            return None  # no budget anywhere: nothing to add up
         usage = runtime.usage
         in_flight = self.admitted
         checks = [
