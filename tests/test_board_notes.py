@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -73,9 +74,9 @@ def test_a_takeover_and_the_routing_lead_are_board_lines(tmp_path: Path, postgre
     job = asyncio.run(dead_process_holding_a_lease(postgres_url))
     done = flock_run(tmp_path, postgres_url)
     assert done.returncode == 0, done.stderr
-    assert (
-        "board: elsewhere pid 4242 stopped beating 600 s ago: its 1 lease(s) are pending again" in done.stderr
-    )
+    # 600 s, or a little more when the machine was slow to start the process
+    note = r"board: elsewhere pid 4242 stopped beating 6\d\d s ago: its 1 lease\(s\) are pending again"
+    assert re.search(note, done.stderr), done.stderr
     assert "board: this process routes the board's artifacts now" in done.stderr
     assert "Traceback" not in done.stderr
 
