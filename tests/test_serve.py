@@ -232,14 +232,13 @@ def test_events_in_order_and_resumed_without_gaps(service: tuple[Any, httpx.Clie
         assert publish(client, "acme-app", correlation_id=correlation).status_code == 201
         live = read_events(stream, done)
     kinds = [(e["event"], e["data"].get("agent") or e["data"]["artifact"]["type"]) for e in live]
-    assert kinds == [
-        ("artifact.published", "SupportRequest"),
-        ("run.started", "acme_support"),
-        ("run.finished", "acme_support"),
-        ("artifact.published", "Case"),
-        ("run.started", "acme_analyst"),
-        ("run.finished", "acme_analyst"),
-    ]
+    # A run's end and its output come from two sources (this process's runs, the board's tail):
+    # either may be sent first. Everything else has one order: an artifact before the runs it
+    # starts, a run's start before its end.
+    middle = {("run.finished", "acme_support"), ("artifact.published", "Case")}
+    assert kinds[:2] == [("artifact.published", "SupportRequest"), ("run.started", "acme_support")]
+    assert set(kinds[2:4]) == middle
+    assert kinds[4:] == [("run.started", "acme_analyst"), ("run.finished", "acme_analyst")]
     published = {
         e["data"]["artifact"]["id"]: i for i, e in enumerate(live) if e["event"] == "artifact.published"
     }

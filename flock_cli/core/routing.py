@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
@@ -143,9 +143,24 @@ class Routing:
 
     # -- routing passes --------------------------------------------------------------------------
 
-    async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
+    async def route(
+        self,
+        artifacts: Sequence[Artifact],
+        only: Sequence[Subscription] | None = None,
+        *,
+        stored_routed: Collection[UUID] = frozenset(),
+    ) -> None:
         """Offer artifacts to every subscription of their type (or only to ``only``), one atomic
-        store step per artifact, then start the runs that became ready."""
+        store step per artifact, then start the runs that became ready.
+
+        ``stored_routed`` are outputs no subscription takes, stored routed with their run's
+        completion (:meth:`taken_by_none`): they need no step, and are passed over entirely unless
+        the routing pass is traced (its ``flock.schedule`` span then counts them as before)."""
+        if stored_routed and not self.tracer.enabled:
+            self.done_routing(stored_routed)
+            artifacts = [a for a in artifacts if a.id not in stored_routed]
+            if not artifacts:
+                return
         jobs: list[Job] = []
         claims: list[tuple[UUID, str]] = []
         started = time.time_ns()
@@ -156,7 +171,8 @@ class Routing:
             async with self._routing_pass():
                 for artifact in artifacts:
                     fresh = only is None and artifact.id in self.in_flight
-                    jobs += await self._route_one(artifact, only, claims, fresh=fresh)
+                    marked = artifact.id in stored_routed
+                    jobs += await self._route_one(artifact, only, claims, fresh=fresh, marked=marked)
             await self._start_after_sync(jobs, claims)
         except BaseException as exc:
             self.tracer.child("flock.schedule", started, "error", f"{type(exc).__name__}: {exc}")
@@ -232,19 +248,21 @@ class Routing:
         claims: list[tuple[UUID, str]],
         *,
         fresh: bool = False,
+        marked: bool = False,
     ) -> list[Job]:
         """Write one artifact's routing step; returns the jobs to start once it is durable (the
         step's claims are added to ``claims``).
 
-        ``fresh`` means the artifact was never routed, so nobody can have claimed it yet (claims are
-        only written by routing steps, in the same commit that marks the artifact routed) and the
-        store need not be asked. Otherwise the store's claims are read, together with the claims
-        this scheduler wrote whose commit is still pending (a store may group commits, and an
-        earlier step of this loop turn must count).
+        ``marked`` means it was stored routed already (``route``'s ``stored_routed``): the step
+        does not mark it again. ``fresh`` means the artifact was never routed, so nobody can have
+        claimed it yet (claims are only written by routing steps, in the same commit that marks
+        the artifact routed) and the store need not be asked. Otherwise the store's claims are
+        read, together with the claims this scheduler wrote whose commit is still pending (a store
+        may group commits, and an earlier step of this loop turn must count).
         """
         router, store = self.router, self._runtime.store
         now = self._runtime.clock.now()
-        tx = RoutingTx(routed=[artifact.id] if only is None else [])
+        tx = RoutingTx(routed=[artifact.id] if only is None and not marked else [])
         jobs: list[Job] = []
         subs = list(only) if only is not None else router.subscriptions_for(artifact.type)
         consumers: set[str] | None = set() if fresh else None

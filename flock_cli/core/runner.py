@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
@@ -55,8 +55,15 @@ class Scheduling(DirectCalls, Protocol):
         """The ids of ``artifacts`` no subscription takes (see ``Routing.taken_by_none``)."""
         ...
 
-    async def route(self, artifacts: Sequence[Artifact], only: Sequence[Subscription] | None = None) -> None:
-        """Offer artifacts to the subscriptions of their type and start the runs that became ready."""
+    async def route(
+        self,
+        artifacts: Sequence[Artifact],
+        only: Sequence[Subscription] | None = None,
+        *,
+        stored_routed: Collection[UUID] = frozenset(),
+    ) -> None:
+        """Offer artifacts to the subscriptions of their type and start the runs that became ready
+        (``stored_routed``: those stored routed already, see ``Routing.route``)."""
         ...
 
 
@@ -247,13 +254,7 @@ class RunExecutor:
             self._collector.published += len(outputs)
             runtime.tracer.published(outputs, span)
             self._scheduler.resolve_direct(delivery.id, outputs=outputs)
-            if terminal:  # stored as routed: no routing step to take
-                self._scheduler.done_routing(terminal)
-                rest = [o for o in outputs if o.id not in terminal]
-                if rest:
-                    await self._scheduler.route(rest)
-            else:
-                await self._scheduler.route(outputs)
+            await self._scheduler.route(outputs, stored_routed=terminal)
             try:
                 await lifecycle.post_publish(agent, ctx, outputs)
                 await lifecycle.invoke_calls(agent, ctx, outputs)
