@@ -128,8 +128,15 @@ _QUESTIONS = [
 ]
 
 
-def _ask(lm: Any, question: str, *, system: str = _SYSTEM, schema: dict[str, Any] | None = _SCHEMA) -> Any:
-    """One call through the local model's DSPy LM (as DSPy's JSON adapter makes it)."""
+def _ask(
+    lm: Any,
+    question: str,
+    *,
+    system: str = _SYSTEM,
+    schema: dict[str, Any] | None = _SCHEMA,
+    max_tokens: int = 40,
+) -> Any:
+    """One greedy call through the local model's DSPy LM (as DSPy's JSON adapter makes it)."""
     from dspy import lm15
 
     return lm(
@@ -137,7 +144,11 @@ def _ask(lm: Any, question: str, *, system: str = _SYSTEM, schema: dict[str, Any
             model=lm.model,
             system=system,
             messages=(lm15.Message.user(f"Tell me about {question}."),),
-            config=lm15.Config(response_format={"type": "json_schema", "schema": schema} if schema else None),
+            config=lm15.Config(
+                temperature=0.0,
+                max_tokens=max_tokens,
+                response_format={"type": "json_schema", "schema": schema} if schema else None,
+            ),
         )
     )
 
@@ -170,8 +181,8 @@ def test_greedy_answers_are_the_ones_llama_cpp_python_gives(max_tokens: int) -> 
     lm = local_lm("local", temperature=0.0, max_tokens=max_tokens, cache=False)
     reference = Llama(model_path=str(local_model_path("local")), n_ctx=1024, verbose=False)
     for question in _QUESTIONS[:2]:
-        ours = _ask(lm, question)
-        theirs = reference.create_chat_completion(
+        ours = _ask(lm, question, max_tokens=max_tokens)
+        theirs: Any = reference.create_chat_completion(
             messages=[
                 {"role": "system", "content": _SYSTEM},
                 {"role": "user", "content": f"Tell me about {question}."},
@@ -192,6 +203,10 @@ def test_greedy_answers_are_the_ones_llama_cpp_python_gives(max_tokens: int) -> 
 @pytest.mark.local_llm
 @_opt_in
 def test_concurrent_calls_are_decoded_together_and_answer_as_they_do_alone(real_lm: Any) -> None:
+    """Four calls at once, decoded in one batch: each gets its own schema-valid answer, the one
+    it gets alone. (llama.cpp's arithmetic for a batch of several tokens is not bit for bit the
+    one for a single token, so where two tokens nearly tie, a digit of a number can differ: the
+    facts are compared, not the text.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from pydantic import BaseModel
@@ -204,10 +219,11 @@ def test_concurrent_calls_are_decoded_together_and_answer_as_they_do_alone(real_
     alone = [_text(_ask(real_lm, question)) for question in _QUESTIONS]
     with ThreadPoolExecutor(len(_QUESTIONS)) as pool:
         together = [_text(r) for r in pool.map(lambda q: _ask(real_lm, q), _QUESTIONS)]
-    assert together == alone
-    for text in together:
-        Place.model_validate_json(text)
-    assert len(set(together)) == len(_QUESTIONS)  # each call its own answer
+    answers = [Place.model_validate_json(text) for text in together]
+    assert [(a.city, a.country) for a in answers] == [
+        (a.city, a.country) for a in map(Place.model_validate_json, alone)
+    ]
+    assert len({a.city for a in answers}) == len(_QUESTIONS)  # each call its own answer
 
 
 @pytest.mark.local_llm
@@ -215,13 +231,16 @@ def test_concurrent_calls_are_decoded_together_and_answer_as_they_do_alone(real_
 def test_a_prompt_prefix_is_evaluated_once_even_after_another_agents_call(real_lm: Any) -> None:
     """The second call of an agent evaluates only what follows its system prompt, even when
     another agent's call (another system prompt) came in between."""
+    import uuid
+
+    mine = f"Session {uuid.uuid4()}. {_SYSTEM}"  # nothing kept from earlier calls shares it
     other = "You are a chef. Answer with one JSON object with the keys dish and minutes, nothing else."
-    first = _ask(real_lm, "the city of Lyon", system=_SYSTEM + " (prefix test)")
+    first = _ask(real_lm, "the city of Lyon", system=mine)
     _ask(real_lm, "a quick soup", system=other, schema=None)
-    second = _ask(real_lm, "the city of Porto", system=_SYSTEM + " (prefix test)")
-    shared = second.usage.cache_read_tokens
-    assert first.usage.cache_read_tokens < 20  # only the chat template's opening was there
-    assert shared > 50 and second.usage.input_tokens - shared < 20
+    second = _ask(real_lm, "the city of Porto", system=mine)
+    assert first.usage.cache_read_tokens < 10  # only the chat template's opening was there
+    assert second.usage.cache_read_tokens > 50
+    assert second.usage.input_tokens - second.usage.cache_read_tokens < 15  # the question alone
 
 
 @pytest.mark.local_llm
@@ -243,5 +262,6 @@ async def test_the_local_model_streams_its_answer_while_it_is_made(real_lm: Any)
 def test_a_prompt_longer_than_the_context_is_a_run_error(real_lm: Any) -> None:
     from flock_cli.errors import RunError
 
-    with pytest.raises(RunError, match=r"Requested tokens \(\d+\) exceed context window of 4096"):
+    with pytest.raises(Exception, match=r"Requested tokens \(\d+\) exceed context window of 4096") as raised:
         _ask(real_lm, "the city " * 5000)
+    assert isinstance(raised.value, RunError) or isinstance(raised.value.__cause__, RunError)  # DSPy wraps it

@@ -17,6 +17,9 @@ class LMEngine:
 
     supports_response_schema = False
     threaded = False
+    executor: Any = None
+    """Where a ``threaded`` engine's calls wait (None: asyncio's default pool, which has only
+    ``cpu_count() + 4`` threads: fewer than the calls a batching engine serves at once)."""
 
     def complete(self, request: Any) -> Any:
         """Answer one request with a ``dspy.lm15.Response``."""
@@ -41,8 +44,13 @@ class _AsyncLMEngine:
     async def complete(self, request: Any) -> Any:
         if self.engine.threaded:  # the event loop goes on while the model thinks
             import asyncio
+            import contextvars
+            import functools
 
-            return await asyncio.to_thread(self.engine.complete, request)
+            if self.engine.executor is None:
+                return await asyncio.to_thread(self.engine.complete, request)
+            call = functools.partial(contextvars.copy_context().run, self.engine.complete, request)
+            return await asyncio.get_running_loop().run_in_executor(self.engine.executor, call)
         return self.engine.complete(request)
 
     async def stream(self, request: Any) -> Any:

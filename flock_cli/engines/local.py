@@ -8,8 +8,13 @@ sha256; a file that does not match is never loaded. ``local:PATH`` (or any path 
 
 Answers are constrained to the JSON schema DSPy's JSON adapter asks for (a llama.cpp grammar), with
 a mild repeat penalty: without it a model this small loops until ``max_tokens``
-(research/local-llm.md). The model is loaded once per process and file; llama.cpp is not
-thread-safe, so calls take turns.
+(research/local-llm.md). The grammar is asked only about the token the sampler chose, as llama.cpp
+itself does (``llama_sampling.py``). The model is loaded once per process and file; one decoder
+thread owns it (llama.cpp is not thread-safe) and decodes the calls under way together, one
+llama.cpp sequence each, reusing the prompt prefixes they share (``llama_batch.py``). A call that
+waits for a free sequence says so (``model.queue_wait`` in its trace).
+
+``FLOCK_LOCAL_THREADS=N`` sets llama.cpp's thread count (default: every core this process may use).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ _QUEUE_WAIT_SHOWN = 0.01  # seconds: a wait for a free sequence shorter than thi
 _EMBEDDED = (LOCAL_MODEL, f"local/{Path(MODEL_FILE).stem}")  # the names of the embedded model
 _loaded: dict[Path, _Loaded] = {}  # one model per file
 _load_lock = threading.Lock()
+_executor: Any = None  # the threads awaited calls wait in (made on first use)
+_CALL_THREADS = 32
 
 
 class LocalModelError(UserError):
@@ -201,7 +208,7 @@ class _Loaded:
 
         from flock_cli.engines.llama_batch import KEPT, SLOTS, BatchDecoder
 
-        # the Llama's own context is not used for calls: the smallest one llama.cpp allows
+        # the Llama gives the tokenizer and chat template; its own (small) context is never used
         self.llama = Llama(model_path=str(path), n_ctx=_TOKENIZER_CTX, n_threads=1, verbose=False)
         params = llama_cpp.llama_context_params.from_buffer_copy(self.llama.context_params)
         params.n_ctx, params.n_seq_max, params.kv_unified = _KV_CELLS, SLOTS + KEPT, True
@@ -250,6 +257,18 @@ class _LlamaEngine(LMEngine):
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @property
+    def executor(self) -> Any:
+        """The threads awaited calls wait in: enough for every sequence and a queue behind them
+        (asyncio's default pool has 6 threads on two cores: two of eight journalists waited)."""
+        global _executor
+        with _load_lock:
+            if _executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _executor = ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix="flock-local-call")
+            return _executor
 
     def complete(self, request: Any) -> Any:
         import queue
