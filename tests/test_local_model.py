@@ -31,6 +31,21 @@ def test_a_gguf_path_that_is_not_there_is_a_clear_error(tmp_path: Path) -> None:
     assert local_model_path(str(model)) == model
 
 
+def test_a_thread_count_that_is_not_a_number_is_said_before_anything_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "run", str(ROOT / "recipes" / "pipeline.yaml"),
+         "--model", "local", "--input", f"Idea={ROOT / 'recipes' / 'inputs' / 'idea.json'}",
+         "--board", str(tmp_path / "b.db")],
+        cwd=tmp_path, env={**os.environ, "FLOCK_LOCAL_THREADS": "two", "FLOCK_TRACES": "off"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == "error: FLOCK_LOCAL_THREADS must be a whole number from 1 up, got 'two'"
+
+
 async def test_a_local_model_named_while_calls_are_blocked_is_not_loaded() -> None:
     flock = Flock()
     flock.agent("writer").consumes(Idea).publishes(Tagline).with_engines(DSPyEngine(model="local"))
@@ -104,6 +119,29 @@ def test_the_installed_llama_build_runs_the_embedded_model_in_a_child() -> None:
     _stamp_file(path).unlink(missing_ok=True)
     ensure_model_runs(path)  # the real child: loads the model and makes 4 tokens
     assert _stamp_file(path).is_file()
+
+
+@pytest.mark.local_llm
+@pytest.mark.skipif(
+    os.environ.get("FLOCK_TEST_LOCAL_MODEL") != "1", reason="opt-in: FLOCK_TEST_LOCAL_MODEL=1"
+)
+def test_a_run_on_the_local_model_ends_without_noise_on_stderr(tmp_path: Path) -> None:
+    """The README's example, as a user runs it: the model is freed before the interpreter tears
+    llama_cpp down (left to teardown, llama-cpp-python printed a traceback at every exit)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flock_cli", "run", str(ROOT / "recipes" / "code_review.yaml"),
+         "--model", "local", "--input",
+         f"CodeSubmission={ROOT / 'recipes' / 'inputs' / 'code_submission.json'}",
+         "--board", str(tmp_path / "b.db"), "--no-traces"],
+        cwd=tmp_path, env={**os.environ, "FLOCK_BLOCK_MODEL_CALLS": ""},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "summary: 3 runs" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
 
 
 # --- the decoder: the same answers as llama-cpp-python, calls decoded together, prefixes reused ---

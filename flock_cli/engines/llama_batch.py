@@ -103,10 +103,32 @@ class BatchDecoder:
         self._kept: list[_Kept] = []
         self._free_kept = list(range(SLOTS, SLOTS + KEPT))
         self._wake = threading.Condition()
+        self._closing = False
         self.steps = 0  # llama_decode calls, and the seconds spent in them and in sampling
         self.decode_seconds = self.sample_seconds = 0.0
-        thread = threading.Thread(target=self._loop, name="flock-llama-decoder", daemon=True)
-        thread.start()
+        self._thread = threading.Thread(target=self._loop, name="flock-llama-decoder", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the decoder thread (after its current step; calls still going fail) and free the
+        batch. Called before the interpreter tears llama_cpp down (``local.py``'s exit hook)."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return  # a step that never ends: leave its memory to the process's exit
+        closed = RuntimeError("the local model was closed")
+        for gen in list(self._running):
+            self._finish(gen, error=closed)
+        while self._waiting:  # never started: nothing of theirs is in the cache
+            gen = self._waiting.popleft()
+            gen.error = closed
+            gen.sampler.close()
+            gen.done.set()
+            if gen.on_text is not None:
+                gen.on_text("")
+        self._lc.llama_batch_free(self._batch)
 
     def submit(self, gen: Generation) -> None:
         """Queue ``gen``; its ``done`` event is set when it is over."""
@@ -120,8 +142,10 @@ class BatchDecoder:
         while True:
             try:
                 with self._wake:
-                    while not self._waiting and not self._running:
+                    while not self._waiting and not self._running and not self._closing:
                         self._wake.wait()
+                    if self._closing:
+                        return
                     while self._waiting and self._free and self._fits(self._waiting[0]):
                         self._start(self._waiting.popleft())
                 self._step()

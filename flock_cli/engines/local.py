@@ -19,6 +19,7 @@ waits for a free sequence says so (``model.queue_wait`` in its trace).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import os
@@ -88,6 +89,7 @@ def check_local_model(model: str) -> None:
     llama.cpp must run it on this machine (checked in a child process once per installation)."""
     if not is_local_model(model):
         return
+    _threads()  # a bad FLOCK_LOCAL_THREADS is said before anything runs
     if model in _EMBEDDED and not _extra_installed():
         raise ModelNotConfiguredError(_NOT_INSTALLED)
     path = local_model_path(model)
@@ -214,9 +216,15 @@ class _Loaded:
         params.n_ctx, params.n_seq_max, params.kv_unified = _KV_CELLS, SLOTS + KEPT, True
         params.n_batch = params.n_ubatch = 512
         params.n_threads = params.n_threads_batch = _threads()
-        self.context = LlamaContext(model=self.llama._model, params=params, verbose=False)
+        self.context: Any = LlamaContext(model=self.llama._model, params=params, verbose=False)
         self.format = _chat_formatter(self.llama)
         self.decoder = BatchDecoder(self.llama._model, self.context)
+
+    def close(self) -> None:
+        """Stop the decoder thread and free the context and the model."""
+        self.decoder.close()
+        self.context.close()
+        self.llama.close()
 
 
 def _llama(path: Path) -> _Loaded:
@@ -229,8 +237,21 @@ def _llama(path: Path) -> _Loaded:
             from flock_cli.engines.local_probe import ensure_model_runs
 
             ensure_model_runs(path)  # a llama.cpp build that crashes this machine says so first
+            if not _loaded:
+                atexit.register(_close_all)
             loaded = _loaded[path] = _Loaded(path)
         return loaded
+
+
+def _close_all() -> None:
+    """At exit, while llama_cpp is still whole: stop each decoder thread, then free the context and
+    the model in that order. Left to the garbage collector at interpreter teardown, llama-cpp-
+    python's ``Llama.__del__`` finds its own functions gone and prints a traceback."""
+    with _load_lock:
+        loaded = list(_loaded.values())
+        _loaded.clear()
+    for model in loaded:
+        model.close()
 
 
 def local_lm(model: str, *, temperature: float | None, max_tokens: int | None, cache: bool) -> Any:
@@ -381,9 +402,14 @@ def _thread_environment() -> None:
 
 
 def _threads() -> int:
-    """Threads for llama.cpp: every core this process may use, or ``FLOCK_LOCAL_THREADS``."""
+    """Threads for llama.cpp: every core this process may use, or ``FLOCK_LOCAL_THREADS``
+    (anything but a whole number from 1 up is a :class:`LocalModelError` naming the variable)."""
     fixed = os.environ.get("FLOCK_LOCAL_THREADS", "").strip()
-    return int(fixed) if fixed.isdigit() and int(fixed) > 0 else _cpus()
+    if not fixed:
+        return _cpus()
+    if not fixed.isdigit() or int(fixed) < 1:
+        raise LocalModelError(f"FLOCK_LOCAL_THREADS must be a whole number from 1 up, got {fixed!r}")
+    return int(fixed)
 
 
 def _messages(request: Any) -> list[dict[str, str]]:
