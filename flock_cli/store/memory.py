@@ -53,11 +53,12 @@ class InMemoryBlackboardStore(BlackboardStore):
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(artifacts)
 
-    def _append(self, artifacts: Sequence[Artifact]) -> None:
+    def _append(self, artifacts: Sequence[Artifact], routed: Collection[UUID] = ()) -> None:
         for artifact in artifacts:
             self._artifacts[artifact.id] = artifact
             self._by_type.setdefault(artifact.type, []).append(artifact)
-            self._unrouted[artifact.id] = None
+            if artifact.id not in routed:
+                self._unrouted[artifact.id] = None
             self._positions.append(artifact)
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
@@ -179,9 +180,7 @@ class InMemoryBlackboardStore(BlackboardStore):
         for artifact in outputs:
             if artifact.id in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
-        self._append(outputs)
-        for artifact_id in routed:
-            self._unrouted.pop(artifact_id, None)
+        self._append(outputs, routed)
         for output in outputs:
             self._parents[output.id] = current.artifact_ids
         for input_id in current.artifact_ids:
