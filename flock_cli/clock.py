@@ -136,9 +136,10 @@ def random_uuid4() -> uuid.UUID:
     # three ids per agent run made the checks about 2 % of a no-LLM pipeline's time.
     made = _new_object(uuid.UUID)
     _set_attribute(made, "int", (_id_rng.getrandbits(128) & _CLEAR) | _VERSION_4)
-    _set_attribute(made, "is_safe", uuid.SafeUUID.unknown)
+    _set_attribute(made, "is_safe", _UNKNOWN_SAFETY)
     return made
 
 
 _new_object = object.__new__
 _set_attribute = object.__setattr__
+_UNKNOWN_SAFETY = uuid.SafeUUID.unknown  # an enum member read through a descriptor: read once

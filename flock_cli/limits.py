@@ -189,6 +189,13 @@ class ValueChecker:
                         return [_shown(key)], "this key is not text: " + _NOT_TEXT
                 elif self.string_keys:
                     return [repr(key)], f"keys must be strings, got {type(key).__name__} {key!r}"
+                kind = type(item)
+                # a plain value that is certainly fine needs no call of its own
+                if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and _isfinite(item)):
+                    self.count += 1
+                    if self.count <= self.max_values:
+                        continue
+                    self.count -= 1  # counted again by the walk that reports it
                 found = self._walk(item, depth + 1)
                 if found is not None:
                     found[0].append(key if isinstance(key, str | int) else repr(key))
@@ -198,6 +205,12 @@ class ValueChecker:
             if depth >= self.max_depth:
                 return [], f"nested more than {self.max_depth} levels deep (the limit)"
             for i, item in enumerate(value):
+                kind = type(item)
+                if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and _isfinite(item)):
+                    self.count += 1
+                    if self.count <= self.max_values:
+                        continue
+                    self.count -= 1  # counted again by the walk that reports it
                 found = self._walk(item, depth + 1)
                 if found is not None:
                     found[0].append(i)
@@ -210,6 +223,9 @@ class ValueChecker:
         return None
 
 
+_PLAIN = frozenset({int, bool, type(None)})
+
+_isfinite = math.isfinite
 _NOT_FINITE = "NaN and infinity are not allowed (JSON has no such numbers; they would be stored as null)"
 _NOT_TEXT = "it holds a lone surrogate (\\ud800-\\udfff), which is not text and cannot be stored as UTF-8"
 

@@ -72,6 +72,24 @@ def test_the_counts_stay_bounded_and_keep_the_active_loop() -> None:
     assert counts.highest_by_agent() == {"writer": 1000, "worker": 1}
 
 
+def test_the_highest_count_follows_what_the_table_still_holds() -> None:
+    from uuid import uuid4
+
+    counts = BreakerCounts(capacity=3)
+    loop = uuid4()
+    for _ in range(5):
+        counts.count("writer", loop)
+    counts.count("writer", None)  # runs outside any workflow count under None
+    assert counts.highest_by_agent() == {"writer": 5}
+    for _ in range(3):  # three newer workflows push the loop out of the table
+        counts.count("writer", uuid4())
+    assert counts.of("writer", loop) == 0
+    assert counts.highest_by_agent() == {"writer": 1}
+    counts.clear()
+    assert counts.highest_by_agent() == {}
+    assert len(counts) == 0
+
+
 def test_a_watch_server_serves_more_inputs_than_the_breaker_limit(tmp_path: Path) -> None:
     """The reported soak: a --watch server stopped an agent after max_agent_iterations runs for the
     life of the process. Now 30 independent inputs pass a limit of 5, and the server exits 0."""

@@ -176,4 +176,9 @@ class Admission:
 def calls_models(runtime: Runtime, agent: str) -> bool:
     """True when ``agent`` has an engine that calls a language model."""
     declared = runtime.agents.get(agent)
-    return declared is not None and any(getattr(type(e), "calls_models", False) for e in declared.engines)
+    if declared is None:
+        return False
+    for engine in declared.engines:  # noqa: SIM110 - asked every run: a loop, no generator
+        if getattr(type(engine), "calls_models", False):
+            return True
+    return False

@@ -12,7 +12,6 @@ recent) and forgets the least recently active ones, so a long-lived server's mem
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from uuid import UUID
 
 __all__ = ["BreakerCounts"]
@@ -25,28 +24,38 @@ class BreakerCounts:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self._counts: OrderedDict[tuple[str, UUID | None], int] = OrderedDict()
+        # Keyed by the correlation id's integer: hashing a UUID runs Python code, an int's does
+        # not, and this table is touched by every run. A dict keeps insertion order, so
+        # re-inserting a pair makes it the most recently active.
+        self._counts: dict[tuple[str, int | None], int] = {}
+        # agent -> {total: pairs of that agent with that total}: the status display's "most runs
+        # in one workflow" without a walk over the whole table (asked for every few hundred ms).
+        self._totals: dict[str, dict[int, int]] = {}
 
     def count(self, agent: str, correlation_id: UUID | None) -> int:
         """Count one more run of ``agent`` in the workflow ``correlation_id``; returns the total."""
-        key = (agent, correlation_id)
-        total = self._counts.pop(key, 0) + 1
-        self._counts[key] = total  # now the most recently active
-        if len(self._counts) > self.capacity:
-            self._counts.popitem(last=False)
+        counts = self._counts
+        key = (agent, None if correlation_id is None else correlation_id.int)
+        before = counts.pop(key, 0)
+        total = counts[key] = before + 1  # now the most recently active
+        totals = self._totals.get(agent)
+        if totals is None:
+            totals = self._totals[agent] = {}
+        if before:
+            _take(totals, before)
+        totals[total] = totals.get(total, 0) + 1
+        if len(counts) > self.capacity:
+            oldest = next(iter(counts))
+            _take(self._totals[oldest[0]], counts.pop(oldest))
         return total
 
     def of(self, agent: str, correlation_id: UUID | None) -> int:
         """Runs of ``agent`` counted in the workflow ``correlation_id``."""
-        return self._counts.get((agent, correlation_id), 0)
+        return self._counts.get((agent, None if correlation_id is None else correlation_id.int), 0)
 
     def highest_by_agent(self) -> dict[str, int]:
         """For each agent, the most runs it started in any one workflow (for status displays)."""
-        highest: dict[str, int] = {}
-        for (agent, _), total in self._counts.items():
-            if total > highest.get(agent, 0):
-                highest[agent] = total
-        return highest
+        return {agent: max(totals) for agent, totals in self._totals.items() if totals}
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -54,3 +63,13 @@ class BreakerCounts:
     def clear(self) -> None:
         """Forget every count (a new summary period)."""
         self._counts.clear()
+        self._totals.clear()
+
+
+def _take(totals: dict[int, int], total: int) -> None:
+    """One pair fewer with ``total`` runs."""
+    left = totals[total] - 1
+    if left:
+        totals[total] = left
+    else:
+        del totals[total]

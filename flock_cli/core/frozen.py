@@ -57,7 +57,16 @@ class FrozenList(list[Any]):
 def freeze(value: Any) -> Any:
     """``value`` with every dict and list replaced by its frozen twin (scalars are returned as is)."""
     if isinstance(value, dict):
-        return value if type(value) is FrozenDict else FrozenDict({k: freeze(v) for k, v in value.items()})
+        if type(value) is FrozenDict:
+            return value
+        # Scalars are kept without a call each: most payloads are flat, and this runs for every
+        # artifact built.
+        return FrozenDict({k: v if type(v) in _SCALARS else freeze(v) for k, v in value.items()})
     if isinstance(value, list):
-        return value if type(value) is FrozenList else FrozenList(freeze(v) for v in value)
+        if type(value) is FrozenList:
+            return value
+        return FrozenList([v if type(v) in _SCALARS else freeze(v) for v in value])
     return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})

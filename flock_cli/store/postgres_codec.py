@@ -29,13 +29,15 @@ __all__ = [
 ]
 
 _VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
+# json.dumps() with separators builds an encoder per call; every payload is encoded
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def artifact_params(a: Artifact, produced_in: UUID | None) -> tuple[Any, ...]:
     return (
         a.id,
         a.type,
-        json.dumps(a.payload, separators=(",", ":")),
+        _compact_json(a.payload),
         a.produced_by,
         a.correlation_id,
         a.partition_key,

@@ -134,7 +134,9 @@ class SQLiteBlackboardStore(BlackboardStore):
         Other writes are awaited by their callers, so only routing steps are tracked here.
         """
         pending, self._unsynced = self._unsynced, []
-        if pending:
+        if len(pending) == 1:  # the usual case (one routing pass): no gathering future
+            await pending[0]
+        elif pending:
             await asyncio.gather(*pending)
 
     async def close(self) -> None:
@@ -157,8 +159,7 @@ class SQLiteBlackboardStore(BlackboardStore):
         for artifact in artifacts:
             try:
                 cursor = conn.execute(
-                    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in, routed)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    _INSERT_ARTIFACT,
                     (
                         *artifact_row(artifact),
                         produced_in.bytes if produced_in else None,
@@ -264,10 +265,7 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     def _insert_delivery(self, conn: sqlite3.Connection, d: Delivery) -> None:
         try:
-            conn.execute(
-                f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                delivery_row(d),
-            )
+            conn.execute(_INSERT_DELIVERY, delivery_row(d))
         except sqlite3.IntegrityError:
             raise ValueError(f"delivery {d.id} already exists") from None
         conn.executemany(
@@ -542,6 +540,13 @@ class SQLiteBlackboardStore(BlackboardStore):
 
 _Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
 _Queued = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
+
+
+# Built once: the statement cache finds them by their text, and every seed writes them.
+_INSERT_ARTIFACT = (
+    f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in, routed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_DELIVERY = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class _WriteFailed(Exception):

@@ -119,7 +119,8 @@ class Tracer:
         self.capture_content = False
         """Whether model calls record their prompt and answer messages on their spans (the GenAI
         conventions' opt-in, ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``)."""
-        self._origins: dict[Any, tuple[str, str]] = {}  # artifact id (UUID) -> (trace id, span id)
+        # artifact id (UUID) -> (trace id, span id, the traceparent it was given, that parsed)
+        self._origins: dict[Any, tuple[str, str, str, tuple[str, str]]] = {}
         self._put = [sink.put for sink in self.sinks]
         self.usage = UsageLedger()
         """What the flock's model calls used, per agent and in all (budgets read it)."""
@@ -208,11 +209,14 @@ class Tracer:
         if origin is None:
             span = self.start(name, agent=agent, attributes=attributes, kind="consumer")
         else:
-            trace, parent = origin
+            trace, parent = origin[0], origin[1]
             span = Span(trace, new_span_id(), parent, name, time.time_ns(), "consumer", agent, attributes)
         span.input_types = tuple(types)
         span.correlation = first.correlation_id if first is not None else None
-        parsed = parse_traceparent(context) if context is not None else None
+        parsed = None
+        if context is not None:
+            # A context this process gave (adopt) is known already: no parse per run.
+            parsed = origin[3] if origin is not None and origin[2] == context else parse_traceparent(context)
         if parsed is not None:
             span.otel_trace_id, span.otel_parent_id = parsed
             if links:
@@ -302,13 +306,14 @@ class Tracer:
         this is part of building it), so runs in other processes join the trace too; an artifact
         found on the board keeps the context it was published with.
         """
-        context = traceparent(span.otel_trace_id or span.trace_id, span.span_id)
+        otel = (span.otel_trace_id or span.trace_id, span.span_id)
+        context = traceparent(*otel)
         for artifact in artifacts:
             if artifact.trace_context is None:
                 artifact.__dict__["trace_context"] = context  # frozen for users; not yet stored
         if not self._put:  # no traces are written: nothing will ever ask whose trace it was
             return
-        origins, origin = self._origins, (span.trace_id, span.span_id)
+        origins, origin = self._origins, (span.trace_id, span.span_id, context, otel)
         for artifact in artifacts:
             key = artifact.id
             origins[key] = origin
@@ -337,15 +342,13 @@ class Tracer:
             return
         if span is None:
             span = self._span.get()
-        origin = None
+        trace_id = span_id = None
         if span is not None:
-            origin = (span.trace_id, span.span_id)
-        elif artifact_id is not None:
-            origin = self._origins.get(artifact_id)
-        if origin is None:
-            scope = self._run.get()
-            origin = (scope.trace_id, scope.span_id) if scope else None
-        trace_id, span_id = origin if origin is not None else (None, None)
+            trace_id, span_id = span.trace_id, span.span_id
+        elif artifact_id is not None and (origin := self._origins.get(artifact_id)) is not None:
+            trace_id, span_id = origin[0], origin[1]
+        elif (scope := self._run.get()) is not None:
+            trace_id, span_id = scope.trace_id, scope.span_id
         record = EventRecord(
             trace_id,
             span_id,
