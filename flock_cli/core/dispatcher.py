@@ -57,7 +57,7 @@ class Dispatcher:
         if self.paused or self.global_limit is not None:
             return False
         limits = self._limits
-        return not any(agent in limits for agent in candidates)
+        return not limits or not any(agent in limits for agent in candidates)
 
     @property
     def queued(self) -> int:

@@ -276,8 +276,10 @@ class Routing:
             if not artifact.visibility.allows(agent.identity, now=now):
                 self._deny(artifact, sub, agent, now, tx)
                 continue
-            model = sub.models[artifact.type]
-            typed = loaders.get(model) or loaders.setdefault(model, typed_loader(artifact, model))
+            typed = _unread_payload
+            if sub.where or sub.gathers:  # only predicates and join keys read the typed payload
+                model = sub.models[artifact.type]
+                typed = loaders.get(model) or loaders.setdefault(model, typed_loader(artifact, model))
             reason = router.screen(artifact, sub, typed, now)
             if reason is not None:
                 self.collector.filtered[reason] += 1
@@ -394,9 +396,13 @@ class Routing:
     ) -> Job:
         """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit."""
         sub = run.subscription
-        members = members or {sub.agent: sub}
         runtime = self._runtime
         now = runtime.clock.now()
+        if members is None:
+            members = {sub.agent: sub}
+            priority = sub.priority
+        else:
+            priority = max([s.priority for s in members.values()])
         # Leased in the routing step that creates it, rather than by one more write when the run
         # starts, when the run starts as soon as the step commits. (On a shared board every
         # process leases its work from the board.)
@@ -410,7 +416,7 @@ class Routing:
             1 if leased else 0,
             runtime.owner if leased else None,
             now + timedelta(seconds=runtime.lease_ttl) if leased else None,
-            max([s.priority for s in members.values()]),
+            priority,
             trigger,
             run.batch_trigger,
             tuple([len(g) for g in run.groups]),
@@ -434,6 +440,10 @@ class Routing:
         if tx:
             await self._runtime.store.commit_routing(tx)
         await self._start_after_sync(jobs)
+
+
+def _unread_payload() -> BaseModel:
+    raise AssertionError("a subscription without predicates or a join read its typed payload")
 
 
 class _RoutingPass:
