@@ -98,7 +98,11 @@ async def evaluate(
             for utility in agent.utilities:
                 inputs = await utility.on_pre_evaluate(agent, ctx, inputs)
     with staged(agent, "evaluate", ctx):
-        result, failed_tries = await _best_of(agent, ctx, inputs, wrap)
+        failed_tries: list[BaseException] = []
+        if agent.best_of_n == 1 or agent.best_of_score is None:  # one try: no coroutine around it
+            result = await _run_chain(agent, ctx, inputs, wrap)
+        else:
+            result, failed_tries = await _best_of(agent, ctx, inputs, wrap)
     if utilities:
         with staged(agent, "post_evaluate", ctx):
             for utility in agent.utilities:
@@ -151,8 +155,6 @@ async def _run_chain(agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap)
 async def _best_of(
     agent: Agent, ctx: Context, inputs: EvalInputs, wrap: Wrap
 ) -> tuple[EvalResult, list[BaseException]]:
-    if agent.best_of_n == 1 or agent.best_of_score is None:
-        return await _run_chain(agent, ctx, inputs, wrap), []
     tries = await asyncio.gather(
         *(
             _run_chain(
@@ -167,6 +169,7 @@ async def _best_of(
     if not results:
         raise errors[0]
     score = agent.best_of_score
+    assert score is not None  # evaluate() runs a single try without one
     best = max(results, key=score)
     best.metrics.setdefault(
         "best_of", {"n": agent.best_of_n, "succeeded": len(results), "score": score(best)}

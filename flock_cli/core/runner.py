@@ -270,11 +270,13 @@ class RunExecutor:
     def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
         """Turns engine and component outputs into validated artifacts stamped with this run."""
         runtime = self._runtime
-        wrapped: set[UUID] = set()
+        # by id(): the very artifacts this run made (kept alive here, so no id() is reused);
+        # an int key hashes without running Python code, a UUID's does not
+        wrapped: dict[int, Artifact] = {}
 
         def wrap(item: Artifact | BaseModel) -> Artifact:
             if isinstance(item, Artifact):
-                if item.id in wrapped:
+                if wrapped.get(id(item)) is item:
                     return item  # already validated and stamped in this run
                 model = runtime.registry.get(item.type)
                 if model is None:
@@ -303,7 +305,7 @@ class RunExecutor:
                 )
             except InvalidPayloadError as exc:
                 raise OutputError(f"agent '{agent.name}' produced an invalid output: {exc}") from exc
-            wrapped.add(artifact.id)
+            wrapped[id(artifact)] = artifact
             return artifact
 
         return wrap
