@@ -171,7 +171,7 @@ class Routing:
             async with self._routing_pass():
                 for artifact in artifacts:
                     fresh = only is None and artifact.id in self.in_flight
-                    marked = artifact.id in stored_routed
+                    marked = bool(stored_routed) and artifact.id in stored_routed
                     jobs += await self._route_one(artifact, only, claims, fresh=fresh, marked=marked)
             await self._start_after_sync(jobs, claims)
         except BaseException as exc:

@@ -78,7 +78,8 @@ class RunExecutor:
 
     def __init__(self, runtime: Runtime, scheduler: Scheduling) -> None:
         self._runtime = runtime
-        self._holding: dict[UUID, int] = {}  # delivery -> attempt, while this process holds its lease
+        # delivery (its id's integer: hashed in C) -> attempt, while this process holds its lease
+        self._holding: dict[int, int] = {}
         # delivery -> attempt: leased before its run started (created leased by routing, or
         # taken from a shared board); shared with the scheduler, which fills it
         self.preleased = scheduler.preleased
@@ -122,15 +123,16 @@ class RunExecutor:
             if leased is None:
                 return None  # someone else holds it, or it is finished
             attempt = leased.attempts
-        self._holding[delivery.id] = attempt
+        key = delivery.id.int
+        self._holding[key] = attempt
         try:
             result = await self._leased_attempt(agent, delivery, run, attempt)
         except asyncio.CancelledError:
             raise  # keep the attempt: abandon() fences the lease this run still holds
         except BaseException:
-            self._holding.pop(delivery.id, None)
+            self._holding.pop(key, None)
             raise
-        self._holding.pop(delivery.id, None)
+        self._holding.pop(key, None)
         return result
 
     async def _leased_attempt(
@@ -318,10 +320,10 @@ class RunExecutor:
         produced: Sequence[Artifact | BaseModel],
         wrap: lifecycle.Wrap,
     ) -> list[Artifact]:
-        input_ids = {a.id for a in inputs}
+        input_ids = {a.id.int for a in inputs}
         outputs: list[Artifact] = []
         for item in produced:
-            if isinstance(item, Artifact) and item.id in input_ids:
+            if isinstance(item, Artifact) and item.id.int in input_ids:
                 continue  # an engine passed its inputs through; they are already on the board
             artifact = wrap(item)  # utilities' post-evaluate results may still be bare models
             decl = agent.output_for(artifact.type)
@@ -368,7 +370,7 @@ class RunExecutor:
         error = AgentRunError(agent.name, "cancelled", cause)
         error.__cause__ = cause
         # 0: cancelled while backing off, no lease held
-        attempt = self._holding.pop(delivery.id, 0) or self.preleased.pop(delivery.id, 0)
+        attempt = self._holding.pop(delivery.id.int, 0) or self.preleased.pop(delivery.id, 0)
         # StaleLeaseError: the run's completion was queued and committed first; nothing to keep.
         with contextlib.suppress(StaleLeaseError):
             await self._abandon(agent, delivery, run, error, attempt)

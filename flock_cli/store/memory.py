@@ -30,17 +30,19 @@ class InMemoryBlackboardStore(BlackboardStore):
     atomic with respect to the event loop."""
 
     def __init__(self) -> None:
-        self._artifacts: dict[UUID, Artifact] = {}
+        # Keyed by the ids' integers (``UUID.int``): a UUID's hash runs Python code, an int's does
+        # not, and every run touches these maps several times.
+        self._artifacts: dict[int, Artifact] = {}
         self._by_type: dict[str, list[Artifact]] = {}
-        self._consumptions: dict[UUID, set[str]] = {}
-        self._deliveries: dict[UUID, Delivery] = {}
+        self._consumptions: dict[int, set[str]] = {}
+        self._deliveries: dict[int, Delivery] = {}
         self._dead: dict[UUID, DeadLetter] = {}
         self._denials: list[VisibilityDenial] = []
-        self._unrouted: dict[UUID, None] = {}  # insertion-ordered set
+        self._unrouted: dict[int, None] = {}  # insertion-ordered set
         self._gates: dict[tuple[str, UUID], GateEntry] = {}
         self._batches: dict[str, list[BatchEntry]] = {}
-        self._parents: dict[UUID, tuple[UUID, ...]] = {}
-        self._children: dict[UUID, list[UUID]] = {}
+        self._parents: dict[int, tuple[UUID, ...]] = {}
+        self._children: dict[int, list[UUID]] = {}
         self._runs: dict[UUID, RunRecord] = {}
         self._positions: list[Artifact] = []  # board position n is self._positions[n - 1]
 
@@ -49,16 +51,17 @@ class InMemoryBlackboardStore(BlackboardStore):
     async def append(self, artifacts: Sequence[Artifact]) -> None:
         """Add artifacts; an id already present rejects the whole call."""
         for artifact in artifacts:
-            if artifact.id in self._artifacts:
+            if artifact.id.int in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(artifacts)
 
     def _append(self, artifacts: Sequence[Artifact], routed: Collection[UUID] = ()) -> None:
         for artifact in artifacts:
-            self._artifacts[artifact.id] = artifact
+            key = artifact.id.int
+            self._artifacts[key] = artifact
             self._by_type.setdefault(artifact.type, []).append(artifact)
-            if artifact.id not in routed:
-                self._unrouted[artifact.id] = None
+            if not routed or artifact.id not in routed:
+                self._unrouted[key] = None
             self._positions.append(artifact)
 
     def _filter_visible(self, artifacts: list[Artifact], viewer: Viewer, now: datetime) -> list[Artifact]:
@@ -112,14 +115,14 @@ class InMemoryBlackboardStore(BlackboardStore):
         self, artifact_ids: Sequence[UUID], *, viewer: Viewer = EXTERNAL, now: datetime | None = None
     ) -> list[Artifact]:
         """Look up by id, then filter by visibility."""
-        found = [self._artifacts[i] for i in artifact_ids if i in self._artifacts]
+        found = [self._artifacts[i.int] for i in artifact_ids if i.int in self._artifacts]
         return self._filter_visible(found, viewer, self.now(now))
 
     # -- consumptions ----------------------------------------------------------------------------
 
     async def claim_consumption(self, artifact_id: UUID, consumer: str) -> bool:
         """Set insertion; False if already present."""
-        taken = self._consumptions.setdefault(artifact_id, set())
+        taken = self._consumptions.setdefault(artifact_id.int, set())
         if consumer in taken:
             return False
         taken.add(consumer)
@@ -127,19 +130,19 @@ class InMemoryBlackboardStore(BlackboardStore):
 
     async def consumers_of(self, artifact_id: UUID) -> set[str]:
         """A copy of the consumer set."""
-        return set(self._consumptions.get(artifact_id, ()))
+        return set(self._consumptions.get(artifact_id.int, ()))
 
     # -- deliveries ------------------------------------------------------------------------------
 
     async def add_delivery(self, delivery: Delivery) -> None:
         """Store the delivery; an existing id is an error."""
-        if delivery.id in self._deliveries:
+        if delivery.id.int in self._deliveries:
             raise ValueError(f"delivery {delivery.id} already exists")
-        self._deliveries[delivery.id] = delivery
+        self._deliveries[delivery.id.int] = delivery
 
     async def lease(self, delivery_id: UUID, owner: str, *, now: datetime, ttl: float) -> Delivery | None:
         """Pending, or leased with an expired lease, becomes leased by ``owner``."""
-        current = self._deliveries.get(delivery_id)
+        current = self._deliveries.get(delivery_id.int)
         if current is None or current.status in (DeliveryStatus.DONE, DeliveryStatus.DEAD):
             return None
         if (
@@ -154,11 +157,11 @@ class InMemoryBlackboardStore(BlackboardStore):
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=ttl),
         )
-        self._deliveries[delivery_id] = leased
+        self._deliveries[delivery_id.int] = leased
         return leased
 
     def _fenced(self, delivery_id: UUID, attempt: int) -> Delivery:
-        current = self._deliveries.get(delivery_id)
+        current = self._deliveries.get(delivery_id.int)
         if current is None or current.status != DeliveryStatus.LEASED or current.attempts != attempt:
             raise StaleLeaseError(
                 f"delivery {delivery_id}: attempt {attempt} does not hold the lease"
@@ -178,14 +181,14 @@ class InMemoryBlackboardStore(BlackboardStore):
         """Check the fence and duplicates first, then apply both changes."""
         current = self._fenced(delivery_id, attempt)
         for artifact in outputs:
-            if artifact.id in self._artifacts:
+            if artifact.id.int in self._artifacts:
                 raise ValueError(f"artifact {artifact.id} already exists")
         self._append(outputs, routed)
         for output in outputs:
-            self._parents[output.id] = current.artifact_ids
+            self._parents[output.id.int] = current.artifact_ids
         for input_id in current.artifact_ids:
-            self._children.setdefault(input_id, []).extend(o.id for o in outputs)
-        self._deliveries[delivery_id] = current.moved(DeliveryStatus.DONE)
+            self._children.setdefault(input_id.int, []).extend(o.id for o in outputs)
+        self._deliveries[delivery_id.int] = current.moved(DeliveryStatus.DONE)
 
     async def release(
         self, delivery_id: UUID, attempt: int, *, dead: bool = False, retry_at: datetime | None = None
@@ -193,21 +196,21 @@ class InMemoryBlackboardStore(BlackboardStore):
         """Back to pending, or dead."""
         current = self._fenced(delivery_id, attempt)
         status = DeliveryStatus.DEAD if dead else DeliveryStatus.PENDING
-        self._deliveries[delivery_id] = current.moved(status)
+        self._deliveries[delivery_id.int] = current.moved(status)
 
     async def bury(self, delivery_id: UUID, attempt: int | None, letter: DeadLetter) -> None:
         """Check, then mark dead and keep the letter (no await in between: atomic)."""
-        current = self._deliveries.get(delivery_id)
+        current = self._deliveries.get(delivery_id.int)
         if attempt is not None:
             current = self._fenced(delivery_id, attempt)
         elif current is None or current.status != DeliveryStatus.PENDING:
             raise StaleLeaseError(f"delivery {delivery_id} is not pending")
-        self._deliveries[delivery_id] = current.moved(DeliveryStatus.DEAD)
+        self._deliveries[delivery_id.int] = current.moved(DeliveryStatus.DEAD)
         self._dead[letter.id] = letter
 
     async def get_delivery(self, delivery_id: UUID) -> Delivery | None:
         """Dictionary lookup."""
-        return self._deliveries.get(delivery_id)
+        return self._deliveries.get(delivery_id.int)
 
     async def deliveries(self, *, status: DeliveryStatus | None = None) -> list[Delivery]:
         """Insertion order is creation order."""
@@ -221,7 +224,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             if d.status == DeliveryStatus.LEASED and d.lease_owner == owner
         ]
         for d in mine:
-            self._deliveries[d.id] = d.moved(DeliveryStatus.PENDING)
+            self._deliveries[d.id.int] = d.moved(DeliveryStatus.PENDING)
         return len(mine)
 
     # -- routing state ---------------------------------------------------------------------------
@@ -229,15 +232,15 @@ class InMemoryBlackboardStore(BlackboardStore):
     async def commit_routing(self, tx: RoutingTx) -> None:
         """Check every claim first, then apply all changes (no await in between: atomic)."""
         for artifact_id, consumer in tx.claims:
-            if consumer in self._consumptions.get(artifact_id, ()):
+            if consumer in self._consumptions.get(artifact_id.int, ()):
                 raise ValueError(f"artifact {artifact_id} was already claimed by {consumer}")
         for delivery in tx.deliveries:
-            if delivery.id in self._deliveries:
+            if delivery.id.int in self._deliveries:
                 raise ValueError(f"delivery {delivery.id} already exists")
         for artifact_id, consumer in tx.claims:
-            self._consumptions.setdefault(artifact_id, set()).add(consumer)
+            self._consumptions.setdefault(artifact_id.int, set()).add(consumer)
         for delivery in tx.deliveries:
-            self._deliveries[delivery.id] = delivery
+            self._deliveries[delivery.id.int] = delivery
         for entry in tx.gate_adds:
             self._gates[(entry.sub_key, entry.artifact_id)] = entry
         for key in tx.gate_removes:
@@ -248,7 +251,7 @@ class InMemoryBlackboardStore(BlackboardStore):
             self._batches.setdefault(batch_entry.sub_key, []).append(batch_entry)
         self._denials.extend(tx.denials)
         for artifact_id in tx.routed:
-            self._unrouted.pop(artifact_id, None)
+            self._unrouted.pop(artifact_id.int, None)
 
     async def unrouted(self, limit: int = 1000) -> list[Artifact]:
         """Oldest first."""
@@ -276,8 +279,8 @@ class InMemoryBlackboardStore(BlackboardStore):
         """Walk the parent and child maps."""
         return Lineage(
             artifact_id=artifact_id,
-            parents=walk(artifact_id, lambda i: self._parents.get(i, ())),
-            children=walk(artifact_id, lambda i: self._children.get(i, ())),
+            parents=walk(artifact_id, lambda i: self._parents.get(i.int, ())),
+            children=walk(artifact_id, lambda i: self._children.get(i.int, ())),
         )
 
     # -- dead letters ----------------------------------------------------------------------------
