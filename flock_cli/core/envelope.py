@@ -64,6 +64,7 @@ def build_artifact(
 
 
 _PUBLIC = PublicVisibility()  # frozen, so every public artifact can share one
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 def payload_limit_error(type_name: str, model: type[BaseModel], problem: ValueProblem) -> InvalidPayloadError:
@@ -106,7 +107,9 @@ def _check_envelope(visibility: Any, correlation_id: Any, partition_key: Any) ->
 
 
 def _tag_set(tags: Iterable[str] | str | None) -> frozenset[str]:
-    found = frozenset([tags] if isinstance(tags, str) else tags or ())
+    if not tags:
+        return _NO_TAGS  # most artifacts: nothing to check
+    found = frozenset([tags] if isinstance(tags, str) else tags)
     if not all(isinstance(t, str) and t for t in found):
         raise UsageError(f"tags must be non-empty strings, got {sorted(map(repr, found))}")
     return found

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,7 +24,16 @@ from flock_cli.core.artifact import Artifact
 from flock_cli.core.context import Context, EvalInputs, EvalResult
 from flock_cli.errors import AgentRunError, InvalidDeclarationError
 
-__all__ = ["Wrap", "components_of", "evaluate", "hooked", "invoke_calls", "post_publish", "staged"]
+__all__ = [
+    "Wrap",
+    "components_of",
+    "evaluate",
+    "hooked",
+    "hooks_of",
+    "invoke_calls",
+    "post_publish",
+    "staged",
+]
 
 Wrap = Callable[[Artifact | BaseModel], Artifact]
 """Turns an engine's output (a registered model or an artifact) into a validated artifact."""
@@ -48,6 +57,15 @@ def _overridden(cls: type[AgentComponent]) -> frozenset[str]:
 def hooked(components: list[AgentComponent], hook: str) -> list[AgentComponent]:
     """The ``components`` whose ``hook`` does something (decided once per component class)."""
     return [c for c in components if hook in _overridden(type(c))]
+
+
+def hooks_of(agent: Agent, hook: str) -> Sequence[AgentComponent]:
+    """``hooked(components_of(agent), hook)``, without building the list for the usual agent:
+    no utilities and one engine (asked twice every run)."""
+    engines = agent.engines
+    if not agent.utilities and len(engines) == 1:
+        return (engines[0],) if hook in _overridden(type(engines[0])) else ()
+    return hooked(components_of(agent), hook)
 
 
 class staged:
@@ -83,7 +101,7 @@ async def evaluate(
     Returns the result and the exceptions of ``best_of`` tries that failed while others succeeded.
     """
     utilities = bool(agent.utilities)
-    initializing = hooked(components_of(agent), "on_initialize")
+    initializing = hooks_of(agent, "on_initialize")
     if initializing or utilities:  # a stage with nothing to call is neither entered nor traced
         with staged(agent, "initialize", ctx, traced=utilities):
             for component in initializing:

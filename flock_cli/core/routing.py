@@ -311,9 +311,10 @@ class Routing:
             for batcher, generation in started:
                 assert sub.batch is not None and sub.batch.within is not None
                 self.timers.after(sub.batch.within, self._flush_batch, batcher, generation)
-            jobs.extend(self.plan(run, tx) for run in runs)
+            for run in runs:
+                jobs.append(self.plan(run, tx, now=now))
         for claim, (sub, members) in group_runs.items():
-            jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members))
+            jobs.append(self.plan(ReadyRun(sub, [artifact]), tx, queue=claim, members=members, now=now))
         if tx:
             await store.commit_routing(tx)
             claims.extend(tx.claims)
@@ -393,11 +394,14 @@ class Routing:
         queue: str | None = None,
         members: dict[str, Subscription] | None = None,
         trigger: Literal["event", "direct", "redelivery"] = "event",
+        now: datetime | None = None,
     ) -> Job:
-        """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit."""
+        """Add a delivery for ``run`` to ``tx`` and return the job that will run it after the commit
+        (created at ``now``: the routing step's time, else the clock's)."""
         sub = run.subscription
         runtime = self._runtime
-        now = runtime.clock.now()
+        if now is None:
+            now = runtime.clock.now()
         if members is None:
             members = {sub.agent: sub}
             priority = sub.priority

@@ -348,14 +348,14 @@ class RunExecutor:
         return outputs
 
     async def _hooks_on_error(self, agent: Agent, ctx: Context, error: BaseException) -> None:
-        for component in lifecycle.hooked(lifecycle.components_of(agent), "on_error"):
+        for component in lifecycle.hooks_of(agent, "on_error"):
             try:
                 await component.on_error(agent, ctx, error)
             except Exception as hook_error:
                 self.letters.failure(agent, "on_error", hook_error, ctx.attempt, None)
 
     async def _hooks_on_terminate(self, agent: Agent, ctx: Context) -> None:
-        for component in lifecycle.hooked(lifecycle.components_of(agent), "on_terminate"):
+        for component in lifecycle.hooks_of(agent, "on_terminate"):
             try:
                 await component.on_terminate(agent, ctx)
             except Exception as hook_error:
