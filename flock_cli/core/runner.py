@@ -90,6 +90,9 @@ class RunExecutor:
         self._admission = kind(
             runtime, scheduler.iterations, scheduler.collector, self.letters, self.preleased
         )
+        # A board only this process works: admission is decided in memory (``Admission.check``)
+        # and has nothing to add up after a run, so neither needs a coroutine.
+        self._local_admission = kind is Admission
 
     async def attempt(
         self, agent: Agent, delivery: Delivery, run: ReadyRun, *, count_run: bool
@@ -100,7 +103,10 @@ class RunExecutor:
         """
         admission = self._admission
         model_run = calls_models(self._runtime, agent.name)
-        refused = await admission.admit(agent, delivery, run, count_run=count_run, model_run=model_run)
+        if self._local_admission:  # decided here, without a coroutine per run
+            refused = admission.check(agent, delivery, run, count_run=count_run)
+        else:
+            refused = await admission.admit(agent, delivery, run, count_run=count_run, model_run=model_run)
         if refused is not None:
             await refused  # kept as a dead letter: denied, breaker or budget
             return None
@@ -111,7 +117,8 @@ class RunExecutor:
         finally:
             if model_run:
                 admission.admitted[agent.name] -= 1
-            await admission.finished(agent, delivery)
+            if not self._local_admission:
+                await admission.finished(agent, delivery)
 
     async def _attempt_leased(self, agent: Agent, delivery: Delivery, run: ReadyRun) -> float | None:
         runtime, store = self._runtime, self._runtime.store
