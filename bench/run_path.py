@@ -3,6 +3,11 @@
     python bench/run_path.py                          # 10,000 seeds, 5 rounds, every variant
     python bench/run_path.py --seeds 2000 --rounds 3 --only floor --only memory
     python bench/run_path.py --out bench/results      # also write run_path.md
+    python bench/run_path.py --baseline /tmp/before   # also the code checked out in /tmp/before
+
+``--baseline DIR`` adds ``memory (baseline)`` and ``sqlite (baseline)``: the same children run with
+``DIR`` first on ``PYTHONPATH`` (a ``git worktree add DIR <rev>`` of the code to compare with),
+interleaved with ours in every round, and the table gains the change against them.
 
 Each measured run is a fresh process (no warm caches, no heap left over), and the variants
 alternate inside every round, the order rotating from round to round, so that drift on a noisy
@@ -58,18 +63,31 @@ async def _ours(variant: str, seeds: int) -> dict[str, float]:
     return {"runs": summary.agent_runs, "cpu_seconds": cpu, "seconds": wall}
 
 
-def measure(variants: list[str], seeds: int, rounds: int) -> dict[str, list[dict[str, float]]]:
-    """``rounds`` rounds of every variant in fresh processes, the order rotating each round."""
+BASELINE = " (baseline)"
+
+
+def measure(
+    variants: list[str], seeds: int, rounds: int, baseline: Path | None = None
+) -> dict[str, list[dict[str, float]]]:
+    """``rounds`` rounds of every variant in fresh processes, the order rotating each round
+    (with ``baseline``, each of ours also runs on the code in that folder)."""
+    if baseline is not None:
+        variants = variants + [v + BASELINE for v in variants if v != "floor"]
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for index in range(rounds):
         order = variants[index % len(variants) :] + variants[: index % len(variants)]
         for variant in order:
+            env = dict(os.environ)
+            if variant.endswith(BASELINE):
+                assert baseline is not None
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(baseline), env.get("PYTHONPATH")]))
             out = subprocess.run(
-                [sys.executable, __file__, "--child", variant, "--seeds", str(seeds)],
+                [sys.executable, __file__, "--child", variant.removesuffix(BASELINE), "--seeds", str(seeds)],
                 capture_output=True,
                 text=True,
                 check=False,
                 cwd=HERE,
+                env=env,
             )
             if out.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{out.stderr[-2000:]}")
@@ -97,6 +115,13 @@ def report(results: dict[str, list[dict[str, float]]], seeds: int, load: str) ->
     for variant, (cpu, wall) in medians.items():
         ratio = f"{cpu / base[0]:.2f}x" if base else "-"
         lines.append(f"| {variant} | {cpu:,.1f} | {wall:,.1f} | {ratio} |")
+    for variant in ("memory", "sqlite"):
+        if variant in medians and variant + BASELINE in medians:
+            before, after = medians[variant + BASELINE][0], medians[variant][0]
+            lines.append("")
+            lines.append(
+                f"{variant}: {before:,.1f} -> {after:,.1f} CPU µs per run ({after / before:.2f}x the baseline)"
+            )
     if "memory" in medians and "sqlite" in medians:
         lines.append("")
         lines.append(f"SQLite vs in memory (CPU): {medians['sqlite'][0] / medians['memory'][0]:.2f}x")
@@ -109,13 +134,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", action="append", choices=VARIANTS, help="a variant to run (repeatable)")
     parser.add_argument("--out", type=Path, help="a folder to write run_path.md and run_path.json into")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout of other code (git worktree) to measure beside ours"
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.seeds)))
         return 0
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    results = measure(list(args.only or VARIANTS), args.seeds, args.rounds)
+    if args.baseline is not None and not (args.baseline / "flock_cli" / "__init__.py").is_file():
+        parser.error(f"--baseline {args.baseline}: no flock_cli package in that folder")
+    results = measure(list(args.only or VARIANTS), args.seeds, args.rounds, args.baseline)
     text = report(results, args.seeds, load)
     print(text)
     if args.out:

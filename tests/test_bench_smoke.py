@@ -169,3 +169,27 @@ def test_the_floor_runs_every_seed_through_both_stages() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert (result["runs"], result["artifacts"]) == (40, 60)
+
+
+def test_run_path_bench_measures_a_baseline_checkout_beside_ours(tmp_path: Path) -> None:
+    # This checkout serves as its own baseline: what is checked is that both run, interleaved.
+    done = subprocess.run(
+        [sys.executable, "bench/run_path.py", "--seeds", "30", "--rounds", "1", "--only", "memory",
+         "--baseline", str(ROOT), "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    runs = json.loads((tmp_path / "run_path.json").read_text())
+    assert {variant: [r["runs"] for r in results] for variant, results in runs.items()} == {
+        "memory": [60],
+        "memory (baseline)": [60],
+    }
+    assert "memory: " in done.stdout and "x the baseline)" in done.stdout
+    refused = subprocess.run(
+        [sys.executable, "bench/run_path.py", "--baseline", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "no flock_cli package in that folder" in refused.stderr
