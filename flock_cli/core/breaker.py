@@ -12,6 +12,7 @@ recent) and forgets the least recently active ones, so a long-lived server's mem
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from uuid import UUID
 
 __all__ = ["BreakerCounts"]
@@ -25,9 +26,9 @@ class BreakerCounts:
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
         # Keyed by the correlation id's integer: hashing a UUID runs Python code, an int's does
-        # not, and this table is touched by every run. A dict keeps insertion order, so
-        # re-inserting a pair makes it the most recently active.
-        self._counts: dict[tuple[str, int | None], int] = {}
+        # not, and this table is touched by every run. An OrderedDict, not a dict: forgetting the
+        # oldest pair of a plain dict (next(iter(d))) walks past every slot emptied before it.
+        self._counts: OrderedDict[tuple[str, int | None], int] = OrderedDict()
         # agent -> {total: pairs of that agent with that total}: the status display's "most runs
         # in one workflow" without a walk over the whole table (asked for every few hundred ms).
         self._totals: dict[str, dict[int, int]] = {}
@@ -36,8 +37,9 @@ class BreakerCounts:
         """Count one more run of ``agent`` in the workflow ``correlation_id``; returns the total."""
         counts = self._counts
         key = (agent, None if correlation_id is None else correlation_id.int)
-        before = counts.pop(key, 0)
-        total = counts[key] = before + 1  # now the most recently active
+        before = counts.get(key, 0)
+        total = counts[key] = before + 1
+        counts.move_to_end(key)  # now the most recently active
         totals = self._totals.get(agent)
         if totals is None:
             totals = self._totals[agent] = {}
@@ -45,8 +47,8 @@ class BreakerCounts:
             _take(totals, before)
         totals[total] = totals.get(total, 0) + 1
         if len(counts) > self.capacity:
-            oldest = next(iter(counts))
-            _take(self._totals[oldest[0]], counts.pop(oldest))
+            (oldest_agent, _), oldest_total = counts.popitem(last=False)
+            _take(self._totals[oldest_agent], oldest_total)
         return total
 
     def of(self, agent: str, correlation_id: UUID | None) -> int:
