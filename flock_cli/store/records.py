@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
@@ -40,12 +40,12 @@ class DeliveryStatus(StrEnum):
     DEAD = "dead"
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One unit of work: ``agent`` must process ``artifact_ids`` (one run, possibly a batch).
 
-    A plain dataclass rather than a Pydantic model: deliveries change state on every run, and
-    ``dataclasses.replace`` is several times cheaper than ``model_copy``.
+    Immutable, and a named tuple rather than a Pydantic model or a frozen dataclass: every run
+    makes one and moves it once, and a tuple is built in C (a frozen dataclass sets each of its 13
+    fields through ``object.__setattr__``: 3.4 µs to make one, against about 1 µs).
     """
 
     id: UUID
@@ -70,26 +70,16 @@ class Delivery:
         lease_owner: str | None = None,
         lease_expires_at: datetime | None = None,
     ) -> Delivery:
-        """This delivery in ``status`` (the lease fields as given, unset by default).
+        """This delivery in ``status`` (the lease fields as given, unset by default)."""
+        id_, agent, artifact_ids, created_at, _, attempts_now, _, _, *rest = self
+        return _new_tuple(
+            Delivery,
+            (id_, agent, artifact_ids, created_at, status, attempts_now if attempts is None else attempts,
+             lease_owner, lease_expires_at, *rest),
+        )  # fmt: skip
 
-        Every run moves its delivery twice; ``dataclasses.replace`` reads the class's fields on
-        each call and cost about 4 % of a no-LLM pipeline's time.
-        """
-        return Delivery(
-            self.id,
-            self.agent,
-            self.artifact_ids,
-            self.created_at,
-            status,
-            self.attempts if attempts is None else attempts,
-            lease_owner,
-            lease_expires_at,
-            self.priority,
-            self.trigger,
-            self.batch_trigger,
-            self.group_sizes,
-            self.subscription,
-        )
+
+_new_tuple = tuple.__new__
 
 
 DeadLetterReason = Literal["failed", "breaker", "budget", "embargoed", "stopped", "denied"]
