@@ -265,15 +265,18 @@ class RunExecutor:
             self._scheduler.resolve_direct(delivery.id, outputs=outputs)
             await self._scheduler.route(outputs, stored_routed=terminal)
             try:
-                await lifecycle.post_publish(agent, ctx, outputs)
-                await lifecycle.invoke_calls(agent, ctx, outputs)
+                if agent.utilities:  # stages 8 and 9 only when there is something to call
+                    await lifecycle.post_publish(agent, ctx, outputs)
+                if agent.calls_func is not None:
+                    await lifecycle.invoke_calls(agent, ctx, outputs)
             except Exception as exc:
                 await self._hooks_on_error(agent, ctx, exc)
                 span.status, span.message = "error", f"{type(cause_of(exc)).__name__}: {cause_of(exc)}"
                 span.attributes["flock.outcome"] = "failed"
                 await self.letters.dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
         finally:
-            await self._hooks_on_terminate(agent, ctx)
+            if lifecycle.hooks_of(agent, "on_terminate"):
+                await self._hooks_on_terminate(agent, ctx)
         return None
 
     def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
