@@ -15,6 +15,17 @@ binding called with the same arguments, so it weighs what it weighed before), th
 temperature 0, else top-k 40, typical 1.0, top-p, min-p 0.05, temperature, and a seeded draw.
 The grammar is built from the JSON schema as llama-cpp-python builds it for
 ``response_format={"type": "json_object", "schema": ...}``.
+
+Greedy decoding (temperature 0, the default) looks only at a shortlist: the :data:`SHORTLIST` tokens
+with the highest raw logits (and any tied with the last). The repeat penalty only lowers a logit,
+so when the best penalized token of the shortlist is still at least the shortlist's lowest raw
+logit, no token outside it can beat it, and greedy (the first highest, by token id) picks what it
+would pick over the whole vocabulary. When the grammar rejects that token, the grammar and the
+chain are applied to longer shortlists in turn (:data:`SHORTLIST`, then 8 and 64 and 512 times as
+many tokens) under the same test; only when none settles it is the whole vocabulary masked. The
+grammar's cost grows with the tokens it judges: a rejection (one token in seven in a JSON answer;
+three in four are settled by the first 64, the opening ``{"`` ranks around 15,000th) costs
+0.1-10 ms instead of 30-50 ms, and the penalties judge 64 tokens instead of 152,000.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ import random
 import threading
 from typing import Any
 
-__all__ = ["TokenSampler", "grammar_for", "next_seed"]
+__all__ = ["SHORTLIST", "TokenSampler", "grammar_for", "next_seed"]
 
+SHORTLIST = 64
+"""Greedy decoding: the tokens with the highest raw logits judged before the whole vocabulary."""
+_WIDER = (SHORTLIST, 8 * SHORTLIST, 64 * SHORTLIST, 512 * SHORTLIST)  # after a rejection
 PENALTY_LAST_N = 64  # llama-cpp-python's last_n_tokens_size
 _TOP_K, _MIN_P, _TYPICAL_P, _TOP_P = 40, 0.05, 1.0, 0.95  # create_chat_completion's defaults
 _grammars: dict[str, bytes] = {}  # response_format (as JSON) -> GBNF text: building it is Python work
@@ -83,7 +97,10 @@ class TokenSampler:
         self._lc, self._np = lc, np
         self.n_vocab = n_vocab
         self.grammar_checks = 0  # tokens the grammar was asked about
-        self.grammar_rejections = 0  # ... and rejected: all candidates masked, sampled again
+        self.grammar_rejections = 0  # ... and rejected: sampled again among the allowed
+        self.full_samples = 0  # greedy steps the shortlist could not settle: the whole vocabulary
+        # the shortlist is exact for greedy decoding only, and only while penalties lower logits
+        self._greedy = temperature == 0.0 and repeat_penalty >= 1.0
         self.chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
 
         def add(sampler: Any) -> None:
@@ -133,22 +150,67 @@ class TokenSampler:
     def sample(self, logits: Any) -> int:
         """The next token for ``logits`` (a float array over the vocabulary; not modified)."""
         lc = self._lc
-        lc.llama_sampler_apply(self.chain, self._fill(logits))
-        token = self._chosen()
-        if self.grammar is None:
-            return token
-        self.grammar_checks += 1
-        self._one[0] = lc.llama_token_data(token, 1.0, 0.0)
-        self._one_array.size, self._one_array.selected = 1, -1
-        lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
-        if self._one[0].logit != float("-inf"):
+        shortlist = self._shortlist(logits, SHORTLIST) if self._greedy else None
+        token = None if shortlist is None else self._best(shortlist, logits, grammar=False)
+        if token is None:
+            self.full_samples += 1
+            lc.llama_sampler_apply(self.chain, self._fill(logits))
+            token = self._chosen()
+        if self.grammar is None or self._allowed(token):
             return token
         # rejected: llama.cpp's order for the resample, the grammar's mask, then the chain
         self.grammar_rejections += 1
+        for size in _WIDER if shortlist is not None else ():
+            if size > SHORTLIST:
+                shortlist = self._shortlist(logits, size)
+            if shortlist is None:
+                break
+            if (token := self._best(shortlist, logits, grammar=True)) is not None:
+                return token
+        self.full_samples += 1
         candidates = self._fill(logits)
         lc.llama_sampler_apply(self.grammar, candidates)
         lc.llama_sampler_apply(self.chain, candidates)
         return self._chosen()
+
+    def _allowed(self, token: int) -> bool:
+        """True when the grammar accepts ``token`` next (asked about that token alone)."""
+        self.grammar_checks += 1
+        self._one[0] = self._lc.llama_token_data(token, 1.0, 0.0)
+        self._one_array.size, self._one_array.selected = 1, -1
+        self._lc.llama_sampler_apply(self.grammar, ctypes.byref(self._one_array))
+        return bool(self._one[0].logit != float("-inf"))
+
+    def _shortlist(self, logits: Any, size: int) -> tuple[Any, float] | None:
+        """The ids of the ``size`` highest raw logits and all tied with the lowest of them, in id
+        order (greedy keeps the first of equal logits, as over the whole vocabulary), with that
+        lowest logit; None when that is the whole vocabulary (or NaNs leave nothing)."""
+        np = self._np
+        if size >= self.n_vocab:
+            return None
+        floor = np.partition(logits, -size)[-size]
+        ids = np.flatnonzero(logits >= floor)
+        return (ids, float(floor)) if 0 < len(ids) < self.n_vocab else None
+
+    def _best(self, shortlist: tuple[Any, float], logits: Any, *, grammar: bool) -> int | None:
+        """Greedy's token over the whole vocabulary, found in the shortlist (the grammar's mask
+        first when ``grammar``), or None when the shortlist cannot tell: its best penalized
+        logit fell below the shortlist's floor, which a token outside it may reach."""
+        ids, floor = shortlist
+        n = len(ids)
+        short = self._data[:n]  # the candidates' first n entries (refilled whole when needed)
+        short["id"] = ids
+        short["logit"] = logits[ids]
+        short["p"] = 0.0
+        array = self._candidates
+        array.size, array.selected, array.sorted = n, -1, False
+        if grammar:
+            self._lc.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        self._lc.llama_sampler_apply(self.chain, ctypes.byref(array))
+        selected = array.selected
+        if not 0 <= selected < n or not short["logit"][selected] >= floor:  # -inf: all rejected
+            return None
+        return int(short["id"][selected])
 
     def accept(self, token: int) -> None:
         """Keep ``token``: the grammar advances, the penalties remember it."""
