@@ -118,9 +118,17 @@ def report(results: dict[str, list[dict[str, float]]], seeds: int, load: str) ->
     for variant in ("memory", "sqlite"):
         if variant in medians and variant + BASELINE in medians:
             before, after = medians[variant + BASELINE][0], medians[variant][0]
+            # Round by round: the two ran back to back, so a drift of the machine's speed
+            # between rounds cancels out of their ratio.
+            paired = [
+                (new["cpu_seconds"] / new["runs"]) / (old["cpu_seconds"] / old["runs"])
+                for new, old in zip(results[variant], results[variant + BASELINE], strict=True)
+            ]
             lines.append("")
             lines.append(
-                f"{variant}: {before:,.1f} -> {after:,.1f} CPU µs per run ({after / before:.2f}x the baseline)"
+                f"{variant}: {before:,.1f} -> {after:,.1f} CPU µs per run; paired by round,"
+                f" {statistics.median(paired):.2f}x the baseline"
+                f" (rounds {min(paired):.2f}x-{max(paired):.2f}x)"
             )
     if "memory" in medians and "sqlite" in medians:
         lines.append("")

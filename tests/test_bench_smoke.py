@@ -187,7 +187,7 @@ def test_run_path_bench_measures_a_baseline_checkout_beside_ours(tmp_path: Path)
         "memory": [60],
         "memory (baseline)": [60],
     }
-    assert "memory: " in done.stdout and "x the baseline)" in done.stdout
+    assert "memory: " in done.stdout and "x the baseline (rounds" in done.stdout
     refused = subprocess.run(
         [sys.executable, "bench/run_path.py", "--baseline", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
