@@ -15,7 +15,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -180,15 +180,21 @@ class ValueChecker:
             return None if value.isascii() or not _SURROGATE.search(value) else ([], _NOT_TEXT)
         if kind is float:
             return None if math.isfinite(value) else ([], _NOT_FINITE)
+        entries: Iterable[tuple[Any, Any]] | None = None
         if isinstance(value, dict):
+            entries, keyed = value.items(), True
+        elif isinstance(value, list | tuple):
+            entries, keyed = enumerate(value), False
+        if entries is not None:  # a container, empty or not
             if depth >= self.max_depth:
                 return [], f"nested more than {self.max_depth} levels deep (the limit)"
-            for key, item in value.items():
-                if type(key) is str:
-                    if not key.isascii() and _SURROGATE.search(key):
-                        return [_shown(key)], "this key is not text: " + _NOT_TEXT
-                elif self.string_keys:
-                    return [repr(key)], f"keys must be strings, got {type(key).__name__} {key!r}"
+            for key, item in entries:
+                if keyed:
+                    if type(key) is str:
+                        if not key.isascii() and _SURROGATE.search(key):
+                            return [_shown(key)], "this key is not text: " + _NOT_TEXT
+                    elif self.string_keys:
+                        return [repr(key)], f"keys must be strings, got {type(key).__name__} {key!r}"
                 kind = type(item)
                 # a plain value that is certainly fine needs no call of its own
                 if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and _isfinite(item)):
@@ -199,21 +205,6 @@ class ValueChecker:
                 found = self._walk(item, depth + 1)
                 if found is not None:
                     found[0].append(key if isinstance(key, str | int) else repr(key))
-                    return found
-            return None
-        if isinstance(value, list | tuple):
-            if depth >= self.max_depth:
-                return [], f"nested more than {self.max_depth} levels deep (the limit)"
-            for i, item in enumerate(value):
-                kind = type(item)
-                if kind in _PLAIN or (kind is str and item.isascii()) or (kind is float and _isfinite(item)):
-                    self.count += 1
-                    if self.count <= self.max_values:
-                        continue
-                    self.count -= 1  # counted again by the walk that reports it
-                found = self._walk(item, depth + 1)
-                if found is not None:
-                    found[0].append(i)
                     return found
             return None
         if isinstance(value, float) and not math.isfinite(value):
