@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from flock_cli.core import lifecycle
 from flock_cli.core.admission import Admission, calls_models
-from flock_cli.core.agent import Agent
+from flock_cli.core.agent import Agent, AgentComponent
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.board_admission import BoardAdmission
 from flock_cli.core.breaker import BreakerCounts
@@ -275,8 +275,9 @@ class RunExecutor:
                 span.attributes["flock.outcome"] = "failed"
                 await self.letters.dead_letter(agent, delivery, run, exc, attempt, outputs_published=True)
         finally:
-            if lifecycle.hooks_of(agent, "on_terminate"):
-                await self._hooks_on_terminate(agent, ctx)
+            terminating = lifecycle.hooks_of(agent, "on_terminate")
+            if terminating:  # no coroutine when no component overrides it
+                await self._hooks_on_terminate(agent, ctx, terminating)
         return None
 
     def _wrapper(self, agent: Agent, ctx: Context) -> lifecycle.Wrap:
@@ -364,8 +365,10 @@ class RunExecutor:
             except Exception as hook_error:
                 self.letters.failure(agent, "on_error", hook_error, ctx.attempt, None)
 
-    async def _hooks_on_terminate(self, agent: Agent, ctx: Context) -> None:
-        for component in lifecycle.hooks_of(agent, "on_terminate"):
+    async def _hooks_on_terminate(
+        self, agent: Agent, ctx: Context, components: Sequence[AgentComponent]
+    ) -> None:
+        for component in components:
             try:
                 await component.on_terminate(agent, ctx)
             except Exception as hook_error:

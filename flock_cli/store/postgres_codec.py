@@ -3,7 +3,6 @@ payloads ``json`` (kept as written), tags and id lists arrays; psycopg adapts th
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -12,7 +11,7 @@ from pydantic import TypeAdapter
 
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import VisibilitySpec
-from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS
+from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS, payload_json
 from flock_cli.store.contract import ArtifactQuery, Delivery, DeliveryStatus
 
 __all__ = [
@@ -29,15 +28,13 @@ __all__ = [
 ]
 
 _VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
-# json.dumps() with separators builds an encoder per call; every payload is encoded
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def artifact_params(a: Artifact, produced_in: UUID | None) -> tuple[Any, ...]:
     return (
         a.id,
         a.type,
-        _compact_json(a.payload),
+        payload_json(a.payload),
         a.produced_by,
         a.correlation_id,
         a.partition_key,

@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 
 from flock_cli.core.artifact import Artifact
 from flock_cli.core.visibility import PublicVisibility, Visibility, VisibilitySpec
-from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS
+from flock_cli.store.columns import ARTIFACT_COLUMNS, DELIVERY_COLUMNS, payload_json
 from flock_cli.store.contract import ArtifactQuery, Delivery, DeliveryStatus
 
 __all__ = [
@@ -33,8 +33,6 @@ __all__ = [
 _VISIBILITY: TypeAdapter[Any] = TypeAdapter(VisibilitySpec)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# json.dumps() with separators builds an encoder per call (about 3 µs); every payload is encoded
-_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def to_micros(value: datetime) -> int:
@@ -89,7 +87,7 @@ def artifact_row(a: Artifact) -> tuple[Any, ...]:
     return (
         a.id.bytes,
         a.type,
-        _compact_json(a.payload),
+        payload_json(a.payload),
         a.produced_by,
         a.correlation_id.bytes if a.correlation_id else None,
         a.partition_key,
