@@ -61,6 +61,15 @@ async def check_board(board: Path, seeds: int) -> None:
         await store.close()
 
 
+async def run_records(board: Path) -> int:
+    """How many orchestrators have attached to the board so far."""
+    store = SQLiteBlackboardStore(board)
+    try:
+        return len(await store.runs())
+    finally:
+        await store.close()
+
+
 async def left_mid_flight(board: Path) -> int:
     """1 if a killed orchestrator left runs leased (it died while they were running)."""
     store = SQLiteBlackboardStore(board)
@@ -85,8 +94,15 @@ async def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
         # New work every round, so each orchestrator is busy (runs leased, batches half full,
         # outputs unrouted) at the moment it is killed.
         await publish_seeds(board, per_round, start=round_no * per_round)
+        runs_before = await run_records(board)
         proc = worker("run", str(board), delay=0.03)
-        time.sleep(rng.uniform(0.5, 0.9))
+        # Killed at a random point of its work, timed from when it attached: how long a process
+        # takes to start says nothing about the board, and varies with the machine's load.
+        deadline = time.monotonic() + 60
+        while await run_records(board) == runs_before and proc.poll() is None:
+            assert time.monotonic() < deadline, "the orchestrator never attached"
+            await asyncio.sleep(0.02)
+        time.sleep(rng.uniform(0.1, 0.4))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
@@ -217,6 +233,43 @@ async def test_a_second_orchestrator_in_the_same_process_is_refused(tmp_path: Pa
     await second.shutdown()
     for flock in (first, second):
         await flock.store.close()
+
+
+async def test_publishes_gathered_at_start_resume_a_crashed_board_once(tmp_path: Path) -> None:
+    # An orchestrator killed mid-flight leaves leased runs, half-filled joins and batches, and a
+    # run record still "running". Attaching to that board writes before it is done, so several
+    # publishes gathered at start overlap with the first one's attach: they must wait for it,
+    # not resume the board again (a second run record, gates restored under the routing begun).
+    board = tmp_path / "board.db"
+    await publish_seeds(board, 40)
+    # imported, not run as __main__: its engines' names, and so its definition's fingerprint,
+    # are this process's
+    script = (
+        "import asyncio, sys; from tests.board_worker import main; sys.exit(asyncio.run(main(sys.argv[1:])))"
+    )
+    env = {**os.environ, "BOARD_WORKER_DELAY": "0.03"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "run", str(board)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not await left_mid_flight(board):  # killed while its runs are leased
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        await asyncio.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    flock = build(str(board))
+    await asyncio.gather(*(flock.publish(Seed(n=n)) for n in range(40, 45)))
+    summary = await flock.run_until_idle()
+    assert summary.ok, summary.failures
+    mine = [r for r in await flock.store.runs() if r.pid == os.getpid()]
+    assert [r.status for r in mine] == ["running"]
+    await flock.shutdown()
+    await flock.store.close()
+    await check_board(board, 45)
 
 
 async def test_resume_routes_every_unrouted_artifact_not_just_a_page(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ class Serving:
         self._role = role
         self._state = runtime.state
         self._membership = membership  # set on a board many processes share
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
 
     async def ready(self) -> None:
         """Attach if not attached yet (every publish and run starts with this)."""
@@ -55,10 +57,24 @@ class Serving:
             raise FlockClosedError("This flock was shut down; it takes no new work.")
         self._orchestrator_only()
         self._scheduler.bind()
-        run = await self._session.attach(force=force)
-        if self._membership is not None:
-            await self._membership.join(self._session, force=force)
+        session, membership = self._session, self._membership
+        if session.run is not None and (membership is None or membership.joined):
+            return session.run  # attached already: every publish passes here
+        # One attach at a time. A caller that comes while an attach is under way (a publish beside
+        # ``watch``, or several publishes gathered at start) waits for it rather than attaching
+        # again: a second attach would record a second run, restore gates and batches over the
+        # routing the first one already started, and register twice on a shared board.
+        async with self._attach_lock():
+            run = await session.attach(force=force)
+            if membership is not None:
+                await membership.join(session, force=force)
         return run
+
+    def _attach_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock_loop is not loop:  # a lock serves the loop it was first waited on
+            self._lock_loop, self._lock = loop, asyncio.Lock()
+        return self._lock
 
     def _orchestrator_only(self) -> None:
         if self._role != "orchestrator":
