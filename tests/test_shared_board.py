@@ -136,6 +136,19 @@ async def test_two_orchestrators_share_the_work_and_run_each_delivery_once(postg
     await board.close()
 
 
+async def test_publishes_gathered_at_start_join_the_board_once(postgres_url: str) -> None:
+    # Each publish attaches first; joining a shared board takes several round trips, so the
+    # publishes overlap with the first one's join and must wait for it, not join again.
+    flock = build(postgres_url)
+    await asyncio.gather(*(flock.publish(Seed(n=n)) for n in range(6)))
+    summary = await flock.run_until_idle()
+    assert summary.ok, summary.failures
+    processes = await flock.store.processes()  # type: ignore[attr-defined]
+    assert [p.owner for p in processes] == [flock._runtime.owner]
+    assert len([r for r in await flock.store.runs() if r.owner == flock._runtime.owner]) == 1
+    await leave(flock)
+
+
 async def test_three_orchestrators_killed_twenty_times_lose_and_double_nothing(postgres_url: str) -> None:
     seeds, rng = 150, random.Random(15)
     publisher = worker("publish", postgres_url, str(seeds))
