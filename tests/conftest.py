@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 
@@ -8,6 +9,15 @@ import pytest
 from flock_cli import Flock, ManualClock, SequentialIds
 from tests.otlp_receiver import collector  # noqa: F401  # a fixture, found by its name
 from tests.postgres_server import PostgresServer, start_session_server
+
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: a worker per core, at most :data:`MAX_WORKERS`. Each worker may start a
+    PostgreSQL server of its own, and many tests start real processes and time their faults: more
+    workers than that load the machine more than they speed the suite up."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
 @pytest.fixture
@@ -27,8 +37,6 @@ def _traces_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
 
     The whole suite also passes with tracing on: run it with FLOCK_TEST_TRACES=1.
     """
-    import os
-
     if not os.environ.get("FLOCK_TEST_TRACES"):
         monkeypatch.setenv("FLOCK_TRACES", "off")
 

@@ -93,8 +93,8 @@ def test_setup_commands_are_what_ci_runs() -> None:
         ' -e ".[dev,local]" && .venv/bin/flock run '
     )
     assert "--model local" in setup[0]  # the example runs on the real local model
-    assert setup[1].strip() == ".venv/bin/pytest"
+    assert setup[1].strip() == ".venv/bin/pytest -n auto"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/pytest" in ci and '-e ".[dev,local]"' in ci
+    assert ".venv/bin/pytest -n auto" in ci and '-e ".[dev,local]"' in ci
     assert 'CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF"' in ci  # the same build as the README's
     assert setup[0].split("&& ")[-1].strip() in ci  # CI runs the example recipe command too
