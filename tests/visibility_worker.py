@@ -21,9 +21,11 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -40,6 +42,7 @@ from flock_cli import (
     only_for,
 )
 from flock_cli.store import SQLiteBlackboardStore
+from flock_cli.store.sqlite_commit import GroupCommit
 
 
 @flock_type(name="Ticket")
@@ -59,23 +62,33 @@ class Pair(BaseModel):
     n: int
 
 
+class CrashingCommit(GroupCommit):
+    """The real group commit, killed with SIGKILL at its N-th commit (before or after it)."""
+
+    def __init__(self, conn: sqlite3.Connection, where: Path, crash_at: int | None, after: bool) -> None:
+        super().__init__(conn, where)
+        self._crash_at = crash_at
+        self._after = after
+        self._commits = 0
+
+    def flush(self) -> None:
+        if self.queued:
+            self._commits += 1
+            if self._commits == self._crash_at and not self._after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        super().flush()
+        if self._commits == self._crash_at and self._after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class CrashingBoard(SQLiteBlackboardStore):
     """The real SQLite board, killed with SIGKILL at its N-th group commit (fault injection)."""
 
     def __init__(self, path: str, crash_at: int | None, after: bool) -> None:
         super().__init__(path)
-        self._crash_at = crash_at
-        self._after = after
-        self._commits = 0
-
-    def _flush(self) -> None:
-        if self._queue:
-            self._commits += 1
-            if self._commits == self._crash_at and not self._after:
-                os.kill(os.getpid(), signal.SIGKILL)
-        super()._flush()
-        if self._commits == self._crash_at and self._after:
-            os.kill(os.getpid(), signal.SIGKILL)
+        # before any write: every write of this board goes through the crashing commit
+        self._group = CrashingCommit(self._conn, self.path, crash_at, after)
+        self._write = self._group.write
 
 
 def build(store: SQLiteBlackboardStore, log: str, hold: float = 0.0) -> Flock:

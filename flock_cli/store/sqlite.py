@@ -1,21 +1,18 @@
 """The SQLite board: one WAL-mode file that several processes on one machine share.
 
-Writes are queued and committed together at the end of each event-loop turn (group commit), in
-one short ``BEGIN IMMEDIATE … COMMIT`` inside a single callback (no lock upgrade, so no
-SQLITE_BUSY mid-transaction, and the lock is never held across other code). Each write is a
-savepoint; its caller resumes once the commit is done. Readers never block in WAL mode, and
-``busy_timeout`` absorbs the brief waits for another process's write lock. A writer thread was
-measured and rejected: GIL hand-offs made it slower here.
+Writes are queued and committed together at the end of each event-loop turn
+(:mod:`flock_cli.store.sqlite_commit`); each caller resumes once its write is committed. Readers
+never block in WAL mode, and ``busy_timeout`` absorbs the brief waits for another process's write
+lock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +46,7 @@ from flock_cli.store.sqlite_codec import (
     unpack_ids,
     where_clause,
 )
+from flock_cli.store.sqlite_commit import GroupCommit
 from flock_cli.store.sqlite_schema import migrate
 
 __all__ = ["DEFAULT_BOARD", "SQLiteBlackboardStore"]
@@ -62,7 +60,6 @@ class SQLiteBlackboardStore(BlackboardStore):
     durable = True
 
     def __init__(self, path: str | Path = DEFAULT_BOARD, *, busy_timeout: float = 10.0) -> None:
-        self._closed = False
         self.path = Path(path)
         if os.fspath(path) != ":memory:":
             # The board holds every payload, private and tenant ones too: a new board (and its
@@ -80,71 +77,22 @@ class SQLiteBlackboardStore(BlackboardStore):
         except BaseException:
             self._conn.close()
             raise
-        self._queue: builtins.list[tuple[Callable[[sqlite3.Connection], Any], bool, asyncio.Future[Any]]] = []
-        self._unsynced: builtins.list[asyncio.Future[Any]] = []
-
-    def _write(
-        self, write: Callable[[sqlite3.Connection], Any], *, single: bool = False
-    ) -> asyncio.Future[Any]:
-        """Queue a write; the future resolves to its result once it is committed.
-
-        Writes queued during one event-loop turn are committed together at the end of the turn
-        (group commit), in one short ``BEGIN IMMEDIATE … COMMIT`` that runs inside a single
-        callback: the write lock is never held across other code, and each write is a savepoint,
-        so a failing one rolls back alone. ``single=True`` marks a one-statement write, which
-        SQLite already makes atomic.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if self._closed:  # a straggler (a cancelled run's last write): fail it, never touch the file
-            future.set_exception(sqlite3.ProgrammingError(f"the board {self.path} is closed"))
-            return future
-        self._queue.append((write, single, future))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
-        conn = self._conn
-        try:
-            try:
-                outcomes = _commit(conn, batch, isolated=False)
-            except _WriteFailed:
-                # Replay the batch, each write in a savepoint of its own, so that only the failing
-                # one rolls back: failures are rare, and a savepoint costs two statements per write.
-                outcomes = _commit(conn, batch, isolated=True)
-        except sqlite3.Error as exc:  # the transaction as a whole failed (lock timeout, disk)
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            outcomes = [(future, None, exc) for _, _, future in batch]
-        for future, value, error in outcomes:
-            if future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
+        self._group = GroupCommit(self._conn, self.path)
+        # Queue a write; its future resolves to its result once committed (see ``GroupCommit``).
+        self._write = self._group.write
 
     async def sync(self) -> None:
         """Wait until every routing step queued so far has committed (raising the first failure).
 
         Other writes are awaited by their callers, so only routing steps are tracked here.
         """
-        pending, self._unsynced = self._unsynced, []
-        if len(pending) == 1:  # the usual case (one routing pass): no gathering future
-            await pending[0]
-        elif pending:
-            await asyncio.gather(*pending)
+        await self._group.sync()
 
     async def close(self) -> None:
         """Commit what is queued and close the connection (SQLite checkpoints the WAL)."""
         with contextlib.suppress(Exception):
             await self.sync()
-        self._flush()
-        self._closed = True
+        self._group.close()
         self._conn.close()
 
     # -- artifacts -------------------------------------------------------------------------------
@@ -392,7 +340,7 @@ class SQLiteBlackboardStore(BlackboardStore):
     async def commit_routing(self, tx: RoutingTx) -> None:
         """One savepoint in the current group commit; a claim that already exists rolls the step
         back. Returns once the step is written; :meth:`sync` waits until it is durable."""
-        self._unsynced.append(self._write(lambda conn: self._apply_routing(conn, tx)))
+        self._group.write_step(lambda conn: self._apply_routing(conn, tx))
 
     def _apply_routing(self, conn: sqlite3.Connection, tx: RoutingTx) -> None:
         try:
@@ -538,62 +486,8 @@ class SQLiteBlackboardStore(BlackboardStore):
         return [VisibilityDenial.model_validate_json(r[0]) for r in rows]
 
 
-_Outcome = tuple["asyncio.Future[Any]", Any, "BaseException | None"]
-_Queued = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
-
-
 # Built once: the statement cache finds them by their text, and every seed writes them.
 _INSERT_ARTIFACT = (
     f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}, produced_in, routed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _INSERT_DELIVERY = f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-
-
-class _WriteFailed(Exception):
-    """A write of an optimistic group commit failed; the transaction was rolled back."""
-
-
-def _commit(
-    conn: sqlite3.Connection, batch: builtins.list[_Queued], *, isolated: bool
-) -> builtins.list[_Outcome]:
-    """One ``BEGIN IMMEDIATE … COMMIT`` of every queued write.
-
-    Optimistic (``isolated=False``): the writes run one after the other with no savepoints; the
-    first that fails rolls the whole transaction back and raises :class:`_WriteFailed`, so the
-    caller replays the batch isolated. Writes are functions of the connection alone, so running
-    them again after the rollback gives the same result. Isolated: each write with several
-    statements runs in a savepoint, and a failing one rolls back alone.
-    """
-    outcomes: builtins.list[_Outcome] = []
-    conn.execute("BEGIN IMMEDIATE")
-    for write, single, future in batch:
-        if isolated:
-            outcomes.append((future, *_apply(conn, write, single)))
-            continue
-        try:
-            outcomes.append((future, write(conn), None))
-        except Exception:
-            conn.execute("ROLLBACK")
-            raise _WriteFailed from None
-    conn.execute("COMMIT")
-    return outcomes
-
-
-def _apply(
-    conn: sqlite3.Connection, write: Callable[[sqlite3.Connection], Any], single: bool
-) -> tuple[Any, BaseException | None]:
-    """Run one queued write inside the open transaction; a failing write rolls back alone."""
-    if single:
-        try:
-            return write(conn), None
-        except Exception as exc:
-            return None, exc
-    conn.execute("SAVEPOINT write")
-    try:
-        value = write(conn)
-    except Exception as exc:
-        conn.execute("ROLLBACK TO write")
-        conn.execute("RELEASE write")
-        return None, exc
-    conn.execute("RELEASE write")
-    return value, None
