@@ -423,7 +423,14 @@ def test_a_run_stopped_by_ctrl_c_is_recorded_as_interrupted(tmp_path: Path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.0)
+    # Interrupted mid-run, timed from when its trace store appears (the run has started): how
+    # long the process takes to start varies with the machine's load. The first runs end after a
+    # second; all 18 take more than four.
+    deadline = time.monotonic() + 60
+    while not store.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    time.sleep(1.5)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
