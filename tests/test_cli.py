@@ -372,11 +372,11 @@ def cli(*args: str | Path, cwd: Path, input: str | None = None) -> subprocess.Co
     )
 
 
-def wait_for(condition: Any, timeout: float = 20.0) -> None:
+def wait_for(condition: Any, timeout: float = 20.0, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 def board_types(cwd: Path) -> list[str]:
@@ -654,6 +654,23 @@ def test_ctrl_c_while_publishing_inputs_stops_cleanly_and_says_what_was_not_publ
     unpublished = 3000 - listed["total"]
     if unpublished:  # the usual case: the run was still publishing
         assert f"{unpublished} inputs not published" in out
+
+
+def test_ctrl_c_the_moment_the_board_is_opened_still_stops_with_a_summary(tmp_path: Path) -> None:
+    # The board file appears before the flock is built and its event loop takes the signals: a
+    # Ctrl-C then is counted and replayed, not a silent exit.
+    write(tmp_path / "ideas.json", json.dumps([{"topic": f"topic {n}"} for n in range(3000)]))
+    proc = spawn("run", RECIPES / "pipeline.yaml", "--engine", "test", "-i", "Idea=ideas.json", cwd=tmp_path)
+    try:
+        wait_for(lambda: (tmp_path / ".flock" / "pipeline.db").exists(), interval=0.001)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "stopping: no new runs start" in err and "Traceback" not in err
+    assert "summary:" in out and "stopped ok" in out
+    assert " inputs not published" in out
 
 
 def test_watch_with_a_timeout_serves_that_long(slow_recipe: Path) -> None:

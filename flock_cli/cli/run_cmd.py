@@ -155,33 +155,42 @@ def run(
         fail("give --traces PATH or --no-traces, not both")
     if metrics_port is None and (metrics_host is not None or metrics_linger is not None):
         fail("--metrics-host and --metrics-linger go with --metrics-port")
-    flock = loaded.build(
-        store=open_board(chosen, must_exist=False),
-        model=model,
-        engine_override=override,
-        replay=recording,
-        traces=False if no_traces else traces,
-    )
     import asyncio
 
-    from flock_cli.cli.run_session import RunSession
+    from flock_cli.cli.run_session import EarlySignals, RunSession
 
-    show_board_notes(quiet=quiet or as_json)
-    session = RunSession(
-        flock,
-        loaded,
-        pending,
-        watch=watch,
-        timeout=timeout,
-        force=force,
-        quiet=quiet or as_json,
-        correlation_id=_correlation(correlation_id, shared_correlation),
-        nothing_to_run=_nothing_to_run(loaded),
-        trace_attributes={"recipe": str(recipe), "board": chosen.shown()},
-    )
-    server = _metrics_server(flock, metrics_port, metrics_host)
+    # From the moment the board is opened, Ctrl-C and SIGTERM belong to the run: one that comes
+    # while the flock is built stops it at its start, with its summary, like any other.
+    with EarlySignals() as early:
+        flock = loaded.build(
+            store=open_board(chosen, must_exist=False),
+            model=model,
+            engine_override=override,
+            replay=recording,
+            traces=False if no_traces else traces,
+        )
+        show_board_notes(quiet=quiet or as_json)
+        session = RunSession(
+            flock,
+            loaded,
+            pending,
+            watch=watch,
+            timeout=timeout,
+            force=force,
+            quiet=quiet or as_json,
+            correlation_id=_correlation(correlation_id, shared_correlation),
+            nothing_to_run=_nothing_to_run(loaded),
+            trace_attributes={"recipe": str(recipe), "board": chosen.shown()},
+            early=early,
+        )
+        server = _metrics_server(flock, metrics_port, metrics_host)
+        try:
+            outcome = asyncio.run(session.run())
+        except BaseException:
+            if server is not None:
+                server.close()
+            raise
     try:
-        outcome = asyncio.run(session.run())
         if server is not None:
             server.end()
         from flock_cli.cli.run_report import report

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
-__all__ = ["Outcome", "RunSession"]
+__all__ = ["EarlySignals", "Outcome", "RunSession"]
 
 
 @dataclass
@@ -49,6 +50,32 @@ class Outcome:
         return self.summary.ok and not incomplete and not self.timed_out and self.interrupted < 2
 
 
+class EarlySignals:
+    """Ctrl-C and SIGTERM counted, not acted on, while a run is set up (the board opened, the flock
+    built), until the run's event loop takes them over (:meth:`RunSession.run` replays them).
+
+    Without it a Ctrl-C in that window ended the process at once with exit 130 and nothing said.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> EarlySignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may set handlers (the loop's own need it too)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._counted)
+        return self
+
+    def _counted(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class RunSession:
     """One ``flock run``: publish, wait (or watch), and stop cleanly on Ctrl-C."""
 
@@ -65,6 +92,7 @@ class RunSession:
         correlation_id: UUID | None,
         nothing_to_run: str,
         trace_attributes: dict[str, Any] | None = None,
+        early: EarlySignals | None = None,
     ) -> None:
         self.flock = flock
         self.recipe = recipe
@@ -76,6 +104,7 @@ class RunSession:
         self.correlation_id = correlation_id  # shared by the inputs (None: each its own workflow)
         self.nothing_to_run = nothing_to_run  # the message when there are no inputs and no work left
         self.trace_attributes = trace_attributes or {}
+        self.early = early  # signals that came while the run was set up
         self.interrupts = 0
         self.stop = asyncio.Event()
         self.abort = asyncio.Event()
@@ -85,26 +114,48 @@ class RunSession:
         if self.interrupts == 1:
             self.stop.set()
             note = "stopping: no new runs start; runs in flight finish (a second Ctrl-C or SIGTERM aborts)"
-            progress.note = note
-            if not progress.enabled:
+            if progress is not None:
+                progress.note = note
+            if progress is None or not progress.enabled:
                 err_console().print(note)
         else:
             self.abort.set()
 
     async def run(self) -> Outcome:
         """The whole run, as one traced run named after the recipe."""
-        async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
-            outcome = await self._run()
-            # one Ctrl-C is how a --watch run ends; anywhere else the run did not finish
-            if outcome.interrupted > 1:
-                scope.outcome = "aborted"
-            elif outcome.interrupted and not self.watch:
-                scope.outcome = "interrupted"
-            elif not outcome.ok:  # the store says what the command says (and its exit code)
-                scope.outcome = "failed"
+        # Ctrl-C counts from the run's first moment: starting the trace store's ingest process
+        # takes a while, and a Ctrl-C then stops the run before it publishes anything, with its
+        # summary, rather than ending the process with nothing said. ``_run`` takes the signals
+        # over once its progress display exists, and gives them back when the run is over.
+        self._take_signals(None)
+        for _ in range(self.early.count if self.early is not None else 0):
+            self.on_sigint(None)  # a Ctrl-C while the flock was built: stop before publishing
+        try:
+            async with self.flock.traced_run(self.recipe.name, **self.trace_attributes) as scope:
+                outcome = await self._run()
+                # one Ctrl-C is how a --watch run ends; anywhere else the run did not finish
+                if outcome.interrupted > 1:
+                    scope.outcome = "aborted"
+                elif outcome.interrupted and not self.watch:
+                    scope.outcome = "interrupted"
+                elif not outcome.ok:  # the store says what the command says (and its exit code)
+                    scope.outcome = "failed"
+        except BaseException:
+            self._give_signals_back()
+            raise
         outcome.trace_run = scope.trace_id if self.flock.tracer.writes_store else None
         outcome.trace_problems = self.flock.tracer.problems
         return outcome
+
+    def _take_signals(self, progress: Any) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (kill, systemd) stops like Ctrl-C
+            loop.add_signal_handler(sig, self.on_sigint, progress)
+
+    def _give_signals_back(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
     async def _run(self) -> Outcome:
         from flock_cli.cli.progress import LiveProgress
@@ -118,8 +169,7 @@ class RunSession:
         published = 0
         with LiveProgress(flock, enabled=not self.quiet, title=self.recipe.name) as progress:
             # Signals first: agents start running while the inputs are still being published.
-            for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (kill, systemd) stops like Ctrl-C
-                loop.add_signal_handler(sig, self.on_sigint, progress)
+            self._take_signals(progress)
             try:
                 try:
                     await flock.attach(force=self.force)
@@ -161,8 +211,7 @@ class RunSession:
                     await _cancel(work)
                 summaries.append(await self._shutdown(timed_out))
             finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
+                self._give_signals_back()
         artifacts = await _produced_since(flock, started)
         await flock.store.close()
         return Outcome(
