@@ -184,13 +184,10 @@ def run(
             early=early,
         )
         server = _metrics_server(flock, metrics_port, metrics_host)
-        try:
-            outcome = asyncio.run(session.run())
-        except BaseException:
-            if server is not None:
-                server.close()
-            raise
+    # Python's own handlers again, so asyncio.run installs its own: a Ctrl-C after the run gave
+    # the signals back (closing the trace store) cancels the run's task as it always did.
     try:
+        outcome = asyncio.run(session.run())
         if server is not None:
             server.end()
         from flock_cli.cli.run_report import report

@@ -52,7 +52,7 @@ class Outcome:
 
 class EarlySignals:
     """Ctrl-C and SIGTERM counted, not acted on, while a run is set up (the board opened, the flock
-    built), until the run's event loop takes them over (:meth:`RunSession.run` replays them).
+    built); :meth:`RunSession.run` replays them as soon as the run's event loop takes the signals.
 
     Without it a Ctrl-C in that window ended the process at once with exit 130 and nothing said.
     """
