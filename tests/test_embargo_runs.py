@@ -5,8 +5,10 @@ on an exclusive group shared by two agents gives exactly one run."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.test_cli import cli, spawn, wait_for, write
@@ -20,20 +22,22 @@ RECIPE = """
     agents:
       writer:
         consumes: Story
-        publishes: {type: Draft, visibility: {kind: after, ttl: 2s}}
+        publishes: {type: Draft, visibility: {kind: after, ttl: TTL}}
         engine: test
       desk_a: {consumes: {types: Draft, group: desk}, publishes: Read, engine: test}
       desk_b: {consumes: {types: Draft, group: desk}, publishes: Read, engine: test}
 """
 
 
-def setup(tmp_path: Path) -> Path:
+def setup(tmp_path: Path, ttl: str = "2s") -> Path:
     write(tmp_path / "story.json", '{"n": 1}')
-    return write(tmp_path / "embargo.yaml", RECIPE)
+    return write(tmp_path / "embargo.yaml", RECIPE.replace("TTL", ttl))
 
 
 def test_a_later_run_does_the_embargoed_work_and_ends_well(tmp_path: Path) -> None:
-    recipe = setup(tmp_path)
+    # Long enough for the second run to start while the first story is still embargoed, on a
+    # loaded machine too: each run is a process of its own.
+    recipe = setup(tmp_path, ttl="6s")
     first = cli("run", recipe, "-i", "Story=story.json", "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
@@ -45,7 +49,9 @@ def test_a_later_run_does_the_embargoed_work_and_ends_well(tmp_path: Path) -> No
     # two stories on the board now: one delivery each, whichever desk takes it (not one per desk)
     assert "2 deliveries waiting for an embargo" in text.stdout
     assert "the next flock run on this board delivers them" in text.stdout
-    time.sleep(2.2)
+    lifts = re.search(r"the last lifts (\S+);", text.stdout)
+    assert lifts is not None, text.stdout
+    time.sleep(max(0.0, (datetime.fromisoformat(lifts.group(1)) - datetime.now(UTC)).total_seconds()) + 0.2)
     second = cli("run", recipe, "--json", "--traces", "traces.duckdb", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr  # not "nothing to run" (exit 2)
     done = json.loads(second.stdout)
