@@ -85,10 +85,12 @@ class CrashingBoard(SQLiteBlackboardStore):
     """The real SQLite board, killed with SIGKILL at its N-th group commit (fault injection)."""
 
     def __init__(self, path: str, crash_at: int | None, after: bool) -> None:
+        self._crash_at = crash_at
+        self._after = after
         super().__init__(path)
-        # before any write: every write of this board goes through the crashing commit
-        self._group = CrashingCommit(self._conn, self.path, crash_at, after)
-        self._write = self._group.write
+
+    def _group_commit(self) -> GroupCommit:
+        return CrashingCommit(self._conn, self.path, self._crash_at, self._after)
 
 
 def build(store: SQLiteBlackboardStore, log: str, hold: float = 0.0) -> Flock:

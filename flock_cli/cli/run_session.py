@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EarlySignals", "Outcome", "RunSession"]
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM (kill, systemd) stops like Ctrl-C
+
 
 @dataclass
 class Outcome:
@@ -64,7 +66,7 @@ class EarlySignals:
     def __enter__(self) -> EarlySignals:
         if threading.current_thread() is not threading.main_thread():
             return self  # only the main thread may set handlers (the loop's own need it too)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._counted)
         return self
 
@@ -149,12 +151,12 @@ class RunSession:
 
     def _take_signals(self, progress: Any) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):  # SIGTERM (kill, systemd) stops like Ctrl-C
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self.on_sigint, progress)
 
     def _give_signals_back(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
     async def _run(self) -> Outcome:

@@ -45,7 +45,7 @@ class Serving:
         self._state = runtime.state
         self._membership = membership  # set on a board many processes share
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # made on the loop it serves
 
     async def ready(self) -> None:
         """Attach if not attached yet (every publish and run starts with this)."""
@@ -71,10 +71,11 @@ class Serving:
         return run
 
     def _attach_lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        if self._lock_loop is not loop:  # a lock serves the loop it was first waited on
-            self._lock_loop, self._lock = loop, asyncio.Lock()
-        return self._lock
+        loop, lock = asyncio.get_running_loop(), self._lock
+        if lock is None or self._lock_loop is not loop:  # a lock serves the loop it was made on
+            lock = self._lock = asyncio.Lock()
+            self._lock_loop = loop
+        return lock
 
     def _orchestrator_only(self) -> None:
         if self._role != "orchestrator":

@@ -77,9 +77,13 @@ class SQLiteBlackboardStore(BlackboardStore):
         except BaseException:
             self._conn.close()
             raise
-        self._group = GroupCommit(self._conn, self.path)
+        self._group = self._group_commit()
         # Queue a write; its future resolves to its result once committed (see ``GroupCommit``).
         self._write = self._group.write
+
+    def _group_commit(self) -> GroupCommit:
+        """The group commit of this board's connection (a fault-injecting test makes its own)."""
+        return GroupCommit(self._conn, self.path)
 
     async def sync(self) -> None:
         """Wait until every routing step queued so far has committed (raising the first failure).
