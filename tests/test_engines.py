@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import enum
+import types
 from datetime import datetime
 from typing import Literal
 from uuid import UUID
@@ -97,6 +99,48 @@ async def test_function_engine_return_shapes() -> None:
     summary = await flock.run_until_idle()
     assert summary.ok
     assert sorted(r.n for r in await flock.store.get_by_type(Result)) == [1, 2, 3, 4]
+
+
+async def test_a_sync_function_may_return_any_awaitable_every_time() -> None:
+    """Whether a value is awaitable is remembered per type: the second run of the same types
+    must still await an awaitable and not await a plain value."""
+
+    class Later:
+        def __init__(self, value: Result) -> None:
+            self.value = value
+
+        def __await__(self):  # type: ignore[no-untyped-def]
+            yield from asyncio.sleep(0).__await__()
+            return self.value
+
+    @types.coroutine
+    def generator_based(n: int):  # type: ignore[no-untyped-def]
+        yield from asyncio.sleep(0).__await__()
+        return Result(n=n)
+
+    def plain_generator(n: int):  # type: ignore[no-untyped-def]
+        yield Result(n=n)
+
+    flock = Flock()
+    flock.agent("later").consumes(Task, where=lambda t: t.n < 10).publishes(Result).with_engines(
+        FunctionEngine(lambda i: Later(Result(n=i.artifacts[0].payload["n"])))
+    )
+    flock.agent("gen").consumes(Task, where=lambda t: 10 <= t.n < 20).publishes(Result).with_engines(
+        FunctionEngine(lambda i: generator_based(i.artifacts[0].payload["n"]))
+    )
+    flock.agent("plain").consumes(Task, where=lambda t: t.n == 20).publishes(Result).with_engines(
+        FunctionEngine(lambda i: plain_generator(20))
+    )
+    for n in (1, 2, 11, 12):
+        await flock.publish(Task(n=n))
+    summary = await flock.run_until_idle()
+    assert summary.ok, summary.failures
+    assert sorted(r.n for r in await flock.store.get_by_type(Result)) == [1, 2, 11, 12]
+    await flock.publish(Task(n=20))  # a plain generator is not awaitable: refused, by its type
+    summary = await flock.run_until_idle()
+    assert (
+        summary.failures[-1].error_type == "TypeError" and "returned generator" in summary.failures[-1].error
+    )
 
 
 async def test_function_engine_rejects_bad_functions_and_values() -> None:

@@ -66,6 +66,30 @@ async def test_scheduling_respects_visibility_and_records_denials(flock: Flock) 
     }
 
 
+async def test_labels_and_tenant_changed_between_runs_take_effect(flock: Flock) -> None:
+    seen: list[tuple[str, str | None]] = []
+    builder = (
+        flock.agent("clerk")
+        .consumes(Task)
+        .with_engines(
+            FunctionEngine(lambda i, c: seen.append((c.identity.tenant_id, i.artifacts[0].payload["n"])))
+        )
+    )
+    secret = LabelledVisibility(required_labels=frozenset({"clearance:secret"}))
+    await flock.publish(Task(n=1), visibility=secret)
+    await flock.run_until_idle()
+    assert seen == []  # no clearance yet
+    builder.labels("clearance:secret")
+    await flock.publish(Task(n=2), visibility=secret)
+    await flock.publish(Task(n=3), visibility=TenantVisibility(tenant_id="acme"))
+    await flock.run_until_idle()
+    assert seen == [(None, 2)]
+    builder.tenant("acme")
+    await flock.publish(Task(n=4), visibility=TenantVisibility(tenant_id="acme"))
+    await flock.run_until_idle()
+    assert seen == [(None, 2), ("acme", 4)]
+
+
 async def test_publishes_only_for_makes_outputs_private(flock: Flock) -> None:
     got: list[str] = []
     flock.agent("writer").consumes(Idea).publishes(Movie).only_for("reader").with_engines(TestEngine())

@@ -173,12 +173,9 @@ class Admission:
         await self._letters.hold(agent, delivery, run, "breaker", message, self._held(delivery))
 
 
-def calls_models(runtime: Runtime, agent: str) -> bool:
-    """True when ``agent`` has an engine that calls a language model."""
-    declared = runtime.agents.get(agent)
-    if declared is None:
-        return False
-    for engine in declared.engines:  # noqa: SIM110 - asked every run: a loop, no generator
+def calls_models(agent: Agent) -> bool:
+    """True when ``agent`` has an engine that calls a language model (asked every run)."""
+    for engine in agent.engines:  # noqa: SIM110 - a loop, no generator
         if getattr(type(engine), "calls_models", False):
             return True
     return False

@@ -58,15 +58,25 @@ class Agent:
     budget: Budget | None = None
 
     _identity: AgentIdentity | None = field(default=None, init=False, repr=False)
+    _identity_of: tuple[frozenset[str], str | None] = field(
+        default=(frozenset(), None), init=False, repr=False
+    )
 
     @property
     def identity(self) -> AgentIdentity:
         """The identity visibility rules are checked against (rebuilt when labels or tenant change)."""
         ident = self._identity
-        if ident is None or ident.labels != self.labels or ident.tenant_id != self.tenant_id:
+        # Asked several times a run: the same objects (labels are a frozenset, so only a new
+        # value changes them) are a cheaper test than set equality; an equal copy only rebuilds.
+        if (
+            ident is None
+            or self._identity_of[0] is not self.labels
+            or self._identity_of[1] is not self.tenant_id
+        ):
             ident = self._identity = AgentIdentity(
                 name=self.name, labels=self.labels, tenant_id=self.tenant_id
             )
+            self._identity_of = (self.labels, self.tenant_id)
         return ident
 
     def output_for(self, type_name: str) -> OutputDecl | None:

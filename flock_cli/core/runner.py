@@ -102,7 +102,7 @@ class RunExecutor:
         ``count_run`` is False for retries: the circuit breaker counts runs, not attempts.
         """
         admission = self._admission
-        model_run = calls_models(self._runtime, agent.name)
+        model_run = calls_models(agent)
         if self._local_admission:  # decided here, without a coroutine per run
             refused = admission.check(agent, delivery, run, count_run=count_run)
         else:

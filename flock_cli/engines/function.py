@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from types import GeneratorType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -51,7 +52,7 @@ class FunctionEngine(EngineComponent):
     async def evaluate(self, agent: Agent, ctx: Context, inputs: EvalInputs) -> EvalResult:
         """Call the function and normalise what it returns."""
         value = self.fn(inputs, ctx) if self.takes_ctx else self.fn(inputs)
-        if inspect.isawaitable(value):
+        if _is_awaitable(value):
             value = await value
         if isinstance(value, EvalResult):
             return value
@@ -59,6 +60,22 @@ class FunctionEngine(EngineComponent):
             return EvalResult()
         items = list(value) if isinstance(value, list | tuple) else [value]
         return EvalResult(artifacts=[_output(agent, item) for item in items])
+
+
+_AWAITABLE_TYPES: dict[type, bool] = {}
+"""Whether values of a type are awaitable, asked once per type: ``inspect.isawaitable`` on a model
+instance goes through the ``Awaitable`` ABC's subclass check, a few microseconds on every run."""
+
+
+def _is_awaitable(value: Any) -> bool:
+    kind = type(value)
+    known = _AWAITABLE_TYPES.get(kind)
+    if known is None:
+        known = inspect.isawaitable(value)
+        if kind is GeneratorType:
+            return known  # a generator is awaitable only when made by @types.coroutine
+        _AWAITABLE_TYPES[kind] = known
+    return known
 
 
 def _output(agent: Agent, item: Any) -> BaseModel | Artifact:
