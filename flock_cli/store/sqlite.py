@@ -336,50 +336,49 @@ class SQLiteBlackboardStore(BlackboardStore):
 
     # -- routing state ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _many(conn: sqlite3.Connection, sql: str, rows: builtins.list[tuple[Any, ...]]) -> None:
-        if rows:  # an empty executemany still costs a statement preparation
-            conn.executemany(sql, rows)
-
     async def commit_routing(self, tx: RoutingTx) -> None:
         """One savepoint in the current group commit; a claim that already exists rolls the step
         back. Returns once the step is written; :meth:`sync` waits until it is durable."""
         self._group.write_step(lambda conn: self._apply_routing(conn, tx))
 
     def _apply_routing(self, conn: sqlite3.Connection, tx: RoutingTx) -> None:
-        try:
-            self._many(
-                conn,
-                "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
-                [(a.bytes, c) for a, c in tx.claims],
-            )
-        except sqlite3.IntegrityError:
-            raise ValueError("an artifact in this routing step was already claimed") from None
+        # Most steps claim, deliver and mark routed, nothing else: the other parts are skipped
+        # without building their (empty) rows, once per routing step.
+        if tx.claims:
+            try:
+                conn.executemany(
+                    "INSERT INTO consumptions(artifact_id, consumer) VALUES (?, ?)",
+                    [(a.bytes, c) for a, c in tx.claims],
+                )
+            except sqlite3.IntegrityError:
+                raise ValueError("an artifact in this routing step was already claimed") from None
         for delivery in tx.deliveries:
             self._insert_delivery(conn, delivery)
-        self._many(
-            conn,
-            "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            [(e.sub_key, e.artifact_id.bytes, to_micros(e.arrived_at)) for e in tx.gate_adds],
-        )
-        self._many(
-            conn,
-            "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
-            [(k, a.bytes) for k, a in tx.gate_removes],
-        )
-        self._many(conn, "DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
-        self._many(
-            conn,
-            "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
-            [(e.sub_key, pack_ids(e.artifact_ids), to_micros(e.arrived_at)) for e in tx.batch_adds],
-        )
-        self._many(
-            conn,
-            "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
-            [(d.artifact_id.bytes, d.model_dump_json()) for d in tx.denials],
-        )
-        self._many(conn, "UPDATE artifacts SET routed = 1 WHERE id = ?", [(i.bytes,) for i in tx.routed])
+        if tx.gate_adds:
+            conn.executemany(
+                "INSERT INTO gate_entries(sub_key, artifact_id, arrived_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                [(e.sub_key, e.artifact_id.bytes, to_micros(e.arrived_at)) for e in tx.gate_adds],
+            )
+        if tx.gate_removes:
+            conn.executemany(
+                "DELETE FROM gate_entries WHERE sub_key = ? AND artifact_id = ?",
+                [(k, a.bytes) for k, a in tx.gate_removes],
+            )
+        if tx.batch_clears:
+            conn.executemany("DELETE FROM batch_entries WHERE sub_key = ?", [(k,) for k in tx.batch_clears])
+        if tx.batch_adds:
+            conn.executemany(
+                "INSERT INTO batch_entries(sub_key, artifact_ids, arrived_at) VALUES (?, ?, ?)",
+                [(e.sub_key, pack_ids(e.artifact_ids), to_micros(e.arrived_at)) for e in tx.batch_adds],
+            )
+        if tx.denials:
+            conn.executemany(
+                "INSERT INTO denials(artifact_id, body) VALUES (?, ?)",
+                [(d.artifact_id.bytes, d.model_dump_json()) for d in tx.denials],
+            )
+        if tx.routed:
+            conn.executemany("UPDATE artifacts SET routed = 1 WHERE id = ?", [(i.bytes,) for i in tx.routed])
 
     async def unrouted(self, limit: int = 1000) -> builtins.list[Artifact]:
         """Uses the partial index of unrouted artifacts."""
