@@ -6,8 +6,10 @@ cannot watch (/dev/null) ends the session instead of hanging it."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,32 @@ def test_stdin_from_dev_null_ends_the_session_at_once(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "Traceback" not in done.stderr and "flock mcp stopped: 0 runs" in done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_moment_the_board_is_opened_stops_the_server_with_its_summary(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # The board file appears before the flock is built and the server takes the signals: a
+    # SIGTERM or Ctrl-C then is counted and acted on once it serves, not a silent exit.
+    (tmp_path / "stdio.yaml").write_text(RECIPE % "prints_late")
+    (tmp_path / "stdio_lib.py").write_text(LIB)
+    process = subprocess.Popen(
+        [*FLOCK, "mcp", "stdio.yaml", "--board", "b.db", "--no-traces"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,  # left open: only the signal stops it
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "b.db").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert out == ""  # nothing but protocol messages on stdout
+    assert "Traceback" not in err and "flock mcp stopped: 0 runs, 0 failed" in err

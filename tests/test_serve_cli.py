@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,35 @@ def test_sigterm_drains_the_run_in_flight_and_ends_the_streams(tmp_path: Path) -
     assert "Traceback" not in output
     listed = flock("board", "list", "--board", "b.db", "--json", cwd=tmp_path)
     assert {a["type"] for a in json.loads(listed.stdout)["artifacts"]} == {"Job", "Done"}  # the run finished
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_the_moment_the_board_is_opened_stops_the_service_with_its_summary(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # The board file appears before the flock is built and the server takes the signals: a
+    # SIGTERM (systemd, docker stop) or Ctrl-C then is counted and acted on once the service
+    # starts, not a silent exit (130, or killed by the signal with nothing said).
+    (tmp_path / "slow.yaml").write_text(SLOW)
+    server = ServeProcess(["slow.yaml", "--board", "b.db", "--no-traces"], tmp_path)
+    try:
+        wait_until(lambda: (tmp_path / "b.db").exists() or server.process.poll() is not None)
+        server.process.send_signal(sig)
+        assert server.process.wait(40) == 0, server.output()
+    finally:
+        server.kill()
+    output = server.output()
+    assert "flock serve stopped: 0 runs, 0 failed, 0 dead letters" in output, output
+    assert "Traceback" not in output
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``condition`` every millisecond (the moment it turns true is what a test aims at)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the condition never held")
+        time.sleep(0.001)
 
 
 def test_the_cli_as_a_client_of_the_service(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from flock_cli.cli.options import (
     ReplayOpt,
     TracesOpt,
 )
+from flock_cli.early_signals import EarlySignals
 
 if TYPE_CHECKING:
     from flock_cli.core.orchestrator import Flock
@@ -90,18 +91,27 @@ def mcp(
     loaded.check_compilable(override, model, recording)  # before the board is opened
     run_cmd.note_unused_model(model, override, loaded)
     chosen = board_path(board, loaded)
-    flock = loaded.build(
-        store=open_board(chosen, must_exist=False),
-        model=model,
-        engine_override=override,
-        replay=recording,
-        traces=False if no_traces else traces,
-    )
-    _serve(flock, loaded, chosen.shown(), tenant, labels or [], force)
+    # From the moment the board is opened, Ctrl-C and SIGTERM stop the server the way they do
+    # once it serves (with its summary), rather than ending the process with nothing said.
+    with EarlySignals() as early:
+        flock = loaded.build(
+            store=open_board(chosen, must_exist=False),
+            model=model,
+            engine_override=override,
+            replay=recording,
+            traces=False if no_traces else traces,
+        )
+        _serve(flock, loaded, chosen.shown(), tenant, labels or [], force, early)
 
 
 def _serve(
-    flock: Flock, loaded: Recipe, board: str, tenant: str | None, labels: list[str], force: bool
+    flock: Flock,
+    loaded: Recipe,
+    board: str,
+    tenant: str | None,
+    labels: list[str],
+    force: bool,
+    early: EarlySignals,
 ) -> None:
     import asyncio
 
@@ -117,7 +127,7 @@ def _serve(
     console = err_console()
     names = ", ".join(spec.name for spec in tools.specs())
     console.print(f"flock mcp: {tools.recipe.name} on stdio (board {board}); tools: {names}", highlight=False)
-    served = asyncio.run(serve_stdio(flock, server, force=force))
+    served = asyncio.run(serve_stdio(flock, server, force=force, early_signals=early))
     summary = served.summary
     released = f", {summary.released} handed back to the board" if summary.released else ""
     console.print(

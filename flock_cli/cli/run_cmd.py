@@ -157,7 +157,8 @@ def run(
         fail("--metrics-host and --metrics-linger go with --metrics-port")
     import asyncio
 
-    from flock_cli.cli.run_session import EarlySignals, RunSession
+    from flock_cli.cli.run_session import RunSession
+    from flock_cli.early_signals import EarlySignals
 
     # From the moment the board is opened, Ctrl-C and SIGTERM belong to the run: one that comes
     # while the flock is built stops it at its start, with its summary, like any other.

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from flock_cli.cli.common import err_console
+from flock_cli.early_signals import STOP_SIGNALS, EarlySignals
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -25,9 +24,7 @@ if TYPE_CHECKING:
     from flock_cli.core.summary import RunSummary
     from flock_cli.recipe.loader import Recipe
 
-__all__ = ["EarlySignals", "Outcome", "RunSession"]
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM (kill, systemd) stops like Ctrl-C
+__all__ = ["Outcome", "RunSession"]
 
 
 @dataclass
@@ -50,32 +47,6 @@ class Outcome:
         waiting in a gate that nothing left can complete."""
         incomplete = bool(self.summary.stuck_groups) and not self.watch
         return self.summary.ok and not incomplete and not self.timed_out and self.interrupted < 2
-
-
-class EarlySignals:
-    """Ctrl-C and SIGTERM counted, not acted on, while a run is set up (the board opened, the flock
-    built); :meth:`RunSession.run` replays them as soon as the run's event loop takes the signals.
-
-    Without it a Ctrl-C in that window ended the process at once with exit 130 and nothing said.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> EarlySignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # only the main thread may set handlers (the loop's own need it too)
-        for sig in _STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._counted)
-        return self
-
-    def _counted(self, signum: int, frame: Any) -> None:
-        self.count += 1
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 class RunSession:
@@ -151,12 +122,12 @@ class RunSession:
 
     def _take_signals(self, progress: Any) -> None:
         loop = asyncio.get_running_loop()
-        for sig in _STOP_SIGNALS:
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.on_sigint, progress)
 
     def _give_signals_back(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in _STOP_SIGNALS:
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
     async def _run(self) -> Outcome:

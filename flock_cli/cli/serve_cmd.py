@@ -17,6 +17,7 @@ from flock_cli.cli.common import (
     show_board_notes,
 )
 from flock_cli.cli.options import BoardOpt, EngineOpt, ForceOpt, ModelOpt, NoTracesOpt, RecipeArg, TracesOpt
+from flock_cli.early_signals import EarlySignals
 
 if TYPE_CHECKING:
     from flock_cli.recipe.loader import Recipe
@@ -101,24 +102,27 @@ def serve(
     chosen = board_path(board, loaded)
     if no_orchestrator and chosen.target == ":memory:":
         fail("--no-orchestrator over ':memory:' would serve a board no agent ever works; use a durable board")
-    flock = loaded.build(
-        store=open_board(chosen, must_exist=False),
-        model=model,
-        engine_override=override,
-        replay=None,
-        traces=False if no_traces else traces,
-        role="publisher" if no_orchestrator else "orchestrator",
-    )
-    service = service_cls(flock, config, tokens=book, force=force)
-    show_board_notes(quiet=False)
-    where = f"http://{_url_host(config.host)}:{config.port}"
-    console = err_console()
-    console.print(f"flock serve: {loaded.name} on {where} (board {chosen.shown()})", highlight=False)
-    if book is None:
-        console.print(f"session token (this process only): {service.session_token}", highlight=False)
-    else:
-        console.print(f"tokens: {len(book)} from {book.source}", highlight=False)
-    summary = service.run()
+    # From the moment the board is opened, Ctrl-C and SIGTERM stop the service the way they do
+    # once it listens (with its summary), rather than ending the process with nothing said.
+    with EarlySignals() as early:
+        flock = loaded.build(
+            store=open_board(chosen, must_exist=False),
+            model=model,
+            engine_override=override,
+            replay=None,
+            traces=False if no_traces else traces,
+            role="publisher" if no_orchestrator else "orchestrator",
+        )
+        service = service_cls(flock, config, tokens=book, force=force)
+        show_board_notes(quiet=False)
+        where = f"http://{_url_host(config.host)}:{config.port}"
+        console = err_console()
+        console.print(f"flock serve: {loaded.name} on {where} (board {chosen.shown()})", highlight=False)
+        if book is None:
+            console.print(f"session token (this process only): {service.session_token}", highlight=False)
+        else:
+            console.print(f"tokens: {len(book)} from {book.source}", highlight=False)
+        summary = service.run(early_signals=early)
     if summary is not None:
         console.print(
             f"flock serve stopped: {summary.agent_runs} runs, {len(summary.failures)} failed,"

@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flock_cli.core.summary import RunSummary
+from flock_cli.early_signals import STOP_SIGNALS, EarlySignals
 from flock_cli.errors import RunError
 from flock_cli.mcp_server.stdin import claimed_stdio, open_stdin
 from flock_cli.mcp_server.tools import FlockTools, ToolError
@@ -103,15 +103,22 @@ class Served:
     aborted: bool
 
 
-async def serve_stdio(flock: Flock, server: Server[Any], *, force: bool) -> Served:
+async def serve_stdio(
+    flock: Flock, server: Server[Any], *, force: bool, early_signals: EarlySignals | None = None
+) -> Served:
     """Serve ``server`` on stdin/stdout while ``flock`` runs, until stdin ends or a signal comes;
     then stop the flock: runs in flight finish, unless a second signal aborts them (on a durable
-    board their deliveries go back to it)."""
+    board their deliveries go back to it).
+
+    ``early_signals``: the block that counted Ctrl-C and SIGTERM since the board was opened
+    (``flock mcp``); the signals it counted are acted on as soon as serving takes the signals."""
     with claimed_stdio() as wire:  # from before the first run starts until the last one ended
-        return await _serve(flock, server, force, wire)
+        return await _serve(flock, server, force, wire, early_signals)
 
 
-async def _serve(flock: Flock, server: Server[Any], force: bool, wire: tuple[int, int]) -> Served:
+async def _serve(
+    flock: Flock, server: Server[Any], force: bool, wire: tuple[int, int], early_signals: EarlySignals | None
+) -> Served:
     loop = asyncio.get_running_loop()
     await flock.attach(force=force)
     stop = asyncio.Event()
@@ -129,9 +136,12 @@ async def _serve(flock: Flock, server: Server[Any], force: bool, wire: tuple[int
         else:
             abort.set()
 
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = STOP_SIGNALS
+    early = early_signals.release() if early_signals is not None else 0
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
+    for _ in range(early):
+        on_signal()  # a Ctrl-C or SIGTERM while the flock was built or attached
     summaries: list[RunSummary] = []
     failure: BaseException | None = None
     try:

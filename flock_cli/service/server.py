@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from flock_cli.core.summary import RunSummary
+    from flock_cli.early_signals import EarlySignals
     from flock_cli.service.state import ServedFlock
 
 __all__ = ["BlackboardHTTPService"]
@@ -103,12 +104,17 @@ class BlackboardHTTPService:
                 return int(sockets[0].getsockname()[1])
         return self.config.port
 
-    def run(self) -> RunSummary | None:
-        """Serve until stopped (blocking); returns the flock's summary."""
-        return asyncio.run(self.serve())
+    def run(self, *, early_signals: EarlySignals | None = None) -> RunSummary | None:
+        """Serve until stopped (blocking); returns the flock's summary. See :meth:`serve`."""
+        return asyncio.run(self.serve(early_signals=early_signals))
 
-    async def serve(self) -> RunSummary | None:
-        """Serve until stopped; returns the summary of what the flock did."""
+    async def serve(self, *, early_signals: EarlySignals | None = None) -> RunSummary | None:
+        """Serve until stopped; returns the summary of what the flock did.
+
+        ``early_signals``: the block that counted Ctrl-C and SIGTERM since the board was opened
+        (``flock serve``); it is released just before the server takes the signals, and a signal
+        it counted stops the service as soon as it has started, the way one later would.
+        """
         import uvicorn
 
         flock, state = self.state.flock, self.state
@@ -133,6 +139,8 @@ class BlackboardHTTPService:
             ),
             self,
         )
+        if early_signals is not None and early_signals.release():
+            self._stop_requested = True  # stopped while it started (attaching can take a while)
         if self._stop_requested:
             server.should_exit = True  # request_stop() came before the server existed
         try:
