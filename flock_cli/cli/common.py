@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
     from rich.console import Console
 
+    from flock_cli.core.orchestrator import Flock
+    from flock_cli.engines.recording import Recording
     from flock_cli.recipe.diagnostics import Diagnostic
     from flock_cli.recipe.loader import Recipe
     from flock_cli.store.contract import BlackboardStore
@@ -273,3 +275,26 @@ def open_board(board: Board, *, must_exist: bool) -> BlackboardStore:
         fail(f"{given}{exc}{hint}")
     except UsageError as exc:
         fail(f"{given}{exc}")
+
+
+def build_on_board(
+    loaded: Recipe,
+    board: Board,
+    *,
+    model: str | None,
+    engine: str | None,
+    replay: Recording | None,
+    traces: Path | None,
+    no_traces: bool,
+    role: str = "orchestrator",
+) -> Flock:
+    """The recipe's flock on ``board`` (a board file is created when missing), as ``flock run``,
+    ``flock serve`` and ``flock mcp`` build it from their options."""
+    return loaded.build(
+        store=open_board(board, must_exist=False),
+        model=model,
+        engine_override=engine,
+        replay=replay,
+        traces=False if no_traces else traces,
+        role=role,
+    )

@@ -9,10 +9,10 @@ import typer
 from flock_cli.cli.common import (
     EXIT_INTERRUPTED,
     board_path,
+    build_on_board,
     err_console,
     fail,
     load_or_report,
-    open_board,
     reports_errors,
     show_board_notes,
 )
@@ -94,12 +94,8 @@ def mcp(
     # From the moment the board is opened, Ctrl-C and SIGTERM stop the server the way they do
     # once it serves (with its summary), rather than ending the process with nothing said.
     with EarlySignals() as early:
-        flock = loaded.build(
-            store=open_board(chosen, must_exist=False),
-            model=model,
-            engine_override=override,
-            replay=recording,
-            traces=False if no_traces else traces,
+        flock = build_on_board(
+            loaded, chosen, model=model, engine=override, replay=recording, traces=traces, no_traces=no_traces
         )
         _serve(flock, loaded, chosen.shown(), tenant, labels or [], force, early)
 

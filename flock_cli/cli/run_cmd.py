@@ -12,10 +12,10 @@ from flock_cli.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     board_path,
+    build_on_board,
     err_console,
     fail,
     load_or_report,
-    open_board,
     parse_uuid,
     recipe_type,
     reports_errors,
@@ -163,12 +163,8 @@ def run(
     # From the moment the board is opened, Ctrl-C and SIGTERM belong to the run: one that comes
     # while the flock is built stops it at its start, with its summary, like any other.
     with EarlySignals() as early:
-        flock = loaded.build(
-            store=open_board(chosen, must_exist=False),
-            model=model,
-            engine_override=override,
-            replay=recording,
-            traces=False if no_traces else traces,
+        flock = build_on_board(
+            loaded, chosen, model=model, engine=override, replay=recording, traces=traces, no_traces=no_traces
         )
         show_board_notes(quiet=quiet or as_json)
         session = RunSession(

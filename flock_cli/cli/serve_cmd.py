@@ -9,10 +9,10 @@ import typer
 
 from flock_cli.cli.common import (
     board_path,
+    build_on_board,
     err_console,
     fail,
     load_or_report,
-    open_board,
     reports_errors,
     show_board_notes,
 )
@@ -105,12 +105,14 @@ def serve(
     # From the moment the board is opened, Ctrl-C and SIGTERM stop the service the way they do
     # once it listens (with its summary), rather than ending the process with nothing said.
     with EarlySignals() as early:
-        flock = loaded.build(
-            store=open_board(chosen, must_exist=False),
+        flock = build_on_board(
+            loaded,
+            chosen,
             model=model,
-            engine_override=override,
+            engine=override,
             replay=None,
-            traces=False if no_traces else traces,
+            traces=traces,
+            no_traces=no_traces,
             role="publisher" if no_orchestrator else "orchestrator",
         )
         service = service_cls(flock, config, tokens=book, force=force)
