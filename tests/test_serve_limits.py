@@ -131,3 +131,55 @@ def test_concurrent_stream_opens_respect_the_cap(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(15)
     assert sorted(statuses) == [200, 200] + [429] * 8
+
+
+ANY_RECIPE = """\
+name: anything
+types:
+  Loose:
+    fields:
+      v: any
+      l: {type: "list[any]", default: []}
+  Done: {fields: {ok: bool}}
+agents:
+  eat: {consumes: Loose, publishes: Done, engine: test}
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "where", "says"),
+    [
+        ('{"payload": {"v": NaN}}', [], "NaN is not a JSON number"),
+        ('{"payload": {"v": 1, "l": [1, -Infinity]}}', [], "-Infinity is not a JSON number"),
+        ('{"payload": {"v": 1e999}}', ["payload", "v"], "infinity"),
+        ('{"payload": {"v": {"deep": [{"x": 1e999}]}}}', ["payload", "v", "deep", 0, "x"], "infinity"),
+        ('{"payload": {"v": "\\ud800"}}', ["payload", "v"], "not text"),
+        ('{"payload": {"v": 1}, "tags": ["\\udc00"]}', ["tags", 0], "not text"),
+    ],
+)
+def test_values_json_cannot_hold_are_refused_not_stored_changed(
+    tmp_path: Path, body: str, where: list[str | int], says: str
+) -> None:
+    # An ``any`` field takes whatever the JSON parser made of the body: NaN and infinity would be
+    # stored as null, a lone surrogate could not be written. The CLI and `flock mcp` refuse them.
+    (tmp_path / "anything.yaml").write_text(ANY_RECIPE)
+    flock = load_recipe(tmp_path / "anything.yaml").build(
+        store=SQLiteBlackboardStore(tmp_path / "b.db"), engine_override="test", traces=False
+    )
+    tokens = token_file(tmp_path, {"ops": ("tok-ops", {"publish": "*", "operator": True})})
+    headers = {"Authorization": "Bearer tok-ops", "content-type": "application/json"}
+    with (
+        in_thread(flock.serve(port=0, tokens=tokens)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        answer = client.post("/v1/types/Loose/artifacts", content=body.encode(), headers=headers)
+        assert answer.status_code == 422, answer.text
+        (error,) = answer.json()["errors"] if "errors" in answer.json() else answer.json()["detail"]
+        assert error["loc"] == ["body", *where] and says in error["msg"], error
+        fine = client.post(
+            "/v1/types/Loose/artifacts", json={"payload": {"v": [1.5, "x", None]}}, headers=headers
+        )
+        assert fine.status_code == 201, fine.text
+        listed = client.get("/v1/artifacts", headers=headers).json()
+    loose = [a["payload"] for a in listed["items"] if a["type"] == "Loose"]
+    assert loose == [{"v": [1.5, "x", None], "l": []}]  # nothing else was stored

@@ -1,7 +1,6 @@
 """Request bodies and parameters of the service, validated as its OpenAPI document says."""
 
 # No ``from __future__ import annotations``: FastAPI reads these annotations at run time.
-import contextlib
 import json
 import re
 from datetime import UTC, datetime
@@ -45,15 +44,25 @@ async def strict_body(request: Request, body_model: type[BaseModel], agents: lis
         raise Problem(415, f"send the body as application/json, not {kind or 'nothing'}")
     raw = await request.body()
     # JSON Schema counts 3.0 as an integer and Pydantic's strict mode does not: the one
-    # difference between the two, settled before validating. (Not JSON, or NaN: Pydantic names
-    # the error below.)
+    # difference between the two, settled before validating. (Not JSON: Pydantic names the
+    # error below.) What JSON cannot hold is refused here, with where it is: NaN and Infinity
+    # (not JSON, though Python's parser and Pydantic's read them), a number too large for a float
+    # (1e999 reads as infinity) and lone surrogates. An ``any`` field would otherwise take them and
+    # the board store them changed, as null or as text that cannot be written.
     too_deep = Problem(422, f"the body nests objects and lists deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
-        with contextlib.suppress(ValueError):
+        try:
             data = json.loads(raw, parse_constant=_no_constant)
+        except _NotJson as exc:
+            raise _refused((), str(exc)) from None
+        except ValueError:
+            pass  # not JSON at all: Pydantic says where
+        else:
             problem = check_values(data, max_depth=MAX_PAYLOAD_DEPTH + 2)  # the envelope's two levels
-            if problem is not None and "deep" in problem.message:
-                raise too_deep
+            if problem is not None:
+                if "deep" in problem.message:
+                    raise too_deep
+                raise _refused(problem.path, problem.message)
             raw = json.dumps(_integral(data)).encode()
         return body_model.model_validate_json(raw, strict=True)
     except RecursionError:
@@ -89,5 +98,16 @@ def _integral(value: Any) -> Any:
     return value
 
 
+class _NotJson(ValueError):
+    """A constant Python's JSON parser would accept (NaN, Infinity, -Infinity)."""
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotJson(f"{name} is not a JSON number (JSON has no NaN or infinity)")
+
+
+def _refused(path: tuple[str | int, ...], message: str) -> RequestValidationError:
+    """A 422 with the shape of the service's other validation errors (``detail[].loc``)."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("body", *path), "msg": message, "input": None}]
+    )
