@@ -6,6 +6,7 @@ cannot watch (/dev/null) ends the session instead of hanging it."""
 from __future__ import annotations
 
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -84,6 +85,14 @@ def _answer(process: subprocess.Popen[str]) -> dict[str, Any]:
     line = process.stdout.readline()
     assert line, "the server closed stdout"
     return dict(json.loads(line))
+
+
+def _answer_within(process: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
+    """The next answer, failing the test (not hanging it) when none comes in time."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    assert ready, f"no answer within {seconds} s"
+    return _answer(process)
 
 
 def _call(process: subprocess.Popen[str], id_: int, tool: str, arguments: dict[str, Any]) -> None:
@@ -187,3 +196,32 @@ def test_a_signal_the_moment_the_board_is_opened_stops_the_server_with_its_summa
     assert process.returncode == 0, err
     assert out == ""  # nothing but protocol messages on stdout
     assert "Traceback" not in err and "flock mcp stopped: 0 runs, 0 failed" in err
+
+
+def test_a_request_the_sdk_cannot_read_is_answered_not_dropped(tmp_path: Path) -> None:
+    # A lone surrogate, or nesting deeper than the SDK's JSON parser allows: the SDK could not
+    # read the request, so it had no id to answer and the client waited forever.
+    process = _start(tmp_path, "prints_late")
+    try:
+        _open_session(process)
+        assert process.stdin is not None
+
+        def call(id_: Any, text: str) -> str:  # text goes in as written: JSON json.dumps would not make
+            request = {"jsonrpc": "2.0", "id": id_, "method": "tools/call"}
+            params = {"name": "publish_Question", "arguments": {"text": "TEXT"}}
+            return json.dumps({**request, "params": params}).replace('"TEXT"', text) + "\n"
+
+        process.stdin.write(call(7, '"\\ud800"'))
+        process.stdin.write(call("deep", "[" * 400 + "]" * 400))
+        process.stdin.flush()
+        first, second = _answer_within(process, 30), _answer_within(process, 30)
+        assert first["id"] == 7 and first["error"]["code"] == -32602
+        assert (
+            "params.arguments.text" in first["error"]["message"] and "surrogate" in first["error"]["message"]
+        )
+        assert second["id"] == "deep" and "nested more than" in second["error"]["message"]
+        _send(process, {"jsonrpc": "2.0", "id": 8, "method": "tools/list"})
+        assert "tools" in _answer(process)["result"]  # still serving
+    finally:
+        _, err = _stop(process)
+    assert "Traceback" not in err and "flock mcp stopped: 0 runs" in err

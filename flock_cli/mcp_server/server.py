@@ -22,13 +22,14 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flock_cli.core.summary import RunSummary
 from flock_cli.early_signals import STOP_SIGNALS, EarlySignals
 from flock_cli.errors import RunError
 from flock_cli.mcp_server.stdin import claimed_stdio, open_stdin
 from flock_cli.mcp_server.tools import FlockTools, ToolError
+from flock_cli.mcp_server.wire import SerialWriter, answered_lines
 
 if TYPE_CHECKING:
     from mcp.server import Server
@@ -198,8 +199,10 @@ async def _speak(server: Server[Any], wire_in: int, wire_out: int) -> None:
             io.TextIOWrapper(os.fdopen(os.dup(wire_in), "rb"), encoding="utf-8", errors="replace")
         )
     stdout = io.TextIOWrapper(os.fdopen(os.dup(wire_out), "wb"), encoding="utf-8")
+    out = SerialWriter(stdout)
+    checked: Any = answered_lines(stdin, out)  # requests the SDK cannot read are answered here
     try:
-        async with stdio_server(stdin=stdin, stdout=anyio.wrap_file(stdout)) as (read, write):
+        async with stdio_server(stdin=checked, stdout=cast(Any, out)) as (read, write):
             await server.run(read, write, server.create_initialization_options())
     finally:
         if lines is not None:
