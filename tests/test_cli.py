@@ -698,3 +698,30 @@ def test_json_commands_answer_errors_in_json_too(tmp_path: Path) -> None:
         "exit_code": 2,
     }
     assert "error: no board at" in missing.stderr
+
+
+def test_a_damaged_board_file_is_one_message_not_a_traceback(tmp_path: Path) -> None:
+    # SQLite opens a board with a damaged page and reports the damage only when a query reaches
+    # it: that is not a bug of ours, and the user needs what to do, not a traceback.
+    ideas = tmp_path / "ideas.json"
+    ideas.write_text(json.dumps([{"topic": f"topic {n} " + "x" * 400} for n in range(300)]))
+    board = tmp_path / "b.db"
+    made = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine", "test", "-i", f"Idea={ideas}", "--board", board, "-q"
+    )
+    assert made.exit_code == 0, made.output
+    data = bytearray(board.read_bytes())
+    page = data.index(b"topic 150 ") // 4096  # a page of the artifacts table, which opening never reads
+    data[page * 4096 : (page + 1) * 4096] = bytes(4096)
+    board.write_bytes(bytes(data))
+    said = f"the board {board} is damaged (database disk image is malformed)"
+    for args in (["board", "list", "--board", board], ["board", "list", "--board", board, "--json"]):
+        done = flock(*args)
+        assert done.exit_code == 1, done.output
+        assert said in done.output and f"sqlite3 {board} .recover" in done.output, done.output
+        assert isinstance(done.exception, SystemExit), done.exception  # no traceback
+    data[: 100 * 4096] = bytes(100 * 4096)  # the schema too: refused when opened
+    board.write_bytes(bytes(data))
+    done = flock("run", RECIPES / "pipeline.yaml", "--engine", "test", "--board", board)
+    assert done.exit_code == 2 and isinstance(done.exception, SystemExit), done.output
+    assert "cannot open the board" in done.output or said in done.output, done.output

@@ -141,8 +141,25 @@ def reports_errors(fn: F) -> F:
             _stop(str(exc), EXIT_USAGE, as_json)
         except RunError as exc:
             _stop(str(exc), EXIT_FAILED, as_json)
+        except Exception as exc:
+            damage = _board_damage(exc)
+            if damage is None:
+                raise  # a bug: its traceback is what helps
+            _stop(damage, EXIT_FAILED, as_json)
 
     return wrapper  # type: ignore[return-value]
+
+
+_opened: list[Board] = []  # the boards this command opened, for a message about a damaged one
+
+
+def _board_damage(exc: BaseException) -> str | None:
+    """The message for a board file SQLite found damaged once the command was under way (see
+    :func:`flock_cli.store.locate.board_damage`), naming the board this command opened."""
+    from flock_cli.store.locate import board_damage
+
+    files = [b.target for b in _opened if "://" not in b.target and b.target != ":memory:"]
+    return board_damage(exc, files[-1] if files else None)
 
 
 def emit_json(data: Any) -> None:
@@ -268,6 +285,7 @@ def open_board(board: Board, *, must_exist: bool) -> BlackboardStore:
     from flock_cli.store.locate import MEMORY, NoBoardError, open_store
 
     given = f"{board.origin}: " if board.origin else ""
+    _opened.append(board)
     try:
         return open_store(board.target, must_exist=must_exist)
     except NoBoardError as exc:

@@ -31,6 +31,7 @@ __all__ = [
     "MEMORY",
     "SCHEMES",
     "NoBoardError",
+    "board_damage",
     "is_database_url",
     "open_store",
     "redact",
@@ -98,9 +99,24 @@ def _sqlite(path: str) -> BlackboardStore:
     try:
         return SQLiteBlackboardStore(path)
     except (sqlite3.Error, OSError) as exc:
+        damage = board_damage(exc, path)
         raise UsageError(
-            f"cannot open the board {path}: {exc} (is it a directory, another kind of file, or read-only?)"
+            damage
+            or f"cannot open the board {path}: {exc} (is it a directory, another kind of file, or read-only?)"
         ) from None
+
+
+def board_damage(exc: BaseException, path: str | None) -> str | None:
+    """What to say when SQLite found the board file at ``path`` damaged (SQLITE_CORRUPT: a bad page,
+    which SQLite reports only when a query reaches it), or None for any other error."""
+    import sqlite3
+
+    corrupt = getattr(exc, "sqlite_errorname", None) == "SQLITE_CORRUPT"
+    if not isinstance(exc, sqlite3.DatabaseError) or not corrupt:
+        return None
+    where = f"the board {path}" if path else "the board"
+    salvage = f"sqlite3 {path} .recover | sqlite3 recovered.db" if path else "sqlite3's .recover"
+    return f"{where} is damaged ({exc}). Restore it from a copy, or salvage what it holds with `{salvage}`"
 
 
 def _postgres(url: str) -> BlackboardStore:
