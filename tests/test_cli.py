@@ -725,3 +725,50 @@ def test_a_damaged_board_file_is_one_message_not_a_traceback(tmp_path: Path) -> 
     done = flock("run", RECIPES / "pipeline.yaml", "--engine", "test", "--board", board)
     assert done.exit_code == 2 and isinstance(done.exception, SystemExit), done.output
     assert "cannot open the board" in done.output or said in done.output, done.output
+
+
+def test_a_closed_stdin_or_a_full_disk_is_one_message(tmp_path: Path) -> None:
+    closed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flock_cli",
+            "run",
+            RECIPES / "pipeline.yaml",
+            "--engine",
+            "test",
+            "-i",
+            "Idea=-",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: os.close(0),  # started with `<&-`
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert closed.stderr.strip() == "error: --input Idea: standard input is closed; nothing to read from '-'"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "flock_cli", "validate", RECIPES / "pipeline.yaml"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: cannot write the output: No space left on device"
+
+
+def test_ctrl_c_while_a_command_starts_prints_no_traceback(tmp_path: Path) -> None:
+    # Before a command takes Ctrl-C over, Python is still importing it: the interruption is all
+    # there is to say. (Any moment must do; these cover the import.)
+    for delay in (0.02, 0.06, 0.1, 0.15, 0.25):
+        proc = spawn("validate", RECIPES / "pipeline.yaml", cwd=tmp_path)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if "Fatal Python error: init_import_site" in err or (proc.returncode == -signal.SIGINT and not err):
+            continue  # Python itself was still starting, before any code of ours ran
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        assert proc.returncode in (0, 1, 130), (delay, proc.returncode, err)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
@@ -180,6 +181,64 @@ def test_refusals_are_one_line_usage_errors(tmp_path: Path) -> None:
         app, ["serve", recipe, "--tokens", str(agent_named), "--board", str(tmp_path / "b.db")]
     )
     assert result.exit_code == 2 and "has the name of an agent" in result.output
+
+
+def test_client_mistakes_and_strange_servers_are_one_line_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def flock_cli(*args: str) -> Any:
+        done = runner.invoke(app, list(args))
+        assert isinstance(done.exception, SystemExit), done.exception  # no traceback
+        return done
+
+    for where in (tmp_path, tmp_path / "missing" / "t.yaml"):  # a folder; a file in no folder
+        token = flock_cli("token", "new", "z", "-f", str(where))
+        assert token.exit_code == 2 and str(where) in token.output and len(token.output.splitlines()) == 1
+    (tmp_path / "nan.json").write_text('{"x": NaN}')
+    nan = flock_cli(
+        "publish", "Num", str(tmp_path / "nan.json"), "--url", "http://127.0.0.1:9", "--token", "t"
+    )
+    assert nan.exit_code == 2 and "Invalid payload for type 'Num': x: NaN and infinity" in nan.output
+    (tmp_path / "ok.json").write_text('{"x": 1}')
+    for args in (["board", "list"], ["publish", "Num", str(tmp_path / "ok.json")]):
+        bad_url = flock_cli(*args, "--url", "http://[::1", "--token", "t")
+        assert bad_url.exit_code == 2 and "is not a valid URL" in bad_url.output
+    # A server that is not flock serve: HTML errors, JSON of another shape, no JSON at all.
+    answers = {"/v1/whoami": (200, "application/json", b'{"hello": "world"}'),
+               "/v1/types/Num/artifacts": (200, "text/plain", b"fine, thanks")}  # fmt: skip
+
+    class NotTheService(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            status, kind, body = answers.get(self.path, (404, "text/html", b"<html>\n<h1>Nope</h1>\n</html>"))
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = answer
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.answer()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotTheService)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        listed = flock_cli("board", "list", "--url", url, "--token", "t")
+        assert listed.exit_code == 1 and f"GET {url}/v1/whoami: unexpected answer" in listed.output
+        published = flock_cli("publish", "Num", str(tmp_path / "ok.json"), "--url", url, "--token", "t")
+        assert published.exit_code == 1 and "the answer is not JSON" in published.output
+        answers.pop("/v1/whoami")
+        html = flock_cli("board", "list", "--url", url, "--token", "t")
+        assert html.exit_code == 2 and "404 <html> <h1>Nope</h1> </html>" in html.output
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_api_only_replica_and_orchestrator_share_a_sqlite_board(tmp_path: Path) -> None:

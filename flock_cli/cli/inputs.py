@@ -47,6 +47,8 @@ def _read_text(source: str, label: str) -> tuple[str, str]:
     name = "standard input" if source == "-" else source
     try:
         if source == "-":
+            if sys.stdin is None:  # started with stdin closed (`<&-`)
+                raise UsageError(f"{label}: standard input is closed; nothing to read from '-'")
             stream = getattr(sys.stdin, "buffer", None)
             if stream is not None:
                 raw = read_stream_limited(stream, MAX_PAYLOAD_BYTES, what=name)

@@ -146,6 +146,7 @@ def _publish_remote(
     declares the type)."""
     from flock_cli.cli.inputs import read_payloads
     from flock_cli.cli.remote import ServiceClient
+    from flock_cli.limits import check_values
 
     if correlation_id is not None:
         parse_uuid(correlation_id, "--correlation-id")
@@ -156,6 +157,11 @@ def _publish_remote(
                 recipe_type(loaded, type_name), type_name, source, label=f"publish {type_name}"
             )
     payloads = read_payloads(source, label=f"publish {type_name}")
+    for payload in payloads:  # what JSON cannot carry (NaN, infinity) is refused before any request
+        problem = check_values(payload, string_keys=True)
+        if problem is not None:
+            where = ".".join(str(part) for part in problem.path)
+            fail(f"Invalid payload for type {type_name!r}: {where + ': ' if where else ''}{problem.message}")
     client = ServiceClient(url, token)
     stored = []
     try:

@@ -33,9 +33,12 @@ class ServiceClient:
         if not url.startswith(("http://", "https://")):
             fail(f"--url must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
-        self._client = httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+            )
+        except httpx.InvalidURL as exc:
+            fail(f"--url {url!r} is not a valid URL: {exc}")
 
     def close(self) -> None:
         """Close the connections."""
@@ -44,19 +47,30 @@ class ServiceClient:
     def publish(self, type_name: str, body: dict[str, Any]) -> dict[str, Any]:
         """Publish one artifact (retried with one idempotency key); returns it."""
         key = str(uuid.uuid4())
-        answer: dict[str, Any] = self._call("POST", f"/v1/types/{type_name}/artifacts", json=body,
-                                            headers={"Idempotency-Key": key})  # fmt: skip
-        return answer
+        path = f"/v1/types/{type_name}/artifacts"
+        answer = self._call("POST", path, json=body, headers={"Idempotency-Key": key})
+        return self._expect(answer, "POST", path, {"id": str, "type": str, "correlation_id": object})
 
     def artifacts(self, params: dict[str, Any]) -> dict[str, Any]:
         """One page of ``GET /v1/artifacts``."""
-        answer: dict[str, Any] = self._call("GET", "/v1/artifacts", params=params)
-        return answer
+        answer = self._call("GET", "/v1/artifacts", params=params)
+        return self._expect(answer, "GET", "/v1/artifacts", {"items": list, "total": int})
 
     def whoami(self) -> dict[str, Any]:
         """The identity the token stands for."""
-        answer: dict[str, Any] = self._call("GET", "/v1/whoami")
+        answer = self._call("GET", "/v1/whoami")
+        return self._expect(answer, "GET", "/v1/whoami", {"name": str, "tenant": object, "labels": list})
+
+    def _expect(self, answer: Any, method: str, path: str, fields: dict[str, type]) -> dict[str, Any]:
+        """``answer`` when it has ``fields`` of their types; else the service is not what it seems."""
+        if not isinstance(answer, dict) or any(
+            name not in answer or not isinstance(answer[name], kind) for name, kind in fields.items()
+        ):
+            fail(self._not_the_service(method, path, "unexpected answer"), EXIT_FAILED)
         return answer
+
+    def _not_the_service(self, method: str, path: str, what: str) -> str:
+        return f"{method} {self.url}{path}: {what} (is {self.url} a flock serve service?)"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -64,6 +78,8 @@ class ServiceClient:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 response = self._client.request(method, path, **kwargs)
+            except httpx.InvalidURL as exc:  # a URL httpx took but cannot send to
+                fail(f"--url {self.url!r} is not a valid URL: {exc}")
             except httpx.HTTPError as exc:
                 if attempt == ATTEMPTS:
                     fail(f"cannot reach the service at {self.url}: {exc}")
@@ -74,15 +90,18 @@ class ServiceClient:
                 continue
             if response.status_code >= 400:
                 self._failed(method, path, response)
-            return response.json()
+            try:
+                return response.json()
+            except ValueError:
+                fail(self._not_the_service(method, path, "the answer is not JSON"), EXIT_FAILED)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or fails
 
     def _failed(self, method: str, path: str, response: Any) -> None:
         try:
             problem = response.json()
             detail = problem.get("detail") or problem
-        except ValueError:
-            detail = response.text.strip()[:500] or response.reason_phrase
+        except ValueError:  # not the service's problem document: an HTML page, say, on one line
+            detail = " ".join(response.text.split())[:300] or response.reason_phrase
         status = response.status_code
         # A refusal of what was asked (auth, validation, rights) is the user's to fix: exit 2.
         fail(f"{method} {self.url}{path}: {status} {detail}", 2 if status < 500 else EXIT_FAILED)

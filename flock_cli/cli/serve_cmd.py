@@ -221,8 +221,15 @@ def new(
         name, token, tenant=tenant, labels=labels or [], publish=publish or [], operator=operator
     )
     TokenBook.parse(yaml.safe_dump({"tokens": [entry]}), f"token {name!r}", positions=False)  # a valid entry
+    if file.is_dir():
+        fail(f"--file {file} is a directory; give the token file's path (tokens.yaml)")
+    if not file.parent.is_dir():
+        fail(f"--file {file}: no folder {file.parent} to put it in")
     existed = file.exists()
-    text = file.read_text(encoding="utf-8") if existed else ""
+    try:
+        text = file.read_text(encoding="utf-8") if existed else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the token file {file}: {exc}")
     book = TokenBook.parse(text, str(file)) if text.strip() else None  # a broken file: file:line, exit 2
     if book is not None and any(p.name == name for p in book.principals):
         fail(f"{file} has a token named {name!r} already; choose another name")
@@ -232,8 +239,11 @@ def new(
         "# flock serve tokens: only hashes are kept here (flock token new adds one)\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
-    if not existed:
-        create_private_file(file)  # owner-only: it says who may do what
-    file.write_text(new_text, encoding="utf-8")
+    try:
+        if not existed:
+            create_private_file(file)  # owner-only: it says who may do what
+        file.write_text(new_text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write the token file {file}: {exc.strerror or exc}")
     err_console().print(f"added token {name!r} to {file}; the token (shown only now):", highlight=False)
     typer.echo(token)
