@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from flock_cli.cli.common import (
+    EXIT_INTERRUPTED,
     board_path,
     console,
     emit_json,
+    err_console,
     fail,
     load,
     open_board,
@@ -71,7 +73,8 @@ def publish(
     ] = None,
 ) -> None:
     """Validate PAYLOAD against TYPE and write it to the durable board; a `flock run --watch` on
-    that board picks it up. Nothing is written unless every payload is valid. With --url, publish
+    that board picks it up. Nothing is written unless every payload is valid, and a list is written
+    all at once (Ctrl-C leaves all or none of it). With --url, publish
     through a running `flock serve` (which validates each payload; with a recipe, all are
     validated here first)."""
     import asyncio
@@ -104,13 +107,20 @@ def publish(
     flock = Flock(store=open_board(chosen, must_exist=False), role="publisher")
     register_types(flock, loaded)
 
-    async def write() -> list[Any]:
+    stored: list[Any] = []
+    before: list[int] = []  # artifacts of the type on the board before: an interrupted write is recounted
+
+    async def write() -> None:
+        before.append(await _count(flock.store, type_name))
         try:
             async with flock.traced_run(f"publish {type_name}", items=len(models)):  # one command, one run
-                return [
-                    await flock.publish(m, visibility=vis, correlation_id=correlation, tags=tags or None)
-                    for m in models
-                ]
+                # One write for all of them: a Ctrl-C or a kill leaves all or none on the board,
+                # never a part that publishing the file again would duplicate.
+                stored.extend(
+                    await flock.publish_many(
+                        models, visibility=vis, correlation_id=correlation, tags=tags or None
+                    )
+                )
         finally:
             # Each step even if the one before failed: a failed sync must still stop the flock
             # (its trace is written then) and close the board.
@@ -122,13 +132,41 @@ def publish(
                 finally:
                     await flock.store.close()
 
-    stored = asyncio.run(write())
+    try:
+        asyncio.run(write())
+    except KeyboardInterrupt:
+        # The write may have committed as the board closed: the board says which it was.
+        if not before:
+            fail(f"interrupted: none of the {len(models)} payloads was published", EXIT_INTERRUPTED)
+        added = asyncio.run(_recount(chosen, type_name)) - before[0]
+        if added < len(models):
+            fail(f"interrupted: none of the {len(models)} payloads was published", EXIT_INTERRUPTED)
+        err_console().print(f"interrupted once all {len(models)} payloads were published", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if as_json:
         emit_json([a.model_dump(mode="json") for a in stored])
         return
     where = chosen.shown() if is_database_url(chosen.target) else Path(chosen.target).resolve()
     for a in stored:
         console().print(f"published {a.type} {a.id} (correlation {a.correlation_id}) to {where}")
+
+
+async def _count(store: Any, type_name: str) -> int:
+    """How many artifacts of ``type_name`` the board holds."""
+    from flock_cli.store import UNRESTRICTED
+    from flock_cli.store.contract import ArtifactQuery
+
+    page = await store.query(ArtifactQuery(types=frozenset({type_name}), limit=1), viewer=UNRESTRICTED)
+    total: int = page.total
+    return total
+
+
+async def _recount(board: Any, type_name: str) -> int:
+    store = open_board(board, must_exist=True)
+    try:
+        return await _count(store, type_name)
+    finally:
+        await store.close()
 
 
 def _publish_remote(
