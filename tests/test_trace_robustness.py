@@ -223,3 +223,24 @@ def test_sql_and_audit_show_values_as_they_are_not_as_markup(tmp_path: Path) -> 
     )
     assert result.exit_code == 0, result.output
     assert "[bold]x[/" in result.output and "[v]" in result.output
+
+
+def test_an_empty_or_damaged_trace_store_is_named_for_what_it_is(tmp_path: Path) -> None:
+    runner = CliRunner()
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "pipeline.yaml"
+    ideas = tmp_path / "ideas.json"
+    ideas.write_text('[{"topic": "alpha"}, {"topic": "beta"}]')
+    run = ["run", str(recipe), "--engine", "test", "-i", f"Idea={ideas}", "--board", ":memory:", "-q"]
+    empty = tmp_path / "empty.duckdb"
+    empty.write_bytes(b"")
+    refused = runner.invoke(app, [*run, "--traces", str(empty)])
+    assert refused.exit_code == 2 and f"{empty} is an empty file, not a DuckDB trace store" in refused.output
+    store = tmp_path / "t.duckdb"
+    assert runner.invoke(app, [*run, "--traces", str(store)]).exit_code == 0
+    data = bytearray(store.read_bytes())
+    data[12288 : 12288 + 64] = bytes(b ^ 0xFF for b in data[12288 : 12288 + 64])  # a block's checksum fails
+    store.write_bytes(bytes(data))
+    damaged = runner.invoke(app, [*run, "--traces", str(store)])
+    assert damaged.exit_code == 0, damaged.output  # the run itself is fine: its traces wait in the spool
+    assert f"trace store {store} cannot be opened" in damaged.output
+    assert "held by another process" not in damaged.output and "move it aside" in damaged.output

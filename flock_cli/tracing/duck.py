@@ -21,7 +21,7 @@ from flock_cli.errors import TraceStoreBusyError, TraceStoreError
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["DEFAULT_TRACE_PATH", "attach", "check_trace_path", "connect", "is_lock_error"]
+__all__ = ["DEFAULT_TRACE_PATH", "attach", "check_trace_path", "connect", "is_lock_error", "unusable"]
 
 DEFAULT_TRACE_PATH = Path(".flock") / "traces.duckdb"
 
@@ -49,8 +49,24 @@ def check_trace_path(path: Path, *, must_exist: bool = False) -> None:
             head = handle.read(12)
     except OSError as exc:
         raise TraceStoreError(f"trace store {path} cannot be read: {exc.strerror or exc}") from exc
-    if head and head[8:12] != _MAGIC:
+    if not head:  # DuckDB makes no store of an empty file (it refuses to open it), nor do we
+        raise TraceStoreError(
+            f"{path} is an empty file, not a DuckDB trace store; remove it or give another path"
+        )
+    if head[8:12] != _MAGIC:
         raise TraceStoreError(f"{path} is not a DuckDB trace store")
+
+
+def unusable(path: Path) -> str | None:
+    """Why the store at ``path`` cannot be opened, other than another process holding it (a
+    damaged file), or None: it opens, or it is only busy."""
+    try:
+        connect(path, read_only=True, wait=0).close()
+    except TraceStoreBusyError:
+        return None
+    except TraceStoreError as exc:
+        return str(exc)
+    return None
 
 
 def is_lock_error(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from flock_cli.tracing import spool
-from flock_cli.tracing.duck import check_trace_path
+from flock_cli.tracing.duck import check_trace_path, unusable
 from flock_cli.tracing.frames import encode_frame, flatten
 from flock_cli.tracing.records import Record, StatusRecord
 
@@ -249,10 +249,18 @@ class TraceWriter:
         if self.dropped:
             problems.append(f"{self.dropped} trace records were dropped: the store could not take them")
         if self._closed and not self.handed_off and (waiting := spool.count_waiting(self.path)):
-            # Not lost, but not in the store yet: whoever reads it now should know why.
-            problems.append(
-                f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
-            )
+            # Not lost, but not in the store yet: whoever reads it now should know why, and a
+            # store that cannot be opened at all (damaged) is not one another process holds.
+            broken = unusable(self.path) if self.path.exists() else None
+            if broken is not None:
+                problems.append(
+                    f"{waiting} trace batches are waiting in {spool.spool_dir(self.path)}: {broken};"
+                    f" move it aside and the next flock run writes them into a new store"
+                )
+            else:
+                problems.append(
+                    f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
+                )
         return problems
 
     def flush(self, timeout: float = 10.0) -> bool:
