@@ -231,6 +231,9 @@ def test_client_mistakes_and_strange_servers_are_one_line_errors(tmp_path: Path)
     try:
         listed = flock_cli("board", "list", "--url", url, "--token", "t")
         assert listed.exit_code == 1 and f"GET {url}/v1/whoami: unexpected answer" in listed.output
+        secret = url.replace("http://", "http://me:s3cret@")  # a password in the URL is never shown
+        listed = flock_cli("board", "list", "--url", secret, "--token", "t")
+        assert "s3cret" not in listed.output and "http://me:***@" in listed.output, listed.output
         published = flock_cli("publish", "Num", str(tmp_path / "ok.json"), "--url", url, "--token", "t")
         assert published.exit_code == 1 and "the answer is not JSON" in published.output
         answers.pop("/v1/whoami")

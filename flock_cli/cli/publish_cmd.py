@@ -216,7 +216,9 @@ def _publish_remote(
         emit_json(stored)
         return
     for a in stored:
-        console().print(f"published {a['type']} {a['id']} (correlation {a['correlation_id']}) to {url}")
+        console().print(
+            f"published {a['type']} {a['id']} (correlation {a['correlation_id']}) to {client.shown}"
+        )
 
 
 def parse_visibility(text: str, *, agents: list[str]) -> Visibility:

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from flock_cli.cli.common import EXIT_FAILED, fail
+from flock_cli.store.board_url import redact
 
 __all__ = ["TOKEN_ENV", "ServiceClient"]
 
@@ -31,14 +32,16 @@ class ServiceClient:
         if not token:
             fail(f"--url needs a token: pass --token TOKEN or set ${TOKEN_ENV}")
         if not url.startswith(("http://", "https://")):
-            fail(f"--url must start with http:// or https://, got {url!r}")
+            fail(f"--url must start with http:// or https://, got {redact(url)!r}")
         self.url = url.rstrip("/")
+        self.shown = redact(self.url)
+        """The URL as messages show it: a password in it is hidden."""
         try:
             self._client = httpx.Client(
                 base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
             )
         except httpx.InvalidURL as exc:
-            fail(f"--url {url!r} is not a valid URL: {exc}")
+            fail(f"--url {self.shown!r} is not a valid URL: {exc}")
 
     def close(self) -> None:
         """Close the connections."""
@@ -70,7 +73,7 @@ class ServiceClient:
         return answer
 
     def _not_the_service(self, method: str, path: str, what: str) -> str:
-        return f"{method} {self.url}{path}: {what} (is {self.url} a flock serve service?)"
+        return f"{method} {self.shown}{path}: {what} (is {self.shown} a flock serve service?)"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import httpx
@@ -79,10 +82,10 @@ class ServiceClient:
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.InvalidURL as exc:  # a URL httpx took but cannot send to
-                fail(f"--url {self.url!r} is not a valid URL: {exc}")
+                fail(f"--url {self.shown!r} is not a valid URL: {exc}")
             except httpx.HTTPError as exc:
                 if attempt == ATTEMPTS:
-                    fail(f"cannot reach the service at {self.url}: {exc}")
+                    fail(f"cannot reach the service at {self.shown}: {redact(str(exc))}")
                 time.sleep(min(2.0, 0.2 * 2**attempt))
                 continue
             if response.status_code in (429, 503) and attempt < ATTEMPTS:
@@ -104,7 +107,7 @@ class ServiceClient:
             detail = " ".join(response.text.split())[:300] or response.reason_phrase
         status = response.status_code
         # A refusal of what was asked (auth, validation, rights) is the user's to fix: exit 2.
-        fail(f"{method} {self.url}{path}: {status} {detail}", 2 if status < 500 else EXIT_FAILED)
+        fail(f"{method} {self.shown}{path}: {status} {detail}", 2 if status < 500 else EXIT_FAILED)
 
 
 def _retry_after(response: Any) -> float:
