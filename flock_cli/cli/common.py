@@ -150,7 +150,7 @@ def reports_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-_opened: list[Board] = []  # the boards this command opened, for a message about a damaged one
+_opened: list[Board] = []  # the board this command opened last (one), for a message about a damaged one
 
 
 def _board_damage(exc: BaseException) -> str | None:
@@ -159,7 +159,7 @@ def _board_damage(exc: BaseException) -> str | None:
     from flock_cli.store.locate import board_damage
 
     files = [b.target for b in _opened if "://" not in b.target and b.target != ":memory:"]
-    return board_damage(exc, files[-1] if files else None)
+    return board_damage(exc, files[0] if files else None)
 
 
 def emit_json(data: Any) -> None:
@@ -285,7 +285,7 @@ def open_board(board: Board, *, must_exist: bool) -> BlackboardStore:
     from flock_cli.store.locate import MEMORY, NoBoardError, open_store
 
     given = f"{board.origin}: " if board.origin else ""
-    _opened.append(board)
+    _opened[:] = [board]  # only the last: a program may run many commands in one process
     try:
         return open_store(board.target, must_exist=must_exist)
     except NoBoardError as exc:
