@@ -802,3 +802,11 @@ def test_an_interrupted_publish_of_a_list_leaves_all_or_none_of_it(tmp_path: Pat
             assert proc.returncode == 130 and "interrupted: none of the 20000 payloads was published" in err
         else:  # all written; interrupted while the board closed, or while listing what it published
             assert "none of" not in err, err
+
+
+def test_standard_input_is_given_to_one_input_only() -> None:
+    done = flock(
+        "run", RECIPES / "pipeline.yaml", "--engine", "test", "-i", "Idea=-", "-i", "Idea=-", input="{}"
+    )
+    assert done.exit_code == 2
+    assert "standard input can be read once: give '-' to one --input only" in done.output

@@ -395,6 +395,11 @@ def test_helper_findings_stay_fixed(store: Path, tmp_path: Path, monkeypatch: py
     # an unknown agent in an audit is named
     nobody = flock("trace", "audit", "--agent", "nobody", "--traces", store)
     assert nobody.exit_code == 2 and "no agent 'nobody'" in nobody.output
+    # so is an artifact id that is not one, or that no entry has
+    not_an_id = flock("trace", "audit", "--artifact", "zz", "--traces", store)
+    assert not_an_id.exit_code == 2 and "'zz' is not an artifact id or the start of one" in not_an_id.output
+    unknown = flock("trace", "audit", "--artifact", "ffffffff", "--traces", store)
+    assert unknown.exit_code == 2 and "no artifact starting with 'ffffffff'" in unknown.output
     # flock top refuses an unknown run before it starts
     top = flock("top", "ffff", "--traces", store)
     assert top.exit_code == 2 and "no run with id 'ffff'" in top.output

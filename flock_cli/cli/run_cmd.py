@@ -240,8 +240,10 @@ def _validated_inputs(loaded: Recipe, options: list[str]) -> list[BaseModel]:
     from flock_cli.core.registry import canonical_name
 
     models: list[BaseModel] = []
-    for option in options:
-        type_name, source = parse_input_option(option)
+    parsed = [parse_input_option(option) for option in options]
+    if sum(source == "-" for _, source in parsed) > 1:  # the second would read nothing
+        fail("standard input can be read once: give '-' to one --input only")
+    for type_name, source in parsed:
         model_cls = recipe_type(loaded, type_name)
         if not loaded.graph.consumers(canonical_name(model_cls)):
             err_console().print(f"note: no agent consumes {type_name}; it is stored and nothing runs on it")

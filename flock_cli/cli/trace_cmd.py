@@ -169,7 +169,12 @@ def audit(
         ids = row.scope
         entries = audit_run(reader.artifacts(ids), reader.spans(ids), reader.events(ids), process_labels(row))
     if artifact:
-        entries = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
+        if not re.fullmatch(r"[0-9a-fA-F][0-9a-fA-F-]{0,35}", artifact):
+            fail(f"--artifact {artifact!r} is not an artifact id or the start of one (hex digits)")
+        found = [e for e in entries if e.artifact_id.startswith(artifact.lower())]
+        if entries and not found:
+            fail(f"no artifact starting with {artifact!r} in the audit of run {row.run_id[:12]}")
+        entries = found
     if agent:
         known = {e.agent for e in entries}
         if agent not in known:
