@@ -158,8 +158,7 @@ def _board_damage(exc: BaseException) -> str | None:
     :func:`flock_cli.store.locate.board_damage`), naming the board this command opened."""
     from flock_cli.store.locate import board_damage
 
-    files = [b.target for b in _opened if "://" not in b.target and b.target != ":memory:"]
-    return board_damage(exc, files[0] if files else None)
+    return board_damage(exc, _opened[0].target if _opened else None)  # only a SQLite file says so
 
 
 def emit_json(data: Any) -> None:

@@ -107,19 +107,16 @@ def publish(
     flock = Flock(store=open_board(chosen, must_exist=False), role="publisher")
     register_types(flock, loaded)
 
-    stored: list[Any] = []
     before: list[int] = []  # artifacts of the type on the board before: an interrupted write is recounted
 
-    async def write() -> None:
+    async def write() -> list[Any]:
         before.append(await _count(flock.store, type_name))
         try:
             async with flock.traced_run(f"publish {type_name}", items=len(models)):  # one command, one run
                 # One write for all of them: a Ctrl-C or a kill leaves all or none on the board,
                 # never a part that publishing the file again would duplicate.
-                stored.extend(
-                    await flock.publish_many(
-                        models, visibility=vis, correlation_id=correlation, tags=tags or None
-                    )
+                return await flock.publish_many(
+                    models, visibility=vis, correlation_id=correlation, tags=tags or None
                 )
         finally:
             # Each step even if the one before failed: a failed sync must still stop the flock
@@ -133,13 +130,10 @@ def publish(
                     await flock.store.close()
 
     try:
-        asyncio.run(write())
+        stored = asyncio.run(write())
     except KeyboardInterrupt:
         # The write may have committed as the board closed: the board says which it was.
-        if not before:
-            fail(f"interrupted: none of the {len(models)} payloads was published", EXIT_INTERRUPTED)
-        added = asyncio.run(_recount(chosen, type_name)) - before[0]
-        if added < len(models):
+        if not before or asyncio.run(_recount(chosen, type_name)) - before[0] < len(models):
             fail(f"interrupted: none of the {len(models)} payloads was published", EXIT_INTERRUPTED)
         err_console().print(f"interrupted once all {len(models)} payloads were published", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -184,7 +178,7 @@ def _publish_remote(
     declares the type)."""
     from flock_cli.cli.inputs import read_payloads
     from flock_cli.cli.remote import ServiceClient
-    from flock_cli.limits import check_values
+    from flock_cli.limits import check_values, format_value_path
 
     if correlation_id is not None:
         parse_uuid(correlation_id, "--correlation-id")
@@ -198,8 +192,8 @@ def _publish_remote(
     for payload in payloads:  # what JSON cannot carry (NaN, infinity) is refused before any request
         problem = check_values(payload, string_keys=True)
         if problem is not None:
-            where = ".".join(str(part) for part in problem.path)
-            fail(f"Invalid payload for type {type_name!r}: {where + ': ' if where else ''}{problem.message}")
+            where = f"{format_value_path(problem.path)}: " if problem.path else ""
+            fail(f"Invalid payload for type {type_name!r}: {where}{problem.message}")
     client = ServiceClient(url, token)
     stored = []
     try:

@@ -17,7 +17,7 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
-from flock_cli.limits import check_values
+from flock_cli.limits import check_values, format_value_path
 
 __all__ = ["SerialWriter", "answered_lines"]
 
@@ -81,7 +81,7 @@ def _refusal(line: str, error: Exception) -> str | None:
         return None  # a notification, or an id JSON-RPC does not allow
     problem = check_values(message, string_keys=True)
     if problem is not None:
-        where = ".".join(str(part) for part in problem.path)
+        where = format_value_path(problem.path) if problem.path else ""
         code, reason = types.INVALID_PARAMS, f"{where}: {problem.message}" if where else problem.message
     else:
         code, reason = types.INVALID_REQUEST, str(error).splitlines()[0]
