@@ -6,10 +6,10 @@ cannot watch (/dev/null) ends the session instead of hanging it."""
 from __future__ import annotations
 
 import json
-import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,20 @@ def _answer(process: subprocess.Popen[str]) -> dict[str, Any]:
 
 
 def _answer_within(process: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
-    """The next answer, failing the test (not hanging it) when none comes in time."""
+    """The next answer, failing the test (not hanging it) when none comes in time. Read on a
+    thread: ``select`` on the pipe would miss a line the previous read already buffered."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(_read_line(process)), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    assert lines, f"no answer within {seconds} s"
+    assert lines[0], "the server closed stdout"
+    return dict(json.loads(lines[0]))
+
+
+def _read_line(process: subprocess.Popen[str]) -> str:
     assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], seconds)
-    assert ready, f"no answer within {seconds} s"
-    return _answer(process)
+    return process.stdout.readline()
 
 
 def _call(process: subprocess.Popen[str], id_: int, tool: str, arguments: dict[str, Any]) -> None:
