@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import queue
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,11 +39,12 @@ from flock_cli.tracing import schema, spool
 from flock_cli.tracing.duck import connect
 from flock_cli.tracing.frames import read_frame
 from flock_cli.tracing.rows import Batch, insert_statements, to_rows
+from flock_cli.tracing.run_summary import alive
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["Ingest", "catch_up", "ingest_spooled", "main"]
+__all__ = ["Ingest", "catch_up", "ingest_spooled", "main", "settle_killed_runs"]
 
 _RETRY_EVERY = 0.25  # seconds between attempts while the store is busy
 _WRITE_EVERY = 0.5  # seconds between writes (each opens and closes the store)
@@ -154,6 +156,10 @@ class Ingest:
             # (a full disk) takes it later; records at fault are set aside there, reported.
             failure = f"writing traces to {self.path} failed: {type(exc).__name__}: {exc}"
             return failure if self.spool(give_up=True) else f"{failure}; the batch was spooled"
+        try:
+            settle_killed_runs(con)
+        except Exception as exc:  # the batch is written; only the settling is reported
+            self.problems.append(f"could not mark killed runs in {self.path}: {type(exc).__name__}: {exc}")
         return None
 
     def spool(self, *, give_up: bool = False) -> str | None:
@@ -282,6 +288,26 @@ def _run_ends(con: duckdb.DuckDBPyConnection, batch: Batch) -> None:
             con.execute(
                 "INSERT INTO meta VALUES (?, ?)", [_RUN_END + str(run), json.dumps([ended_ns, status])]
             )
+
+
+def settle_killed_runs(con: duckdb.DuckDBPyConnection) -> int:
+    """Mark ``interrupted`` the runs this host's processes started and never ended whose process
+    is gone (killed with SIGKILL, the machine's power cut): they were written ``running`` and no
+    end came. ``flock trace`` settles such runs as it reads them; this writes the settled status,
+    so the store read by anything else (the DuckDB shell, a notebook, ``flock trace sql``) says
+    the same. Every write does it: the next traced process on the host settles its
+    predecessors. Their ``ended_ns`` stays NULL, since when they died is not known. Returns how
+    many runs it marked."""
+    host = socket.gethostname()
+    going = con.execute(
+        "SELECT trace_id, pid FROM runs WHERE status = 'running' AND host = ?", [host]
+    ).fetchall()
+    gone = [(trace_id,) for trace_id, pid in going if not alive(pid, host)]
+    if gone:
+        con.executemany(
+            "UPDATE runs SET status = 'interrupted' WHERE trace_id = ? AND status = 'running'", gone
+        )
+    return len(gone)
 
 
 def ingest_spooled(path: Path, *, wait: float, budget: float | None = None) -> spool.Drained:
