@@ -27,6 +27,7 @@ from flock_cli.cli.common import (
     reports_errors,
 )
 from flock_cli.cli.viewer import AsOpt, LabelOpt, TenantOpt, Who, viewer_json
+from flock_cli.errors import printable
 
 if TYPE_CHECKING:
     from flock_cli.core.artifact import Artifact
@@ -366,7 +367,7 @@ def dead_letters(board: BoardOpt = None, recipe: RecipeOpt = None, as_json: Json
         why = f"{letter.error_type}: {letter.error}" if letter.error_type else letter.reason
         out.print(
             f"  {str(letter.id)[:8]} {letter.created_at:%H:%M:%S} [red]{escape(letter.reason)}[/]"
-            f" {escape(letter.agent)} on {inputs}: {escape(str(why))}"
+            f" {escape(letter.agent)} on {inputs}: {escape(printable(str(why)))}"
             + (f" (after {letter.attempts} attempts)" if letter.attempts > 1 else "")
         )
 
@@ -417,5 +418,5 @@ def _plain(value: Any) -> Any:
 
 
 def _preview(artifact: Artifact, width: int = 60) -> str:
-    text = json.dumps(_plain(artifact.payload), default=str, ensure_ascii=False)
+    text = printable(json.dumps(_plain(artifact.payload), default=str, ensure_ascii=False))
     return text if len(text) <= width else text[: width - 1] + "…"

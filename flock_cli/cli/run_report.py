@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from flock_cli.cli.common import console, emit_json, err_console
+from flock_cli.errors import printable
 
 if TYPE_CHECKING:
     from flock_cli.cli.run_session import Outcome
@@ -74,7 +75,7 @@ def _print_artifacts(title: str, artifacts: list[Artifact]) -> None:
     out = console()
     out.print(f"[bold]{title} ({len(artifacts)})[/]")
     for a in artifacts:
-        payload = json.dumps(dict(a.payload), default=str, ensure_ascii=False)
+        payload = printable(json.dumps(dict(a.payload), default=str, ensure_ascii=False))
         out.print(
             f"  [cyan]{escape(a.type)}[/] {str(a.id)[:8]} from {escape(a.produced_by)}: {escape(payload)}"
         )
@@ -126,7 +127,7 @@ def _print_summary(outcome: Outcome) -> None:
         error = failure.error.splitlines()[0] if failure.error else ""
         out.print(
             f"  [red]failed[/] {escape(failure.agent)} in {escape(failure.stage)}{tries}:"
-            f" {escape(failure.error_type)}: {escape(error)}"
+            f" {escape(failure.error_type)}: {escape(printable(error))}"
         )
     for trip in summary.breaker_trips:
         out.print(

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flock_cli.errors import printable
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -86,4 +88,4 @@ class StreamView:
         from rich.text import Text
 
         self.console.print(Rule(stream.agent, align="left", style="cyan"))
-        self.console.print(Text(stream.text.rstrip("\n")))
+        self.console.print(Text(printable(stream.text.rstrip("\n"), keep="\n\t")))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flock_cli.cli.common import console, emit_json, fail, reports_errors
+from flock_cli.errors import printable
 from flock_cli.limits import TRACE_SQL_MAX_ROWS, TRACE_SQL_MEMORY, TRACE_SQL_TIMEOUT
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ def audit(
     style = {"consumed": "green", "denied": "red", "embargoed": "yellow", "filtered": "yellow"}
     for e in entries:
         outcome = f"[{style[e.outcome]}]{e.outcome}[/]"
-        cells = [e.artifact_id[:8], escape(e.type), escape(e.agent), outcome, escape(e.detail)]
+        cells = [e.artifact_id[:8], escape(e.type), escape(e.agent), outcome, escape(printable(e.detail))]
         table.add_row(*cells, *([escape(e.process or "?")] if several else []))
     console().print(table if entries else "nothing to audit in this run")
 
@@ -229,11 +230,13 @@ def sql(
     if as_json:
         emit_json([dict(zip(columns, row, strict=True)) for row in rows])
         return
+    # Text: values are never read as markup; printable(): nor as terminal commands (an ESC or a
+    # C1 character in a payload is shown as its escape, \x1b). --json gives the values as stored.
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(Text(column))  # Text: values are shown as they are, never read as markup
+        table.add_column(Text(printable(column, keep="")))
     for row in rows:
-        table.add_row(*(Text("NULL" if v is None else str(v)) for v in row))
+        table.add_row(*(Text("NULL" if v is None else printable(str(v), keep="\n\t")) for v in row))
     console().print(table)
     console().print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", style="dim")
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from flock_cli.errors import printable
 from flock_cli.tracing.analysis import (
     ArtifactNode,
     RunNode,
@@ -68,7 +69,7 @@ def preview(payload: Any, width: int = 50) -> str:
     """A one-line payload preview."""
     import json
 
-    text = json.dumps(payload, ensure_ascii=False, default=str)
+    text = printable(json.dumps(payload, ensure_ascii=False, default=str))  # JSON leaves C1 and DEL
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -149,14 +150,14 @@ def _run_label(run: RunNode, critical: set[int]) -> Text:
     if run.process:
         label.append(f"  @ {run.process}", style="dim")
     if final.message:
-        label.append(f"\n  {final.message}", style="red")
+        label.append(f"\n  {printable(final.message)}", style="red")
     metrics = metrics_of(final.attributes)
     if metrics:
         label.append(_metric_lines(metrics), style="cyan")
     for event in run.events:
         if event.kind in ("dead_letter", "run.retry", "breaker.trip"):
             detail = event.attributes.get("reason") or event.attributes.get("error") or ""
-            label.append(f"\n  ↳ {event.kind} {detail}", style="yellow")
+            label.append(f"\n  ↳ {event.kind} {printable(str(detail))}", style="yellow")
     return label
 
 
@@ -173,7 +174,7 @@ def _artifact_label(node: ArtifactNode) -> Text:
         verb = {"visibility.denied": "denied to", "subscription.filtered": "filtered for"}.get(
             note.kind, f"{note.kind} for"
         )
-        label.append(f"\n  ✗ {verb} {note.agent} ({reason})", style="yellow")
+        label.append(f"\n  ✗ {verb} {note.agent} ({printable(str(reason))})", style="yellow")
     return label
 
 
