@@ -222,13 +222,23 @@ def test_a_request_the_sdk_cannot_read_is_answered_not_dropped(tmp_path: Path) -
 
         process.stdin.write(call(7, '"\\ud800"'))
         process.stdin.write(call("deep", "[" * 400 + "]" * 400))
+        process.stdin.write(call(9, "[" * 5000 + "]" * 5000))  # too deep for Python's parser too
+        # ... its id last, after an "id" of its params: the request's own is answered
+        deep = {"jsonrpc": "2.0", "method": "tools/call", "params": {"id": 99, "v": "DEEP"}, "id": 10}
+        process.stdin.write(json.dumps(deep).replace('"DEEP"', '{"id": ' * 5000 + "1" + "}" * 5000) + "\n")
         process.stdin.flush()
         first, second = _answer_within(process, 30), _answer_within(process, 30)
+        third, fourth = _answer_within(process, 30), _answer_within(process, 30)
         assert first["id"] == 7 and first["error"]["code"] == -32602
         assert (
             "params.arguments.text" in first["error"]["message"] and "surrogate" in first["error"]["message"]
         )
         assert second["id"] == "deep" and "nested more than" in second["error"]["message"]
+        assert third["id"] == 9 and third["error"] == {
+            "code": -32600,
+            "message": "unreadable request: nested too deep to read",
+        }
+        assert fourth["id"] == 10 and fourth["error"]["code"] == -32600
         _send(process, {"jsonrpc": "2.0", "id": 8, "method": "tools/list"})
         assert "tools" in _answer(process)["result"]  # still serving
     finally:
