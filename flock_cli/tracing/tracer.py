@@ -145,8 +145,9 @@ class Tracer:
 
     @property
     def writes_store(self) -> bool:
-        """True when spans go to a trace store (``flock trace`` can show them), not only to OTLP."""
-        return any(hasattr(sink, "path") for sink in self.sinks)
+        """True when spans go to a trace store (``flock trace`` can show them), not only to OTLP,
+        and, once closed, the store could be opened (a damaged one keeps nothing to show)."""
+        return any(hasattr(sink, "path") and not getattr(sink, "unusable_store", None) for sink in self.sinks)
 
     # -- spans -----------------------------------------------------------------------------------
 

@@ -220,6 +220,7 @@ class TraceWriter:
         self._acks = threading.Condition()  # guards _acked, _waiting and dropped
         self._waiting: list[_Flush] = []
         self._closed = False
+        self.unusable_store: str | None = None  # why the store could not be opened at close, if so
         _LIVE.add(self)
 
     # -- the flock's side ------------------------------------------------------------------------
@@ -248,19 +249,6 @@ class TraceWriter:
         problems = list(self._problems)
         if self.dropped:
             problems.append(f"{self.dropped} trace records were dropped: the store could not take them")
-        if self._closed and not self.handed_off and (waiting := spool.count_waiting(self.path)):
-            # Not lost, but not in the store yet: whoever reads it now should know why, and a
-            # store that cannot be opened at all (damaged) is not one another process holds.
-            broken = unusable(self.path) if self.path.exists() else None
-            if broken is not None:
-                problems.append(
-                    f"{waiting} trace batches are waiting in {spool.spool_dir(self.path)}: {broken};"
-                    f" move it aside and the next flock run writes them into a new store"
-                )
-            else:
-                problems.append(
-                    f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
-                )
         return problems
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -296,6 +284,20 @@ class TraceWriter:
                 self._problem(problem)
         self._release_waiting(lost=True)
         self._closed = True
+        if not self.handed_off and (waiting := spool.count_waiting(self.path)):
+            # Not lost, but not in the store yet: whoever reads the problems should know why, and
+            # a store that cannot be opened at all (damaged) is not one another process holds.
+            self.unusable_store = unusable(self.path) if self.path.exists() else None
+            if self.unusable_store is not None:
+                self._problem(
+                    f"{waiting} trace batches are waiting in {spool.spool_dir(self.path)}:"
+                    f" {self.unusable_store}; move it aside and the next flock run writes them into"
+                    " a new store"
+                )
+            else:
+                self._problem(
+                    f"{spool.notice(self.path, waiting)} (by the next flock run, flock trace or flock top)"
+                )
 
     # -- the thread ------------------------------------------------------------------------------
 
