@@ -9,7 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Static
 
+from flock_cli.dashboard.app import ArtifactScreen, FlockTop
+from flock_cli.tracing.reader import TraceReader
 from tests.test_cli import cli, write
 
 RECIPE = """
@@ -35,7 +38,7 @@ LIB = """
     def refuse(inputs):
         raise ValueError("cannot take " + inputs.artifacts[0].payload["text"])
 """
-HOSTILE = "a\x1b]0;owned\x07b\x1b[2Jc\x9b31md\x7fe"
+HOSTILE = "a\x1b]0;owned\x07b\x1b[2Jc\x9b31md\x7fe [/] [bold]"  # and Rich markup
 RAW = ("\x1b", "\x9b", "\x7f", "\x07")
 
 
@@ -85,3 +88,24 @@ def test_json_output_keeps_the_value_as_stored(ran: tuple[Path, str]) -> None:
     done = cli("trace", "sql", query, "--traces", "t.duckdb", "--json", cwd=cwd)
     assert done.returncode == 0, done.stderr
     assert [row["text"] for row in json.loads(done.stdout)] == [HOSTILE, HOSTILE + "!"]
+
+
+async def test_flock_top_shows_stored_text_with_escapes_and_never_as_markup(ran: tuple[Path, str]) -> None:
+    cwd, _ = ran
+    app = FlockTop(TraceReader(cwd / "t.duckdb"), None, poll_interval=None)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        await pilot.press("2")
+        board = app.query_one("#board-table", DataTable)
+        payloads = [str(board.get_row_at(i)[-1]) for i in range(board.row_count)]
+        assert len(payloads) == 2 and all("\\x9b31md\\x7fe [/]" in p for p in payloads), payloads
+        await pilot.press("enter")
+        assert isinstance(app.screen, ArtifactScreen)
+        shown = str(app.screen.query_one("#payload", Static).render())
+        assert "\\x9b31md\\x7fe [/] [bold]" in shown
+        await pilot.press("escape", "5")
+        events = app.query_one("#events-table", DataTable)
+        details = [str(events.get_row_at(i)[-1]) for i in range(events.row_count)]
+        assert any("cannot take a\\x1b]0;owned\\x07b" in d for d in details), details
+        screen = app.export_screenshot()
+    assert not [c for c in RAW if c in screen]

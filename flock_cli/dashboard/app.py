@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, Tab
 
 from flock_cli.dashboard.board import BoardReader, BoardSnapshot, process_rows, work_line
 from flock_cli.dashboard.data import WAITING, Snapshot, load_snapshot
-from flock_cli.errors import FlockError
+from flock_cli.errors import FlockError, printable
 from flock_cli.tracing.reader import ArtifactRow, TraceReader
 
 __all__ = ["ArtifactScreen", "FlockTop"]
@@ -88,7 +88,8 @@ class ArtifactScreen(ModalScreen[None]):
             head.append(f"\ntags {', '.join(a.tags)}", style="dim")
         with VerticalScroll():
             yield Static(head)
-            yield Static(Text(json.dumps(a.payload, indent=2, ensure_ascii=False, default=str)), id="payload")
+            payload = json.dumps(a.payload, indent=2, ensure_ascii=False, default=str)
+            yield Static(Text(printable(payload)), id="payload")
             yield Static(Text("\n".join(self.lineage) or "no lineage recorded", style="cyan"), id="lineage")
 
 
@@ -240,7 +241,7 @@ class FlockTop(App[None]):
         stream = Text()
         for event in snapshot.stream[-60:]:
             stream.append(f"{event.agent or '?'}: ", style="bold cyan")
-            stream.append(str(event.attributes.get("text", "")) + "\n")
+            stream.append(printable(str(event.attributes.get("text", "")), keep="\n\t") + "\n")
         self.query_one("#stream", Static).update(
             stream if snapshot.stream else Text("no streamed output", style="dim")
         )
@@ -262,7 +263,9 @@ class FlockTop(App[None]):
             return
         snap, summary = self.snapshot, self.query_one("#summary", Static)
         if snap.run is None:
-            summary.update(Text(snap.error or f"waiting for a run in {self.reader.path}…", style="yellow"))
+            summary.update(
+                Text(printable(snap.error or f"waiting for a run in {self.reader.path}…"), style="yellow")
+            )
             return
         run = snap.run
         end = run.ended_ns if run.ended_ns is not None else self.now_ns()
@@ -302,8 +305,9 @@ class FlockTop(App[None]):
         rows = []
         for a in self.snapshot.agents:
             running = f"{a.running}/{a.limit}" if a.limit else str(a.running)
+            state = Text(a.state, style=_STATE_STYLE.get(a.state, ""))
             rows.append((a.name, [
-                a.name, Text(a.state, style=_STATE_STYLE.get(a.state, "")), running, str(a.queued), str(a.ok),
+                _cell(a.name), state, running, str(a.queued), str(a.ok),
                 Text(str(a.failed), style="red" if a.failed else ""), str(a.retried), _ms(a.mean_ms),
                 str(a.tokens) if a.tokens else "-", f"{a.cost:.4f}" if a.cost else "-",
             ]))  # fmt: skip
@@ -317,7 +321,8 @@ class FlockTop(App[None]):
                 continue
             clock = time.strftime("%H:%M:%S", time.localtime(a.created_ns / 1e9))
             payload = json.dumps(a.payload, ensure_ascii=False, default=str)
-            rows.append((a.artifact_id, [clock, a.type, a.artifact_id[:8], a.produced_by, payload[:60]]))
+            cells = [clock, _cell(a.type), a.artifact_id[:8], _cell(a.produced_by), _cell(payload, 60)]
+            rows.append((a.artifact_id, cells))
         return rows
 
     def _gathering_rows(self) -> list[tuple[str, list[Any]]]:
@@ -334,7 +339,7 @@ class FlockTop(App[None]):
                     f"{g.get('items', 0)} item(s)",
                     f"{size} for a full batch" if size else "a flush",
                 )
-            rows.append((str(i), [g["kind"], g.get("agent", "?"), have, waiting or "-"]))
+            rows.append((str(i), [g["kind"], _cell(str(g.get("agent", "?"))), have, _cell(waiting or "-")]))
         return rows
 
     def _event_rows(self) -> list[tuple[str, list[Any]]]:
@@ -354,9 +359,9 @@ class FlockTop(App[None]):
                     [
                         clock,
                         Text(e.kind, style=style),
-                        e.agent or "-",
+                        _cell(e.agent or "-"),
                         (e.artifact_id or "-")[:8],
-                        str(detail)[:60],
+                        _cell(str(detail), 60),
                     ],
                 )
             )
@@ -416,3 +421,11 @@ class FlockTop(App[None]):
                 outcome = span.attributes.get("flock.outcome", span.status)
                 lines.append(f"consumed by {span.agent} ({outcome}, {_ms(span.duration_ms)})")
         return lines
+
+
+def _cell(value: str, width: int | None = None) -> Text:
+    """A table cell of stored text: a DataTable reads a plain string as Rich markup (a payload
+    holding ``[/]`` raised MarkupError and ended ``flock top``), and control characters would reach
+    the terminal (an ESC in a payload), so it is Text, its control characters escaped."""
+    shown = printable(value)
+    return Text(shown if width is None else shown[:width])

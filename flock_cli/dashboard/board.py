@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from flock_cli.errors import FlockError
+from flock_cli.errors import FlockError, printable
 
 if TYPE_CHECKING:
     from flock_cli.store.postgres_shared import ProcessRecord, SharedBoardMixin
@@ -131,7 +131,9 @@ def process_rows(
             state = Text("live", style="green")
         role = Text("leader", style="bold cyan") if p.leader else Text("member", style="dim")
         beat = Text(_age(age), style="red" if stale else "")
-        rows.append((p.owner, [p.host, str(p.pid), p.owner, role, str(p.leases), beat, state]))
+        # Text, not str: a DataTable reads a string as markup, and these come from the board
+        host, owner = Text(printable(p.host)), Text(printable(p.owner))
+        rows.append((p.owner, [host, str(p.pid), owner, role, str(p.leases), beat, state]))
     return rows
 
 
