@@ -58,7 +58,11 @@ def compile_expression(
     deep = (
         f"the {purpose} expression is nested too deeply: more than {MAX_EXPRESSION_DEPTH} levels (the limit)"
     )
-    hint = "split it into several where conditions, or into simpler parts"
+    # Jinja parses `a or b or c` as a or (b or c): a flat chain of 50 conditions is 50 levels
+    hint = (
+        "each and/or of a chain counts as a level: test one field against many values with"
+        " `field in [...]`, or split it into several where conditions"
+    )
     try:
         expr = _parse(source)
     except TemplateSyntaxError as exc:

@@ -26,7 +26,15 @@ from pydantic import ValidationError
 
 from flock_cli.errors import closest
 from flock_cli.recipe.checks import static_checks
-from flock_cli.recipe.diagnostics import Diagnostic, Mark, Problem, RecipeError, format_path, source_lines
+from flock_cli.recipe.diagnostics import (
+    Diagnostic,
+    Mark,
+    Problem,
+    RecipeError,
+    format_path,
+    remember_source,
+    source_lines,
+)
 from flock_cli.recipe.graph import SubscriptionGraph, build_graph
 from flock_cli.recipe.model import RecipeDef
 from flock_cli.recipe.model_checks import model_conflicts
@@ -173,10 +181,12 @@ def _read_all(root: Path) -> list[Document]:
         includes = doc.data.get("include", [])
         for i, item in enumerate(includes if isinstance(includes, list) else [includes]):
             if isinstance(item, str):
-                read(
-                    path.parent / item,
-                    doc.locate(("include", i) if isinstance(includes, list) else ("include",))[0],
-                )
+                where = doc.locate(("include", i) if isinstance(includes, list) else ("include",))[0]
+                if not item.strip():  # "" would name the including file's folder: "included file ."
+                    raise RecipeError(
+                        [Diagnostic("an include names no file (an empty path)", where, code="read")]
+                    )
+                read(path.parent / item, where)
         stack.pop()
 
     read(root, None)
@@ -215,17 +225,34 @@ def _read_recipe_file(path: Path, mark: Mark | None, *, root: bool) -> str:
     try:
         return read_limited(path, MAX_RECIPE_BYTES, what=what, pipes=root).decode("utf-8")
     except FileNotFoundError:
+        # a link to nowhere exists: "not found" with a look-alike name to open sent users astray
+        hint = (
+            f"it is a symbolic link to {os.readlink(path)}, which does not exist" if path.is_symlink() else ""
+        )
         missing = Diagnostic(
-            f"recipe file not found: {path}", mark, hint=_nearby_file(path), code="not-found"
+            f"recipe file not found: {path}", mark, hint=hint or _nearby_file(path), code="not-found"
         )
         raise RecipeError([missing]) from None
     except InputRefused as exc:
         message, code = str(exc), "read"
     except UnicodeDecodeError as exc:
-        message, code = f"{path} is not UTF-8 text (byte {exc.start + 1}): {exc.reason}", "read"
+        raise RecipeError([_not_utf8(path, exc)]) from None
     except OSError as exc:
         message, code = f"cannot read {path}: {exc.strerror or exc}", "read"
     raise RecipeError([Diagnostic(message, mark, code=code)])
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> Diagnostic:
+    """The bad byte placed at its line and column of ``path`` (a byte offset alone sends the user
+    counting), with that line shown, the undecodable bytes replaced."""
+    data = bytes(exc.object)
+    line = data.count(b"\n", 0, exc.start) + 1
+    line_start = data.rfind(b"\n", 0, exc.start) + 1
+    column = len(data[line_start : exc.start].decode("utf-8", "replace")) + 1
+    remember_source(str(path), data.decode("utf-8", "replace"))
+    message = f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})"
+    hint = "save the file as UTF-8 (it may be Latin-1 or Windows-1252)"
+    return Diagnostic(message, Mark(str(path), line, column), code="read", hint=hint)
 
 
 def _validate_all(documents: list[Document]) -> list[RecipeDef]:

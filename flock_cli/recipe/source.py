@@ -24,6 +24,7 @@ from flock_cli.recipe.diagnostics import (
 __all__ = ["Document", "Path", "parse_yaml"]
 
 Path = tuple[str | int, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"  # the tag PyYAML's resolver gives a plain `<<` key
 
 
 @dataclass
@@ -96,6 +97,14 @@ def parse_yaml(text: str, file: str) -> Document:
             hint = 'a { or [ is not closed, or a value inside holds a bracket or comma: quote it, "list[str]"'
         elif "end of stream" in problem:
             hint = "a quote or bracket opened here is never closed"
+        elif where is not None and "\t" in _indent(text, where.line):  # PyYAML's words never say "tab"
+            hint = "this line is indented with a tab: YAML indents with spaces only"
+        elif "mapping values are not allowed" in problem:  # an over-indented key, or "a: b: c"
+            hint = (
+                "a key indented under a plain value, or ': ' inside a value: align the key or quote the value"
+            )
+        elif "did not find expected key" in problem and "block mapping" in context:
+            hint = "this line is indented to no key above it: line it up with the keys of its mapping"
         raise RecipeError(
             [Diagnostic(f"YAML syntax error: {problem}{context}", where, hint=hint, code="yaml-syntax")]
         ) from None
@@ -129,6 +138,7 @@ class _Builder:
         self.problems: list[Diagnostic] = []
         self.count = 0
         self.open: set[int] = set()  # mapping and list nodes being built (an alias cycle meets one)
+        self.merges: dict[int, list[tuple[Any, Any]]] = {}  # mapping node -> the pairs it merges in
 
     def mark(self, node: Any) -> Mark:
         start, end = node.start_mark, node.end_mark
@@ -164,37 +174,95 @@ class _Builder:
         return self.scalar(node, path)
 
     def mapping(self, node: Any, path: Path) -> dict[str, Any]:
-        import yaml
-
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
-            if not isinstance(key, str):
-                shown = repr(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
-                self.problem(
-                    f"keys must be plain strings, got {shown}",
-                    key_node,
-                    path,
-                    "yaml-key",
-                    hint="YAML reads yes, no, on, off, true and false as booleans: put the key in quotes"
-                    if isinstance(key, bool)
-                    else "",
-                )
-                continue
-            child = (*path, key)
-            if key in result:
-                first = self.doc.keys[child]
-                self.problem(
-                    f"duplicate key '{key}'",
-                    key_node,
-                    child,
-                    "duplicate-key",
-                    hint=f"it is first set on line {first.line}; a YAML key may appear once",
-                )
-                continue
-            self.doc.keys[child] = self.mark(key_node)
-            result[key] = self.build(value_node, child)
+            if key_node.tag != _MERGE_TAG:
+                self.entry(result, key_node, value_node, path, merged=False)
+        # YAML merge keys (`<<: *defaults`) copy the keys this mapping does not set itself
+        for key_node, value_node in self.merged_pairs(node, path, ()):
+            self.entry(result, key_node, value_node, path, merged=True)
         return result
+
+    def entry(
+        self, result: dict[str, Any], key_node: Any, value_node: Any, path: Path, *, merged: bool
+    ) -> None:
+        """Add one key to ``result``; a merged key that is already set gives way silently."""
+        import yaml
+
+        key = self.scalar(key_node, path) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(key, str):
+            shown = repr(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "a list or mapping"
+            self.problem(
+                f"keys must be plain strings, got {shown}",
+                key_node,
+                path,
+                "yaml-key",
+                hint="YAML reads yes, no, on, off, true and false as booleans: put the key in quotes"
+                if isinstance(key, bool)
+                else "",
+            )
+            return
+        child = (*path, key)
+        if key in result:
+            if merged:
+                return
+            first = self.doc.keys[child]
+            self.problem(
+                f"duplicate key '{key}'",
+                key_node,
+                child,
+                "duplicate-key",
+                hint=f"it is first set on line {first.line}; a YAML key may appear once",
+            )
+            return
+        self.doc.keys[child] = self.mark(key_node)
+        result[key] = self.build(value_node, child)
+
+    def merged_pairs(self, node: Any, path: Path, stack: tuple[int, ...]) -> list[tuple[Any, Any]]:
+        """The key and value nodes the merge keys of mapping ``node`` bring in, earlier sources
+        first (they win, as in YAML), merges inside the sources expanded.
+
+        Memoised per node, so mappings merging each other many times over stay linear, and
+        ``stack`` catches a mapping that merges itself.
+        """
+        import yaml
+
+        if id(node) in self.merges:
+            return self.merges[id(node)]
+        pairs: list[tuple[Any, Any]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.problem(
+                        "a merge key (<<) takes a mapping or a list of mappings",
+                        source,
+                        path,
+                        "yaml-value",
+                        hint="merge an anchored mapping: <<: *defaults",
+                    )
+                    continue
+                if id(source) in stack or source is node:
+                    self.problem(
+                        "a YAML alias refers to a value that contains it", source, path, "yaml-alias"
+                    )
+                    continue
+                own = [(k, v) for k, v in source.value if k.tag != _MERGE_TAG]
+                pairs.extend(own + self.merged_pairs(source, path, (*stack, id(node))))
+        # keep the first pair of each key (the one that wins): mappings merging several copies
+        # of each other, level after level, would otherwise multiply their pairs at each level
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for key_node, value_node in pairs:
+            if isinstance(key_node, yaml.ScalarNode):
+                if (key_node.tag, key_node.value) in seen:
+                    continue
+                seen.add((key_node.tag, key_node.value))
+            unique.append((key_node, value_node))
+        self.merges[id(node)] = unique
+        return unique
 
     def scalar(self, node: Any, path: Path) -> Any:
         try:
@@ -205,3 +273,10 @@ class _Builder:
 
     def problem(self, message: str, node: Any, path: Path, code: str, *, hint: str = "") -> None:
         self.problems.append(Diagnostic(message, self.mark(node), format_path(path), hint=hint, code=code))
+
+
+def _indent(text: str, line: int) -> str:
+    """The leading whitespace of line ``line`` (1-based) of ``text``."""
+    lines = text.splitlines()
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    return row[: len(row) - len(row.lstrip(" \t"))]

@@ -8,15 +8,17 @@ Types may use each other in any order; a type that contains itself is refused.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic_core import PydanticCustomError
 
 from flock_cli.core.registry import flock_type
 from flock_cli.errors import did_you_mean
-from flock_cli.limits import MAX_TYPE_DEPTH
+from flock_cli.limits import MAX_TYPE_DEPTH, check_values
 from flock_cli.recipe.diagnostics import Problem
 from flock_cli.recipe.model import FieldDef, TypeDef
 
@@ -198,6 +200,7 @@ def _too_deep(path: tuple[str | int, ...], how: str) -> Problem:
 
 def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tuple[Any, Any]:
     kwargs: dict[str, Any] = {}
+    scalar = annotation  # the field type before optional, enum and the bool guard wrap it
     origin = getattr(annotation, "__origin__", None)
     for key in _NUMERIC:
         value = getattr(field, key)
@@ -208,6 +211,8 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
                     f"'{key}' applies to int and float fields, not {field.type}",
                     code="constraint",
                 )
+            if not math.isfinite(value):  # le: .nan refuses every value; JSON Schema has no Infinity
+                raise Problem((*path, key), f"'{key}' must be a finite number", code="constraint")
             if annotation is int and key != "multiple_of" and not float(value).is_integer():
                 raise Problem(
                     (*path, key), f"'{key}' of an int field must be a whole number", code="constraint"
@@ -248,26 +253,50 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
                 raise Problem(
                     (*path, "enum", i), f"enum value {value!r} is not of type {field.type}", code="constraint"
                 )
-        annotation = Literal[tuple(field.enum)]
+            if isinstance(value, float) and not math.isfinite(value):  # no payload may hold it
+                raise Problem(
+                    (*path, "enum", i), f"enum value {value!r} is not a finite number", code="constraint"
+                )
+        seen: list[Any] = []
+        for i, value in enumerate(field.enum):
+            if value in seen:  # 1 and 1.0 too: both would accept the same payloads
+                raise Problem((*path, "enum", i), f"enum value {value!r} is listed twice", code="constraint")
+            seen.append(value)
     if field.optional:
         annotation = annotation | None
     if field.description:
         kwargs["description"] = field.description
     for low, high in (("ge", "le"), ("gt", "lt"), ("ge", "lt"), ("gt", "le"), ("min_length", "max_length")):
-        if kwargs.get(low) is not None and kwargs.get(high) is not None and kwargs[low] > kwargs[high]:
+        if kwargs.get(low) is None or kwargs.get(high) is None:
+            continue
+        # ge: 5, le: 5 leaves 5; gt: 5, lt: 5 (or ge: 5, lt: 5) leaves nothing
+        inclusive = low in ("ge", "min_length") and high in ("le", "max_length")
+        if kwargs[low] > kwargs[high] or (not inclusive and kwargs[low] == kwargs[high]):
             raise Problem(
                 (*path, low),
                 f"no value can meet {low}: {kwargs[low]} and {high}: {kwargs[high]}",
                 code="constraint",
             )
-    try:  # Pydantic's validators are stricter than Python's re (no look-arounds, for one)
-        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[annotation, Field(**kwargs)])
-    except Exception as exc:
-        key = "pattern" if field.pattern is not None else "type"
-        reason = " ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
-        raise Problem((*path, key), f"this field cannot be built: {reason}", code="constraint") from None
+    if field.enum is not None:
+        adapter = _adapter(annotation, kwargs, field, path)
+        for i, value in enumerate(field.enum):  # a value the other constraints refuse is dead
+            try:
+                adapter.validate_python(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]["msg"]
+                raise Problem(
+                    (*path, "enum", i), f"enum value {value!r} can never be valid: {first}", code="constraint"
+                ) from None
+        annotation = Literal[tuple(field.enum)] | None if field.optional else Literal[tuple(field.enum)]
+    if scalar in (int, float):  # Pydantic reads true as 1 and false as 0: a boolean is not a number
+        annotation = Annotated[annotation, BeforeValidator(_refuse_bool)]
+    adapter = _adapter(annotation, kwargs, field, path)
     has_default = "default" in field.model_fields_set
     if has_default:
+        stored = check_values(field.default)  # .inf and .nan: as a payload's, a default is JSON
+        if stored is not None:
+            message = f"default {field.default!r} is not valid: {stored.message}"
+            raise Problem((*path, "default", *stored.path), message, code="constraint")
         try:  # the default must satisfy the field's own constraints too
             adapter.validate_python(field.default)
         except ValidationError as exc:
@@ -279,3 +308,23 @@ def _field(annotation: Any, field: FieldDef, path: tuple[str | int, ...]) -> tup
     elif field.optional:
         kwargs["default"] = None
     return annotation, Field(**kwargs)
+
+
+def _adapter(annotation: Any, kwargs: dict[str, Any], field: FieldDef, path: tuple[str | int, ...]) -> Any:
+    """A validator for the field as declared so far; Pydantic refusing to build one is a problem
+    at the field's pattern (its regexes are stricter than Python's: no look-arounds) or type."""
+    try:
+        return TypeAdapter(Annotated[annotation, Field(**kwargs)])
+    except Exception as exc:
+        key = "pattern" if field.pattern is not None else "type"
+        reason = " ".join(line.strip() for line in str(exc).splitlines()[:3] if line.strip())
+        raise Problem((*path, key), f"this field cannot be built: {reason}", code="constraint") from None
+
+
+def _refuse_bool(value: Any) -> Any:
+    """Let an int or float field refuse ``true``/``false``, which Pydantic would take as 1/0."""
+    if isinstance(value, bool):  # a custom error: Pydantic would prefix a ValueError "Value error, "
+        raise PydanticCustomError(
+            "bool_not_number", "{value} is a boolean, not a number", {"value": str(value).lower()}
+        )
+    return value
