@@ -4,6 +4,7 @@ and agents that only serve direct calls; a run that goes idle explains every ope
 from __future__ import annotations
 
 import json
+import random
 import textwrap
 from pathlib import Path
 
@@ -125,3 +126,67 @@ def test_liveness_is_linear_and_follows_alternatives() -> None:
     assert "g" in graph.live()  # through its second alternative (X comes from outside)
     assert not graph.deadlocked("g", 0, f"T{n + 5}")  # its other subscription publishes it first
     assert Liveness([*shapes, gate(self_trigger=False)]).deadlocked("g", 0, f"T{n + 5}")  # never its own
+
+
+def _random_shapes(rng: random.Random, agents: int, types: int) -> list[AgentShape]:
+    names = [f"T{i}" for i in range(types)]
+    shapes = []
+    for a in range(agents):
+        subscriptions = tuple(
+            None
+            if rng.random() < 0.1
+            else frozenset(rng.sample(names, min(len(names), rng.choice([1, 1, 2, 3]))))
+            for _ in range(rng.choice([1, 1, 2]))
+        )
+        outputs = frozenset(rng.sample(names, rng.choice([0, 1, 1, 2])))
+        shapes.append(AgentShape(f"a{a}", subscriptions, outputs, self_trigger=rng.random() < 0.2))
+    return shapes
+
+
+def _naive_live(shapes: list[AgentShape], drop: tuple[str, int] | None) -> set[str]:
+    """The definition of live, applied until nothing changes."""
+    makers = {t for s in shapes for t in s.outputs}
+    live: set[str] = set()
+    while True:
+        more = {
+            s.name
+            for s in shapes
+            for i, sub in enumerate(s.subscriptions)
+            if sub is not None
+            and (s.name, i) != drop
+            and all(
+                t not in makers
+                or any(
+                    o.name in live and (o.name != s.name or s.self_trigger) and t in o.outputs for o in shapes
+                )
+                for t in sub
+            )
+        }
+        if more <= live:
+            return live
+        live |= more
+
+
+def test_deadlock_answers_match_a_full_fixpoint_for_every_gate_of_random_graphs() -> None:
+    """`deadlocked` answers most gates without a fixpoint of its own (what was found live before
+    the agent stays live without it); each answer is the one a fixpoint without the gate gives."""
+    rng = random.Random(19)
+    checked = 0
+    for _ in range(300):
+        shapes = _random_shapes(rng, rng.randint(2, 12), rng.randint(2, 8))
+        graph = Liveness(shapes)
+        assert graph.live() == _naive_live(shapes, None)
+        for shape in shapes:
+            for index, sub in enumerate(shape.subscriptions):
+                for type_name in sorted(sub or ()):
+                    if graph.external(type_name):
+                        continue
+                    live = _naive_live(shapes, (shape.name, index))
+                    assert graph.live(drop=(shape.name, index)) == live
+                    expected = not any(
+                        p in live and (p != shape.name or shape.self_trigger)
+                        for p in graph.producers(type_name)
+                    )
+                    assert graph.deadlocked(shape.name, index, type_name) == expected, (shapes, shape)
+                    checked += 1
+    assert checked > 500

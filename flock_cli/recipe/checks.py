@@ -302,7 +302,8 @@ def _liveness_checks(recipe: ResolvedRecipe) -> list[Problem]:
         for agent in recipe.agents.values()
     )
     found: list[Problem] = []
-    blocked: list[str] = []  # agents already reported: what only they lead to is not reported again
+    # agents downstream of one already reported: what only they lead to is not reported again
+    shadowed: set[str] = set()
     ordered = sorted(recipe.agents.values(), key=lambda a: not any(len(c.models) > 1 for c in a.consumes))
     for agent in ordered:  # gates first: a deadlocked gate is the cause, what follows from it is not
         if agent.consumes and all(c.spec.mode == "direct" for c in agent.consumes):
@@ -323,11 +324,9 @@ def _liveness_checks(recipe: ResolvedRecipe) -> list[Problem]:
                 continue
             names = list(dict.fromkeys(canonical_name(m) for m in consume.models))
             for name in names:
-                if not graph.deadlocked(agent.name, i, name) or any(
-                    graph.path(b, agent.name) for b in blocked
-                ):
+                if not graph.deadlocked(agent.name, i, name) or agent.name in shadowed:
                     continue
-                blocked.append(agent.name)
+                graph.add_downstream(agent.name, shadowed)
                 chain = next(
                     (
                         c
