@@ -5,7 +5,9 @@ the middle; a replica's event stream shows what the other published."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.postgres_server import PostgresServer
 from tests.serve_helpers import ROOT, ServeProcess, auth, read_events, token_file
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
@@ -106,3 +109,37 @@ def test_replicas_share_the_board_and_survive_a_kill(tmp_path: Path, postgres_ur
     finally:
         first.kill()
         assert second.terminate() == 0
+
+
+def test_readiness_turns_503_while_the_board_is_down_and_200_when_it_is_back(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    # The board's connection pool keeps reconnecting for up to a minute: readiness said 200
+    # "board ok" all through an outage, from the last check that had answered.
+    tokens = str(token_file(tmp_path))
+    args = [RECIPE, "--board", postgres_url, "--tokens", tokens, "--engine", "test", "--no-traces"]
+    served = ServeProcess(args, tmp_path)
+    try:
+        served.wait_ready()
+
+        def ready_status() -> tuple[int, Any]:
+            answer = httpx.get(f"{served.url}/health/ready", timeout=30)
+            return answer.status_code, answer.json()
+
+        assert ready_status()[0] == 200
+        postgres_server.stop()
+        try:
+            deadline = time.monotonic() + 30
+            while (status := ready_status())[0] == 200 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            code, body = status
+            assert code == 503, body
+            assert "board unreachable" in json.dumps(body), body
+        finally:
+            postgres_server.start()
+        deadline = time.monotonic() + 60
+        while ready_status()[0] != 200:
+            assert time.monotonic() < deadline, "not ready again after the board came back"
+            time.sleep(0.5)
+    finally:
+        served.terminate()

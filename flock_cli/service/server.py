@@ -37,6 +37,8 @@ log = logging.getLogger("flock_cli.service")
 
 MONITOR_S = 0.5
 """How often the service checks the board (readiness) and counts its open deliveries (backpressure)."""
+BOARD_PROBE_S = 5.0
+"""A board check that has no answer after this long makes the service not ready."""
 
 
 class BlackboardHTTPService:
@@ -230,7 +232,14 @@ class BlackboardHTTPService:
     async def _check_board(self) -> None:
         state = self.state
         try:
-            pending, _, unrouted = await state.store.open_work()
+            # A board that stopped answering does not fail the read at once: its connection pool
+            # keeps reconnecting for up to a minute. Readiness must turn 503 meanwhile, not keep
+            # the last answer (load balancers would send requests that then hang).
+            pending, _, unrouted = await asyncio.wait_for(state.store.open_work(), BOARD_PROBE_S)
+        except TimeoutError:
+            state.board_ok = False
+            state.board_problem = f"board unreachable: no answer within {BOARD_PROBE_S:g} s"
+            return
         except Exception as exc:
             state.board_ok, state.board_problem = False, f"board unreachable: {exc}"
             return
