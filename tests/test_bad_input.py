@@ -548,3 +548,49 @@ def test_a_payload_key_with_a_line_break_stays_one_line(base: Path, tmp_path: Pa
     result = run_with(base, tmp_path, "p.json", '{"text": "x", "\\n": 1}')
     one_error(result, "error: Invalid payload for type 'Note': \\n: Extra inputs are not permitted")
     assert len(result.stderr.strip().split("\n")) == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"),
+    [
+        ("null", "null"),
+        ('"text"', "a string"),
+        ("7", "a number (7)"),
+        ('[{"text": "a"}, true]', "a boolean (true)"),
+    ],
+)
+def test_a_payload_that_is_not_an_object_is_named_in_json_words(
+    base: Path, tmp_path: Path, payload: str, kind: str
+) -> None:
+    # it said "got NoneType", "got str": Python's names for what the user wrote as JSON
+    where = " (item 1)" if payload.startswith("[") else ""
+    file = write(tmp_path / "p.json", payload)
+    out = one_error(flock("publish", "Note", file, "-r", base, "--board", tmp_path / "b.db"))
+    assert f"{file}{where} must hold a JSON object, got {kind}" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        ("p.json", '{"text": "a", "text": "b"}', "the key 'text' is written twice in one object"),
+        (
+            "p.json",
+            '[{"text": "a"}, {"text": "b", "extra": {"k": 1, "k": 2}}]',
+            "the key 'k' is written twice",
+        ),
+        ("p.yaml", "text: a\nextra: 1\ntext: b\n", "line 3: the key 'text' is written twice in one mapping"),
+    ],
+)
+def test_a_key_written_twice_in_a_payload_is_refused_not_the_last_kept(
+    base: Path, tmp_path: Path, name: str, text: str, problem: str
+) -> None:
+    board = tmp_path / "b.db"
+    file = write(tmp_path / name, text)
+    one_error(flock("publish", "Note", file, "-r", base, "--board", board), f"{file}: {problem}")
+    assert not board.exists() or "0 artifacts" in flock("board", "list", "--board", board).output
+
+
+def test_a_yaml_payload_may_merge_keys_and_override_them(base: Path, tmp_path: Path) -> None:
+    file = write(tmp_path / "p.yaml", "- &n {text: a, extra: 1}\n- {<<: *n, text: b}\n")
+    done = flock("publish", "Note", file, "-r", base, "--board", tmp_path / "b.db", "--json")
+    assert done.exit_code == 0, done.output

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import sys
+from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +37,66 @@ def read_payloads(source: str, *, label: str) -> list[dict[str, Any]]:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             where = f" (item {i})" if isinstance(data, list) else ""
-            raise UsageError(f"{label}: {name}{where} must hold a JSON object, got {type(item).__name__}")
+            raise UsageError(f"{label}: {name}{where} must hold a JSON object, got {_json_kind(item)}")
     if not items:
         raise UsageError(f"{label}: {name} holds an empty list; nothing to publish")
     return items
+
+
+class _DuplicateKey(ValueError):
+    """A key written twice in one object of a payload file."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict, refusing a key written twice: the parser would keep the last one
+    silently, and which of the two the user meant is not ours to guess."""
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise _DuplicateKey(f"the key {twice!r} is written twice in one object")
+    return made
+
+
+@functools.cache
+def _payload_loader() -> Any:
+    """YAML's safe loader (libyaml's when present), refusing a key written twice in a mapping,
+    as the JSON reader does (PyYAML keeps the last one)."""
+    import yaml
+
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class PayloadLoader(base):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults`: merged keys give way to the mapping's own
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, Hashable):
+                    if key in seen:
+                        line = key_node.start_mark.line + 1
+                        raise _DuplicateKey(f"line {line}: the key {key!r} is written twice in one mapping")
+                    seen.add(key)
+            mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+            return mapping
+
+    return PayloadLoader
+
+
+def _json_kind(value: Any) -> str:
+    """What ``value`` is called in JSON (a user wrote JSON or YAML, not Python: not "NoneType")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__  # YAML's own kinds (a date, bytes): their Python names say it
 
 
 def _read_text(source: str, label: str) -> tuple[str, str]:
@@ -76,7 +134,9 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
     deep = f"{name}: nested too deeply to read (more than {MAX_PAYLOAD_DEPTH} levels is refused)"
     if not yaml_first:
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise UsageError(f"{name}: {exc}") from None
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith(("{", "[")) or not text.strip():
                 raise UsageError(f"{name}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
@@ -87,7 +147,9 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
     import yaml
 
     try:  # libyaml when present: faster, and it refuses nesting past 1,000 levels itself
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(text, Loader=_payload_loader())
+    except _DuplicateKey as exc:
+        raise UsageError(f"{name}: {exc}") from None
     except yaml.MarkedYAMLError as exc:  # one line, placed like a JSON error
         mark = exc.problem_mark or exc.context_mark
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
