@@ -36,6 +36,7 @@ __all__ = [
     "TRACE_SQL_MAX_ROWS",
     "TRACE_SQL_MEMORY",
     "TRACE_SQL_TIMEOUT",
+    "DuplicateKey",
     "InputRefused",
     "ValueChecker",
     "ValueProblem",
@@ -43,6 +44,7 @@ __all__ = [
     "format_value_path",
     "read_limited",
     "read_stream_limited",
+    "unique_keys",
 ]
 
 # -- recipes ---------------------------------------------------------------------------------------
@@ -228,3 +230,18 @@ def _shown(key: str) -> str:
 def format_value_path(path: Sequence[str | int]) -> str:
     """``("a", 0, "b")`` -> ``a.0.b`` (Pydantic's way of naming a field inside a payload)."""
     return ".".join(str(p) for p in path) or "<root>"
+
+
+class DuplicateKey(ValueError):
+    """A key written twice in one object of a payload (JSON or YAML)."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: the object's dict, refusing a key written twice.
+    A parser keeps the last one silently, and which of the two was meant is not ours to guess."""
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise DuplicateKey(f"the key {twice!r} is written twice in one object")
+    return made

@@ -155,6 +155,7 @@ agents:
         ('{"payload": {"v": {"deep": [{"x": 1e999}]}}}', ["payload", "v", "deep", 0, "x"], "infinity"),
         ('{"payload": {"v": "\\ud800"}}', ["payload", "v"], "not text"),
         ('{"payload": {"v": 1}, "tags": ["\\udc00"]}', ["tags", 0], "not text"),
+        ('{"payload": {"v": 1, "v": 2}}', [], "the key 'v' is written twice"),
     ],
 )
 def test_values_json_cannot_hold_are_refused_not_stored_changed(

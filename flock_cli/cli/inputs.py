@@ -43,26 +43,13 @@ def read_payloads(source: str, *, label: str) -> list[dict[str, Any]]:
     return items
 
 
-class _DuplicateKey(ValueError):
-    """A key written twice in one object of a payload file."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object's dict, refusing a key written twice: the parser would keep the last one
-    silently, and which of the two the user meant is not ours to guess."""
-    made = dict(pairs)
-    if len(made) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _DuplicateKey(f"the key {twice!r} is written twice in one object")
-    return made
-
-
 @functools.cache
 def _payload_loader() -> Any:
     """YAML's safe loader (libyaml's when present), refusing a key written twice in a mapping,
     as the JSON reader does (PyYAML keeps the last one)."""
     import yaml
+
+    from flock_cli.limits import DuplicateKey
 
     base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -76,7 +63,7 @@ def _payload_loader() -> Any:
                 if isinstance(key, Hashable):
                     if key in seen:
                         line = key_node.start_mark.line + 1
-                        raise _DuplicateKey(f"line {line}: the key {key!r} is written twice in one mapping")
+                        raise DuplicateKey(f"line {line}: the key {key!r} is written twice in one mapping")
                     seen.add(key)
             mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
             return mapping
@@ -129,13 +116,13 @@ def _read_text(source: str, label: str) -> tuple[str, str]:
 
 
 def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
-    from flock_cli.limits import MAX_PAYLOAD_DEPTH
+    from flock_cli.limits import MAX_PAYLOAD_DEPTH, DuplicateKey, unique_keys
 
     deep = f"{name}: nested too deeply to read (more than {MAX_PAYLOAD_DEPTH} levels is refused)"
     if not yaml_first:
         try:
-            return json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
+            return json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
             raise UsageError(f"{name}: {exc}") from None
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith(("{", "[")) or not text.strip():
@@ -148,7 +135,7 @@ def _parse(text: str, name: str, *, yaml_first: bool) -> Any:
 
     try:  # libyaml when present: faster, and it refuses nesting past 1,000 levels itself
         return yaml.load(text, Loader=_payload_loader())
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise UsageError(f"{name}: {exc}") from None
     except yaml.MarkedYAMLError as exc:  # one line, placed like a JSON error
         mark = exc.problem_mark or exc.context_mark

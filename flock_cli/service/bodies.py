@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, StringConstraints, ValidationError
 
-from flock_cli.limits import MAX_PAYLOAD_DEPTH, check_values
+from flock_cli.limits import MAX_PAYLOAD_DEPTH, DuplicateKey, check_values, unique_keys
 from flock_cli.service.problems import Problem
 
 __all__ = ["IdempotencyKey", "Instant", "Name", "strict_body"]
@@ -47,13 +47,14 @@ async def strict_body(request: Request, body_model: type[BaseModel], agents: lis
     # difference between the two, settled before validating. (Not JSON: Pydantic names the
     # error below.) What JSON cannot hold is refused here, with where it is: NaN and Infinity
     # (not JSON, though Python's parser and Pydantic's read them), a number too large for a float
-    # (1e999 reads as infinity) and lone surrogates. An ``any`` field would otherwise take them and
-    # the board store them changed, as null or as text that cannot be written.
+    # (1e999 reads as infinity) and lone surrogates; and a key written twice. An ``any`` field
+    # would otherwise take them and the board store them changed, as null or as text that cannot
+    # be written (or, for a key written twice, keep one of the two unsaid).
     too_deep = Problem(422, f"the body nests objects and lists deeper than {MAX_PAYLOAD_DEPTH} levels")
     try:
         try:
-            data = json.loads(raw, parse_constant=_no_constant)
-        except _NotJson as exc:
+            data = json.loads(raw, parse_constant=_no_constant, object_pairs_hook=unique_keys)
+        except (_NotJson, DuplicateKey) as exc:
             raise _refused((), str(exc)) from None
         except ValueError:
             pass  # not JSON at all: Pydantic says where
