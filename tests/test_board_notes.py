@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -117,3 +119,32 @@ async def test_a_lost_and_regained_board_is_said_once_each(
     assert len(lost) == 1 and "reconnecting for up to 60 s" in lost[0], caplog.text
     assert len(back) == 1, caplog.text
     await store.close()
+
+
+def test_members_are_not_taken_for_dead_after_an_outage_shorter_than_the_reconnect_limit(
+    tmp_path: Path, postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    # Each member's heartbeat waited for the board to come back, then wrote the time it had
+    # taken before the outage: older than lease_ttl, so the first member to beat again reaped
+    # the other, whose leases went to others and whose runs were fenced.
+    recipe = tmp_path / "notes.yaml"
+    recipe.write_text(RECIPE.replace("name: notes", "name: notes\nsettings: {lease_ttl: 2s}"))
+    env = {**os.environ, "FLOCK_TRACES": "off", "COLUMNS": "200"}
+    command = [sys.executable, "-m", "flock_cli", "run", str(recipe), "--board", postgres_url, "--watch"]
+    members = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    try:
+        time.sleep(4)  # both joined and beating
+        postgres_server.stop()
+        time.sleep(6)  # three lease_ttl's worth: every heartbeat written before it is stale
+        postgres_server.start()
+        time.sleep(6)  # both back, each beating nine times over
+    finally:
+        for member in members:
+            member.send_signal(signal.SIGTERM)
+        errs = [member.communicate(timeout=60)[1] for member in members]
+    for member, err in zip(members, errs, strict=True):
+        assert "is back after" in err, err
+        assert "stopped beating" not in err and "taken for dead" not in err, err
+        assert member.returncode == 0, err

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -139,10 +140,19 @@ class Membership:
         runtime, board = self._runtime, self.board
         while True:
             await asyncio.sleep(self.heartbeat)
-            now = runtime.clock.now()
+            asked = runtime.clock.now()
             held = await board.heartbeat(
-                runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining
+                runtime.owner, now=asked, ttl=runtime.lease_ttl, draining=self.draining
             )
+            now = runtime.clock.now()
+            if held is not None and (now - asked).total_seconds() > self.heartbeat:
+                # The board answered late (its connections were reconnecting): the time just
+                # written is as old as the wait, and a member reaping now would take this
+                # process for dead. Stamp the time it is now, before anyone looks.
+                held = await board.heartbeat(
+                    runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining
+                )
+                now = runtime.clock.now()
             if held is None:  # reaped as dead (a long pause, a cut network): join again
                 log.warning(
                     "this process was taken for dead (no heartbeat for over %g s) and joins the"
@@ -160,8 +170,14 @@ class Membership:
             await self._reap(now)
 
     async def _reap(self, now: datetime) -> None:
-        """Take back the leases of members whose heartbeat stopped, and say so."""
+        """Take back the leases of members whose heartbeat stopped, and say so; not within a
+        lease TTL of this process getting the board back after losing it: the other members
+        lost it too, and their heartbeats come back up to a reconnect back-off later than ours
+        (reaping them then took live members for dead after every outage)."""
         runtime = self._runtime
+        regained = self.board.pool.regained_at
+        if regained is not None and time.monotonic() - regained < runtime.lease_ttl:
+            return
         for gone in await self.board.reap(now=now, stale_after=runtime.lease_ttl):
             silent = (now - gone.heartbeat_at).total_seconds()
             log.warning(

@@ -62,6 +62,7 @@ class ConnectionPool:
         self._closed = False
         self._open: set[AsyncConnection[Any]] = set()  # every connection made and not closed yet
         self._lost_at: float | None = None  # when the board was lost (said once per outage)
+        self.regained_at: float | None = None  # when it was last back after an outage (monotonic)
 
     async def connect(self) -> AsyncConnection[Any]:
         """A new connection (not from the pool), or BoardUnavailableError at once if refused."""
@@ -136,7 +137,7 @@ class ConnectionPool:
                     log.warning(
                         "the board %s is back after %.1f s", self.where, time.monotonic() - self._lost_at
                     )
-                    self._lost_at = None
+                    self._lost_at, self.regained_at = None, time.monotonic()
                 return result
             except BoardUnavailableError as exc:
                 if time.monotonic() >= deadline:
