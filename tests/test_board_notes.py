@@ -5,6 +5,7 @@ when it joins by force, and when it loses and regains the database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -148,3 +149,13 @@ def test_members_are_not_taken_for_dead_after_an_outage_shorter_than_the_reconne
         assert "is back after" in err, err
         assert "stopped beating" not in err and "taken for dead" not in err, err
         assert member.returncode == 0, err
+
+
+def test_a_run_counts_each_artifact_it_published_once(tmp_path: Path, postgres_url: str) -> None:
+    # The input was counted when `flock run` published it, and again when the same process,
+    # routing the board by then, adopted it from the board (4 for 1 input and 1 output).
+    (tmp_path / "jobs.json").write_text('[{"n": 1}, {"n": 2}, {"n": 3}]')
+    done = flock_run(tmp_path, postgres_url, "-i", "Job=jobs.json", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert (summary["artifacts_published"], summary["agent_runs"]) == (6, 3), summary

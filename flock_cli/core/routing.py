@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Routing"]
 
+_COUNTED_KEPT = 100_000  # ids Routing._counted keeps (about 10 MB at most)
+
 
 class Routing:
     """Routing passes, embargoes and the deliveries they plan, for one Flock.
@@ -55,6 +57,10 @@ class Routing:
         # Claims written whose commit is not awaited yet, by artifact: consumer -> steps holding it.
         self._unsynced_claims: dict[UUID, Counter[str]] = {}
         self.in_flight: set[UUID] = set()  # appended by this process, not routed yet
+        # Published from outside by this process (and counted) while another routed the board:
+        # not counted again when this one adopts them later. Bounded: a process that never
+        # leads keeps the newest ones only.
+        self._counted: dict[UUID, None] = {}
         # delivery -> attempt: leased by this process, its run not started yet (leased when it was
         # created, or taken from a shared board); the runner starts from that lease.
         self.preleased: dict[UUID, int] = {}
@@ -165,6 +171,10 @@ class Routing:
         claims: list[tuple[UUID, str]] = []
         started = time.time_ns()
         if not self.routes_here():
+            agents = self._runtime.agents
+            self._counted.update((a.id, None) for a in artifacts if a.produced_by not in agents)
+            while len(self._counted) > _COUNTED_KEPT:
+                del self._counted[next(iter(self._counted))]
             self.done_routing(a.id for a in artifacts)  # the routing leader takes them
             return
         try:
@@ -205,17 +215,25 @@ class Routing:
                 if found:
                     with self.tracer.publishing(found, "flock.adopt"):
                         for artifact in found:
-                            if artifact.produced_by not in self._runtime.agents:
-                                # published from outside (`flock publish`); an agent's output was
-                                # counted by the process whose run made it, on a shared board too
-                                self.collector.published += 1
                             jobs += await self._route_one(artifact, None, claims, fresh=True)
-            await self._start_after_sync(jobs, claims)
+            if await self._start_after_sync(jobs, claims):
+                # Counted once routed (a step that failed is adopted again): what was published
+                # from outside (`flock publish`), unless this process published and counted it.
+                # An agent's output was counted by the process whose run made it.
+                for artifact in found:
+                    if artifact.produced_by in self._runtime.agents:
+                        continue
+                    if artifact.id in self._counted:
+                        del self._counted[artifact.id]
+                    else:
+                        self.collector.published += 1
         finally:
             self.done_routing(a.id for a in found)
         return len(found)
 
-    async def _start_after_sync(self, jobs: list[Job], claims: Sequence[tuple[UUID, str]] = ()) -> None:
+    async def _start_after_sync(self, jobs: list[Job], claims: Sequence[tuple[UUID, str]] = ()) -> bool:
+        """Wait for the routing steps' commit and start their jobs; False when the steps were
+        refused (another process routes the board now)."""
         # Routing steps are written in order under the lock; their one shared commit happens
         # outside it, so concurrent routing (many runs finishing at once) shares a commit.
         try:
@@ -224,7 +242,7 @@ class Routing:
             # Another process took the shared board's routing lock over: the steps were refused,
             # the artifacts stay unrouted on the board, and that process routes them.
             await self.drop_routing_state()
-            return
+            return False
         except Exception:
             # The store rolled the steps back, but gates and batches in memory already moved on:
             # rebuild them from what the store actually holds, then let the caller see the error.
@@ -240,6 +258,7 @@ class Routing:
             # (``arun``) belongs to the process that asked for it.
             if not shared or job.payload[0].trigger == "direct":
                 self._start(job)
+        return True
 
     async def _route_one(
         self,
