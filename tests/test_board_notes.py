@@ -159,3 +159,25 @@ def test_a_run_counts_each_artifact_it_published_once(tmp_path: Path, postgres_u
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)["summary"]
     assert (summary["artifacts_published"], summary["agent_runs"]) == (6, 3), summary
+
+
+def test_psycopg_cleanup_warnings_after_a_lost_connection_stay_off_stderr(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # They reached stderr raw ("error ignored terminating <psycopg.AsyncPipeline [BAD] at 0x...>:
+    # the connection is lost"), several per outage, beside the board's own one-line notes.
+    import logging
+
+    import flock_cli.store.postgres_connections  # noqa: F401 (installs the filter)
+
+    with caplog.at_level(logging.DEBUG, logger="flock_cli.board"):
+        logging.getLogger("psycopg").warning("error ignored terminating %s: %s", "<pipeline>", "lost\nagain")
+        logging.getLogger("psycopg.transaction").warning("error ignored in rollback of %s: x", "<tx>")
+        logging.getLogger("psycopg").warning("something else psycopg says")
+    assert "error ignored" not in capsys.readouterr().err
+    notes = [r.getMessage() for r in caplog.records if r.name == "flock_cli.board"]
+    assert notes == [
+        "psycopg: error ignored terminating <pipeline>: lost again",
+        "psycopg: error ignored in rollback of <tx>: x",
+    ]
+    assert [r.getMessage() for r in caplog.records if r.name == "psycopg"] == ["something else psycopg says"]

@@ -33,6 +33,24 @@ __all__ = ["ConnectionPool", "is_connection_error"]
 
 log = logging.getLogger("flock_cli.board")
 
+
+class _CleanupNoise(logging.Filter):
+    """psycopg's "error ignored ..." warnings: a pipeline, transaction or rollback it could not
+    close on a connection that is already gone. The pool says once that the board was lost and
+    once that it is back; these, several lines each and one per connection, went to stderr
+    unformatted (psycopg's logger has no handler). They go to the board's log at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("error ignored"):
+            return True
+        log.debug("psycopg: %s", " ".join(message.split()))
+        return False
+
+
+for _name in ("psycopg", "psycopg.transaction"):  # the loggers those warnings come from
+    logging.getLogger(_name).addFilter(_CleanupNoise())
+
 T = TypeVar("T")
 
 
