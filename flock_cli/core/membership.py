@@ -29,9 +29,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flock_cli.core.session import ResumeRefusedError, fingerprint
+from flock_cli.errors import BoardConnectionError
 from flock_cli.store.contract import UNRESTRICTED
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from uuid import UUID
+
     from flock_cli.core.runtime import Runtime
     from flock_cli.core.scheduler import Scheduler
     from flock_cli.store.contract import DeadLetterReason, Delivery
@@ -68,10 +72,17 @@ class Restoring(Protocol):
 class Membership:
     """One flock's part in a shared board (see the module docstring)."""
 
-    def __init__(self, runtime: Runtime, scheduler: Scheduler, preleased: dict[Any, int]) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        scheduler: Scheduler,
+        preleased: dict[Any, int],
+        held_leases: Callable[[], list[UUID]],
+    ) -> None:
         self._runtime = runtime
         self._scheduler = scheduler
         self._preleased = preleased  # delivery id -> attempt, leased here and not started yet
+        self._held_leases = held_leases  # the deliveries this process works on: heartbeats renew these
         self._tasks: list[asyncio.Task[None]] = []
         self._session: Restoring | None = None
         self.draining = False
@@ -121,16 +132,25 @@ class Membership:
             self._tasks.append(asyncio.ensure_future(self._guarded(loop)))
 
     async def _guarded(self, loop: Any) -> None:
-        """Run one of the member's loops; a failure is reported, and the loop starts again."""
+        """Run one of the member's loops; a failure is reported, and the loop starts again. A
+        board still unreachable past its reconnect limit is not this process's failure: it is
+        said (once per loop and outage) and the loop goes on trying, its runs' leases lapsing
+        meanwhile for whoever reaches the board first."""
+        said_after: float | None = -1.0  # the outage said: the time the board was last regained before it
         while True:
             try:
                 await loop()
                 return
             except asyncio.CancelledError:
                 raise
+            except BoardConnectionError as exc:
+                regained = self.board.pool.regained_at
+                if said_after != regained:
+                    log.warning("%s; still trying (%s)", exc, getattr(loop, "__name__", "a loop").strip("_"))
+                    said_after = regained
             except Exception as exc:
                 self._scheduler.report_crash(exc)
-                await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)
 
     # -- heartbeats ------------------------------------------------------------------------------
 
@@ -142,16 +162,18 @@ class Membership:
             await asyncio.sleep(self.heartbeat)
             asked = runtime.clock.now()
             held = await board.heartbeat(
-                runtime.owner, now=asked, ttl=runtime.lease_ttl, draining=self.draining
-            )
+                runtime.owner, now=asked, ttl=runtime.lease_ttl, draining=self.draining,
+                held=self._held_leases(),
+            )  # fmt: skip
             now = runtime.clock.now()
             if held is not None and (now - asked).total_seconds() > self.heartbeat:
                 # The board answered late (its connections were reconnecting): the time just
                 # written is as old as the wait, and a member reaping now would take this
                 # process for dead. Stamp the time it is now, before anyone looks.
                 held = await board.heartbeat(
-                    runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining
-                )
+                    runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining,
+                    held=self._held_leases(),
+                )  # fmt: skip
                 now = runtime.clock.now()
             if held is None:  # reaped as dead (a long pause, a cut network): join again
                 log.warning(

@@ -166,7 +166,10 @@ class Flock:
         self._declarations = Declarations(
             self._agents, self.registry, scheduler.router, scheduler.dispatcher, budgeted
         )
-        membership = Membership(runtime, scheduler, self._executor.preleased) if store.shared else None
+        executor = self._executor
+        membership = (
+            Membership(runtime, scheduler, executor.preleased, executor.held_leases) if store.shared else None
+        )
         self._serving = Serving(runtime, scheduler, self._session, self._executor.letters, role, membership)
         self._publisher = Publisher(runtime, scheduler, role, self._serving.ready)
         self._direct = DirectRuns(runtime, scheduler, self._publisher, self._serving.ready)

@@ -26,7 +26,7 @@ from flock_cli.core.context import Context
 from flock_cli.core.dead_letters import DeadLetters, DirectCalls, cause_of
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import SummaryCollector
-from flock_cli.errors import AgentRunError, InvalidPayloadError, OutputError
+from flock_cli.errors import AgentRunError, BoardConnectionError, InvalidPayloadError, OutputError
 from flock_cli.store.contract import Delivery, StaleLeaseError
 from flock_cli.tracing.records import Span
 from flock_cli.tracing.run_trace import RunTrace
@@ -233,10 +233,13 @@ class RunExecutor:
                     runtime.tracer.record(span, "store.complete", started, time.time_ns())
             except Exception as exc:
                 cause = cause_of(exc)
-                if isinstance(cause, StaleLeaseError):
+                if isinstance(cause, StaleLeaseError | BoardConnectionError):
                     # The lease expired (a long pause, a lost connection) and another process of
                     # the shared board took the delivery over: that run counts, this one's
-                    # outputs were refused. Nothing to retry, nothing to keep.
+                    # outputs were refused. Or the board stayed unreachable past its reconnect
+                    # limit: the outputs were not stored, and the lease, no longer renewed,
+                    # lapses, so the delivery runs again once the board is back (not the
+                    # agent's failure: no retry, no dead letter, which could not be written).
                     self._collector.leases_lost += 1
                     span.status, span.message = "error", f"lease lost: {cause}"
                     span.attributes["flock.outcome"] = "lease_lost"
@@ -373,6 +376,11 @@ class RunExecutor:
                 await component.on_terminate(agent, ctx)
             except Exception as hook_error:
                 self.letters.failure(agent, "on_terminate", hook_error, ctx.attempt, None)
+
+    def held_leases(self) -> list[UUID]:
+        """The deliveries whose lease this process holds for a run: running, or leased and
+        waiting to start. A shared board's heartbeat renews these and no others."""
+        return [UUID(int=key) for key in self._holding] + list(self.preleased)
 
     async def abandon(self, agent: Agent, delivery: Delivery, run: ReadyRun, why: str) -> None:
         """Keep a run that was cancelled mid-flight: the delivery is marked dead (fenced by the

@@ -24,8 +24,9 @@ from flock_cli.core.routing import Routing
 from flock_cli.core.subscription import ReadyRun, Subscription
 from flock_cli.core.summary import Failure, LiveStatus, SummaryCollector
 from flock_cli.core.timers import Timers
+from flock_cli.errors import BoardConnectionError
 from flock_cli.gc_policy import tune_for_runs
-from flock_cli.store.contract import Delivery
+from flock_cli.store.contract import Delivery, StaleLeaseError
 
 if TYPE_CHECKING:
     from flock_cli.core.runtime import Runtime
@@ -268,6 +269,12 @@ class Scheduler(Routing):
         except asyncio.CancelledError:
             await runs.abandon(agent, delivery, run, "cancelled at shutdown")
             raise
+        except (StaleLeaseError, BoardConnectionError) as error:
+            # Handing the delivery back (a retry's release, a dead letter) found it taken over,
+            # or the board unreachable past its reconnect limit: the run's lease is gone or
+            # lapses, and the delivery runs again where it is leased next. Not a failure here.
+            self.collector.leases_lost += 1
+            self.resolve_direct(delivery.id, error=error)
         except Exception as error:
             self.report_crash(error)
             self.resolve_direct(delivery.id, error=error)

@@ -39,6 +39,8 @@ from flock_cli.store.contract import BlackboardStore, Delivery, NotLeaderError
 from flock_cli.store.records import RoutingTx
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from psycopg import AsyncConnection
 
     from flock_cli.store.postgres_connections import ConnectionPool
@@ -181,11 +183,21 @@ class SharedBoardMixin(BlackboardStore):
 
         await self._run(write)
 
-    async def heartbeat(self, owner: str, *, now: datetime, ttl: float, draining: bool = False) -> int | None:
-        """Renew every lease ``owner`` holds until ``now + ttl`` and stamp its heartbeat, in one
-        transaction. Returns how many leases it holds, or None when the board no longer lists the
-        process (another process found it dead and released its leases: it must register again,
-        and its runs in flight will be fenced)."""
+    async def heartbeat(
+        self,
+        owner: str,
+        *,
+        now: datetime,
+        ttl: float,
+        draining: bool = False,
+        held: Sequence[UUID] | None = None,
+    ) -> int | None:
+        """Renew the leases ``owner`` holds until ``now + ttl`` (only those of ``held``, the
+        deliveries it still works on, when given: a lease whose run gave up, say when the board
+        could not be reached to store its outputs, must lapse so that the delivery runs again)
+        and stamp its heartbeat, in one transaction. Returns how many leases it renewed, or None
+        when the board no longer lists the process (another process found it dead and released
+        its leases: it must register again, and its runs in flight will be fenced)."""
 
         async def write(conn: AsyncConnection[Any], _: bool) -> int | None:
             async with conn.transaction():
@@ -195,15 +207,22 @@ class SharedBoardMixin(BlackboardStore):
                 )
                 if cursor.rowcount != 1:
                     return None
-                cursor = await conn.execute(
-                    "UPDATE flock.deliveries SET lease_expires_at = %s"
-                    " WHERE status = 'leased' AND lease_owner = %s",
-                    (now + timedelta(seconds=ttl), owner),
-                )
+                if held is None:
+                    cursor = await conn.execute(
+                        "UPDATE flock.deliveries SET lease_expires_at = %s"
+                        " WHERE status = 'leased' AND lease_owner = %s",
+                        (now + timedelta(seconds=ttl), owner),
+                    )
+                else:
+                    cursor = await conn.execute(
+                        "UPDATE flock.deliveries SET lease_expires_at = %s"
+                        " WHERE status = 'leased' AND lease_owner = %s AND id = ANY(%s)",
+                        (now + timedelta(seconds=ttl), owner, list(held)),
+                    )
                 return cursor.rowcount
 
-        held: int | None = await self._run(write)
-        return held
+        renewed: int | None = await self._run(write)
+        return renewed
 
     async def reap(self, *, now: datetime, stale_after: float) -> builtins.list[ProcessRecord]:
         """Forget processes whose heartbeat is older than ``stale_after`` seconds and make their
