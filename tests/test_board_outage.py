@@ -61,6 +61,7 @@ async def test_a_run_that_cannot_reach_its_board_runs_again_instead_of_a_dead_le
         postgres_server.start()
     letters = await store.dead_letters()
     await flock.shutdown()
+    await store.close()  # its connections, the routing lock's too: none left for the collector
     assert calls == [7, 7]  # once cut off, once again when its lease had lapsed
     assert [a.payload for a in outputs] == [{"n": 70}]
     assert letters == []
