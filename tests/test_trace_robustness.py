@@ -245,3 +245,23 @@ def test_an_empty_or_damaged_trace_store_is_named_for_what_it_is(tmp_path: Path)
     assert f"trace store {store} cannot be opened" in damaged.output
     assert "held by another process" not in damaged.output and "move it aside" in damaged.output
     assert "flock trace show" not in damaged.output  # the store has nothing to show
+
+
+def test_a_store_read_while_another_process_creates_it_is_not_called_empty(tmp_path: Path) -> None:
+    # DuckDB creates the file, then writes its header: a reader polling for the store (as
+    # `flock top` and scripts do) could meet the empty file in between and was told to remove it.
+    finished = seed(tmp_path / "finished.duckdb")
+    store = tmp_path / "traces.duckdb"
+    store.write_bytes(b"")  # created, header not written yet
+
+    def create() -> None:
+        time.sleep(0.3)
+        store.write_bytes(finished.read_bytes())
+
+    writer = threading.Thread(target=create)
+    writer.start()
+    try:
+        runs = TraceReader(store).runs()
+    finally:
+        writer.join()
+    assert [r.name for r in runs] == [r.name for r in TraceReader(finished).runs()]

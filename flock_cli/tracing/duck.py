@@ -49,12 +49,32 @@ def check_trace_path(path: Path, *, must_exist: bool = False) -> None:
             head = handle.read(12)
     except OSError as exc:
         raise TraceStoreError(f"trace store {path} cannot be read: {exc.strerror or exc}") from exc
+    if not head:
+        head = _once_created(path)
     if not head:  # DuckDB makes no store of an empty file (it refuses to open it), nor do we
         raise TraceStoreError(
             f"{path} is an empty file, not a DuckDB trace store; remove it or give another path"
         )
     if head[8:12] != _MAGIC:
         raise TraceStoreError(f"{path} is not a DuckDB trace store")
+
+
+def _once_created(path: Path, patience: float = 1.0) -> bytes:
+    """The first bytes of ``path``, given up to ``patience`` seconds to appear: a store another
+    process is creating is an empty file for the moment between DuckDB creating it and writing
+    its header (12 KB, within milliseconds), and a reader polling for it (``flock top``, a
+    script) must not be told to remove it."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(12)
+        except OSError:
+            return b""
+        if head:
+            return head
+    return b""
 
 
 def unusable(path: Path) -> str | None:
