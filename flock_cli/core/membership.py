@@ -158,22 +158,23 @@ class Membership:
         from flock_cli.store.postgres_shared import ProcessRecord, this_host
 
         runtime, board = self._runtime, self.board
+
+        async def beat(now: datetime) -> int | None:
+            return await board.heartbeat(
+                runtime.owner, now=now, ttl=runtime.lease_ttl, held=self._held_leases(),
+                draining=self.draining,
+            )  # fmt: skip
+
         while True:
             await asyncio.sleep(self.heartbeat)
             asked = runtime.clock.now()
-            held = await board.heartbeat(
-                runtime.owner, now=asked, ttl=runtime.lease_ttl, draining=self.draining,
-                held=self._held_leases(),
-            )  # fmt: skip
+            held = await beat(asked)
             now = runtime.clock.now()
             if held is not None and (now - asked).total_seconds() > self.heartbeat:
                 # The board answered late (its connections were reconnecting): the time just
                 # written is as old as the wait, and a member reaping now would take this
                 # process for dead. Stamp the time it is now, before anyone looks.
-                held = await board.heartbeat(
-                    runtime.owner, now=now, ttl=runtime.lease_ttl, draining=self.draining,
-                    held=self._held_leases(),
-                )  # fmt: skip
+                held = await beat(now)
                 now = runtime.clock.now()
             if held is None:  # reaped as dead (a long pause, a cut network): join again
                 log.warning(

@@ -189,15 +189,15 @@ class SharedBoardMixin(BlackboardStore):
         *,
         now: datetime,
         ttl: float,
+        held: Sequence[UUID],
         draining: bool = False,
-        held: Sequence[UUID] | None = None,
     ) -> int | None:
-        """Renew the leases ``owner`` holds until ``now + ttl`` (only those of ``held``, the
-        deliveries it still works on, when given: a lease whose run gave up, say when the board
-        could not be reached to store its outputs, must lapse so that the delivery runs again)
-        and stamp its heartbeat, in one transaction. Returns how many leases it renewed, or None
-        when the board no longer lists the process (another process found it dead and released
-        its leases: it must register again, and its runs in flight will be fenced)."""
+        """Renew the leases ``owner`` holds on the deliveries of ``held`` (those it still works
+        on: a lease whose run gave up, say when the board could not be reached to store its
+        outputs, must lapse so that the delivery runs again) until ``now + ttl``, and stamp its
+        heartbeat, in one transaction. Returns how many leases it renewed, or None when the
+        board no longer lists the process (another process found it dead and released its
+        leases: it must register again, and its runs in flight will be fenced)."""
 
         async def write(conn: AsyncConnection[Any], _: bool) -> int | None:
             async with conn.transaction():
@@ -207,18 +207,11 @@ class SharedBoardMixin(BlackboardStore):
                 )
                 if cursor.rowcount != 1:
                     return None
-                if held is None:
-                    cursor = await conn.execute(
-                        "UPDATE flock.deliveries SET lease_expires_at = %s"
-                        " WHERE status = 'leased' AND lease_owner = %s",
-                        (now + timedelta(seconds=ttl), owner),
-                    )
-                else:
-                    cursor = await conn.execute(
-                        "UPDATE flock.deliveries SET lease_expires_at = %s"
-                        " WHERE status = 'leased' AND lease_owner = %s AND id = ANY(%s)",
-                        (now + timedelta(seconds=ttl), owner, list(held)),
-                    )
+                cursor = await conn.execute(
+                    "UPDATE flock.deliveries SET lease_expires_at = %s"
+                    " WHERE status = 'leased' AND lease_owner = %s AND id = ANY(%s)",
+                    (now + timedelta(seconds=ttl), owner, list(held)),
+                )
                 return cursor.rowcount
 
         renewed: int | None = await self._run(write)
