@@ -10,7 +10,6 @@ meets it.
 from __future__ import annotations
 
 from pathlib import Path
-from textwrap import dedent
 from typing import Any
 
 import pytest
@@ -18,15 +17,9 @@ from typer.testing import CliRunner
 
 from flock_cli.cli.app import app
 from flock_cli.recipe import RecipeError, load_recipe
+from tests.test_recipe_errors import write
 
 runner = CliRunner()
-
-
-def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
-    """Write dedented ``text`` to ``tmp_path / name`` and return the path."""
-    path = tmp_path / name
-    path.write_text(dedent(text), encoding="utf-8")
-    return path
 
 
 def errors(path: Path) -> list[tuple[int, str, str, str]]:
